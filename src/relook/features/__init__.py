@@ -1,0 +1,4 @@
+"""Extractors that fill the FeatureStore. Importing this package registers the built-in ones."""
+from relook.features.base import EXTRACTORS, Extractor, create_extractor, extract_to_store, register_extractor
+
+__all__ = ["EXTRACTORS", "Extractor", "create_extractor", "extract_to_store", "register_extractor"]

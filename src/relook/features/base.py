@@ -1,0 +1,70 @@
+"""The ``Extractor`` role and the ``extract`` stage that fills a FeatureStore resumably.
+
+An extractor turns images into ``ImageFeatures`` and declares the store fields it ``writes``. The stage
+function ``extract_to_store`` skips images already complete in the store, so rerunning it after an
+interruption only does the missing ones.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from relook.config import merge_conf
+from relook.registry import Registry
+from relook.types import ImageFeatures
+
+EXTRACTORS: Registry["Extractor"] = Registry("extractor")
+register_extractor = EXTRACTORS.register
+
+#: one image to extract: (image id, path to the file, optional crop box (x1, y1, x2, y2))
+ImageItem = tuple[str, Path, "tuple[float, float, float, float] | None"]
+
+
+def create_extractor(name: str, **conf: Any) -> "Extractor":
+    import relook.features  # noqa: F401  (registers the built-in extractors)
+
+    return EXTRACTORS.create(name, **conf)
+
+
+class Extractor(ABC):
+    """Base class: ``default_conf`` (commented keys in subclasses) and the ``writes`` fields."""
+
+    name: ClassVar[str] = "extractor"
+    default_conf: ClassVar[dict[str, Any]] = {}
+    writes: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **conf: Any) -> None:
+        self.conf = merge_conf(self.default_conf, conf, f"extractor {self.name!r}")
+
+    @abstractmethod
+    def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
+        """Features of one RGB uint8 image (H, W, 3)."""
+
+    def extract(self, images: Iterable[tuple[str, np.ndarray]]) -> Iterator[ImageFeatures]:
+        """Features of each (image id, RGB array); subclasses may batch."""
+        for image_id, image in images:
+            yield self.extract_one(image_id, image)
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """What produced the features: written into the store's metadata."""
+        return {"extractor": self.name, **{f"extractor.{k}": str(v) for k, v in self.conf.items()}}
+
+
+def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_path: str | Path,
+                     overwrite: bool = False, progress: bool = True) -> Path:
+    """The extract stage: write features of ``items`` into ``store_path``, skipping complete images."""
+    from relook.images import load_image
+    from relook.store import FeatureStore
+
+    with FeatureStore(store_path, "w" if overwrite else "a", meta=extractor.provenance) as store:
+        todo = [it for it in items if it[0] not in store]
+        loaded = ((i, load_image(p, bbox)) for i, p, bbox in todo)
+        for feats in tqdm(extractor.extract(loaded), total=len(todo), desc=f"extract:{extractor.name}",
+                          disable=not progress):
+            store.write(feats)
+    return Path(store_path)

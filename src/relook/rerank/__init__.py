@@ -1,0 +1,4 @@
+"""Rerankers, registered by name. Importing this package registers the built-in ones."""
+from relook.rerank.base import RERANKERS, Reranker, apply_scores, create_reranker, list_rerankers, register_reranker
+
+__all__ = ["RERANKERS", "Reranker", "apply_scores", "create_reranker", "list_rerankers", "register_reranker"]

@@ -1,0 +1,95 @@
+"""The ``Reranker`` role: rescore the top-K candidates of each query with richer evidence.
+
+A reranker reads only what extractors wrote into the feature stores (its ``requires`` fields) and
+never touches images. ``rerank`` scores one query against its candidates; ``rerank_shortlist`` runs it
+over a whole ``Shortlist`` and returns a ``Ranking`` whose first ``top_k`` columns are reordered by the
+new scores and whose remaining columns keep the global order. Rerankers that can batch many pairs
+(RRT, OT) override ``rerank_shortlist``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from relook.config import merge_conf
+from relook.errors import ShapeError
+from relook.registry import Registry
+from relook.types import ImageFeatures, Ranking, Shortlist
+
+RERANKERS: Registry["Reranker"] = Registry("reranker")
+register_reranker = RERANKERS.register
+
+
+def create_reranker(name: str, **conf: Any) -> "Reranker":
+    """Build the reranker registered as ``name`` (``gv``, ``aqe``, ``asmk``, ``rrt``, ``ot`` ...)."""
+    import relook.rerank  # noqa: F401  (registers the built-in rerankers)
+
+    return RERANKERS.create(name, **conf)
+
+
+def list_rerankers() -> list[str]:
+    import relook.rerank  # noqa: F401
+
+    return RERANKERS.names()
+
+
+class Reranker(ABC):
+    """Base class: ``default_conf`` (every key commented in subclasses), ``requires`` store fields."""
+
+    name: ClassVar[str] = "reranker"
+    default_conf: ClassVar[dict[str, Any]] = {"top_k": 100}  # number of shortlist entries rescored
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **conf: Any) -> None:
+        self.conf = merge_conf({"top_k": 100, **self.default_conf}, conf, f"reranker {self.name!r}")
+
+    @abstractmethod
+    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures],
+               global_scores: np.ndarray) -> np.ndarray:
+        """New scores (K,) for ``candidates`` of ``query`` (higher is better); empty in, empty out."""
+
+    def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
+        """Rescore the top ``conf['top_k']`` candidates of every query; returns a ``Ranking``."""
+        top_k = int(self.conf["top_k"])
+        new_scores = []
+        for q in tqdm(range(shortlist.num_queries), desc=f"rerank:{self.name}", disable=not progress):
+            cand = shortlist.indices[q, :top_k]
+            cand = cand[cand >= 0]
+            query = query_store.read(shortlist.query_ids[q], sorted(self.requires) or None)
+            candidates = [gallery_store.read(shortlist.gallery_ids[i], sorted(self.requires) or None) for i in cand]
+            new_scores.append(self.rerank(query, candidates, shortlist.scores[q, :len(cand)]))
+        return apply_scores(shortlist, new_scores, top_k, method=self.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.conf})"
+
+
+def apply_scores(shortlist: Shortlist, new_scores: Sequence[np.ndarray], top_k: int, method: str) -> Ranking:
+    """Reorder the first ``top_k`` columns of each row by ``new_scores[q]`` (ties: global order kept).
+
+    Columns beyond ``top_k`` keep their global order and scores shifted below every reranked one, so
+    the returned scores are descending along each row.
+    """
+    idx = shortlist.indices.copy()
+    scores = shortlist.scores.astype(np.float32).copy()
+    for q, s in enumerate(new_scores):
+        s = np.asarray(s, dtype=np.float64).ravel()
+        n = len(s)
+        if n == 0:
+            continue
+        valid = int((shortlist.indices[q, :top_k] >= 0).sum())
+        if n != valid:
+            raise ShapeError(f"query {shortlist.query_ids[q]!r}: reranker returned {n} scores for {valid} candidates")
+        if not np.isfinite(s).all():
+            raise ShapeError(f"query {shortlist.query_ids[q]!r}: reranker returned non-finite scores")
+        order = np.argsort(-s, kind="stable")
+        idx[q, :n] = shortlist.indices[q, :n][order]
+        scores[q, :n] = s[order]
+        if idx.shape[1] > n:  # the untouched tail stays below the reranked head
+            tail = shortlist.scores[q, n:].astype(np.float64)
+            scores[q, n:] = s.min() - 1.0 - (tail.max() - tail) if tail.size else tail
+    meta = {**shortlist.meta, "reranker": method, "reranked_top_k": str(top_k)}
+    return Ranking(shortlist.query_ids, shortlist.gallery_ids, idx, scores, meta)
