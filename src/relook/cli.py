@@ -43,15 +43,15 @@ def store_merge(shards: list[Path] = typer.Argument(..., help="shard stores to m
     typer.echo(f"wrote {output}")
 
 
-@app.command("search")
-def search_cmd(query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
+@store_app.command("search")
+def store_search_cmd(query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
                gallery_store: Path = typer.Argument(..., help="store with the gallery's global_desc"),
                output: Path = typer.Option(..., "--output", "-o", help="shortlist file (.npz) to write"),
                k: int = typer.Option(100, "--k", help="shortlist length"),
                index: str = typer.Option("flat", help="faiss index: flat (exact) or ivfpq")) -> None:
     """Global inner-product search: top-K gallery images per query.
 
-    Example: relook search q.h5 db.h5 -o shortlist.npz --k 100
+    Example: relook store search q.h5 db.h5 -o shortlist.npz --k 100
     """
     from relook.search import build_index, search
     from relook.store import FeatureStore
@@ -63,6 +63,101 @@ def search_cmd(query_store: Path = typer.Argument(..., help="store with the quer
                                              **{f"gallery.{a}": b for a, b in gs.meta.items()}})
     shortlist.save(output)
     typer.echo(f"wrote {output}: {shortlist.num_queries} queries x top-{shortlist.k}")
+
+
+# -- experiment stages (config-driven) -------------------------------------------------------------
+CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); later ones override earlier")
+SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
+
+
+def _conf(config: list[Path], overrides: list[str], save: bool = True) -> dict:
+    from relook.experiment import load_config, save_config
+
+    conf = load_config(config, overrides)
+    if save:
+        save_config(conf, conf["out"])
+    return conf
+
+
+@app.command("extract")
+def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+                quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
+
+    Example: relook extract -c configs/demo.yaml -s dataset.root=runs/demo/co3d_retrieve
+    """
+    from relook import pipeline
+
+    for label, (q, g) in pipeline.extract(_conf(config, overrides), progress=not quiet).items():
+        typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
+
+
+@app.command("index")
+def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+              overwrite: bool = typer.Option(False, help="rebuild even if up to date")) -> None:
+    """Build the faiss index of the gallery's global descriptors (flat, or shortlist.index=ivfpq).
+
+    Example: relook index -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    typer.echo(f"wrote {pipeline.index(_conf(config, overrides), overwrite)}")
+
+
+@app.command("search")
+def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               overwrite: bool = typer.Option(False, help="search again even if up to date")) -> None:
+    """Global top-k shortlist of every query -> <out>/shortlist.npz.
+
+    Example: relook search -c configs/demo.yaml -s shortlist.k=500
+    """
+    from relook import pipeline
+
+    typer.echo(f"wrote {pipeline.search(_conf(config, overrides), overwrite)}")
+
+
+@app.command("rerank")
+def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
+               overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
+               quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """Run rerankers on the same shortlist, then print one table of metrics and time per query.
+
+    Example: relook rerank -c configs/demo.yaml --methods gv,aqe,asmk,rrt,ot
+    """
+    from relook import pipeline
+
+    conf = _conf(config, overrides)
+    labels = [m.strip() for m in methods.split(",") if m.strip()] or None
+    pipeline.rerank(conf, labels, overwrite, progress=not quiet)
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+
+
+@app.command("evaluate")
+def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT) -> None:
+    """Print the metrics of the shortlist and every ranking (and write <out>/results.json).
+
+    Example: relook evaluate -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    typer.echo(pipeline.results_table(pipeline.evaluate(_conf(config, overrides, save=False))))
+
+
+@app.command("run")
+def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+            quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """All stages in order: extract, index, search, rerank, evaluate (each skips finished work).
+
+    Example: relook run -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    conf = _conf(config, overrides)
+    pipeline.extract(conf, progress=not quiet)
+    pipeline.search(conf)
+    pipeline.rerank(conf, progress=not quiet)
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
 
 
 def main(argv: list[str] | None = None) -> int:
