@@ -122,3 +122,14 @@ def test_config_compose(tmp_path):
         load_config([], ["rerankers=[gv, gv]"])
     with pytest.raises(ConfigError, match="not found"):
         load_config([tmp_path / "none.yaml"])
+
+
+def test_report(toy):
+    cfg, out = toy
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    assert main(["report", "-c", str(cfg), "--queries", "2"]) == 0
+    page = (out / "report.html").read_text()
+    assert "toy test data" in page and "figures/pr_curves.png" in page and "figures/topk_toy_reverse.png" in page
+    from PIL import Image
+
+    assert Image.open(out / "figures/topk_global_only.png").size[0] > 100

@@ -160,6 +160,22 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
 
 
+@app.command("report")
+def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               queries: int = typer.Option(4, help="queries shown in the top-k grids")) -> None:
+    """Write <out>/report.html: results table, provenance, PR curves, top-k grids, other figures.
+
+    Example: relook report -c configs/demo.yaml
+    """
+    from relook import pipeline
+    from relook.report import make_figures, write_report
+
+    conf = _conf(config, overrides, save=False)
+    results = pipeline.evaluate(conf)
+    make_figures(conf, num_queries=queries)
+    typer.echo(f"wrote {write_report(conf, results)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; a ``RelookError`` becomes ``error: ...`` on stderr and exit code 2."""
     try:

@@ -167,3 +167,13 @@ def test_revisitop_settings():
     assert res["medium"]["mAP"] == pytest.approx(1.0)  # [1, 0] after junk: both positives first
     with pytest.raises(ConfigError, match="unknown revisited-protocol setting"):
         revisitop_ground_truth(gnd, "extreme")
+
+
+def test_precision_recall_curve_hand_computed():
+    # positives at ranks 0 and 2 of 2: (recall, precision) = (0.5, 1), (1, 2/3)
+    rec, prec = M.precision_recall_curve([np.array([5, 7, 3])], [[5, 3]], levels=5)
+    np.testing.assert_allclose(rec, [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(prec, [1, 1, 1, 2 / 3, 2 / 3])
+    # only one of two positives retrieved: precision 0 beyond recall 0.5
+    _, prec = M.precision_recall_curve([np.array([5, 7])], [[5, 3]], levels=3)
+    np.testing.assert_allclose(prec, [1, 1, 0])
