@@ -25,9 +25,9 @@ def aggregate(descs: np.ndarray, words: np.ndarray, centroids: np.ndarray) -> tu
     Word ids are sorted ascending; an all-zero residual sum stays zero.
     """
     d = centroids.shape[1]
-    words = np.asarray(words, np.int64).reshape(len(descs), -1)
-    if len(descs) == 0 or words.size == 0:
+    if len(descs) == 0 or np.size(words) == 0:
         return np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+    words = np.asarray(words, np.int64).reshape(len(descs), -1)
     flat_words = words.ravel()
     flat_desc = np.repeat(np.asarray(descs, np.float64), words.shape[1], axis=0)
     resid = flat_desc - centroids[flat_words]

@@ -65,7 +65,8 @@ def mutual_nn_batch(query: np.ndarray, candidates: Sequence[np.ndarray], ratio: 
         keep = nn21.gather(1, nn12) == torch.arange(n)[None, :]
         keep &= torch.isfinite(best)
         if best2 is not None:
-            keep &= best.sqrt() < ratio * best2[..., 1].sqrt()
+            second = best2[..., 1]  # inf when the candidate has a single feature: no ratio, no match
+            keep &= torch.isfinite(second) & (best.sqrt() < ratio * second.sqrt())
         elif ratio is not None:  # a single candidate feature: no second neighbour to compare with
             keep &= torch.zeros_like(keep)
         if max_distance is not None:
