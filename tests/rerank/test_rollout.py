@@ -72,3 +72,25 @@ def test_bad_input():
         rollout_relevancy(torch.rand(1, 10, 10), num_prefix=1, grid_hw=(4, 4))
     with pytest.raises(ShapeError):
         rollout([])
+
+
+def test_window_to_global_matches_loop():
+    from relook.rerank.rollout import window_to_global
+
+    h, w, ws, shift = 5, 6, 3, (1, 1)
+    g = torch.Generator().manual_seed(0)
+    a = torch.softmax(torch.randn(2, 4, ws * ws, ws * ws, generator=g, dtype=torch.float64), -1)  # 2x2 windows
+    got = window_to_global(a, (h, w), (ws, ws), shift)
+    # slow reference: token (y, x) sits at ((y - 1) mod h, (x - 1) mod w) of the shifted, padded 6x6 grid
+    ref = np.zeros((2, h * w, h * w))
+    pos = {}
+    for y in range(h):
+        for x in range(w):
+            sy, sx = (y - shift[0]) % h, (x - shift[1]) % w
+            pos[y * w + x] = ((sy // ws) * 2 + sx // ws, (sy % ws) * ws + sx % ws)
+    for p, (wp, ip) in pos.items():
+        for q, (wq, iq) in pos.items():
+            if wp == wq:
+                ref[:, p, q] = a[:, wp, ip, iq].numpy()
+    ref /= ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-12)

@@ -106,3 +106,28 @@ def rollout_relevancy(rolled: torch.Tensor, num_prefix: int, grid_hw: tuple[int,
         w = area_weights(tuple(grid_hw), out_hw).to(mu)
         mu = mu @ (w / w.sum(0, keepdim=True).clamp_min(1e-12)).T
     return mu / mu.sum(-1, keepdim=True).clamp_min(torch.finfo(mu.dtype).tiny)
+
+
+def window_to_global(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int],
+                     shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Scatter Swin window attention into one (B, H*W, H*W) map over the whole token grid.
+
+    attn: (B, nW, w*w, w*w) head-averaged attention of the windows of the cyclically shifted (by
+    ``-shift``) and bottom/right-padded grid, windows in row-major order (timm's ``window_partition``).
+    Entries outside a token's window are 0; attention to padding tokens is dropped and rows renormalised.
+    """
+    (h, w), (wh, ww) = hw, window
+    idx = torch.arange(h * w, device=attn.device).view(h, w)
+    if any(shift):
+        idx = torch.roll(idx, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+    idx = F.pad(idx, (0, wp - w, 0, hp - h), value=-1)
+    idx = idx.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)  # (nW, w*w)
+    if attn.shape[1:] != (idx.shape[0], wh * ww, wh * ww):
+        raise ShapeError(f"window_to_global: attention {tuple(attn.shape)} does not fit {idx.shape[0]} windows "
+                         f"of {window} on grid {hw}")
+    valid = (idx[:, :, None] >= 0) & (idx[:, None, :] >= 0)  # (nW, w*w, w*w)
+    win, i, j = valid.nonzero(as_tuple=True)
+    out = attn.new_zeros(attn.shape[0], h * w, h * w)
+    out[:, idx[win, i], idx[win, j]] = attn[:, win, i, j]
+    return _row_normalise(out)
