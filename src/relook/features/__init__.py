@@ -1,5 +1,6 @@
 """Extractors that fill the FeatureStore. Importing this package registers the built-in ones."""
 from relook.features.base import EXTRACTORS, Extractor, create_extractor, extract_to_store, register_extractor
 from relook.features import sift  # noqa: F401,E402  (registers sift)
+from relook.features import vit_tokens  # noqa: F401,E402  (registers "vit_tokens")
 
 __all__ = ["EXTRACTORS", "Extractor", "create_extractor", "extract_to_store", "register_extractor"]
