@@ -4,3 +4,4 @@ from relook.features import sift  # noqa: F401,E402  (registers sift)
 from relook.features import vit_tokens  # noqa: F401,E402  (registers "vit_tokens")
 
 __all__ = ["EXTRACTORS", "Extractor", "create_extractor", "extract_to_store", "register_extractor"]
+from relook.features import cnn_local  # noqa: F401,E402  (registers cnn_local)

@@ -4,3 +4,4 @@ from relook.rerank import aqe, asmk, gv  # noqa: F401,E402  (registers aqe, asmk
 from relook.rerank import ot  # noqa: F401,E402  (registers "ot")
 
 __all__ = ["RERANKERS", "Reranker", "apply_scores", "create_reranker", "list_rerankers", "register_reranker"]
+from relook.rerank import rrt  # noqa: F401,E402  (registers rrt)

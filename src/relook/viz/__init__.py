@@ -1,1 +1,2 @@
-"""Figures people would rather look at than read: top-k grids, curves, correspondences, heatmaps."""
+"""Figures people would rather look at than read (matplotlib, Agg backend, PNG files): top-k grids,
+curves, correspondences, attention grids, relevancy heatmaps."""
