@@ -25,6 +25,7 @@ def build_co3d_retrieve_cmd(root: Path = typer.Argument(..., help="CO3Dv2 root (
     path = build_co3d_retrieve(root, out, seed=seed, num_frames=num_frames, step_deg=step_deg, masked=masked,
                                progress=progress)
     frames = read_manifest(path)["frames"]
+    path = path / "manifest.json"
     for split in ("train", "test"):
         sel = [r for r in frames if r["split"] == split]
         typer.echo(f"{split}: {len(sel)} images of {len({r['instance'] for r in sel})} instances")

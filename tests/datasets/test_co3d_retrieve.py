@@ -124,3 +124,12 @@ def test_cli_info(built, capsys):
     out = capsys.readouterr().out
     assert "15 queries" in out and "decoded 15 images" in out
     assert main(["datasets", "info", "co3d_retrieve", str(built[1]), "-o", "split"]) == 2
+
+
+def test_split_seeded():
+    from relook.datasets.co3d_retrieve import split_instances
+
+    inst = {"apple": [f"apple/{i}" for i in range(21)], "bench": [f"bench/{i}" for i in range(10)]}
+    a, b, c = split_instances(inst, 0), split_instances(inst, 0), split_instances(inst, 1)
+    assert a == b and a != c and set(a) == set(inst["apple"] + inst["bench"])
+    assert sum(a[k] == "train" for k in inst["apple"]) == 10 and sum(a[k] == "train" for k in inst["bench"]) == 5
