@@ -25,6 +25,7 @@ def build_co3d_retrieve_cmd(root: Path = typer.Argument(..., help="CO3Dv2 root (
     path = build_co3d_retrieve(root, out, seed=seed, num_frames=num_frames, step_deg=step_deg, masked=masked,
                                progress=progress)
     frames = read_manifest(path)["frames"]
+    path = path / "manifest.json"
     for split in ("train", "test"):
         sel = [r for r in frames if r["split"] == split]
         typer.echo(f"{split}: {len(sel)} images of {len({r['instance'] for r in sel})} instances")
@@ -48,6 +49,33 @@ def synthetic_cmd(out: Path = typer.Argument(..., help="output folder (CO3Dv2 la
     path = generate_synthetic(out, num_instances=num_instances, num_views=num_views, image_size=image_size, seed=seed,
                               shared_textures=shared_textures, progress=progress)
     typer.echo(f"wrote {num_instances} x {num_views} synthetic views to {path}")
+
+
+@app.command("info")
+def info_cmd(name: str = typer.Argument(..., help="registered reader, e.g. roxford5k, sop, co3d_retrieve"),
+             root: Path = typer.Argument(..., help="the dataset's official folder"),
+             option: list[str] = typer.Option([], "--option", "-o", help="reader option key=value (repeatable)"),
+             verify: bool = typer.Option(False, help="decode every image once (finds corrupt files)")) -> None:
+    """Read a dataset and print its size and protocol; optionally decode every image.
+
+    Example: relook datasets info sop /data/Stanford_Online_Products -o split=test --verify
+    """
+    import yaml
+
+    from relook.datasets import load_dataset
+    from relook.datasets.verify import verify_images
+    from relook.errors import ConfigError
+
+    conf = {}
+    for item in option:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        conf[key] = yaml.safe_load(value)
+    ds = load_dataset(name, root, **conf)
+    typer.echo(repr(ds))
+    if verify:
+        typer.echo(f"decoded {verify_images(ds, progress=True)} images")
 
 
 @app.command("list")

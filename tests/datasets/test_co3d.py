@@ -76,3 +76,20 @@ def test_ply_round_trip(tmp_path, rng):
     X = rng.normal(size=(7, 3)).astype(np.float32)
     write_ply_points(tmp_path / "p.ply", X, colors=np.zeros((7, 3), np.uint8))
     np.testing.assert_array_equal(read_ply_points(tmp_path / "p.ply"), X)
+
+
+def test_default_format_and_missing_viewpoint(tmp_path):
+    # the official dataclass defaults intrinsics_format to ndc_norm_image_bounds; frames without a viewpoint
+    # are skipped; mask / depth may be absent
+    vp = {"R": np.eye(3).tolist(), "T": [0, 0, 3.0], "focal_length": [2.0, 4.0], "principal_point": [0.0, 0.0]}
+    frames = [{"sequence_name": "s1", "frame_number": 1, "frame_timestamp": 0.1,
+               "image": {"path": "apple/s1/images/frame000002.jpg", "size": [100, 200]}, "viewpoint": vp},
+              {"sequence_name": "s1", "frame_number": 0, "frame_timestamp": 0.0,
+               "image": {"path": "apple/s1/images/frame000001.jpg", "size": [100, 200]}, "viewpoint": None}]
+    write_jgz(tmp_path / "apple" / "frame_annotations.jgz", frames)
+    write_jgz(tmp_path / "apple" / "sequence_annotations.jgz", [{"sequence_name": "s1", "category": "apple"}])
+    by_seq, seqs = read_category(tmp_path, "apple")
+    (fr,) = by_seq["s1"]
+    assert fr.frame_number == 1 and fr.mask_path is None and seqs["s1"]["category"] == "apple"
+    np.testing.assert_allclose(fr.K, [[200, 0, 99.5], [0, 200, 49.5], [0, 0, 1]])  # f = (2 * W/2, 4 * H/2)
+    assert fr.image_path == tmp_path / "apple/s1/images/frame000002.jpg"

@@ -98,3 +98,38 @@ def test_cli(tmp_path, capsys):
     assert main(["datasets", "build-co3d-retrieve", str(tmp_path / "s"), str(tmp_path / "r"), "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["datasets", "build-co3d-retrieve", str(tmp_path / "nothing"), str(tmp_path / "r2")]) == 2
+
+
+def test_rotation_invariant_to_world_frame():
+    # the angle about the object must not depend on the world frame: move the world rigidly
+    from scipy.spatial.transform import Rotation
+
+    from relook.datasets.synthetic import synthetic_cameras
+
+    cams = synthetic_cameras(0, 3, 20, (64, 64))
+    R = np.stack([c[1] for c in cams])
+    t = np.stack([c[2] for c in cams])
+    Q, s = Rotation.random(random_state=4).as_matrix(), np.array([3.0, -1.0, 2.0])  # X' = Q X + s
+    R2 = R @ Q.T
+    t2 = t - np.einsum("nij,j->ni", R2, s)
+    a, b = rotation_about_object(R, t), rotation_about_object(R2, t2)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # and it follows the azimuth of the camera centres (world z up, object at the origin)
+    az = np.unwrap(np.radians([_azimuth(r, tt) for r, tt in zip(R, t)]))
+    np.testing.assert_allclose(np.abs(a), np.abs(np.degrees(az - az[0])), atol=3.0)
+
+
+def test_cli_info(built, capsys):
+    assert main(["datasets", "info", "co3d_retrieve", str(built[1]), "-o", "split=train", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "15 queries" in out and "decoded 15 images" in out
+    assert main(["datasets", "info", "co3d_retrieve", str(built[1]), "-o", "split"]) == 2
+
+
+def test_split_seeded():
+    from relook.datasets.co3d_retrieve import split_instances
+
+    inst = {"apple": [f"apple/{i}" for i in range(21)], "bench": [f"bench/{i}" for i in range(10)]}
+    a, b, c = split_instances(inst, 0), split_instances(inst, 0), split_instances(inst, 1)
+    assert a == b and a != c and set(a) == set(inst["apple"] + inst["bench"])
+    assert sum(a[k] == "train" for k in inst["apple"]) == 10 and sum(a[k] == "train" for k in inst["bench"]) == 5

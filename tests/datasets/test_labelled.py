@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from conftest import corrupt, write_jpg
+from layout_fixtures import corrupt, write_jpg
 from relook.datasets import load_dataset
 from relook.datasets.verify import verify_images
 from relook.errors import ConfigError, DataError

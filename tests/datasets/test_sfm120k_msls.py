@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import corrupt, write_jpg
+from layout_fixtures import corrupt, write_jpg
 from relook.datasets import load_dataset
 from relook.datasets.verify import verify_images
 from relook.errors import DataError

@@ -24,6 +24,7 @@ the CO3D root), ``masked_path`` (relative to OUT), ``instance``, ``category``, `
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -98,7 +99,7 @@ def split_instances(instances_by_category: dict[str, list[str]], seed: int = 0) 
     split = {}
     for cat in sorted(instances_by_category):
         seqs = sorted(instances_by_category[cat])
-        rng = np.random.default_rng([seed, sum(cat.encode())])
+        rng = np.random.default_rng([seed, zlib.crc32(cat.encode())])
         order = rng.permutation(len(seqs))
         for rank, i in enumerate(order):
             split[seqs[i]] = "train" if rank < len(seqs) // 2 else "test"
@@ -126,7 +127,8 @@ def _write_masked(frame: Co3dFrame, dst: Path) -> None:
 def build_co3d_retrieve(co3d_root: str | Path, out_dir: str | Path, seed: int = 0, num_frames: int = NUM_FRAMES,
                         step_deg: float = STEP_DEG, categories: Iterable[str] | None = None, masked: bool = True,
                         progress: bool = True) -> Path:
-    """Pick frames, split instances, write ``OUT/manifest.json`` (+ ``OUT/masked/``); returns the manifest path."""
+    """Pick frames, split instances, write ``OUT/manifest.json`` (+ ``OUT/masked/``); returns ``out_dir``
+    (what ``load_dataset("co3d_retrieve", root=...)`` reads)."""
     from tqdm import tqdm
 
     from relook.io import atomic_path
@@ -164,7 +166,7 @@ def build_co3d_retrieve(co3d_root: str | Path, out_dir: str | Path, seed: int = 
     path = out_dir / "manifest.json"
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest))
-    return path
+    return out_dir
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
@@ -197,6 +199,7 @@ def load_co3d_retrieve(root: Path, split: str = "test", variant: str = "full",
     if variant not in ("full", "masked"):
         raise ConfigError(f"co3d_retrieve: variant must be 'full' or 'masked', got {variant!r}")
     root = Path(root)
+    root = root.parent if root.is_file() else root
     manifest = read_manifest(root)
     base = Path(co3d_root) if co3d_root is not None else Path(manifest["co3d_root"])
     frames = [r for r in manifest["frames"] if r["split"] == split]

@@ -46,6 +46,7 @@ class Face:
     shade: float = 1.0
     tiles: float = 1.0  # texture repeats along each edge (ground)
     is_object: bool = True
+    normal: np.ndarray | None = None  # outward normal of a closed solid's face (back faces are culled); None: two-sided
 
 
 # ----------------------------------------------------------------------------------------------- textures
@@ -112,7 +113,7 @@ def box_faces(center, size, yaw: float, textures, light: np.ndarray) -> list[Fac
         eu[u], ev[v] = 2 * half[u], 2 * half[v]
         origin = c + Rz @ (n * half - eu / 2 - ev / 2)
         shade = 0.45 + 0.55 * max(0.0, float((Rz @ n) @ light))
-        faces.append(Face(origin, Rz @ eu, Rz @ ev, textures[k % len(textures)], shade))
+        faces.append(Face(origin, Rz @ eu, Rz @ ev, textures[k % len(textures)], shade, normal=Rz @ n))
     return faces
 
 
@@ -202,7 +203,11 @@ def render(faces: list[Face], K: np.ndarray, R: np.ndarray, t: np.ndarray, image
     img = background.astype(np.float32).copy()
     zbuf = np.full((h, w), np.inf)
     obj = np.zeros((h, w), bool)
+    center = -R.T @ t
+    grid = np.stack([*np.meshgrid(np.arange(w), np.arange(h)), np.ones((h, w))], -1)  # (H, W, 3) pixel centres
     for face in faces:
+        if face.normal is not None and face.normal @ (center - face.origin) <= 0:
+            continue  # back face of a closed box: hidden by its front faces
         M = np.stack([R @ face.e1, R @ face.e2, R @ face.origin + t], 1)  # unit square -> camera
         corners = np.array([[0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float) @ M.T
         if np.any(corners[:, 2] <= 1e-6):
@@ -213,8 +218,7 @@ def render(faces: list[Face], K: np.ndarray, R: np.ndarray, t: np.ndarray, image
         if x1 < x0 or y1 < y0:
             continue
         Hinv = np.linalg.inv(K @ M)
-        ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1]
-        q = np.stack([xs, ys, np.ones_like(xs)], -1).astype(np.float64) @ Hinv.T
+        q = grid[y0:y1 + 1, x0:x1 + 1] @ Hinv.T
         a, b = q[..., 0] / q[..., 2], q[..., 1] / q[..., 2]
         z = a * M[2, 0] + b * M[2, 1] + M[2, 2]
         zroi = zbuf[y0:y1 + 1, x0:x1 + 1]
