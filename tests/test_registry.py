@@ -29,3 +29,15 @@ def test_duplicate_name_rejected():
     reg.register("a")(lambda: 1)
     with pytest.raises(ConfigError, match="already registered"):
         reg.register("a")(lambda: 2)
+
+
+def test_bad_option_names_the_part():
+    reg = Registry("dataset")
+
+    @reg.register("toy")
+    def toy(root, split="test"):
+        return split
+
+    assert reg.create("toy", root="x", split="train") == "train"
+    with pytest.raises(ConfigError, match=r"dataset 'toy': unknown option\(s\) \['note'\]; known: \['split'\]"):
+        reg.create("toy", root="x", note="hi")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -178,6 +179,26 @@ def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     results = pipeline.evaluate(conf)
     make_figures(conf, num_queries=queries)
     typer.echo(f"wrote {write_report(conf, results)}")
+
+
+@app.command("demo")
+def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+             num_instances: int = typer.Option(60, help="synthetic object instances"),
+             num_views: int = typer.Option(5, help="views per instance"),
+             image_size: int = typer.Option(224, help="image side in pixels"),
+             rrt_epochs: int = typer.Option(15, help="RRT training epochs"),
+             config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
+             overrides: list[str] = SET_OPT,
+             quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """Synthetic benchmark -> features -> shortlist -> RRT training -> every reranker -> report.html.
+
+    Example: relook demo --out runs/demo   (what `make demo` runs)
+    """
+    from relook.demo import run_demo
+
+    path = run_demo(out, num_instances, num_views, image_size, rrt_epochs, overrides, config, progress=not quiet,
+                    log=typer.echo)
+    typer.echo(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ Keys::
     rerankers:  [{name: gv, label: gv, features: sift, ...options}]  # features: extractor label to read
     rerank_junk: keep            # revisitop only: keep | drop junk images from the shortlist before reranking
     out:        runs/exp
+    note:       "synthetic data, random-init weights"   # printed with the results table and report
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "rerankers": [],
     "rerank_junk": "keep",
     "out": "runs/exp",
+    "note": "",                  # free text printed with every result (e.g. "synthetic data, random init")
 }
 
 

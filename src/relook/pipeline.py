@@ -235,7 +235,7 @@ def evaluate(conf: dict) -> dict[str, Any]:
             timing[item["label"]] = float(ranking.meta.get("seconds_per_query", "nan"))
             meta[item["label"]] = ranking.meta
     results = {"dataset": f"{dataset.name} ({dataset.root})", "git": git_commit(), "metrics": rows,
-               "seconds_per_query": timing, "provenance": provenance(meta), "data_note": dataset.info.get("note", "")}
+               "seconds_per_query": timing, "provenance": provenance(meta), "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x)}
     from relook.io import atomic_path
 
     with atomic_path(out_dir / "results.json") as tmp:
@@ -243,13 +243,29 @@ def evaluate(conf: dict) -> dict[str, Any]:
     return results
 
 
+def _describe(meta: dict, prefix: str) -> str:
+    """``cnn_local(arch=resnet50, pretrained=False)`` from a store's provenance keys under ``prefix``."""
+    name = meta.get(f"{prefix}.extractor")
+    if not name:
+        return ""
+    keys = ("arch", "backbone", "model", "pretrained", "weights", "checkpoint")
+    opts = [f"{k}={meta[f'{prefix}.extractor.{k}']}" for k in keys
+            if meta.get(f"{prefix}.extractor.{k}") not in (None, "None", "")]
+    if meta.get(f"{prefix}.weights"):
+        opts.append(f"weights={meta[f'{prefix}.weights']}")
+    return f"{name}({', '.join(opts)})" if opts else name
+
+
 def provenance(meta: dict[str, dict]) -> dict[str, str]:
-    """Per method: which features/weights/checkpoint produced it (from the files' metadata)."""
+    """Per method: which features, weights and checkpoint produced it (from the files' metadata)."""
     out = {}
     for method, m in meta.items():
-        keep = {k: v for k, v in m.items() if any(s in k for s in ("weights", "checkpoint", "extractor", "global"))
-                and not k.endswith(".progress")}
-        out[method] = ", ".join(f"{k}={v}" for k, v in sorted(keep.items()))
+        parts = [f"shortlist from {_describe(m, 'global')}"]
+        if _describe(m, "features"):
+            parts.append(f"reranker reads {_describe(m, 'features')}")
+        if m.get("checkpoint"):
+            parts.append(f"checkpoint {m['checkpoint']}")
+        out[method] = "; ".join(p for p in parts if p)
     return out
 
 
