@@ -13,6 +13,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge feature stores (HDF5).")
 app.add_typer(store_app, name="store")
 
+from relook.cli_datasets import app as _datasets_app  # noqa: E402
+app.add_typer(_datasets_app, name="datasets")
+
 
 @store_app.command("info")
 def store_info(path: Path = typer.Argument(..., help="feature store (.h5)")) -> None:
