@@ -29,11 +29,12 @@ def aggregate(descs: np.ndarray, words: np.ndarray, centroids: np.ndarray) -> tu
         return np.zeros(0, np.int64), np.zeros((0, d), np.float32)
     words = np.asarray(words, np.int64).reshape(len(descs), -1)
     flat_words = words.ravel()
-    flat_desc = np.repeat(np.asarray(descs, np.float64), words.shape[1], axis=0)
-    resid = flat_desc - centroids[flat_words]
-    uniq, inv = np.unique(flat_words, return_inverse=True)
-    agg = np.zeros((len(uniq), d), np.float64)
-    np.add.at(agg, inv, resid)
+    order = np.argsort(flat_words, kind="stable")
+    sorted_words = flat_words[order]
+    resid = np.asarray(descs, np.float64)[order // words.shape[1]] - centroids[sorted_words]
+    starts = np.flatnonzero(np.r_[True, sorted_words[1:] != sorted_words[:-1]])
+    uniq = sorted_words[starts]
+    agg = np.add.reduceat(resid, starts, axis=0)
     norm = np.linalg.norm(agg, axis=1, keepdims=True)
     agg = np.where(norm > 0, agg / np.maximum(norm, 1e-30), 0.0)
     return uniq, agg.astype(np.float32)

@@ -105,7 +105,7 @@ class GeometricVerification(Reranker):
         "max_distance": None,  # keep matches with descriptor L2 distance below this (DELG: 1.0), None = off
         "max_local": 1000,  # local features per image used, strongest by attention (RRT supp. Table 1)
         "seed": 0,  # random generator state of the robust estimator
-        "chunk_size": 16,  # candidates matched per batched matmul (memory: chunk * N * M floats)
+        "chunk_size": 8,  # candidates matched per batched matmul (memory: chunk * N * M floats)
     }
     requires = frozenset({"local_desc", "keypoints", "attention"})
 
