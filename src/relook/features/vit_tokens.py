@@ -169,7 +169,7 @@ class VitTokens(Extractor):
     @torch.no_grad()
     def _forward(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         size = int(self.conf["image_size"])
-        x = torch.cat([F.interpolate(torch.as_tensor(self._check(im)).permute(2, 0, 1)[None].float(),
+        x = torch.cat([F.interpolate(torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
                                      size=(size, size), mode="bilinear", antialias=True) for im in images])
         x = ((x.to(self.conf["device"]) / 255.0) - self.mean) / self.std
         self._attn.clear()
