@@ -15,6 +15,7 @@ store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge feature st
 app.add_typer(store_app, name="store")
 __import__("relook.cli_rrt", fromlist=["register"]).register(app)  # relook train rrt, visualize rrt-matches
 app.add_typer(__import__("relook.cli_classic", fromlist=["app"]).app, name="classic")
+__import__("relook.cli_ot", fromlist=["register"]).register(app)  # relook visualize ot
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402
 app.add_typer(_datasets_app, name="datasets")

@@ -94,3 +94,13 @@ def test_window_to_global_matches_loop():
                 ref[:, p, q] = a[:, wp, ip, iq].numpy()
     ref /= ref.sum(-1, keepdims=True)
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-12)
+
+
+def test_window_attention_resized_matches_two_steps():
+    from relook.rerank.rollout import window_attention_resized, window_to_global
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.softmax(torch.randn(2, 4, 9, 9, generator=g, dtype=torch.float64), -1)  # 5x6 grid, 3x3 windows
+    ref = resize_attention(window_to_global(a, (5, 6), (3, 3), (1, 1)), (5, 6), (5, 6), (2, 3))
+    got = window_attention_resized(a, (5, 6), (3, 3), (1, 1), (2, 3))
+    torch.testing.assert_close(got, ref)

@@ -92,3 +92,15 @@ def test_bad_input():
         sinkhorn(cost, mu, nu, eps=0)
     with pytest.raises(ConfigError):
         partial_sinkhorn(cost, mu, nu, mass=1.5)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_wide_cost_range_uses_log_path():
+    cost, mu, nu = _problem(b=2, seed=5)
+    cost = cost * 30  # -C/eps spans ~1200: too wide for exp, solved by the logsumexp path
+    plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
+    assert torch.isfinite(plan).all()
+    for i in range(2):
+        ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log",
+                          numItermax=50, stopThr=0.0)
+        np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)

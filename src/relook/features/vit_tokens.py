@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from relook.errors import ConfigError, ShapeError
 from relook.features.base import Extractor, register_extractor
-from relook.rerank.rollout import (area_weights, head_average, resize_attention, rollout, rollout_relevancy,
-                                   window_to_global)
+from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy,
+                                   window_attention_resized)
 from relook.types import ImageFeatures
 
 #: short names -> timm model names (any other timm ViT / Swin / CNN name works too)
@@ -161,15 +161,14 @@ class VitTokens(Extractor):
         layers = []
         for a, (hw, window, shift) in zip(self._attn, self._shapes):
             a = head_average(a).double().view(batch, -1, *a.shape[-2:])
-            full = window_to_global(a, hw, tuple(window), tuple(shift))
-            layers.append(resize_attention(full, hw, hw, feat_hw))
+            layers.append(window_attention_resized(a, hw, tuple(window), tuple(shift), feat_hw))
         layers = torch.stack(layers, 1)
         return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
 
     @torch.no_grad()
     def _forward(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         size = int(self.conf["image_size"])
-        x = torch.cat([F.interpolate(torch.as_tensor(self._check(im)).permute(2, 0, 1)[None].float(),
+        x = torch.cat([F.interpolate(torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
                                      size=(size, size), mode="bilinear", antialias=True) for im in images])
         x = ((x.to(self.conf["device"]) / 255.0) - self.mean) / self.std
         self._attn.clear()

@@ -116,6 +116,17 @@ def window_to_global(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int,
     ``-shift``) and bottom/right-padded grid, windows in row-major order (timm's ``window_partition``).
     Entries outside a token's window are 0; attention to padding tokens is dropped and rows renormalised.
     """
+    idx = _window_index(hw, window, shift, attn)
+    valid = (idx[:, :, None] >= 0) & (idx[:, None, :] >= 0)  # (nW, w*w, w*w)
+    win, i, j = valid.nonzero(as_tuple=True)
+    out = attn.new_zeros(attn.shape[0], hw[0] * hw[1], hw[0] * hw[1])
+    out[:, idx[win, i], idx[win, j]] = attn[:, win, i, j]
+    return _row_normalise(out)
+
+
+def _window_index(hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
+                  attn: torch.Tensor) -> torch.Tensor:
+    """(nW, w*w) grid index of each window slot (-1 for padding), timm's shift / pad / partition order."""
     (h, w), (wh, ww) = hw, window
     idx = torch.arange(h * w, device=attn.device).view(h, w)
     if any(shift):
@@ -124,10 +135,21 @@ def window_to_global(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int,
     idx = F.pad(idx, (0, wp - w, 0, hp - h), value=-1)
     idx = idx.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)  # (nW, w*w)
     if attn.shape[1:] != (idx.shape[0], wh * ww, wh * ww):
-        raise ShapeError(f"window_to_global: attention {tuple(attn.shape)} does not fit {idx.shape[0]} windows "
+        raise ShapeError(f"window attention {tuple(attn.shape)} does not fit {idx.shape[0]} windows "
                          f"of {window} on grid {hw}")
-    valid = (idx[:, :, None] >= 0) & (idx[:, None, :] >= 0)  # (nW, w*w, w*w)
-    win, i, j = valid.nonzero(as_tuple=True)
-    out = attn.new_zeros(attn.shape[0], h * w, h * w)
-    out[:, idx[win, i], idx[win, j]] = attn[:, win, i, j]
-    return _row_normalise(out)
+    return idx
+
+
+def window_attention_resized(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int],
+                             shift: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+    """``resize_attention(window_to_global(attn, hw, window, shift), hw, hw, out_hw)`` without forming the
+    (H*W, H*W) map: ``sum_w W_q[:, win w] A_w W_k[:, win w]^T``. attn: (B, nW, w*w, w*w) -> (B, P, P)."""
+    idx = _window_index(hw, window, shift, attn)
+    ok = (idx >= 0).to(attn.dtype)  # (nW, w*w)
+    attn = _row_normalise(attn * ok[None, :, None, :])  # attention to padding dropped
+    wq = area_weights(tuple(hw), tuple(out_hw)).to(attn)
+    wk = wq / wq.sum(0, keepdim=True).clamp_min(1e-12)
+    safe = idx.clamp_min(0)
+    gq = wq[:, safe].permute(1, 0, 2) * ok[:, None, :]  # (nW, P, w*w), padding rows contribute nothing
+    gk = wk[:, safe].permute(1, 0, 2) * ok[:, None, :]
+    return torch.einsum("wpi,bwij,wqj->bpq", gq, attn, gk)
