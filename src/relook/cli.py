@@ -12,6 +12,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Instance-level image retrieval that looks again at its shortlist.")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge feature stores (HDF5).")
 app.add_typer(store_app, name="store")
+app.add_typer(__import__("relook.cli_dtop", fromlist=["app"]).app, name="train")  # dtop
 
 
 @store_app.command("info")

@@ -1,0 +1,1 @@
+"""Models: backbones with retrieval heads (``dtop/``), whitening and other learned post-processing."""

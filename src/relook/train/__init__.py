@@ -1,0 +1,1 @@
+"""Training loops (checkpoint/resume, torchrun DDP) and their samplers."""
