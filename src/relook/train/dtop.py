@@ -75,7 +75,7 @@ class TrainImages(torch.utils.data.Dataset):
 
         index, h, w = key
         path, bbox = self.items[index]
-        x = torch.from_numpy(load_image(path, bbox)).permute(2, 0, 1).float() / 255.0
+        x = torch.from_numpy(np.array(load_image(path, bbox))).permute(2, 0, 1).float() / 255.0
         if self.augment:
             aspect = w / h
             x = v2.RandomResizedCrop((h, w), scale=self.crop_scale, ratio=(aspect * 0.75, aspect / 0.75),
@@ -192,7 +192,7 @@ def train_dtop(conf: dict[str, Any], items: Sequence[tuple[Any, Any]], labels: S
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", size=f"{images.shape[2]}x{images.shape[3]}")
         history.append(float(np.mean(losses)) if losses else float("nan"))
         if rank == 0:

@@ -2,7 +2,8 @@
 
 A backbone returns, for the last ``k`` encoder layers, the prefix tokens ([CLS], distillation) and the
 patch tokens on their spatial grid, for ANY input size: the patch grid follows the input and the
-position embedding is resized to it by DPE (``dpe.py``, Eq. 2). Every collected layer goes through the
+position embedding is resized to it by DPE (``dpe.py``, Eq. 2); sides that are not a multiple of the
+patch size are zero-padded by timm (``dynamic_img_pad``). Every collected layer goes through the
 backbone's final LayerNorm (the one timm applies to the last layer), so layers are on one scale.
 
 Registered names -> timm models (``pretrained=True`` downloads the timm weights):
@@ -66,7 +67,8 @@ class TokenBackbone(nn.Module):
             raise ConfigError(f"dtop backbone: dpe must be one of {DPE_MODES}, got {dpe!r}")
         self.name, self.dpe_mode = name, dpe
         self.vit = timm.create_model(timm_name(name), pretrained=pretrained, num_classes=0,
-                                     dynamic_img_size=True, **(timm_kwargs or {}))
+                                     dynamic_img_size=True, dynamic_img_pad=True,
+                                     **(timm_kwargs or {}))
         for attr in ("patch_embed", "blocks", "pos_embed", "norm", "cls_token"):
             if not hasattr(self.vit, attr):
                 raise ConfigError(f"dtop backbone {name!r}: timm model is not a ViT (no {attr!r})")
