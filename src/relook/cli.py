@@ -14,6 +14,9 @@ store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge feature st
 app.add_typer(store_app, name="store")
 app.add_typer(__import__("relook.cli_dtop", fromlist=["app"]).app, name="train")  # dtop
 
+from relook.cli_datasets import app as _datasets_app  # noqa: E402
+app.add_typer(_datasets_app, name="datasets")
+
 
 @store_app.command("info")
 def store_info(path: Path = typer.Argument(..., help="feature store (.h5)")) -> None:
