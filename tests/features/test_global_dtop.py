@@ -1,10 +1,21 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from relook.features import create_extractor, extract_to_store
 from relook.models.dtop.multiscale import DEFAULT_SCALES, image_tensor, multiscale_descriptor, scales_for
 from relook.store import FeatureStore
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread on a shared CPU; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 MODEL = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1,
              out_dim=48)

@@ -32,7 +32,7 @@ def image_tensor(rgb: np.ndarray, max_size: int | None) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float (1, 3, H', W') in [0, 1], longer side resized to ``max_size``."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ShapeError(f"dtop: image must be RGB (H, W, 3), got shape {rgb.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     if max_size:
         f = max_size / max(x.shape[2:])
         size = (max(1, round(x.shape[2] * f)), max(1, round(x.shape[3] * f)))
