@@ -16,6 +16,7 @@ app.add_typer(store_app, name="store")
 __import__("relook.cli_rrt", fromlist=["register"]).register(app)  # relook train rrt, visualize rrt-matches
 app.add_typer(__import__("relook.cli_classic", fromlist=["app"]).app, name="classic")
 __import__("relook.cli_ot", fromlist=["register"]).register(app)  # relook visualize ot
+app.add_typer(__import__("relook.cli_dtop", fromlist=["app"]).app, name="train")  # dtop
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402
 app.add_typer(_datasets_app, name="datasets")

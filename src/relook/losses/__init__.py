@@ -1,0 +1,1 @@
+"""Training losses (pure functions of embeddings and labels, plus their parameter-holding modules)."""
