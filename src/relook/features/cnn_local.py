@@ -97,7 +97,7 @@ def to_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float (3, size, size) in [0, 1] (bilinear resize; ``None`` keeps the size)."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise DataError(f"cnn_local: expected an RGB image (H, W, 3), got shape {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255.0)
     if size is not None:
         x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     return x
