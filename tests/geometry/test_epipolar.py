@@ -57,9 +57,9 @@ def test_fundamental_after_crop_resize():
     box1, box2 = (20, 13, 150, 180), (7, 30, 200, 160)
     out = (112, 96)
     K1c, K2c = crop_resize_intrinsics(K1, box1, out), crop_resize_intrinsics(K2, box2, out)
-    # move the pixels through the same crop and resize (corner-origin pixel convention)
-    y1 = (x1 - np.array(box1[:2])) * np.array([out[1] / box1[2], out[0] / box1[3]])
-    y2 = (x2 - np.array(box2[:2])) * np.array([out[1] / box2[2], out[0] / box2[3]])
+    # move the pixels through the same crop and resize as cv2.resize does (pixel centres at integers)
+    y1 = (x1 - np.array(box1[:2]) + 0.5) * np.array([out[1] / box1[2], out[0] / box1[3]]) - 0.5
+    y2 = (x2 - np.array(box2[:2]) + 0.5) * np.array([out[1] / box2[2], out[0] / box2[3]]) - 0.5
     # the adjusted intrinsics project the 3D points exactly to the moved pixels
     assert np.allclose(project(K1c.numpy(), R1, t1, X), y1)
     F = fundamental_from_cameras(K1c, R1, t1, K2c, R2, t2)
@@ -72,7 +72,8 @@ def test_intrinsics_hand_computed():
     K = torch.tensor([[100.0, 0, 50], [0, 120.0, 40], [0, 0, 1]], dtype=torch.float64)
     assert torch.allclose(crop_intrinsics(K, 10, 5)[:2, 2], torch.tensor([40.0, 35.0], dtype=torch.float64))
     Kr = resize_intrinsics(K, 0.5, 2.0)
-    assert torch.allclose(Kr, torch.tensor([[50.0, 0, 25], [0, 240.0, 80], [0, 0, 1]], dtype=torch.float64))
+    # principal point: (50 + 0.5) * 0.5 - 0.5 = 24.75 and (40 + 0.5) * 2 - 0.5 = 80.5
+    assert torch.allclose(Kr, torch.tensor([[50.0, 0, 24.75], [0, 240.0, 80.5], [0, 0, 1]], dtype=torch.float64))
     # batched
     Kb = crop_intrinsics(K.expand(3, 3, 3), torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3))
     assert torch.allclose(Kb[:, 0, 2], torch.tensor([49.0, 48.0, 47.0], dtype=torch.float64))
@@ -140,7 +141,7 @@ def test_indicator_true_correspondences_on_line():
         Xw = R1.T @ (3.5 * ray - t1)
         x2 = project(K2, R2, t2, Xw[None])[0]
         if 0 <= x2[0] < 224 and 0 <= x2[1] < 224:
-            j = int(x2[1] // 32) * s + int(x2[0] // 32)
+            j = int((x2[1] + 0.5) // 32) * s + int((x2[0] + 0.5) // 32)
             assert I12[i, j] == 1
 
 
@@ -191,11 +192,11 @@ def test_plane_angles_equal_for_correspondences():
     # the projection of a point in image 2 gets the same angle as its image-1 projection
     x1, x2 = project(K1, R1, t1, X), project(K2, R2, t2, X)
     for k in range(5):
-        # a 1x1 grid whose centre sits on the point: shift each image frame so (112, 112) is the point
-        Kc1 = crop_intrinsics(K1, x1[k, 0] - 112, x1[k, 1] - 112)
-        Kc2 = crop_intrinsics(K2, x2[k, 0] - 112, x2[k, 1] - 112)
+        # a 1x1 grid whose centre sits on the point: shift each image frame so (111.5, 111.5) is the point
+        Kc1 = crop_intrinsics(K1, x1[k, 0] - 111.5, x1[k, 1] - 111.5)
+        Kc2 = crop_intrinsics(K2, x2[k, 0] - 111.5, x2[k, 1] - 111.5)
         Fk = fundamental_from_cameras(Kc1, R1, t1, Kc2, R2, t2)
-        ref = torch.tensor([30.0 - (x1[k, 0] - 112), 40.0 - (x1[k, 1] - 112)])
+        ref = torch.tensor([30.0 - (x1[k, 0] - 111.5), 40.0 - (x1[k, 1] - 111.5)])
         u1, u2 = epipolar_plane_angles(Fk, size, size, 1, ref_pixel=ref, K2=Kc2)
         d = abs(u1.item() - u2.item())
         assert min(d, math.pi - d) < 1e-6

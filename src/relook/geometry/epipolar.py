@@ -4,14 +4,14 @@ Conventions (used by every function here):
 
 - Cameras are world-to-camera: a world point ``X`` has camera coordinates ``R @ X + t`` and pixel
   ``x ~ K @ (R @ X + t)``. ``K`` holds *pixel* intrinsics of the image as it is fed to the network.
-- Pixel coordinates are continuous with the origin at the top-left *corner* of the image: pixel
-  ``(u, v)`` covers ``[u, u+1) x [v, v+1)`` and its centre is ``(u + 0.5, v + 0.5)``. With this
-  convention a resize by ``(sx, sy)`` scales ``K``'s first two rows and a crop at ``(x0, y0)`` shifts the
-  principal point (``crop_intrinsics``, ``resize_intrinsics``).
+- Pixel coordinates follow OpenCV (and ``relook.datasets.synthetic``): the centre of pixel ``(u, v)`` is
+  at the integer point ``(u, v)``, so an image of width W spans ``[-0.5, W - 0.5]``. A crop at integer
+  ``(x0, y0)`` shifts the principal point by ``-(x0, y0)``; a resize by ``(sx, sy)`` maps
+  ``x -> (x + 0.5) sx - 0.5`` (``crop_intrinsics``, ``resize_intrinsics``).
 - ``F`` maps image-1 points to image-2 lines: ``x2^T F x1 = 0`` (homogeneous pixels), ``l2 = F x1``,
   ``l1 = F^T x2``.
 - An ``s x s`` feature grid over an ``(H, W)`` image has cell ``(r, c)`` covering
-  ``[c W/s, (c+1) W/s) x [r H/s, (r+1) H/s)``; cells are flattened row-major, ``i = r * s + c``, which is
+  ``[c W/s, (c+1) W/s) x [r H/s, (r+1) H/s)`` shifted by -0.5 (centre ``((c + 0.5) W/s - 0.5, ...)``); cells are flattened row-major, ``i = r * s + c``, which is
   the token order of a flattened ``(s, s)`` feature map.
 
 All functions are pure, take torch tensors (numpy arrays are converted; float64 is kept) and are
@@ -79,10 +79,12 @@ def crop_intrinsics(K, x0, y0) -> torch.Tensor:
 
 
 def resize_intrinsics(K, sx, sy) -> torch.Tensor:
-    """Intrinsics after resizing by factors ``(sx, sy)`` (new/old width, height); corner-origin pixels."""
+    """Intrinsics after resizing by factors ``(sx, sy)`` (new/old width, height): ``K' = S K`` with
+    ``S = [[sx, 0, (sx - 1)/2], [0, sy, (sy - 1)/2], [0, 0, 1]]`` (pixel centres at integers)."""
     K = _t(K).clone()
-    K[..., 0, :] = K[..., 0, :] * _t(sx, K.dtype)[..., None]
-    K[..., 1, :] = K[..., 1, :] * _t(sy, K.dtype)[..., None]
+    sx, sy = _t(sx, K.dtype)[..., None], _t(sy, K.dtype)[..., None]
+    K[..., 0, :] = K[..., 0, :] * sx + 0.5 * (sx - 1) * K[..., 2, :]
+    K[..., 1, :] = K[..., 1, :] * sy + 0.5 * (sy - 1) * K[..., 2, :]
     return K
 
 
@@ -97,7 +99,7 @@ def grid_centers(image_size, s: int, dtype=torch.float64) -> torch.Tensor:
     """Pixel centres (s*s, 2) as (x, y) of the cells of an ``s x s`` grid over ``image_size = (H, W)``."""
     H, W = float(image_size[0]), float(image_size[1])
     r, c = torch.meshgrid(torch.arange(s, dtype=dtype), torch.arange(s, dtype=dtype), indexing="ij")
-    return torch.stack(((c.reshape(-1) + 0.5) * W / s, (r.reshape(-1) + 0.5) * H / s), -1)
+    return torch.stack(((c.reshape(-1) + 0.5) * W / s - 0.5, (r.reshape(-1) + 0.5) * H / s - 0.5), -1)
 
 
 def homogeneous(x: torch.Tensor) -> torch.Tensor:
@@ -203,10 +205,10 @@ def epipolar_plane_angles(F, size1, size2, s: int = 7, ref_pixel=None, K2=None) 
     if K2 is None:
         H, W = size2
         f = float(max(H, W))
-        K2 = F.new_tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
+        K2 = F.new_tensor([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
     K2 = _t(K2).to(F).expand(*batch, 3, 3)
     if ref_pixel is None:
-        ref_pixel = F.new_tensor([size1[1] / 2, size1[0] / 2])
+        ref_pixel = F.new_tensor([(size1[1] - 1) / 2, (size1[0] - 1) / 2])
     ref = _t(ref_pixel).to(F).expand(*batch, 2)
     _, e2 = epipoles(F)
     b = torch.linalg.solve(K2, e2.unsqueeze(-1)).squeeze(-1)
