@@ -2,3 +2,4 @@
 from relook.rerank.base import RERANKERS, Reranker, apply_scores, create_reranker, list_rerankers, register_reranker
 
 __all__ = ["RERANKERS", "Reranker", "apply_scores", "create_reranker", "list_rerankers", "register_reranker"]
+from relook.rerank import rrt  # noqa: F401,E402  (registers rrt)

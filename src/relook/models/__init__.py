@@ -1,0 +1,1 @@
+"""Neural models (backbones, heads, the Reranking Transformer); import the submodule you need."""
