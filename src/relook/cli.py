@@ -15,6 +15,9 @@ app.add_typer(store_app, name="store")
 from relook.cli_epipolar import app as _geometry_app, visualize_app as _epipolar_viz_app  # noqa: E402
 app.add_typer(_geometry_app, name="geometry"); app.add_typer(_epipolar_viz_app, name="visualize")  # noqa: E702
 
+from relook.cli_datasets import app as _datasets_app  # noqa: E402
+app.add_typer(_datasets_app, name="datasets")
+
 
 @store_app.command("info")
 def store_info(path: Path = typer.Argument(..., help="feature store (.h5)")) -> None:
