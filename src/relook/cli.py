@@ -12,8 +12,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Instance-level image retrieval that looks again at its shortlist.")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge feature stores (HDF5).")
 app.add_typer(store_app, name="store")
-from relook.cli_epipolar import app as _geometry_app, visualize_app as _epipolar_viz_app  # noqa: E402
-app.add_typer(_geometry_app, name="geometry"); app.add_typer(_epipolar_viz_app, name="visualize")  # noqa: E702
+__import__("relook.cli_rrt", fromlist=["register"]).register(app)  # relook train rrt, visualize rrt-matches
+__import__("relook.cli_epipolar", fromlist=["register"]).register(app)  # geometry pseudo-gt, visualize epipolar-attention
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402
 app.add_typer(_datasets_app, name="datasets")

@@ -2,7 +2,8 @@
 
 A side is a dict of tensors for B images: ``local`` (B, n, d), ``pos`` (B, n, 2) normalised (x/W, y/H),
 ``mask`` (B, n) bool (True = padding), ``scale_idx`` (B, n) long, ``global`` (B, D) or None, and
-``keypoints`` (B, n, 2) pixels (for correspondences / epipolar losses). ``n`` is the largest local count
+``keypoints`` (B, n, 2) pixels and ``image_size`` (B, 2) = (H, W) (for correspondences / epipolar
+losses). ``n`` is the largest local count
 in the batch after selection.
 
 Selection (``select_locals``): ``input="keypoints"`` keeps the ``max_locals`` strongest locals by the
@@ -57,6 +58,7 @@ def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int 
     kps = np.zeros((B, n, 2), np.float32)
     scales = np.ones((B, n), np.float32)
     mask = np.ones((B, n), bool)
+    sizes = np.zeros((B, 2), np.int64)
     glob = np.zeros((B, model_conf["d_global"] or 0), np.float32)
     for b, (f, s) in enumerate(zip(feats, sel)):
         k = len(s)
@@ -65,6 +67,7 @@ def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int 
             local[b, :k] = f.get("local_desc")[s]
             kps[b, :k] = f.get("keypoints")[s]
             if f.image_size is not None:
+                sizes[b] = f.image_size
                 pos[b, :k] = kps[b, :k] / np.asarray(f.image_size[::-1], np.float32).clip(min=1)
             if f.scales is not None:
                 scales[b, :k] = f.scales[s]
@@ -78,7 +81,7 @@ def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int 
         raise DataError(f"local_desc has {local.shape[2]} dims but the RRT model expects d_local="
                         f"{model_conf['d_local']}; extract with a matching local_dim")
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return {"local": t(local), "pos": t(pos), "mask": t(mask), "keypoints": t(kps),
+    return {"local": t(local), "pos": t(pos), "mask": t(mask), "keypoints": t(kps), "image_size": t(sizes),
             "scale_idx": scale_indices(torch.from_numpy(scales), DELG_SCALES).to(device),
             "global": t(glob) if model_conf["d_global"] else None}
 

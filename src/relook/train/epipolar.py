@@ -120,3 +120,26 @@ class EpipolarGuidance:
         Fc = choose_fundamentals(torch.ones(len(F), dtype=torch.bool), F, available, self.generator)
         size = tuple(self.conf["net_size"])
         return self.epe(Fc, size, size)
+
+
+def guidance_hooks(guidance: str, dataset, store_path=None, **conf: Any) -> dict:
+    """``{"extra_loss": ..., "input_pe": ...}`` for ``train_rrt`` from a dataset with ``info["cameras"]``
+    (image sizes from the store's ``image_size`` when present); ``{}`` for ``guidance="none"``."""
+    if guidance not in GUIDANCES:
+        raise ConfigError(f"--guidance must be one of {GUIDANCES}, got {guidance!r}")
+    if guidance == "none":
+        return {}
+    cams = (getattr(dataset, "info", None) or {}).get("cameras")
+    if not cams:
+        raise ConfigError(f"--guidance {guidance}: dataset {getattr(dataset, 'name', '?')} has no cameras "
+                          "(info['cameras']); use pseudo ground truth (relook geometry pseudo-gt)")
+    sizes = {}
+    if store_path is not None:
+        from relook.store import FeatureStore
+
+        with FeatureStore(store_path, "r") as st:
+            for i in cams:
+                if i in st and "image_size" in st.fields(i):
+                    sizes[i] = tuple(int(v) for v in st.read(i, ["image_size"]).image_size)
+    g = EpipolarGuidance(cameras=cams, image_sizes=sizes, guidance=guidance, **conf)
+    return {"extra_loss": g.extra_loss} if guidance in ("epi", "maxepi") else {"input_pe": g.input_pe}

@@ -73,3 +73,22 @@ def plot_epipolar_attention(img1: np.ndarray, img2: np.ndarray, F: np.ndarray, g
     fig.savefig(out_path, dpi=80)
     plt.close(fig)
     return out_path
+
+
+def cross_attention_maps(model, q_side: dict, c_side: dict, input_pe=None):
+    """Last-layer softmax attention between the two images' local tokens, head-averaged, each row
+    renormalised over the other image's tokens: ``a12`` (B, n1, n2) and ``a21`` (B, n2, n1).
+
+    ``q_side`` / ``c_side``: RRT input sides (``relook.models.rrt_inputs.pack_side``); ``model``: an RRT.
+    """
+    import torch
+
+    from relook.models.rrt_inputs import model_kwargs
+
+    with torch.inference_mode():
+        out = model(**model_kwargs(q_side, c_side), input_pe=input_pe, return_attention=True)
+    att = out.attentions[-1].float().mean(1)
+    n1, n2 = out.n_query, out.n_candidate
+    s1, s2 = model.offsets(n1)
+    a12, a21 = att[:, s1:s1 + n1, s2:s2 + n2], att[:, s2:s2 + n2, s1:s1 + n1]
+    return a12 / a12.sum(-1, keepdim=True).clamp_min(1e-12), a21 / a21.sum(-1, keepdim=True).clamp_min(1e-12)

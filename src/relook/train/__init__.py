@@ -1,0 +1,1 @@
+"""Training loops (RRT, ...); import the submodule you need."""

@@ -1,0 +1,1 @@
+"""Visualisations (matplotlib, Agg backend) that write PNG files."""
