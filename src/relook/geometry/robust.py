@@ -113,8 +113,11 @@ def estimate_fundamental(x1: np.ndarray, x2: np.ndarray, conf: dict | None = Non
     if n < 8:
         return out
     cv2.setRNGSeed(int(c["seed"]))
-    F, mask = cv2.findFundamentalMat(x1.astype(np.float64), x2.astype(np.float64), cv2.USAC_MAGSAC,
-                                     float(c["ransac_threshold"]), float(c["confidence"]), int(c["max_iters"]))
+    try:
+        F, mask = cv2.findFundamentalMat(x1.astype(np.float64), x2.astype(np.float64), cv2.USAC_MAGSAC,
+                                         float(c["ransac_threshold"]), float(c["confidence"]), int(c["max_iters"]))
+    except cv2.error:  # OpenCV's USAC asserts on some degenerate sets (e.g. all matches on one point/line)
+        return out
     if F is None or F.shape != (3, 3) or mask is None:
         return out
     inl = mask.ravel().astype(bool)
