@@ -17,6 +17,7 @@ __import__("relook.cli_rrt", fromlist=["register"]).register(app)  # relook trai
 app.add_typer(__import__("relook.cli_classic", fromlist=["app"]).app, name="classic")
 __import__("relook.cli_ot", fromlist=["register"]).register(app)  # relook visualize ot
 app.add_typer(__import__("relook.cli_dtop", fromlist=["app"]).app, name="train")  # dtop
+__import__("relook.cli_epipolar", fromlist=["register"]).register(app)  # geometry pseudo-gt, visualize epipolar-attention
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402
 app.add_typer(_datasets_app, name="datasets")

@@ -40,7 +40,9 @@ def train_rrt_cmd(
         device: str = typer.Option("cpu", help="torch device"),
         seed: int = typer.Option(0, help="seed of model init and triplet sampling"),
         resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
-        progress: bool = typer.Option(True, help="show progress bars")) -> None:
+        progress: bool = typer.Option(True, help="show progress bars"),
+        guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's cameras)"),
+        guidance_weight: float = typer.Option(1e-3, help="lambda of the epipolar loss")) -> None:
     """Train a Reranking Transformer with BCE on query/positive/hard-negative triplets from the top-100.
 
     Example: relook train rrt runs/syn/train.h5 --dataset co3d_retrieve --root runs/syn/co3d_retrieve
@@ -52,8 +54,11 @@ def train_rrt_cmd(
     ds = load_dataset(dataset, root, **_kv(data_opt, "--data-opt"))
     tc = {"epochs": epochs, "lr": lr, "max_norm": max_norm, "triplets_per_batch": triplets_per_batch,
           "min_positives": min_positives, "finetune": finetune, "device": device, "seed": seed}
+    from relook.train.epipolar import guidance_hooks
+
+    hooks = guidance_hooks(guidance, ds, store, weight=guidance_weight, seed=seed)
     path = train_rrt_stage(ds, store, out, {"variant": variant, **_kv(model_opt, "--model-opt")}, tc,
-                           _kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed)
+                           _kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed, **hooks)
     typer.echo(f"wrote {path}")
 
 

@@ -15,7 +15,8 @@ Backbone: ``frozen`` trains on features already in the store (the "R50 (frozen) 
 "R50 (finetune) + RRT" baseline; BatchNorm statistics frozen as in the official code; no augmentation).
 
 Extra losses: ``extra_loss(batch, output) -> scalar tensor`` is added to the BCE (the Epipolar Loss
-plugs in here). ``batch`` holds ``query`` / ``candidate`` sides (see ``relook.models.rrt_inputs``, with
+plugs in here). ``input_pe(batch) -> (2B, n1+n2, C)`` (``batch``: ``query_ids``, ``candidate_ids``, ``labels``)
+is added to the local tokens (RRT's ``input_pe``; the Epipolar Positional Encoding plugs in here). ``batch`` holds ``query`` / ``candidate`` sides (see ``relook.models.rrt_inputs``, with
 ``keypoints`` in pixels and ``image_size``), ``labels`` (2B,), ``query_ids`` / ``candidate_ids``,
 ``pair_info`` (``pair_info(qid, cid)`` per pair when given, e.g. cameras), ``info`` (the data's info dict)
 and ``model`` (the unwrapped RRT, e.g. for ``raw_cross_attention``). ``output`` is the ``RRTOutput`` with
@@ -143,14 +144,15 @@ class _Joint(nn.Module):
         self.source = source if isinstance(source, nn.Module) else None
         self._store_source = None if self.source is not None else source
 
-    def forward(self, anchors, cands, max_locals, need_internals: bool):
+    def forward(self, anchors, cands, max_locals, need_internals: bool, input_pe=None):
         src = self.source if self.source is not None else self._store_source
         uniq, inv = np.unique(np.concatenate([anchors, cands]), return_inverse=True)
         dev = next(self.rrt.parameters()).device
         side = src.sides(uniq, self.rrt.conf, max_locals, dev)
         inv = torch.from_numpy(inv).to(dev)
         q, c = index_side(side, inv[:len(anchors)]), index_side(side, inv[len(anchors):])
-        out = self.rrt(**model_kwargs(q, c), return_last_input=need_internals, return_raw_cross=need_internals)
+        out = self.rrt(**model_kwargs(q, c), input_pe=input_pe, return_last_input=need_internals,
+                       return_raw_cross=need_internals)
         return out, q, c
 
 
@@ -164,7 +166,7 @@ def _dist() -> tuple[int, int]:
 def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dict | None = None,
               extra_loss: Callable[[dict, RRTOutput], torch.Tensor] | None = None,
               pair_info: Callable[[str, str], Any] | None = None, resume: bool = False,
-              progress: bool = True) -> Path:
+              progress: bool = True, input_pe: Callable[[dict], torch.Tensor | None] | None = None) -> Path:
     """Train ``model`` on ``data``; writes ``out_dir/checkpoint.pt`` every epoch and returns its path.
 
     ``source``: ``StoreSource`` (frozen backbone) or ``ImageSource`` (fine-tuning). With ``resume`` the
@@ -216,7 +218,9 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
             t = trip[s:s + bs]
             anchors, cands = np.concatenate([t[:, 0], t[:, 0]]), np.concatenate([t[:, 1], t[:, 2]])
             labels = torch.cat([torch.ones(len(t)), torch.zeros(len(t))]).to(device)
-            out, q, cside = net(anchors, cands, c["max_locals"], need)
+            pe = input_pe({"query_ids": [data.ids[i] for i in anchors], "candidate_ids": [data.ids[i] for i in cands],
+                           "labels": labels}) if input_pe is not None else None  # e.g. Epipolar Positional Encoding
+            out, q, cside = net(anchors, cands, c["max_locals"], need, None if pe is None else pe.to(device))
             bce = F.binary_cross_entropy_with_logits(out.logits.float(), labels)
             loss = bce
             if extra_loss is not None:

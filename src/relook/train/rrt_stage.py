@@ -32,7 +32,8 @@ def model_conf_for_store(store: FeatureStore, image_id: str, **conf: Any) -> dic
 def train_rrt_stage(dataset: RetrievalDataset, store_path: str | Path, out_dir: str | Path,
                     model_conf: dict | None = None, train_conf: dict | None = None,
                     backbone_conf: dict | None = None, resume: bool = False, progress: bool = True,
-                    extra_loss: Callable | None = None, pair_info: Callable | None = None, seed: int = 0) -> Path:
+                    extra_loss: Callable | None = None, pair_info: Callable | None = None, seed: int = 0,
+                    input_pe: Callable | None = None) -> Path:
     """Train on the gallery images (and labels) of ``dataset``; returns the checkpoint path.
 
     ``backbone_conf``: ``cnn_local`` options (arch, pretrained, image_size, local_dim, projection_seed,
@@ -71,4 +72,4 @@ def train_rrt_stage(dataset: RetrievalDataset, store_path: str | Path, out_dir: 
     else:
         source = StoreSource(feats)
     return train_rrt(model, data, source, out_dir, tc, extra_loss=extra_loss, pair_info=pair_info,
-                     resume=resume, progress=progress)
+                     resume=resume, progress=progress, input_pe=input_pe)
