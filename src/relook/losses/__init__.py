@@ -1,2 +1,1 @@
-"""Training losses (pure functions of embeddings and labels, plus their parameter-holding modules)."""
-"""Training losses."""
+"""Training losses (pure functions of embeddings/attention and labels, plus parameter-holding modules)."""

@@ -1,2 +1,2 @@
-"""Neural models (backbones, heads, the Reranking Transformer); import the submodule you need."""
-"""Models: backbones with retrieval heads (``dtop/``), whitening and other learned post-processing."""
+"""Neural models: backbones with retrieval heads (``dtop/``), the Reranking Transformer, whitening; import
+the submodule you need."""

@@ -1,2 +1,1 @@
-"""Training loops (RRT, ...); import the submodule you need."""
-"""Training loops (checkpoint/resume, torchrun DDP) and their samplers."""
+"""Training loops (RRT, DToP: checkpoint/resume, torchrun DDP) and their samplers; import the submodule you need."""
