@@ -33,7 +33,10 @@ class ToyThumb(Extractor):
     default_conf = {"dim": 48}  # output dimension (<= 48)
     writes = frozenset({"global_desc"})
 
+    calls = 0
+
     def extract_one(self, image_id, image):
+        ToyThumb.calls += 1
         v = np.asarray(Image.fromarray(image).resize((4, 4)), np.float32).ravel()[: self.conf["dim"]] - 127.5
         return ImageFeatures(image_id, global_desc=v / (np.linalg.norm(v) + 1e-9), image_size=image.shape[:2])
 
@@ -133,3 +136,19 @@ def test_report(toy):
     from PIL import Image
 
     assert Image.open(out / "figures/topk_global_only.png").size[0] > 100
+
+
+def test_interrupted_extract_resumes(toy):
+    from relook import pipeline
+    from relook.features import extract_to_store
+
+    cfg, out = toy
+    conf = load_config([cfg])
+    dataset = pipeline.dataset_of(conf)
+    _, gpath = pipeline.store_paths(conf, "toy_thumb", dataset)
+    extract_to_store(ToyThumb(), dataset.gallery[:5], gpath, progress=False)  # an interrupted first run
+    ToyThumb.calls = 0
+    pipeline.extract(conf, progress=False)
+    assert ToyThumb.calls == len(dataset.gallery) - 5  # only the missing images are extracted
+    pipeline.extract(conf, progress=False)
+    assert ToyThumb.calls == len(dataset.gallery) - 5

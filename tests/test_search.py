@@ -21,10 +21,10 @@ def test_matches_reference(rng, tmp_path):
 
 
 def test_ivfpq_finds_near_duplicates(rng):
-    g = unit(rng.normal(size=(2000, 64)))
-    q = unit(g[:20] + 0.05 * rng.normal(size=(20, 64)))
-    idx = build_index(g, kind="ivfpq", nlist=32, m=16, nprobe=8)
-    s = search(idx, q, 5, [str(i) for i in range(20)], [str(i) for i in range(2000)])
+    g = unit(rng.normal(size=(1000, 32)))
+    q = unit(g[:20] + 0.05 * rng.normal(size=(20, 32)))
+    idx = build_index(g, kind="ivfpq", nlist=16, m=8, nbits=4, nprobe=8)  # small codebooks: fast to train
+    s = search(idx, q, 5, [str(i) for i in range(20)], [str(i) for i in range(1000)])
     assert (s.indices[:, 0] == np.arange(20)).mean() >= 0.9
 
 

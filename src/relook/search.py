@@ -25,11 +25,11 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def build_index(gallery: np.ndarray, kind: str = "flat", nlist: int | None = None, m: int = 64,
-                nprobe: int = 16, seed: int = 0) -> faiss.Index:
+                nprobe: int = 16, seed: int = 0, nbits: int = 8) -> faiss.Index:
     """Index the gallery descriptors ``(G, D)`` for inner-product search.
 
     kind: ``"flat"`` (exact) or ``"ivfpq"`` (approximate; ``nlist`` lists, default ~4 sqrt(G), ``m``
-    sub-quantisers of 8 bits, ``nprobe`` lists visited at search time).
+    sub-quantisers of ``nbits`` bits, ``nprobe`` lists visited at search time).
     """
     gallery = _as_matrix(gallery, "gallery descriptors")
     n, d = gallery.shape
@@ -42,7 +42,7 @@ def build_index(gallery: np.ndarray, kind: str = "flat", nlist: int | None = Non
         if n < max(nlist, 256):
             raise ConfigError(f"ivfpq needs at least max(nlist, 256)={max(nlist, 256)} gallery vectors to "
                               f"train, got {n}; use kind='flat'")
-        index = faiss.index_factory(d, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(d, f"IVF{nlist},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
         index.train(gallery)
