@@ -18,11 +18,12 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SYNTHETIC data" in proc.stdout and "global only" in proc.stdout
     results = json.loads((out / "test/results.json").read_text())
-    assert set(results["metrics"]) == {"global only", "gv", "aqe", "asmk", "rrt", "ot-relevancy"}
+    assert set(results["metrics"]) == {"global only", "gv", "aqe", "asmk", "rrt", "rrt-maxepi", "ot-relevancy"}
     for row in results["metrics"].values():
         assert 0.0 <= row["mAP"] <= 1.0 and 0.0 <= row["R@1"] <= 1.0
     page = (out / "test/report.html").read_text()
-    for fig in ("pr_curves.png", "topk_rrt.png", "rrt_matches_rrt.png"):
+    for fig in ("pr_curves.png", "topk_rrt.png", "rrt_matches_rrt.png", "epipolar_attention_rrt-maxepi.png",
+                "ot_ot-relevancy.png"):
         assert f"figures/{fig}" in page and (out / "test/figures" / fig).stat().st_size > 1000
     # second run: every stage skips its finished work (no file rewritten)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "test").rglob("*.h5")}

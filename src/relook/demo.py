@@ -30,8 +30,16 @@ def demo_config(out: Path, overrides: list[str] | None = None, config: Path | No
     conf["out"] = str(out / "test")
     for r in conf["rerankers"]:
         if r["name"] == "rrt" and str(r.get("checkpoint", "")).startswith("runs/demo/"):
-            r["checkpoint"] = str(out / "rrt" / "checkpoint.pt")
+            r["checkpoint"] = str(out / Path(r["checkpoint"]).relative_to("runs/demo"))
     return conf
+
+
+def guidance_of(label: str) -> str:
+    """The demo trains ``rrt`` without guidance and ``rrt-<g>`` with epipolar guidance g (epi/maxepi/epe)."""
+    from relook.train.epipolar import GUIDANCES
+
+    suffix = label.split("-", 1)[1] if "-" in label else "none"
+    return suffix if suffix in GUIDANCES else "none"
 
 
 def run_demo(out: str | Path = "runs/demo", num_instances: int = 60, num_views: int = 5, image_size: int = 224,
@@ -75,13 +83,17 @@ def run_demo(out: str | Path = "runs/demo", num_instances: int = 60, num_views: 
         ckpt = Path(item["checkpoint"])
         if _trained(ckpt, rrt_epochs):
             continue
-        log(f"[4/6] training RRT ({rrt_epochs} epochs on the train split) -> {ckpt.parent}")
+        log(f"[4/6] training {item['label']} (guidance {guidance_of(item['label'])}, {rrt_epochs} epochs on the "
+            f"train split) -> {ckpt.parent}")
         from relook.train.rrt_stage import train_rrt_stage
+
+        from relook.train.epipolar import guidance_hooks
 
         dataset = pipeline.dataset_of(train_conf)
         _, store = pipeline.store_paths(train_conf, rrt_features, dataset)
+        hooks = guidance_hooks(guidance_of(item["label"]), dataset, store)
         train_rrt_stage(dataset, store, ckpt.parent, {"variant": "sop"}, {"epochs": rrt_epochs},
-                        resume=ckpt.exists(), progress=progress)
+                        resume=ckpt.exists(), progress=progress, **hooks)
 
     log("[5/6] reranking the same shortlist with every method")
     pipeline.rerank(conf, progress=progress)
@@ -104,7 +116,9 @@ def _trained(ckpt: Path, epochs: int) -> bool:
 
 
 def _extra_figures(conf: dict, out: Path, log) -> None:
-    """RRT correspondences on a true match of the first query."""
+    """On a true match of the first query: RRT correspondences, RRT cross-attention next to the epipolar
+    grid (with the share of attention on epipolar cells), OT importance heatmaps and top patch pairs."""
+    from relook.cli import main as cli
     from relook import pipeline
     from relook.eval.evaluate import align
     from relook.images import load_image
@@ -137,3 +151,15 @@ def _extra_figures(conf: dict, out: Path, log) -> None:
         draw_matches(load_image(paths[qid]), load_image(paths[cid]), m["kp_query"], m["kp_candidate"],
                      figs / f"rrt_matches_{item['label']}.png", m["affinity"], max_lines=30,
                      title=f"{item['label']} correspondences (last-layer attention + assignment)")
+        ext = next(e for e in conf["extractors"] if e["label"] == item.get("features", conf["extractors"][0]["label"]))
+        cli(["visualize", "epipolar-attention", str(item["checkpoint"]), str(gpath), qid, cid, "--root",
+             str(dataset.root), "--split", conf["dataset"].get("split", "test"), "--variant",
+             conf["dataset"].get("variant", "full"), "--net-size", str(ext.get("image_size", 224)),
+             "-o", str(figs / f"epipolar_attention_{item['label']}.png")])
+    for item in conf["rerankers"]:
+        if item["name"] != "ot":
+            continue
+        _, gpath = pipeline.store_paths(conf, item.get("features", conf["extractors"][0]["label"]), dataset)
+        cli(["visualize", "ot", qid, cid, "--query-store", str(gpath), "--query-image", str(paths[qid]),
+             "--match-image", str(paths[cid]), "--marginal", item.get("marginal", "relevancy"),
+             "--partial", str(item.get("partial", 0.9)), "-o", str(figs / f"ot_{item['label']}.png")])
