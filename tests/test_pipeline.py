@@ -152,3 +152,11 @@ def test_interrupted_extract_resumes(toy):
     assert ToyThumb.calls == len(dataset.gallery) - 5  # only the missing images are extracted
     pipeline.extract(conf, progress=False)
     assert ToyThumb.calls == len(dataset.gallery) - 5
+
+
+def test_extract_model_option(toy, capsys):
+    cfg, out = toy
+    assert main(["extract", "-c", str(cfg), "--model", "toy_thumb", "-s", "extractors=[]", "--quiet"]) == 0
+    assert (out / "features/toy_thumb/gallery.h5").exists()
+    assert main(["extract", "-c", str(cfg), "--model", "nope", "--quiet"]) == 2
+    assert "unknown extractor 'nope'" in capsys.readouterr().err

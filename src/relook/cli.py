@@ -92,13 +92,17 @@ def _conf(config: list[Path], overrides: list[str], save: bool = True) -> dict:
 
 @app.command("extract")
 def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+                model: Optional[str] = typer.Option(None, help="run only this extractor (e.g. dtop), default options"),
                 quiet: bool = typer.Option(False, help="no progress bars")) -> None:
     """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
 
     Example: relook extract -c configs/demo.yaml -s dataset.root=runs/demo/co3d_retrieve
+             relook extract -c configs/roxford5k.yaml --model dtop -s out=runs/rox_dtop
     """
     from relook import pipeline
 
+    if model:
+        overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
     for label, (q, g) in pipeline.extract(_conf(config, overrides), progress=not quiet).items():
         typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
 
