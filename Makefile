@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.relook-installed
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test bench clean
+.PHONY: install test demo bench clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(VPY) -m relook.cli demo --out runs/demo
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(VPY) $$b || exit 1; done

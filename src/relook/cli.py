@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,7 +13,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Instance-level image retrieval that looks again at its shortlist.")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge feature stores (HDF5).")
 app.add_typer(store_app, name="store")
+__import__("relook.cli_rrt", fromlist=["register"]).register(app)  # relook train rrt, visualize rrt-matches
 app.add_typer(__import__("relook.cli_classic", fromlist=["app"]).app, name="classic")
+__import__("relook.cli_ot", fromlist=["register"]).register(app)  # relook visualize ot
+_train = next(g.typer_instance for g in app.registered_groups if g.name == "train")
+for _cmd in __import__("relook.cli_dtop", fromlist=["app"]).app.registered_commands:  # train dtop, dtop-whitening
+    _train.registered_commands.append(_cmd)
+__import__("relook.cli_epipolar", fromlist=["register"]).register(app)  # geometry pseudo-gt, visualize epipolar-attention
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402
 app.add_typer(_datasets_app, name="datasets")
@@ -47,15 +54,15 @@ def store_merge(shards: list[Path] = typer.Argument(..., help="shard stores to m
     typer.echo(f"wrote {output}")
 
 
-@app.command("search")
-def search_cmd(query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
+@store_app.command("search")
+def store_search_cmd(query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
                gallery_store: Path = typer.Argument(..., help="store with the gallery's global_desc"),
                output: Path = typer.Option(..., "--output", "-o", help="shortlist file (.npz) to write"),
                k: int = typer.Option(100, "--k", help="shortlist length"),
                index: str = typer.Option("flat", help="faiss index: flat (exact) or ivfpq")) -> None:
     """Global inner-product search: top-K gallery images per query.
 
-    Example: relook search q.h5 db.h5 -o shortlist.npz --k 100
+    Example: relook store search q.h5 db.h5 -o shortlist.npz --k 100
     """
     from relook.search import build_index, search
     from relook.store import FeatureStore
@@ -67,6 +74,137 @@ def search_cmd(query_store: Path = typer.Argument(..., help="store with the quer
                                              **{f"gallery.{a}": b for a, b in gs.meta.items()}})
     shortlist.save(output)
     typer.echo(f"wrote {output}: {shortlist.num_queries} queries x top-{shortlist.k}")
+
+
+# -- experiment stages (config-driven) -------------------------------------------------------------
+CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); later ones override earlier")
+SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
+
+
+def _conf(config: list[Path], overrides: list[str], save: bool = True) -> dict:
+    from relook.experiment import load_config, save_config
+
+    conf = load_config(config, overrides)
+    if save:
+        save_config(conf, conf["out"])
+    return conf
+
+
+@app.command("extract")
+def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+                quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
+
+    Example: relook extract -c configs/demo.yaml -s dataset.root=runs/demo/co3d_retrieve
+    """
+    from relook import pipeline
+
+    for label, (q, g) in pipeline.extract(_conf(config, overrides), progress=not quiet).items():
+        typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
+
+
+@app.command("index")
+def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+              overwrite: bool = typer.Option(False, help="rebuild even if up to date")) -> None:
+    """Build the faiss index of the gallery's global descriptors (flat, or shortlist.index=ivfpq).
+
+    Example: relook index -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    typer.echo(f"wrote {pipeline.index(_conf(config, overrides), overwrite)}")
+
+
+@app.command("search")
+def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               overwrite: bool = typer.Option(False, help="search again even if up to date")) -> None:
+    """Global top-k shortlist of every query -> <out>/shortlist.npz.
+
+    Example: relook search -c configs/demo.yaml -s shortlist.k=500
+    """
+    from relook import pipeline
+
+    typer.echo(f"wrote {pipeline.search(_conf(config, overrides), overwrite)}")
+
+
+@app.command("rerank")
+def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
+               overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
+               quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """Run rerankers on the same shortlist, then print one table of metrics and time per query.
+
+    Example: relook rerank -c configs/demo.yaml --methods gv,aqe,asmk,rrt,ot
+    """
+    from relook import pipeline
+
+    conf = _conf(config, overrides)
+    labels = [m.strip() for m in methods.split(",") if m.strip()] or None
+    pipeline.rerank(conf, labels, overwrite, progress=not quiet)
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+
+
+@app.command("evaluate")
+def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT) -> None:
+    """Print the metrics of the shortlist and every ranking (and write <out>/results.json).
+
+    Example: relook evaluate -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    typer.echo(pipeline.results_table(pipeline.evaluate(_conf(config, overrides, save=False))))
+
+
+@app.command("run")
+def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+            quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """All stages in order: extract, index, search, rerank, evaluate (each skips finished work).
+
+    Example: relook run -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    conf = _conf(config, overrides)
+    pipeline.extract(conf, progress=not quiet)
+    pipeline.search(conf)
+    pipeline.rerank(conf, progress=not quiet)
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+
+
+@app.command("report")
+def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               queries: int = typer.Option(4, help="queries shown in the top-k grids")) -> None:
+    """Write <out>/report.html: results table, provenance, PR curves, top-k grids, other figures.
+
+    Example: relook report -c configs/demo.yaml
+    """
+    from relook import pipeline
+    from relook.report import make_figures, write_report
+
+    conf = _conf(config, overrides, save=False)
+    results = pipeline.evaluate(conf)
+    make_figures(conf, num_queries=queries)
+    typer.echo(f"wrote {write_report(conf, results)}")
+
+
+@app.command("demo")
+def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+             num_instances: int = typer.Option(60, help="synthetic object instances"),
+             num_views: int = typer.Option(5, help="views per instance"),
+             image_size: int = typer.Option(224, help="image side in pixels"),
+             rrt_epochs: int = typer.Option(15, help="RRT training epochs"),
+             config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
+             overrides: list[str] = SET_OPT,
+             quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """Synthetic benchmark -> features -> shortlist -> RRT training -> every reranker -> report.html.
+
+    Example: relook demo --out runs/demo   (what `make demo` runs)
+    """
+    from relook.demo import run_demo
+
+    path = run_demo(out, num_instances, num_views, image_size, rrt_epochs, overrides, config, progress=not quiet,
+                    log=typer.echo)
+    typer.echo(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from relook.errors import ConfigError
@@ -46,7 +47,17 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **conf: Any) -> T:
         """Build the part registered as ``name`` with keyword configuration ``conf``."""
-        return self.get(name)(**conf)
+        factory = self.get(name)
+        try:
+            sig = inspect.signature(factory)
+        except (TypeError, ValueError):  # builtins without a signature
+            sig = None
+        if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            unknown = sorted(set(conf) - set(sig.parameters))
+            if unknown:
+                known = [p for p in sig.parameters if p not in ("self", "root")]
+                raise ConfigError(f"{self.kind} {name!r}: unknown option(s) {unknown}; known: {known}")
+        return factory(**conf)
 
     def names(self) -> list[str]:
         return sorted(self._factories)

@@ -60,10 +60,13 @@ class FeatureStore:
                 self._h5.close()
                 raise DataError(f"{self.path}: not a relook feature store (missing relook_store attribute)")
         else:
-            self._h5.attrs["relook_store"] = 1
+            if self._h5.attrs.get("relook_store") != 1:  # write only what changes: reopening is free
+                self._h5.attrs["relook_store"] = 1
             self._h5.require_group(_GROUP)
             if meta:
-                self.meta = {**self.meta, **{k: str(v) for k, v in meta.items()}}
+                merged = {**self.meta, **{k: str(v) for k, v in meta.items()}}
+                if merged != self.meta:
+                    self.meta = merged
             self._drop_incomplete()
             self._h5.flush()
         self._complete = {self._h5[_GROUP][k].attrs["image_id"]: k for k in self._h5.get(_GROUP, {})

@@ -160,3 +160,27 @@ def musgrave_metrics(ranking: Ranking, positives: IdLists, ignore: IdLists | Non
     """P@1, R-Precision and MAP@R in one dict (SOP, CUB, Cars as in the OT reranking paper)."""
     return {"P@1": precision_at_1(ranking, positives, ignore), "RP": r_precision(ranking, positives, ignore),
             "MAP@R": map_at_r(ranking, positives, ignore)}
+
+
+def precision_recall_curve(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None,
+                           levels: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """Mean interpolated precision at ``levels`` recall points in [0, 1] (for plots).
+
+    Interpolated precision at recall r is the best precision reached at any recall >= r (0 when r is
+    never reached); queries without positives are left out. Returns ``(recall (levels,), precision (levels,))``.
+    """
+    recall = np.linspace(0.0, 1.0, levels)
+    curves = []
+    for ranks, n in _per_query(ranking, positives, ignore):
+        if not n:
+            continue
+        rec = (np.arange(len(ranks)) + 1.0) / n
+        prec = (np.arange(len(ranks)) + 1.0) / (ranks + 1.0)
+        best = np.maximum.accumulate(prec[::-1])[::-1]  # best precision at recall >= rec[i]
+        first = np.searchsorted(rec, recall - 1e-12, side="left")  # first rank reaching each level
+        interp = np.zeros(levels)
+        ok = first < len(best)
+        interp[ok] = best[first[ok]]
+        curves.append(interp)
+    precision = np.mean(curves, axis=0) if curves else np.full(levels, np.nan)
+    return recall, precision

@@ -61,6 +61,10 @@ def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_pat
     from relook.images import load_image
     from relook.store import FeatureStore
 
+    if not overwrite and Path(store_path).exists():
+        with FeatureStore(store_path, "r") as store:
+            if not store.missing([it[0] for it in items]) and store.meta == {**store.meta, **extractor.provenance}:
+                return Path(store_path)  # nothing to do: leave the file untouched
     with FeatureStore(store_path, "w" if overwrite else "a", meta=extractor.provenance) as store:
         todo = [it for it in items if it[0] not in store]
         loaded = ((i, load_image(p, bbox)) for i, p, bbox in todo)

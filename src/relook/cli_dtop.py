@@ -1,0 +1,103 @@
+"""``relook train dtop`` and ``relook train dtop-whitening``: thin wrappers over train/dtop.py and
+models/whitening.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Train models (DToP global descriptor and its whitening).")
+
+
+def _dataset_opts(opts: list[str]) -> dict:
+    from relook.errors import ConfigError
+
+    out = {}
+    for o in opts:
+        if "=" not in o:
+            raise ConfigError(f"--dataset-opt expects key=value, got {o!r}")
+        k, v = o.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _labelled(dataset: str, root: Path, opts: list[str]):
+    from relook.datasets.base import load_dataset
+    from relook.errors import DataError
+
+    ds = load_dataset(dataset, root, **_dataset_opts(opts))
+    if ds.gallery_labels is None:
+        raise DataError(f"dataset {dataset!r} at {root} has no image labels (protocol {ds.protocol}); "
+                        "DToP trains on a labelled training split")
+    return ds
+
+
+@app.command("dtop")
+def train_dtop_cmd(
+    dataset: str = typer.Option(..., help="registered dataset with labels, e.g. co3d_retrieve"),
+    root: Path = typer.Option(..., help="dataset root"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder (config.yaml, checkpoint.pt, history.json)"),
+    dataset_opt: list[str] = typer.Option([], help="dataset option key=value, e.g. split=train (repeatable)"),
+    config: Optional[Path] = typer.Option(None, help="YAML with train options (train/dtop.py DEFAULT_CONF)"),
+    model: str = typer.Option("{}", help='JSON of DToP options, e.g. \'{"backbone": "vit_b16"}\''),
+    epochs: Optional[int] = typer.Option(None, help="number of epochs"),
+    batch_size: Optional[int] = typer.Option(None, help="mini-batch size (paper: 64)"),
+    sampling: Optional[str] = typer.Option(None, help="group | fixed"),
+    max_size: Optional[int] = typer.Option(None, help="longer side of training batches"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    resume: bool = typer.Option(True, help="continue from OUT/checkpoint.pt when present"),
+) -> None:
+    """Train DToP with ArcFace on a labelled split; checkpoint every epoch (torchrun for several GPUs).
+
+    Example: relook train dtop --dataset co3d_retrieve --root data/co3dr --dataset-opt split=train
+    -o runs/dtop --model '{"backbone": "timm:vit_small_patch16_224"}' --epochs 5
+    """
+    import yaml
+
+    from relook.train.dtop import train_dtop
+
+    conf = yaml.safe_load(config.read_text()) if config else {}
+    conf["model"] = {**conf.get("model", {}), **json.loads(model)}
+    for key, val in dict(epochs=epochs, batch_size=batch_size, sampling=sampling, max_size=max_size,
+                         device=device).items():
+        if val is not None:
+            conf[key] = val
+    ds = _labelled(dataset, root, dataset_opt)
+    items = [(p, b) for _, p, b in ds.gallery]
+    ckpt = train_dtop(conf, items, ds.gallery_labels, out, resume=resume)
+    typer.echo(f"wrote {ckpt}")
+
+
+@app.command("dtop-whitening")
+def train_whitening_cmd(
+    store: Path = typer.Argument(..., help="feature store with the training images' global_desc"),
+    dataset: str = typer.Option(..., help="registered dataset with labels (its gallery = training images)"),
+    root: Path = typer.Option(..., help="dataset root"),
+    out: Path = typer.Option(..., "--out", "-o", help="whitening file (.npz) to write"),
+    dataset_opt: list[str] = typer.Option([], help="dataset option key=value (repeatable)"),
+    kind: str = typer.Option("supervised", help="supervised (matching pairs) | pca"),
+    max_pairs: int = typer.Option(100000, help="at most this many matching pairs (seeded subset)"),
+) -> None:
+    """Learn whitening of global descriptors: supervised from same-label pairs, or PCA.
+
+    Example: relook train dtop-whitening runs/train.h5 --dataset co3d_retrieve --root data/co3dr
+    --dataset-opt split=train -o runs/whiten.npz
+    """
+    from relook.errors import ConfigError
+    from relook.models.whitening import (learn_pca_whitening, learn_supervised_whitening, pairs_from_labels,
+                                         save_whitening)
+    from relook.store import FeatureStore
+
+    ds = _labelled(dataset, root, dataset_opt)
+    with FeatureStore(store, "r") as fs:
+        x = fs.stack("global_desc", ds.gallery_ids)
+    if kind == "supervised":
+        mean, proj = learn_supervised_whitening(x, pairs_from_labels(ds.gallery_labels, max_pairs))
+    elif kind == "pca":
+        mean, proj = learn_pca_whitening(x)
+    else:
+        raise ConfigError(f"--kind must be supervised or pca, got {kind!r}")
+    save_whitening(out, mean, proj, kind)
+    typer.echo(f"wrote {out}: {kind} whitening {proj.shape[1]} -> {proj.shape[0]} dims")

@@ -1,0 +1,110 @@
+"""`relook train rrt` and `relook visualize rrt-matches` (thin: parse, call the library, print)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relook.errors import ConfigError
+
+
+def _kv(pairs: list[str], what: str) -> dict:
+    """KEY=VALUE strings -> dict, values parsed as YAML scalars (ints, floats, bools, null)."""
+    import yaml
+
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"{what}: expected KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def train_rrt_cmd(
+        store: Path = typer.Argument(..., help="feature store of the training images (local_desc, global_desc, ...)"),
+        dataset: str = typer.Option(..., help="registered dataset giving the labels, e.g. co3d_retrieve"),
+        root: Path = typer.Option(..., help="dataset root"),
+        out: Path = typer.Option(..., "--out", "-o", help="output folder (checkpoint.pt, log.jsonl, train_conf.json)"),
+        data_opt: list[str] = typer.Option([], help="dataset option KEY=VALUE (repeatable), e.g. split=train"),
+        variant: str = typer.Option("sop", help="RRT preset: sop (7x7 grid, sine PE) or landmark (keypoints, global)"),
+        model_opt: list[str] = typer.Option([], help="RRT option KEY=VALUE, e.g. position_encoding=none"),
+        epochs: int = typer.Option(15, help="epochs (official 15)"),
+        lr: float = typer.Option(1e-4, help="AdamW learning rate"),
+        max_norm: float = typer.Option(0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
+        triplets_per_batch: int = typer.Option(12, help="(anchor, positive, negative) triplets per step"),
+        min_positives: int = typer.Option(1, help="anchors need this many positives in their top-100"),
+        finetune: bool = typer.Option(False, help="fine-tune the CNN backbone jointly (reads images)"),
+        backbone_opt: list[str] = typer.Option([], help="cnn_local option KEY=VALUE for --finetune"),
+        device: str = typer.Option("cpu", help="torch device"),
+        seed: int = typer.Option(0, help="seed of model init and triplet sampling"),
+        resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
+        progress: bool = typer.Option(True, help="show progress bars"),
+        guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's cameras)"),
+        guidance_weight: float = typer.Option(1e-3, help="lambda of the epipolar loss")) -> None:
+    """Train a Reranking Transformer with BCE on query/positive/hard-negative triplets from the top-100.
+
+    Example: relook train rrt runs/syn/train.h5 --dataset co3d_retrieve --root runs/syn/co3d_retrieve
+    --data-opt split=train -o runs/syn/rrt --epochs 15   (under torchrun for several GPUs)
+    """
+    from relook.datasets.base import load_dataset
+    from relook.train.rrt_stage import train_rrt_stage
+
+    ds = load_dataset(dataset, root, **_kv(data_opt, "--data-opt"))
+    tc = {"epochs": epochs, "lr": lr, "max_norm": max_norm, "triplets_per_batch": triplets_per_batch,
+          "min_positives": min_positives, "finetune": finetune, "device": device, "seed": seed}
+    from relook.train.epipolar import guidance_hooks
+
+    hooks = guidance_hooks(guidance, ds, store, weight=guidance_weight, seed=seed)
+    path = train_rrt_stage(ds, store, out, {"variant": variant, **_kv(model_opt, "--model-opt")}, tc,
+                           _kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed, **hooks)
+    typer.echo(f"wrote {path}")
+
+
+def visualize_rrt_matches(
+        checkpoint: Path = typer.Argument(..., help="RRT checkpoint (relook or official)"),
+        store: Path = typer.Argument(..., help="feature store holding both images"),
+        query_id: str = typer.Argument(..., help="query image id in STORE"),
+        candidate_id: str = typer.Argument(..., help="candidate image id in STORE"),
+        query_image: Path = typer.Option(..., help="query image file"),
+        candidate_image: Path = typer.Option(..., help="candidate image file"),
+        out: Path = typer.Option(..., "--out", "-o", help="PNG to write"),
+        max_locals: Optional[int] = typer.Option(None, help="locals per image (default: the model's)"),
+        max_lines: Optional[int] = typer.Option(None, help="draw only the strongest N matches")) -> None:
+    """Draw the correspondences RRT's last-layer attention implies (linear sum assignment, supp. Sec. E).
+
+    Example: relook visualize rrt-matches rrt.pt test.h5 q001 g042 --query-image q.jpg
+    --candidate-image g.jpg -o matches.png
+    """
+    from relook.images import load_image
+    from relook.models.rrt_checkpoint import load_rrt
+    from relook.models.rrt_correspondences import rrt_correspondences
+    from relook.models.rrt_inputs import required_fields
+    from relook.store import FeatureStore
+    from relook.viz.correspondences import draw_matches
+
+    model = load_rrt(checkpoint)
+    with FeatureStore(store, "r") as st:
+        fields = lambda i: required_fields(model.conf) + (["attention"] if "attention" in st.fields(i) else [])  # noqa: E731
+        q, c = st.read(query_id, fields(query_id)), st.read(candidate_id, fields(candidate_id))
+    m = rrt_correspondences(model, q, c, max_locals)
+    path = draw_matches(load_image(query_image), load_image(candidate_image), m["kp_query"], m["kp_candidate"], out,
+                        m["affinity"], title=f"RRT matches {query_id} vs {candidate_id}: logit {float(m['logit']):.3f}",
+                        max_lines=max_lines)
+    typer.echo(f"wrote {path} ({len(m['pairs'])} matches)")
+
+
+def _group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    for g in app.registered_groups:
+        if g.name == name:
+            return g.typer_instance
+    sub = typer.Typer(no_args_is_help=True, help=help)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the commands to ``app``'s ``train`` and ``visualize`` groups (created when missing)."""
+    _group(app, "train", "Train models (RRT, ...).").command("rrt")(train_rrt_cmd)
+    _group(app, "visualize", "Write PNG visualisations.").command("rrt-matches")(visualize_rrt_matches)

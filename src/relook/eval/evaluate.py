@@ -1,0 +1,64 @@
+"""Score a ``Ranking`` on a ``RetrievalDataset`` with the metrics of its protocol, and print tables.
+
+* ``revisitop`` datasets: mAP and mP@{1,5,10} for Easy, Medium and Hard.
+* ``labels`` datasets (SOP, CUB, Cars, CO3D-Retrieve, synthetic): R@1, R@10, R@50 and mAP (RRT, epipolar
+  paper) and P@1, R-Precision, MAP@R (the OT reranking paper).
+
+The ranking may be truncated to the shortlist length: positives beyond it count as not retrieved, so
+mAP on a short list is a lower bound (search with a larger ``k`` than the reranked ``top_k`` to avoid it).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from relook.errors import DataError
+from relook.eval import metrics as M
+from relook.eval.protocols import evaluate_revisitop
+from relook.types import Shortlist
+
+
+def align(ranking: Shortlist, dataset) -> np.ndarray:
+    """Ranking indices re-expressed in the dataset's gallery order, rows in its query order."""
+    gpos = {g: i for i, g in enumerate(dataset.gallery_ids)}
+    qpos = {q: i for i, q in enumerate(ranking.query_ids)}
+    missing = [q for q in dataset.query_ids if q not in qpos]
+    if missing:
+        raise DataError(f"ranking lacks {len(missing)} of the dataset's queries (e.g. {missing[0]!r}); "
+                        "was it built from the same dataset and split?")
+    unknown = [g for g in ranking.gallery_ids if g not in gpos]
+    if unknown:
+        raise DataError(f"ranking's gallery has {len(unknown)} ids not in dataset {dataset.name} (e.g. {unknown[0]!r})")
+    remap = np.array([gpos[g] for g in ranking.gallery_ids] + [-1], dtype=np.int64)
+    rows = ranking.indices[[qpos[q] for q in dataset.query_ids]]
+    return remap[rows]  # -1 padding maps to remap[-1] = -1
+
+
+def evaluate(ranking: Shortlist, dataset, ks: Sequence[int] = (1, 10, 50)) -> dict[str, float]:
+    """Metrics of ``dataset``'s protocol as a flat ``{name: value}`` dict (fractions in [0, 1])."""
+    idx = align(ranking, dataset)
+    if dataset.protocol == "revisitop":
+        res = evaluate_revisitop(idx, dataset.gnd)
+        return {f"{s[0].upper()}:{m}": v for s, d in res.items() for m, v in d.items()}
+    positives, ignore = dataset.ground_truth()
+    out = {f"R@{k}": v for k, v in M.recall_at_k(idx, positives, ks, ignore).items()}
+    out["mAP"] = M.mean_average_precision(idx, positives, ignore)
+    out.update(M.musgrave_metrics(idx, positives, ignore))
+    return out
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], extra_cols: Mapping[str, Mapping[str, str]] | None = None,
+                 percent: bool = True) -> str:
+    """A plain-text table: one row per method, one column per metric (values x100 by default)."""
+    methods = list(rows)
+    metrics = list(dict.fromkeys(k for r in rows.values() for k in r))
+    extras = list(dict.fromkeys(k for r in (extra_cols or {}).values() for k in r))
+    width = max([len(m) for m in methods] + [8]) + 2
+    head = f"{'method':<{width}}" + "".join(f"{m:>9}" for m in metrics) + "".join(f"{e:>14}" for e in extras)
+    lines = [head, "-" * len(head)]
+    for name in methods:
+        vals = "".join(f"{(rows[name].get(m, float('nan')) * (100 if percent else 1)):>9.2f}" for m in metrics)
+        ext = "".join(f"{(extra_cols or {}).get(name, {}).get(e, ''):>14}" for e in extras)
+        lines.append(f"{name:<{width}}{vals}{ext}")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""``cnn_local``: a CNN's last-block feature map as a grid of local descriptors (RRT's SOP input).
+
+RRT on SOP (official code) and the epipolar paper (Sec. 3.1) take ResNet-50's last convolutional block,
+an ``s x s x 2048`` map (s = 7 for 224 px input), as ``s^2`` local features, each mapped to ``m = 128``
+dims by a 1x1 convolution (``remap_local``), and a global descriptor pooled from the same map. Here:
+
+- local_desc (h*w, local_dim): the map through the 1x1 projection, row-major cells;
+- keypoints (h*w, 2): cell centres ((j + 0.5) * W / w, (i + 0.5) * H / h) in pixels of the image as given
+  (before the resize to ``image_size``), so camera intrinsics of the stored image apply directly;
+- scales (h*w,) = 1; attention (h*w,) = L2 norm of the 2048-d backbone feature of each cell;
+- global_desc (2048,): GeM (p = ``gem_p``) or average pool of the map, L2-normalised;
+- patch_tokens (h, w, local_dim) when ``write_patch_tokens``; image_size = original (H, W).
+
+The projection is ``seeded`` (a fixed random Gaussian 1x1 conv, a reproducible stand-in until trained),
+``none`` (keep 2048 dims), or learned: ``weights`` loads a ``CNNLocalNet`` state dict (e.g. the backbone
+and projection after RRT fine-tuning, saved by ``relook train rrt --finetune``).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relook.errors import ConfigError, DataError
+from relook.features.base import Extractor, register_extractor
+from relook.types import ImageFeatures
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling of (B, C, h, w) -> (B, C): (mean x^p)^(1/p) over positions."""
+    return fmap.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+class CNNLocalNet(nn.Module):
+    """timm CNN backbone + 1x1 projection: images (B, 3, H, W) in [0, 1] -> global, local grid.
+
+    ``forward`` returns ``{"global": (B, C) L2-normalised, "local": (B, h*w, d), "attention": (B, h*w),
+    "grid": (h, w)}``. ``set_bn_eval`` keeps BatchNorm statistics frozen in training (official RRT).
+    """
+
+    def __init__(self, arch: str = "resnet50", pretrained: bool = True, local_dim: int = 128,
+                 projection: str = "seeded", projection_seed: int = 0, global_pool: str = "gem",
+                 gem_p: float = 3.0, set_bn_eval: bool = True) -> None:
+        super().__init__()
+        import timm
+
+        if global_pool not in ("gem", "avg"):
+            raise ConfigError(f"cnn_local: global_pool must be 'gem' or 'avg', got {global_pool!r}")
+        if projection not in ("seeded", "none"):
+            raise ConfigError(f"cnn_local: projection must be 'seeded' or 'none', got {projection!r}")
+        try:
+            self.backbone = timm.create_model(arch, pretrained=pretrained, num_classes=0, global_pool="")
+        except RuntimeError as e:
+            raise ConfigError(f"cnn_local: cannot build timm model {arch!r} (pretrained={pretrained}): {e}") from None
+        channels = self.backbone.num_features
+        self.proj: nn.Module = nn.Identity()
+        if projection == "seeded" and local_dim and local_dim != channels:
+            self.proj = nn.Conv2d(channels, local_dim, kernel_size=1)
+            g = torch.Generator().manual_seed(projection_seed)
+            with torch.no_grad():
+                self.proj.weight.copy_(torch.randn(local_dim, channels, 1, 1, generator=g) / channels ** 0.5)
+                self.proj.bias.zero_()
+        self.global_pool, self.gem_p, self.set_bn_eval = global_pool, gem_p, set_bn_eval
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "CNNLocalNet":
+        super().train(mode)
+        if mode and self.set_bn_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> dict[str, Any]:
+        fmap = self.backbone.forward_features((images - self.mean) / self.std)  # (B, C, h, w)
+        pooled = gem(fmap, self.gem_p) if self.global_pool == "gem" else fmap.mean(dim=(-2, -1))
+        local = self.proj(fmap)
+        h, w = fmap.shape[-2:]
+        return {"global": F.normalize(pooled, dim=-1), "local": local.flatten(2).transpose(1, 2),
+                "attention": fmap.norm(dim=1).flatten(1), "grid": (int(h), int(w))}
+
+
+def grid_keypoints(h: int, w: int, height: float, width: float) -> np.ndarray:
+    """Cell centres (h*w, 2) as (x, y) pixels of a ``height x width`` image split into an h x w grid."""
+    ys, xs = np.meshgrid((np.arange(h) + 0.5) * height / h, (np.arange(w) + 0.5) * width / w, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+def to_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float (3, size, size) in [0, 1] (bilinear resize; ``None`` keeps the size)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"cnn_local: expected an RGB image (H, W, 3), got shape {image.shape}")
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255.0)
+    if size is not None:
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return x
+
+
+@register_extractor("cnn_local")
+class CNNLocal(Extractor):
+    name = "cnn_local"
+    default_conf: ClassVar[dict[str, Any]] = {
+        "arch": "resnet50",        # timm CNN (resnet50, resnet101, ...); its last block gives the grid
+        "pretrained": True,        # ImageNet weights from the timm hub
+        "weights": None,           # optional CNNLocalNet state dict (.pt) to load, e.g. after fine-tuning
+        "image_size": 224,         # square resize before the CNN (224 -> 7x7 grid); None keeps the size
+        "local_dim": 128,          # projected local descriptor dim (RRT: 128)
+        "projection": "seeded",    # seeded random 1x1 conv, or none (keep the backbone's channels)
+        "projection_seed": 0,      # seed of the seeded projection
+        "global_pool": "gem",      # gem or avg pooling of the map for global_desc
+        "gem_p": 3.0,              # GeM exponent
+        "write_patch_tokens": True,  # also store the (h, w, local_dim) grid as patch_tokens
+        "batch_size": 16,          # images per forward pass
+        "device": "cpu",           # torch device
+    }
+    writes = frozenset({"global_desc", "local_desc", "keypoints", "scales", "attention", "image_size",
+                        "patch_tokens"})
+
+    def __init__(self, **conf: Any) -> None:
+        super().__init__(**conf)
+        c = self.conf
+        self.net = CNNLocalNet(c["arch"], c["pretrained"] and not c["weights"], c["local_dim"], c["projection"],
+                               c["projection_seed"], c["global_pool"], c["gem_p"])
+        if c["weights"]:
+            from relook.models.rrt_checkpoint import read_checkpoint
+
+            state = read_checkpoint(c["weights"])
+            state = state.get("backbone_state", state)
+            try:
+                self.net.load_state_dict(state)
+            except RuntimeError as e:
+                raise DataError(f"{c['weights']}: does not fit cnn_local {c['arch']} ({e})") from None
+        self.net.to(c["device"]).eval()
+
+    def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
+        return next(self.extract([(image_id, image)]))
+
+    def extract(self, images: Iterable[tuple[str, np.ndarray]]) -> Iterator[ImageFeatures]:
+        batch: list[tuple[str, np.ndarray]] = []
+        for item in images:
+            batch.append(item)
+            if len(batch) == self.conf["batch_size"]:
+                yield from self._run(batch)
+                batch = []
+        if batch:
+            yield from self._run(batch)
+
+    @torch.inference_mode()
+    def _run(self, batch: list[tuple[str, np.ndarray]]) -> Iterator[ImageFeatures]:
+        size = self.conf["image_size"]
+        if size is None and len({im.shape[:2] for _, im in batch}) > 1:  # different sizes: one at a time
+            for item in batch:
+                yield from self._run([item])
+            return
+        x = torch.stack([to_tensor(im, size) for _, im in batch]).to(self.conf["device"])
+        out = self.net(x)
+        h, w = out["grid"]
+        for k, (image_id, im) in enumerate(batch):
+            H, W = im.shape[:2]
+            local = out["local"][k].float().cpu().numpy()
+            yield ImageFeatures(
+                image_id=image_id, global_desc=out["global"][k].float().cpu().numpy(), local_desc=local,
+                keypoints=grid_keypoints(h, w, H, W), scales=np.ones(h * w, np.float32),
+                attention=out["attention"][k].float().cpu().numpy(), image_size=np.array([H, W]),
+                patch_tokens=local.reshape(h, w, -1) if self.conf["write_patch_tokens"] else None)

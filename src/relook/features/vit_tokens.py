@@ -1,0 +1,238 @@
+"""``vit_tokens`` extractor: global descriptor, a 7x7 patch-token grid and rollout relevancy (Sec. 3.3 of
+"Beyond the CLS Token", BMVC 2022) from a timm backbone.
+
+Per image it writes:
+
+* ``global_desc`` (D,): the backbone's pre-logits vector -- the CLS token for DeiT, the average-pooled final
+  feature map for Swin and ResNet -- L2-normalised (Eq. 5's ``g``);
+* ``patch_tokens`` (h, w, D): the final tokens / feature map, adaptive-average-pooled to ``grid`` x ``grid``
+  (h = w = 7 in the paper; the paper's official code pools the same way);
+* ``relevancy`` (h*w,): the rollout relevancy (Eq. 7, ``relook.rerank.rollout``) pooled to the grid, a
+  probability vector. DeiT: rollout over all blocks at native resolution (CLS row/column dropped for the
+  marginal). Swin: each block's window attention scattered onto its stage's grid and resized to the final
+  stage's grid before the rollout. ResNet-50 has no attention: its relevancy is the per-position L2 norm
+  of the final feature map, normalised (an activation-saliency stand-in, recorded in the provenance);
+* ``extra["attn_layers"]`` (L, N, N) only with ``keep_attention``: the head-averaged attention of every
+  layer exactly as fed to the rollout.
+
+Projection to ``dim`` (the paper's D = 128 is the size of its fine-tuned embedding head, which relook does
+not have): ``projection="orthogonal"`` is a random matrix with orthonormal columns drawn from ``seed``
+(preserves inner products in expectation, Johnson-Lindenstrauss), or a path to a (C, dim) ``.npy`` matrix,
+e.g. from ``fit_pca_projection`` on training tokens. Tokens and global descriptor share the projection so
+the DIML cross-correlation marginal stays meaningful.
+
+CvT-13 (the paper's best backbone) lives in Hugging Face ``transformers``, which relook does not depend on;
+asking for ``cvt_13`` raises a ``ConfigError``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from relook.errors import ConfigError, ShapeError
+from relook.features.base import Extractor, register_extractor
+from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy,
+                                   window_attention_resized)
+from relook.types import ImageFeatures
+
+#: short names -> timm model names (any other timm ViT / Swin / CNN name works too)
+BACKBONES = {"deit_small": "deit_small_patch16_224", "swin_tiny": "swin_tiny_patch4_window7_224",
+             "resnet50": "resnet50"}
+
+
+def fit_pca_projection(tokens: np.ndarray, dim: int) -> np.ndarray:
+    """PCA projection (C, dim) of tokens (N, C) (centred, top ``dim`` principal axes); save with ``np.save``."""
+    x = np.asarray(tokens, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < dim or x.shape[1] < dim:
+        raise ShapeError(f"fit_pca_projection: need tokens (N >= {dim}, C >= {dim}), got {x.shape}")
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return vt[:dim].T.astype(np.float32)
+
+
+def _kind(model_name: str) -> str:
+    import timm
+
+    module = timm.models.model_entrypoint(model_name).__module__
+    if "swin" in module:
+        return "swin"
+    return "vit" if ("vision_transformer" in module or "deit" in module) else "cnn"
+
+
+@register_extractor("vit_tokens")
+class VitTokens(Extractor):
+    """Global descriptor + 7x7 patch tokens + rollout relevancy from DeiT-S, Swin-T or ResNet-50 (timm)."""
+
+    name = "vit_tokens"
+    default_conf = {
+        "backbone": "swin_tiny",  # deit_small | swin_tiny | resnet50 (| cvt_13: needs transformers) or a timm name
+        "pretrained": True,  # timm's ImageNet weights (False: random init from `seed`, for tests / synthetic runs)
+        "checkpoint": None,  # path of a local weights file to load instead of the hub's
+        "image_size": 224,  # every image resized to image_size x image_size (the paper: 224)
+        "grid": 7,  # h = w of the stored patch grid (the paper: 7)
+        "dim": None,  # project tokens and global descriptor to this size (the paper: 128), None keeps C
+        "projection": "orthogonal",  # seeded random orthonormal columns, or a path to a (C, dim) .npy matrix
+        "seed": 0,  # seed of the random projection and of random-init weights
+        "keep_attention": False,  # also store every layer's head-averaged attention as extra["attn_layers"]
+        "model_kwargs": {},  # extra timm.create_model arguments (e.g. depths=(1, 1, 1, 1) for tiny models)
+        "batch_size": 8,  # images per forward pass
+        "device": "cpu",  # torch device
+    }
+    writes = frozenset({"global_desc", "patch_tokens", "relevancy", "image_size"})
+
+    def __init__(self, **conf: Any) -> None:
+        super().__init__(**conf)
+        import timm
+
+        c = self.conf
+        if c["backbone"] in ("cvt_13", "cvt-13", "microsoft/cvt-13"):
+            try:
+                import transformers  # noqa: F401
+            except ImportError:
+                raise ConfigError("extractor 'vit_tokens': backbone 'cvt_13' needs Hugging Face transformers, "
+                                  "which is not installed (pip install transformers); use deit_small, swin_tiny "
+                                  "or resnet50") from None
+            raise ConfigError("extractor 'vit_tokens': the CvT-13 attention capture is not implemented in this "
+                              "build; use deit_small, swin_tiny or resnet50")
+        self.model_name = BACKBONES.get(c["backbone"], c["backbone"])
+        if self.model_name not in timm.list_models():
+            raise ConfigError(f"extractor 'vit_tokens': unknown backbone {c['backbone']!r}; use one of "
+                              f"{sorted(BACKBONES)} or a timm model name")
+        self.kind = _kind(self.model_name)
+        kwargs = dict(c["model_kwargs"])
+        if self.kind != "cnn":
+            kwargs.setdefault("img_size", int(c["image_size"]))
+        if c["checkpoint"]:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(c["checkpoint"])}
+        torch.manual_seed(int(c["seed"]))
+        self.model = timm.create_model(self.model_name, pretrained=bool(c["pretrained"] or c["checkpoint"]),
+                                       num_classes=0, **kwargs).eval().to(c["device"])
+        cfg = self.model.pretrained_cfg
+        self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1).to(c["device"])
+        self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1).to(c["device"])
+        self._attn: list[torch.Tensor] = []
+        self._shapes: list[tuple] = []
+        self._hook()
+        self.proj = self._projection()
+        if self.kind == "cnn" and c["keep_attention"]:
+            raise ConfigError(f"extractor 'vit_tokens': {c['backbone']} has no attention to keep")
+
+    # -- model plumbing ---------------------------------------------------------------------------
+    def _hook(self) -> None:
+        """Capture the softmax attention of every block (timm's non-fused path, output of attn_drop)."""
+        blocks = (list(self.model.blocks) if self.kind == "vit" else
+                  [b for layer in self.model.layers for b in layer.blocks] if self.kind == "swin" else [])
+        for blk in blocks:
+            blk.attn.fused_attn = False
+            blk.attn.attn_drop.register_forward_hook(lambda m, i, o: self._attn.append(o.detach()))
+            if self.kind == "swin":
+                blk.register_forward_pre_hook(
+                    lambda m, i: self._shapes.append((tuple(i[0].shape[1:3]), m.window_size, m.shift_size)))
+
+    def _projection(self) -> torch.Tensor | None:
+        dim, proj = self.conf["dim"], self.conf["projection"]
+        if dim is None:
+            return None
+        c = int(self.model.num_features)
+        if proj == "orthogonal":
+            if int(dim) > c:
+                raise ConfigError(f"extractor 'vit_tokens': dim={dim} exceeds the backbone's {c} channels")
+            g = torch.Generator().manual_seed(int(self.conf["seed"]))
+            q, _ = torch.linalg.qr(torch.randn(c, int(dim), generator=g, dtype=torch.float64))
+            return q.float().to(self.conf["device"])
+        path = Path(proj)
+        if not path.exists():
+            raise ConfigError(f"extractor 'vit_tokens': projection={proj!r} is neither 'orthogonal' nor a file")
+        w = np.load(path)
+        if w.shape != (c, int(dim)):
+            raise ShapeError(f"{path}: projection has shape {w.shape}, expected ({c}, {dim})")
+        return torch.as_tensor(w, dtype=torch.float32, device=self.conf["device"])
+
+    def _relevancy(self, feat_hw: tuple[int, int], batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, grid*grid) relevancy and the (B, L, N, N) per-layer attention fed to the rollout."""
+        out_hw = (int(self.conf["grid"]),) * 2
+        if self.kind == "vit":
+            layers = torch.stack([head_average(a) for a in self._attn], 1).double()
+            prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+            return rollout_relevancy(rollout(layers), prefix, feat_hw, out_hw), layers
+        layers = []
+        for a, (hw, window, shift) in zip(self._attn, self._shapes):
+            a = head_average(a).double().view(batch, -1, *a.shape[-2:])
+            layers.append(window_attention_resized(a, hw, tuple(window), tuple(shift), feat_hw))
+        layers = torch.stack(layers, 1)
+        return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
+
+    @torch.no_grad()
+    def _forward(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        size = int(self.conf["image_size"])
+        x = torch.cat([F.interpolate(torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
+                                     size=(size, size), mode="bilinear", antialias=True) for im in images])
+        x = ((x.to(self.conf["device"]) / 255.0) - self.mean) / self.std
+        self._attn.clear()
+        self._shapes.clear()
+        feats = self.model.forward_features(x)
+        glob = self.model.forward_head(feats, pre_logits=True)
+        if self.kind == "vit":
+            prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+            side = self.model.patch_embed.grid_size
+            fmap = feats[:, prefix:].reshape(len(images), *side, -1)
+        elif self.kind == "swin":
+            fmap = feats  # (B, H, W, C)
+        else:
+            fmap = feats.permute(0, 2, 3, 1)
+        feat_hw = tuple(fmap.shape[1:3])
+        grid = int(self.conf["grid"])
+        tokens = F.adaptive_avg_pool2d(fmap.permute(0, 3, 1, 2), grid).permute(0, 2, 3, 1)
+        if self.kind == "cnn":
+            norm = fmap.norm(dim=-1).reshape(len(images), -1).double()
+            w = area_weights(feat_hw, (grid, grid)).to(norm)
+            rel = norm @ (w / w.sum(0, keepdim=True)).T
+            rel, layers = rel / rel.sum(-1, keepdim=True).clamp_min(1e-300), None
+        else:
+            rel, layers = self._relevancy(feat_hw, len(images))
+        if self.proj is not None:
+            tokens, glob = tokens @ self.proj, glob @ self.proj
+        glob = F.normalize(glob, dim=-1)
+        out = []
+        for b, im in enumerate(images):
+            d = {"global_desc": glob[b], "patch_tokens": tokens[b], "relevancy": rel[b],
+                 "image_size": np.array(im.shape[:2])}
+            if self.conf["keep_attention"]:
+                d["attn_layers"] = layers[b]
+            out.append({k: (v.float().cpu().numpy() if torch.is_tensor(v) else v) for k, v in d.items()})
+        return out
+
+    @staticmethod
+    def _check(image: np.ndarray) -> np.ndarray:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ShapeError(f"vit_tokens: expected an RGB uint8 image (H, W, 3), got {image.shape} {image.dtype}")
+        return image
+
+    def _features(self, image_id: str, d: dict[str, np.ndarray]) -> ImageFeatures:
+        extra = {"attn_layers": d.pop("attn_layers")} if "attn_layers" in d else {}
+        return ImageFeatures(image_id, extra=extra, **d)
+
+    def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
+        return self._features(image_id, self._forward([image])[0])
+
+    def extract(self, images: Iterable[tuple[str, np.ndarray]]) -> Iterator[ImageFeatures]:
+        """Batched: ``batch_size`` images per forward pass."""
+        batch: list[tuple[str, np.ndarray]] = []
+        for item in images:
+            batch.append(item)
+            if len(batch) == int(self.conf["batch_size"]):
+                yield from (self._features(i, d) for (i, _), d in zip(batch, self._forward([b for _, b in batch])))
+                batch = []
+        if batch:
+            yield from (self._features(i, d) for (i, _), d in zip(batch, self._forward([b for _, b in batch])))
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        weights = (f"checkpoint {self.conf['checkpoint']}" if self.conf["checkpoint"] else
+                   f"timm {self.model_name} ImageNet" if self.conf["pretrained"] else
+                   f"random init (seed {self.conf['seed']})")
+        rel = "feature-norm saliency (no attention)" if self.kind == "cnn" else "attention rollout (Eq. 7)"
+        return {**super().provenance, "weights": weights, "relevancy_source": rel}

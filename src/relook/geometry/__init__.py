@@ -1,0 +1,1 @@
+"""Multi-view geometry: epipolar geometry on feature grids and robust (pseudo ground-truth) estimation."""

@@ -1,0 +1,1 @@
+"""Training losses (pure functions of embeddings/attention and labels, plus parameter-holding modules)."""

@@ -1,0 +1,130 @@
+"""Vision-transformer backbones of DToP (Tables A4/A5) as token extractors over timm models.
+
+A backbone returns, for the last ``k`` encoder layers, the prefix tokens ([CLS], distillation) and the
+patch tokens on their spatial grid, for ANY input size: the patch grid follows the input and the
+position embedding is resized to it by DPE (``dpe.py``, Eq. 2); sides that are not a multiple of the
+patch size are zero-padded by timm (``dynamic_img_pad``). Every collected layer goes through the
+backbone's final LayerNorm (the one timm applies to the last layer), so layers are on one scale.
+
+Registered names -> timm models (``pretrained=True`` downloads the timm weights):
+
+=================  ===================================  ==============================================
+name               timm model                           notes
+=================  ===================================  ==============================================
+r50_vit_b          vit_base_r50_s16_384                 R50+ViT-B hybrid (default): ResNet stem, stride
+                                                        16, 1x1 patch embedding; ImageNet-21k(+1k)
+vit_b16            vit_base_patch16_224.augreg_in21k    ViT-B/16, ImageNet-21k
+deit_b_distilled   deit_base_distilled_patch16_224      DeiT-B with distillation token, ImageNet-1k
+timm:<model>       any timm VisionTransformer           e.g. ``timm:vit_tiny_patch16_224`` for tests
+=================  ===================================  ==============================================
+
+Table A5's other models are not in timm 1.0 in a multi-scale ViT form (CvT, LocalViT, T2T, DeepViT,
+LV-ViT, ViL: absent; PiT: pooling stages with a fixed-grid embedding, Swin/ConViT/TNT: excluded by the
+paper itself); CvT would need Hugging Face ``transformers``, which relook does not depend on.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from relook.errors import ConfigError, ShapeError
+from relook.models.dtop.dpe import DPE_MODES, ConditionalPositionEncoding, resize_pos_embed
+from relook.registry import Registry
+
+BACKBONES: Registry[str] = Registry("dtop backbone")
+
+_TIMM_NAMES = {
+    "r50_vit_b": "vit_base_r50_s16_384",
+    "vit_b16": "vit_base_patch16_224.augreg_in21k",
+    "deit_b_distilled": "deit_base_distilled_patch16_224",
+}
+for _name, _timm in _TIMM_NAMES.items():
+    BACKBONES.register(_name)(lambda _t=_timm: _t)
+
+
+def timm_name(name: str) -> str:
+    """The timm model name of a registered backbone name or of ``timm:<model>``."""
+    if name.startswith("timm:"):
+        return name[len("timm:"):]
+    return BACKBONES.create(name)
+
+
+class TokenBackbone(nn.Module):
+    """A timm ViT returning multi-layer prefix and patch tokens at any input size.
+
+    forward(images: (B, 3, H, W)) -> (prefix (B, k, P, D), patches (B, k, h, w, D)) where P is the
+    number of prefix tokens (1, or 2 with a distillation token) and (h, w) the patch grid of the input.
+    """
+
+    def __init__(self, name: str = "r50_vit_b", pretrained: bool = True, layers: int = 6,
+                 dpe: str = "bilinear", timm_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        import timm
+
+        if dpe not in DPE_MODES:
+            raise ConfigError(f"dtop backbone: dpe must be one of {DPE_MODES}, got {dpe!r}")
+        self.name, self.dpe_mode = name, dpe
+        self.vit = timm.create_model(timm_name(name), pretrained=pretrained, num_classes=0,
+                                     dynamic_img_size=True, dynamic_img_pad=True,
+                                     **(timm_kwargs or {}))
+        for attr in ("patch_embed", "blocks", "pos_embed", "norm", "cls_token"):
+            if not hasattr(self.vit, attr):
+                raise ConfigError(f"dtop backbone {name!r}: timm model is not a ViT (no {attr!r})")
+        depth = len(self.vit.blocks)
+        if not 1 <= layers <= depth:
+            raise ConfigError(f"dtop backbone {name!r}: layers k={layers} must be in [1, {depth}]")
+        self.layers = layers
+        self.embed_dim = int(self.vit.embed_dim)
+        self.has_dist = getattr(self.vit, "dist_token", None) is not None
+        self.num_prefix = int(self.vit.num_prefix_tokens)
+        self.pretrained_grid = tuple(int(g) for g in self.vit.patch_embed.grid_size)
+        self.cpe = ConditionalPositionEncoding(self.embed_dim) if dpe == "cpe" else None
+        cfg = getattr(self.vit, "pretrained_cfg", {}) or {}
+        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    def _prefix_tokens(self, batch: int) -> list[torch.Tensor]:
+        out = [self.vit.cls_token]
+        for attr in ("dist_token", "reg_token"):
+            tok = getattr(self.vit, attr, None)
+            if tok is not None:
+                out.append(tok)
+        return [t.expand(batch, -1, -1) for t in out]
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Token sequence (B, P + h*w, D) with position embedding, and the patch grid (h, w)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ShapeError(f"dtop backbone: images must be (B, 3, H, W), got {tuple(images.shape)}")
+        x = self.vit.patch_embed(images)  # (B, h, w, D): timm's NHWC output with dynamic_img_size
+        b, h, w, d = x.shape
+        x = x.reshape(b, h * w, d)
+        prefix = self._prefix_tokens(b)
+        if self.dpe_mode in ("bilinear", "bicubic"):
+            grid0 = self.pretrained_grid
+            n_pos_prefix = self.vit.pos_embed.shape[1] - grid0[0] * grid0[1]
+            pos = resize_pos_embed(self.vit.pos_embed, n_pos_prefix, grid0, (h, w), self.dpe_mode)
+            if n_pos_prefix == 0:  # no_embed_class models: prefix tokens carry no position
+                x = torch.cat(prefix + [x + pos], dim=1)
+            else:
+                x = torch.cat(prefix + [x], dim=1) + pos
+        else:  # "none" and "cpe": the pretrained absolute embedding is not used
+            x = torch.cat(prefix + [x], dim=1)
+        return self.vit.norm_pre(self.vit.pos_drop(x)), (h, w)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, (h, w) = self.embed(images)
+        p = x.shape[1] - h * w
+        first_kept = len(self.vit.blocks) - self.layers
+        prefix, patches = [], []
+        for i, block in enumerate(self.vit.blocks):
+            x = block(x)
+            if i == 0 and self.cpe is not None:
+                grid = self.cpe(x[:, p:].reshape(x.shape[0], h, w, -1)).flatten(1, 2)
+                x = torch.cat([x[:, :p], grid], dim=1)
+            if i >= first_kept:
+                y = self.vit.norm(x)
+                prefix.append(y[:, :p])
+                patches.append(y[:, p:].reshape(x.shape[0], h, w, -1))
+        return torch.stack(prefix, 1), torch.stack(patches, 1)

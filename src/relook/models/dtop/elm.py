@@ -1,0 +1,102 @@
+"""Enhanced locality module (ELM), Eq. (11) of DToP: U = ELM(Y) on the patch-token map Y (Eq. 8).
+
+Three switchable parts (Table A10), applied in this order (the order is not in the recoverable text; it
+follows the only public re-implementation): inverted residual block (IRB, MobileNetV2) -> atrous spatial
+pyramid pooling (ASPP, DeepLab) -> WaveBlock (WB). All map (B, D, h, w) -> (B, D, h, w).
+
+Choices where the paper is silent (written here so they can be changed):
+* IRB: 1x1 expand (ratio ``expansion``, default 2) + BN + ReLU6, 3x3 depth-wise + BN + ReLU6,
+  1x1 project + BN, identity shortcut.
+* ASPP: DeepLabv3 branches (1x1, three 3x3 atrous at ``rates`` 6/12/18, image pooling), each to ``width``
+  channels (default D/4), concatenated and projected back to D (1x1 + BN + ReLU). The atrous branches
+  are depth-wise separable (DeepLabv3+ style) to keep the module light; the paper quotes only 0.3M
+  extra parameters for all of DToP, which no full-width D=768 reading reaches.
+* WaveBlock (Wang et al., Attentive WaveBlock): at training time a random horizontal band of
+  ``band`` x h rows is kept and the rest of the map is multiplied by ``factor``; identity at eval.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, dilation: int = 1, act: bool = True) -> nn.Sequential:
+    pad = dilation * (k // 2)
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 inverted residual block at stride 1: x + project(depthwise(expand(x)))."""
+
+    def __init__(self, dim: int, expansion: int = 2) -> None:
+        super().__init__()
+        hidden = dim * expansion
+        self.body = nn.Sequential(_conv_bn(dim, hidden), _conv_bn(hidden, hidden, 3, groups=hidden),
+                                  _conv_bn(hidden, dim, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: 1x1, atrous 3x3 at ``rates``, image pooling -> concat -> 1x1."""
+
+    def __init__(self, dim: int, width: int | None = None, rates: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+        width = width or max(dim // 4, 1)
+        self.branches = nn.ModuleList([_conv_bn(dim, width)])
+        for r in rates:  # depth-wise separable atrous conv: dw 3x3 (dilation r) -> pw 1x1
+            self.branches.append(nn.Sequential(_conv_bn(dim, dim, 3, groups=dim, dilation=r), _conv_bn(dim, width)))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, width, 1, bias=False), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(nn.Conv2d(width * (len(rates) + 2), dim, 1, bias=False), nn.BatchNorm2d(dim),
+                                     nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand(-1, -1, x.shape[2], x.shape[3]))
+        return self.project(torch.cat(outs, dim=1))
+
+
+class WaveBlock(nn.Module):
+    """Training-time feature waving: keep a random band of rows, multiply the rest by ``factor``.
+
+    The band start is drawn from ``generator`` (seedable) once per mini-batch element.
+    """
+
+    def __init__(self, band: float = 0.3, factor: float = 2.0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.band, self.factor, self.generator = band, factor, generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.shape[2] == 0:
+            return x
+        b, _, h, _ = x.shape
+        rows = max(1, int(round(self.band * h)))
+        start = torch.randint(0, h - rows + 1, (b,), generator=self.generator).to(x.device)
+        idx = torch.arange(h, device=x.device)
+        keep = (idx[None] >= start[:, None]) & (idx[None] < start[:, None] + rows)  # (B, h)
+        scale = torch.where(keep, torch.ones((), device=x.device), torch.full((), self.factor, device=x.device))
+        return x * scale[:, None, :, None].to(x.dtype)
+
+
+class ELM(nn.Module):
+    """U = WB(ASPP(IRB(Y))) with each part switchable (a disabled part is the identity)."""
+
+    def __init__(self, dim: int, irb: bool = True, aspp: bool = True, waveblock: bool = True, expansion: int = 2,
+                 aspp_width: int | None = None, rates: Sequence[int] = (6, 12, 18), band: float = 0.3,
+                 factor: float = 2.0) -> None:
+        super().__init__()
+        self.irb = InvertedResidual(dim, expansion) if irb else nn.Identity()
+        self.aspp = ASPP(dim, aspp_width, rates) if aspp else nn.Identity()
+        self.wave = WaveBlock(band, factor) if waveblock else nn.Identity()
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """y: (B, D, h, w) -> U: (B, D, h, w)."""
+        return self.wave(self.aspp(self.irb(y)))

@@ -1,0 +1,99 @@
+"""DToP (Song et al., WACV 2023): a ViT global descriptor from deep token pooling.
+
+images -> backbone (last k layers, DPE) -> global branch on [CLS] tokens (Eq. 7) + local branch on
+patch tokens with ELM and fusion (Eq. 10) -> output (Eq. 12): an N-dim L2-normalised vector.
+
+Output reading (Eq. 12 is not in the recoverable text): ``combine="concat"`` (default) gives each branch
+an FC to N/2 and concatenates, so the default N = 1536 is two 768-d branch vectors (Table A7 varies N
+from 128 to 2048: each branch then gives N/2); ``combine="fc"`` concatenates the branch features
+before their FCs and applies one FC to N (DOLG style). ``branches="global"`` or ``"local"`` keeps one
+branch with an FC to N, the setting of the backbone benchmark (Table A5, N = 768).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relook.config import merge_conf
+from relook.errors import ConfigError
+from relook.models.dtop.backbones import TokenBackbone
+from relook.models.dtop.heads import GlobalBranch, LocalBranch
+
+
+class DToP(nn.Module):
+    """forward(images (B, 3, H, W), normalised with ``mean``/``std``) -> (B, out_dim) unit vectors."""
+
+    default_conf: ClassVar[dict[str, Any]] = {
+        "backbone": "r50_vit_b",      # backbones.py registry name or "timm:<model>"
+        "pretrained": True,           # load timm's pretrained weights (needs the model hub)
+        "timm_kwargs": {},            # extra timm.create_model arguments (e.g. depth for tiny test models)
+        "layers": 6,                  # k: last layers whose tokens are used (Table A8, best 6)
+        "dpe": "bilinear",            # position embedding: bilinear | bicubic | none | cpe (Table A9)
+        "branches": "both",           # both | global | local (single-branch = backbone benchmark, Table A5)
+        "token": "cls",               # global-branch token: cls | dist (distilled backbones only)
+        "elm_irb": True,              # ELM inverted residual block (Table A10)
+        "elm_aspp": True,             # ELM atrous spatial pyramid pooling (Table A10)
+        "elm_waveblock": True,        # ELM WaveBlock, training only (Table A10)
+        "irb_expansion": 2,           # IRB expansion ratio (not in the paper)
+        "aspp_rates": [6, 12, 18],    # ASPP dilation rates (DeepLabv3; not in the paper)
+        "aspp_width": None,           # ASPP branch width; None = D/4
+        "wave_band": 0.3,             # WaveBlock kept-band height ratio
+        "wave_factor": 2.0,           # WaveBlock factor on the rest of the map
+        "fusion": "orthogonal",       # Eq. (9) FUSE: orthogonal | none_wo_elm | none_w_elm | sum | hadamard | concat | fast_normalized
+        "pooling": "avg",             # local-branch pooling: avg | gem | max
+        "gem_p": 3.0,                 # initial GeM exponent when pooling = gem
+        "out_dim": 1536,              # N of Eq. (12) (Table A7, best 1536)
+        "combine": "concat",          # concat: N/2 per branch, concatenated | fc: one FC on both branches
+    }
+
+    def __init__(self, **conf: Any) -> None:
+        super().__init__()
+        self.conf = c = merge_conf(self.default_conf, conf, "model dtop")
+        if c["branches"] not in ("both", "global", "local"):
+            raise ConfigError(f"model dtop: branches must be both|global|local, got {c['branches']!r}")
+        if c["combine"] not in ("concat", "fc"):
+            raise ConfigError(f"model dtop: combine must be concat|fc, got {c['combine']!r}")
+        if c["branches"] == "both" and c["combine"] == "concat" and c["out_dim"] % 2:
+            raise ConfigError(f"model dtop: out_dim {c['out_dim']} must be even to split over two branches")
+        self.backbone = TokenBackbone(c["backbone"], c["pretrained"], c["layers"], c["dpe"], c["timm_kwargs"])
+        dim, k = self.backbone.embed_dim, c["layers"]
+        if c["token"] not in ("cls", "dist") or (c["token"] == "dist" and not self.backbone.has_dist):
+            raise ConfigError(f"model dtop: token {c['token']!r} needs cls, or dist with a distilled backbone")
+        both = c["branches"] == "both"
+        branch_dim = c["out_dim"] // 2 if both and c["combine"] == "concat" else c["out_dim"]
+        elm = dict(irb=c["elm_irb"], aspp=c["elm_aspp"], waveblock=c["elm_waveblock"], expansion=c["irb_expansion"],
+                   aspp_width=c["aspp_width"], rates=tuple(c["aspp_rates"]), band=c["wave_band"],
+                   factor=c["wave_factor"])
+        self.global_branch = self.local_branch = self.joint_fc = None
+        if c["branches"] in ("both", "global"):
+            self.global_branch = GlobalBranch(dim, k, branch_dim, 1 if c["token"] == "dist" else 0)
+        if c["branches"] in ("both", "local"):
+            self.local_branch = LocalBranch(dim, k, branch_dim, c["fusion"], c["pooling"], c["gem_p"], elm)
+        if both and c["combine"] == "fc":
+            width = k * dim + self.local_branch.fusion.out_dim
+            self.joint_fc = nn.Linear(width, c["out_dim"])
+        self.register_buffer("mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.backbone.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.conf["out_dim"])
+
+    def normalize(self, images01: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (B, 3, H, W) -> backbone input."""
+        return (images01 - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        prefix, patches = self.backbone(images)
+        if self.joint_fc is not None:
+            feats = torch.cat([self.global_branch.features(prefix), self.local_branch.features(patches)], dim=1)
+            return F.normalize(self.joint_fc(feats), dim=-1)
+        parts = []
+        if self.global_branch is not None:
+            parts.append(self.global_branch(prefix))
+        if self.local_branch is not None:
+            parts.append(self.local_branch(patches))
+        return F.normalize(torch.cat(parts, dim=1), dim=-1)

@@ -1,0 +1,120 @@
+"""RRT checkpoints: relook's own format (config + state dict) and the official released ones.
+
+Own format (``torch.save`` of a dict)::
+
+    {"format": "relook-rrt", "version": 1, "config": RRT.conf, "state_dict": ..., **extra}
+
+``extra`` holds what a trainer needs to resume (optimizer state, epoch, backbone state, ...).
+
+Official format (github.com/uvavision/RerankingTransformer): ``{"state": state_dict, "optim": ...}``,
+the state dict saved from an ``nn.DataParallel`` (keys prefixed ``module.``). RRT_GLD keys are
+``encoder.layers.{i}.{self_attn.in_proj_weight, ..., linear1, linear2, norm1, norm2}``, ``remap``
+(Linear 2048->128), ``scale_encoder`` (7 x 128), ``seg_encoder`` (6 x 128; rows: query local, candidate
+local, CLS, SEP, query global, candidate global) and ``classifier``. RRT_SOP nests the same matcher under
+``matcher.`` (next to its ResNet backbone) with a 4-row ``seg_encoder`` (CLS, SEP, query local,
+candidate local) and no ``remap``. The encoder layer keys are those of ``nn.TransformerEncoderLayer``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from relook.errors import DataError
+from relook.models.rrt import CAND_GLOBAL, CAND_LOCAL, CLS, QUERY_GLOBAL, QUERY_LOCAL, RRT, SEP
+
+FORMAT = "relook-rrt"
+
+#: our segment row -> official row, per official variant
+_GLD_SEGMENTS = {QUERY_LOCAL: 0, CAND_LOCAL: 1, CLS: 2, SEP: 3, QUERY_GLOBAL: 4, CAND_GLOBAL: 5}
+_SOP_SEGMENTS = {CLS: 0, SEP: 1, QUERY_LOCAL: 2, CAND_LOCAL: 3}
+
+
+def save_rrt(path: str | Path, model: RRT, **extra: Any) -> Path:
+    """Write ``model`` (config + CPU state dict) and ``extra`` to ``path`` atomically."""
+    from relook.io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": 1, "config": dict(model.conf), "state_dict": state, **extra}, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict (CPU tensors); ``DataError`` when missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such RRT checkpoint; train one with `relook train rrt`")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(f"{path}: not a readable torch checkpoint ({e})") from None
+
+
+def load_rrt(path: str | Path) -> RRT:
+    """Build an ``RRT`` from a relook checkpoint, or from an official one (detected by its ``state`` key)."""
+    ckpt = read_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        model = RRT(**ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"])
+        return model.eval()
+    return load_official_rrt(ckpt, source=str(path))
+
+
+def official_to_relook(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Map an official RRT state dict to ours; returns (state dict, variant "landmark" | "sop")."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if any(k.startswith("matcher.") for k in state):  # RRT_SOP: backbone + matcher
+        state = {k[len("matcher."):]: v for k, v in state.items() if k.startswith("matcher.")}
+    if "seg_encoder.weight" not in state:
+        raise DataError("not an official RRT state dict: no 'seg_encoder.weight' (looked under 'module.' "
+                        "and 'matcher.')")
+    seg = state["seg_encoder.weight"]
+    rows = {6: _GLD_SEGMENTS, 4: _SOP_SEGMENTS}.get(seg.shape[0])
+    if rows is None:
+        raise DataError(f"official RRT seg_encoder has {seg.shape[0]} rows; expected 6 (GLD) or 4 (SOP)")
+    out: dict[str, torch.Tensor] = {}
+    new_seg = torch.zeros(6, seg.shape[1], dtype=seg.dtype)
+    for ours, theirs in rows.items():
+        new_seg[ours] = seg[theirs]
+    out["segment_embed.weight"] = new_seg
+    rename = {"remap.": "global_proj.", "scale_encoder.": "scale_embed.", "classifier.": "classifier.",
+              "encoder.layers.": "encoder."}
+    for k, v in state.items():
+        for old, new in rename.items():
+            if k.startswith(old):
+                out[new + k[len(old):]] = v
+    if "encoder.norm.weight" in state:  # pre-LN official models end with a LayerNorm
+        out["final_norm.weight"], out["final_norm.bias"] = state["encoder.norm.weight"], state["encoder.norm.bias"]
+    return out, "landmark" if seg.shape[0] == 6 else "sop"
+
+
+def load_official_rrt(ckpt: dict | str | Path, source: str = "checkpoint", **conf: Any) -> RRT:
+    """An ``RRT`` with the weights of an official checkpoint (dict with ``state``, or a path).
+
+    The architecture is read off the tensors (layers, widths, global dim); ``conf`` overrides the rest.
+    """
+    if not isinstance(ckpt, dict):
+        source, ckpt = str(ckpt), read_checkpoint(ckpt)
+    state = ckpt.get("state", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise DataError(f"{source}: neither a relook RRT checkpoint nor an official one (dict with 'state')")
+    try:
+        mapped, variant = official_to_relook(state)
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None
+    layers = sorted({int(k.split(".")[1]) for k in mapped if k.startswith("encoder.")})
+    d_model = mapped["segment_embed.weight"].shape[1]
+    arch = {"variant": variant, "d_model": d_model, "num_layers": len(layers),
+            "dim_feedforward": mapped["encoder.0.linear1.weight"].shape[0],
+            "norm_first": "final_norm.weight" in mapped}
+    if variant == "landmark":
+        arch["d_global"] = mapped["global_proj.weight"].shape[1]
+    model = RRT(**{**arch, **conf})
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise DataError(f"{source}: official RRT weights do not fit (missing {missing}, unexpected {unexpected})")
+    return model.eval()

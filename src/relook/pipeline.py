@@ -1,0 +1,279 @@
+"""The stages of an experiment, each reading and writing files and skipping finished work.
+
+``extract`` -> ``features/<label>/{queries,gallery}.h5``; ``search`` -> ``shortlist.npz``;
+``rerank`` -> ``rankings/<label>.npz``; ``evaluate`` -> ``results.json`` + a printed table. A stage whose
+output exists and was made from the same inputs (a fingerprint stored in the output's metadata) does
+nothing; extraction resumes image by image.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from relook.errors import ConfigError, DataError
+from relook.types import Ranking, Shortlist
+
+
+@contextlib.contextmanager
+def open_pair(qpath: Path, gpath: Path):
+    """(query store, gallery store) opened read-only; one handle when both are the same file."""
+    from relook.store import FeatureStore
+
+    with FeatureStore(gpath) as gs:
+        if Path(qpath) == Path(gpath):
+            yield gs, gs
+        else:
+            with FeatureStore(qpath) as qs:
+                yield qs, gs
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dataset_of(conf: dict):
+    from relook.datasets import load_dataset
+
+    opts = dict(conf["dataset"])
+    if "name" not in opts or "root" not in opts:
+        raise ConfigError("dataset: needs 'name' and 'root' (e.g. dataset.name=co3d_retrieve dataset.root=PATH)")
+    name, root = opts.pop("name"), Path(opts.pop("root"))
+    if not root.exists():
+        raise DataError(f"dataset root {root} does not exist")
+    return load_dataset(name, root, **opts)
+
+
+def _same_items(dataset) -> bool:
+    return [(q[0], q[2]) for q in dataset.queries] == [(g[0], g[2]) for g in dataset.gallery]
+
+
+def store_paths(conf: dict, label: str, dataset) -> tuple[Path, Path]:
+    """(query store, gallery store) of extractor ``label``; one file when queries are the gallery."""
+    base = Path(conf["out"]) / "features" / label
+    return (base / "gallery.h5" if _same_items(dataset) else base / "queries.h5"), base / "gallery.h5"
+
+
+def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
+    """Run every configured extractor over queries and gallery (resumable per image)."""
+    from relook.features import create_extractor, extract_to_store
+
+    dataset = dataset_of(conf)
+    out = {}
+    for item in conf["extractors"]:
+        opts = {k: v for k, v in item.items() if k not in ("name", "label")}
+        extractor = create_extractor(item["name"], **opts)
+        qpath, gpath = store_paths(conf, item["label"], dataset)
+        extract_to_store(extractor, dataset.gallery, gpath, progress=progress)
+        if qpath != gpath:
+            extract_to_store(extractor, dataset.queries, qpath, progress=progress)
+        out[item["label"]] = (qpath, gpath)
+    return out
+
+
+def _global_label(conf: dict) -> str:
+    if conf["global"]:
+        return conf["global"]
+    if not conf["extractors"]:
+        raise ConfigError("no extractors configured: add one under 'extractors'")
+    return conf["extractors"][0]["label"]
+
+
+def index(conf: dict, overwrite: bool = False) -> Path:
+    """Build the faiss index of the gallery's global descriptors -> ``<out>/index.faiss`` (+ fingerprint)."""
+    from relook.search import build_index, write_index
+    from relook.store import FeatureStore
+
+    dataset = dataset_of(conf)
+    label = _global_label(conf)
+    _, gpath = store_paths(conf, label, dataset)
+    out = Path(conf["out"]) / "index.faiss"
+    stamp = out.with_suffix(".json")
+    with FeatureStore(gpath) as gs:
+        missing = gs.missing(dataset.gallery_ids)
+        if missing:
+            raise DataError(f"{gpath}: {len(missing)} gallery images not extracted (e.g. {missing[0]!r}); run extract")
+        fp = _fingerprint(conf["shortlist"].get("index", "flat"), conf["dataset"], label, gs.meta, len(gs))
+        if out.exists() and stamp.exists() and not overwrite and json.loads(stamp.read_text()).get("fingerprint") == fp:
+            return out
+        idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
+    write_index(idx, out)
+    stamp.write_text(json.dumps({"fingerprint": fp, "gallery": str(gpath)}))
+    return out
+
+
+def search(conf: dict, overwrite: bool = False) -> Path:
+    """Global top-k shortlist from the global extractor's stores -> ``<out>/shortlist.npz``."""
+    from relook.search import read_index
+    from relook.search import search as faiss_search
+    from relook.store import FeatureStore
+
+    dataset = dataset_of(conf)
+    label = _global_label(conf)
+    qpath, gpath = store_paths(conf, label, dataset)
+    out = Path(conf["out"]) / "shortlist.npz"
+    with open_pair(qpath, gpath) as (qs, gs):
+        qids, gids = dataset.query_ids, dataset.gallery_ids
+        for ids, store in ((qids, qs), (gids, gs)):
+            missing = store.missing(ids)
+            if missing:
+                raise DataError(f"{store.path}: {len(missing)} images not extracted (e.g. {missing[0]!r}); run extract")
+        fp = _fingerprint(conf["shortlist"], conf["dataset"], label, gs.meta, len(gs), len(qs))
+        if out.exists() and not overwrite and Shortlist.load(out).meta.get("fingerprint") == fp:
+            return out
+        faiss_index = read_index(index(conf))
+        meta = {"fingerprint": fp, "dataset": f"{dataset.name} ({dataset.root})", "global": label,
+                **{f"global.{k}": v for k, v in gs.meta.items()}}
+        shortlist = faiss_search(faiss_index, qs.stack("global_desc", qids), int(conf["shortlist"].get("k", 1000)),
+                                 qids, gids, meta)
+    shortlist.save(out)
+    return out
+
+
+def _features_for(conf: dict, reranker, item: dict, dataset) -> tuple[Path, Path]:
+    from relook.store import FeatureStore
+
+    labels = [item["features"]] if "features" in item else [e["label"] for e in conf["extractors"]]
+    for label in labels:
+        qpath, gpath = store_paths(conf, label, dataset)
+        if not gpath.exists():
+            continue
+        with FeatureStore(gpath) as gs:
+            if set(reranker.requires) <= set(gs.fields()):
+                return qpath, gpath
+    raise ConfigError(f"reranker {item['label']!r} needs fields {sorted(reranker.requires)} but no extractor "
+                      f"store among {labels} has them; add an extractor that writes them")
+
+
+def drop_junk(shortlist: Shortlist, dataset) -> Shortlist:
+    """Revisited protocol: remove each query's junk images from its shortlist before reranking."""
+    gpos = {g: i for i, g in enumerate(shortlist.gallery_ids)}
+    dgal = dataset.gallery_ids
+    idx, sc = shortlist.indices.copy(), shortlist.scores.copy()
+    qpos = {q: i for i, q in enumerate(dataset.query_ids)}
+    for r, qid in enumerate(shortlist.query_ids):
+        junk = {gpos[dgal[j]] for j in dataset.gnd[qpos[qid]].get("junk", [])}
+        keep = [c for c, g in enumerate(idx[r]) if g >= 0 and g not in junk]
+        n = len(keep)
+        idx[r, :n], sc[r, :n] = shortlist.indices[r, keep], shortlist.scores[r, keep]
+        idx[r, n:], sc[r, n:] = -1, -float("inf")
+    return Shortlist(shortlist.query_ids, shortlist.gallery_ids, idx, sc, {**shortlist.meta, "junk": "dropped"})
+
+
+def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Path]:
+    """Run the configured rerankers (or those in ``labels``) on the same shortlist."""
+    from relook.rerank import create_reranker
+    from relook.store import FeatureStore
+
+    dataset = dataset_of(conf)
+    sl_path = Path(conf["out"]) / "shortlist.npz"
+    if not sl_path.exists():
+        raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
+    shortlist = Shortlist.load(sl_path)
+    if conf["rerank_junk"] == "drop" and dataset.protocol == "revisitop":
+        shortlist = drop_junk(shortlist, dataset)
+    known = [r["label"] for r in conf["rerankers"]]
+    for lab in labels or []:
+        if lab not in known:
+            raise ConfigError(f"--methods: {lab!r} is not a configured reranker; configured: {known}")
+    outs = {}
+    for item in conf["rerankers"]:
+        if labels and item["label"] not in labels:
+            continue
+        opts = {k: v for k, v in item.items() if k not in ("name", "label", "features")}
+        reranker = create_reranker(item["name"], **opts)
+        qpath, gpath = _features_for(conf, reranker, item, dataset)
+        out = Path(conf["out"]) / "rankings" / f"{item['label']}.npz"
+        fp = _fingerprint(item, shortlist.meta.get("fingerprint"), conf["rerank_junk"], str(gpath))
+        if out.exists() and not overwrite and Ranking.load(out).meta.get("fingerprint") == fp:
+            outs[item["label"]] = out
+            continue
+        with open_pair(qpath, gpath) as (qs, gs):
+            start = time.perf_counter()
+            ranking = reranker.rerank_shortlist(shortlist, qs, gs, progress=progress)
+            elapsed = time.perf_counter() - start
+            feature_meta = gs.meta
+        ranking.meta.update({"fingerprint": fp, "seconds_per_query": f"{elapsed / max(1, shortlist.num_queries):.4f}",
+                             "features": str(gpath), **{f"features.{k}": v for k, v in feature_meta.items()},
+                             **({"checkpoint": str(opts["checkpoint"])} if "checkpoint" in opts else {})})
+        ranking.save(out)
+        outs[item["label"]] = out
+    return outs
+
+
+def evaluate(conf: dict) -> dict[str, Any]:
+    """Metrics of the global shortlist and of every ranking -> ``results.json``; returns the results."""
+    from relook.eval.evaluate import evaluate as score
+
+    dataset = dataset_of(conf)
+    out_dir = Path(conf["out"])
+    sl_path = out_dir / "shortlist.npz"
+    if not sl_path.exists():
+        raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
+    rows, timing, meta = {}, {}, {}
+    shortlist = Shortlist.load(sl_path)
+    rows["global only"] = score(shortlist, dataset)
+    meta["global only"] = shortlist.meta
+    for item in conf["rerankers"]:
+        path = out_dir / "rankings" / f"{item['label']}.npz"
+        if path.exists():
+            ranking = Ranking.load(path)
+            rows[item["label"]] = score(ranking, dataset)
+            timing[item["label"]] = float(ranking.meta.get("seconds_per_query", "nan"))
+            meta[item["label"]] = ranking.meta
+    results = {"dataset": f"{dataset.name} ({dataset.root})", "git": git_commit(), "metrics": rows,
+               "seconds_per_query": timing, "provenance": provenance(meta), "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x)}
+    from relook.io import atomic_path
+
+    with atomic_path(out_dir / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def _describe(meta: dict, prefix: str) -> str:
+    """``cnn_local(arch=resnet50, pretrained=False)`` from a store's provenance keys under ``prefix``."""
+    name = meta.get(f"{prefix}.extractor")
+    if not name:
+        return ""
+    keys = ("arch", "backbone", "model", "pretrained", "weights", "checkpoint")
+    opts = [f"{k}={meta[f'{prefix}.extractor.{k}']}" for k in keys
+            if meta.get(f"{prefix}.extractor.{k}") not in (None, "None", "")]
+    if meta.get(f"{prefix}.weights"):
+        opts.append(f"weights={meta[f'{prefix}.weights']}")
+    return f"{name}({', '.join(opts)})" if opts else name
+
+
+def provenance(meta: dict[str, dict]) -> dict[str, str]:
+    """Per method: which features, weights and checkpoint produced it (from the files' metadata)."""
+    out = {}
+    for method, m in meta.items():
+        parts = [f"shortlist from {_describe(m, 'global')}"]
+        if _describe(m, "features"):
+            parts.append(f"reranker reads {_describe(m, 'features')}")
+        if m.get("checkpoint"):
+            parts.append(f"checkpoint {m['checkpoint']}")
+        out[method] = "; ".join(p for p in parts if p)
+    return out
+
+
+def results_table(results: dict) -> str:
+    from relook.eval.evaluate import format_table
+
+    extra = {m: {"s/query": f"{t:.3f}"} for m, t in results["seconds_per_query"].items()}
+    lines = [f"data: {results['dataset']}" + (f" [{results['data_note']}]" if results.get("data_note") else ""),
+             format_table(results["metrics"], extra), f"git commit: {results['git']}"]
+    lines += [f"  {m}: {p}" for m, p in results["provenance"].items() if p]
+    return "\n".join(lines)

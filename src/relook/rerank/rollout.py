@@ -1,0 +1,155 @@
+"""Attention rollout and the relevancy marginal, Eq. (7) of "Beyond the CLS Token" (after Abnar & Zuidema).
+
+Eq. (7): ``A~(l_i) = norm(A(l_i) + I) A~(l_{i-1})`` for ``i > 0`` and ``A~(l_0) = A(l_0)``, where ``A(l)`` is
+layer ``l``'s attention averaged over heads. The paper's text says "L2 normalized"; we normalise each row
+to sum 1 (as the rollout of Abnar & Zuidema and its public implementations do), which keeps every
+``A~`` row-stochastic, so the relevancy below is a probability vector by construction.
+
+Hierarchical models (Swin, CvT): each layer's attention is first resized to the token grid of the final
+stage (``resize_attention``: rows averaged and columns summed over the area each final cell covers, which
+keeps rows stochastic); for CvT-13 the CLS token exists only in the last stage, so its row and column are
+dropped there (``A[1:, 1:]``, Sec. 3.3) and the rows renormalised.
+
+The relevancy marginal (Sec. 3.3, last paragraph): the rollout rows of all spatial patches are averaged
+(prefix tokens such as CLS dropped), giving one weight per patch, normalised to sum 1 and pooled to the
+output grid by summing the mass of each cell.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from relook.errors import ShapeError
+
+
+def head_average(attn: torch.Tensor) -> torch.Tensor:
+    """(B, H, Nq, Nk) per-head attention -> (B, Nq, Nk); (B, Nq, Nk) passes through."""
+    if attn.dim() == 4:
+        return attn.mean(1)
+    if attn.dim() == 3:
+        return attn
+    raise ShapeError(f"attention: expected (B, H, Nq, Nk) or (B, Nq, Nk), got shape {tuple(attn.shape)}")
+
+
+def _row_normalise(a: torch.Tensor) -> torch.Tensor:
+    return a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def rollout(attns: torch.Tensor | Sequence[torch.Tensor], first_identity: bool = False) -> torch.Tensor:
+    """Attention rollout, Eq. (7).
+
+    attns: (B, L, N, N) head-averaged attention of layers l_0..l_{L-1} (or a sequence of L tensors of
+    shape (B, N, N) or (B, H, N, N), heads then averaged). Returns A~(l_{L-1}): (B, N, N). With
+    ``first_identity`` the first layer also gets ``norm(A + I)`` (Abnar & Zuidema); Eq. (7) uses the raw
+    ``A(l_0)``.
+    """
+    layers = list(attns.unbind(1)) if isinstance(attns, torch.Tensor) else [head_average(a) for a in attns]
+    if not layers:
+        raise ShapeError("rollout: no attention layers given")
+    eye = torch.eye(layers[0].shape[-1], dtype=layers[0].dtype, device=layers[0].device)
+    out = _row_normalise(layers[0] + eye) if first_identity else layers[0]
+    for a in layers[1:]:
+        if a.shape != out.shape:
+            raise ShapeError(f"rollout: layer attention {tuple(a.shape)} differs from {tuple(out.shape)}; "
+                             "resize hierarchical stages with resize_attention first")
+        out = _row_normalise(a + eye) @ out
+    return out
+
+
+@lru_cache(maxsize=32)
+def area_weights(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
+    """(dst_h*dst_w, src_h*src_w) adaptive-average-pooling weights: each row averages one output cell."""
+    n = src_hw[0] * src_hw[1]
+    eye = torch.eye(n, dtype=torch.float64).view(n, 1, *src_hw)
+    return F.adaptive_avg_pool2d(eye, dst_hw).view(n, -1).T.contiguous()
+
+
+def resize_attention(attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, int],
+                     out_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize a spatial attention map (B, Nq, Nk) on grids ``q_hw`` x ``k_hw`` to (B, P, P) on ``out_hw``.
+
+    Rows (queries) are averaged over each output cell, columns (keys) summed, so a row-stochastic input
+    stays row-stochastic: ``A' = W_q A W_k^T`` with ``W_q`` the area averages and ``W_k`` the area
+    weights normalised per input key.
+    """
+    if attn.shape[-2:] != (q_hw[0] * q_hw[1], k_hw[0] * k_hw[1]):
+        raise ShapeError(f"resize_attention: attention {tuple(attn.shape)} does not match grids {q_hw} x {k_hw}")
+    wq = area_weights(tuple(q_hw), tuple(out_hw)).to(attn)
+    wk = area_weights(tuple(k_hw), tuple(out_hw)).to(attn)
+    wk = wk / wk.sum(0, keepdim=True).clamp_min(1e-12)
+    return wq @ attn @ wk.T
+
+
+def drop_prefix(attn: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """``A[num_prefix:, num_prefix:]`` with rows renormalised (CvT's CLS, Sec. 3.3). attn: (B, N, N)."""
+    if num_prefix == 0:
+        return attn
+    return _row_normalise(attn[..., num_prefix:, num_prefix:])
+
+
+def rollout_relevancy(rolled: torch.Tensor, num_prefix: int, grid_hw: tuple[int, int],
+                      out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """Relevancy marginal from a rollout: (B, N, N) -> (B, P) summing to 1 on ``out_hw`` (default ``grid_hw``).
+
+    ``mu_j = mean_i A~[i, j]`` over the spatial rows i and spatial columns j (the first ``num_prefix``
+    tokens, e.g. CLS, dropped), normalised, then pooled to ``out_hw`` keeping the total mass.
+    """
+    n_sp = grid_hw[0] * grid_hw[1]
+    if rolled.shape[-1] != num_prefix + n_sp:
+        raise ShapeError(f"rollout_relevancy: {rolled.shape[-1]} tokens != {num_prefix} prefix + {grid_hw} grid")
+    mu = rolled[:, num_prefix:, num_prefix:].mean(1)
+    out_hw = tuple(out_hw or grid_hw)
+    if out_hw != tuple(grid_hw):
+        w = area_weights(tuple(grid_hw), out_hw).to(mu)
+        mu = mu @ (w / w.sum(0, keepdim=True).clamp_min(1e-12)).T
+    return mu / mu.sum(-1, keepdim=True).clamp_min(torch.finfo(mu.dtype).tiny)
+
+
+def window_to_global(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int],
+                     shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Scatter Swin window attention into one (B, H*W, H*W) map over the whole token grid.
+
+    attn: (B, nW, w*w, w*w) head-averaged attention of the windows of the cyclically shifted (by
+    ``-shift``) and bottom/right-padded grid, windows in row-major order (timm's ``window_partition``).
+    Entries outside a token's window are 0; attention to padding tokens is dropped and rows renormalised.
+    """
+    idx = _window_index(hw, window, shift, attn)
+    valid = (idx[:, :, None] >= 0) & (idx[:, None, :] >= 0)  # (nW, w*w, w*w)
+    win, i, j = valid.nonzero(as_tuple=True)
+    out = attn.new_zeros(attn.shape[0], hw[0] * hw[1], hw[0] * hw[1])
+    out[:, idx[win, i], idx[win, j]] = attn[:, win, i, j]
+    return _row_normalise(out)
+
+
+def _window_index(hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
+                  attn: torch.Tensor) -> torch.Tensor:
+    """(nW, w*w) grid index of each window slot (-1 for padding), timm's shift / pad / partition order."""
+    (h, w), (wh, ww) = hw, window
+    idx = torch.arange(h * w, device=attn.device).view(h, w)
+    if any(shift):
+        idx = torch.roll(idx, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+    idx = F.pad(idx, (0, wp - w, 0, hp - h), value=-1)
+    idx = idx.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)  # (nW, w*w)
+    if attn.shape[1:] != (idx.shape[0], wh * ww, wh * ww):
+        raise ShapeError(f"window attention {tuple(attn.shape)} does not fit {idx.shape[0]} windows "
+                         f"of {window} on grid {hw}")
+    return idx
+
+
+def window_attention_resized(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int],
+                             shift: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+    """``resize_attention(window_to_global(attn, hw, window, shift), hw, hw, out_hw)`` without forming the
+    (H*W, H*W) map: ``sum_w W_q[:, win w] A_w W_k[:, win w]^T``. attn: (B, nW, w*w, w*w) -> (B, P, P)."""
+    idx = _window_index(hw, window, shift, attn)
+    ok = (idx >= 0).to(attn.dtype)  # (nW, w*w)
+    attn = _row_normalise(attn * ok[None, :, None, :])  # attention to padding dropped
+    wq = area_weights(tuple(hw), tuple(out_hw)).to(attn)
+    wk = wq / wq.sum(0, keepdim=True).clamp_min(1e-12)
+    safe = idx.clamp_min(0)
+    gq = wq[:, safe].permute(1, 0, 2) * ok[:, None, :]  # (nW, P, w*w), padding rows contribute nothing
+    gk = wk[:, safe].permute(1, 0, 2) * ok[:, None, :]
+    return torch.einsum("wpi,bwij,wqj->bpq", gq, attn, gk)

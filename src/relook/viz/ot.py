@@ -1,0 +1,70 @@
+"""Interpretability of the OT reranker (Fig. 1, 4, 5 of "Beyond the CLS Token"): for one query-candidate
+pair, each image's patch-importance heatmap (its OT marginal, the spatial weighting) and the ``top``
+patch pairs carrying the most transport mass (highest ``T_ij``) as same-coloured boxes joined by lines.
+
+The patch grid covers the whole image (the extractor resizes the full image to a square), so cell
+(r, c) of an h x w grid is the box ``[c W/w, (c+1) W/w] x [r H/h, (r+1) H/h]`` in pixels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from relook.errors import ShapeError
+
+
+def top_pairs(plan: np.ndarray, top: int) -> list[tuple[int, int, float]]:
+    """The ``top`` (i, j, T_ij) of a plan (P, P'), largest mass first."""
+    flat = np.argsort(-plan, axis=None, kind="stable")[:top]
+    return [(int(i), int(j), float(plan[i, j])) for i, j in zip(*np.unravel_index(flat, plan.shape))]
+
+
+def _cell_box(index: int, grid: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    (h, w), (H, W) = grid, size
+    r, c = divmod(index, w)
+    return c * W / w, r * H / h, W / w, H / h  # x, y, width, height
+
+
+def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.ndarray, mu_match: np.ndarray,
+                 plan: np.ndarray, grid_query: tuple[int, int], grid_match: tuple[int, int], out_path: str | Path,
+                 top: int = 5, title: str | None = None) -> Path:
+    """Write a PNG: the two images side by side with their importance heatmaps and the top-``top`` pairs.
+
+    query_image, match_image: RGB uint8 (H, W, 3); mu_query: (h*w,), mu_match: (h'*w',) marginals;
+    plan: (h*w, h'*w') transport plan.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import ConnectionPatch, Rectangle
+
+    pq, pm = grid_query[0] * grid_query[1], grid_match[0] * grid_match[1]
+    if mu_query.shape != (pq,) or mu_match.shape != (pm,) or plan.shape != (pq, pm):
+        raise ShapeError(f"draw_ot_pair: marginals {mu_query.shape}, {mu_match.shape} and plan {plan.shape} do "
+                         f"not fit grids {grid_query} and {grid_match}")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, img, mu, grid, name in ((axes[0], query_image, mu_query, grid_query, "query"),
+                                    (axes[1], match_image, mu_match, grid_match, "candidate")):
+        H, W = img.shape[:2]
+        ax.imshow(img)
+        ax.imshow(mu.reshape(grid), cmap="jet", alpha=0.45, extent=(0, W, H, 0), interpolation="bilinear")
+        ax.set_title(f"{name}: patch importance (OT marginal)", fontsize=9)
+        ax.axis("off")
+    colors = plt.get_cmap("tab10")
+    for rank, (i, j, mass) in enumerate(top_pairs(plan, top)):
+        color = colors(rank % 10)
+        bq = _cell_box(i, grid_query, query_image.shape[:2])
+        bm = _cell_box(j, grid_match, match_image.shape[:2])
+        axes[0].add_patch(Rectangle(bq[:2], bq[2], bq[3], fill=False, lw=2, ec=color))
+        axes[1].add_patch(Rectangle(bm[:2], bm[2], bm[3], fill=False, lw=2, ec=color))
+        fig.add_artist(ConnectionPatch((bq[0] + bq[2] / 2, bq[1] + bq[3] / 2), (bm[0] + bm[2] / 2, bm[1] + bm[3] / 2),
+                                       "data", "data", axesA=axes[0], axesB=axes[1], color=color, lw=1))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from relook.errors import ConfigError
+from relook.models.dtop import DToP
+from relook.models.dtop.backbones import BACKBONES, timm_name
+
+TINY = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 2}, layers=2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return DToP(**TINY).eval()
+
+
+@pytest.mark.parametrize("size", [(224, 224), (320, 480), (512, 384)])
+def test_shapes(tiny, size):
+    with torch.no_grad():
+        y = tiny(torch.randn(1, 3, *size))
+    assert y.shape == (1, 1536)  # default head: two 768-d branch vectors
+    assert torch.allclose(y.norm(dim=1), torch.ones(1), atol=1e-5)
+
+
+def test_hybrid_any_size():
+    m = DToP(backbone="timm:vit_tiny_r_s16_p8_224", pretrained=False, timm_kwargs={"depth": 2}, layers=2,
+             out_dim=64).eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, 160, 256))
+    assert y.shape == (2, 64) and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("conf,dim", [
+    (dict(branches="global", out_dim=768), 768),
+    (dict(branches="local", fusion="none_wo_elm", out_dim=768), 768),
+    (dict(combine="fc", out_dim=512), 512),
+    (dict(fusion="concat", pooling="gem", out_dim=128), 128),
+])
+def test_variants(conf, dim):
+    m = DToP(**{**TINY, **conf}).eval()
+    with torch.no_grad():
+        y = m(torch.randn(1, 3, 96, 128))
+    assert y.shape == (1, dim) and not torch.isnan(y).any()
+    if conf.get("fusion") == "none_wo_elm":
+        assert m.local_branch.elm is None
+
+
+def test_distillation_token():
+    m = DToP(backbone="timm:deit_tiny_distilled_patch16_224", pretrained=False, timm_kwargs={"depth": 1},
+             layers=1, token="dist", out_dim=32).eval()
+    assert m.global_branch.token_index == 1
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 64, 96)).shape == (1, 32)
+
+
+def test_registry():
+    assert timm_name("r50_vit_b") == "vit_base_r50_s16_384"
+    assert DToP.default_conf["backbone"] == "r50_vit_b" and DToP.default_conf["out_dim"] == 1536
+    assert {"r50_vit_b", "vit_b16", "deit_b_distilled"} <= set(BACKBONES.names())
+
+
+def test_bad_input():
+    with pytest.raises(ConfigError):
+        DToP(**{**TINY, "token": "dist"})  # no distillation token
+    with pytest.raises(ConfigError):
+        DToP(**{**TINY, "out_dim": 15})
+    with pytest.raises(ConfigError):
+        DToP(**{**TINY, "layers": 3})  # deeper than the backbone
+    with pytest.raises(ConfigError):
+        DToP(**{**TINY, "fusion": "bogus"})
+    with pytest.raises(ConfigError):
+        timm_name("r50_vit")

@@ -1,0 +1,106 @@
+"""Attention rollout (Eq. 7) vs a slow per-layer numpy loop; relevancy is a probability vector."""
+import numpy as np
+import pytest
+import torch
+
+from relook.errors import ShapeError
+from relook.rerank.rollout import (area_weights, drop_prefix, resize_attention, rollout, rollout_relevancy)
+
+
+def _attn(b, layers, heads, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(b, layers, heads, n, n, generator=g, dtype=torch.float64) * 2, dim=-1)
+
+
+def _slow_rollout(a):  # a: (L, H, N, N) numpy, one image
+    n = a.shape[-1]
+    out = a[0].mean(0)
+    for layer in a[1:]:
+        m = layer.mean(0) + np.eye(n)
+        m = m / m.sum(1, keepdims=True)
+        out = m @ out
+    return out
+
+
+def test_matches_reference():
+    a = _attn(2, 4, 3, 10)
+    got = rollout([a[:, i] for i in range(4)])
+    for b in range(2):
+        np.testing.assert_allclose(got[b].numpy(), _slow_rollout(a[b].numpy()), atol=1e-12)
+    torch.testing.assert_close(rollout(a.mean(2)), got)
+
+
+def test_relevancy_is_probability_vector():
+    a = _attn(3, 5, 2, 1 + 16)  # CLS + 4x4 grid
+    rel = rollout_relevancy(rollout(a.mean(2)), num_prefix=1, grid_hw=(4, 4), out_hw=(2, 2))
+    assert rel.shape == (3, 4) and (rel >= 0).all()
+    torch.testing.assert_close(rel.sum(1), torch.ones(3, dtype=rel.dtype))
+    # slow reference: mean of the spatial rows over spatial columns, pooled by summing 2x2 cells
+    r = _slow_rollout(a[0].numpy())[1:, 1:].mean(0).reshape(4, 4)
+    r = r.reshape(2, 2, 2, 2).sum((1, 3)).ravel()
+    np.testing.assert_allclose(rel[0].numpy(), r / r.sum(), atol=1e-12)
+
+
+def test_resize_keeps_rows_stochastic():
+    a = _attn(2, 1, 1, 16)[:, 0, 0]  # 4x4 grid
+    small = resize_attention(a, (4, 4), (4, 4), (2, 2))
+    assert small.shape == (2, 4, 4)
+    torch.testing.assert_close(small.sum(-1), torch.ones(2, 4, dtype=small.dtype))
+    # hand check of one entry: mean over the query cell's 4 rows of the sum over the key cell's 4 columns
+    q_cell, k_cell = [0, 1, 4, 5], [2, 3, 6, 7]
+    ref = a[0][q_cell][:, k_cell].sum(1).mean()
+    torch.testing.assert_close(small[0, 0, 1], ref)
+
+
+def test_area_weights_average():
+    w = area_weights((4, 6), (2, 3))
+    assert w.shape == (6, 24)
+    torch.testing.assert_close(w.sum(1), torch.ones(6, dtype=w.dtype))
+
+
+def test_drop_prefix():
+    a = _attn(1, 1, 1, 5)[:, 0, 0]
+    d = drop_prefix(a, 1)
+    assert d.shape == (1, 4, 4)
+    torch.testing.assert_close(d.sum(-1), torch.ones(1, 4, dtype=d.dtype))
+
+
+def test_bad_input():
+    with pytest.raises(ShapeError):
+        rollout([torch.rand(1, 4, 4), torch.rand(1, 5, 5)])
+    with pytest.raises(ShapeError):
+        rollout_relevancy(torch.rand(1, 10, 10), num_prefix=1, grid_hw=(4, 4))
+    with pytest.raises(ShapeError):
+        rollout([])
+
+
+def test_window_to_global_matches_loop():
+    from relook.rerank.rollout import window_to_global
+
+    h, w, ws, shift = 5, 6, 3, (1, 1)
+    g = torch.Generator().manual_seed(0)
+    a = torch.softmax(torch.randn(2, 4, ws * ws, ws * ws, generator=g, dtype=torch.float64), -1)  # 2x2 windows
+    got = window_to_global(a, (h, w), (ws, ws), shift)
+    # slow reference: token (y, x) sits at ((y - 1) mod h, (x - 1) mod w) of the shifted, padded 6x6 grid
+    ref = np.zeros((2, h * w, h * w))
+    pos = {}
+    for y in range(h):
+        for x in range(w):
+            sy, sx = (y - shift[0]) % h, (x - shift[1]) % w
+            pos[y * w + x] = ((sy // ws) * 2 + sx // ws, (sy % ws) * ws + sx % ws)
+    for p, (wp, ip) in pos.items():
+        for q, (wq, iq) in pos.items():
+            if wp == wq:
+                ref[:, p, q] = a[:, wp, ip, iq].numpy()
+    ref /= ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-12)
+
+
+def test_window_attention_resized_matches_two_steps():
+    from relook.rerank.rollout import window_attention_resized, window_to_global
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.softmax(torch.randn(2, 4, 9, 9, generator=g, dtype=torch.float64), -1)  # 5x6 grid, 3x3 windows
+    ref = resize_attention(window_to_global(a, (5, 6), (3, 3), (1, 1)), (5, 6), (5, 6), (2, 3))
+    got = window_attention_resized(a, (5, 6), (3, 3), (1, 1), (2, 3))
+    torch.testing.assert_close(got, ref)

@@ -1,0 +1,54 @@
+"""`relook train rrt` and `relook visualize rrt-matches` end to end on a tiny synthetic dataset."""
+import json
+
+import numpy as np
+import pytest
+
+from relook.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from relook.datasets.base import load_dataset
+    from relook.datasets.co3d_retrieve import build_co3d_retrieve
+    from relook.datasets.synthetic import generate_synthetic
+    from relook.features.cnn_local import grid_keypoints
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    work = tmp_path_factory.mktemp("syn")
+    generate_synthetic(work / "co3d", num_instances=6, num_views=5, image_size=64, seed=0)
+    build_co3d_retrieve(work / "co3d", work / "ret", seed=0, masked=False, progress=False)
+    ds = load_dataset("co3d_retrieve", work / "ret", split="train")
+    rng = np.random.default_rng(0)
+    with FeatureStore(work / "train.h5", "w") as st:  # random features: the CLI plumbing is under test
+        for i in ds.gallery_ids:
+            g = rng.standard_normal(32)
+            st.write(ImageFeatures(i, global_desc=g / np.linalg.norm(g), local_desc=rng.standard_normal((4, 128)),
+                                   keypoints=grid_keypoints(2, 2, 64, 64), image_size=np.array([64, 64])))
+    return work, ds
+
+
+def test_train_and_visualize(tiny, tmp_path):
+    work, ds = tiny
+    out = tmp_path / "rrt"
+    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
+            "--data-opt", "split=train", "-o", str(out), "--epochs", "1", "--model-opt", "num_layers=1",
+            "--no-progress"]
+    assert main(args) == 0
+    assert (out / "checkpoint.pt").exists()
+    conf = json.loads((out / "train_conf.json").read_text())
+    assert conf["model"]["num_layers"] == 1 and conf["train"]["epochs"] == 1
+    (q, qp, _), (c, cp, _) = ds.gallery[0], ds.gallery[1]
+    png = tmp_path / "m.png"
+    assert main(["visualize", "rrt-matches", str(out / "checkpoint.pt"), str(work / "train.h5"), q, c,
+                 "--query-image", str(qp), "--candidate-image", str(cp), "-o", str(png)]) == 0
+    assert png.exists() and png.stat().st_size > 1000
+
+
+def test_bad_input(tiny, tmp_path, capsys):
+    work, _ = tiny
+    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
+            "--data-opt", "split", "-o", str(tmp_path)]
+    assert main(args) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

@@ -1,0 +1,135 @@
+"""Stages end to end on a toy dataset (test-only reader, extractor and reranker registered here)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from relook.cli import main
+from relook.datasets.base import DATASETS, labelled_split
+from relook.errors import ConfigError
+from relook.experiment import load_config
+from relook.features.base import EXTRACTORS, Extractor
+from relook.rerank.base import RERANKERS, Reranker
+from relook.types import ImageFeatures
+
+
+@DATASETS.register("toy_colors")
+def toy_colors(root: Path):
+    items, labels = [], []
+    for path in sorted(Path(root).glob("*.png")):
+        items.append((path.stem, path, None))
+        labels.append(int(path.stem.split("_")[0]))
+    return labelled_split("toy_colors", Path(root), items, labels, info={"note": "toy test data"})
+
+
+@EXTRACTORS.register("toy_thumb")
+class ToyThumb(Extractor):
+    """4x4 colour thumbnail as a 48-d global descriptor (test only)."""
+
+    name = "toy_thumb"
+    default_conf = {"dim": 48}  # output dimension (<= 48)
+    writes = frozenset({"global_desc"})
+
+    def extract_one(self, image_id, image):
+        v = np.asarray(Image.fromarray(image).resize((4, 4)), np.float32).ravel()[: self.conf["dim"]] - 127.5
+        return ImageFeatures(image_id, global_desc=v / (np.linalg.norm(v) + 1e-9), image_size=image.shape[:2])
+
+
+@RERANKERS.register("toy_reverse")
+class ToyReverse(Reranker):
+    name = "toy_reverse"
+    default_conf = {"top_k": 4}  # self + 2 positives + 1 negative: reversing puts the negative first
+    requires = frozenset({"global_desc"})
+
+    def rerank(self, query, candidates, global_scores):
+        return -np.asarray(global_scores, np.float64)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    root.mkdir()
+    for c in range(4):
+        colour = rng.integers(0, 255, size=3)
+        for v in range(3):
+            img = np.clip(colour + rng.normal(0, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"{c}_{v}.png")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"""
+dataset: {{name: toy_colors, root: {root}}}
+extractors: [{{name: toy_thumb}}]
+shortlist: {{k: 11}}
+rerankers: [{{name: toy_reverse}}]
+out: {tmp_path / 'run'}
+""")
+    return cfg, tmp_path / "run"
+
+
+def test_stages_and_skip(toy, capsys):
+    cfg, out = toy
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "global only" in table and "toy_reverse" in table and "toy test data" in table
+    files = [out / "features/toy_thumb/gallery.h5", out / "shortlist.npz", out / "rankings/toy_reverse.npz"]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0  # second run: nothing rewritten
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert (out / "config.yaml").exists() and (out / "results.json").exists()
+    # colour clusters are easy: global R@1 is perfect, reversing the top 3 ruins it
+    import json
+
+    res = json.loads((out / "results.json").read_text())["metrics"]
+    assert res["global only"]["R@1"] == 1.0 and res["toy_reverse"]["R@1"] < 1.0
+    # an override changes the shortlist fingerprint: search redone
+    assert main(["search", "-c", str(cfg), "-s", "shortlist.k=5"]) == 0
+    assert (out / "shortlist.npz").stat().st_mtime_ns != stamps[1]
+
+
+def test_bad_input(toy, tmp_path, capsys):
+    cfg, out = toy
+    assert main(["rerank", "-c", str(cfg), "--methods", "nope"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["run", "-c", str(cfg), "-s", "dataset.root=/no/such/dir"]) == 2
+    assert "/no/such/dir" in capsys.readouterr().err
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("rerankerz: []\n")
+    proc = subprocess.run([sys.executable, "-m", "relook.cli", "run", "-c", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "typo.yaml: unknown config key 'rerankerz'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    # mismatched descriptor dimensions between the query store and the index
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    from relook.store import FeatureStore
+
+    with FeatureStore(tmp_path / "q8.h5", "a") as s:
+        s.write(ImageFeatures("x", global_desc=np.ones(8) / np.sqrt(8)))
+    assert main(["store", "search", str(tmp_path / "q8.h5"), str(out / "features/toy_thumb/gallery.h5"),
+                 "-o", str(tmp_path / "s.npz")]) == 2
+    assert "dim 8 but the index has dim 48" in capsys.readouterr().err
+
+
+def test_config_compose(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("shortlist: {k: 50, index: flat}\nrerankers: [gv]\n")
+    b.write_text("shortlist: {k: 200}\n")
+    conf = load_config([a, b], ["shortlist.index=ivfpq", "out=x"])
+    assert conf["shortlist"] == {"k": 200, "index": "ivfpq"} and conf["out"] == "x"
+    assert conf["rerankers"] == [{"name": "gv", "label": "gv"}]
+    with pytest.raises(ConfigError, match="used twice"):
+        load_config([], ["rerankers=[gv, gv]"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "none.yaml"])
+
+
+def test_report(toy):
+    cfg, out = toy
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    assert main(["report", "-c", str(cfg), "--queries", "2"]) == 0
+    page = (out / "report.html").read_text()
+    assert "toy test data" in page and "figures/pr_curves.png" in page and "figures/topk_toy_reverse.png" in page
+    from PIL import Image
+
+    assert Image.open(out / "figures/topk_global_only.png").size[0] > 100
