@@ -92,8 +92,9 @@ class Asmk(Reranker):
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """Index the whole gallery, then rescore each query's top-K (or re-search: see module doc)."""
+        nwords = self.conf["codebook_size"] if self.centroids is None else len(self.centroids)
         meta = {**shortlist.meta, "reranker": self.name, "asmk.binary": str(self.conf["binary"]),
-                "asmk.codebook_size": str(self.conf["codebook_size"] if self.centroids is None else len(self.centroids))}
+                "asmk.codebook_size": str(nwords)}
         if shortlist.num_queries == 0 or shortlist.k == 0 or not shortlist.gallery_ids:
             return Ranking(shortlist.query_ids, shortlist.gallery_ids, shortlist.indices, shortlist.scores, meta)
         fields = sorted(self.requires)
