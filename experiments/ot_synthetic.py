@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=224, help="backbone input size")
     ap.add_argument("--backbones", nargs="+", default=["swin_tiny"], help="deit_small swin_tiny resnet50")
     ap.add_argument("--pretrained", action="store_true", help="timm ImageNet weights (needs the hub)")
+    ap.add_argument("--dim", type=int, default=None, help="project tokens + global to this size (seeded random "
+                    "orthogonal; the paper's D = 128); default: keep the backbone's channels")
     ap.add_argument("--variant", default="full", help="full | masked backgrounds")
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -64,14 +66,16 @@ def main() -> None:
     ds = load_dataset("co3d_retrieve", root=retr, split="test", variant=args.variant)
     positives, ignore = ds.ground_truth()
     weights = "timm ImageNet" if args.pretrained else f"random init (seed {args.seed})"
+    proj = f", tokens projected to {args.dim} (seeded random orthogonal)" if args.dim else ""
     label = (f"synthetic data ({len(ds.gallery)} test images, {len(set(ds.gallery_labels.tolist()))} instances, "
-             f"{args.variant} backgrounds, seed {args.seed}); weights: {weights}")
+             f"{args.variant} backgrounds, seed {args.seed}); weights: {weights}{proj}")
     print(f"# {label}; setup {time.time() - t0:.0f}s")
     results = []
     for bb in args.backbones:
         ext = create_extractor("vit_tokens", backbone=bb, pretrained=args.pretrained, image_size=args.input_size,
-                               seed=args.seed)
-        store = args.out / f"{bb}_{args.variant}_{args.input_size}_{'pre' if args.pretrained else 'rand'}.h5"
+                               seed=args.seed, dim=args.dim)
+        store = args.out / (f"{bb}_{args.variant}_{args.input_size}_{'pre' if args.pretrained else 'rand'}"
+                            + (f"_d{args.dim}" if args.dim else "") + ".h5")
         t = time.time()
         extract_to_store(ext, ds.gallery, store, progress=True)
         print(f"# {bb}: extracted in {time.time() - t:.0f}s ({ext.provenance['relevancy_source']} relevancy)")
@@ -79,6 +83,7 @@ def main() -> None:
             g = fs.stack("global_desc", ds.gallery_ids)
             short = exact_search(g, g, len(ds.gallery_ids), ds.gallery_ids, ds.gallery_ids)
             results.append({"backbone": bb, "method": "global only", **metrics(short.indices, positives, ignore)})
+            print(f"# {bb} global only: {results[-1]}", flush=True)
             for marginal in MARGINALS:
                 for mass in MASSES:
                     rr = create_reranker("ot", marginal=marginal, partial=mass, top_k=args.top_k)
@@ -93,7 +98,8 @@ def main() -> None:
     for r in results:
         print(f"{r['backbone']:<11} {r['method']:<22} {r['P@1']:6.2f} {r['RP']:6.2f} {r['MAP@R']:6.2f} {r['mAP']:6.2f}")
     print(f"# {label}; top-{args.top_k} reranked, eps=0.05, 100 Sinkhorn iterations")
-    (args.out / f"results_{'_'.join(args.backbones)}.json").write_text(json.dumps({"label": label, "args": {k: str(v) for k, v in
+    tag = "_".join(args.backbones) + (f"_d{args.dim}" if args.dim else "")
+    (args.out / f"results_{tag}.json").write_text(json.dumps({"label": label, "args": {k: str(v) for k, v in
                                                                                vars(args).items()},
                                                        "rows": results}, indent=1))
 
