@@ -65,7 +65,7 @@ class OTReranker(Reranker):
         "eps": 0.05,  # entropic regularisation: kernel exp(-(1 - cos) / eps), DIML's value
         "iters": 100,  # maximum Sinkhorn iterations (DIML's bound)
         "tol": 0.0,  # stop early when every column marginal is within tol (0: always run `iters`)
-        "batch_pairs": 4096,  # query-candidate pairs per batched Sinkhorn call (bounds memory)
+        "batch_pairs": 512,  # query-candidate pairs per batched Sinkhorn call (512 keeps CPU work in cache)
         "device": "cpu",  # torch device for the solver, e.g. "cuda"
         "dtype": "float32",  # float32 or float64 solver precision
     }
