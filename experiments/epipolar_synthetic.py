@@ -249,32 +249,38 @@ def main() -> None:
             import cv2
 
             pgt_path = args.out / f"pgt_{variant}_test.json"
+            pgt = {}
             if pgt_path.exists():
                 raw = json.loads(pgt_path.read_text())
                 pgt = {tuple(k.split("||")): {"F": np.array(v["F"]), "reliable": v["reliable"]} for k, v in raw.items()}
-            else:
-                log(f"{variant}: pseudo ground truth (SIFT + MAGSAC++) for test shortlists")
-                cache, bf = sift_cache(te), cv2.BFMatcher(cv2.NORM_L2)
-                ids = [f.image_id for f in fte]
-                glob = np.stack([f.global_desc for f in fte]).astype(np.float64)
-                S = glob @ glob.T
-                np.fill_diagonal(S, -np.inf)
-                labels = np.asarray(te.gallery_labels)
-                need = {(q, c) for q in range(len(ids)) for c in np.argsort(-S[q], kind="stable")[:args.top_k]}
-                need |= {(q, c) for q in range(len(ids)) for c in np.flatnonzero(labels == labels[q]) if c != q}
-                pgt, t0 = {}, time.time()
-                for q, c in sorted(need):
+            ids = [f.image_id for f in fte]
+            glob = np.stack([f.global_desc for f in fte]).astype(np.float64)
+            S = glob @ glob.T
+            np.fill_diagonal(S, -np.inf)
+            labels = np.asarray(te.gallery_labels)
+            need = {(q, c) for q in range(len(ids)) for c in np.argsort(-S[q], kind="stable")[:args.top_k]}
+            need |= {(q, c) for q in range(len(ids)) for c in np.flatnonzero(labels == labels[q]) if c != q}
+            need = sorted((q, c) for q, c in need if (ids[q], ids[c]) not in pgt)
+            if need:
+                log(f"{variant}: pseudo ground truth (SIFT + MAGSAC++) for {len(need)} test pairs")
+                cache, bf, t0 = sift_cache(te), cv2.BFMatcher(cv2.NORM_L2), time.time()
+                for q, c in need:
                     r = pseudo_gt_pair(cache, ids[q], ids[c], bf)
                     pgt[(ids[q], ids[c])] = {"F": r["F"], "reliable": r["reliable"]}
-                log(f"{variant}: {len(need)} pairs, {(time.time() - t0) / max(len(need), 1):.4f} s/pair (matching + MAGSAC++)")
-                pgt_path.write_text(json.dumps({f"{a}||{b}": {"F": v["F"].tolist(), "reliable": v["reliable"]}
+                log(f"{variant}: {len(need)} pairs, {(time.time() - t0) / len(need):.4f} s/pair (matching + MAGSAC++)")
+                pgt_path.write_text(json.dumps({f"{a}||{b}": {"F": np.asarray(v["F"]).tolist(), "reliable": v["reliable"]}
                                                 for (a, b), v in pgt.items()}))
             results[(variant, "pgt")] = pgt_quality(te, pgt, args)
         for guidance in args.guidance.split(","):
             t0 = time.time()
             model, g = train_one(guidance, ftr, tr, args.out / f"rrt_{args.features}_{variant}_{guidance}", args)
             log(f"{variant}/{guidance}: trained ({time.time() - t0:.0f} s); evaluating")
-            res, _, _ = evaluate(model, g, fte, te, args, pgt)
+            ev = args.out / f"rrt_{args.features}_{variant}_{guidance}" / "eval.json"
+            if ev.exists():
+                res = json.loads(ev.read_text())
+            else:
+                res, _, _ = evaluate(model, g, fte, te, args, pgt)
+                ev.write_text(json.dumps(res))
             results[(variant, guidance)] = res
             log(f"{variant}/{guidance}: {res}")
     report(results, args)
