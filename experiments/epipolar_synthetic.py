@@ -1,9 +1,10 @@
 """Table 1 of the epipolar paper (seed 002) on the *synthetic* benchmark: RRT with no guidance, EPE,
 L_EPI and L_MaxEPI, full and masked backgrounds, plus the share of attention on epipolar cells (Sec. 5.6).
 
-SYNTHETIC DATA (relook.datasets.synthetic, exact cameras, CO3D-Retrieve layout), backbone = randomly
-initialised ResNet-50 (no pretrained weights here) with a seeded 1x1 projection to 128-d locals (frozen,
-"R50 (frozen) + RRT"), RRTs trained here on CPU. These numbers are not the paper's benchmark.
+SYNTHETIC DATA (relook.datasets.synthetic, exact cameras, CO3D-Retrieve layout). Grid locals (7x7,
+128-d, frozen): dense RootSIFT at the cell centres (default, no weights) or a randomly initialised
+ResNet-50 + seeded 1x1 projection (``--features cnn``; no pretrained weights can be downloaded here).
+RRTs trained here on CPU. These numbers are not the paper's benchmark.
 
 Steps (each cached under --out, so a rerun resumes):
 1. generate the synthetic scenes, build CO3D-Retrieve (5 views ~72 deg apart, instance halves, masked copies);
@@ -61,6 +62,35 @@ def extract(ds, store: Path, arch: str):
         return st.read_many([i for i, _, _ in items])
 
 
+def extract_dense_sift(ds, store: Path, s: int = 7, size: int = 224):
+    """Weight-free grid locals: RootSIFT (128-d) at the centres of an s x s grid over the image resized to
+    ``size``, support = one cell; global = L2-normalised mean of the locals (the paper's RRT recap)."""
+    import cv2
+
+    from relook.geometry.epipolar import grid_centers
+    from relook.images import load_image
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    sift = cv2.SIFT_create()
+    ctr = grid_centers((size, size), s).numpy()
+    with FeatureStore(store, "a", meta={"extractor": "dense RootSIFT 7x7 (weight-free), experiments/epipolar_synthetic.py"}) as st:
+        for i, p, b in ds.gallery:
+            if i in st:
+                continue
+            img = load_image(p, b)
+            g = cv2.cvtColor(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+            kps = [cv2.KeyPoint(float(x), float(y), size / s) for x, y in ctr]
+            _, d = sift.compute(g, kps)
+            d = np.sqrt(d / np.maximum(d.sum(1, keepdims=True), 1e-12))  # RootSIFT (unit L2)
+            glob = d.mean(0)
+            st.write(ImageFeatures(i, global_desc=(glob / max(np.linalg.norm(glob), 1e-12)).astype(np.float32),
+                                   local_desc=d.astype(np.float32),
+                                   keypoints=(ctr * np.array([img.shape[1], img.shape[0]]) / size).astype(np.float32),
+                                   image_size=np.array(img.shape[:2])))
+        return st.read_many([i for i, _, _ in ds.gallery])
+
+
 def sift_cache(ds):
     from relook.images import load_image
 
@@ -110,6 +140,20 @@ def train_one(guidance: str, feats, ds, out_dir: Path, args):
     from relook.models.rrt_checkpoint import load_rrt
 
     return load_rrt(ckpt).eval(), g
+
+
+def global_metrics(feats, ds) -> dict:
+    """R@K / mAP of the global descriptor alone (no reranking), the shortlist every RRT starts from."""
+    from relook.eval.metrics import mean_average_precision, recall_at_k
+
+    labels = np.asarray(ds.gallery_labels)
+    glob = np.stack([f.global_desc for f in feats]).astype(np.float64)
+    S = glob @ glob.T
+    np.fill_diagonal(S, -np.inf)
+    rk = np.argsort(-S, axis=1, kind="stable")[:, :-1]
+    pos = [np.flatnonzero((labels == labels[q]) & (np.arange(len(labels)) != q)) for q in range(len(labels))]
+    r = recall_at_k(rk, pos, (1, 10, 50))
+    return {"R@1": r[1], "R@10": r[10], "R@50": r[50], "mAP": mean_average_precision(rk, pos), "epi_share": float("nan")}
 
 
 @torch.inference_mode()
@@ -175,7 +219,9 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=1e-3, help="lambda of the epipolar losses")
     ap.add_argument("--top-k", type=int, default=50, help="shortlist reranked by RRT")
     ap.add_argument("--train-top-k", type=int, default=50, help="neighbours that training pairs come from")
-    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--arch", default="resnet50", help="timm CNN for --features cnn (random init: no weights here)")
+    ap.add_argument("--features", default="dsift", choices=["dsift", "cnn"],
+                    help="grid locals: dense RootSIFT (weight-free) or a randomly initialised CNN")
     ap.add_argument("--guidance", default="none,epe,epi,maxepi")
     ap.add_argument("--variants", default="full,masked")
     ap.add_argument("--seed", type=int, default=0)
@@ -191,39 +237,50 @@ def main() -> None:
         tr = load_dataset("co3d_retrieve", root=ret, split="train", variant=variant)
         te = load_dataset("co3d_retrieve", root=ret, split="test", variant=variant)
         log(f"{variant}: {len(tr.gallery)} train / {len(te.gallery)} test images; extracting features")
-        ftr = extract(tr, args.out / f"feats_{variant}_train.h5", args.arch)
-        fte = extract(te, args.out / f"feats_{variant}_test.h5", args.arch)
+        if args.features == "cnn":
+            ftr = extract(tr, args.out / f"feats_{variant}_train.h5", args.arch)
+            fte = extract(te, args.out / f"feats_{variant}_test.h5", args.arch)
+        else:
+            ftr = extract_dense_sift(tr, args.out / f"dsift_{variant}_train.h5")
+            fte = extract_dense_sift(te, args.out / f"dsift_{variant}_test.h5")
+        results[(variant, "global")] = global_metrics(fte, te)
         pgt = None
         if "epe" in args.guidance:
             import cv2
 
             pgt_path = args.out / f"pgt_{variant}_test.json"
+            pgt = {}
             if pgt_path.exists():
                 raw = json.loads(pgt_path.read_text())
                 pgt = {tuple(k.split("||")): {"F": np.array(v["F"]), "reliable": v["reliable"]} for k, v in raw.items()}
-            else:
-                log(f"{variant}: pseudo ground truth (SIFT + MAGSAC++) for test shortlists")
-                cache, bf = sift_cache(te), cv2.BFMatcher(cv2.NORM_L2)
-                ids = [f.image_id for f in fte]
-                glob = np.stack([f.global_desc for f in fte]).astype(np.float64)
-                S = glob @ glob.T
-                np.fill_diagonal(S, -np.inf)
-                labels = np.asarray(te.gallery_labels)
-                need = {(q, c) for q in range(len(ids)) for c in np.argsort(-S[q], kind="stable")[:args.top_k]}
-                need |= {(q, c) for q in range(len(ids)) for c in np.flatnonzero(labels == labels[q]) if c != q}
-                pgt, t0 = {}, time.time()
-                for q, c in sorted(need):
+            ids = [f.image_id for f in fte]
+            glob = np.stack([f.global_desc for f in fte]).astype(np.float64)
+            S = glob @ glob.T
+            np.fill_diagonal(S, -np.inf)
+            labels = np.asarray(te.gallery_labels)
+            need = {(q, c) for q in range(len(ids)) for c in np.argsort(-S[q], kind="stable")[:args.top_k]}
+            need |= {(q, c) for q in range(len(ids)) for c in np.flatnonzero(labels == labels[q]) if c != q}
+            need = sorted((q, c) for q, c in need if (ids[q], ids[c]) not in pgt)
+            if need:
+                log(f"{variant}: pseudo ground truth (SIFT + MAGSAC++) for {len(need)} test pairs")
+                cache, bf, t0 = sift_cache(te), cv2.BFMatcher(cv2.NORM_L2), time.time()
+                for q, c in need:
                     r = pseudo_gt_pair(cache, ids[q], ids[c], bf)
                     pgt[(ids[q], ids[c])] = {"F": r["F"], "reliable": r["reliable"]}
-                log(f"{variant}: {len(need)} pairs, {(time.time() - t0) / max(len(need), 1):.4f} s/pair (matching + MAGSAC++)")
-                pgt_path.write_text(json.dumps({f"{a}||{b}": {"F": v["F"].tolist(), "reliable": v["reliable"]}
+                log(f"{variant}: {len(need)} pairs, {(time.time() - t0) / len(need):.4f} s/pair (matching + MAGSAC++)")
+                pgt_path.write_text(json.dumps({f"{a}||{b}": {"F": np.asarray(v["F"]).tolist(), "reliable": v["reliable"]}
                                                 for (a, b), v in pgt.items()}))
             results[(variant, "pgt")] = pgt_quality(te, pgt, args)
         for guidance in args.guidance.split(","):
             t0 = time.time()
-            model, g = train_one(guidance, ftr, tr, args.out / f"rrt_{variant}_{guidance}", args)
+            model, g = train_one(guidance, ftr, tr, args.out / f"rrt_{args.features}_{variant}_{guidance}", args)
             log(f"{variant}/{guidance}: trained ({time.time() - t0:.0f} s); evaluating")
-            res, _, _ = evaluate(model, g, fte, te, args, pgt)
+            ev = args.out / f"rrt_{args.features}_{variant}_{guidance}" / "eval.json"
+            if ev.exists():
+                res = json.loads(ev.read_text())
+            else:
+                res, _, _ = evaluate(model, g, fte, te, args, pgt)
+                ev.write_text(json.dumps(res))
             results[(variant, guidance)] = res
             log(f"{variant}/{guidance}: {res}")
     report(results, args)
@@ -268,15 +325,16 @@ def pgt_quality(ds, pgt, args) -> dict:
 def report(results: dict, args) -> None:
     variants = args.variants.split(",")
     print("\nSYNTHETIC benchmark (relook.datasets.synthetic, CO3D-Retrieve layout, "
-          f"{args.instances} instances x 5 views, half train / half test); random-init {args.arch} (frozen) "
+          f"{args.instances} instances x 5 views, half train / half test); grid locals: "
+          f"{'dense RootSIFT (no weights)' if args.features == 'dsift' else 'random-init ' + args.arch} (frozen) "
           f"+ RRT trained here on CPU, {args.epochs} epochs, lr={args.lr}, lambda={args.weight}, top-{args.top_k} "
           "reranked (rest in global order). "
           "Not the paper's benchmark.")
     head = "".join(f" | {v:^41}" for v in variants)
     print(f"{'method':<16}{head}")
     print(f"{'':<16}" + "".join(" | " + " ".join(f"{m:>7}" for m in ("R@1", "R@10", "R@50", "mAP", "epi%")) for _ in variants))
-    names = {"none": "RRT", "epe": "RRT w/ EPE", "epi": "RRT w/ L_EPI", "maxepi": "RRT w/ L_MaxEPI"}
-    for g in args.guidance.split(","):
+    names = {"global": "global only", "none": "RRT", "epe": "RRT w/ EPE", "epi": "RRT w/ L_EPI", "maxepi": "RRT w/ L_MaxEPI"}
+    for g in ["global"] + args.guidance.split(","):
         row = f"{names.get(g, g):<16}"
         for v in variants:
             r = results.get((v, g))
@@ -284,7 +342,7 @@ def report(results: dict, args) -> None:
                             if r else " " * 39)
         print(row)
     for v in variants:
-        ch = [r["chance"] for (vv, g), r in results.items() if vv == v and g != "pgt"]
+        ch = [r["chance"] for (vv, g), r in results.items() if vv == v and "chance" in r]
         if ch:
             print(f"{v}: epi% = share of last-layer attention on GT epipolar cells of held-out matching pairs; "
                   f"uniform attention gives {100 * ch[0]:.2f}%")
@@ -293,7 +351,7 @@ def report(results: dict, args) -> None:
             print(f"{v}: pseudo-GT F (SIFT + MAGSAC++) on {p['pairs']} held-out matching pairs: {p['reliable']} reliable, "
                   f"median symmetric epipolar distance to exact correspondences {p['median_d_reliable']:.2f} px "
                   f"(reliable) / {p['median_d_all']:.2f} px (all estimated), 224x224 images")
-    (args.out / f"results_{'_'.join(variants)}.json").write_text(json.dumps({f"{a}/{b}": r for (a, b), r in results.items()}, indent=1))
+    (args.out / f"results_{args.features}_{'_'.join(variants)}.json").write_text(json.dumps({f"{a}/{b}": r for (a, b), r in results.items()}, indent=1))
 
 
 if __name__ == "__main__":
