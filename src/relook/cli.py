@@ -16,9 +16,8 @@ app.add_typer(store_app, name="store")
 __import__("relook.cli_rrt", fromlist=["register"]).register(app)  # relook train rrt, visualize rrt-matches
 app.add_typer(__import__("relook.cli_classic", fromlist=["app"]).app, name="classic")
 __import__("relook.cli_ot", fromlist=["register"]).register(app)  # relook visualize ot
-_train = next(g.typer_instance for g in app.registered_groups if g.name == "train")
-for _cmd in __import__("relook.cli_dtop", fromlist=["app"]).app.registered_commands:  # train dtop, dtop-whitening
-    _train.registered_commands.append(_cmd)
+_train = __import__("relook.cli_common", fromlist=["subgroup"]).subgroup(app, "train", "Train models (RRT, DToP).")
+_train.registered_commands += __import__("relook.cli_dtop", fromlist=["app"]).app.registered_commands  # dtop, whitening
 __import__("relook.cli_epipolar", fromlist=["register"]).register(app)  # geometry pseudo-gt, visualize epipolar-attention
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402

@@ -5,24 +5,13 @@ from pathlib import Path
 
 import typer
 
+from relook.cli_common import parse_kv
+
 from relook.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Classic reranking: SIFT/DELG local features, gv, aqe (+dba), asmk.")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def _parse_sets(sets: list[str]) -> dict:
-    """``key=value`` pairs -> dict, values parsed as YAML scalars (numbers, true/false, null, lists)."""
-    import yaml
-
-    conf = {}
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        conf[key.strip()] = yaml.safe_load(value)
-    return conf
 
 
 @app.command("extract-sift")
@@ -125,7 +114,7 @@ def rerank(shortlist: Path = typer.Argument(..., help="shortlist (.npz) from `re
 
     if method not in ("gv", "aqe", "asmk"):
         raise ConfigError(f"--method must be gv, aqe or asmk, got {method!r}")
-    r = create_reranker(method, **_parse_sets(set_))
+    r = create_reranker(method, **parse_kv(set_, "--set"))
     with FeatureStore(query_store, "r") as qs, FeatureStore(gallery_store, "r") as gs:
         ranking = r.rerank_shortlist(Shortlist.load(shortlist), qs, gs)
     ranking.save(output)
@@ -146,6 +135,6 @@ def asmk_search_cmd(query_store: Path = typer.Argument(..., help="store of the q
     from relook.store import FeatureStore
 
     with FeatureStore(query_store, "r") as qs, FeatureStore(gallery_store, "r") as gs:
-        ranking = asmk_search(qs, gs, k, **_parse_sets(set_))
+        ranking = asmk_search(qs, gs, k, **parse_kv(set_, "--set"))
     ranking.save(output)
     typer.echo(f"wrote {output}: {ranking.num_queries} queries x top-{ranking.k}")

@@ -60,19 +60,11 @@ def info_cmd(name: str = typer.Argument(..., help="registered reader, e.g. roxfo
 
     Example: relook datasets info sop /data/Stanford_Online_Products -o split=test --verify
     """
-    import yaml
-
+    from relook.cli_common import parse_kv
     from relook.datasets import load_dataset
     from relook.datasets.verify import verify_images
-    from relook.errors import ConfigError
 
-    conf = {}
-    for item in option:
-        if "=" not in item:
-            raise ConfigError(f"--option {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        conf[key] = yaml.safe_load(value)
-    ds = load_dataset(name, root, **conf)
+    ds = load_dataset(name, root, **parse_kv(option, "--option"))
     typer.echo(repr(ds))
     if verify:
         typer.echo(f"decoded {verify_images(ds, progress=True)} images")

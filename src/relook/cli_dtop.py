@@ -8,26 +8,16 @@ from typing import Optional
 
 import typer
 
+from relook.cli_common import parse_kv
+
 app = typer.Typer(no_args_is_help=True, help="Train models (DToP global descriptor and its whitening).")
-
-
-def _dataset_opts(opts: list[str]) -> dict:
-    from relook.errors import ConfigError
-
-    out = {}
-    for o in opts:
-        if "=" not in o:
-            raise ConfigError(f"--dataset-opt expects key=value, got {o!r}")
-        k, v = o.split("=", 1)
-        out[k] = v
-    return out
 
 
 def _labelled(dataset: str, root: Path, opts: list[str]):
     from relook.datasets.base import load_dataset
     from relook.errors import DataError
 
-    ds = load_dataset(dataset, root, **_dataset_opts(opts))
+    ds = load_dataset(dataset, root, **parse_kv(opts, "--dataset-opt"))
     if ds.gallery_labels is None:
         raise DataError(f"dataset {dataset!r} at {root} has no image labels (protocol {ds.protocol}); "
                         "DToP trains on a labelled training split")

@@ -98,8 +98,6 @@ def visualize_epipolar_attention(
 def register(root: typer.Typer) -> None:
     """Attach ``geometry`` and ``visualize epipolar-attention`` to the main app (groups created when missing)."""
     root.add_typer(app, name="geometry")
-    viz = next((g.typer_instance for g in root.registered_groups if g.name == "visualize"), None)
-    if viz is None:
-        viz = typer.Typer(no_args_is_help=True, help="Write PNG visualisations.")
-        root.add_typer(viz, name="visualize")
-    viz.command("epipolar-attention")(visualize_epipolar_attention)
+    from relook.cli_common import subgroup
+
+    subgroup(root, "visualize", "Write PNG visualisations.").command("epipolar-attention")(visualize_epipolar_attention)

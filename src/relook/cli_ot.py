@@ -5,6 +5,8 @@ from pathlib import Path
 
 import typer
 
+from relook.cli_common import subgroup
+
 
 def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in the query store)"),
                  match_id: str = typer.Argument(..., help="candidate image id (in the gallery store)"),
@@ -51,15 +53,6 @@ def qs_meta(path: Path) -> str:
         return s.meta.get("weights", "?")
 
 
-def _group(app: typer.Typer, name: str, help: str) -> typer.Typer:
-    for g in app.registered_groups:
-        if g.name == name:
-            return g.typer_instance
-    sub = typer.Typer(no_args_is_help=True, help=help)
-    app.add_typer(sub, name=name)
-    return sub
-
-
 def register(app: typer.Typer) -> None:
     """Attach ``visualize ot`` to ``app`` (the ``visualize`` group is created when missing)."""
-    _group(app, "visualize", "Write PNG visualisations.").command("ot")(visualize_ot)
+    subgroup(app, "visualize", "Write PNG visualisations.").command("ot")(visualize_ot)
