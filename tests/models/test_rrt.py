@@ -204,3 +204,34 @@ def test_official_sop_layout_loads():
     torch.testing.assert_close(m(q, c, pq, pc).logits, m2(q, c, pq, pc).logits)
     with pytest.raises(DataError):
         load_official_rrt({"state": {"foo": torch.zeros(1)}})
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_sdpa_layer_matches_reference(norm_first):
+    """The SDPA layer (full and CLS-only) equals nn.TransformerEncoderLayer, with and without padding."""
+    m = _model(norm_first=norm_first)
+    layer = m.encoder[0]
+    x = torch.randn(3, 12, 128)
+    kpm = torch.zeros(3, 12, dtype=torch.bool)
+    kpm[1, 8:] = True
+    with torch.no_grad():
+        for mask in (None, kpm):
+            ref = layer(x, src_key_padding_mask=mask)
+            full = RRT._layer_sdpa(layer, x, mask)
+            cls = RRT._layer_sdpa(layer, x, mask, cls_only=True)
+            keep = slice(None) if mask is None else ~mask  # padded rows are undefined in the reference
+            torch.testing.assert_close(full[keep], ref[keep], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(cls, ref[:, :1], atol=1e-5, rtol=1e-4)
+
+
+def test_long_sequence_path_matches_attention_path():
+    m = _model(variant="landmark")
+    m.SDPA_MIN_LEN = 8  # force the SDPA path on a short test sequence
+    q, c, _, _ = _pair(B=2, n1=6, n2=5)
+    g = torch.randn(2, 2048)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, 4:] = True
+    with torch.inference_mode():
+        fast = m(q, c, q_mask=mask, q_global=g, c_global=g).logits
+    slow = m(q, c, q_mask=mask, q_global=g, c_global=g, return_attention=True).logits
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
