@@ -51,4 +51,4 @@ def test_bad_input(tiny, tmp_path, capsys):
     args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
             "--data-opt", "split", "-o", str(tmp_path)]
     assert main(args) == 2
-    assert "KEY=VALUE" in capsys.readouterr().err
+    assert "--data-opt expects key=value, got 'split'" in capsys.readouterr().err

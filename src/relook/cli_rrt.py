@@ -6,20 +6,8 @@ from typing import Optional
 
 import typer
 
-from relook.errors import ConfigError
+from relook.cli_common import parse_kv, subgroup
 
-
-def _kv(pairs: list[str], what: str) -> dict:
-    """KEY=VALUE strings -> dict, values parsed as YAML scalars (ints, floats, bools, null)."""
-    import yaml
-
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise ConfigError(f"{what}: expected KEY=VALUE, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k] = yaml.safe_load(v)
-    return out
 
 
 def train_rrt_cmd(
@@ -51,14 +39,14 @@ def train_rrt_cmd(
     from relook.datasets.base import load_dataset
     from relook.train.rrt_stage import train_rrt_stage
 
-    ds = load_dataset(dataset, root, **_kv(data_opt, "--data-opt"))
+    ds = load_dataset(dataset, root, **parse_kv(data_opt, "--data-opt"))
     tc = {"epochs": epochs, "lr": lr, "max_norm": max_norm, "triplets_per_batch": triplets_per_batch,
           "min_positives": min_positives, "finetune": finetune, "device": device, "seed": seed}
     from relook.train.epipolar import guidance_hooks
 
     hooks = guidance_hooks(guidance, ds, store, weight=guidance_weight, seed=seed)
-    path = train_rrt_stage(ds, store, out, {"variant": variant, **_kv(model_opt, "--model-opt")}, tc,
-                           _kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed, **hooks)
+    path = train_rrt_stage(ds, store, out, {"variant": variant, **parse_kv(model_opt, "--model-opt")}, tc,
+                           parse_kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed, **hooks)
     typer.echo(f"wrote {path}")
 
 
@@ -95,16 +83,7 @@ def visualize_rrt_matches(
     typer.echo(f"wrote {path} ({len(m['pairs'])} matches)")
 
 
-def _group(app: typer.Typer, name: str, help: str) -> typer.Typer:
-    for g in app.registered_groups:
-        if g.name == name:
-            return g.typer_instance
-    sub = typer.Typer(no_args_is_help=True, help=help)
-    app.add_typer(sub, name=name)
-    return sub
-
-
 def register(app: typer.Typer) -> None:
     """Attach the commands to ``app``'s ``train`` and ``visualize`` groups (created when missing)."""
-    _group(app, "train", "Train models (RRT, ...).").command("rrt")(train_rrt_cmd)
-    _group(app, "visualize", "Write PNG visualisations.").command("rrt-matches")(visualize_rrt_matches)
+    subgroup(app, "train", "Train models (RRT, DToP).").command("rrt")(train_rrt_cmd)
+    subgroup(app, "visualize", "Write PNG visualisations.").command("rrt-matches")(visualize_rrt_matches)
