@@ -34,14 +34,9 @@ from relook.types import ImageFeatures
 
 
 def build_data(work: Path, instances: int, views: int, seed: int) -> Path:
-    from relook.datasets.co3d_retrieve import build_co3d_retrieve
-    from relook.datasets.synthetic import generate_synthetic
+    from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
 
-    root = work / "retrieve"
-    if not (root / "manifest.json").exists():
-        generate_synthetic(work / "co3d", num_instances=instances, num_views=views, image_size=224, seed=seed)
-        build_co3d_retrieve(work / "co3d", root, seed=seed, masked=False, progress=False)
-    return root
+    return synthetic_co3d_retrieve(work, instances, views, 224, seed, masked=False)
 
 
 class DenseSift(Extractor):

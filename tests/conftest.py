@@ -11,6 +11,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread on a shared CPU; the setting is restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

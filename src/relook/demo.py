@@ -47,19 +47,14 @@ def run_demo(out: str | Path = "runs/demo", num_instances: int = 60, num_views: 
              progress: bool = True, log=print) -> Path:
     """Run the demo into ``out``; returns the report path."""
     from relook import pipeline
-    from relook.datasets.co3d_retrieve import build_co3d_retrieve
-    from relook.datasets.synthetic import generate_synthetic
+    from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
     from relook.report import make_figures, write_report
 
     out = Path(out)
-    synth, retrieve = out / "synthetic", out / "co3d_retrieve"
-    if not (synth / "synthetic.json").exists():
-        log(f"[1/6] generating {num_instances} x {num_views} synthetic views at {image_size} px -> {synth}")
-        generate_synthetic(synth, num_instances=num_instances, num_views=num_views, image_size=image_size,
-                           progress=progress)
-    if not (retrieve / "manifest.json").exists():
-        log(f"[1/6] building CO3D-Retrieve from it -> {retrieve}")
-        build_co3d_retrieve(synth, retrieve, progress=progress)
+    if not (out / "co3d_retrieve" / "manifest.json").exists():
+        log(f"[1/6] generating {num_instances} x {num_views} synthetic views at {image_size} px and CO3D-Retrieve "
+            f"-> {out}")
+    synthetic_co3d_retrieve(out, num_instances, num_views, image_size, progress=progress)
     conf = demo_config(out, overrides, config)
     conf["note"] = NOTE
     save_config(conf, conf["out"])

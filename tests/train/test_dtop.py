@@ -9,13 +9,7 @@ from relook.errors import ConfigError
 from relook.train.dtop import load_dtop, train_dtop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on a shared CPU; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 MODEL = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1,

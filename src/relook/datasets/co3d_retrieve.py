@@ -215,3 +215,19 @@ def load_co3d_retrieve(root: Path, split: str = "test", variant: str = "full",
             "categories": {r["image_id"]: r["category"] for r in frames},
             "instance_of": {r["image_id"]: r["instance"] for r in frames}}
     return labelled_split("co3d_retrieve", root, items, [label_of[r["instance"]] for r in frames], info)
+
+
+def synthetic_co3d_retrieve(work: str | Path, num_instances: int = 60, num_views: int = 5, image_size: int = 224,
+                            seed: int = 0, masked: bool = True, progress: bool = False) -> Path:
+    """The synthetic benchmark as CO3D-Retrieve: ``work/synthetic`` (CO3Dv2 layout) and
+    ``work/co3d_retrieve`` (returned); each is made only when missing, so reruns are free."""
+    from relook.datasets.synthetic import generate_synthetic
+
+    work = Path(work)
+    synth, retrieve = work / "synthetic", work / "co3d_retrieve"
+    if not (synth / "synthetic.json").exists():
+        generate_synthetic(synth, num_instances=num_instances, num_views=num_views, image_size=image_size,
+                           seed=seed, progress=progress)
+    if not (retrieve / "manifest.json").exists():
+        build_co3d_retrieve(synth, retrieve, seed=seed, masked=masked, progress=progress)
+    return retrieve

@@ -10,6 +10,18 @@ import numpy as np
 from relook.io import atomic_path
 
 
+def save_png(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as PNG atomically (no half-written file on a crash) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
+
+
 def _bordered(img: np.ndarray, colour: tuple[int, int, int] | None, size: int, width: int = 6) -> np.ndarray:
     from PIL import Image
 
@@ -41,12 +53,7 @@ def topk_grid(rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bo
                 ax.set_title(f"#{c + 1}", fontsize=7)
         for ax in axes[r]:
             ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=90)
 
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
@@ -66,9 +73,4 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)
