@@ -15,6 +15,7 @@ r50_vit_b          vit_base_r50_s16_384                 R50+ViT-B hybrid (defaul
                                                         16, 1x1 patch embedding; ImageNet-21k(+1k)
 vit_b16            vit_base_patch16_224.augreg_in21k    ViT-B/16, ImageNet-21k
 deit_b_distilled   deit_base_distilled_patch16_224      DeiT-B with distillation token, ImageNet-1k
+deit_b             deit_base_patch16_224                DeiT-B, [CLS] only, ImageNet-1k
 timm:<model>       any timm VisionTransformer           e.g. ``timm:vit_tiny_patch16_224`` for tests
 =================  ===================================  ==============================================
 
@@ -39,6 +40,7 @@ _TIMM_NAMES = {
     "r50_vit_b": "vit_base_r50_s16_384",
     "vit_b16": "vit_base_patch16_224.augreg_in21k",
     "deit_b_distilled": "deit_base_distilled_patch16_224",
+    "deit_b": "deit_base_patch16_224",
 }
 for _name, _timm in _TIMM_NAMES.items():
     BACKBONES.register(_name)(lambda _t=_timm: _t)
