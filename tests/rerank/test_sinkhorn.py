@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from relook.errors import ConfigError, ShapeError
-from relook.rerank.sinkhorn import extend_with_dummy, partial_sinkhorn, sinkhorn
+from relook.rerank.sinkhorn import _sinkhorn_scaling, extend_with_dummy, partial_sinkhorn, sinkhorn
 
 
 def _problem(b=5, m=7, n=6, seed=0):
@@ -20,9 +20,10 @@ def _problem(b=5, m=7, n=6, seed=0):
 
 @pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
 @pytest.mark.parametrize("iters", [5, 100])
-def test_matches_reference(iters):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(iters, dtype):
     cost, mu, nu = _problem()
-    plan = sinkhorn(cost, mu, nu, eps=0.05, iters=iters)
+    plan = sinkhorn(cost.to(dtype), mu.to(dtype), nu.to(dtype), eps=0.05, iters=iters).double()
     for i in range(cost.shape[0]):
         ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, numItermax=iters, stopThr=0.0)
         np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
@@ -100,6 +101,47 @@ def test_wide_cost_range_uses_log_path():
     cost = cost * 30  # -C/eps spans ~1200: too wide for exp, solved by the logsumexp path
     plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
     assert torch.isfinite(plan).all()
+    for i in range(2):
+        ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log",
+                          numItermax=50, stopThr=0.0)
+        np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+@pytest.mark.parametrize("absorb_at", [None, 0.5])
+def test_absorption_matches_reference(absorb_at):
+    """Row offsets up to 10 (200 in C / eps) drive POT's own scalings past exp(177), the float64 default of
+    ``absorb_at``: the solver must move them into the kernel (0.5: at nearly every check) and still agree."""
+    cost, mu, nu = _problem(seed=6)
+    cost = cost + torch.linspace(0, 10, cost.shape[1], dtype=cost.dtype)[:, None]
+    plan = sinkhorn(cost, mu, nu, eps=0.05, iters=100, absorb_at=absorb_at)
+    largest = 0.0
+    for i in range(cost.shape[0]):
+        ref, log = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, numItermax=100, stopThr=0.0,
+                               log=True)
+        np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
+        largest = max(largest, np.abs(np.log(log["u"])).max(), np.abs(np.log(log["v"])).max())
+    assert largest > 177  # the case does leave the default range
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_underflowing_scaling_falls_back_to_log_domain():
+    cost = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 0.5], [0.5, 1.0, 1.0]]])
+    mu = torch.tensor([[1e-45, 0.5, 0.5]])  # subnormal float32 mass: its scaling underflows to 0
+    nu = torch.tensor([[0.3, 0.3, 0.4]])
+    assert _sinkhorn_scaling(cost / -0.05, mu, nu, 100, 0.0, 21.8) is None  # the check catches it
+    plan = sinkhorn(cost, mu, nu, eps=0.05, iters=100)
+    ref = ot.sinkhorn(mu[0].double().numpy(), nu[0].double().numpy(), cost[0].double().numpy(), 0.05,
+                      numItermax=100, stopThr=0.0)
+    assert torch.isfinite(plan).all()
+    np.testing.assert_allclose(plan[0].numpy(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_constant_cost_offset_keeps_the_plan():
+    cost, mu, nu = _problem(b=2, seed=7)
+    cost = cost + 100.0  # exp(-100 / 0.05) underflows; the per-problem shift of the kernel removes it
+    plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
     for i in range(2):
         ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log",
                           numItermax=50, stopThr=0.0)
