@@ -17,7 +17,7 @@ thread: about 25x faster than POT's loop over pairs in float64, 40x in float32; 
   constant only rescales ``v``, so the plan is POT's;
 * ``K v`` and ``K^T u`` are both batched *row-vector* products ``x^T A`` (``torch.bmm`` of (B, 1, M) by
   (B, M, N)), with ``A = K`` and ``A = K^T`` (a transposed view: BLAS reads it as such, no copy): on CPU
-  this is 2-10x faster than ``K @ x``, a multiply-sum or ``einsum``; between checks an iteration is two
+  this is 1.5-10x faster than ``K @ x``, a multiply-sum or ``einsum``; between checks an iteration is two
   such products, two clamps and two divisions on (B, M)-sized vectors;
 * stabilisation (the log-domain absorption of Schmitzer 2019, POT's ``sinkhorn_stabilized``) only when
   needed: every 10 iterations (POT's check cadence) the scalings are checked, and only if one leaves
