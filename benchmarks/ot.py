@@ -1,8 +1,10 @@
-"""Benchmark: batched log-domain Sinkhorn (relook.rerank.sinkhorn) vs a POT ``ot.sinkhorn`` loop over pairs.
+"""Benchmark: batched Sinkhorn (relook.rerank.sinkhorn) vs a POT ``ot.sinkhorn`` loop over pairs.
 
 One shortlist of ``--k`` candidates per query (``--queries`` queries), 7x7 = 49 patches per image, D = 128,
 cosine cost, eps = 0.05, exactly ``--iters`` iterations on both sides (POT: stopThr = 0), so the two give
 the same plans; the max abs difference of the plans and of S_struct is printed next to the times.
+Each round runs POT, float64 and float32 in turn; the best of ``--repeat`` rounds is printed as wall
+time and as process CPU time (robust to other processes on a shared machine when ``--threads 1``).
 Data: random unit vectors (synthetic, no model weights) -- this measures the solver only.
 
     PYTHONPATH=src python benchmarks/ot.py --threads 1
