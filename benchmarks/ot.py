@@ -95,8 +95,8 @@ def main() -> None:
             plan = plan if isinstance(plan, np.ndarray) else plan.double().numpy()
             d_t = np.abs(plan - ref).max()
             d_s = np.abs((sim_np * plan).sum((1, 2)) - s_ref).max()
-            print(f"{mass:>4} {name:<32} {1e3 * t_w:>9.1f} {wall[0] / t_w:>7.1f}x {1e3 * t_c:>9.1f} {cpu[0] / t_c:>7.1f}x "
-                  f"{d_t:>8.1e} {d_s:>14.1e}")
+            print(f"{mass:>4} {name:<32} {1e3 * t_w:>9.1f} {wall[0] / t_w:>7.1f}x {1e3 * t_c:>9.1f} "
+                  f"{cpu[0] / t_c:>7.1f}x {d_t:>8.1e} {d_s:>14.1e}")
 
 
 if __name__ == "__main__":
