@@ -146,3 +146,20 @@ def test_constant_cost_offset_keeps_the_plan():
         ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log",
                           numItermax=50, stopThr=0.0)
         np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+@pytest.mark.parametrize("spread", [1.0, 30.0])  # 30: C / eps spans ~1200, the logsumexp path
+def test_forbidden_empty_column(spread):
+    """A zero-mass column whose pairs are all forbidden (e.g. padding) stays empty; the rest is the plan
+    of the problem without it."""
+    cost, mu, nu = _problem(b=2, m=5, n=4, seed=8)
+    cost = cost * spread
+    cost[:, :, -1] = float("inf")
+    nu = torch.cat([nu[:, :-1] / nu[:, :-1].sum(1, keepdim=True), torch.zeros(2, 1, dtype=nu.dtype)], dim=1)
+    plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
+    assert torch.isfinite(plan).all() and (plan[:, :, -1] == 0).all()
+    for i in range(2):
+        ref = ot.sinkhorn(mu[i].numpy(), nu[i, :-1].numpy(), cost[i, :, :-1].numpy(), 0.05, method="sinkhorn_log",
+                          numItermax=50, stopThr=0.0)
+        np.testing.assert_allclose(plan[i, :, :-1].numpy(), ref, atol=1e-5, rtol=0)

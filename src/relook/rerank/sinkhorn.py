@@ -120,11 +120,12 @@ def _sinkhorn_logsumexp(log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor,
                         tol: float) -> torch.Tensor:
     """The same iterations entirely in the log domain (``torch.logsumexp``); slower, any dynamic range."""
     log_mu, log_nu = _log(mu), _log(nu)
+    no_mu, no_nu = mu <= 0, nu <= 0  # zero mass: scaling 0 (log -inf) even where no pair is allowed
     log_u = torch.full_like(mu, -math.log(log_k.shape[1]))
     log_v = torch.zeros_like(nu)
     for it in range(iters):
-        log_v = log_nu - torch.logsumexp(log_k + log_u.unsqueeze(-1), dim=-2)
-        log_u = log_mu - torch.logsumexp(log_k + log_v.unsqueeze(-2), dim=-1)
+        log_v = (log_nu - torch.logsumexp(log_k + log_u.unsqueeze(-1), dim=-2)).masked_fill_(no_nu, -math.inf)
+        log_u = (log_mu - torch.logsumexp(log_k + log_v.unsqueeze(-2), dim=-1)).masked_fill_(no_mu, -math.inf)
         if tol > 0 and (it + 1) % 10 == 0:
             col = torch.exp(log_u.unsqueeze(-1) + log_k + log_v.unsqueeze(-2)).sum(-2)
             if torch.nan_to_num(col - nu).abs().amax() < tol:
