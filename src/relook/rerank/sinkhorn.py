@@ -11,7 +11,8 @@ on the cosine similarities of two patch grids, as DIML (Zhao et al., ICCV 2021) 
 The iterations are POT's ``ot.sinkhorn`` (Sinkhorn-Knopp): start ``u = 1/M``, then ``v = nu / K^T u``
 and ``u = mu / K v``, the plan ``diag(u) K diag(v)`` -- batched: one call solves all ``B = Q x K``
 shortlist pairs at once, on any torch device. How, and why (100 pairs of 49 x 49 patches, one CPU
-thread: 20-25x faster than POT's loop over pairs in float64, 30-40x in float32; ``benchmarks/ot.py``):
+thread of a busy shared machine: 16-25x faster than POT's loop over pairs in float64, 27-43x in float32,
+vs 6-8x and 11-13x before; ``benchmarks/ot.py``):
 
 * the kernel is built once, ``K = exp(-(C - min C) / eps)`` per problem: entries in (0, 1], and the
   constant only rescales ``v``, so the plan is POT's;
