@@ -1,0 +1,201 @@
+"""Fast CPU scoring of one query against its K candidates with a trained RRT (inference only).
+
+``RRTPairScorer(model)(query_side, cand_side) -> (K,) logits`` computes the logits of ``RRT.forward``
+(same weights, same equations, float32 to round-off) for the case reranking needs: one query image
+paired with K candidates, no attention maps. Why a separate path: on a few CPU cores the plain forward
+of 100 pairs x 100 tokens runs at ~0.4-0.55 of the machine's dense matmul rate; ``benchmarks/rrt.py``
+measures each of the following against it.
+
+1. **Pair-parallel workers.** The K pairs are split into ``workers`` contiguous slices, each scored by
+   its own Python thread with ONE intra-op torch thread (torch releases the GIL inside ops). A 100-token
+   layer is a few mid-size GEMMs and many small ops; with 2 OpenMP threads per op every op ends in a
+   barrier, which costs much on a shared machine (another process holding one core stalls both).
+   Two independent single-thread streams keep both cores busy without synchronising.
+2. **Chunks** of ``chunk_tokens`` tokens per forward (25 pairs of 100 tokens) keep a chunk's
+   activations (the 1024-wide feed-forward hidden layer above all) near the core's caches.
+3. **Shared query work in layer 1.** The query's tokens (CLS, [global,] query locals, SEP) enter layer 1
+   identical in every pair (the query side is one image and RRT has no pair-dependent input there), so
+   their Q/K/V projections are computed once and broadcast. Only layer 1: after its attention every
+   token depends on the candidate. (Not used with ``input_pe``, which may differ per pair.)
+4. **One layer = four GEMMs** (``addmm`` with pre-transposed weights, the 1/sqrt(d_head) factor folded
+   into W_Q, b_Q once) and attention as batched matmul + softmax on head-major contiguous Q/K/V for short
+   sequences (``F.scaled_dot_product_attention`` from ``RRT.SDPA_MIN_LEN`` tokens on, where the L x L
+   scores would not fit the caches); the last layer runs for the CLS row only, as ``RRT.forward`` does.
+5. **quantize="int8"** (opt-in, CPU): every encoder Linear (Q/K/V, output, feed-forward) becomes an
+   fbgemm dynamic int8 linear (``"int8_ff"``: the feed-forward pair only, 74% of the FLOPs): int8
+   weights per output channel, activations quantized per call to 7-bit range (``reduce_range``, as
+   fbgemm needs on AVX2 without VNNI). Not exact: the logit deviation and the ranking agreement against
+   float32 are measured and printed by ``benchmarks/rrt.py``.
+
+The scorer holds a snapshot of the weights taken at construction; rebuild it after changing the model.
+Padding masks (keypoint input) and pre-/post-LayerNorm models are supported.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from relook.errors import ConfigError, ShapeError
+from relook.models.rrt import RRT
+from relook.models.rrt_inputs import model_kwargs
+
+#: None = float32; "int8" = every encoder Linear in int8; "int8_ff" = the feed-forward Linears only
+QUANTIZE = (None, "int8", "int8_ff")
+
+
+def _int8_linear(w: torch.Tensor, b: torch.Tensor, relu: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x (M, in) -> (M, out) through an fbgemm dynamic int8 linear (per-channel symmetric weights)."""
+    w = w.detach().float().contiguous()
+    scale = (w.abs().amax(1) / 127).clamp(min=1e-12).double()
+    with warnings.catch_warnings():  # quantized tensor creation is deprecated in torch 2.14, still supported
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(qw, b.detach().float().contiguous())
+    op = torch.ops.quantized.linear_relu_dynamic if relu else torch.ops.quantized.linear_dynamic
+    return lambda x: op(x, packed, True)
+
+
+def _float_linear(w: torch.Tensor, b: torch.Tensor, relu: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x (M, in) -> (M, out) = x W^T + b (one ``addmm`` on a pre-transposed weight copy)."""
+    wt, b = w.detach().t().contiguous(), b.detach().clone()
+    if relu:
+        return lambda x: torch.addmm(b, x, wt).relu_()
+    return lambda x: torch.addmm(b, x, wt)
+
+
+class _Layer:
+    """The weights of one ``nn.TransformerEncoderLayer`` as four linear maps and two LayerNorms."""
+
+    def __init__(self, layer: torch.nn.TransformerEncoderLayer, quantize: str | None) -> None:
+        attn = layer.self_attn
+        C = attn.embed_dim
+        self.heads, self.norm_first = attn.num_heads, layer.norm_first
+        s = 1.0 / math.sqrt(C // self.heads)  # softmax scale, folded into W_Q and b_Q
+        w_in, b_in = attn.in_proj_weight.detach().clone(), attn.in_proj_bias.detach().clone()
+        w_in[:C] *= s
+        b_in[:C] *= s
+        lin = _int8_linear if quantize == "int8" else _float_linear
+        ff = _int8_linear if quantize else _float_linear
+        self.qkv, self.out = lin(w_in, b_in), lin(attn.out_proj.weight, attn.out_proj.bias)
+        self.ff1 = ff(layer.linear1.weight, layer.linear1.bias, relu=True)
+        self.ff2 = ff(layer.linear2.weight, layer.linear2.bias)
+        self.norm1, self.norm2 = layer.norm1, layer.norm2
+        if layer.activation is not F.relu and not isinstance(layer.activation, torch.nn.ReLU):
+            raise ConfigError("RRTPairScorer: only ReLU feed-forward layers are supported")
+
+    def __call__(self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int = 0, cls_only: bool = False,
+                 sdpa: bool = False) -> torch.Tensor:
+        """x (b, L, C) -> (b, L, C), or (b, 1, C) for CLS only. ``shared`` = number of leading tokens equal
+        in every row of the batch (their Q/K/V are projected once); kpm (b, L) True = padded key."""
+        b, L, C = x.shape
+        H, dh = self.heads, C // self.heads
+        h = self.norm1(x) if self.norm_first else x
+        if shared:  # head-major (3, b, H, L, dh) buffer: shared rows broadcast, candidate rows per pair
+            qkv = x.new_empty(3, b, H, L, dh)
+            qkv[:, :, :, :shared] = self.qkv(h[0, :shared]).view(shared, 3, H, dh).permute(1, 2, 0, 3)[:, None]
+            rest = self.qkv(h[:, shared:].reshape(-1, C)).view(b, L - shared, 3, H, dh).permute(2, 0, 3, 1, 4)
+            qkv[:, :, :, shared:] = rest
+        else:
+            qkv = self.qkv(h.reshape(b * L, C)).view(b, L, 3, H, dh).permute(2, 0, 3, 1, 4).contiguous()
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if cls_only:
+            q, x = q[:, :, :1], x[:, :1]
+        if sdpa:  # scale already folded into q: pass scale=1
+            mask = None if kpm is None else ~kpm[:, None, None, :]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        else:
+            s = torch.matmul(q, k.transpose(-1, -2))
+            if kpm is not None:
+                s.masked_fill_(kpm[:, None, None, :], float("-inf"))
+            a = torch.matmul(torch.softmax(s, -1), v)
+        Lq = q.shape[2]
+        x2 = x.reshape(b * Lq, C)
+        a = self.out(a.transpose(1, 2).reshape(b * Lq, C))
+        if self.norm_first:
+            y = x2 + a
+            z = y + self.ff2(self.ff1(self.norm2(y)))
+        else:
+            y = self.norm1(a.add_(x2))
+            z = self.norm2(self.ff2(self.ff1(y)).add_(y))
+        return z.view(b, Lq, C)
+
+
+class RRTPairScorer:
+    """Scores one query side against K candidate sides (``rrt_inputs.pack_side`` dicts); see module doc.
+
+    workers: threads scoring disjoint slices of the pairs, each with one torch thread
+    (None = ``torch.get_num_threads()`` at call time; 1 = this thread with the current torch threads);
+    chunk_tokens: tokens per forward inside a worker (pairs per chunk = max(1, chunk_tokens // L));
+    quantize: None (float32), "int8" or "int8_ff" (opt-in, approximate; see ``QUANTIZE``).
+    """
+
+    def __init__(self, model: RRT, workers: int | None = None, chunk_tokens: int = 2500,
+                 quantize: str | None = None) -> None:
+        if quantize not in QUANTIZE:
+            raise ConfigError(f"RRTPairScorer: quantize must be one of {QUANTIZE}, got {quantize!r}")
+        if quantize and "fbgemm" not in torch.backends.quantized.supported_engines:
+            raise ConfigError("RRTPairScorer: quantize='int8' needs torch's fbgemm engine (x86 CPU)")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"RRTPairScorer: workers must be >= 1 or None, got {workers}")
+        self.model, self.workers, self.chunk_tokens, self.quantize = model, workers, int(chunk_tokens), quantize
+        if quantize:
+            torch.backends.quantized.engine = "fbgemm"
+        with torch.no_grad():
+            self.layers = [_Layer(layer, quantize) for layer in model.encoder]
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _encode(self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int) -> torch.Tensor:
+        """Token sequences (b, L, C) -> logits (b,)."""
+        sdpa = x.shape[1] >= self.model.SDPA_MIN_LEN
+        for i, layer in enumerate(self.layers):
+            x = layer(x, kpm, shared if i == 0 else 0, cls_only=i == len(self.layers) - 1, sdpa=sdpa)
+        if self.model.final_norm is not None:
+            x = self.model.final_norm(x)
+        return self.model.classifier(x[:, 0]).squeeze(-1)
+
+    def _run(self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int, out: torch.Tensor, lo: int, hi: int):
+        step = max(1, self.chunk_tokens // x.shape[1])
+        with torch.inference_mode():  # grad mode is per thread
+            for s in range(lo, hi, step):
+                e = min(hi, s + step)
+                out[s:e] = self._encode(x[s:e], None if kpm is None else kpm[s:e], shared)
+
+    def __call__(self, query: dict, cands: dict, input_pe: torch.Tensor | None = None) -> torch.Tensor:
+        """query: a side of 1 image; cands: a side of K images -> logits (K,) float32."""
+        if query["local"].shape[0] != 1:
+            raise ShapeError(f"RRTPairScorer: the query side must hold 1 image, got {query['local'].shape[0]}")
+        K = cands["local"].shape[0]
+        out = torch.zeros(K)
+        if K == 0:
+            return out
+        q = {k: (v.expand(K, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in query.items()}
+        kw = model_kwargs(q, cands)
+        with torch.inference_mode():
+            x = self.model.embed(kw["q_local"], kw["c_local"], kw["q_pos"], kw["c_pos"], kw["q_scale_idx"],
+                                 kw["c_scale_idx"], kw["q_global"], kw["c_global"], input_pe)
+            n1, n2 = kw["q_local"].shape[1], kw["c_local"].shape[1]
+            kpm = self.model.padding_mask(kw.get("q_mask"), kw.get("c_mask"), K, n1, n2, x.device)
+        shared = 0 if input_pe is not None else self.model.offsets(n1)[1] - int(self.model.has_global)
+        workers = min(K, self.workers or torch.get_num_threads())
+        bounds = np.linspace(0, K, workers + 1).round().astype(int)
+        if workers == 1:
+            self._run(x, kpm, shared, out, 0, K)
+            return out
+        if self._pool is None or self._pool._max_workers < workers:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rrt")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # process-wide: each worker runs its ops on one core
+        try:
+            jobs = [self._pool.submit(self._run, x, kpm, shared, out, int(lo), int(hi))
+                    for lo, hi in zip(bounds[:-1], bounds[1:])]
+            for j in jobs:
+                j.result()
+        finally:
+            torch.set_num_threads(threads)
+        return out
