@@ -11,16 +11,17 @@ measures each of the following against it.
    layer is a few mid-size GEMMs and many small ops; with 2 OpenMP threads per op every op ends in a
    barrier, which costs much on a shared machine (another process holding one core stalls both).
    Two independent single-thread streams keep both cores busy without synchronising.
-2. **Chunks** of ``chunk_tokens`` tokens per forward (25 pairs of 100 tokens) keep a chunk's
-   activations (the 1024-wide feed-forward hidden layer above all) near the core's caches.
+2. **Chunks** of ``chunk_tokens`` tokens per forward (10 pairs of 100 tokens) keep a chunk's
+   activations (the 1024-wide feed-forward hidden layer above all) near the core's caches (measured on
+   one thread of a busy machine: 500-1000 tokens a few % ahead of 200 and of 2500-5000).
 3. **Shared query work in layer 1.** The query's tokens (CLS, [global,] query locals, SEP) enter layer 1
    identical in every pair (the query side is one image and RRT has no pair-dependent input there), so
    their Q/K/V projections are computed once and broadcast. Only layer 1: after its attention every
    token depends on the candidate. (Not used with ``input_pe``, which may differ per pair.)
 4. **One layer = four GEMMs** (``addmm`` with pre-transposed weights, the 1/sqrt(d_head) factor folded
-   into W_Q, b_Q once) and attention as batched matmul + softmax on head-major contiguous Q/K/V for short
-   sequences (``F.scaled_dot_product_attention`` from ``RRT.SDPA_MIN_LEN`` tokens on, where the L x L
-   scores would not fit the caches); the last layer runs for the CLS row only, as ``RRT.forward`` does.
+   into W_Q, b_Q once) and ``F.scaled_dot_product_attention`` reading Q/K/V as strided views of the
+   projection's output (no head-major copy; measured ~2x faster than matmul + softmax + matmul for 100
+   tokens, d_head 32); the last layer runs for the CLS row only, as ``RRT.forward`` does.
 5. **quantize="int8"** (opt-in, CPU): every encoder Linear (Q/K/V, output, feed-forward) becomes an
    fbgemm dynamic int8 linear (``"int8_ff"``: the feed-forward pair only, 74% of the FLOPs): int8
    weights per output channel, activations quantized per call to 7-bit range (``reduce_range``, as
@@ -96,20 +97,21 @@ class _Layer:
         b, L, C = x.shape
         H, dh = self.heads, C // self.heads
         h = self.norm1(x) if self.norm_first else x
-        if shared:  # head-major (3, b, H, L, dh) buffer: shared rows broadcast, candidate rows per pair
-            qkv = x.new_empty(3, b, H, L, dh)
-            qkv[:, :, :, :shared] = self.qkv(h[0, :shared]).view(shared, 3, H, dh).permute(1, 2, 0, 3)[:, None]
-            rest = self.qkv(h[:, shared:].reshape(-1, C)).view(b, L - shared, 3, H, dh).permute(2, 0, 3, 1, 4)
-            qkv[:, :, :, shared:] = rest
+        if shared:  # shared rows broadcast, candidate rows per pair
+            qkv = x.new_empty(b, L, 3 * C)
+            qkv[:, :shared] = self.qkv(h[0, :shared])
+            qkv[:, shared:] = self.qkv(h[:, shared:].reshape(-1, C)).view(b, L - shared, 3 * C)
         else:
-            qkv = self.qkv(h.reshape(b * L, C)).view(b, L, 3, H, dh).permute(2, 0, 3, 1, 4).contiguous()
+            qkv = self.qkv(h.reshape(b * L, C))
+        qkv = qkv.view(b, L, 3, H, dh).permute(2, 0, 3, 1, 4)  # strided (3, b, H, L, dh) views, no copy
         q, k, v = qkv[0], qkv[1], qkv[2]
         if cls_only:
             q, x = q[:, :, :1], x[:, :1]
-        if sdpa:  # scale already folded into q: pass scale=1
+        if sdpa:  # scale already folded into W_Q: scale=1
             mask = None if kpm is None else ~kpm[:, None, None, :]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
         else:
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
             s = torch.matmul(q, k.transpose(-1, -2))
             if kpm is not None:
                 s.masked_fill_(kpm[:, None, None, :], float("-inf"))
@@ -135,7 +137,13 @@ class RRTPairScorer:
     quantize: None (float32), "int8" or "int8_ff" (opt-in, approximate; see ``QUANTIZE``).
     """
 
-    def __init__(self, model: RRT, workers: int | None = None, chunk_tokens: int = 2500,
+    #: ablation switches (benchmarks/rrt.py): share the query's layer-1 projections; attention kernel for
+    #: sequences shorter than ``RRT.SDPA_MIN_LEN``: "sdpa" (``F.scaled_dot_product_attention`` on strided
+    #: views of the Q/K/V projection) or "matmul" (contiguous head-major copies, matmul + softmax + matmul)
+    share_query: bool = True
+    short_attention: str = "sdpa"
+
+    def __init__(self, model: RRT, workers: int | None = None, chunk_tokens: int = 1000,
                  quantize: str | None = None) -> None:
         if quantize not in QUANTIZE:
             raise ConfigError(f"RRTPairScorer: quantize must be one of {QUANTIZE}, got {quantize!r}")
@@ -149,10 +157,11 @@ class RRTPairScorer:
         with torch.no_grad():
             self.layers = [_Layer(layer, quantize) for layer in model.encoder]
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     def _encode(self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int) -> torch.Tensor:
         """Token sequences (b, L, C) -> logits (b,)."""
-        sdpa = x.shape[1] >= self.model.SDPA_MIN_LEN
+        sdpa = self.short_attention == "sdpa" or x.shape[1] >= self.model.SDPA_MIN_LEN
         for i, layer in enumerate(self.layers):
             x = layer(x, kpm, shared if i == 0 else 0, cls_only=i == len(self.layers) - 1, sdpa=sdpa)
         if self.model.final_norm is not None:
@@ -181,14 +190,14 @@ class RRTPairScorer:
                                  kw["c_scale_idx"], kw["q_global"], kw["c_global"], input_pe)
             n1, n2 = kw["q_local"].shape[1], kw["c_local"].shape[1]
             kpm = self.model.padding_mask(kw.get("q_mask"), kw.get("c_mask"), K, n1, n2, x.device)
-        shared = 0 if input_pe is not None else self.model.offsets(n1)[1] - int(self.model.has_global)
+        shared = 0 if input_pe is not None or not self.share_query else self.model.offsets(n1)[1] - int(self.model.has_global)
         workers = min(K, self.workers or torch.get_num_threads())
         bounds = np.linspace(0, K, workers + 1).round().astype(int)
         if workers == 1:
             self._run(x, kpm, shared, out, 0, K)
             return out
-        if self._pool is None or self._pool._max_workers < workers:
-            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rrt")
+        if self._pool is None or self._pool_size < workers:
+            self._pool, self._pool_size = ThreadPoolExecutor(workers, thread_name_prefix="rrt"), workers
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # process-wide: each worker runs its ops on one core
         try:

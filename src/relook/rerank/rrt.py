@@ -40,7 +40,7 @@ class RRTReranker(Reranker):
         "num_threads": None,     # torch CPU threads (None = torch default)
         "workers": None,         # CPU fast path: threads over pair slices, 1 torch thread each (None = torch
                                  # threads; 0 = plain RRT.forward in batch_size batches)
-        "chunk_tokens": 2500,    # CPU fast path: tokens per forward in a worker (25 pairs of 7x7 grids)
+        "chunk_tokens": 1000,    # CPU fast path: tokens per forward in a worker (10 pairs of 7x7 grids)
         "quantize": None,        # CPU fast path, opt-in and approximate: "int8" (all encoder Linears) or
                                  # "int8_ff" (feed-forward only), fbgemm dynamic int8; deviation: benchmarks/rrt.py
     }
