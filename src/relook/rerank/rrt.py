@@ -32,7 +32,7 @@ class RRTReranker(Reranker):
     default_conf: ClassVar[dict[str, Any]] = {
         "top_k": 100,            # shortlist entries rescored per query
         "checkpoint": None,      # RRT checkpoint (relook format or an official release); or pass model=
-        "batch_size": 100,       # pairs per forward pass (100 = a whole top-100 at once)
+        "batch_size": 100,       # plain path: pairs per RRT.forward (100 = a whole top-100 at once)
         "global_weight": 0.0,    # score = logit + w * global score; 0 = RRT logit only (official)
         "max_locals": None,      # locals per image; None = the model's max_locals (sop 49, landmark 500)
         "device": "cpu",         # torch device
