@@ -165,7 +165,8 @@ def main() -> None:
     # int8 deviation over several random queries (random-init weights, synthetic descriptors)
     print(f"\n# int8 deviation vs float32, {args.dev_queries} random queries x {K} random candidates, "
           f"random-init 7x7-grid RRT")
-    print(f"{'mode':<10}{'max|d|':>9}{'mean|d|':>9}{'logit std':>10}{'spearman':>9}{'top1 same':>10}{'top10 overlap':>14}")
+    print(f"{'mode':<10}{'max|d|':>9}{'mean|d|':>9}{'logit std':>10}{'spearman':>9}{'top1 same':>10}"
+          f"{'top10 overlap':>14}")
     exact = reranker()
     for mode in ("int8_ff", "int8"):
         approx = reranker(quantize=mode)

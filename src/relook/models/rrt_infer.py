@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ class RRTPairScorer:
         if workers is not None and workers < 1:
             raise ConfigError(f"RRTPairScorer: workers must be >= 1 or None, got {workers}")
         self.model, self.workers, self.chunk_tokens, self.quantize = model, workers, int(chunk_tokens), quantize
-        if quantize:
+        if quantize:  # process-wide setting; fbgemm is the x86 engine these weights are packed for
             torch.backends.quantized.engine = "fbgemm"
         with torch.no_grad():
             self.layers = [_Layer(layer, quantize) for layer in model.encoder]
@@ -190,7 +190,10 @@ class RRTPairScorer:
                                  kw["c_scale_idx"], kw["q_global"], kw["c_global"], input_pe)
             n1, n2 = kw["q_local"].shape[1], kw["c_local"].shape[1]
             kpm = self.model.padding_mask(kw.get("q_mask"), kw.get("c_mask"), K, n1, n2, x.device)
-        shared = 0 if input_pe is not None or not self.share_query else self.model.offsets(n1)[1] - int(self.model.has_global)
+        # tokens before the candidate's: CLS, [query global], query locals, SEP (the last query-side token)
+        shared = self.model.offsets(n1)[1] - int(self.model.has_global)
+        if input_pe is not None or not self.share_query:
+            shared = 0
         workers = min(K, self.workers or torch.get_num_threads())
         bounds = np.linspace(0, K, workers + 1).round().astype(int)
         if workers == 1:
