@@ -18,22 +18,21 @@ measures each of the following against it.
    identical in every pair (the query side is one image and RRT has no pair-dependent input there), so
    their Q/K/V projections are computed once and broadcast. Only layer 1: after its attention every
    token depends on the candidate. (Not used with ``input_pe``, which may differ per pair.)
-4. **One layer = four GEMMs** (``addmm`` with pre-transposed weights, the 1/sqrt(d_head) factor folded
-   into W_Q, b_Q once) and ``F.scaled_dot_product_attention`` reading Q/K/V as strided views of the
-   projection's output (no head-major copy; measured ~2x faster than matmul + softmax + matmul for 100
-   tokens, d_head 32); the last layer runs for the CLS row only, as ``RRT.forward`` does.
+4. **One layer = four GEMMs** (``addmm`` on the model's weights) and ``F.scaled_dot_product_attention``
+   reading Q/K/V as strided views of the projection's output (no head-major copy; measured ~2x faster
+   than matmul + softmax + matmul for 100 tokens, d_head 32); the last layer runs for the CLS row only,
+   as ``RRT.forward`` does.
 5. **quantize="int8"** (opt-in, CPU): every encoder Linear (Q/K/V, output, feed-forward) becomes an
    fbgemm dynamic int8 linear (``"int8_ff"``: the feed-forward pair only, 74% of the FLOPs): int8
    weights per output channel, activations quantized per call to 7-bit range (``reduce_range``, as
    fbgemm needs on AVX2 without VNNI). Not exact: the logit deviation and the ranking agreement against
    float32 are measured and printed by ``benchmarks/rrt.py``.
 
-The scorer holds a snapshot of the weights taken at construction; rebuild it after changing the model.
-Padding masks (keypoint input) and pre-/post-LayerNorm models are supported.
+Float32 reads the model's parameters live; int8 packs a snapshot of them at construction (rebuild the
+scorer after changing the model). Padding masks (keypoint input) and pre-/post-LayerNorm models are supported.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -63,8 +62,8 @@ def _int8_linear(w: torch.Tensor, b: torch.Tensor, relu: bool = False) -> Callab
 
 
 def _float_linear(w: torch.Tensor, b: torch.Tensor, relu: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x (M, in) -> (M, out) = x W^T + b (one ``addmm`` on a pre-transposed weight copy)."""
-    wt, b = w.detach().t().contiguous(), b.detach().clone()
+    """x (M, in) -> (M, out) = x W^T + b: one ``addmm`` reading the model's own weights (no copy)."""
+    wt, b = w.detach().t(), b.detach()
     if relu:
         return lambda x: torch.addmm(b, x, wt).relu_()
     return lambda x: torch.addmm(b, x, wt)
@@ -77,10 +76,7 @@ class _Layer:
         attn = layer.self_attn
         C = attn.embed_dim
         self.heads, self.norm_first = attn.num_heads, layer.norm_first
-        s = 1.0 / math.sqrt(C // self.heads)  # softmax scale, folded into W_Q and b_Q
-        w_in, b_in = attn.in_proj_weight.detach().clone(), attn.in_proj_bias.detach().clone()
-        w_in[:C] *= s
-        b_in[:C] *= s
+        w_in, b_in = attn.in_proj_weight, attn.in_proj_bias
         lin = _int8_linear if quantize == "int8" else _float_linear
         ff = _int8_linear if quantize else _float_linear
         self.qkv, self.out = lin(w_in, b_in), lin(attn.out_proj.weight, attn.out_proj.bias)
@@ -107,11 +103,11 @@ class _Layer:
         q, k, v = qkv[0], qkv[1], qkv[2]
         if cls_only:
             q, x = q[:, :, :1], x[:, :1]
-        if sdpa:  # scale already folded into W_Q: scale=1
+        if sdpa:
             mask = None if kpm is None else ~kpm[:, None, None, :]
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+            q, k, v = q * dh ** -0.5, k.contiguous(), v.contiguous()
             s = torch.matmul(q, k.transpose(-1, -2))
             if kpm is not None:
                 s.masked_fill_(kpm[:, None, None, :], float("-inf"))
