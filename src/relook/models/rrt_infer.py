@@ -164,15 +164,22 @@ class RRTPairScorer:
             x = self.model.final_norm(x)
         return self.model.classifier(x[:, 0]).squeeze(-1)
 
-    def _run(self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int, out: torch.Tensor, lo: int, hi: int):
-        step = max(1, self.chunk_tokens // x.shape[1])
+    def _run(self, kw: dict, shared: int, out: torch.Tensor, lo: int, hi: int) -> None:
+        """Logits of pairs lo..hi into ``out``, chunk by chunk (embedding included: it runs in parallel too)."""
+        n1, n2 = kw["q_local"].shape[1], kw["c_local"].shape[1]
+        step = max(1, self.chunk_tokens // (self.model.offsets(n1)[1] + n2))  # pairs per chunk
         with torch.inference_mode():  # grad mode is per thread
             for s in range(lo, hi, step):
                 e = min(hi, s + step)
-                out[s:e] = self._encode(x[s:e], None if kpm is None else kpm[s:e], shared)
+                c = {k: (None if v is None else v[s:e]) for k, v in kw.items()}
+                x = self.model.embed(c["q_local"], c["c_local"], c["q_pos"], c["c_pos"], c["q_scale_idx"],
+                                     c["c_scale_idx"], c["q_global"], c["c_global"], c["input_pe"])
+                kpm = self.model.padding_mask(c.get("q_mask"), c.get("c_mask"), e - s, n1, n2, x.device)
+                out[s:e] = self._encode(x, kpm, shared)
 
     def __call__(self, query: dict, cands: dict, input_pe: torch.Tensor | None = None) -> torch.Tensor:
-        """query: a side of 1 image; cands: a side of K images -> logits (K,) float32."""
+        """query: a side of 1 image; cands: a side of K images -> logits (K,) float32.
+        input_pe (K, n1+n2, C): optional additive embedding of the local tokens (see ``RRT.forward``)."""
         if query["local"].shape[0] != 1:
             raise ShapeError(f"RRTPairScorer: the query side must hold 1 image, got {query['local'].shape[0]}")
         K = cands["local"].shape[0]
@@ -180,12 +187,8 @@ class RRTPairScorer:
         if K == 0:
             return out
         q = {k: (v.expand(K, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in query.items()}
-        kw = model_kwargs(q, cands)
-        with torch.inference_mode():
-            x = self.model.embed(kw["q_local"], kw["c_local"], kw["q_pos"], kw["c_pos"], kw["q_scale_idx"],
-                                 kw["c_scale_idx"], kw["q_global"], kw["c_global"], input_pe)
-            n1, n2 = kw["q_local"].shape[1], kw["c_local"].shape[1]
-            kpm = self.model.padding_mask(kw.get("q_mask"), kw.get("c_mask"), K, n1, n2, x.device)
+        kw = {**model_kwargs(q, cands), "input_pe": input_pe}
+        n1 = kw["q_local"].shape[1]
         # tokens before the candidate's: CLS, [query global], query locals, SEP (the last query-side token)
         shared = self.model.offsets(n1)[1] - int(self.model.has_global)
         if input_pe is not None or not self.share_query:
@@ -193,14 +196,14 @@ class RRTPairScorer:
         workers = min(K, self.workers or torch.get_num_threads())
         bounds = np.linspace(0, K, workers + 1).round().astype(int)
         if workers == 1:
-            self._run(x, kpm, shared, out, 0, K)
+            self._run(kw, shared, out, 0, K)
             return out
         if self._pool is None or self._pool_size < workers:
             self._pool, self._pool_size = ThreadPoolExecutor(workers, thread_name_prefix="rrt"), workers
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # process-wide: each worker runs its ops on one core
         try:
-            jobs = [self._pool.submit(self._run, x, kpm, shared, out, int(lo), int(hi))
+            jobs = [self._pool.submit(self._run, kw, shared, out, int(lo), int(hi))
                     for lo, hi in zip(bounds[:-1], bounds[1:])]
             for j in jobs:
                 j.result()
