@@ -7,6 +7,7 @@ from relook.models.rrt import RRT
 from relook.models.rrt_infer import RRTPairScorer
 
 SMALL = {"num_layers": 2, "dim_feedforward": 64}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one OpenMP thread (workers still run in parallel)
 
 
 def _model(seed=0, **conf):
@@ -89,9 +90,9 @@ def test_input_pe_not_shared():
 
 def test_threads_restored_and_empty():
     m = _model()
-    n = torch.get_num_threads()
+    torch.set_num_threads(2)  # the one_thread fixture restores the original count afterwards
     RRTPairScorer(m, workers=2)(_side(1, 9, 0), _side(3, 7, 1))
-    assert torch.get_num_threads() == n
+    assert torch.get_num_threads() == 2
     assert RRTPairScorer(m)(_side(1, 9, 0), _side(0, 7, 1)).shape == (0,)
 
 

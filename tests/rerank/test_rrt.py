@@ -43,7 +43,7 @@ def test_matches_reference():
     np.testing.assert_allclose(sw, s + 2.0 * np.linspace(1, 0, 7), atol=1e-5, rtol=1e-5)
 
 
-def test_fast_path_equals_plain_forward():
+def test_fast_path_equals_plain_forward(one_thread):
     """The CPU fast path (workers, chunks, shared query projection) == RRT.forward batches (workers=0)."""
     model = _model()
     q, cands = _feats("q", 0), [_feats(f"g{i}", i + 1) for i in range(9)]
