@@ -12,10 +12,10 @@ Why these rows (what each measures):
 * ``unfused reference`` — ``RRT.forward(return_attention=True)``: every layer from its modules, all six
   layers in full (the exactness reference, and what the fused path replaced).
 * ``fast: W workers x 1 thread`` — ``RRTPairScorer`` (``models/rrt_infer.py``), the reranker's CPU default:
-  pair slices in parallel threads with one torch thread each, query's layer-1 Q/K/V once, SDPA on strided
-  views, CLS-only last layer. ``1 worker x T threads``: the same code with OpenMP threads instead.
-  Ablations: ``no shared query`` (layer-1 projections per pair), ``matmul attention`` (contiguous
-  head-major Q/K/V, matmul + softmax + matmul).
+  pair slices in parallel threads with one torch thread each, SDPA on strided views, CLS-only last layer.
+  ``1 worker x T threads``: the same code with OpenMP threads instead. Ablations: ``+ shared query``
+  (the query's layer-1 Q/K/V computed once for all pairs, ``share_query``), ``matmul attention``
+  (contiguous head-major Q/K/V, matmul + softmax + matmul).
 * ``fast int8_ff`` / ``fast int8`` — opt-in fbgemm dynamic int8 Linears (feed-forward only / all);
   approximate: the max |logit - float logit| over the K pairs is printed per row, and a deviation table
   over ``--dev-queries`` random queries (max/mean |delta|, Spearman rho of the K scores, top-1 agreement,
@@ -92,8 +92,8 @@ def main() -> None:
     c = reranker()._pack([feats(f"g{i}", 49, rng) for i in range(K)])
     qq = index_side(q, torch.zeros(K, dtype=torch.long))
     shared = 1 + 49 + 1
-    full, fast_fl, plain_fl = (rrt_flops(K, 100, cls_only_last=False), rrt_flops(K, 100, shared_tokens=shared),
-                               rrt_flops(K, 100))
+    full, shared_fl, plain_fl = (rrt_flops(K, 100, cls_only_last=False), rrt_flops(K, 100, shared_tokens=shared),
+                                 rrt_flops(K, 100))
 
     def unfused():
         with torch.inference_mode():
@@ -105,19 +105,19 @@ def main() -> None:
             setattr(s, k, v)
         return s
 
-    no_share, mm_attn = ablation(share_query=False), ablation(short_attention="matmul")
+    share, mm_attn = ablation(share_query=True), ablation(short_attention="matmul")
     # (name, pairs, GFLOP-per-K-pairs, callable -> logits, approximate?)
     rows = [
         (f"plain RRT.forward, batch {K}", K, plain_fl, lambda r=reranker(workers=0): r.score_pairs(q, c), False),
         ("plain RRT.forward, batch 25", K, plain_fl, lambda r=reranker(workers=0, batch_size=25): r.score_pairs(q, c),
          False),
         ("unfused reference", K, full, unfused, False),
-        (f"fast: 1 worker x {T} threads", K, fast_fl, lambda r=reranker(workers=1): r.score_pairs(q, c), False),
-        (f"fast: {T} workers x 1 thread", K, fast_fl, lambda r=reranker(): r.score_pairs(q, c), False),
-        ("fast, no shared query", K, plain_fl, lambda: no_share(q, c).numpy(), False),
-        ("fast, matmul attention", K, fast_fl, lambda: mm_attn(q, c).numpy(), False),
-        ("fast int8_ff (opt-in)", K, fast_fl, lambda r=reranker(quantize="int8_ff"): r.score_pairs(q, c), True),
-        ("fast int8 (opt-in)", K, fast_fl, lambda r=reranker(quantize="int8"): r.score_pairs(q, c), True),
+        (f"fast: 1 worker x {T} threads", K, plain_fl, lambda r=reranker(workers=1): r.score_pairs(q, c), False),
+        (f"fast: {T} workers x 1 thread", K, plain_fl, lambda r=reranker(): r.score_pairs(q, c), False),
+        ("fast + shared query", K, shared_fl, lambda: share(q, c).numpy(), False),
+        ("fast, matmul attention", K, plain_fl, lambda: mm_attn(q, c).numpy(), False),
+        ("fast int8_ff (opt-in)", K, plain_fl, lambda r=reranker(quantize="int8_ff"): r.score_pairs(q, c), True),
+        ("fast int8 (opt-in)", K, plain_fl, lambda r=reranker(quantize="int8"): r.score_pairs(q, c), True),
     ]
     if args.bf16:
         rows.append(("plain bf16 autocast", K, plain_fl,
@@ -130,7 +130,7 @@ def main() -> None:
     rows += [
         ("keypoints 500+global, plain", P, kp_fl,
          lambda r=RRTReranker(model=kp_model, workers=0, batch_size=P): r.score_pairs(kq, kc), False),
-        ("keypoints 500+global, fast", P, rrt_flops(K, 1004, shared_tokens=503),
+        ("keypoints 500+global, fast", P, kp_fl,
          lambda r=RRTReranker(model=kp_model): r.score_pairs(kq, kc), False),
     ]
     n = 2048

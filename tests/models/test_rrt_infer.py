@@ -59,15 +59,20 @@ def test_matches_reference(norm_first, workers):
     torch.testing.assert_close(s, _reference(m, q, c), atol=1e-5, rtol=1e-5)
 
 
-def test_matches_reference_full_size_grid():
-    """The benchmarked setting: 6 layers, FF 1024, 7x7 grids, shared query projection, plain batched forward."""
+@pytest.mark.parametrize("share_query", [False, True])
+def test_matches_reference_full_size_grid(share_query):
+    """The benchmarked setting: 6 layers, FF 1024, 7x7 grids; with / without the shared layer-1 query
+    projection."""
     m = _model(num_layers=6, dim_feedforward=1024)
     q, c = _side(1, 49, 0), _side(4, 49, 1)
-    torch.testing.assert_close(RRTPairScorer(m, workers=2)(q, c), _reference(m, q, c), atol=1e-5, rtol=1e-5)
+    scorer = RRTPairScorer(m, workers=2)
+    scorer.share_query = share_query
+    torch.testing.assert_close(scorer(q, c), _reference(m, q, c), atol=1e-5, rtol=1e-5)
 
 
 def test_padding_and_global_token():
-    """Keypoint input: padded query / candidates, landmark variant with global tokens, SDPA route forced."""
+    """Keypoint input: padded query / candidates, landmark variant with global tokens (shared query
+    projection on, so its token count with a global token is checked), matmul attention route too."""
     m = _model(input="keypoints", position_encoding="none")
     q, c = _side(1, 8, 0, pad=[6]), _side(5, 6, 1, pad=[6, 3, 5, 1, 6])
     torch.testing.assert_close(RRTPairScorer(m, workers=2)(q, c), _reference(m, q, c), atol=1e-5, rtol=1e-5)
@@ -75,8 +80,10 @@ def test_padding_and_global_token():
     q, c = _side(1, 8, 2, 16, pad=[5]), _side(4, 6, 3, 16, pad=[6, 2, 4, 6])
     ref = _reference(lm, q, c)
     torch.testing.assert_close(RRTPairScorer(lm, workers=2)(q, c), ref, atol=1e-5, rtol=1e-5)
-    lm.SDPA_MIN_LEN = 4
-    torch.testing.assert_close(RRTPairScorer(lm, workers=1)(q, c), ref, atol=1e-5, rtol=1e-5)
+    for attention in ("sdpa", "matmul"):
+        scorer = RRTPairScorer(lm, workers=1)
+        scorer.share_query, scorer.short_attention = True, attention
+        torch.testing.assert_close(scorer(q, c), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_input_pe_not_shared():
@@ -84,8 +91,9 @@ def test_input_pe_not_shared():
     m = _model()
     q, c = _side(1, 9, 0), _side(3, 7, 1)
     pe = torch.randn(3, 16, 128)
-    torch.testing.assert_close(RRTPairScorer(m, workers=2)(q, c, input_pe=pe), _reference(m, q, c, pe),
-                               atol=1e-5, rtol=1e-5)
+    scorer = RRTPairScorer(m, workers=2)
+    scorer.share_query = True
+    torch.testing.assert_close(scorer(q, c, input_pe=pe), _reference(m, q, c, pe), atol=1e-5, rtol=1e-5)
 
 
 def test_threads_restored_and_empty():

@@ -15,16 +15,18 @@ measures each of the following against it.
 2. **Chunks** of ``chunk_tokens`` tokens per forward (10 pairs of 100 tokens) keep a chunk's
    activations (the 1024-wide feed-forward hidden layer above all) near the core's caches: on one
    thread 10-25 pair chunks cost ~0.7x the CPU time of one 100-pair batch (``plain ... batch`` rows).
-3. **Shared query work in layer 1.** The query's tokens (CLS, [global,] query locals, SEP) enter layer 1
-   identical in every pair (the query side is one image and RRT has no pair-dependent input there), so
-   their Q/K/V projections are computed once and broadcast. Only layer 1: after its attention every
-   token depends on the candidate. (Not used with ``input_pe``, which may differ per pair.)
+3. **Shared query work in layer 1** (``share_query``, off by default). The query's tokens (CLS,
+   [global,] query locals, SEP) enter layer 1 identical in every pair, so their Q/K/V projections can be
+   computed once and broadcast (only layer 1: after its attention every token depends on the
+   candidate; never with ``input_pe``, which may differ per pair). It saves 1.4% of the FLOPs of a 7x7
+   query, but the broadcast into a per-pair buffer costs about as much in copies: in 4 benchmark runs
+   it was 1% faster once and 2-7% slower three times, hence off.
 4. **One layer = four GEMMs** (``addmm`` on the model's weights) and ``F.scaled_dot_product_attention``
    reading Q/K/V as strided views of the projection's output (no head-major copy: 1.3 ms instead of
    3.2 ms for matmul + softmax + matmul on 10 pairs x 4 heads x 100 tokens alone; within noise in the
    whole forward); the last layer runs for the CLS row only, as ``RRT.forward`` does. On one thread
    this float32 path costs about the CPU time of the fused ``nn.TransformerEncoderLayer`` kernels in the
-   same chunks (the GEMMs dominate both); its gains are 1-3 and 5.
+   same chunks (the GEMMs dominate both); its gains are 1, 2 and 5.
 5. **quantize="int8"** (opt-in, CPU): every encoder Linear (Q/K/V, output, feed-forward) becomes an
    fbgemm dynamic int8 linear (``"int8_ff"``: the feed-forward pair only, 74% of the FLOPs): int8
    weights per output channel, activations quantized per call to 7-bit range (``reduce_range``, as
@@ -140,7 +142,7 @@ class RRTPairScorer:
     #: ablation switches (benchmarks/rrt.py): share the query's layer-1 projections; attention kernel for
     #: sequences shorter than ``RRT.SDPA_MIN_LEN``: "sdpa" (``F.scaled_dot_product_attention`` on strided
     #: views of the Q/K/V projection) or "matmul" (contiguous head-major copies, matmul + softmax + matmul)
-    share_query: bool = True
+    share_query: bool = False
     short_attention: str = "sdpa"
 
     def __init__(self, model: RRT, workers: int | None = None, chunk_tokens: int = 1000,

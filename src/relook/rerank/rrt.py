@@ -2,8 +2,8 @@
 
 Each query is paired with each of its top-K candidates (query first: segment beta, candidate: beta');
 all pairs of a query are scored together. On the CPU in float32 / int8 this goes through
-``models.rrt_infer.RRTPairScorer`` (pair-parallel single-thread workers, the query's layer-1 projections
-computed once; same logits to float round-off, see its docstring and ``benchmarks/rrt.py``); otherwise
+``models.rrt_infer.RRTPairScorer`` (pair-parallel single-thread workers, small chunks, SDPA; same logits
+to float round-off, see its docstring and ``benchmarks/rrt.py``); otherwise
 (GPU, bf16/fp16 autocast, or ``workers=0``) through ``RRT.forward`` in batches of ``batch_size`` pairs.
 Score combination: the official code (RRT_GLD ``mean_average_precision_revisited_rerank``, RRT_SOP
 ``recall_at_ks_rerank``) sorts the top-K by the RRT logit alone and keeps the global order below it;
