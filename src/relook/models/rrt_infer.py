@@ -11,10 +11,12 @@ measures each of the following against it.
    embedding runs inside the workers too. A 100-token layer is a few mid-size GEMMs and many small ops;
    with 2 OpenMP threads per op every op ends in a barrier, and when another process holds one core
    that barrier stalls both (seen here on a busy machine: 10-pair batches of the plain forward with 2
-   threads took 7.6 s per query, the same work in 2 single-thread workers 0.9 s).
+   threads took 7.6 s per query, the same work in 2 single-thread workers 0.9 s). With both cores free
+   the gain is small: 369 ms vs 375 ms for the plain forward in 25-pair batches (benchmark, matmul at
+   122 GFLOP/s); the point is robustness on a shared machine.
 2. **Chunks** of ``chunk_tokens`` tokens per forward (10 pairs of 100 tokens) keep a chunk's
-   activations (the 1024-wide feed-forward hidden layer above all) near the core's caches: on one
-   thread 10-25 pair chunks cost ~0.7x the CPU time of one 100-pair batch (``plain ... batch`` rows).
+   activations (the 1024-wide feed-forward hidden layer above all) near the core's caches: 25-pair
+   batches of the plain forward cost 0.76x the CPU time of one 100-pair batch in the quietest run.
 3. **Shared query work in layer 1** (``share_query``, off by default). The query's tokens (CLS,
    [global,] query locals, SEP) enter layer 1 identical in every pair, so their Q/K/V projections can be
    computed once and broadcast (only layer 1: after its attention every token depends on the
