@@ -21,8 +21,8 @@ measures each of the following against it.
    [global,] query locals, SEP) enter layer 1 identical in every pair, so their Q/K/V projections can be
    computed once and broadcast (only layer 1: after its attention every token depends on the
    candidate; never with ``input_pe``, which may differ per pair). It saves 1.4% of the FLOPs of a 7x7
-   query, and the broadcast into a per-pair buffer costs copies: in 6 benchmark runs on a busy machine
-   it was faster three times (2-14%) and slower three times (5-8%): no gain shown; off by default.
+   query, and the broadcast into a per-pair buffer costs copies: in 7 benchmark runs on a busy machine
+   it was faster 4 times (2-14%), slower 3 times (5-8%), ~1% on average: no clear gain; off by default.
 4. **One layer = four GEMMs** (``addmm`` on the model's weights) and ``F.scaled_dot_product_attention``
    reading Q/K/V as strided views of the projection's output (no head-major copy: 1.3 ms instead of
    3.2 ms for matmul + softmax + matmul on 10 pairs x 4 heads x 100 tokens alone; within noise in the
