@@ -1,18 +1,35 @@
-"""RRT top-100 reranking speed: pairs/s, ms per query, achieved GFLOP/s as a share of dense matmul.
+"""RRT top-100 reranking speed: ms per query, pairs/s, GFLOP computed, share of the dense matmul limit.
 
-Data: random descriptors (synthetic), weights: random init (the speed does not depend on them).
-In the same run the machine's dense fp32 matmul GFLOP/s is measured, so every RRT number is also a
-ratio of that limit. Rows:
+Data: random descriptors (synthetic), weights: random init (speed does not depend on them; the int8
+deviation below is measured on random-init weights, whose logits spread little: a trained model's spread
+is wider). Every row scores the K = ``--top-k`` pairs of ONE query, as the ``rrt`` reranker does.
 
-* ``grid 7x7`` — the SOP / epipolar setting: 100 candidates of 49 locals, one forward pass (the reranker's
-  ``score_pairs``: fused ``nn.TransformerEncoderLayer`` path under ``torch.inference_mode``, last layer
-  for the CLS token only);
-* ``grid 7x7, unfused`` — the same through the attention-returning path (reference implementation, all
-  six layers in full);
-* ``keypoints 500`` — the landmark setting (500 DELG-like locals + global token); timed on ``--kp-pairs``
-  pairs and reported per 100 pairs.
+Why these rows (what each measures):
 
-Usage: python benchmarks/rrt.py [--threads 2] [--repeats 5] [--device cpu|cuda] [--dtype float32|bfloat16]
+* ``plain RRT.forward, batch K`` — the reranker before ``RRTPairScorer``: fused
+  ``nn.TransformerEncoderLayer`` kernels with ``--threads`` OpenMP threads per op, last layer CLS-only;
+  ``batch 25`` — the same in 25-pair batches (cache effects).
+* ``unfused reference`` — ``RRT.forward(return_attention=True)``: every layer from its modules, all six
+  layers in full (the exactness reference, and what the fused path replaced).
+* ``fast: W workers x 1 thread`` — ``RRTPairScorer`` (``models/rrt_infer.py``), the reranker's CPU default:
+  pair slices in parallel threads with one torch thread each, SDPA on strided views, CLS-only last layer.
+  ``1 worker x T threads``: the same code with OpenMP threads instead. Ablations: ``+ shared query``
+  (the query's layer-1 Q/K/V computed once for all pairs, ``share_query``), ``matmul attention``
+  (contiguous head-major Q/K/V, matmul + softmax + matmul).
+* ``fast int8_ff`` / ``fast int8`` — opt-in fbgemm dynamic int8 Linears (feed-forward only / all);
+  approximate: the max |logit - float logit| over the K pairs is printed per row, and a deviation table
+  over ``--dev-queries`` random queries (max/mean |delta|, Spearman rho of the K scores, top-1 agreement,
+  top-10 overlap) follows.
+* ``bf16 autocast`` (``--bf16``) — the plain path under CPU bfloat16 autocast (no AVX512-BF16 here).
+* ``keypoints 500 + global`` — the landmark setting (500 locals + global token per image, 1004 tokens),
+  plain vs fast, on ``--kp-pairs`` pairs, reported per K pairs.
+
+Timing: all rows and a dense float32 matmul (2048^2, the limit) run round-robin ``--repeats`` times on the
+same machine; each reports its best round (the machine is shared: best-of is the least disturbed).
+``ms/q`` = wall ms per query of K pairs; ``cpu ms/q`` = process CPU time (both cores together) per query;
+``of limit`` = achieved GFLOP/s / matmul GFLOP/s; ``GFLOP`` counts what the row computes.
+
+Usage: python benchmarks/rrt.py [--threads 2] [--repeats 3] [--top-k 100] [--bf16]
 """
 from __future__ import annotations
 
@@ -23,38 +40,23 @@ import numpy as np
 import torch
 
 from relook.models.rrt import RRT
+from relook.models.rrt_infer import RRTPairScorer
+from relook.models.rrt_inputs import index_side, model_kwargs
 from relook.rerank.rrt import RRTReranker
 from relook.types import ImageFeatures
 
 
 def rrt_flops(n_pairs: int, seq_len: int, d: int = 128, ff: int = 1024, layers: int = 6,
-              cls_only_last: bool = True) -> float:
+              cls_only_last: bool = True, shared_tokens: int = 0) -> float:
     """2 x multiply-adds of the encoder as computed: per token and layer the projections (4 d^2) and the
     feed-forward (2 d ff), per layer the scores and weighted sum (2 L^2 d). With ``cls_only_last`` the
     last layer projects keys/values of every token but runs the rest for the CLS token only (what
-    ``RRT.forward`` does when no attention maps are requested). Embeddings/classifier are negligible."""
+    ``RRT.forward`` does when no attention maps are requested). ``shared_tokens``: leading tokens whose
+    layer-1 Q/K/V projection is computed once for all pairs. Embeddings/classifier are negligible."""
     full = 2 * seq_len * (4 * d * d + 2 * d * ff) + 4 * seq_len * seq_len * d
     last = 2 * seq_len * 2 * d * d + 4 * seq_len * d + 2 * (2 * d * d + 2 * d * ff) if cls_only_last else full
-    return float(n_pairs * ((layers - 1) * full + last))
-
-
-def timeit(fn, repeats: int, sync=lambda: None) -> float:
-    fn()
-    sync()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
-
-
-def matmul_gflops(device: str, dtype: torch.dtype, repeats: int, sync) -> float:
-    n = 2048 if device == "cpu" else 8192
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    t = timeit(lambda: a @ b, repeats, sync)
-    return 2 * n ** 3 / t / 1e9
+    saved = (n_pairs - 1) * shared_tokens * 2 * 3 * d * d if n_pairs else 0
+    return float(n_pairs * ((layers - 1) * full + last) - saved)
 
 
 def feats(iid: str, n: int, rng: np.random.Generator, d_global: int = 0) -> ImageFeatures:
@@ -63,54 +65,122 @@ def feats(iid: str, n: int, rng: np.random.Generator, d_global: int = 0) -> Imag
                          scales=np.ones(n), global_desc=rng.standard_normal(d_global) if d_global else None)
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--kp-pairs", type=int, default=10, help="pairs timed for the 500-keypoint row")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--top-k", type=int, default=100)
+    ap.add_argument("--kp-pairs", type=int, default=10, help="pairs timed for the 500-keypoint rows")
+    ap.add_argument("--dev-queries", type=int, default=5, help="random queries for the int8 deviation table")
+    ap.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast on the plain path")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dev = args.device
-    sync = (lambda: torch.cuda.synchronize()) if dev.startswith("cuda") else (lambda: None)
-    dtype = getattr(torch, args.dtype)
+    K, T = args.top_k, args.threads
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    limit = matmul_gflops(dev, dtype, args.repeats, sync)
-    print(f"# synthetic random descriptors, random-init RRT (6 layers, 4 heads, width 128, FF 1024); "
-          f"device {dev}, {args.threads} threads, {args.dtype}")
-    print(f"dense {args.dtype} matmul: {limit:8.1f} GFLOP/s (the limit below)")
-    print(f"{'setting':<28}{'pairs':>6}{'ms/query':>11}{'pairs/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}{'of limit':>9}"
-          f"{'limit ms':>10}")
+    model = RRT(variant="sop").eval()
 
-    def row(name, n_pairs, seq_len, seconds, cls_only=True):
-        per_query = seconds * args.top_k / n_pairs
-        fl = rrt_flops(args.top_k, seq_len, cls_only_last=cls_only)
-        achieved = rrt_flops(n_pairs, seq_len, cls_only_last=cls_only) / seconds / 1e9
-        print(f"{name:<28}{n_pairs:>6}{per_query * 1e3:>11.1f}{n_pairs / seconds:>10.0f}{fl / 1e9:>8.1f}"
-              f"{achieved:>9.1f}{achieved / limit:>9.2f}{fl / limit / 1e6:>10.1f}")
+    def reranker(**conf) -> RRTReranker:
+        return RRTReranker(model=model, **conf)
 
-    grid = RRTReranker(model=RRT(variant="sop"), device=dev, dtype=args.dtype)
-    q = grid._pack([feats("q", 49, rng)])
-    c = grid._pack([feats(f"g{i}", 49, rng) for i in range(args.top_k)])
-    row("grid 7x7 (fused)", args.top_k, 100, timeit(lambda: grid.score_pairs(q, c), args.repeats, sync))
-    from relook.models.rrt_inputs import index_side, model_kwargs
-
-    qq = index_side(q, torch.zeros(args.top_k, dtype=torch.long, device=dev))
+    q = reranker()._pack([feats("q", 49, rng)])
+    c = reranker()._pack([feats(f"g{i}", 49, rng) for i in range(K)])
+    qq = index_side(q, torch.zeros(K, dtype=torch.long))
+    shared = 1 + 49 + 1
+    full, shared_fl, plain_fl = (rrt_flops(K, 100, cls_only_last=False), rrt_flops(K, 100, shared_tokens=shared),
+                                 rrt_flops(K, 100))
 
     def unfused():
-        with torch.inference_mode(), torch.autocast(dev.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
-            grid.model(**model_kwargs(qq, c), return_attention=True)
+        with torch.inference_mode():
+            return model(**model_kwargs(qq, c), return_attention=True).logits.numpy()
 
-    row("grid 7x7 (unfused ref.)", args.top_k, 100, timeit(unfused, max(1, args.repeats // 2), sync), False)
-    kp = RRTReranker(model=RRT(variant="landmark"), device=dev, dtype=args.dtype, batch_size=args.kp_pairs)
-    qk = kp._pack([feats("q", 500, rng, 2048)])
-    ck = kp._pack([feats(f"g{i}", 500, rng, 2048) for i in range(args.kp_pairs)])
-    row("keypoints 500 + global", args.kp_pairs, 1004, timeit(lambda: kp.score_pairs(qk, ck), args.repeats, sync))
-    print("# ms/query and GFLOP are for reranking the top-%d; 'limit ms' = GFLOP / matmul GFLOP/s; GFLOP counts "
-          "what is computed (full 6-layer grid model: %.1f GFLOP)" % (args.top_k, rrt_flops(args.top_k, 100, cls_only_last=False) / 1e9))
+    def ablation(**attrs) -> RRTPairScorer:
+        s = RRTPairScorer(model)
+        for k, v in attrs.items():
+            setattr(s, k, v)
+        return s
+
+    share, mm_attn = ablation(share_query=True), ablation(short_attention="matmul")
+    # (name, pairs, GFLOP-per-K-pairs, callable -> logits, approximate?)
+    rows = [
+        (f"plain RRT.forward, batch {K}", K, plain_fl, lambda r=reranker(workers=0): r.score_pairs(q, c), False),
+        ("plain RRT.forward, batch 25", K, plain_fl, lambda r=reranker(workers=0, batch_size=25): r.score_pairs(q, c),
+         False),
+        ("unfused reference", K, full, unfused, False),
+        (f"fast: 1 worker x {T} threads", K, plain_fl, lambda r=reranker(workers=1): r.score_pairs(q, c), False),
+        (f"fast: {T} workers x 1 thread", K, plain_fl, lambda r=reranker(): r.score_pairs(q, c), False),
+        ("fast + shared query", K, shared_fl, lambda: share(q, c).numpy(), False),
+        ("fast, matmul attention", K, plain_fl, lambda: mm_attn(q, c).numpy(), False),
+        ("fast int8_ff (opt-in)", K, plain_fl, lambda r=reranker(quantize="int8_ff"): r.score_pairs(q, c), True),
+        ("fast int8 (opt-in)", K, plain_fl, lambda r=reranker(quantize="int8"): r.score_pairs(q, c), True),
+    ]
+    if args.bf16:
+        rows.append(("plain bf16 autocast", K, plain_fl,
+                     lambda r=reranker(workers=0, dtype="bfloat16"): r.score_pairs(q, c), True))
+    kp_model = RRT(variant="landmark").eval()
+    P = args.kp_pairs
+    kq = RRTReranker(model=kp_model)._pack([feats("q", 500, rng, 2048)])
+    kc = RRTReranker(model=kp_model)._pack([feats(f"g{i}", 500, rng, 2048) for i in range(P)])
+    kp_fl = rrt_flops(K, 1004)
+    rows += [
+        ("keypoints 500+global, plain", P, kp_fl,
+         lambda r=RRTReranker(model=kp_model, workers=0, batch_size=P): r.score_pairs(kq, kc), False),
+        ("keypoints 500+global, fast", P, kp_fl,
+         lambda r=RRTReranker(model=kp_model): r.score_pairs(kq, kc), False),
+    ]
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    reference = {"grid": rows[0][3](), "keypoints": rows[-2][3]()}
+    wall, cpu = {"matmul": np.inf}, {}
+    for r in rows:
+        r[3]()  # warm-up (weight packing, thread pools)
+        wall[r[0]], cpu[r[0]] = np.inf, np.inf
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        a @ b
+        wall["matmul"] = min(wall["matmul"], time.perf_counter() - t)
+        for name, *_rest, fn, _approx in rows:
+            t, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name], cpu[name] = min(wall[name], time.perf_counter() - t), min(cpu[name], time.process_time() - c0)
+    limit = 2 * n ** 3 / wall["matmul"] / 1e9
+    print(f"# synthetic random descriptors, random-init RRT (6 layers, 4 heads, width 128, FF 1024); CPU, "
+          f"{T} threads, float32 unless named; best of {args.repeats} round-robin rounds")
+    print(f"dense float32 matmul {n}^2: {limit:.1f} GFLOP/s (the limit below)")
+    print(f"{'setting':<32}{'pairs':>6}{'ms/q':>8}{'cpu ms/q':>10}{'pairs/s':>9}{'GFLOP':>7}{'GFLOP/s':>9}"
+          f"{'of limit':>9}{'max|dlogit|':>12}")
+    for name, pairs, fl, fn, _approx in rows:
+        per_q, cpu_q = wall[name] * K / pairs, cpu[name] * K / pairs
+        dev = np.abs(fn() - reference["keypoints" if name.startswith("keypoints") else "grid"]).max()
+        print(f"{name:<32}{pairs:>6}{per_q * 1e3:>8.1f}{cpu_q * 1e3:>10.1f}{pairs / wall[name]:>9.0f}{fl / 1e9:>7.1f}"
+              f"{fl / per_q / 1e9:>9.1f}{fl / per_q / 1e9 / limit:>9.2f}{dev:>12.1e}")
+    print(f"# ms/q, cpu ms/q, GFLOP: per query of {K} pairs (keypoint rows: timed on {P} pairs, scaled); "
+          f"max|dlogit|: against the first row of the same setting")
+
+    # int8 deviation over several random queries (random-init weights, synthetic descriptors)
+    print(f"\n# int8 deviation vs float32, {args.dev_queries} random queries x {K} random candidates, "
+          f"random-init 7x7-grid RRT")
+    print(f"{'mode':<10}{'max|d|':>9}{'mean|d|':>9}{'logit std':>10}{'spearman':>9}{'top1 same':>10}"
+          f"{'top10 overlap':>14}")
+    exact = reranker()
+    for mode in ("int8_ff", "int8"):
+        approx = reranker(quantize=mode)
+        stats = []
+        for i in range(args.dev_queries):
+            qi = exact._pack([feats(f"dq{i}", 49, rng)])
+            ci = exact._pack([feats(f"dg{i}_{j}", 49, rng) for j in range(K)])
+            s0, s1 = exact.score_pairs(qi, ci), approx.score_pairs(qi, ci)
+            d = np.abs(s1 - s0)
+            stats.append((d.max(), d.mean(), s0.std(), spearman(s0, s1), s0.argmax() == s1.argmax(),
+                          len(set(np.argsort(-s0)[:10]) & set(np.argsort(-s1)[:10]))))
+        s = np.array(stats, dtype=float)
+        print(f"{mode:<10}{s[:, 0].max():>9.4f}{s[:, 1].mean():>9.4f}{s[:, 2].mean():>10.4f}{s[:, 3].mean():>9.4f}"
+              f"{s[:, 4].mean():>10.2f}{s[:, 5].mean():>14.1f}")
 
 
 if __name__ == "__main__":

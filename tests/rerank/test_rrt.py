@@ -43,6 +43,20 @@ def test_matches_reference():
     np.testing.assert_allclose(sw, s + 2.0 * np.linspace(1, 0, 7), atol=1e-5, rtol=1e-5)
 
 
+def test_fast_path_equals_plain_forward(one_thread):
+    """The CPU fast path (workers, chunks, shared query projection) == RRT.forward batches (workers=0)."""
+    model = _model()
+    q, cands = _feats("q", 0), [_feats(f"g{i}", i + 1) for i in range(9)]
+    plain = create_reranker("rrt", model=model, workers=0, batch_size=4)
+    assert plain.scorer is None
+    for workers in (None, 1, 2):
+        fast = create_reranker("rrt", model=model, workers=workers, chunk_tokens=60)
+        np.testing.assert_allclose(fast.rerank(q, cands, np.zeros(9)), plain.rerank(q, cands, np.zeros(9)),
+                                   atol=1e-5, rtol=1e-5)
+    q8 = create_reranker("rrt", model=model, quantize="int8_ff").rerank(q, cands, np.zeros(9))
+    assert np.isfinite(q8).all() and not np.allclose(q8, plain.rerank(q, cands, np.zeros(9)), atol=1e-6)
+
+
 def test_ragged_keypoints_padding():
     """Keypoint input: candidates with fewer locals are padded and masked; same score as alone."""
     model = _model(input="keypoints", position_encoding="none")
@@ -84,3 +98,7 @@ def test_bad_input():
         create_reranker("rrt")
     with pytest.raises(ConfigError):
         create_reranker("rrt", model=_model(), dtype="int8")
+    with pytest.raises(ConfigError):
+        create_reranker("rrt", model=_model(), quantize="int8", dtype="bfloat16")
+    with pytest.raises(ConfigError):
+        create_reranker("rrt", model=_model(), quantize="int4")

@@ -1,7 +1,10 @@
 """``rrt``: rerank the top-K of each query with a trained Reranking Transformer.
 
 Each query is paired with each of its top-K candidates (query first: segment beta, candidate: beta');
-all pairs of a query are scored in one batched forward pass (``batch_size`` pairs at a time).
+all pairs of a query are scored together. On the CPU in float32 / int8 this goes through
+``models.rrt_infer.RRTPairScorer`` (pair-parallel single-thread workers, small chunks, SDPA; same logits
+to float round-off, see its docstring and ``benchmarks/rrt.py``); otherwise
+(GPU, bf16/fp16 autocast, or ``workers=0``) through ``RRT.forward`` in batches of ``batch_size`` pairs.
 Score combination: the official code (RRT_GLD ``mean_average_precision_revisited_rerank``, RRT_SOP
 ``recall_at_ks_rerank``) sorts the top-K by the RRT logit alone and keeps the global order below it;
 that is ``global_weight = 0`` here (default). ``global_weight = w`` ranks by ``logit + w * global score``
@@ -17,6 +20,7 @@ from tqdm.auto import tqdm
 
 from relook.errors import ConfigError
 from relook.models.rrt import RRT
+from relook.models.rrt_infer import RRTPairScorer
 from relook.models.rrt_inputs import index_side, model_kwargs, pack_side, required_fields
 from relook.rerank.base import Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
@@ -28,12 +32,17 @@ class RRTReranker(Reranker):
     default_conf: ClassVar[dict[str, Any]] = {
         "top_k": 100,            # shortlist entries rescored per query
         "checkpoint": None,      # RRT checkpoint (relook format or an official release); or pass model=
-        "batch_size": 100,       # pairs per forward pass (100 = a whole top-100 at once)
+        "batch_size": 100,       # plain path: pairs per RRT.forward (100 = a whole top-100 at once)
         "global_weight": 0.0,    # score = logit + w * global score; 0 = RRT logit only (official)
         "max_locals": None,      # locals per image; None = the model's max_locals (sop 49, landmark 500)
         "device": "cpu",         # torch device
         "dtype": "float32",      # float32 | bfloat16 | float16 (autocast on the device)
         "num_threads": None,     # torch CPU threads (None = torch default)
+        "workers": None,         # CPU fast path: threads over pair slices, 1 torch thread each (None = torch
+                                 # threads; 0 = plain RRT.forward in batch_size batches)
+        "chunk_tokens": 1000,    # CPU fast path: tokens per forward in a worker (10 pairs of 7x7 grids)
+        "quantize": None,        # CPU fast path, opt-in and approximate: "int8" (all encoder Linears) or
+                                 # "int8_ff" (feed-forward only), fbgemm dynamic int8; deviation: benchmarks/rrt.py
     }
     requires: ClassVar[frozenset[str]] = frozenset({"local_desc", "keypoints"})
 
@@ -53,6 +62,11 @@ class RRTReranker(Reranker):
         self.device = torch.device(self.conf["device"])
         self.model = model.to(self.device).eval()
         self.fields = required_fields(self.model.conf)
+        fast = self.device.type == "cpu" and self.conf["dtype"] == "float32" and self.conf["workers"] != 0
+        if self.conf["quantize"] is not None and not fast:
+            raise ConfigError("reranker 'rrt': quantize needs device=cpu, dtype=float32 and workers != 0")
+        self.scorer = RRTPairScorer(self.model, self.conf["workers"], self.conf["chunk_tokens"],
+                                    self.conf["quantize"]) if fast else None
 
     def _pack(self, feats: Sequence[ImageFeatures]) -> dict:
         return pack_side(feats, self.model.conf, self.conf["max_locals"], self.device)
@@ -60,6 +74,8 @@ class RRTReranker(Reranker):
     @torch.inference_mode()
     def score_pairs(self, query: dict, cands: dict) -> np.ndarray:
         """RRT logits (K,) of one packed query side (1 image) against K packed candidates."""
+        if self.scorer is not None:
+            return self.scorer(query, cands).numpy()
         K = cands["local"].shape[0]
         out = np.zeros(K, np.float32)
         bs = int(self.conf["batch_size"])
