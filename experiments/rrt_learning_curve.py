@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (0 = none)")
     ap.add_argument("--pre-ln", action="store_true", help="pre-LayerNorm instead of the official post-LN")
+    ap.add_argument("--layers", type=int, default=6, help="encoder layers (official: 6)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -102,14 +103,14 @@ def main() -> None:
         locs = pca_whiten(locs)
     x = torch.from_numpy(locs)
     data = PairData(train.gallery_ids, np.asarray(train.gallery_labels), global_neighbours(glob, 100))
-    model = RRT(variant="landmark", d_global=0, scale_embedding=False, norm_first=args.pre_ln)
+    model = RRT(variant="landmark", d_global=0, scale_embedding=False, norm_first=args.pre_ln, num_layers=args.layers)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     queue, hist, t0 = np.zeros((0, 3), np.int64), [], time.time()
     print(f"# synthetic data ({args.instances} instances, train split), RootSIFT top-{args.locals} "
           f"{'whitened ' if args.whiten else ''}locals, task {args.task}; RRT trained here from random init: "
-          f"lr {args.lr:g}, warm-up {args.warmup}, {'pre' if args.pre_ln else 'post'}-LN, "
+          f"lr {args.lr:g}, warm-up {args.warmup}, {'pre' if args.pre_ln else 'post'}-LN, {args.layers} layers, "
           f"{args.triplets} triplets/step")
     print(f"{'step':>6} {'BCE':>8} {'acc':>7} {'logit std':>10} {'s':>6}")
     for step in range(1, args.steps + 1):
