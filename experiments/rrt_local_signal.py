@@ -3,7 +3,8 @@
 The RRT trained here does not leave the BCE plateau on the synthetic benchmark. This script measures
 what a weight-free reranker gets from the same inputs the RRT sees: the top-100 of each query by the
 power-normalised mean-RootSIFT global descriptor is re-sorted by the number of mutual nearest-neighbour
-pairs among the ``n`` strongest RootSIFT keypoints whose cosine exceeds a threshold. If this count beats
+pairs among the ``n`` strongest RootSIFT keypoints whose cosine exceeds a threshold
+(``relook.rerank.matching.mutual_nn_batch`` with the equivalent distance bound). If this count beats
 global-only, the local evidence an RRT would have to learn to read is present in the data.
 
 All numbers are on SYNTHETIC data (``synthetic_co3d_retrieve``, test split, seeded random queries) with
@@ -26,13 +27,7 @@ from relook.datasets.base import load_dataset  # noqa: E402
 from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve  # noqa: E402
 from relook.eval.metrics import mean_average_precision, recall_at_k  # noqa: E402
 from relook.features.base import create_extractor, extract_to_store  # noqa: E402
-
-
-def mnn_count(a: np.ndarray, b: np.ndarray, threshold: float) -> int:
-    """Mutual nearest neighbours between rows of a and b (unit vectors) with cosine > threshold."""
-    s = a @ b.T
-    mnn = (s == s.max(1, keepdims=True)) & (s == s.max(0, keepdims=True)) & (s > threshold)
-    return int(mnn.sum())
+from relook.rerank.matching import mutual_nn_batch  # noqa: E402
 
 
 def main() -> None:
@@ -69,7 +64,11 @@ def main() -> None:
             for r, qi in enumerate(qidx):
                 top = order[r, :101]
                 top = top[top != qi][:100]
-                score = np.array([mnn_count(loc[qi], loc[j], thr) for j in top], float)
+                valid = [loc[j][np.abs(loc[j]).sum(1) > 0] for j in top]  # drop zero padding rows
+                q = loc[qi][np.abs(loc[qi]).sum(1) > 0]
+                # unit vectors: cosine > t  <=>  Euclidean distance < sqrt(2 - 2t)
+                matches = mutual_nn_batch(q, valid, max_distance=float(np.sqrt(2 - 2 * thr)))
+                score = np.array([len(m[0]) for m in matches], float)
                 out[r, :len(top)] = top[np.argsort(-score, kind="stable")]  # ties keep the global order
                 out[r, len(top):] = [j for j in order[r] if j not in set(top)][:out.shape[1] - len(top)]
             print(f"{n:>6} {f'MNN cos>{thr:g}':>16} {metrics(out)}", flush=True)
