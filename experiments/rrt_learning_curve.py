@@ -2,7 +2,7 @@
 
 Why: on the synthetic benchmark the RRT trained here never beat global-only retrieval (issue 6). This
 probe separates "the data carry no learnable signal" from "the optimiser has not left the plateau yet"
-by training the same model on two tasks and printing the moving loss, accuracy and logit spread:
+by training the same model on several tasks and printing the moving loss, accuracy and logit spread:
 
 * ``--task real``: official RRT triplets (anchor, positive, hard negative from the global top-100) of the
   synthetic training split; locals = the ``--locals`` strongest RootSIFT keypoints per image (weight-free,
