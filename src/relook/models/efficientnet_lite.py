@@ -77,7 +77,10 @@ def load_lite_weights(model: nn.Module, state: dict[str, torch.Tensor], source: 
 
     With ``model.num_classes == 0`` (a headless backbone) the classifier weights are dropped.
     """
-    mapping = lite_key_map(model, state)
+    try:
+        mapping = lite_key_map(model, state)
+    except DataError as e:
+        raise DataError(f"{source}: does not fit {type(model).__name__}: {e}") from None
     mapped = {mapping[k]: v for k, v in state.items()}
     if getattr(model, "num_classes", 1000) == 0:
         mapped = {k: v for k, v in mapped.items() if not k.startswith("classifier.")}
