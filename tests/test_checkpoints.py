@@ -205,3 +205,28 @@ def test_bad_input_wrong_shape(tmp_path):
     torch.save(dtop, tmp_path / "dtop.pt")
     with pytest.raises(DataError, match=r"dtop.pt: weights do not fit DToP .*1 missing"):
         load_dtop(tmp_path / "dtop.pt")
+
+
+def test_bad_input_pickled_numpy_arrays(tmp_path):
+    """.npy / .npz inputs (asmk codebook, whitening, vit_tokens projection) never unpickle object arrays."""
+    from relook.io import load_array
+    from relook.models.whitening import load_whitening
+    from relook.rerank.asmk import Asmk
+
+    marker = tmp_path / "marker"
+    evil = np.array([_Payload(os.system, f"touch {marker}")], dtype=object)
+    np.save(tmp_path / "codebook.npy", evil, allow_pickle=True)
+    np.savez(tmp_path / "whitening.npz", mean=evil, proj=np.eye(2))
+    for load in (lambda: load_array(tmp_path / "codebook.npy", "array"),
+                 lambda: Asmk(codebook_path=str(tmp_path / "codebook.npy")),
+                 lambda: load_whitening(tmp_path / "whitening.npz")):
+        with pytest.raises(DataError) as err:
+            load()
+        assert "\n" not in str(err.value) and ("codebook.npy" in str(err.value) or "whitening.npz" in str(err.value))
+    assert not marker.exists()
+    np.savez(tmp_path / "ok.npz", mean=np.zeros(2), proj=np.eye(2))
+    mean, proj = load_whitening(tmp_path / "ok.npz")
+    assert proj.shape == (2, 2)
+    with pytest.raises(DataError, match="no 'proj' array"):
+        np.savez(tmp_path / "half.npz", mean=np.zeros(2))
+        load_whitening(tmp_path / "half.npz")
