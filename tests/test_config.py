@@ -35,3 +35,11 @@ def test_bad_input_registered_part():
     with pytest.raises(ConfigError, match="RRT: option 'num_layers' must be an integer"):
         RRT(num_layers="six")
     check_type(None, 3, "x")  # null always allowed: it asks for the built-in behaviour
+
+
+def test_numpy_scalars_accepted():
+    import numpy as np
+
+    assert merge_conf(DEFAULT, {"k": np.int64(3), "threshold": np.float32(0.5)}, "part")["k"] == 3
+    with pytest.raises(ConfigError):
+        merge_conf(DEFAULT, {"k": np.float32(3.0)}, "part")

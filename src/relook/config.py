@@ -1,6 +1,7 @@
 """``default_conf`` handling shared by every configurable part (rerankers, extractors, models)."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Mapping
 
 from relook.errors import ConfigError
@@ -18,7 +19,7 @@ def merge_conf(default: Mapping[str, Any], given: Mapping[str, Any], owner: str)
 
 
 #: the default's type -> the types a given value may have (null is always allowed: "use the built-in")
-_ACCEPTS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,),
+_ACCEPTS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (numbers.Integral,), float: (numbers.Real,), str: (str,),
                                           list: (list, tuple), tuple: (list, tuple), dict: (dict,)}
 _NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
           list: "a list", tuple: "a list", dict: "a mapping"}
