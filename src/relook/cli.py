@@ -57,7 +57,7 @@ def store_merge(shards: list[Path] = typer.Argument(..., help="shard stores to m
 def store_search_cmd(query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
                gallery_store: Path = typer.Argument(..., help="store with the gallery's global_desc"),
                output: Path = typer.Option(..., "--output", "-o", help="shortlist file (.npz) to write"),
-               k: int = typer.Option(100, "--k", help="shortlist length"),
+               k: int = typer.Option(100, "--k", min=1, help="shortlist length"),
                index: str = typer.Option("flat", help="faiss index: flat (exact) or ivfpq")) -> None:
     """Global inner-product search: top-K gallery images per query.
 
@@ -176,7 +176,7 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 @app.command("report")
 def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-               queries: int = typer.Option(4, help="queries shown in the top-k grids")) -> None:
+               queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids")) -> None:
     """Write <out>/report.html: results table, provenance, PR curves, top-k grids, other figures.
 
     Example: relook report -c configs/demo.yaml
@@ -192,10 +192,10 @@ def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
-             num_instances: int = typer.Option(60, help="synthetic object instances"),
-             num_views: int = typer.Option(5, help="views per instance"),
-             image_size: int = typer.Option(224, help="image side in pixels"),
-             rrt_epochs: int = typer.Option(15, help="RRT training epochs"),
+             num_instances: int = typer.Option(60, min=2, help="synthetic object instances"),
+             num_views: int = typer.Option(5, min=2, help="views per instance"),
+             image_size: int = typer.Option(224, min=32, help="image side in pixels"),
+             rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
              overrides: list[str] = SET_OPT,
              quiet: bool = typer.Option(False, help="no progress bars")) -> None:
@@ -210,26 +210,86 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     typer.echo(f"wrote {path}")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from relook import __version__
+
+        typer.echo(f"relook {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="print relook's version and exit")) -> None:
+    """Instance-level image retrieval that looks again at its shortlist."""
+
+
+def _click_classes(name: str) -> tuple[type, ...]:
+    """The exception class ``name`` of typer's bundled click and of click itself (whichever exist)."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _usage_line(e: Exception) -> str:
+    """A click/typer usage error as one line: the message and where to find the usage."""
+    message = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"error: {message}{where}"
+
+
+class _Interrupted:
+    """SIGINT handler for ``main``: remembers the interruption, then interrupts as Python's default does."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; a ``RelookError`` becomes ``error: ...`` on stderr and exit code 2."""
+    """Entry point: run the app. A ``RelookError`` or a usage error (unknown option or command, a bad
+    option value) becomes one line ``error: ...`` on stderr and exit code 2; Ctrl-C prints ``interrupted``
+    and exits 130 (typer turns an interruption into a plain return code, so a handler records it)."""
+    import signal
+    import threading
+
+    interrupted = _Interrupted()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, interrupted)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="relook", standalone_mode=False)
     except RelookError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        interrupted.seen = True
+        code = 130
+    except Exception as e:
+        if isinstance(e, _click_classes("NoArgsIsHelpError")):  # `relook`, or a group alone: its help
+            e.show()  # type: ignore[attr-defined]
             return 2
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
+        if isinstance(e, _click_classes("ClickException")):  # usage errors, bad option values
+            typer.echo(_usage_line(e), err=True)
+            return 2
         raise
-    return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted.seen or code == 130:  # typer returns 130 for a KeyboardInterrupt raised in a command
+        typer.echo("interrupted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

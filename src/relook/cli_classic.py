@@ -17,7 +17,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 @app.command("extract-sift")
 def extract_sift(images: Path = typer.Argument(..., help="folder of images (searched recursively)"),
                  output: Path = typer.Option(..., "--output", "-o", help="feature store (.h5) to write"),
-                 num_features: int = typer.Option(1000, help="strongest features kept per image"),
+                 num_features: int = typer.Option(1000, min=1, help="strongest features kept per image"),
                  root: bool = typer.Option(True, help="RootSIFT (--no-root: L2-normalised SIFT)"),
                  scales: str = typer.Option("1.0", help="comma-separated image scales, e.g. 0.7071,1,1.4142"),
                  overwrite: bool = typer.Option(False, help="start the store afresh")) -> None:
@@ -42,7 +42,7 @@ def import_delg_cmd(data_dir: Path = typer.Argument(..., help="RRT data folder, 
                     desc_name: str = typer.Argument(..., help="descriptor set, e.g. r50_gldv1 (folder delg_<name>)"),
                     list_file: Path = typer.Argument(..., help="image list, e.g. test_query.txt"),
                     output: Path = typer.Option(..., "--output", "-o", help="feature store (.h5) to write"),
-                    max_local: int = typer.Option(None, help="keep the first (strongest) N local features"),
+                    max_local: int = typer.Option(None, min=1, help="keep the first (strongest) N local features"),
                     overwrite: bool = typer.Option(False, help="start the store afresh")) -> None:
     """Import precomputed DELG features (RRT release layout) into a feature store.
 
@@ -56,8 +56,8 @@ def import_delg_cmd(data_dir: Path = typer.Argument(..., help="RRT data folder, 
 
 @app.command("local-stats")
 def local_stats(store: Path = typer.Argument(..., help="feature store with keypoints"),
-                top_n: int = typer.Option(None, help="first keep the N strongest features per image"),
-                stride: float = typer.Option(16.0, help="grid stride in pixels (RRT supp. Sec. B: 16)")) -> None:
+                top_n: int = typer.Option(None, min=1, help="first keep the N strongest features per image"),
+                stride: float = typer.Option(16.0, min=1.0, help="grid stride in pixels (RRT supp. Sec. B: 16)")) -> None:
     """Mean local features and distinct grid locations per image (RRT supplementary Sec. B).
 
     Example: relook classic local-stats runs/roxf_db.h5 --top-n 500
@@ -75,10 +75,10 @@ def local_stats(store: Path = typer.Argument(..., help="feature store with keypo
 @app.command("codebook")
 def codebook(store: Path = typer.Argument(..., help="feature store with local_desc (training images)"),
              output: Path = typer.Option(..., "--output", "-o", help="centroids file (.npy)"),
-             size: int = typer.Option(65536, help="visual words"),
-             train_max: int = typer.Option(500000, help="at most this many descriptors (seeded sample)"),
-             max_local: int = typer.Option(1000, help="strongest local features per image"),
-             seed: int = typer.Option(0, help="seed of the sample and k-means")) -> None:
+             size: int = typer.Option(65536, min=1, help="visual words"),
+             train_max: int = typer.Option(500000, min=1, help="at most this many descriptors (seeded sample)"),
+             max_local: int = typer.Option(1000, min=1, help="strongest local features per image"),
+             seed: int = typer.Option(0, min=0, help="seed of the sample and k-means")) -> None:
     """Train an ASMK visual codebook (faiss k-means) on a store's local descriptors.
 
     Example: relook classic codebook runs/train_sift.h5 -o runs/codebook.npy --size 65536
@@ -125,7 +125,7 @@ def rerank(shortlist: Path = typer.Argument(..., help="shortlist (.npz) from `re
 def asmk_search_cmd(query_store: Path = typer.Argument(..., help="store of the queries (local_desc)"),
                     gallery_store: Path = typer.Argument(..., help="store of the gallery (local_desc)"),
                     output: Path = typer.Option(..., "--output", "-o", help="ranking (.npz) to write"),
-                    k: int = typer.Option(100, "--k", help="ranking length"),
+                    k: int = typer.Option(100, "--k", min=1, help="ranking length"),
                     set_: list[str] = typer.Option([], "--set", help="asmk option key=value (repeatable)")) -> None:
     """ASMK* as global retrieval (inverted file over the gallery, no global descriptor needed).
 

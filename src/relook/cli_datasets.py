@@ -11,8 +11,8 @@ app = typer.Typer(no_args_is_help=True, help="Dataset readers, the CO3D-Retrieve
 @app.command("build-co3d-retrieve")
 def build_co3d_retrieve_cmd(root: Path = typer.Argument(..., help="CO3Dv2 root (holds <category>/frame_annotations.jgz)"),
                             out: Path = typer.Argument(..., help="output folder for manifest.json and masked/"),
-                            seed: int = typer.Option(0, help="seed of the train/test instance split"),
-                            num_frames: int = typer.Option(5, help="frames per video (paper: 5)"),
+                            seed: int = typer.Option(0, min=0, help="seed of the train/test instance split"),
+                            num_frames: int = typer.Option(5, min=1, help="frames per video (paper: 5)"),
                             step_deg: float = typer.Option(72.0, help="degrees about the object between frames"),
                             masked: bool = typer.Option(True, help="also write the masked-background images"),
                             progress: bool = typer.Option(True, help="show a progress bar")) -> None:
@@ -34,10 +34,10 @@ def build_co3d_retrieve_cmd(root: Path = typer.Argument(..., help="CO3Dv2 root (
 
 @app.command("synthetic")
 def synthetic_cmd(out: Path = typer.Argument(..., help="output folder (CO3Dv2 layout)"),
-                  num_instances: int = typer.Option(60, help="object instances (one video each)"),
-                  num_views: int = typer.Option(5, help="views per instance, 360/num_views degrees apart"),
-                  image_size: int = typer.Option(224, help="square image side in pixels"),
-                  seed: int = typer.Option(0, help="seed of everything generated"),
+                  num_instances: int = typer.Option(60, min=1, help="object instances (one video each)"),
+                  num_views: int = typer.Option(5, min=1, help="views per instance, 360/num_views degrees apart"),
+                  image_size: int = typer.Option(224, min=16, help="square image side in pixels"),
+                  seed: int = typer.Option(0, min=0, help="seed of everything generated"),
                   shared_textures: bool = typer.Option(True, help="draw part of the textures from shared pools"),
                   progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Write the synthetic multi-view benchmark (exact cameras, masks, depth) in the CO3Dv2 layout.

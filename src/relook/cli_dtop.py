@@ -32,10 +32,10 @@ def train_dtop_cmd(
     dataset_opt: list[str] = typer.Option([], help="dataset option key=value, e.g. split=train (repeatable)"),
     config: Optional[Path] = typer.Option(None, help="YAML with train options (train/dtop.py DEFAULT_CONF)"),
     model: str = typer.Option("{}", help='JSON of DToP options, e.g. \'{"backbone": "vit_b16"}\''),
-    epochs: Optional[int] = typer.Option(None, help="number of epochs"),
-    batch_size: Optional[int] = typer.Option(None, help="mini-batch size (paper: 64)"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="number of epochs"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="mini-batch size (paper: 64)"),
     sampling: Optional[str] = typer.Option(None, help="group | fixed"),
-    max_size: Optional[int] = typer.Option(None, help="longer side of training batches"),
+    max_size: Optional[int] = typer.Option(None, min=16, help="longer side of training batches"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoint.pt when present"),
 ) -> None:
@@ -68,7 +68,7 @@ def train_whitening_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="whitening file (.npz) to write"),
     dataset_opt: list[str] = typer.Option([], help="dataset option key=value (repeatable)"),
     kind: str = typer.Option("supervised", help="supervised (matching pairs) | pca"),
-    max_pairs: int = typer.Option(100000, help="at most this many matching pairs (seeded subset)"),
+    max_pairs: int = typer.Option(100000, min=1, help="at most this many matching pairs (seeded subset)"),
 ) -> None:
     """Learn whitening of global descriptors: supervised from same-label pairs, or PCA.
 

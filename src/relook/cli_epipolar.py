@@ -13,8 +13,8 @@ def pseudo_gt(pairs: Path = typer.Argument(..., help="text file, one pair per li
               image_dir: Path = typer.Option(..., "--image-dir", help="folder the ids are relative to"),
               output: Path = typer.Option(..., "--output", "-o", help="HDF5 file of F per pair (resumed if present)"),
               matcher: str = typer.Option("sift", help="sift (weight-free) or loftr (kornia; downloads weights)"),
-              threshold: float = typer.Option(1.0, help="MAGSAC++ threshold in pixels"),
-              seed: int = typer.Option(0, help="OpenCV RNG seed for MAGSAC++"),
+              threshold: float = typer.Option(1.0, min=0.0, help="MAGSAC++ threshold in pixels"),
+              seed: int = typer.Option(0, min=0, help="OpenCV RNG seed for MAGSAC++"),
               overwrite: bool = typer.Option(False, help="recompute every pair"),
               progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Pseudo ground-truth fundamental matrices: matches + MAGSAC++, reliability rule of Sec. 5.2.
@@ -48,7 +48,7 @@ def visualize_epipolar_attention(
         split: str = typer.Option("test", help="dataset split holding both images"),
         variant: str = typer.Option("full", help="dataset variant (full | masked)"),
         out: Path = typer.Option(..., "--out", "-o", help="PNG to write"),
-        net_size: int = typer.Option(224, help="square network input size the grid covers")) -> None:
+        net_size: int = typer.Option(224, min=16, help="square network input size the grid covers")) -> None:
     """Predicted s x s x s x s cross-attention next to the ground-truth epipolar grid (Fig. 4), and the
     share of attention on epipolar cells for this pair. Cameras are used for the ground truth only.
 

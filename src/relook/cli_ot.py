@@ -17,9 +17,9 @@ def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in th
                  image_root: Path = typer.Option(Path("."), help="folder the image ids are relative to"),
                  output: Path = typer.Option(..., "--output", "-o", help="PNG to write"),
                  marginal: str = typer.Option("relevancy", help="uniform | cross | relevancy"),
-                 partial: float = typer.Option(0.9, help="transported mass a of partial OT (1 = full OT)"),
-                 eps: float = typer.Option(0.05, help="entropic regularisation of Sinkhorn"),
-                 top: int = typer.Option(5, help="number of top matching patch pairs drawn")) -> None:
+                 partial: float = typer.Option(0.9, min=0.0, max=1.0, help="transported mass a of partial OT (1 = full OT)"),
+                 eps: float = typer.Option(0.05, min=1e-6, help="entropic regularisation of Sinkhorn"),
+                 top: int = typer.Option(5, min=1, help="number of top matching patch pairs drawn")) -> None:
     """Draw the patch-importance heatmaps of a pair and its top matching patch pairs (highest T_ij).
 
     Example: relook visualize ot q/001.jpg db/042.jpg --query-store q.h5 --gallery-store db.h5

@@ -18,15 +18,15 @@ def train_rrt_cmd(
         data_opt: list[str] = typer.Option([], help="dataset option KEY=VALUE (repeatable), e.g. split=train"),
         variant: str = typer.Option("sop", help="RRT preset: sop (7x7 grid, sine PE) or landmark (keypoints, global)"),
         model_opt: list[str] = typer.Option([], help="RRT option KEY=VALUE, e.g. position_encoding=none"),
-        epochs: int = typer.Option(15, help="epochs (official 15)"),
-        lr: float = typer.Option(1e-4, help="AdamW learning rate"),
-        max_norm: float = typer.Option(0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
-        triplets_per_batch: int = typer.Option(12, help="(anchor, positive, negative) triplets per step"),
-        min_positives: int = typer.Option(1, help="anchors need this many positives in their top-100"),
+        epochs: int = typer.Option(15, min=1, help="epochs (official 15)"),
+        lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
+        max_norm: float = typer.Option(0.0, min=0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
+        triplets_per_batch: int = typer.Option(12, min=1, help="(anchor, positive, negative) triplets per step"),
+        min_positives: int = typer.Option(1, min=1, help="anchors need this many positives in their top-100"),
         finetune: bool = typer.Option(False, help="fine-tune the CNN backbone jointly (reads images)"),
         backbone_opt: list[str] = typer.Option([], help="cnn_local option KEY=VALUE for --finetune"),
         device: str = typer.Option("cpu", help="torch device"),
-        seed: int = typer.Option(0, help="seed of model init and triplet sampling"),
+        seed: int = typer.Option(0, min=0, help="seed of model init and triplet sampling"),
         resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
         progress: bool = typer.Option(True, help="show progress bars"),
         guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's cameras)"),
@@ -58,8 +58,8 @@ def visualize_rrt_matches(
         query_image: Path = typer.Option(..., help="query image file"),
         candidate_image: Path = typer.Option(..., help="candidate image file"),
         out: Path = typer.Option(..., "--out", "-o", help="PNG to write"),
-        max_locals: Optional[int] = typer.Option(None, help="locals per image (default: the model's)"),
-        max_lines: Optional[int] = typer.Option(None, help="draw only the strongest N matches")) -> None:
+        max_locals: Optional[int] = typer.Option(None, min=1, help="locals per image (default: the model's)"),
+        max_lines: Optional[int] = typer.Option(None, min=1, help="draw only the strongest N matches")) -> None:
     """Draw the correspondences RRT's last-layer attention implies (linear sum assignment, supp. Sec. E).
 
     Example: relook visualize rrt-matches rrt.pt test.h5 q001 g042 --query-image q.jpg

@@ -1,14 +1,45 @@
 """``default_conf`` handling shared by every configurable part (rerankers, extractors, models)."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Mapping
 
 from relook.errors import ConfigError
 
 
 def merge_conf(default: Mapping[str, Any], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
-    """``default`` updated with ``given``; a key not in ``default`` raises ``ConfigError`` naming ``owner``."""
+    """``default`` updated with ``given``; a key not in ``default``, or a value of another type than the
+    default's (``check_type``), raises ``ConfigError`` naming ``owner`` and the key."""
     unknown = sorted(set(given) - set(default))
     if unknown:
         raise ConfigError(f"{owner}: unknown option(s) {unknown}; known: {sorted(default)}")
+    for key, value in given.items():
+        check_type(value, default[key], f"{owner}: option {key!r}")
     return {**default, **given}
+
+
+#: the default's type -> the types a given value may have (null is always allowed: "use the built-in")
+_ACCEPTS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (numbers.Integral,), float: (numbers.Real,), str: (str,),
+                                          list: (list, tuple), tuple: (list, tuple), dict: (dict,)}
+_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+          list: "a list", tuple: "a list", dict: "a mapping"}
+
+
+def check_type(value: Any, default: Any, where: str) -> None:
+    """``ConfigError`` when ``value`` cannot stand where the documented default is ``default``.
+
+    The default's type sets the rule (an int default takes ints, a float default ints or floats, a bool
+    default only true/false) and a positive numeric default takes no negative value (sizes, counts,
+    thresholds); a default of None, or a value of None, is not checked.
+    """
+    if value is None or default is None:
+        return
+    kind = type(default)
+    accepts = _ACCEPTS.get(kind)
+    if accepts is None:
+        return
+    ok = isinstance(value, accepts) and not (isinstance(value, bool) and kind is not bool)
+    if not ok:
+        raise ConfigError(f"{where} must be {_NAMES[kind]}, got {value!r} ({type(value).__name__})")
+    if kind in (int, float) and default > 0 and value < 0:
+        raise ConfigError(f"{where} must be >= 0, got {value!r}")

@@ -104,10 +104,9 @@ def run_demo(out: str | Path = "runs/demo", num_instances: int = 60, num_views: 
 def _trained(ckpt: Path, epochs: int) -> bool:
     if not ckpt.exists():
         return False
-    import torch
+    from relook.models.rrt_checkpoint import read_checkpoint
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return int(state.get("epoch", 0)) >= epochs
+    return int(read_checkpoint(ckpt).get("epoch", 0)) >= epochs
 
 
 def _extra_figures(conf: dict, out: Path, log) -> None:

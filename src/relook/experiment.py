@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from relook.config import check_type
 from relook.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
@@ -63,6 +64,10 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         if not isinstance(data, dict):
             raise ConfigError(f"{f}: a config must be a mapping of keys, got {type(data).__name__}")
         conf = _merge(conf, data, str(f))
+        try:  # a wrong type or option is reported against the file that brought it
+            _check_types(copy.deepcopy(conf))
+        except ConfigError as e:
+            raise ConfigError(f"{f}: {e}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
@@ -72,16 +77,45 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             raise ConfigError(f"override {item!r}: unknown config key {keys[0]!r}; known: {sorted(DEFAULTS)}")
         node = conf
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {k!r} is not a mapping")
-        node[keys[-1]] = yaml.safe_load(raw)
+            node = _child(node, k, item, create=True)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+        if isinstance(node, list):
+            node[_index(node, keys[-1], item)] = value
+        else:
+            node[keys[-1]] = value
     return validate(conf)
+
+
+def _index(node: list, key: str, item: str) -> int:
+    """``key`` as an index into the list ``node`` (``rerankers.0.top_k``); ``ConfigError`` naming ``item``."""
+    if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+        raise ConfigError(f"override {item!r}: {key!r} is not an index of a list of {len(node)} item(s)")
+    return int(key)
+
+
+def _child(node: Any, key: str, item: str, create: bool) -> Any:
+    """The mapping or list under ``key`` of ``node`` while walking an override's dotted path."""
+    if isinstance(node, list):
+        child = node[_index(node, key, item)]
+        if isinstance(child, str):  # `- sift` shorthand: make it a mapping so options can be set
+            child = node[int(key)] = {"name": child}
+    elif isinstance(node, dict):
+        child = node.setdefault(key, {}) if create else node.get(key)
+    else:
+        child = None
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"override {item!r}: {key!r} is not a mapping or list (it is {child!r})")
+    return child
 
 
 def _labelled(items: list, what: str) -> list[dict]:
     out, seen = [], set()
     for i, item in enumerate(items or []):
+        if not isinstance(item, (str, dict)):
+            raise ConfigError(f"{what}[{i}] must be a name or a mapping {{name: ..., option: value}}, got {item!r}")
         item = {"name": item} if isinstance(item, str) else dict(item)
         if "name" not in item:
             raise ConfigError(f"{what}[{i}] needs a 'name'")
@@ -94,14 +128,60 @@ def _labelled(items: list, what: str) -> list[dict]:
 
 
 def validate(conf: dict) -> dict:
-    conf["extractors"] = _labelled(conf["extractors"], "extractors")
-    conf["rerankers"] = _labelled(conf["rerankers"], "rerankers")
+    """Check the composed config before any work starts: key types, shortlist bounds, and each extractor's
+    and reranker's options against its ``default_conf`` (unknown option, wrong type, negative size)."""
+    _check_types(conf)
+    labels = [e["label"] for e in conf["extractors"]]
     if conf["rerank_junk"] not in ("keep", "drop"):
         raise ConfigError(f"rerank_junk must be 'keep' or 'drop', got {conf['rerank_junk']!r}")
-    labels = [e["label"] for e in conf["extractors"]]
     if conf["global"] is not None and conf["global"] not in labels:
         raise ConfigError(f"global: {conf['global']!r} is not an extractor label; known: {labels}")
     return conf
+
+
+def _check_types(conf: dict) -> None:
+    """Types and bounds of every key; labels the extractor and reranker lists in place."""
+    for key in ("dataset", "shortlist", "out", "note", "rerank_junk"):
+        check_type(conf[key], DEFAULTS[key], f"config key {key!r}")
+    for key in ("global",):
+        if conf[key] is not None and not isinstance(conf[key], str):
+            raise ConfigError(f"config key {key!r} must be an extractor label (a string), got {conf[key]!r}")
+    for key in ("extractors", "rerankers"):
+        if conf[key] is not None and not isinstance(conf[key], list):
+            raise ConfigError(f"config key {key!r} must be a list of {{name: ..., option: value}}, got {conf[key]!r}")
+    for key, value in conf["shortlist"].items():
+        if key not in DEFAULTS["shortlist"]:
+            raise ConfigError(f"shortlist: unknown option {key!r}; known: {sorted(DEFAULTS['shortlist'])}")
+        check_type(value, DEFAULTS["shortlist"][key], f"shortlist.{key}")
+    if conf["shortlist"].get("k") is not None and conf["shortlist"]["k"] < 1:
+        raise ConfigError(f"shortlist.k must be >= 1, got {conf['shortlist']['k']}")
+    conf["extractors"] = _labelled(conf["extractors"], "extractors")
+    conf["rerankers"] = _labelled(conf["rerankers"], "rerankers")
+    _check_options(conf)
+
+
+def _check_options(conf: dict) -> None:
+    """Each extractor's and reranker's options against its registered ``default_conf``, without building it."""
+    from relook.config import merge_conf
+    from relook.features.base import EXTRACTORS
+    from relook.rerank.base import RERANKERS
+
+    import relook.features  # noqa: F401  (registers the built-in parts)
+    import relook.rerank  # noqa: F401
+
+    for kind, registry, skip in (("extractors", EXTRACTORS, ("name", "label")),
+                                 ("rerankers", RERANKERS, ("name", "label", "features"))):
+        for i, item in enumerate(conf[kind]):
+            if not isinstance(item["name"], str):
+                raise ConfigError(f"{kind}[{i}].name must be a string, got {item['name']!r}")
+            factory = registry.get(item["name"])
+            default = getattr(factory, "default_conf", None)
+            if not isinstance(default, dict):
+                continue
+            if kind == "rerankers":
+                default = {"top_k": 100, **default}
+            merge_conf(default, {k: v for k, v in item.items() if k not in skip},
+                       f"{kind}[{i}] ({item['label']})")
 
 
 def save_config(conf: dict, out_dir: str | Path) -> Path:

@@ -22,3 +22,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def load_array(path: str | Path, what: str, keys: tuple[str, ...] = ()):
+    """The array in a ``.npy`` file, or the arrays ``keys`` of a ``.npz`` (a dict), read with
+    ``allow_pickle=False`` so no object array (and no code) is ever unpickled; ``DataError`` naming the file."""
+    import numpy as np
+
+    from relook.errors import DataError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if isinstance(data, np.ndarray):
+                return data
+            with data:
+                missing = [k for k in keys if k not in data.files]
+                if missing:
+                    raise DataError(f"{path}: {what} has no {missing[0]!r} array (found {sorted(data.files)})")
+                return {k: data[k] for k in keys}
+    except (OSError, ValueError, EOFError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: not a readable {what} (.npy/.npz without pickled objects): {first}") from None

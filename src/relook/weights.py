@@ -160,17 +160,13 @@ def load_state_dict(record: WeightsRecord, unwrap: tuple[str, ...] = ("state_dic
 
     A checkpoint that nests its weights under one of ``unwrap`` is unwrapped.
     """
-    import pickle
-
     import torch
+
+    from relook.checkpoints import load_checkpoint
 
     if record.is_random:
         raise ConfigError("random-init weights have no file to load")
-    try:
-        state = torch.load(record.path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{record.path}: not a loadable weights file ({first})") from None
+    state = load_checkpoint(record.path, "weights file")
     for key in unwrap:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

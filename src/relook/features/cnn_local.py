@@ -133,14 +133,12 @@ class CNNLocal(Extractor):
         self.net = CNNLocalNet(c["arch"], c["pretrained"] if not c["weights"] else False, c["local_dim"],
                                c["projection"], c["projection_seed"], c["global_pool"], c["gem_p"], seed=c["seed"])
         if c["weights"]:
-            from relook.models.rrt_checkpoint import read_checkpoint
+            from relook.checkpoints import load_checkpoint, load_state_into, unwrap_state_dict
 
-            state = read_checkpoint(c["weights"])
-            state = state.get("backbone_state", state)
-            try:
-                self.net.load_state_dict(state)
-            except RuntimeError as e:
-                raise DataError(f"{c['weights']}: does not fit cnn_local {c['arch']} ({e})") from None
+            state = load_checkpoint(c["weights"], "cnn_local weights file")
+            state = unwrap_state_dict(state, ("backbone_state", "state_dict", "model"))
+            load_state_into(self.net, state, c["weights"],
+                            f"cnn_local {c['arch']} (local_dim {c['local_dim']}, projection {c['projection']})")
         self.net.to(c["device"]).eval()
 
     @property

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from relook.errors import ConfigError, ShapeError
+from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
+from relook.io import load_array
 from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy,
                                    window_attention_resized)
 from relook.types import ImageFeatures
@@ -146,7 +147,9 @@ class VitTokens(Extractor):
         path = Path(proj)
         if not path.exists():
             raise ConfigError(f"extractor 'vit_tokens': projection={proj!r} is neither 'orthogonal' nor a file")
-        w = np.load(path)
+        w = load_array(path, "vit_tokens projection")
+        if not isinstance(w, np.ndarray):
+            raise DataError(f"{path}: expected one (channels, dim) array in a .npy file, found an .npz archive")
         if w.shape != (c, int(dim)):
             raise ShapeError(f"{path}: projection has shape {w.shape}, expected ({c}, {dim})")
         return torch.as_tensor(w, dtype=torch.float32, device=self.conf["device"])

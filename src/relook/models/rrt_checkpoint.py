@@ -1,12 +1,14 @@
 """RRT checkpoints: relook's own format (config + state dict) and the official released ones.
 
-Own format (``torch.save`` of a dict)::
+Own format (``torch.save`` of a dict of tensors, numbers and strings; read with ``weights_only=True``)::
 
-    {"format": "relook-rrt", "version": 1, "config": RRT.conf, "state_dict": ..., **extra}
+    {"format": "relook-rrt", "version": 2, "config_json": json.dumps(RRT.conf), "state_dict": ..., **extra}
 
-``extra`` holds what a trainer needs to resume (optimizer state, epoch, backbone state, ...).
+``extra`` holds what a trainer needs to resume (optimizer state, epoch, backbone state, ...). Version 1
+kept the config as a plain dict under ``config``; it still loads.
 
-Official format (github.com/uvavision/RerankingTransformer): ``{"state": state_dict, "optim": ...}``,
+Official format (github.com/uvavision/RerankingTransformer): ``{"state": state_dict, "optim": ...}`` (a bare
+state dict, or one under ``state_dict`` / ``model``, loads too),
 the state dict saved from an ``nn.DataParallel`` (keys prefixed ``module.``). RRT_GLD keys are
 ``encoder.layers.{i}.{self_attn.in_proj_weight, ..., linear1, linear2, norm1, norm2}``, ``remap``
 (Linear 2048->128), ``scale_encoder`` (7 x 128), ``seg_encoder`` (6 x 128; rows: query local, candidate
@@ -21,6 +23,8 @@ from typing import Any
 
 import torch
 
+from relook.checkpoints import (FORMATS, config_of, describe, load_checkpoint, load_state_into, to_json,
+                                unwrap_state_dict)
 from relook.errors import DataError
 from relook.models.rrt import CAND_GLOBAL, CAND_LOCAL, CLS, QUERY_GLOBAL, QUERY_LOCAL, RRT, SEP
 
@@ -39,28 +43,37 @@ def save_rrt(path: str | Path, model: RRT, **extra: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": 1, "config": dict(model.conf), "state_dict": state, **extra}, tmp)
+        torch.save({"format": FORMAT, "version": 2, "config_json": to_json(model.conf), "state_dict": state, **extra},
+                   tmp)
     return path
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The raw checkpoint dict (CPU tensors); ``DataError`` when missing or unreadable."""
+    """The raw checkpoint dict (CPU tensors), read without running code; ``DataError`` when missing,
+    unreadable, not a dict or pickling anything beyond tensors and plain containers."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such RRT checkpoint; train one with `relook train rrt`")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise DataError(f"{path}: not a readable torch checkpoint ({e})") from None
+    ckpt = load_checkpoint(path, "RRT checkpoint")
+    if not isinstance(ckpt, dict):
+        raise DataError(f"{path}: expected an RRT checkpoint (a dict of tensors), found {describe(ckpt)}")
+    return ckpt
 
 
 def load_rrt(path: str | Path) -> RRT:
-    """Build an ``RRT`` from a relook checkpoint, or from an official one (detected by its ``state`` key)."""
+    """Build an ``RRT`` from a relook checkpoint, or from an official one (a state dict, maybe nested)."""
     ckpt = read_checkpoint(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        model = RRT(**ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
+    fmt = ckpt.get("format")
+    if fmt == FORMAT:
+        conf = config_of(ckpt, path, "RRT checkpoint", legacy_key="config")
+        try:
+            model = RRT(**conf)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}: the RRT config in the checkpoint is not valid here ({e})") from None
+        load_state_into(model, ckpt.get("state_dict"), path, f"RRT {conf.get('variant', '')}".strip())
         return model.eval()
+    if isinstance(fmt, str) and fmt in FORMATS:
+        raise DataError(f"{path}: expected an RRT checkpoint, found {describe(ckpt)}")
     return load_official_rrt(ckpt, source=str(path))
 
 
@@ -99,22 +112,24 @@ def load_official_rrt(ckpt: dict | str | Path, source: str = "checkpoint", **con
     """
     if not isinstance(ckpt, dict):
         source, ckpt = str(ckpt), read_checkpoint(ckpt)
-    state = ckpt.get("state", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise DataError(f"{source}: neither a relook RRT checkpoint nor an official one (dict with 'state')")
+    state = unwrap_state_dict(ckpt, ("state", "state_dict", "model")) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{source}: expected a relook RRT checkpoint or an official RRT state dict, found "
+                        f"{describe(ckpt)}")
     try:
         mapped, variant = official_to_relook(state)
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
-    layers = sorted({int(k.split(".")[1]) for k in mapped if k.startswith("encoder.")})
-    d_model = mapped["segment_embed.weight"].shape[1]
-    arch = {"variant": variant, "d_model": d_model, "num_layers": len(layers),
-            "dim_feedforward": mapped["encoder.0.linear1.weight"].shape[0],
-            "norm_first": "final_norm.weight" in mapped}
-    if variant == "landmark":
-        arch["d_global"] = mapped["global_proj.weight"].shape[1]
+    layers = sorted({int(k.split(".")[1]) for k in mapped if k.startswith("encoder.") and k.split(".")[1].isdigit()})
+    try:
+        arch = {"variant": variant, "d_model": mapped["segment_embed.weight"].shape[1], "num_layers": len(layers),
+                "dim_feedforward": mapped["encoder.0.linear1.weight"].shape[0],
+                "norm_first": "final_norm.weight" in mapped}
+        if variant == "landmark":
+            arch["d_global"] = mapped["global_proj.weight"].shape[1]
+    except (KeyError, IndexError) as e:
+        raise DataError(f"{source}: official RRT state dict without {e} (expected 'encoder.layers.0.linear1' and, "
+                        "for the landmark variant, 'remap')") from None
     model = RRT(**{**arch, **conf})
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
-    if missing or unexpected:
-        raise DataError(f"{source}: official RRT weights do not fit (missing {missing}, unexpected {unexpected})")
+    load_state_into(model, mapped, source, f"official RRT ({variant}) mapped to relook's RRT")
     return model.eval()

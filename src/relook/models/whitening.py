@@ -79,8 +79,12 @@ def load_whitening(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"whitening file {path} not found: learn it with `relook train dtop-whitening`")
-    with np.load(path) as z:
-        return z["mean"], z["proj"]
+    from relook.io import load_array
+
+    z = load_array(path, "whitening file", ("mean", "proj"))
+    if not isinstance(z, dict):
+        raise DataError(f"{path}: expected a whitening .npz with 'mean' and 'proj', found one .npy array")
+    return z["mean"], z["proj"]
 
 
 def pairs_from_labels(labels: np.ndarray, max_pairs: int | None = None, seed: int = 0) -> np.ndarray:

@@ -52,7 +52,12 @@ class Asmk(Reranker):
             path = Path(self.conf["codebook_path"])
             if not path.exists():
                 raise DataError(f"asmk: codebook {path} not found; train one with `relook classic codebook`")
-            self.centroids = np.load(path).astype(np.float32)
+            from relook.io import load_array
+
+            centroids = load_array(path, "asmk codebook")
+            if not isinstance(centroids, np.ndarray) or centroids.ndim != 2:
+                raise DataError(f"{path}: expected a (K, d) codebook array in a .npy file")
+            self.centroids = centroids.astype(np.float32)
 
     def _descs(self, feats: ImageFeatures) -> np.ndarray:
         return keep_top_n(feats, self.conf["max_local"]).get("local_desc")

@@ -19,6 +19,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from relook.checkpoints import config_of, describe, load_checkpoint, load_state_into, to_json
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
 from relook.losses.arcface import ArcFace
@@ -160,8 +161,8 @@ def train_dtop(conf: dict[str, Any], items: Sequence[tuple[Any, Any]], labels: S
                           weight_decay=conf["weight_decay"])
     start, history = 0, []
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        trainee.load_state_dict(state["trainee"])
+        state = _read(ckpt_path, device)
+        load_state_into(trainee, state.get("trainee"), ckpt_path, "the DToP model + ArcFace centres being resumed")
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], state["history"]
     if rank == 0:
@@ -196,9 +197,9 @@ def train_dtop(conf: dict[str, Any], items: Sequence[tuple[Any, Any]], labels: S
             bar.set_postfix(loss=f"{losses[-1]:.3f}", size=f"{images.shape[2]}x{images.shape[3]}")
         history.append(float(np.mean(losses)) if losses else float("nan"))
         if rank == 0:
-            state = {"trainee": trainee.state_dict(), "model": model.state_dict(), "model_conf": model.conf,
-                     "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
-                     "classes": classes.tolist()}
+            state = {"format": "relook-dtop", "version": 2, "trainee": trainee.state_dict(),
+                     "model": model.state_dict(), "config_json": to_json(model.conf), "optimizer": opt.state_dict(),
+                     "epoch": epoch + 1, "history": history, "classes": classes.tolist()}
             torch.save(state, out_dir / "checkpoint.tmp")
             os.replace(out_dir / "checkpoint.tmp", ckpt_path)
             (out_dir / "history.json").write_text(json.dumps({"epoch_loss": history}))
@@ -212,7 +213,20 @@ def load_dtop(checkpoint: str | Path, device: str = "cpu") -> DToP:
     path = Path(checkpoint)
     if not path.exists():
         raise DataError(f"dtop checkpoint {path} not found: train with `relook train dtop` first")
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = DToP(**{**state["model_conf"], "pretrained": False})
-    model.load_state_dict(state["model"])
+    state = _read(path, device)
+    conf = config_of(state, path, "DToP checkpoint", legacy_key="model_conf")
+    try:
+        model = DToP(**{**conf, "pretrained": False})
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: the DToP config in the checkpoint is not valid here ({e})") from None
+    load_state_into(model, state.get("model"), path, f"DToP {conf.get('backbone', '')}".strip())
     return model.to(device).eval()
+
+
+def _read(path: Path, device: Any) -> dict:
+    """A ``train_dtop`` checkpoint read without running code (``weights_only=True``)."""
+    state = load_checkpoint(path, "DToP checkpoint", map_location=device)
+    fmt = state.get("format", "relook-dtop") if isinstance(state, dict) else None
+    if fmt != "relook-dtop" or "model" not in state:
+        raise DataError(f"{path}: expected a DToP checkpoint written by `relook train dtop`, found {describe(state)}")
+    return state

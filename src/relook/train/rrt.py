@@ -244,7 +244,7 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         if rank == 0:
             extra = {"backbone_state": joint.source.net.state_dict()} if joint.source is not None else {}
             save_rrt(ckpt_path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch + 1,
-                     train_conf=c, **extra)
+                     train_conf_json=json.dumps(c, sort_keys=True, default=str), **extra)
             log = {"epoch": epoch + 1, **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
             with open(out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(log) + "\n")
