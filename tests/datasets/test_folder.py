@@ -175,3 +175,25 @@ def test_real_photos_end_to_end(tmp_path, capsys):
     for q, row in enumerate(sl.indices):
         assert sorted(row.tolist()) == [j for j in range(12) if j != q]
     assert not any((tmp_path / "run").rglob("*.jpg"))  # photos read in place, never copied
+
+
+def test_distractor_through_pipeline(tmp_path):
+    """A group of one: in the gallery (a candidate of every query), not a query; one feature store."""
+    from relook import pipeline
+    from relook.experiment import load_config
+    from relook.types import Shortlist
+
+    root = _tree(tmp_path / "p", {"a": 2, "b": 2, "lone": 1})
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"dataset: {{name: folder, root: {root}}}\nextractors: [{{name: folder_test_thumb}}]\n"
+                   f"shortlist: {{k: 10}}\nrerankers: []\nout: {tmp_path / 'run'}\n")
+    conf = load_config([cfg], [])
+    pipeline.extract(conf, progress=False)
+    assert sorted(p.name for p in (tmp_path / "run/features/folder_test_thumb").iterdir()) == ["gallery.h5"]
+    sl = Shortlist.load(pipeline.search(conf))
+    assert sl.query_ids == ["a/0.jpg", "a/1.jpg", "b/0.jpg", "b/1.jpg"] and sl.k == 4
+    gid = {g: i for i, g in enumerate(sl.gallery_ids)}
+    for q, row in zip(sl.query_ids, sl.indices):
+        assert sorted(sl.gallery_ids[i] for i in row) == sorted(set(gid) - {q})  # the distractor is a candidate
+    res = pipeline.evaluate(conf)["metrics"]["global only"]
+    assert 0.0 <= res["mAP"] <= 1.0
