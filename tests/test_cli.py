@@ -25,6 +25,16 @@ def test_search_and_info(tmp_path, rng, capsys):
     assert "20 images" in capsys.readouterr().out
 
 
+def test_search_same_store_excludes_self(tmp_path, rng):
+    write_store(tmp_path / "g.h5", 6, 8, rng)
+    g = str(tmp_path / "g.h5")
+    assert main(["store", "search", g, g, "-o", str(tmp_path / "s.npz"), "--k", "5"]) == 0
+    s = Shortlist.load(tmp_path / "s.npz")
+    assert s.k == 5 and all(q not in row and len(set(row.tolist())) == 5 for q, row in enumerate(s.indices))
+    assert main(["store", "search", g, g, "-o", str(tmp_path / "k.npz"), "--k", "5", "--keep-self"]) == 0
+    assert (Shortlist.load(tmp_path / "k.npz").indices[:, 0] == np.arange(6)).all()  # itself first when kept
+
+
 def test_bad_input_one_line_exit_2(tmp_path, rng):
     write_store(tmp_path / "q.h5", 2, 4, rng)
     write_store(tmp_path / "g.h5", 5, 8, rng)

@@ -44,7 +44,7 @@ class ToyThumb(Extractor):
 @RERANKERS.register("toy_reverse")
 class ToyReverse(Reranker):
     name = "toy_reverse"
-    default_conf = {"top_k": 4}  # self + 2 positives + 1 negative: reversing puts the negative first
+    default_conf = {"top_k": 4}  # 2 positives + 2 negatives (the query is never its own candidate)
     requires = frozenset({"global_desc"})
 
     def rerank(self, query, candidates, global_scores):
@@ -90,6 +90,37 @@ def test_stages_and_skip(toy, capsys):
     # an override changes the shortlist fingerprint: search redone
     assert main(["search", "-c", str(cfg), "-s", "shortlist.k=5"]) == 0
     assert (out / "shortlist.npz").stat().st_mtime_ns != stamps[1]
+
+
+def test_search_stage_excludes_query_before_cut(toy):
+    """Queries = gallery, k = N - 1: every query gets all N - 1 other images, itself never, in the order
+    of a slow reference (score descending, ties by ascending gallery index)."""
+    from relook import pipeline
+    from relook.store import FeatureStore
+    from relook.types import Shortlist
+
+    cfg, out = toy
+    conf = load_config([cfg], [])
+    pipeline.extract(conf, progress=False)
+    shortlist = Shortlist.load(pipeline.search(conf))
+    dataset = pipeline.dataset_of(conf)
+    n = len(dataset.gallery_ids)
+    assert conf["shortlist"]["k"] == n - 1 == shortlist.k == 11
+    with FeatureStore(out / "features/toy_thumb/gallery.h5") as gs:
+        x = gs.stack("global_desc", dataset.gallery_ids).astype(np.float64)
+    assert shortlist.query_ids == dataset.query_ids and shortlist.gallery_ids == dataset.gallery_ids
+    compared = 0
+    for q, row in enumerate(shortlist.indices):
+        others = np.array([j for j in range(n) if j != q])
+        s = x[q] @ x[others].T
+        ref = others[np.lexsort((others, -s))]
+        assert q not in row and sorted(row.tolist()) == others.tolist()
+        # faiss scores in float32: compare the order where reference scores differ by more than rounding
+        gaps = np.abs(np.diff(np.sort(s)))
+        if gaps.min() > 1e-5:
+            assert row.tolist() == ref.tolist()
+            compared += 1
+    assert compared >= n // 2 and shortlist.meta["exclude"] == "self"
 
 
 def test_bad_input(toy, tmp_path, capsys):

@@ -58,11 +58,13 @@ def dataset_of(conf: dict):
 
 
 def _same_items(dataset) -> bool:
-    return [(q[0], q[2]) for q in dataset.queries] == [(g[0], g[2]) for g in dataset.gallery]
+    """Every query is a gallery image (same id, same crop): SOP, CUB, Cars, CO3D-Retrieve, folder."""
+    gallery = {(g[0], g[2]) for g in dataset.gallery}
+    return all((q[0], q[2]) in gallery for q in dataset.queries)
 
 
 def store_paths(conf: dict, label: str, dataset) -> tuple[Path, Path]:
-    """(query store, gallery store) of extractor ``label``; one file when queries are the gallery."""
+    """(query store, gallery store) of extractor ``label``; one file when the queries are gallery images."""
     base = Path(conf["out"]) / "features" / label
     return (base / "gallery.h5" if _same_items(dataset) else base / "queries.h5"), base / "gallery.h5"
 
@@ -116,7 +118,11 @@ def index(conf: dict, overwrite: bool = False) -> Path:
 
 
 def search(conf: dict, overwrite: bool = False) -> Path:
-    """Global top-k shortlist from the global extractor's stores -> ``<out>/shortlist.npz``."""
+    """Global top-k shortlist from the global extractor's stores -> ``<out>/shortlist.npz``.
+
+    When queries are gallery images (``dataset.query_in_gallery``), each query is left out of its own
+    list before the top-k is cut, so k real candidates reach the rerankers (``relook.search.search``).
+    """
     from relook.search import read_index
     from relook.search import search as faiss_search
     from relook.store import FeatureStore
@@ -131,14 +137,16 @@ def search(conf: dict, overwrite: bool = False) -> Path:
             missing = store.missing(ids)
             if missing:
                 raise DataError(f"{store.path}: {len(missing)} images not extracted (e.g. {missing[0]!r}); run extract")
-        fp = _fingerprint(conf["shortlist"], conf["dataset"], label, gs.meta, len(gs), len(qs))
+        exclude = dataset.query_in_gallery
+        fp = _fingerprint(conf["shortlist"], conf["dataset"], label, gs.meta, len(gs), len(qs),
+                          "self excluded, ties by gallery index")
         if out.exists() and not overwrite and Shortlist.load(out).meta.get("fingerprint") == fp:
             return out
         faiss_index = read_index(index(conf))
         meta = {"fingerprint": fp, "dataset": f"{dataset.name} ({dataset.root})", "global": label,
                 **{f"global.{k}": v for k, v in gs.meta.items()}}
         shortlist = faiss_search(faiss_index, qs.stack("global_desc", qids), int(conf["shortlist"].get("k", 1000)),
-                                 qids, gids, meta)
+                                 qids, gids, meta, exclude=exclude)
     shortlist.save(out)
     return out
 

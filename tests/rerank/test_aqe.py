@@ -71,6 +71,24 @@ def test_research_matches_reference(tmp_path):
     assert sorted(shortlist_only.indices[0]) == sorted(sl.indices[0])
 
 
+def test_research_leaves_the_query_out(tmp_path):
+    """Queries = gallery: the shortlist left each query out (exclude=self), so the re-search does too."""
+    rng = np.random.default_rng(4)
+    g = _unit(rng.normal(size=(12, 8))).astype(np.float32)
+    with FeatureStore(tmp_path / "g.h5", "w") as s:
+        for i, x in enumerate(g):
+            s.write(ImageFeatures(f"g{i:02d}", global_desc=x))
+    gs = FeatureStore(tmp_path / "g.h5")
+    ids = gs.ids()
+    sl = exact_search(g, g, 11, ids, ids, exclude=np.arange(12))
+    out = create_reranker("aqe", n=2).rerank_shortlist(sl, gs, gs, progress=False)
+    for i in range(12):
+        others = np.array([j for j in range(12) if j != i])
+        qe = _aqe_reference(g[i], g[sl.indices[i, :2]], 3.0)
+        ref = others[np.argsort(-(g[others] @ qe), kind="stable")]
+        np.testing.assert_array_equal(out.indices[i], ref)  # all 11 others, the query never
+
+
 def test_rerank_single_query():
     rng = np.random.default_rng(3)
     q = _unit(rng.normal(size=8))

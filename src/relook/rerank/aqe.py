@@ -117,8 +117,12 @@ class AlphaQueryExpansion(Reranker):
         if self.conf["research"]:
             from relook.search import exact_search
 
+            exclude = None
+            if shortlist.meta.get("exclude") == "self":  # the shortlist left each query out: so does the re-search
+                gpos = {g: i for i, g in enumerate(shortlist.gallery_ids)}
+                exclude = np.array([gpos.get(q, -1) for q in shortlist.query_ids], np.int64)
             out = exact_search(expanded, gallery, k, shortlist.query_ids, shortlist.gallery_ids,
-                               {**meta, "aqe.research": "gallery"})
+                               {**meta, "aqe.research": "gallery"}, exclude=exclude)
             return Ranking(out.query_ids, out.gallery_ids, out.indices, out.scores, out.meta)
         top_k = int(self.conf["top_k"])
         scores = [gallery[row[:top_k][row[:top_k] >= 0]] @ expanded[q] for q, row in enumerate(shortlist.indices)]

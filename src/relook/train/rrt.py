@@ -79,11 +79,9 @@ def global_neighbours(global_desc: np.ndarray, k: int) -> np.ndarray:
 
     n = len(global_desc)
     ids = [str(i) for i in range(n)]
-    sl = exact_search(global_desc, global_desc, min(k + 1, n), ids, ids)
+    sl = exact_search(global_desc, global_desc, k, ids, ids, exclude=np.arange(n))
     out = np.full((n, k), -1, np.int64)
-    for i, row in enumerate(sl.indices):
-        row = row[(row != i) & (row >= 0)][:k]
-        out[i, :len(row)] = row
+    out[:, :sl.k] = sl.indices
     return out
 
 

@@ -1,0 +1,181 @@
+"""Your own photos (``folder``): a directory where each sub-folder is one group (instance), or any image
+root plus a CSV ``image,group[,split]``.
+
+* **Sub-folders** (no ``csv``): ``ROOT/<group>/**/<image>``, every image under a top-level sub-folder
+  (at any depth) belongs to that group; images lying directly in ROOT belong to no group and are kept
+  as gallery distractors. With ``split``, ROOT/<split> is read instead (``photos/test/<group>/...``).
+* **CSV**: a header row with ``image`` and ``group`` (and optionally ``split``), ``image`` relative to
+  ROOT; a relative ``csv`` path is looked up in ROOT first, then in the working directory. With
+  ``split``, only the rows of that split are read.
+* **Protocol** (as SOP, CUB, Cars): every image queries all the others, positives = the other images
+  of its group, the query itself is ignored by the metrics and never its own candidate.
+* **Odd inputs**: files that are not images (by name: ``relook.images.IMAGE_EXTENSIONS``) and hidden
+  files are ignored; images that cannot be decoded are skipped with one warning line naming them; a
+  group left with one image has no positive, so it is not a query, but its image stays in the gallery as
+  a distractor (``singletons="drop"`` removes it instead); both are counted in one warning line each. An
+  empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from relook.datasets.base import RetrievalDataset, register_dataset
+from relook.datasets.tables import read_csv
+from relook.errors import ConfigError, DataError
+from relook.images import is_image_file
+
+log = logging.getLogger(__name__)
+_readable_cache: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> decodes
+_warned: set[str] = set()
+
+
+def readable(path: Path) -> bool:
+    """Whether the image decodes (JPEGs at reduced scale, which still reads every byte); cached per file."""
+    from PIL import Image
+
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _readable_cache:
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (64, 64))
+                im.load()
+            _readable_cache[key] = True
+        except Exception:  # noqa: BLE001  (any decoder failure means "cannot read this file")
+            _readable_cache[key] = False
+    return _readable_cache[key]
+
+
+def _warn_once(message: str) -> None:
+    """One warning line per message and process (every pipeline stage reads the dataset again)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _names(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int]:
+    """((image id, group or None) for every image under ROOT, number of non-image files ignored)."""
+    rows, ignored = [], 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        for name in sorted(filenames):
+            if not is_image_file(name):
+                ignored += not name.startswith(".")
+                continue
+            image = (rel / name).as_posix()
+            rows.append((image, rel.parts[0] if rel.parts else None))
+    return rows, ignored
+
+
+def _read_table(root: Path, csv_path: Path, split: str | None) -> list[tuple[str, str | None]]:
+    """(image id, group) rows of the CSV (of ``split`` if given); errors name the CSV and line."""
+    table = read_csv(csv_path, ["image", "group"], "folder image/group CSV")
+    if not table:
+        raise DataError(f"{csv_path}: no rows after the header; expected lines 'image,group[,split]'")
+    if split is not None:
+        if "split" not in table[0]:
+            raise ConfigError(f"folder: split={split!r} given but {csv_path} has no 'split' column")
+        present = sorted({r["split"] for r in table})
+        table = [r for r in table if r["split"] == split]
+        if not table:
+            raise DataError(f"{csv_path}: no rows with split {split!r} (splits present: {', '.join(present)})")
+    rows, seen, missing = [], {}, []
+    for lineno, r in enumerate(table, 2):
+        image, group = r["image"].strip(), r["group"].strip()
+        if not image or not group:
+            raise DataError(f"{csv_path}: row {r} has an empty image or group")
+        image = Path(image).as_posix()
+        if image in seen:
+            raise DataError(f"{csv_path}: image {image!r} listed twice (rows {seen[image]} and {lineno})")
+        seen[image] = lineno
+        if not (root / image).is_file():
+            missing.append(f"{image!r} (row {lineno})")
+        rows.append((image, group))
+    if missing:
+        raise DataError(f"{csv_path}: {len(missing)} listed image(s) not found under {root}: {_names(missing, 3)}")
+    return rows
+
+
+def _find_csv(root: Path, csv: str | Path) -> Path:
+    path = Path(csv)
+    if path.is_absolute() or (root / path).exists() or not path.exists():
+        path = path if path.is_absolute() else root / path
+    if not path.exists():
+        raise DataError(f"{path}: CSV not found (folder csv={str(csv)!r}, looked in {root} and the working directory)")
+    return path
+
+
+@register_dataset("folder")
+def load_folder(root: Path, csv: str | Path | None = None, split: str | None = None,
+                singletons: str = "distractor", check: bool = True) -> RetrievalDataset:
+    """Your own images as a labels-protocol dataset (module docstring).
+
+    ``csv``: image/group table (else sub-folders are groups); ``split``: CSV rows of that split, or
+    ROOT/<split> without a CSV; ``singletons``: "distractor" (groups of one image stay in the gallery,
+    not queried) or "drop"; ``check``: decode every image once to skip unreadable ones.
+    ``info``: ``groups`` (names; label i = groups[i]), ``group_of`` (image id -> group or None),
+    ``unreadable``, ``singletons`` (image ids), ``ignored_files`` (count).
+    """
+    if singletons not in ("distractor", "drop"):
+        raise ConfigError(f"folder: singletons must be 'distractor' or 'drop', got {singletons!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (folder dataset root)")
+    ignored = 0
+    if csv is not None:
+        source = _find_csv(root, csv)
+        rows = _read_table(root, source, split)
+    else:
+        if split is not None:
+            root = root / split
+            if not root.is_dir():
+                raise DataError(f"{root}: no such split folder (folder dataset without csv reads ROOT/<split>)")
+        source = root
+        rows, ignored = _scan_folders(root)
+        if not rows:
+            raise DataError(f"{root}: no images found; expected one sub-folder of images per group, or csv=FILE")
+    unreadable = [img for img, _ in rows if check and not readable(root / img)]
+    if unreadable:
+        _warn_once(f"folder {source}: skipped {_count(len(unreadable), 'unreadable image')}: {_names(unreadable)}")
+        bad = set(unreadable)
+        rows = [r for r in rows if r[0] not in bad]
+    sizes: dict[str, int] = {}
+    for _, group in rows:
+        if group is not None:
+            sizes[group] = sizes.get(group, 0) + 1
+    lone = [img for img, group in rows if group is not None and sizes[group] == 1]
+    if lone:
+        fate = "kept as gallery distractors, not queries" if singletons == "distractor" else "dropped"
+        _warn_once(f"folder {source}: {_count(len(lone), 'group')} of one image (no positive), {fate}: {_names(lone)}")
+        if singletons == "drop":
+            rows = [r for r in rows if r[0] not in set(lone)]
+    groups = sorted(g for g, n in sizes.items() if n >= 2)
+    if not groups:
+        raise DataError(f"{source}: no group has two readable images, so no query has a positive "
+                        f"({len(rows)} image(s) in {len(sizes)} group(s))")
+    rows.sort()
+    label_of = {g: i for i, g in enumerate(groups)}
+    gallery = [(img, root / img, None) for img, _ in rows]
+    # images without a group of two get labels of their own (-1, -2, ...), so they are never positives
+    labels = np.array([label_of[g] if g in label_of else -1 - i for i, (_, g) in enumerate(rows)], dtype=np.int64)
+    qidx = np.flatnonzero(labels >= 0)
+    info = {"groups": groups, "group_of": dict(rows), "unreadable": unreadable, "singletons": lone,
+            "ignored_files": ignored, "split": split, "source": str(source)}
+    return RetrievalDataset("folder", root, [gallery[i] for i in qidx], gallery, "labels",
+                            query_labels=labels[qidx], gallery_labels=labels, query_in_gallery=qidx, info=info)

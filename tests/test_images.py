@@ -1,0 +1,90 @@
+"""``load_image`` on files written here, checked against pixel values computed by hand."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from relook.errors import DataError
+from relook.images import is_image_file, load_image
+
+# 16-bit values and round(v / 257) worked out by hand: 1000/257 = 3.89 -> 4 (the high byte would give 3),
+# 383/257 = 1.49 -> 1, 128/257 = 0.498 -> 0, 65535/257 = 255 (clipping at 255 would turn 2570 into 255)
+SIXTEEN = [0, 2570, 65535, 1000, 383, 128]
+EIGHT = [0, 10, 255, 4, 1, 0]
+
+
+def _grey16(path):
+    data = np.array([SIXTEEN], dtype="<u2")
+    Image.frombytes("I;16", (len(SIXTEEN), 1), data.tobytes()).save(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_grey(tmp_path, suffix):
+    path = _grey16(tmp_path / f"g16{suffix}")
+    assert Image.open(path).mode.startswith("I;16")  # the file really is 16-bit
+    img = load_image(path)
+    assert img.dtype == np.uint8 and img.shape == (1, len(SIXTEEN), 3)
+    assert img[0, :, 0].tolist() == EIGHT and (img == img[..., :1]).all()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_colour(tmp_path, suffix):
+    import cv2
+
+    rgb = np.array([[SIXTEEN[:3], SIXTEEN[3:]]], dtype=np.uint16)  # (1, 2, 3): R, G, B of two pixels
+    path = tmp_path / f"c16{suffix}"
+    cv2.imwrite(str(path), rgb[..., ::-1])  # OpenCV writes BGR
+    img = load_image(path)
+    assert img.shape == (1, 2, 3)
+    assert img.reshape(-1).tolist() == EIGHT
+
+
+def test_cmyk_jpeg(tmp_path):
+    cmyk = (50, 100, 150, 60)
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (16, 16), cmyk).save(path, quality=100)
+    assert Image.open(path).mode == "CMYK"
+    # R = (255 - C)(255 - K) / 255: (205 * 195) / 255 = 156.8, (155 * 195) / 255 = 118.5, (105 * 195) / 255 = 80.3
+    expected = np.array([156.8, 118.5, 80.3])
+    img = load_image(path).astype(np.float64)
+    assert np.abs(img - expected).max() <= 2.0  # JPEG rounding
+
+
+def test_exif_orientation(tmp_path):
+    stored = np.zeros((16, 32, 3), np.uint8)  # 16 high, 32 wide as stored in the file
+    stored[:8, :16] = (255, 0, 0)  # red top-left quadrant
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: rotate 90 degrees clockwise to display
+    path = tmp_path / "rot6.jpg"
+    Image.fromarray(stored).save(path, quality=100, exif=exif.tobytes())
+    img = load_image(path).astype(int)
+    assert img.shape == (32, 16, 3)  # displayed upright: 32 high, 16 wide
+    # clockwise: stored (row r, col c) -> displayed (row c, col 15 - r); the red block lands top-right
+    assert (np.abs(img[2:14, 10:14] - (255, 0, 0)) <= 8).all()
+    for rows, cols in ((slice(2, 14), slice(2, 6)), (slice(18, 30), slice(2, 6)), (slice(18, 30), slice(10, 14))):
+        assert (img[rows, cols] <= 8).all()
+    assert load_image(path, bbox=(8, 0, 16, 16)).astype(int).mean(axis=(0, 1))[0] > 240  # crop in upright pixels
+
+
+def test_palette_grey_alpha(tmp_path):
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([10, 20, 30, 200, 150, 100] + [0] * 762)
+    pal.putdata([0, 1])
+    pal.save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png").reshape(-1).tolist() == [10, 20, 30, 200, 150, 100]
+    Image.frombytes("LA", (2, 1), bytes([7, 255, 90, 0])).save(tmp_path / "la.png")
+    assert load_image(tmp_path / "la.png").reshape(-1).tolist() == [7, 7, 7, 90, 90, 90]  # alpha dropped
+    Image.frombytes("L", (2, 1), bytes([3, 250])).save(tmp_path / "l.png")
+    assert load_image(tmp_path / "l.png").reshape(-1).tolist() == [3, 3, 3, 250, 250, 250]
+    Image.frombytes("1", (8, 1), bytes([0b10000000])).save(tmp_path / "b.png")
+    assert load_image(tmp_path / "b.png")[0, :2, 0].tolist() == [255, 0]
+
+
+def test_bad_input(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match="bad.jpg: cannot decode"):
+        load_image(tmp_path / "bad.jpg")
+    with pytest.raises(DataError, match="nope.png: image not found"):
+        load_image(tmp_path / "nope.png")
+    assert is_image_file("a/B.JPG") and is_image_file("x.tiff")
+    assert not is_image_file("notes.txt") and not is_image_file(".hidden.jpg") and not is_image_file("groups.csv")
