@@ -124,3 +124,7 @@ def test_bad_input(tmp_path):
     no_size = ImageFeatures("n", local_desc=fa.local_desc, keypoints=fa.keypoints, attention=fa.attention)
     with pytest.raises(DataError, match="needs image_size"):
         gv.inliers(fa, [no_size])
+    swapped = ImageFeatures("t", local_desc=fa.local_desc, keypoints=fa.keypoints, attention=fa.attention,
+                            image_size=fa.image_size[::-1] // 2)
+    with pytest.raises(DataError, match="keypoints outside its image_size"):
+        gv.inliers(fa, [swapped])

@@ -88,7 +88,12 @@ def _inputs(f: ImageFeatures, device: str) -> dict[str, torch.Tensor]:
     if f.image_size is None:
         raise DataError(f"image {f.image_id!r}: LightGlue needs image_size; re-extract its local features")
     h, w = (int(v) for v in f.image_size)
-    return {"keypoints": torch.from_numpy(f.keypoints).to(device)[None],
+    kp = f.keypoints
+    if len(kp) and ((kp < -1).any() or (kp > [w, h]).any()):  # LightGlue's normalisation needs them inside
+        raise DataError(f"image {f.image_id!r}: keypoints outside its image_size (H, W) = ({h}, {w}); "
+                        f"re-extract its local features")
+    kp = np.clip(kp, 0, [w, h]).astype(np.float32)  # pixel-centre frame: -0.5 is still the image's edge
+    return {"keypoints": torch.from_numpy(kp).to(device)[None],
             "descriptors": torch.from_numpy(f.local_desc).to(device)[None],
             "image_size": torch.tensor([[w, h]], dtype=torch.float32, device=device)}
 
