@@ -48,7 +48,7 @@ def project(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return y[:, :2] / y[:, 2:]
 
 
-_EXTRACTORS: dict = {}
+_EXTRACTORS: dict = {}  # (extractor name, conf) -> (image -> features, extractor)
 
 
 def features(name: str, rel: str, **conf):
