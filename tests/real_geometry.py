@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from tests.shared_data import SHARED_DATA as DATA
+
 GEOMETRY = DATA / "geometry"
 
 #: pair name -> (image 1, image 2, 3x3 homography mapping image-1 pixels to image-2 pixels)

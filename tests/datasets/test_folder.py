@@ -11,7 +11,9 @@ from relook.errors import ConfigError, DataError
 from relook.features.base import EXTRACTORS, Extractor
 from relook.types import ImageFeatures
 
-KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "photos" / "Kodak24"
+from tests.shared_data import SHARED_DATA, shared
+
+KODAK = SHARED_DATA / "photos" / "Kodak24"
 
 
 @EXTRACTORS.register("folder_test_thumb")
@@ -148,8 +150,7 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
 def test_real_photos_end_to_end(tmp_path, capsys):
     """12 Kodak photos, read in place, in 4 groups of 3: as symlinked sub-folders and as a CSV over the
     original folder; `relook run` goes end to end and every query gets all 11 other photos, never itself."""
-    if not KODAK.is_dir():
-        pytest.skip(f"{KODAK} not present (shared data beside the clone)")
+    shared("photos", "Kodak24")
     from relook.cli import main
     from relook.types import Shortlist
 
