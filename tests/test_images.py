@@ -64,6 +64,22 @@ def test_exif_orientation(tmp_path):
     for rows, cols in ((slice(2, 14), slice(2, 6)), (slice(18, 30), slice(2, 6)), (slice(18, 30), slice(10, 14))):
         assert (img[rows, cols] <= 8).all()
     assert load_image(path, bbox=(8, 0, 16, 16)).astype(int).mean(axis=(0, 1))[0] > 240  # crop in upright pixels
+    raw = load_image(path, exif_orientation=False).astype(int)  # benchmarks: the stored grid, boxes as stored
+    assert raw.shape == (16, 32, 3) and (np.abs(raw[2:6, 2:14] - (255, 0, 0)) <= 8).all()
+
+
+def test_datasets_choose_orientation(tmp_path):
+    """Benchmarks read stored pixels (their boxes and cameras are in them); a user's folder reads upright."""
+    from relook.datasets.base import RetrievalDataset
+
+    assert RetrievalDataset("x", tmp_path, [], [], "labels").exif_orientation is False
+    for g in ("a", "b"):
+        (tmp_path / g).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / g / f"{i}.png")
+    from relook.datasets import load_dataset
+
+    assert load_dataset("folder", tmp_path).exif_orientation is True
 
 
 def test_palette_grey_alpha(tmp_path):

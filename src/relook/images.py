@@ -4,6 +4,9 @@ Every image comes back as RGB uint8 (H, W, 3), the way it is meant to be seen:
 
 * **EXIF orientation** is applied (``PIL.ImageOps.exif_transpose``), so a portrait photo stored sideways
   with orientation tag 6 comes back upright; a ``bbox`` is in the coordinates of the upright image.
+  ``exif_orientation=False`` keeps the stored pixel grid: benchmark datasets whose annotations (query
+  boxes, cameras, homographies) are in stored pixels and whose official code reads stored pixels
+  (revisitop, SfM-120k, GLDv2, SOP, CUB, Cars, CO3D) load that way (``RetrievalDataset.exif_orientation``).
 * **16-bit** images (PNG / TIFF, grey ``I;16`` or RGB(A) with 16 bits per channel) are scaled to 8 bits
   by ``round(v / 257)`` (65535 -> 255), never clipped at 255 and never truncated to the high byte.
   Integer ``I`` images (32-bit) are read as 16-bit values clipped to [0, 65535].
@@ -42,7 +45,7 @@ def _is_sixteen_bit_colour(im) -> bool:
     return im.mode in ("RGB", "RGBA") and any(";16" in str(getattr(t, "args", "")) for t in im.tile)
 
 
-def _read_sixteen_bit_colour(path: Path, im) -> np.ndarray:
+def _read_sixteen_bit_colour(path: Path, im, exif_orientation: bool = True) -> np.ndarray:
     """Full-precision RGB of a 16-bit-per-channel file (OpenCV reads what Pillow cannot), upright."""
     import cv2
     from PIL import Image
@@ -53,7 +56,7 @@ def _read_sixteen_bit_colour(path: Path, im) -> np.ndarray:
     rgb = Image.fromarray(to_uint8(raw[..., 2::-1]))
     method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}.get(im.getexif().get(0x0112, 1))  # the EXIF orientation table
+              8: Image.Transpose.ROTATE_90}.get(im.getexif().get(0x0112, 1) if exif_orientation else 1)  # EXIF table
     return np.asarray(rgb.transpose(method) if method is not None else rgb)
 
 
@@ -65,8 +68,9 @@ def _to_rgb(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def load_image(path: str | Path, bbox: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Read an image as RGB uint8 (H, W, 3), upright; optionally crop to ``bbox`` = (x1, y1, x2, y2) in pixels.
+def load_image(path: str | Path, bbox: tuple[float, float, float, float] | None = None,
+               exif_orientation: bool = True) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3), upright (unless ``exif_orientation=False``); optionally crop to ``bbox`` = (x1, y1, x2, y2) in pixels.
 
     Conversions as in the module docstring. Corrupt or unreadable files raise ``DataError`` naming the file.
     """
@@ -78,10 +82,10 @@ def load_image(path: str | Path, bbox: tuple[float, float, float, float] | None 
     try:
         with Image.open(path) as im:
             if _is_sixteen_bit_colour(im):
-                arr = _read_sixteen_bit_colour(path, im)
+                arr = _read_sixteen_bit_colour(path, im, exif_orientation)
             else:
                 im.load()
-                arr = _to_rgb(ImageOps.exif_transpose(im))
+                arr = _to_rgb(ImageOps.exif_transpose(im) if exif_orientation else im)
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -79,9 +79,10 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
         opts = {k: v for k, v in item.items() if k not in ("name", "label")}
         extractor = create_extractor(item["name"], **opts)
         qpath, gpath = store_paths(conf, item["label"], dataset)
-        extract_to_store(extractor, dataset.gallery, gpath, progress=progress)
+        exif = dataset.exif_orientation
+        extract_to_store(extractor, dataset.gallery, gpath, progress=progress, exif_orientation=exif)
         if qpath != gpath:
-            extract_to_store(extractor, dataset.queries, qpath, progress=progress)
+            extract_to_store(extractor, dataset.queries, qpath, progress=progress, exif_orientation=exif)
         out[item["label"]] = (qpath, gpath)
     return out
 

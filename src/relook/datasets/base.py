@@ -41,6 +41,9 @@ class RetrievalDataset:
     gallery_labels: np.ndarray | None = None
     query_in_gallery: np.ndarray | None = None  # gallery index of each query itself, or -1
     info: dict[str, Any] = field(default_factory=dict)  # e.g. cameras, categories, splits
+    # apply EXIF orientation when loading: off for benchmarks, whose boxes/cameras are in stored pixels and
+    # whose official code reads stored pixels; on for a user's own photos (``folder``)
+    exif_orientation: bool = False
 
     @property
     def query_ids(self) -> list[str]:

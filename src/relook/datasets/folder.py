@@ -178,4 +178,5 @@ def load_folder(root: Path, csv: str | Path | None = None, split: str | None = N
     info = {"groups": groups, "group_of": dict(rows), "unreadable": unreadable, "singletons": lone,
             "ignored_files": ignored, "split": split, "source": str(source)}
     return RetrievalDataset("folder", root, [gallery[i] for i in qidx], gallery, "labels",
-                            query_labels=labels[qidx], gallery_labels=labels, query_in_gallery=qidx, info=info)
+                            query_labels=labels[qidx], gallery_labels=labels, query_in_gallery=qidx, info=info,
+                            exif_orientation=True)

@@ -56,8 +56,11 @@ class Extractor(ABC):
 
 
 def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_path: str | Path,
-                     overwrite: bool = False, progress: bool = True) -> Path:
-    """The extract stage: write features of ``items`` into ``store_path``, skipping complete images."""
+                     overwrite: bool = False, progress: bool = True, exif_orientation: bool = True) -> Path:
+    """The extract stage: write features of ``items`` into ``store_path``, skipping complete images.
+
+    ``exif_orientation``: load images upright (a user's photos) or in stored pixels (benchmarks).
+    """
     from relook.images import load_image
     from relook.store import FeatureStore
 
@@ -67,7 +70,7 @@ def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_pat
                 return Path(store_path)  # nothing to do: leave the file untouched
     with FeatureStore(store_path, "w" if overwrite else "a", meta=extractor.provenance) as store:
         todo = [it for it in items if it[0] not in store]
-        loaded = ((i, load_image(p, bbox)) for i, p, bbox in todo)
+        loaded = ((i, load_image(p, bbox, exif_orientation)) for i, p, bbox in todo)
         for feats in tqdm(extractor.extract(loaded), total=len(todo), desc=f"extract:{extractor.name}",
                           disable=not progress):
             store.write(feats)
