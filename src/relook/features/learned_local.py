@@ -106,7 +106,7 @@ class LearnedLocal(Extractor):
         return next(self.extract([(image_id, image)]))
 
     def extract(self, images: Iterable[tuple[str, np.ndarray]]) -> Iterator[ImageFeatures]:
-        """Runs of consecutive images with the same network input size share a forward pass."""
+        """Runs of consecutive images of the same size share a forward pass."""
         batch: list[tuple[str, np.ndarray]] = []
         key = None
         for image_id, image in images:
@@ -119,12 +119,12 @@ class LearnedLocal(Extractor):
                 batch = []
                 yield self._empty(image_id, image.shape[:2])
                 continue
-            size = target_size(*image.shape[:2], self.conf["resize"], self.size_multiple)
-            if batch and (size != key or len(batch) == self.conf["batch_size"]):
+            shape = image.shape[:2]  # one original size per batch (two sizes may share a network size)
+            if batch and (shape != key or len(batch) == self.conf["batch_size"]):
                 yield from self._run(batch)
                 batch = []
             batch.append((image_id, image))
-            key = size
+            key = shape
         yield from self._run(batch)
 
     def _empty(self, image_id: str, hw: tuple[int, ...]) -> ImageFeatures:
