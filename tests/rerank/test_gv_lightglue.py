@@ -72,6 +72,26 @@ def test_gv_recovers_homography(one_thread):
     assert err.mean() < 10, err  # HPatches corner error, pixels of the 1024 x 768 original
 
 
+def test_through_the_store(tmp_path, one_thread):
+    """As the pipeline runs it: features read back from a FeatureStore with only the fields gv requires."""
+    from relook.store import FeatureStore
+    from relook.types import Shortlist
+
+    pair = "v_churchill 1-6"
+    names = [PAIRS[pair][0], PAIRS["graf 1-5"][0], PAIRS[pair][1]]
+    with FeatureStore(tmp_path / "s.h5", "w") as store:
+        for i, n in enumerate(names):
+            f = features("aliked", n, **CONF)
+            store.write(ImageFeatures(str(i), **{k: getattr(f, k) for k in
+                                                  ("local_desc", "keypoints", "scales", "attention", "image_size")}))
+    shortlist = Shortlist(["0"], ["1", "2"], np.array([[0, 1]]), np.array([[0.9, 0.1]], np.float32))
+    gv = create_reranker("gv", matcher="lightglue", lightglue_weights="lightglue-aliked", model="homography",
+                         threshold=6.0)
+    with FeatureStore(tmp_path / "s.h5") as store:
+        ranking = gv.rerank_shortlist(shortlist, store, store, progress=False)
+    assert ranking.indices[0].tolist() == [1, 0]  # the true view moves up from second place
+
+
 def test_no_network(monkeypatch, one_thread):
     """Building LightGlue (all three weights) and matching with it never opens a socket."""
     def refuse(*args, **kwargs):

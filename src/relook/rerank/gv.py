@@ -128,6 +128,7 @@ class GeometricVerification(Reranker):
             raise ConfigError(f"gv: unknown matcher {self.conf['matcher']!r}; known: mnn, lightglue")
         self.lightglue = self.lightglue_weights = None
         if self.conf["matcher"] == "lightglue":
+            self.requires = self.requires | {"image_size"}  # LightGlue normalises keypoints by the image size
             self.lightglue, self.lightglue_weights = build_lightglue(
                 self.conf["lightglue_weights"], self.conf["lightglue_filter_threshold"], self.conf["lightglue_device"])
 
