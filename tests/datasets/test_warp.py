@@ -8,7 +8,8 @@ import pytest
 
 from relook.cli import main
 from relook.datasets import load_dataset
-from relook.datasets.warp import ViewGeometry, generate_warp, read_homography, resize_matrix
+from relook.datasets.warp import generate_warp, read_homography
+from relook.datasets.warp_geometry import ViewGeometry, resize_matrix
 from relook.errors import ConfigError, DataError
 from tests.shared_data import shared
 
@@ -157,6 +158,32 @@ def test_resume(photos, tmp_path):
     assert _files(out) == before  # the removed group is made again, byte for byte
     with pytest.raises(DataError, match="other settings"):
         generate_warp(photos, out, views=VIEWS, seed=5, size=96)
+
+
+def test_cli(photos, tmp_path, capsys):
+    assert main(["datasets", "warp", str(photos), str(tmp_path / "w"), "--views", "3", "--size", "64", "--seed", "2",
+                 "--no-occluders", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 4 photos, 12 images" in out and "test: 2 photos, 6 images" in out
+    assert json.loads((tmp_path / "w" / "warp.json").read_text())["occluders"] is False
+    assert main(["datasets", "synthetic", str(tmp_path / "s"), "--num-instances", "1", "--num-views", "2",
+                 "--image-size", "48", "--textures", str(photos), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "s" / "synthetic.json").read_text())["texture_photos"]
+
+
+def test_unreadable_photo(photos, tmp_path, caplog):
+    """A photo that does not decode is skipped with one warning naming it; the others are made."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "good.jpg").symlink_to(photos / "kodim03.jpg")
+    (mixed / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with caplog.at_level("WARNING"):
+        out = generate_warp(mixed, tmp_path / "out", views=VIEWS, size=64, test_fraction=0.0)
+    assert {r["group"] for r in _rows(out)} == {"good"}
+    assert any("broken.jpg" in r.getMessage() for r in caplog.records)
+    (mixed / "good.jpg").unlink()
+    with pytest.raises(DataError, match="could be decoded"):
+        generate_warp(mixed, tmp_path / "out2", views=VIEWS, size=64)
 
 
 def test_bad_input(tmp_path, capsys):
