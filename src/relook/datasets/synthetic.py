@@ -6,7 +6,10 @@ ground square, photographed by ``num_views`` cameras that orbit it (azimuths ``3
 apart, a few degrees of jitter, varied elevation, distance, focal length, principal point and roll).
 Behind the ground every view gets its own smooth random backdrop. With ``shared_textures`` part of
 the faces and the grounds are drawn from pools shared across instances, so global retrieval is not
-trivial.
+trivial. With ``textures=DIR`` the objects wear real photos instead (real image statistics, same exact
+cameras): each instance gets one photo of DIR (a seeded permutation, so distinct photos while there are
+enough), and each of its faces shows its own crop of that photo, shaped like the face so nothing is
+stretched (``photo_face_texture``); grounds and backdrops stay procedural.
 
 Rendering is exact: every face is a parallelogram ``X(a, b) = P0 + a e1 + b e2``, (a, b) in [0, 1]^2,
 whose image is the homography ``H = K [R e1 | R e2 | R P0 + t]``; each pixel centre is mapped back
@@ -29,10 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from relook.datasets.co3d import camera_to_viewpoint, write_jgz, write_ply_points
+from relook.datasets.photos import list_photos, load_photo
 from relook.errors import ConfigError
 
 FAMILIES = ("stack", "cluster", "panels")  # one CO3D category per shape family
 TEXTURE_SIZE = 128
+PHOTO_SIZE = 512  # long side a texture photo is read at before its face crops are cut
+_PHOTO_STREAM = 1_000_007  # tag of the random stream that assigns photos to instances
 
 
 @dataclass
@@ -91,6 +97,26 @@ def procedural_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np
             cv2.line(tex, p, q, color, int(rng.integers(1, 5)), cv2.LINE_AA)
     tex += rng.normal(0, 0.02, tex.shape).astype(np.float32)
     return tex.clip(0, 1)
+
+
+def photo_face_texture(rng: np.random.Generator, photo: np.ndarray, aspect: float,
+                       size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A crop of ``photo`` (RGB uint8) for a face whose edges have length ratio ``aspect`` = |e1| / |e2|:
+    15-50 % of the photo's area, the face's shape (clipped to the photo), shrunk by area averaging to a
+    long side of at most ``size`` (the renderer samples it bilinearly) -> float32 in [0, 1]."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    area = rng.uniform(0.15, 0.5) * w * h
+    aspect = float(np.clip(aspect, 0.1, 10.0))
+    cw = int(np.clip(round(np.sqrt(area * aspect)), 4, w))
+    ch = int(np.clip(round(np.sqrt(area / aspect)), 4, h))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    crop = photo[y0:y0 + ch, x0:x0 + cw]
+    s = min(1.0, size / max(cw, ch))
+    if s < 1.0:
+        crop = cv2.resize(crop, (max(1, round(cw * s)), max(1, round(ch * s))), interpolation=cv2.INTER_AREA)
+    return crop.astype(np.float32) / 255.0
 
 
 # ----------------------------------------------------------------------------------------------- geometry
@@ -252,13 +278,17 @@ def sample_surface(faces: list[Face], rng: np.random.Generator, n: int) -> np.nd
 
 
 # ----------------------------------------------------------------------------------------------- generator
+_PLACEHOLDER = np.zeros((1, 1, 3), np.float32)  # a face's texture until its photo crop is cut
+
 def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: int = 5, image_size: int | tuple[int, int] = 224,
                        seed: int = 0, shared_textures: bool = True, num_points: int = 2000,
-                       progress: bool = False) -> Path:
+                       textures: str | Path | None = None, progress: bool = False) -> Path:
     """Write the synthetic benchmark (CO3Dv2 layout, module docstring) under ``out_dir``; returns ``out_dir``.
 
     Deterministic from ``seed``: instance i depends only on (seed, i) and the shared pools on ``seed``.
     ``image_size`` is an int (square) or (H, W). ``num_points`` object points go to each ``pointcloud.ply``.
+    ``textures``: a folder of real photos (.jpg/.png, recursive) the objects wear (module docstring); the
+    photo of each sequence is recorded in ``synthetic.json`` (``texture_photos``).
     """
     import cv2
     from tqdm import tqdm
@@ -268,6 +298,9 @@ def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: 
     hw = (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(s) for s in image_size)
     if min(hw) < 16:
         raise ConfigError(f"image_size {image_size} is too small (>= 16 pixels)")
+    photos = list_photos(textures, "synthetic textures") if textures is not None else []
+    photo_order = np.random.default_rng([seed, _PHOTO_STREAM]).permutation(len(photos)) if photos else None
+    texture_photos: dict[str, str] = {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -282,11 +315,20 @@ def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: 
         category, seq = f"synth_{family}", f"{i:04d}_synth"
 
         def pick_texture() -> np.ndarray:
+            if photos:
+                return _PLACEHOLDER  # replaced below by a crop of this instance's photo
             if tex_pool and rng.random() < 0.5:
                 return tex_pool[int(rng.integers(len(tex_pool)))]
             return procedural_texture(rng)
 
         faces = make_object(rng, family, pick_texture)
+        if photos:
+            photo_path = photos[int(photo_order[i % len(photos)])]
+            photo = load_photo(photo_path, PHOTO_SIZE)
+            texture_photos[seq] = photo_path.relative_to(Path(textures)).as_posix()
+            for face in faces:
+                aspect = np.linalg.norm(face.e1) / max(np.linalg.norm(face.e2), 1e-12)
+                face.texture = photo_face_texture(rng, photo, aspect)
         ground_tex = ground_pool[int(rng.integers(len(ground_pool)))] if ground_pool and rng.random() < 0.5 \
             else procedural_texture(rng)
         g = 1.8
@@ -327,5 +369,7 @@ def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: 
     (out / "synthetic.json").write_text(json.dumps({
         "generator": "relook.datasets.synthetic.generate_synthetic", "note": "synthetic data, exact cameras",
         "num_instances": num_instances, "num_views": num_views, "image_size": list(hw), "seed": seed,
-        "shared_textures": shared_textures, "num_points": num_points, "seconds": round(time.time() - t0, 2)}, indent=1))
+        "shared_textures": shared_textures, "num_points": num_points,
+        "textures": str(textures) if textures is not None else None, "texture_photos": texture_photos,
+        "seconds": round(time.time() - t0, 2)}, indent=1))
     return out
