@@ -104,15 +104,22 @@ def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
                 quiet: bool = typer.Option(False, help="no progress bars")) -> None:
     """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
 
+    Scale-out: under torchrun --nproc_per_node=N each process extracts every N-th image into its own
+    shard (gallery.h5.rank0-of-N, ...) and rank 0 merges them into gallery.h5; a rerun resumes the shards.
+
     Example: relook extract -c configs/demo.yaml -s dataset.root=runs/demo/co3d_retrieve
              relook extract -c configs/roxford5k.yaml --model dtop -s out=runs/rox_dtop
+             torchrun --nproc_per_node=4 -m relook.cli extract -c configs/folder.yaml -s dataset.root=photos
     """
     from relook import pipeline
+    from relook.distributed import world
 
     if model:
         overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
-    for label, (q, g) in pipeline.extract(_conf(config, overrides), progress=not quiet).items():
-        typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
+    stores = pipeline.extract(_conf(config, overrides), progress=not quiet)
+    if world()[0] == 0:
+        for label, (q, g) in stores.items():
+            typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
 
 
 @app.command("index")
@@ -172,12 +179,18 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
             quiet: bool = typer.Option(False, help="no progress bars")) -> None:
     """All stages in order: extract, index, search, rerank, evaluate (each skips finished work).
 
+    Under torchrun the extraction is spread over the ranks (see `relook extract --help`); rank 0 alone
+    runs the later stages.
+
     Example: relook run -c configs/demo.yaml
     """
     from relook import pipeline
+    from relook.distributed import world
 
     conf = _conf(config, overrides)
     pipeline.extract(conf, progress=not quiet)
+    if world()[0] != 0:
+        return
     pipeline.search(conf)
     pipeline.rerank(conf, progress=not quiet)
     typer.echo(pipeline.results_table(pipeline.evaluate(conf)))

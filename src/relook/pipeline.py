@@ -70,20 +70,27 @@ def store_paths(conf: dict, label: str, dataset) -> tuple[Path, Path]:
 
 
 def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
-    """Run every configured extractor over queries and gallery (resumable per image)."""
-    from relook.features import create_extractor, extract_to_store
+    """Run every configured extractor over queries and gallery (resumable per image).
+
+    Under ``torchrun --nproc_per_node=N`` each rank extracts every N-th image into its own store shard and
+    rank 0 merges them (``relook.distributed``); the stores are the same as from one process.
+    """
+    from relook.distributed import extract_sharded, process_group, world
+    from relook.features import create_extractor
 
     dataset = dataset_of(conf)
+    progress = progress and world()[0] == 0
     out = {}
-    for item in conf["extractors"]:
-        opts = {k: v for k, v in item.items() if k not in ("name", "label")}
-        extractor = create_extractor(item["name"], **opts)
-        qpath, gpath = store_paths(conf, item["label"], dataset)
-        exif = dataset.exif_orientation
-        extract_to_store(extractor, dataset.gallery, gpath, progress=progress, exif_orientation=exif)
-        if qpath != gpath:
-            extract_to_store(extractor, dataset.queries, qpath, progress=progress, exif_orientation=exif)
-        out[item["label"]] = (qpath, gpath)
+    with process_group():
+        for item in conf["extractors"]:
+            opts = {k: v for k, v in item.items() if k not in ("name", "label")}
+            extractor = create_extractor(item["name"], **opts)
+            qpath, gpath = store_paths(conf, item["label"], dataset)
+            exif = dataset.exif_orientation
+            extract_sharded(extractor, dataset.gallery, gpath, progress=progress, exif_orientation=exif)
+            if qpath != gpath:
+                extract_sharded(extractor, dataset.queries, qpath, progress=progress, exif_orientation=exif)
+            out[item["label"]] = (qpath, gpath)
     return out
 
 

@@ -6,6 +6,7 @@ interruption only does the missing ones.
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Sequence
@@ -16,6 +17,8 @@ from tqdm.auto import tqdm
 from relook.config import merge_conf
 from relook.registry import Registry
 from relook.types import ImageFeatures
+
+log = logging.getLogger(__name__)
 
 EXTRACTORS: Registry["Extractor"] = Registry("extractor")
 register_extractor = EXTRACTORS.register
@@ -36,6 +39,8 @@ class Extractor(ABC):
     name: ClassVar[str] = "extractor"
     default_conf: ClassVar[dict[str, Any]] = {}
     writes: ClassVar[frozenset[str]] = frozenset()
+    #: conf keys that change how, not what, is computed: a store made with other values is still resumed
+    runtime_keys: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})
 
     def __init__(self, **conf: Any) -> None:
         self.conf = merge_conf(self.default_conf, conf, f"extractor {self.name!r}")
@@ -55,20 +60,49 @@ class Extractor(ABC):
         return {"extractor": self.name, **{f"extractor.{k}": str(v) for k, v in self.conf.items()}}
 
 
+def stale_keys(store_path: str | Path, extractor: Extractor) -> list[str] | None:
+    """Provenance keys on which an existing store disagrees with ``extractor`` (None: no store or no images).
+
+    A key counts when the store lacks it or holds another value (another seed, other weights, another
+    option), except the extractor's ``runtime_keys`` (batch size, device): the store's features then come
+    from another network or setting and must not be mixed with new ones.
+    """
+    from relook.store import FeatureStore
+
+    if not Path(store_path).exists():
+        return None
+    with FeatureStore(store_path, "r") as store:
+        if not len(store):
+            return None
+        meta = store.meta
+    ignored = {f"extractor.{k}" for k in extractor.runtime_keys}
+    return sorted(k for k, v in extractor.provenance.items() if k not in ignored and meta.get(k) != v)
+
+
 def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_path: str | Path,
                      overwrite: bool = False, progress: bool = True, exif_orientation: bool = True) -> Path:
     """The extract stage: write features of ``items`` into ``store_path``, skipping complete images.
 
     ``exif_orientation``: load images upright (a user's photos) or in stored pixels (benchmarks).
+    A store that already holds images made with another provenance (e.g. another ``seed`` or other
+    weights: see ``Extractor.provenance``) is not resumed but re-extracted from scratch, with one warning
+    line naming the keys that differ, so one store never mixes two networks.
     """
     from relook.images import load_image
     from relook.store import FeatureStore
 
-    if not overwrite and Path(store_path).exists():
-        with FeatureStore(store_path, "r") as store:
-            if not store.missing([it[0] for it in items]) and store.meta == {**store.meta, **extractor.provenance}:
-                return Path(store_path)  # nothing to do: leave the file untouched
-    with FeatureStore(store_path, "w" if overwrite else "a", meta=extractor.provenance) as store:
+    provenance = extractor.provenance
+    if not overwrite:
+        stale = stale_keys(store_path, extractor)
+        if stale:
+            log.warning("%s was extracted with other %s: re-extracting it from scratch", store_path,
+                        ", ".join(stale))
+            overwrite = True
+        elif stale is not None:
+            with FeatureStore(store_path, "r") as store:
+                if not store.missing([it[0] for it in items]):
+                    return Path(store_path)  # nothing to do: leave the file untouched
+    with FeatureStore(store_path, "w" if overwrite else "a", meta=provenance) as store:
         todo = [it for it in items if it[0] not in store]
         loaded = ((i, load_image(p, bbox, exif_orientation)) for i, p, bbox in todo)
         for feats in tqdm(extractor.extract(loaded), total=len(todo), desc=f"extract:{extractor.name}",

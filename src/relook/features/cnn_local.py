@@ -63,7 +63,8 @@ class CNNLocalNet(nn.Module):
         channels = self.backbone.num_features
         self.proj: nn.Module = nn.Identity()
         if projection == "seeded" and local_dim and local_dim != channels:
-            self.proj = nn.Conv2d(channels, local_dim, kernel_size=1)
+            with torch.random.fork_rng(devices=[]):  # its default init is overwritten: leave the global RNG be
+                self.proj = nn.Conv2d(channels, local_dim, kernel_size=1)
             g = torch.Generator().manual_seed(projection_seed)
             with torch.no_grad():
                 self.proj.weight.copy_(torch.randn(local_dim, channels, 1, 1, generator=g) / channels ** 0.5)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from relook.errors import ConfigError
 from relook.features.base import Extractor, register_extractor
 from relook.types import ImageFeatures
 
@@ -23,6 +24,8 @@ class DToPExtractor(Extractor):
     default_conf: ClassVar[dict[str, Any]] = {
         "checkpoint": None,             # train_dtop checkpoint.pt; None = untrained heads on the timm backbone
         "model": {},                    # DToP options when no checkpoint (e.g. backbone, pretrained)
+        "seed": 0,                      # seed of the random init (heads; backbone when not pretrained) without
+                                        # a checkpoint: same seed -> same network in every process
         "image_size": 1024,             # longer side before multi-scale (cirtorch evaluation convention)
         "scales": [1.0, 0.7071067811865476, 0.5],  # multi-scale factors (3 scales, averaged)
         "role": "database",             # query | database: which Table A11 switch applies
@@ -41,12 +44,27 @@ class DToPExtractor(Extractor):
         from relook.train.dtop import load_dtop
 
         c = self.conf
+        if "seed" in c["model"]:
+            raise ConfigError("extractor 'dtop': set the random-init seed as the extractor's `seed`, not model.seed")
         self.device = torch.device("cuda" if c["device"] == "cuda" or (c["device"] == "auto" and
                                                                         torch.cuda.is_available()) else "cpu")
         self.model = (load_dtop(c["checkpoint"], str(self.device)) if c["checkpoint"]
-                      else DToP(**c["model"]).to(self.device).eval())
+                      else DToP(**c["model"], seed=c["seed"]).to(self.device).eval())
         self.scales = scales_for(c["role"], c["multiscale_query"], c["multiscale_database"], c["scales"])
         self.whitening = load_whitening(c["whitening"]) if c["whitening"] else None
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """Base provenance + what the weights are: the checkpoint file, or timm's / random, seeded heads."""
+        c = self.conf
+        if c["checkpoint"]:
+            from relook.weights import file_sha256
+
+            weights = f"DToP checkpoint {c['checkpoint']} (sha256 {file_sha256(c['checkpoint'])[:12]})"
+        else:
+            backbone = "timm ImageNet backbone" if self.model.conf["pretrained"] else "random init backbone"
+            weights = f"{backbone}, untrained heads, seed {int(c['seed'])}"
+        return {**super().provenance, "weights": weights}
 
     def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
         from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor

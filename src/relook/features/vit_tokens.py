@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
 from relook.io import load_array
+from relook.models.backbone import seeded_create
 from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy,
                                    window_attention_resized)
 from relook.types import ImageFeatures
@@ -108,9 +109,11 @@ class VitTokens(Extractor):
             kwargs.setdefault("img_size", int(c["image_size"]))
         if c["checkpoint"]:
             kwargs["pretrained_cfg_overlay"] = {"file": str(c["checkpoint"])}
-        torch.manual_seed(int(c["seed"]))
-        self.model = timm.create_model(self.model_name, pretrained=bool(c["pretrained"] or c["checkpoint"]),
-                                       num_classes=0, **kwargs).eval().to(c["device"])
+        if c["pretrained"] or c["checkpoint"]:
+            model = timm.create_model(self.model_name, pretrained=True, num_classes=0, **kwargs)
+        else:  # drawn from `seed` alone, the caller's random state untouched: same network in every process
+            model = seeded_create(self.model_name, int(c["seed"]), num_classes=0, **kwargs)
+        self.model = model.eval().to(c["device"])
         cfg = self.model.pretrained_cfg
         self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1).to(c["device"])
         self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1).to(c["device"])

@@ -155,7 +155,7 @@ def train_dtop(conf: dict[str, Any], items: Sequence[tuple[Any, Any]], labels: S
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     torch.manual_seed(conf["seed"])
-    model = DToP(**conf["model"])
+    model = DToP(**{"seed": conf["seed"], **conf["model"]})  # init from the training seed unless model.seed
     trainee = _Trainee(model, ArcFace(model.out_dim, len(classes), conf["margin"], conf["scale"])).to(device)
     opt = torch.optim.SGD(trainee.parameters(), lr=conf["lr"], momentum=conf["momentum"],
                           weight_decay=conf["weight_decay"])

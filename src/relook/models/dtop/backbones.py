@@ -6,7 +6,8 @@ position embedding is resized to it by DPE (``dpe.py``, Eq. 2); sides that are n
 patch size are zero-padded by timm (``dynamic_img_pad``). Every collected layer goes through the
 backbone's final LayerNorm (the one timm applies to the last layer), so layers are on one scale.
 
-Registered names -> timm models (``pretrained=True`` downloads the timm weights):
+Registered names -> timm models (``pretrained=True`` downloads the timm weights; ``pretrained=False`` is a
+random init drawn from ``seed`` alone, identical in every process, the global random state untouched):
 
 =================  ===================================  ==============================================
 name               timm model                           notes
@@ -61,16 +62,19 @@ class TokenBackbone(nn.Module):
     """
 
     def __init__(self, name: str = "r50_vit_b", pretrained: bool = True, layers: int = 6,
-                 dpe: str = "bilinear", timm_kwargs: dict[str, Any] | None = None) -> None:
+                 dpe: str = "bilinear", timm_kwargs: dict[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__()
         import timm
+
+        from relook.models.backbone import seeded_create
 
         if dpe not in DPE_MODES:
             raise ConfigError(f"dtop backbone: dpe must be one of {DPE_MODES}, got {dpe!r}")
         self.name, self.dpe_mode = name, dpe
-        self.vit = timm.create_model(timm_name(name), pretrained=pretrained, num_classes=0,
-                                     dynamic_img_size=True, dynamic_img_pad=True,
-                                     **(timm_kwargs or {}))
+        kwargs = dict(num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **(timm_kwargs or {}))
+        # random init from `seed` alone (global RNG untouched); pretrained weights from timm's hub
+        self.vit = (timm.create_model(timm_name(name), pretrained=True, **kwargs) if pretrained
+                    else seeded_create(timm_name(name), seed, **kwargs))
         for attr in ("patch_embed", "blocks", "pos_embed", "norm", "cls_token"):
             if not hasattr(self.vit, attr):
                 raise ConfigError(f"dtop backbone {name!r}: timm model is not a ViT (no {attr!r})")

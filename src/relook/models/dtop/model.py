@@ -29,6 +29,7 @@ class DToP(nn.Module):
     default_conf: ClassVar[dict[str, Any]] = {
         "backbone": "r50_vit_b",      # backbones.py registry name or "timm:<model>"
         "pretrained": True,           # load timm's pretrained weights (needs the model hub)
+        "seed": 0,                    # seed of every random init (backbone when not pretrained, heads)
         "timm_kwargs": {},            # extra timm.create_model arguments (e.g. depth for tiny test models)
         "layers": 6,                  # k: last layers whose tokens are used (Table A8, best 6)
         "dpe": "bilinear",            # position embedding: bilinear | bicubic | none | cpe (Table A9)
@@ -58,7 +59,16 @@ class DToP(nn.Module):
             raise ConfigError(f"model dtop: combine must be concat|fc, got {c['combine']!r}")
         if c["branches"] == "both" and c["combine"] == "concat" and c["out_dim"] % 2:
             raise ConfigError(f"model dtop: out_dim {c['out_dim']} must be even to split over two branches")
-        self.backbone = TokenBackbone(c["backbone"], c["pretrained"], c["layers"], c["dpe"], c["timm_kwargs"])
+        with torch.random.fork_rng(devices=[]):  # random init from `seed` alone: global RNG untouched
+            torch.manual_seed(int(c["seed"]))
+            self._build(c)
+        self.register_buffer("mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.backbone.std).view(1, 3, 1, 1), persistent=False)
+
+    def _build(self, c: dict[str, Any]) -> None:
+        """Backbone, branches and FC of conf ``c`` (called inside the seeded random state)."""
+        self.backbone = TokenBackbone(c["backbone"], c["pretrained"], c["layers"], c["dpe"], c["timm_kwargs"],
+                                      int(c["seed"]))
         dim, k = self.backbone.embed_dim, c["layers"]
         if c["token"] not in ("cls", "dist") or (c["token"] == "dist" and not self.backbone.has_dist):
             raise ConfigError(f"model dtop: token {c['token']!r} needs cls, or dist with a distilled backbone")
@@ -75,8 +85,6 @@ class DToP(nn.Module):
         if both and c["combine"] == "fc":
             width = k * dim + self.local_branch.fusion.out_dim
             self.joint_fc = nn.Linear(width, c["out_dim"])
-        self.register_buffer("mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self.backbone.std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def out_dim(self) -> int:
