@@ -265,6 +265,8 @@ def _describe(meta: dict, prefix: str) -> str:
     if not name:
         return ""
     keys = ("arch", "backbone", "model", "pretrained", "weights", "checkpoint")
+    if meta.get(f"{prefix}.weights"):  # the resolved weights record says more than the option that named it
+        keys = tuple(k for k in keys if k not in ("weights", "pretrained"))
     opts = [f"{k}={meta[f'{prefix}.extractor.{k}']}" for k in keys
             if meta.get(f"{prefix}.extractor.{k}") not in (None, "None", "")]
     if meta.get(f"{prefix}.weights"):
