@@ -155,10 +155,11 @@ def resolve_weights(name: str | Path) -> WeightsRecord:
     raise ConfigError(f"unknown weights {key!r}: neither a file nor one of {sorted(WEIGHTS)}")
 
 
-def load_state_dict(record: WeightsRecord, unwrap: tuple[str, ...] = ("state_dict", "model")) -> dict[str, Any]:
+def load_state_dict(record: WeightsRecord,
+                    unwrap: tuple[str, ...] = ("state_dict", "model", "extractor")) -> dict[str, Any]:
     """The tensors of ``record``'s file, read with ``torch.load(weights_only=True)`` (no code runs).
 
-    A checkpoint that nests its weights under one of ``unwrap`` is unwrapped.
+    A checkpoint that nests its weights under one of ``unwrap`` is unwrapped (DISK's file: ``extractor``).
     """
     import torch
 

