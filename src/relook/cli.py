@@ -212,6 +212,28 @@ def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     typer.echo(f"wrote {write_report(conf, results)}")
 
 
+@app.command("query")
+def query_cmd(images: list[Path] = typer.Argument(..., help="query image file(s); need not be in the dataset"),
+              run: Path = typer.Option(..., "--run", help="a finished run's folder (config.yaml, index.faiss)"),
+              method: Optional[str] = typer.Option(None, help="one of the run's reranker labels (default: global order)"),
+              k: int = typer.Option(10, "-k", "--k", min=1, help="results shown per image"),
+              html: Optional[Path] = typer.Option(None, help="thumbnails page to write (default RUN/query.html)")) -> None:
+    """Rank a finished run's gallery for new images with the run's extractors, index and reranker.
+
+    Prints rank, gallery id, the method's score, the global score and the rank change per image, and writes
+    an HTML page of thumbnails. The run's stores must have been made with the weights its config loads now.
+
+    Example: relook query photo.jpg --run runs/mine --method gv -k 5
+    """
+    from relook.query import format_result, query
+    from relook.viz.query_page import write_query_page
+
+    results = query(images, run, method, k)
+    for res in results:
+        typer.echo(format_result(res))
+    typer.echo(f"wrote {write_query_page(results, html or run / 'query.html', run)}")
+
+
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
              num_instances: int = typer.Option(60, min=2, help="synthetic object instances"),

@@ -102,6 +102,12 @@ def _global_label(conf: dict) -> str:
     return conf["extractors"][0]["label"]
 
 
+def index_fingerprint(conf: dict, label: str, gallery_store) -> str:
+    """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and its gallery store."""
+    return _fingerprint(conf["shortlist"].get("index", "flat"), conf["dataset"], label, gallery_store.meta,
+                        len(gallery_store))
+
+
 def index(conf: dict, overwrite: bool = False) -> Path:
     """Build the faiss index of the gallery's global descriptors -> ``<out>/index.faiss`` (+ fingerprint)."""
     from relook.search import build_index, write_index
@@ -116,7 +122,7 @@ def index(conf: dict, overwrite: bool = False) -> Path:
         missing = gs.missing(dataset.gallery_ids)
         if missing:
             raise DataError(f"{gpath}: {len(missing)} gallery images not extracted (e.g. {missing[0]!r}); run extract")
-        fp = _fingerprint(conf["shortlist"].get("index", "flat"), conf["dataset"], label, gs.meta, len(gs))
+        fp = index_fingerprint(conf, label, gs)
         if out.exists() and stamp.exists() and not overwrite and json.loads(stamp.read_text()).get("fingerprint") == fp:
             return out
         idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
