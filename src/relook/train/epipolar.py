@@ -35,7 +35,7 @@ class EpipolarGuidance:
     default_conf: ClassVar[dict[str, Any]] = {
         "guidance": "epi",       # none | epi (Eq. 1) | maxepi (Eq. 2) | epe (Sec. 3.4)
         "weight": 1e-3,          # lambda in BCE + lambda * L (sum over s^4 entries per direction)
-        "per_head": False,       # loss on each head's logits (averaged) instead of head-averaged logits
+        "per_head": False,       # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
         "grid": 7,               # s: feature grid side
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
         "mode": "distance",      # indicator rule: distance (<= radius * half cell diagonal) | intersect

@@ -20,7 +20,7 @@ is added to the local tokens (RRT's ``input_pe``; the Epipolar Positional Encodi
 ``keypoints`` in pixels and ``image_size``), ``labels`` (2B,), ``query_ids`` / ``candidate_ids``,
 ``pair_info`` (``pair_info(qid, cid)`` per pair when given, e.g. cameras), ``info`` (the data's info dict)
 and ``model`` (the unwrapped RRT, e.g. for ``raw_cross_attention``). ``output`` is the ``RRTOutput`` with
-``last_input`` and head-averaged ``raw_cross`` filled in.
+``last_input`` and full-width (summed over heads) ``raw_cross`` filled in.
 
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised, the model is wrapped
 in DDP and each rank takes every WORLD_SIZE-th triplet; rank 0 writes checkpoints.
