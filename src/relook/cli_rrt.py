@@ -29,7 +29,10 @@ def train_rrt_cmd(
         seed: int = typer.Option(0, min=0, help="seed of model init and triplet sampling"),
         resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
         progress: bool = typer.Option(True, help="show progress bars"),
-        guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's cameras)"),
+        guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's "
+                                     "cameras or --pseudo-gt)"),
+        pseudo_gt: Optional[Path] = typer.Option(None, help="pseudo ground-truth F file (relook geometry pseudo-gt) "
+                                                 "for the guidance, e.g. where the data has no cameras"),
         guidance_weight: float = typer.Option(1e-3, help="lambda of the epipolar loss")) -> None:
     """Train a Reranking Transformer with BCE on query/positive/hard-negative triplets from the top-100.
 
@@ -44,7 +47,7 @@ def train_rrt_cmd(
           "min_positives": min_positives, "finetune": finetune, "device": device, "seed": seed}
     from relook.train.epipolar import guidance_hooks
 
-    hooks = guidance_hooks(guidance, ds, store, weight=guidance_weight, seed=seed)
+    hooks = guidance_hooks(guidance, ds, store, pseudo_gt=pseudo_gt, weight=guidance_weight, seed=seed)
     path = train_rrt_stage(ds, store, out, {"variant": variant, **parse_kv(model_opt, "--model-opt")}, tc,
                            parse_kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed, **hooks)
     typer.echo(f"wrote {path}")

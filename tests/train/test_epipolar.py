@@ -84,3 +84,55 @@ def test_bad_input():
     with pytest.raises(ConfigError):
         guidance_hooks("epi", type("D", (), {"info": {}, "name": "d"})())
     assert guidance_hooks("none", None) == {}
+
+
+def _project(K, R, t, X):
+    p = (X @ np.asarray(R).T + t) @ np.asarray(K).T
+    return p[:, :2] / p[:, 2:]
+
+
+def test_pseudo_gt_in_network_frame():
+    """Pseudo-GT F estimated on the ORIGINAL 224 x 448 images must satisfy x2'^T F x1' = 0 for the points as
+    the network sees them (224 x 224, x' = (x + 0.5) / 2 - 0.5), in either stored pair order."""
+    C = cams()
+    F_orig = fundamental_from_cameras(C["a"]["K"], C["a"]["R"], C["a"]["t"], C["b"]["K"], C["b"]["R"], C["b"]["t"])
+    sizes = {"a": (224, 448), "b": (224, 448)}
+    X = np.random.default_rng(0).normal(size=(40, 3)) * [1.0, 0.5, 0.5] + [0, 0, 5]
+    net = lambda x: np.c_[(x[:, 0] + 0.5) * 0.5 - 0.5, x[:, 1], np.ones(len(x))]  # noqa: E731  by hand
+    x1, x2 = net(_project(**C["a"], X=X)), net(_project(**C["b"], X=X))
+    for pgt in ({("a", "b"): {"F": F_orig.numpy(), "reliable": True}},
+                {("b", "a"): {"F": F_orig.numpy().T, "reliable": True}}):
+        g = EpipolarGuidance(pseudo_gt=pgt, image_sizes=sizes, guidance="epi")
+        F, known = g.fundamentals(["a"], ["b"])
+        lines = x1 @ F[0].numpy().T
+        dist = np.abs((x2 * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1)
+        assert bool(known[0]) and dist.max() < 1e-6
+        # the indicator of the pseudo-GT F is the camera F's on the network grid
+        Fc, _ = EpipolarGuidance(cameras=C, image_sizes=sizes, guidance="epi").fundamentals(["a"], ["b"])
+        for I, J in zip(g.indicators(F), g.indicators(Fc)):
+            assert torch.equal(I, J)
+
+
+def test_guidance_hooks_pseudo_gt_file(tmp_path):
+    import h5py
+
+    from relook.geometry.robust import pair_key
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    C = cams()
+    F_orig = fundamental_from_cameras(C["a"]["K"], C["a"]["R"], C["a"]["t"], C["b"]["K"], C["b"]["R"], C["b"]["t"])
+    with h5py.File(tmp_path / "pgt.h5", "w") as f:
+        gr = f.create_group(pair_key("a", "b"))
+        gr.create_dataset("F", data=F_orig.numpy())
+        gr.attrs.update({"id1": "a", "id2": "b", "num_matches": 50, "num_inliers": 40, "reliable": True, "done": True})
+    with FeatureStore(tmp_path / "s.h5", "w") as st:
+        for i in "ab":
+            st.write(ImageFeatures(i, local_desc=np.zeros((49, 128)), keypoints=np.zeros((49, 2)),
+                                   image_size=np.array([224, 448])))
+    ds = type("D", (), {"info": {}, "name": "nocams"})()
+    hooks = guidance_hooks("epi", ds, tmp_path / "s.h5", pseudo_gt=tmp_path / "pgt.h5", weight=1.0)
+    g = hooks["extra_loss"].__self__
+    Fc, _ = EpipolarGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}).fundamentals(["a"], ["b"])
+    F, known = g.fundamentals(["a"], ["b"])
+    assert bool(known[0]) and torch.allclose(F, Fc, atol=1e-9)
