@@ -136,3 +136,18 @@ def test_guidance_hooks_pseudo_gt_file(tmp_path):
     Fc, _ = EpipolarGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}).fundamentals(["a"], ["b"])
     F, known = g.fundamentals(["a"], ["b"])
     assert bool(known[0]) and torch.allclose(F, Fc, atol=1e-9)
+
+
+def test_guidance_indicator_default_literal_rule():
+    """The guidance's indicator: cells of the 7x7 grid whose rectangle the epipolar line crosses (corner signs)."""
+    g = EpipolarGuidance(cameras=cams(), image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epi")
+    F, _ = g.fundamentals(["a"], ["b"])
+    I12, _ = g.indicators(F)
+    Fn = F[0].numpy()
+    for i in range(49):
+        r, c = divmod(i, 7)
+        a, b, cc = Fn @ np.array([(c + 0.5) * 32 - 0.5, (r + 0.5) * 32 - 0.5, 1.0])
+        for j in range(49):
+            rj, cj = divmod(j, 7)
+            v = [a * (cj + dx) * 32 - a * 0.5 + b * ((rj + dy) * 32 - 0.5) + cc for dx in (0, 1) for dy in (0, 1)]
+            assert I12[0, i, j] == float(min(v) <= 0 <= max(v))

@@ -45,7 +45,7 @@ class EpipolarGuidance:
         "per_head": False,       # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
         "grid": 7,               # s: feature grid side
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
-        "mode": "distance",      # indicator rule: distance (<= radius * half cell diagonal) | intersect
+        "mode": "intersect",     # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
         "radius": 1.0,           # indicator threshold factor (distance mode)
         "dim": 128,              # EPE width = RRT d_model
         "seed": 0,               # random F for non-matches and EPE reference pixels
