@@ -90,3 +90,17 @@ def test_train_from_pseudo_gt(tmp_path):
     assert main(args) == 0
     log = json.loads((out / "log.jsonl").read_text())
     assert log["loss"] > log["bce"] + 1e-3  # the epipolar loss of the pseudo-GT pairs was added
+
+
+def test_train_recipe_and_flags(tiny, tmp_path):
+    work, _ = tiny
+    out = tmp_path / "rrt"
+    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
+            "--data-opt", "split=train", "-o", str(out), "--recipe", "epipolar-sop", "--epochs", "1",
+            "--weight-decay", "1e-3", "--milestones", "5,7", "--top-k", "6", "--triplets-per-batch", "4",
+            "--model-opt", "num_layers=1", "--no-progress"]
+    assert main(args) == 0
+    tc = json.loads((out / "train_conf.json").read_text())["train"]
+    assert (tc["epochs"], tc["weight_decay"], tc["milestones"], tc["top_k"], tc["positives"], tc["lr"]) == \
+        (1, 1e-3, [5, 7], 6, "label", 1e-4)
+    assert main(args[:-6] + ["--milestones", "x", "--no-progress"]) == 2

@@ -151,3 +151,39 @@ def test_guidance_indicator_default_literal_rule():
             rj, cj = divmod(j, 7)
             v = [a * (cj + dx) * 32 - a * 0.5 + b * ((rj + dy) * 32 - 0.5) + cc for dx in (0, 1) for dy in (0, 1)]
             assert I12[0, i, j] == float(min(v) <= 0 <= max(v))
+
+
+def test_crop_flip_adjusted_fundamental():
+    """Random resized crop + flip of both images (one draw per image): the guidance's F, given the transforms'
+    pixel maps, passes through where a 3D point's blob actually lands in each transformed image."""
+    from relook.datasets.transforms import TrainTransform
+
+    C = cams()
+    tf = TrainTransform(size=112, scale=(0.3, 0.6), flip=0.5, brightness=0, contrast=0, gamma=0)
+    yy, xx = np.mgrid[0:224, 0:448]
+    X = np.array([[0.3, 0.1, 5.0], [-0.4, -0.2, 6.0], [0.1, 0.3, 4.5], [0.0, 0.0, 5.5]])
+    g = EpipolarGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epi")
+    n_vis, flips = 0, 0
+    for seed in range(6):
+        pts, maps = {}, {}
+        for name, off in (("a", 0), ("b", 100)):
+            uv = _project(**C[name], X=X)
+            cents = []
+            for p in uv:  # one blob per image, same crop (same seed) for all the image's blobs
+                img = np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * 4.0 ** 2))
+                out, _, A = tf(np.repeat((img * 255).astype(np.uint8)[..., None], 3, 2), None,
+                               np.random.default_rng(seed + off))
+                o = out[..., 0].astype(np.float64)
+                w = np.clip(o - 0.3 * o.max(), 0, None)
+                gy, gx = np.mgrid[0:112, 0:112]
+                cents.append([(w * gx).sum() / max(w.sum(), 1e-9), (w * gy).sum() / max(w.sum(), 1e-9), o.max()])
+            pts[name], maps[name] = np.array(cents), A
+        F, known = g.fundamentals(["a"], ["b"], maps["a"][None], maps["b"][None])
+        vis = (pts["a"][:, 2] > 100) & (pts["b"][:, 2] > 100)  # blob inside both crops
+        x1 = np.c_[pts["a"][vis, :2], np.ones(vis.sum())]
+        x2 = np.c_[pts["b"][vis, :2], np.ones(vis.sum())]
+        lines = x1 @ F[0].numpy().T
+        assert bool(known[0]) and (np.abs((x2 * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1) < 0.3).all()
+        n_vis += int(vis.sum())
+        flips += int(maps["a"][0, 0] < 0) + int(maps["b"][0, 0] < 0)
+    assert n_vis >= 8 and 0 < flips < 12

@@ -47,6 +47,7 @@ class EpipolarGuidance:
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
         "mode": "intersect",     # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
         "radius": 1.0,           # indicator threshold factor (distance mode)
+        "eval_resize": None,     # store extracted with cnn_local eval_resize=N (resize N x N, centre crop): same N
         "dim": 128,              # EPE width = RRT d_model
         "seed": 0,               # random F for non-matches and EPE reference pixels
     }
@@ -64,9 +65,16 @@ class EpipolarGuidance:
         self.epe = EpipolarPositionalEncoding(dim=c["dim"], grid=c["grid"], seed=c["seed"]) if c["guidance"] == "epe" else None
 
     def resize_map(self, image_id: str) -> np.ndarray:
-        """Pixel map (3, 3) of the resize from the original image to ``net_size`` (pixel centres at integers)."""
+        """Pixel map (3, 3) from the original image to the network frame (pixel centres at integers): the
+        resize to ``net_size``, or with ``eval_resize`` N the official SOP resize to N x N + centre crop."""
+        from relook.datasets.transforms import eval_transform_map
+
         H, W = self.image_sizes.get(image_id, self.conf["net_size"])
         nh, nw = self.conf["net_size"]
+        if self.conf["eval_resize"]:
+            if nh != nw:
+                raise ConfigError(f"eval_resize needs a square net_size, got {self.conf['net_size']}")
+            return eval_transform_map((H, W), int(self.conf["eval_resize"]), nh)
         sx, sy = nw / W, nh / H
         return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
@@ -106,6 +114,13 @@ class EpipolarGuidance:
             known[b] = got[1]
         return F, known
 
+    @staticmethod
+    def _maps(batch: dict) -> tuple:
+        """Per-image pixel maps (original -> network) of the batch's sides when a training transform set them."""
+        q, c = batch.get("query") or {}, batch.get("candidate") or {}
+        qm, cm = q.get("pixel_map"), c.get("pixel_map")
+        return (None, None) if qm is None or cm is None else (qm.cpu().numpy(), cm.cpu().numpy())
+
     def indicators(self, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = tuple(self.conf["net_size"])
         return epipolar_indicator(F, size, size, self.conf["grid"], self.conf["mode"], self.conf["radius"])
@@ -116,7 +131,7 @@ class EpipolarGuidance:
         if g not in ("epi", "maxepi"):
             return output.logits.sum() * 0.0
         labels = batch["labels"].detach().cpu() > 0.5
-        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"])
+        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"], *self._maps(batch))
         valid = labels & known
         n1, n2 = output.n_query, output.n_candidate
         if n1 != self.conf["grid"] ** 2 or n2 != self.conf["grid"] ** 2:
@@ -135,7 +150,7 @@ class EpipolarGuidance:
         """Hook of ``train_rrt``: EPE (B, 2 s^2, dim) of the pairs, or None unless guidance is ``epe``."""
         if self.epe is None:
             return None
-        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"])
+        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"], *self._maps(batch))
         Fc = choose_fundamentals(batch["labels"].detach().cpu() > 0.5, F, known, self.generator)
         size = tuple(self.conf["net_size"])
         return self.epe(Fc, size, size)
