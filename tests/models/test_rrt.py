@@ -257,3 +257,21 @@ def test_long_sequence_path_matches_attention_path():
         fast = m(q, c, q_mask=mask, q_global=g, c_global=g).logits
     slow = m(q, c, q_mask=mask, q_global=g, c_global=g, return_attention=True).logits
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_grid_positions_official_sop():
+    """A stored 7x7 cnn_local grid enters RRT at the official SOP positions (DETR normalised cumsum:
+    ((j + 1) / 7, (i + 1) / 7)), not at the cell centres ((j + 0.5) / 7, ...) half a cell off."""
+    import numpy as np
+
+    from relook.features.cnn_local import grid_keypoints
+    from relook.models.rrt_inputs import pack_side
+    from relook.types import ImageFeatures
+
+    f = ImageFeatures("x", local_desc=np.zeros((49, 128), np.float32), keypoints=grid_keypoints(7, 7, 300, 400),
+                      image_size=np.array([300, 400]))
+    side = pack_side([f], RRT(**SMALL).conf)
+    want = [[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)]
+    torch.testing.assert_close(side["pos"][0], torch.tensor(want))
+    kp = pack_side([f], RRT(**SMALL, input="keypoints").conf)  # keypoint inputs keep keypoint / size
+    torch.testing.assert_close(kp["pos"][0], torch.from_numpy(f.keypoints / np.array([400, 300], np.float32)))

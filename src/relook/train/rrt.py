@@ -209,7 +209,10 @@ class ImageSource(nn.Module):
         B, n = len(idx), h * w
         kps = torch.from_numpy(grid_keypoints(h, w, S, S)).to(device).expand(B, n, 2)
         sizes = torch.tensor([[S, S]] * B, dtype=torch.long, device=device)
-        return {"local": out["local"], "pos": kps / float(S), "keypoints": kps,
+        from relook.models.position_encoding import grid_positions
+
+        pos = grid_positions(h, w).to(device).expand(B, n, 2)  # official SOP grid positions, as pack_side
+        return {"local": out["local"], "pos": pos, "keypoints": kps,
                 "mask": torch.zeros(B, n, dtype=torch.bool, device=device), "image_size": sizes,
                 "scale_idx": torch.full((B, n), 2, dtype=torch.long, device=device),
                 "global": out["global"] if model_conf["d_global"] else None,
