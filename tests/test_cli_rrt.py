@@ -52,3 +52,55 @@ def test_bad_input(tiny, tmp_path, capsys):
             "--data-opt", "split", "-o", str(tmp_path)]
     assert main(args) == 2
     assert "--data-opt expects key=value, got 'split'" in capsys.readouterr().err
+
+
+def test_train_from_pseudo_gt(tmp_path):
+    """`relook train rrt --guidance epi --pseudo-gt FILE` on a dataset with no cameras (seed 002, Table 2 SOP)."""
+    import cv2
+    import h5py
+
+    from relook.datasets.base import load_dataset
+    from relook.features.cnn_local import grid_keypoints
+    from relook.geometry.epipolar import random_fundamental
+    from relook.geometry.robust import pair_key, positive_pairs
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    rng = np.random.default_rng(0)
+    for g in range(4):
+        (tmp_path / "data" / f"g{g}").mkdir(parents=True)
+        for v in range(3):
+            cv2.imwrite(str(tmp_path / "data" / f"g{g}" / f"{v}.png"), rng.integers(0, 255, (32, 48, 3), np.uint8))
+    ds = load_dataset("folder", tmp_path / "data")
+    assert not ds.info.get("cameras")
+    with FeatureStore(tmp_path / "s.h5", "w") as st:
+        for i in ds.gallery_ids:
+            g = rng.standard_normal(16)
+            st.write(ImageFeatures(i, global_desc=g / np.linalg.norm(g), local_desc=rng.standard_normal((4, 128)),
+                                   keypoints=grid_keypoints(2, 2, 32, 48), image_size=np.array([32, 48])))
+    with h5py.File(tmp_path / "pgt.h5", "w") as f:
+        for k, (a, b) in enumerate(positive_pairs(ds.gallery_labels, ds.gallery_ids)):
+            gr = f.create_group(pair_key(a, b))
+            gr.create_dataset("F", data=random_fundamental(seed=k).numpy())
+            gr.attrs.update({"id1": a, "id2": b, "num_matches": 50, "num_inliers": 40, "reliable": True, "done": True})
+    out = tmp_path / "rrt"
+    args = ["train", "rrt", str(tmp_path / "s.h5"), "--dataset", "folder", "--root", str(tmp_path / "data"), "-o",
+            str(out), "--epochs", "1", "--model-opt", "num_layers=1", "--no-progress", "--guidance", "epi",
+            "--guidance-weight", "1.0", "--pseudo-gt", str(tmp_path / "pgt.h5")]
+    assert main(args) == 0
+    log = json.loads((out / "log.jsonl").read_text())
+    assert log["loss"] > log["bce"] + 1e-3  # the epipolar loss of the pseudo-GT pairs was added
+
+
+def test_train_recipe_and_flags(tiny, tmp_path):
+    work, _ = tiny
+    out = tmp_path / "rrt"
+    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
+            "--data-opt", "split=train", "-o", str(out), "--recipe", "epipolar-sop", "--epochs", "1",
+            "--weight-decay", "1e-3", "--milestones", "5,7", "--top-k", "6", "--triplets-per-batch", "4",
+            "--model-opt", "num_layers=1", "--no-progress"]
+    assert main(args) == 0
+    tc = json.loads((out / "train_conf.json").read_text())["train"]
+    assert (tc["epochs"], tc["weight_decay"], tc["milestones"], tc["top_k"], tc["positives"], tc["lr"]) == \
+        (1, 1e-3, [5, 7], 6, "label", 1e-4)
+    assert main(args[:-6] + ["--milestones", "x", "--no-progress"]) == 2

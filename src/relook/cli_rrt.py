@@ -18,18 +18,31 @@ def train_rrt_cmd(
         data_opt: list[str] = typer.Option([], help="dataset option KEY=VALUE (repeatable), e.g. split=train"),
         variant: str = typer.Option("sop", help="RRT preset: sop (7x7 grid, sine PE) or landmark (keypoints, global)"),
         model_opt: list[str] = typer.Option([], help="RRT option KEY=VALUE, e.g. position_encoding=none"),
-        epochs: int = typer.Option(15, min=1, help="epochs (official 15)"),
-        lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate"),
-        max_norm: float = typer.Option(0.0, min=0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
-        triplets_per_batch: int = typer.Option(12, min=1, help="(anchor, positive, negative) triplets per step"),
-        min_positives: int = typer.Option(1, min=1, help="anchors need this many positives in their top-100"),
+        recipe: Optional[str] = typer.Option(None, help="training recipe: official-landmark | official-sop | "
+                                             "epipolar-sop (seed 002: 40 epochs, constant 1e-4); flags override it"),
+        epochs: Optional[int] = typer.Option(None, min=1, help="epochs (default 15, or the recipe's)"),
+        lr: Optional[float] = typer.Option(None, min=0.0, help="AdamW learning rate (default 1e-4)"),
+        weight_decay: Optional[float] = typer.Option(None, min=0.0, help="AdamW weight decay (default 5e-4; SOP 4e-4)"),
+        milestones: Optional[str] = typer.Option(None, help="comma-separated epochs where the lr drops x0.1, "
+                                                 "e.g. 60,80; 'none' = constant (default)"),
+        top_k: Optional[int] = typer.Option(None, min=1, help="global neighbours negatives come from (default 100)"),
+        positives: Optional[str] = typer.Option(None, help="topk (same-label images in the top-k) | label (all "
+                                                "same-label images, official SOP)"),
+        augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="fine-tuning: random resized "
+                                               "crop + flip (official SOP), F adjusted to match"),
+        max_norm: Optional[float] = typer.Option(None, min=0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
+        triplets_per_batch: Optional[int] = typer.Option(None, min=1, help="(anchor, positive, negative) triplets per step"),
+        min_positives: Optional[int] = typer.Option(None, min=1, help="topk positives: anchors need this many in their top-k"),
         finetune: bool = typer.Option(False, help="fine-tune the CNN backbone jointly (reads images)"),
         backbone_opt: list[str] = typer.Option([], help="cnn_local option KEY=VALUE for --finetune"),
         device: str = typer.Option("cpu", help="torch device"),
         seed: int = typer.Option(0, min=0, help="seed of model init and triplet sampling"),
         resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
         progress: bool = typer.Option(True, help="show progress bars"),
-        guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's cameras)"),
+        guidance: str = typer.Option("none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's "
+                                     "cameras or --pseudo-gt)"),
+        pseudo_gt: Optional[Path] = typer.Option(None, help="pseudo ground-truth F file (relook geometry pseudo-gt) "
+                                                 "for the guidance, e.g. where the data has no cameras"),
         guidance_weight: float = typer.Option(1e-3, help="lambda of the epipolar loss")) -> None:
     """Train a Reranking Transformer with BCE on query/positive/hard-negative triplets from the top-100.
 
@@ -40,11 +53,23 @@ def train_rrt_cmd(
     from relook.train.rrt_stage import train_rrt_stage
 
     ds = load_dataset(dataset, root, **parse_kv(data_opt, "--data-opt"))
-    tc = {"epochs": epochs, "lr": lr, "max_norm": max_norm, "triplets_per_batch": triplets_per_batch,
-          "min_positives": min_positives, "finetune": finetune, "device": device, "seed": seed}
+    from relook.errors import ConfigError
+    from relook.train.rrt import resolve_train_conf
+
+    ms = None
+    if milestones is not None:
+        try:
+            ms = [] if milestones.strip().lower() in ("", "none") else [int(v) for v in milestones.split(",")]
+        except ValueError:
+            raise ConfigError(f"--milestones expects comma-separated epochs like 60,80 or 'none', got {milestones!r}")
+    tc = resolve_train_conf(recipe, {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "milestones": ms,
+                                     "top_k": top_k, "positives": positives, "augment": augment,
+                                     "max_norm": max_norm, "triplets_per_batch": triplets_per_batch,
+                                     "min_positives": min_positives, "finetune": finetune, "device": device,
+                                     "seed": seed})
     from relook.train.epipolar import guidance_hooks
 
-    hooks = guidance_hooks(guidance, ds, store, weight=guidance_weight, seed=seed)
+    hooks = guidance_hooks(guidance, ds, store, pseudo_gt=pseudo_gt, weight=guidance_weight, seed=seed)
     path = train_rrt_stage(ds, store, out, {"variant": variant, **parse_kv(model_opt, "--model-opt")}, tc,
                            parse_kv(backbone_opt, "--backbone-opt"), resume=resume, progress=progress, seed=seed, **hooks)
     typer.echo(f"wrote {path}")

@@ -63,13 +63,50 @@ def test_fundamental_after_transform():
 def test_train_transform_seeded():
     img = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
     K = np.array([[100.0, 0, 60], [0, 100.0, 45], [0, 0, 1]])
-    tf = TrainTransform(size=64)
+    tf = TrainTransform(size=64, flip=0.5)
     a = tf(img, K, np.random.default_rng(3))
     b = tf(img, K, np.random.default_rng(3))
     assert a[0].shape == (64, 64, 3) and a[0].dtype == np.uint8
     np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_allclose(a[1], a[2] @ K)
+    np.testing.assert_array_equal(a[1], b[1])
     assert tf(img, None, np.random.default_rng(0))[1] is None
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_train_transform_matches_reference(official):
+    """Random resized crop (+ flip): the blob of a 3D point lands where the returned K' projects it."""
+    K = np.array([[150.0, 0, 79.5], [0, 150.0, 59.5], [0, 0, 1]])
+    X = np.array([0.05, 0.02, 1.0])
+    uv = _project(K, X)
+    img = np.repeat((_blob_image(uv, sigma=3.0) * 255).astype(np.uint8)[..., None], 3, 2)
+    tf = TrainTransform.official_sop(96) if official else TrainTransform(size=96, scale=(0.4, 0.9), flip=0.5,
+                                                                          brightness=0, contrast=0, gamma=0)
+    flips, checked = 0, 0
+    for seed in range(12):
+        out, K2, A = tf(img, K, np.random.default_rng(seed))
+        p = _project(K2, X)
+        if not (8 <= p[0] <= 87 and 8 <= p[1] <= 87) or out[..., 0].max() < 150:
+            continue  # blob cut by the crop
+        np.testing.assert_allclose(_centroid(out[..., 0].astype(np.float32)), p, atol=0.3)
+        flips += A[0, 0] < 0
+        checked += 1
+    assert checked >= 4 and 0 < flips < checked
+
+
+def test_hflip_and_eval_transform_match_reference():
+    from relook.datasets.transforms import eval_transform, eval_transform_map, hflip
+
+    img = _blob_image((30.0, 20.0))
+    out, A = hflip(img)
+    np.testing.assert_allclose(_centroid(out), [160 - 1 - 30.0, 20.0], atol=0.05)
+    np.testing.assert_allclose((A @ [30.0, 20.0, 1])[:2], [129.0, 20.0])
+    # resize 120 x 160 -> 64 x 64, centre crop 48: a blob at (100, 70) goes to 64/160, 64/120 then -8
+    img = _blob_image((100.0, 70.0), sigma=6.0)
+    out, A = eval_transform(img, 64, 48)
+    want = [(100 + 0.5) * 64 / 160 - 0.5 - 8, (70 + 0.5) * 64 / 120 - 0.5 - 8]
+    assert out.shape == (48, 48)
+    np.testing.assert_allclose(_centroid(out), want, atol=0.1)
+    np.testing.assert_allclose(eval_transform_map((120, 160), 64, 48), A)
 
 
 def test_illumination_keeps_geometry():

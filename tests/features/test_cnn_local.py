@@ -66,3 +66,26 @@ def test_bad_input():
         create_extractor("cnn_local", **CONF, global_pool="max")
     with pytest.raises(DataError):
         create_extractor("cnn_local", **CONF).extract_one("a", np.zeros((10, 10), np.uint8))
+
+
+def test_eval_resize_center_crop_matches_reference():
+    """Official SOP test preprocessing (resize 256 x 256, centre crop 224): the features are those of the
+    hand-made crop, and each keypoint is its cell's centre mapped back to the original image."""
+    import cv2
+    import torch
+
+    from relook.features.cnn_local import CNNLocal, to_tensor
+
+    img = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    ex = CNNLocal(arch="resnet10t", pretrained=False, eval_resize=256, image_size=224, write_patch_tokens=False)
+    f = ex.extract_one("x", img)
+    crop = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)[16:240, 16:240]
+    with torch.inference_mode():
+        ref = ex.net(to_tensor(crop, None)[None])
+    np.testing.assert_allclose(f.local_desc, ref["local"][0].numpy(), atol=1e-5)
+    # cell (r, c) of the 7x7 crop grid: centre 16 + 32 (c + 0.5) in the 256 frame (continuous coordinates),
+    # i.e. x = that * 400 / 256, y = that * 300 / 256 in the original
+    r, c = np.divmod(np.arange(49), 7)
+    want = np.stack([(16 + 32 * (c + 0.5)) * 400 / 256, (16 + 32 * (r + 0.5)) * 300 / 256], 1)
+    np.testing.assert_allclose(f.keypoints, want, atol=1e-3)
+    assert tuple(f.image_size) == (300, 400)

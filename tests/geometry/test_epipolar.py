@@ -200,3 +200,38 @@ def test_plane_angles_equal_for_correspondences():
         u1, u2 = epipolar_plane_angles(Fk, size, size, 1, ref_pixel=ref, K2=Kc2)
         d = abs(u1.item() - u2.item())
         assert min(d, math.pi - d) < 1e-6
+
+
+def corner_sign_indicator(F, size1, size2, s):
+    """Literal Sec. 3.3 rule, per cell: the line a x + b y + c = 0 passes through a cell iff the four corners
+    of the cell's pixel rectangle do not all lie strictly on one side of it."""
+    F = np.asarray(F, dtype=np.float64)
+    out = []
+    for M, (H1, W1), (H, W) in ((F, size1, size2), (F.T, size2, size1)):
+        I = np.zeros((s * s, s * s))
+        for i in range(s * s):
+            r, c = divmod(i, s)
+            x = np.array([(c + 0.5) * W1 / s - 0.5, (r + 0.5) * H1 / s - 0.5, 1.0])
+            a, b, cc = M @ x
+            for j in range(s * s):
+                rj, cj = divmod(j, s)
+                xs = [cj * W / s - 0.5, (cj + 1) * W / s - 0.5]
+                ys = [rj * H / s - 0.5, (rj + 1) * H / s - 0.5]
+                v = [a * u + b * w + cc for u in xs for w in ys]
+                I[i, j] = min(v) <= 0 <= max(v)
+        out.append(I)
+    return out
+
+
+def test_indicator_default_is_cells_the_line_passes_through():
+    K1, R1, t1, K2, R2, t2, _ = two_cameras(4)
+    size1, size2 = (224, 224), (200, 240)
+    F = fundamental_from_cameras(K1, R1, t1, resize_intrinsics(K2, 240 / 224, 200 / 224), R2, t2)
+    for s in (5, 7):
+        I12, I21 = epipolar_indicator(F, size1, size2, s)  # no mode: the default rule
+        R12, R21 = corner_sign_indicator(F.numpy(), size1, size2, s)
+        S12, S21 = slow_indicator(F.numpy(), size1, size2, s, "intersect")  # dense line sampling
+        assert np.array_equal(I12.numpy(), R12) and np.array_equal(I21.numpy(), R21)
+        assert np.array_equal(R12, S12) and np.array_equal(R21, S21)
+        D12, _ = epipolar_indicator(F, size1, size2, s, mode="distance")  # the option: a superset here
+        assert (D12.numpy() >= R12).all() and D12.sum() > I12.sum()

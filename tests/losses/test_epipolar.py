@@ -61,7 +61,8 @@ def test_epi_matches_reference():
     A12, A21, I12, I21 = data()
     valid = torch.tensor([True, False, True])
     got = epipolar_loss(A12, A21, I12, I21, valid)
-    want = slow_epi(A12.mean(1), A21.mean(1), I12, I21, valid)
+    # per-head logits in, one W_Q / W_K in Eq. 1: the full-width logit is the SUM of the heads' logits
+    want = slow_epi(sum(A12[:, h] for h in range(4)), sum(A21[:, h] for h in range(4)), I12, I21, valid)
     assert abs(got.item() - want) < 1e-9
     # per-head option = mean over heads of each head's loss
     got_h = epipolar_loss(A12, A21, I12, I21, valid, per_head=True)
@@ -74,7 +75,7 @@ def test_maxepi_matches_reference():
     I12[0, 3] = 0  # an empty line: no L_max term for that row
     valid = torch.tensor([True, True, False])
     got = max_epipolar_loss(A12, A21, I12, I21, valid)
-    want = slow_maxepi(A12.mean(1), A21.mean(1), I12, I21, valid)
+    want = slow_maxepi(sum(A12[:, h] for h in range(4)), sum(A21[:, h] for h in range(4)), I12, I21, valid)
     assert abs(got.item() - want) < 1e-9
     got_h = max_epipolar_loss(A12, A21, I12, I21, valid, per_head=True)
     want_h = sum(slow_maxepi(A12[:, h], A21[:, h], I12, I21, valid) for h in range(4)) / 4

@@ -104,7 +104,29 @@ def test_raw_cross_attention_matches_reference():
     torch.testing.assert_close(a12, full[:, :, 1:10, 11:18], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(a21, full[:, :, 11:18, 1:10], atol=1e-4, rtol=1e-4)
     s12, _ = m.raw_cross_attention(y, 9, 7, scaled=True)
-    torch.testing.assert_close(s12, full[:, :, 1:10, 11:18].mean(1) / math.sqrt(dh), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(s12, full[:, :, 1:10, 11:18].sum(1) / math.sqrt(dh), atol=1e-4, rtol=1e-4)
+
+
+def test_raw_cross_full_width_matches_reference():
+    """Eq. 1-2 of the epipolar paper: ONE W_Q, W_K of width 128, A12 = (W_Q y)(W_K y')^T, no head split."""
+    m = _model()
+    q, c, pq, pc = _pair(B=2, n1=9, n2=7)
+    out = m(q, c, pq, pc, return_last_input=True, return_raw_cross=True)
+    y = out.last_input.double()
+    W, b = (t.detach().double() for t in (m.encoder[-1].self_attn.in_proj_weight, m.encoder[-1].self_attn.in_proj_bias))
+    A12, A21 = torch.zeros(2, 9, 7, dtype=torch.float64), torch.zeros(2, 7, 9, dtype=torch.float64)
+    for bi in range(2):  # slow loop over token pairs, full-width dot products
+        for i in range(9):
+            for j in range(7):
+                qa, kb = W[:128] @ y[bi, 1 + i] + b[:128], W[128:256] @ y[bi, 11 + j] + b[128:256]
+                qb, ka = W[:128] @ y[bi, 11 + j] + b[:128], W[128:256] @ y[bi, 1 + i] + b[128:256]
+                A12[bi, i, j], A21[bi, j, i] = qa @ kb, qb @ ka
+    torch.testing.assert_close(out.raw_cross[0].double(), A12, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(out.raw_cross[1].double(), A21, atol=1e-3, rtol=1e-4)
+    # the literal equation without projection biases
+    n12, _ = m.raw_cross_attention(out.last_input, 9, 7, bias=False)
+    ref = torch.einsum("bic,bjc->bij", y[:, 1:10] @ W[:128].T, y[:, 11:18] @ W[128:256].T)
+    torch.testing.assert_close(n12.double(), ref, atol=1e-3, rtol=1e-4)
 
 
 def test_input_pe_hook():
@@ -235,3 +257,21 @@ def test_long_sequence_path_matches_attention_path():
         fast = m(q, c, q_mask=mask, q_global=g, c_global=g).logits
     slow = m(q, c, q_mask=mask, q_global=g, c_global=g, return_attention=True).logits
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_grid_positions_official_sop():
+    """A stored 7x7 cnn_local grid enters RRT at the official SOP positions (DETR normalised cumsum:
+    ((j + 1) / 7, (i + 1) / 7)), not at the cell centres ((j + 0.5) / 7, ...) half a cell off."""
+    import numpy as np
+
+    from relook.features.cnn_local import grid_keypoints
+    from relook.models.rrt_inputs import pack_side
+    from relook.types import ImageFeatures
+
+    f = ImageFeatures("x", local_desc=np.zeros((49, 128), np.float32), keypoints=grid_keypoints(7, 7, 300, 400),
+                      image_size=np.array([300, 400]))
+    side = pack_side([f], RRT(**SMALL).conf)
+    want = [[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)]
+    torch.testing.assert_close(side["pos"][0], torch.tensor(want))
+    kp = pack_side([f], RRT(**SMALL, input="keypoints").conf)  # keypoint inputs keep keypoint / size
+    torch.testing.assert_close(kp["pos"][0], torch.from_numpy(f.keypoints / np.array([400, 300], np.float32)))

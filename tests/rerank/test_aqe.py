@@ -108,3 +108,21 @@ def test_empty():
 def test_bad_input():
     with pytest.raises(ConfigError):
         create_reranker("aqe", n=-1)
+
+
+def test_presets_match_reference():
+    """rrt-official: k = 2 neighbours, alpha = 0.3 (official RRT evaluation); radenovic: alpha = 3."""
+    rng = np.random.default_rng(5)
+    q = _unit(rng.normal(size=16))
+    cands = [ImageFeatures(f"g{i}", global_desc=_unit(q + s * rng.normal(size=16)).astype(np.float32))
+             for i, s in enumerate([0.3, 0.5, 0.8, 1.2, 2.0, 3.0])]
+    gs = np.array([float(q @ c.global_desc) for c in cands])
+    order = np.argsort(-gs)
+    x = np.stack([c.global_desc for c in cands]).astype(np.float64)
+    for preset, (k, alpha) in (("rrt-official", (2, 0.3)), ("radenovic", (2, 3.0))):
+        got = create_reranker("aqe", preset=preset).rerank(ImageFeatures("q", global_desc=q), cands, gs)
+        want = x @ _aqe_reference(q, x[order[:k]], alpha)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert create_reranker("aqe", preset="rrt-official", alpha=1.0).conf["alpha"] == 1.0  # explicit wins
+    with pytest.raises(ConfigError):
+        create_reranker("aqe", preset="bogus")

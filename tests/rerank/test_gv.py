@@ -104,3 +104,31 @@ def test_bad_input():
         create_reranker("gv", method="lmeds")
     with pytest.raises(ConfigError):
         create_reranker("gv", treshold=3)
+
+
+def test_delg_preset_matches_reference():
+    """DELG-style GV: matches below descriptor L2 distance 1.0, classic RANSAC affine, 20 px, 1000 trials."""
+    rng = np.random.default_rng(0)
+    n = 60
+    qd = rng.normal(size=(n, 16))
+    qd /= np.linalg.norm(qd, axis=1, keepdims=True)
+    qk = rng.random((n, 2)) * 200
+    noise = np.where(np.arange(n)[:, None] < 30, 0.05, 0.9)  # half the pairs are far (> 1.0) in descriptor space
+    cd = qd + noise * rng.normal(size=(n, 16)) / 4
+    M = np.array([[0.9, 0.1, 5.0], [-0.1, 0.95, -3.0]])
+    ck = qk @ M[:, :2].T + M[:, 2] + np.where(np.arange(n)[:, None] % 3 == 0, rng.normal(size=(n, 2)) * 60, 0)
+    att = np.ones(n, np.float32)
+    q = ImageFeatures("q", local_desc=qd.astype(np.float32), keypoints=qk, attention=att)
+    c = ImageFeatures("c", local_desc=cd.astype(np.float32), keypoints=ck, attention=att)
+    # reference: mutual NN, distance < 1.0, then OpenCV RANSAC affine (same seed)
+    pairs = [(i, j) for i, j in _mutual_nn_reference(qd, cd)
+             if np.linalg.norm(qd[i].astype(np.float32) - cd[j].astype(np.float32)) < 1.0]
+    iq, ic = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    cv2.setRNGSeed(0)
+    _, mask = cv2.estimateAffine2D(ck[ic].astype(np.float64), qk[iq].astype(np.float64), method=cv2.RANSAC,
+                                   ransacReprojThreshold=20.0, maxIters=1000, confidence=0.999)
+    gv = create_reranker("gv", preset="delg")
+    assert len(pairs) < len(_mutual_nn_reference(qd, cd))  # the distance threshold removed matches
+    assert int(gv.inliers(q, [c])[0]) == int(mask.sum())
+    assert (gv.conf["method"], gv.conf["max_distance"], gv.conf["threshold"]) == ("ransac", 1.0, 20.0)
+    assert create_reranker("gv", preset="magsac").conf["method"] == "magsac"

@@ -23,8 +23,10 @@ def _model(seed=0, **kw):
 
 
 def _pair_logit(model, q, c):
-    """Reference: one pair at a time, positions computed by hand."""
-    pos = lambda f: torch.from_numpy(f.keypoints / 224.0)[None].float()  # noqa: E731
+    """Reference: one pair at a time, positions computed by hand: a full 7x7 grid takes the official SOP grid
+    positions ((j + 1) / 7, (i + 1) / 7) of cell (i, j), whatever its keypoints."""
+    official = torch.tensor([[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)])
+    pos = lambda f: official[None].float()  # noqa: E731
     with torch.no_grad():
         return float(model(torch.from_numpy(q.local_desc)[None], torch.from_numpy(c.local_desc)[None],
                            pos(q), pos(c)).logits[0])

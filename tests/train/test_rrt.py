@@ -121,3 +121,81 @@ def test_bad_input(tmp_path):
         train_rrt(_model(), data, StoreSource(feats), tmp_path, {"finetune": True}, progress=False)
     with pytest.raises(DataError):
         train_rrt(_model(), data, StoreSource(feats), tmp_path, {"min_positives": 50}, progress=False)
+
+
+def test_long_run_keeps_constant_lr(tmp_path):
+    """--epochs 17 without milestones: the rate stays 1e-4 (the old default dropped it to 1e-5 at epoch 16)."""
+    feats, data = _data(n_classes=3, per=3)
+    path = train_rrt(_model(), data, StoreSource(feats), tmp_path, {"epochs": 17, "triplets_per_batch": 16},
+                     progress=False)
+    ck = torch.load(path, weights_only=False)
+    assert ck["epoch"] == 17 and ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([1e-4] * 17)
+
+
+def test_recipes_match_official_numbers():
+    from relook.train.rrt import resolve_train_conf
+
+    sop = resolve_train_conf("official-sop")  # official RRT_SOP experiment_rerank.py + dataset config
+    assert (sop["epochs"], sop["lr"], sop["weight_decay"], sop["milestones"], sop["triplets_per_batch"],
+            sop["top_k"], sop["positives"], sop["augment"]) == (100, 1e-4, 4e-4, [60, 80], 100, 100, "label", True)
+    lm = resolve_train_conf("official-landmark")
+    assert (lm["epochs"], lm["weight_decay"], lm["milestones"], lm["triplets_per_batch"], lm["min_positives"],
+            lm["positives"]) == (15, 5e-4, [16, 18], 12, 5, "topk")
+    ep = resolve_train_conf("epipolar-sop", {"epochs": None})  # seed 002 Sec. 5: 40 epochs, constant 1e-4
+    assert (ep["epochs"], ep["lr"], ep["milestones"], ep["weight_decay"]) == (40, 1e-4, [], 4e-4)
+    assert resolve_train_conf("official-sop", {"weight_decay": 1e-3})["weight_decay"] == 1e-3
+    with pytest.raises(ConfigError):
+        resolve_train_conf("bogus")
+
+
+def test_sample_triplets_label_positives_matches_reference():
+    """Official SOP sampler: positives from ALL same-label images (also outside the top-k), negatives from the top-k."""
+    _, data = _data(n_classes=6, per=4)
+    data.neighbours = data.neighbours[:, :3]  # short top-k: many positives lie outside it
+    trip = sample_triplets(data, 1, np.random.default_rng(0), positives="label")
+    want = [a for a in range(len(data.ids)) if any(data.labels[j] != data.labels[a] for j in data.neighbours[a])]
+    assert sorted(trip[:, 0].tolist()) == want
+    outside = 0
+    for a, p, n in trip:
+        assert p != a and data.labels[p] == data.labels[a]
+        assert n in data.neighbours[a] and data.labels[n] != data.labels[a]
+        outside += p not in data.neighbours[a]
+    assert outside > 0
+    # drawn uniformly from the label: over many epochs every same-label image shows up as a positive
+    seen = {int(p) for s in range(40) for a, p, _ in sample_triplets(data, 1, np.random.default_rng(s), "label")
+            if a == 0}
+    assert seen == {j for j in range(len(data.ids)) if data.labels[j] == data.labels[0] and j != 0}
+
+
+def test_augmented_sides_carry_pixel_map():
+    """Fine-tuning with augmentation: a blob at pixel uv of the original lands at pixel_map @ uv of the crop."""
+    from relook.datasets.transforms import TrainTransform
+    from relook.features.cnn_local import CNNLocalNet
+
+    uv = np.array([70.0, 40.0])
+    yy, xx = np.mgrid[0:96, 0:128]
+    blob = np.exp(-((xx - uv[0]) ** 2 + (yy - uv[1]) ** 2) / (2 * 3.0 ** 2))
+    img = np.repeat((blob * 255).astype(np.uint8)[..., None], 3, 2)
+    seen = []
+    tf = TrainTransform(size=64, scale=(0.5, 0.9), flip=0.5, brightness=0, contrast=0, gamma=0)
+
+    def record(im, K, rng):
+        out = tf(im, K, rng)
+        seen.append(out[0])
+        return out
+
+    src = ImageSource(CNNLocalNet("resnet10t", False, 128), [lambda: img] * 2, image_size=64, augment=record, seed=1)
+    flips = 0
+    for _ in range(6):
+        side = src.sides(np.array([0, 1]), {"d_global": 0}, None, "cpu")
+        for k in range(2):
+            out = seen[-2 + k][..., 0].astype(np.float64)
+            w = np.clip(out - 0.2 * out.max(), 0, None)
+            centroid = np.array([(w * np.mgrid[0:64, 0:64][1]).sum(), (w * np.mgrid[0:64, 0:64][0]).sum()]) / w.sum()
+            A = side["pixel_map"][k].numpy()
+            np.testing.assert_allclose(centroid, (A @ [*uv, 1.0])[:2], atol=0.35)
+            flips += A[0, 0] < 0
+    assert 0 < flips < 12
+    assert side["keypoints"].shape == (2, 4, 2) and (side["image_size"] == 64).all()

@@ -42,6 +42,43 @@ def resize(image: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.
     return out, A
 
 
+def hflip(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror left-right -> (image, A): pixel column u goes to W - 1 - u (pixel centres at integers)."""
+    w = image.shape[1]
+    A = np.array([[-1.0, 0, w - 1.0], [0, 1.0, 0], [0, 0, 1.0]])
+    return np.ascontiguousarray(image[:, ::-1]), A
+
+
+def center_crop_box(hw: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+    """Central ``size x size`` box (x0, y0, x1, y1) of an image of ``hw`` (torchvision CenterCrop rounding)."""
+    h, w = hw
+    if size > h or size > w:
+        raise ConfigError(f"centre crop {size} does not fit a {w}x{h} image")
+    y0, x0 = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x0, y0, x0 + size, y0 + size
+
+
+def eval_transform(image: np.ndarray, resize_to: int = 256, size: int = 224) -> tuple[np.ndarray, np.ndarray]:
+    """Official RRT SOP test preprocessing: resize to ``resize_to x resize_to`` (aspect not kept, as
+    torchvision ``Resize((256, 256))``), then the central ``size x size`` crop -> (image, A). Used at
+    extraction (``cnn_local`` option ``eval_resize``) and as the epipolar guidance's frame."""
+    out, A1 = resize(image, (resize_to, resize_to))
+    out, A2 = crop(out, center_crop_box(out.shape[:2], size))
+    return out, A2 @ A1
+
+
+def eval_transform_map(hw: tuple[int, int], resize_to: int | None, size: int) -> np.ndarray:
+    """Pixel map (3, 3) of ``eval_transform`` (``resize_to=None``: a plain resize to ``size x size``) for an
+    image of ``hw`` = (H, W), without touching pixels."""
+    h, w = hw
+    if resize_to is None:
+        sx, sy = size / w, size / h
+        return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+    sx, sy = resize_to / w, resize_to / h
+    x0, y0, _, _ = center_crop_box((resize_to, resize_to), size)
+    return np.array([[sx, 0, 0.5 * sx - 0.5 - x0], [0, sy, 0.5 * sy - 0.5 - y0], [0, 0, 1.0]])
+
+
 def adjust_intrinsics(K: np.ndarray, A: np.ndarray) -> np.ndarray:
     """``K' = A @ K`` for the pixel map ``A`` of a crop / resize (or their product)."""
     return np.asarray(A, dtype=np.float64) @ np.asarray(K, dtype=np.float64)
@@ -80,12 +117,20 @@ def illumination(image: np.ndarray, rng: np.random.Generator, brightness: float 
 
 
 class TrainTransform:
-    """Random resized crop + illumination; ``__call__(image, K, rng) -> (image, K', A)``."""
+    """Random resized crop + horizontal flip (+ illumination); ``__call__(image, K, rng) -> (image, K', A)``.
+
+    ``A`` maps original pixels to output pixels (crop, resize, then the flip when drawn), so a camera's
+    intrinsics become ``A K`` and F between two such images ``A2^-T F A1^-1`` (``adjust_fundamental``).
+    ``TrainTransform.official_sop()`` is the official RRT SOP training augmentation (torchvision
+    ``RandomResizedCrop(224)`` with its default scale (0.08, 1) and ratio (3/4, 4/3), then
+    ``RandomHorizontalFlip(0.5)``, no photometric change).
+    """
 
     default_conf: dict[str, Any] = {
         "size": 224,  # output side (square), pixels; the paper's RRT training resolution
         "scale": (0.5, 1.0),  # area fraction of the random crop
         "ratio": (3 / 4, 4 / 3),  # aspect-ratio range (w / h) of the random crop
+        "flip": 0.0,  # probability of a horizontal flip
         "brightness": 0.3,  # brightness factor range 1 +- this
         "contrast": 0.3,  # contrast factor range 1 +- this
         "gamma": 0.3,  # gamma drawn as exp(U(-this, this))
@@ -94,11 +139,20 @@ class TrainTransform:
     def __init__(self, **conf: Any) -> None:
         self.conf = merge_conf(self.default_conf, conf, "TrainTransform")
 
+    @classmethod
+    def official_sop(cls, size: int = 224) -> "TrainTransform":
+        return cls(size=size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip=0.5, brightness=0.0, contrast=0.0,
+                   gamma=0.0)
+
     def __call__(self, image: np.ndarray, K: np.ndarray | None, rng: np.random.Generator):
         c = self.conf
         box = random_resized_crop_box(rng, image.shape[:2], tuple(c["scale"]), tuple(c["ratio"]))
         out, A1 = crop(image, box)
         out, A2 = resize(out, (c["size"], c["size"]))
         A = A2 @ A1
-        out = illumination(out, rng, c["brightness"], c["contrast"], c["gamma"])
+        if c["flip"] > 0 and rng.random() < c["flip"]:
+            out, A3 = hflip(out)
+            A = A3 @ A
+        if c["brightness"] or c["contrast"] or c["gamma"]:
+            out = illumination(out, rng, c["brightness"], c["contrast"], c["gamma"])
         return out, (None if K is None else adjust_intrinsics(K, A)), A

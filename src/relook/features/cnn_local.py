@@ -116,6 +116,8 @@ class CNNLocal(Extractor):
         "seed": 0,                 # seed of a random-init backbone (same seed -> same network in every process)
         "weights": None,           # optional CNNLocalNet state dict (.pt) to load, e.g. after fine-tuning
         "image_size": 224,         # square resize before the CNN (224 -> 7x7 grid); None keeps the size
+        "eval_resize": None,       # int N: official RRT SOP test preprocessing, resize to N x N then centre-crop
+                                   # image_size (N=256); None: plain square resize to image_size
         "local_dim": 128,          # projected local descriptor dim (RRT: 128)
         "projection": "seeded",    # seeded random 1x1 conv, or none (keep the backbone's channels)
         "projection_seed": 0,      # seed of the seeded projection
@@ -177,14 +179,28 @@ class CNNLocal(Extractor):
             for item in batch:
                 yield from self._run([item])
             return
-        x = torch.stack([to_tensor(im, size) for _, im in batch]).to(self.conf["device"])
+        maps = None
+        if self.conf["eval_resize"] and size is not None:  # official SOP: resize N x N, centre crop
+            from relook.datasets.transforms import eval_transform
+
+            done = [eval_transform(im, int(self.conf["eval_resize"]), size) for _, im in batch]
+            x = torch.stack([to_tensor(t, None) for t, _ in done]).to(self.conf["device"])
+            maps = [A for _, A in done]
+        else:
+            x = torch.stack([to_tensor(im, size) for _, im in batch]).to(self.conf["device"])
         out = self.net(x)
         h, w = out["grid"]
         for k, (image_id, im) in enumerate(batch):
             H, W = im.shape[:2]
             local = out["local"][k].float().cpu().numpy()
+            if maps is None:
+                kps = grid_keypoints(h, w, H, W)
+            else:  # cell centres of the crop, back in original pixels (inverse of the pixel map)
+                c = grid_keypoints(h, w, size, size).astype(np.float64) - 0.5  # pixel-centre convention
+                back = np.c_[c, np.ones(len(c))] @ np.linalg.inv(maps[k]).T
+                kps = (back[:, :2] + 0.5).astype(np.float32)
             yield ImageFeatures(
                 image_id=image_id, global_desc=out["global"][k].float().cpu().numpy(), local_desc=local,
-                keypoints=grid_keypoints(h, w, H, W), scales=np.ones(h * w, np.float32),
+                keypoints=kps, scales=np.ones(h * w, np.float32),
                 attention=out["attention"][k].float().cpu().numpy(), image_size=np.array([H, W]),
                 patch_tokens=local.reshape(h, w, -1) if self.conf["write_patch_tokens"] else None)

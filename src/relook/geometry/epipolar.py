@@ -142,7 +142,7 @@ def _line_cell_intersects(lines: torch.Tensor, image_size, s: int) -> torch.Tens
     return (v.amin(-1) <= 0) & (v.amax(-1) >= 0) & ~degenerate
 
 
-def epipolar_indicator(F, size1, size2, s: int = 7, mode: str = "distance",
+def epipolar_indicator(F, size1, size2, s: int = 7, mode: str = "intersect",
                        radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Ground-truth epipolar grids ``1(i, j)`` of Eq. (1) for both directions.
 
@@ -152,9 +152,11 @@ def epipolar_indicator(F, size1, size2, s: int = 7, mode: str = "distance",
     with ``I21[i, j] = 1`` when cell ``j`` of image 1 lies on the line ``F^T x2`` of cell ``i`` of image 2
     (rows follow A12 / A21 of Sec. 3.3). ``mode``:
 
-    - ``"distance"`` (default): distance from the cell centre to the line <= ``radius`` x half the cell
-      diagonal (``radius=1``: a circle that circumscribes the cell);
-    - ``"intersect"``: the line passes through the (closed) cell rectangle, exact corner-sign test.
+    - ``"intersect"`` (default): the paper's literal rule (Sec. 3.3, "the cells that the epipolar line
+      passes through"): the line meets the closed cell rectangle, exact corner-sign test;
+    - ``"distance"``: distance from the cell centre to the line <= ``radius`` x half the cell diagonal
+      (``radius=1``: a circle circumscribing the cell; it also takes cells the line only passes near,
+      about 15% more cells on 7x7 grids).
 
     Returns float tensors of 0/1. A degenerate line (the cell centre is the epipole) gives an all-zero row.
     """

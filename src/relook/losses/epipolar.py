@@ -10,9 +10,11 @@ rule of Sec. 5.2). Other pairs contribute nothing.
 Readings (no official code is public; choices written here):
 
 - ``sigma(A)`` uses the raw logits as they come (no 1/sqrt(d) factor), as "raw cross-attention" in Sec. 3.3.
-- Heads: by default the logits are averaged over heads before the loss (one map per direction, as the
-  paper's Fig. 4 shows one map); ``per_head=True`` applies the loss to each head's map and averages the
-  per-head losses (so both options have the same scale).
+- Heads: Eq. (1)-(2) have one W_Q and one W_K, so A = Q K'^T is the full-width product over all d_model
+  dimensions, i.e. the SUM of the heads' logits. Per-head logits (B, H, n, m) given with
+  ``per_head=False`` are therefore summed over heads before the loss (one map per direction, as the
+  paper's Fig. 4 shows one map); ``per_head=True`` applies the loss to each head's own map and averages
+  the per-head losses (an option, not the paper's loss).
 - Eq. (1) and (2) sum over i, j (and i) of one pair; over a batch the per-pair sums are averaged over the
   valid pairs. With no valid pair the loss is an exact 0 that is still connected to the graph.
 - BCE(sigma(a), y) is computed stably as ``softplus(a) - y a`` (``binary_cross_entropy_with_logits``);
@@ -29,7 +31,7 @@ from relook.errors import ShapeError
 
 def _prepare(A: torch.Tensor, I: torch.Tensor, valid, per_head: bool, name: str):
     if A.dim() == 4 and not per_head:
-        A = A.mean(1)
+        A = A.sum(1)  # full-width Q K^T = sum of the heads' products (one W_Q, W_K in Eq. 1-2)
     if A.dim() == 3:
         A = A.unsqueeze(1)
     if A.dim() != 4 or I.dim() != 3 or A.shape[0] != I.shape[0] or tuple(A.shape[-2:]) != tuple(I.shape[-2:]):

@@ -60,7 +60,8 @@ class RRTOutput:
 
     ``logits`` (B,); ``attentions``: list over layers of softmax attention (B, H, L, L) (row = query token,
     column = key token) or None; ``last_input``: input of the last layer (B, L, C) or None;
-    ``raw_cross``: (A12 (B, n1, n2), A21 (B, n2, n1)) head-averaged unscaled logits or None;
+    ``raw_cross``: (A12 (B, n1, n2), A21 (B, n2, n1)) full-width unscaled logits Q K'^T (the sum of the
+    heads' logits, ``RRT.raw_cross_attention``) or None;
     ``n_query`` / ``n_candidate``: number of local tokens of each image (padded count).
     """
 
@@ -276,15 +277,23 @@ class RRT(nn.Module):
         return RRTOutput(logits, n1, n2, attentions, last_input if return_last_input else None, raw)
 
     def raw_cross_attention(self, last_input: torch.Tensor, n1: int, n2: int, per_head: bool = False,
-                            scaled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw cross-attention logits of the last layer (Sec. 3.3 of the epipolar paper).
+                            scaled: bool = False, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw cross-attention logits of the last layer (Sec. 3.3, Eq. 1-2 of the epipolar paper).
 
         A12 = Q K'^T with Q = W_Q y (query-image tokens), K' = W_K y' (candidate-image tokens), and
-        A21 = Q' K^T, from ``last_input`` (B, L, C) = y_{L-1}. W_Q, W_K are the last layer's projections
-        including their biases (what the layer computes). With a pre-LN model the layer's norm1 is applied
-        first, as the layer does. Returns A12 (B, [H,] n1, n2) and A21 (B, [H,] n2, n1): per head when
-        ``per_head`` else averaged over heads. ``scaled=False`` (default) omits the 1/sqrt(d_head) factor
-        the softmax uses (the paper's "raw" Q K^T); ``scaled=True`` gives exactly the softmax's logits.
+        A21 = Q' K^T, from ``last_input`` (B, L, C) = y_{L-1}. The paper has ONE W_Q and ONE W_K of full
+        width C, so by default (``per_head=False``) A is the full-width product over all C dimensions,
+        which equals the SUM over heads of the heads' (d_head-wide) products, not their mean.
+        ``per_head=True`` returns the heads' products (B, H, n1, n2) / (B, H, n2, n1) instead (their sum
+        over dim 1 is the default output). With a pre-LN model the layer's norm1 is applied first, as the
+        layer does.
+
+        Projection biases: Eq. 1-2 write Q = W_Q y without a bias, but the layer's in-projection has one
+        and its softmax sees the biased logits; ``bias=True`` (default) keeps them so that the supervised
+        map is the attention the layer actually computes (the map Fig. 4 of the paper shows); ``bias=False``
+        is the literal equation. ``scaled=False`` (default) omits the 1/sqrt(d_head) factor of the
+        softmax (the paper's "raw" Q K^T); ``scaled=True`` divides by sqrt(d_head), which per head gives
+        exactly the softmax's logits.
         """
         layer = self.encoder[-1]
         y = layer.norm1(last_input) if layer.norm_first else last_input
@@ -292,6 +301,7 @@ class RRT(nn.Module):
         H = self.conf["nhead"]
         dh = C // H
         W, b = layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias
+        b = b if bias else None
         q = F.linear(y, W[:C], b[:C] if b is not None else None).view(B, L, H, dh).transpose(1, 2)
         k = F.linear(y, W[C:2 * C], b[C:2 * C] if b is not None else None).view(B, L, H, dh).transpose(1, 2)
         s1, s2 = self.offsets(n1)
@@ -303,5 +313,5 @@ class RRT(nn.Module):
         if scaled:
             a12, a21 = a12 / dh ** 0.5, a21 / dh ** 0.5
         if not per_head:
-            a12, a21 = a12.mean(1), a21.mean(1)
+            a12, a21 = a12.sum(1), a21.sum(1)
         return a12, a21

@@ -9,8 +9,11 @@ in the batch after selection.
 Selection (``select_locals``): ``input="keypoints"`` keeps the ``max_locals`` strongest locals by the
 stored ``attention`` (DELG top-500, as the official code takes DELG's attention-sorted list);
 ``input="grid"`` keeps the stored order (row-major cells) and truncates to ``max_locals``.
-Positions: keypoints divided by the image size; on a cnn_local grid this gives cell centres
-((j + 0.5)/w, (i + 0.5)/h), half a cell before the official SOP grid's (j + 1)/w (``grid_positions``).
+Positions: ``input="grid"`` with a full s x s grid (s^2 locals in row-major order) takes the official SOP
+grid positions ((j + 1)/s, (i + 1)/s) of ``grid_positions`` (DETR's normalised cumulative index, which
+the official weights were trained with); keypoints divided by the image size would give the cell centres
+((j + 0.5)/s, ...), half a cell off. Other inputs (keypoints, or a grid that is not square) use keypoints
+divided by the image size.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from relook.errors import DataError
+from relook.models.position_encoding import grid_positions
 from relook.models.rrt import DELG_SCALES, scale_indices
 from relook.types import ImageFeatures
 
@@ -69,6 +73,9 @@ def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int 
             if f.image_size is not None:
                 sizes[b] = f.image_size
                 pos[b, :k] = kps[b, :k] / np.asarray(f.image_size[::-1], np.float32).clip(min=1)
+            side = int(round(k ** 0.5))
+            if model_conf["input"] == "grid" and side * side == k == f.num_local:
+                pos[b, :k] = grid_positions(side, side).numpy()
             if f.scales is not None:
                 scales[b, :k] = f.scales[s]
         if model_conf["d_global"]:

@@ -9,6 +9,10 @@ alpha = 3, then searches again with q'. DBA applies the same to every gallery de
 top-n gallery neighbours (itself included with weight 1). Negative similarities get weight 0 (with an odd
 alpha they would otherwise push the query away); this clamp is our reading, the formula is the paper's.
 
+Presets (``preset``; explicit options win): ``"radenovic"`` = alpha 3, n 2 (the paper's alpha; the default
+values); ``"rrt-official"`` = n (k) 2, alpha 0.3, the values of the official RRT evaluation code the RRT
+paper's aQE rows come from.
+
 As a reranker (``rerank_shortlist``, overridden because it needs the whole gallery): the neighbours are
 the first n entries of the given shortlist, their weights the dot products with the (DBA-augmented, if
 ``dba_n`` > 0) gallery descriptors, and with ``research=True`` (default) the expanded queries are searched
@@ -71,6 +75,10 @@ def dba(gallery: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
     return alpha_qe(gallery, gallery[np.where(valid, nbrs, 0)], alpha, valid)
 
 
+#: named parameter sets (module docstring)
+PRESETS: dict[str, dict[str, Any]] = {"radenovic": {"n": 2, "alpha": 3.0}, "rrt-official": {"n": 2, "alpha": 0.3}}
+
+
 @register_reranker("aqe")
 class AlphaQueryExpansion(Reranker):
     """alpha-QE (+ optional DBA) over global descriptors."""
@@ -82,10 +90,16 @@ class AlphaQueryExpansion(Reranker):
         "alpha": 3.0,  # similarity exponent (Radenovic et al.: 3)
         "dba_n": 0,  # neighbours for database-side augmentation of the gallery; 0 = no DBA
         "research": True,  # search the whole gallery again with the expanded query
+        "preset": None,  # radenovic (alpha 3) | rrt-official (n 2, alpha 0.3); fills n and alpha unless given
     }
     requires = frozenset({"global_desc"})
 
     def __init__(self, **conf: Any) -> None:
+        preset = conf.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"aqe: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+            conf = {**PRESETS[preset], **conf}
         super().__init__(**conf)
         if int(self.conf["n"]) < 0 or int(self.conf["dba_n"]) < 0:
             raise ConfigError(f"aqe: n and dba_n must be >= 0, got {self.conf['n']}, {self.conf['dba_n']}")

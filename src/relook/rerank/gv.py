@@ -17,6 +17,12 @@ Choices, documented because the RRT text does not state them:
 * estimator: OpenCV USAC with the ``USAC_MAGSAC`` preset (uniform sampler, MAGSAC++ score, sigma-consensus
   local optimisation) built as ``cv2.UsacParams`` so that its random generator takes ``seed``;
   ``method="ransac"`` uses classic OpenCV RANSAC after ``cv2.setRNGSeed(seed)``.
+
+Presets (``preset``; explicit options win): ``"magsac"`` = the defaults above (affine, MAGSAC++, 20 px,
+1000 iterations); ``"delg"`` = DELG-style GV as the RRT paper's GV rows ran it: affine model, classic
+RANSAC, 20 px residual, 1000 trials, matches kept only below descriptor L2 distance 1.0. One reading
+differs from DELG and is kept: the putative matches are mutual nearest neighbours (DELG takes the
+one-directional nearest neighbour before the distance filter).
 """
 from __future__ import annotations
 
@@ -94,6 +100,13 @@ def tie_break(global_scores: np.ndarray) -> np.ndarray:
     return 0.5 * (k - rank) / (k + 1)
 
 
+#: named parameter sets (module docstring)
+PRESETS: dict[str, dict[str, Any]] = {
+    "magsac": {"model": "affine", "method": "magsac", "threshold": 20.0, "max_iters": 1000},
+    "delg": {"model": "affine", "method": "ransac", "threshold": 20.0, "max_iters": 1000, "max_distance": 1.0},
+}
+
+
 @register_reranker("gv")
 class GeometricVerification(Reranker):
     """Score = RANSAC inliers (+ a tie-break below 1 from the global score)."""
@@ -115,10 +128,16 @@ class GeometricVerification(Reranker):
         "lightglue_weights": "lightglue-aliked",  # lightglue-aliked, lightglue-disk, lighterglue (XFeat) or a file
         "lightglue_filter_threshold": 0.1,  # LightGlue match score a match must exceed (LightGlue's default)
         "lightglue_device": "cpu",  # torch device LightGlue runs on
+        "preset": None,  # magsac (defaults) | delg (RANSAC + descriptor distance < 1.0); explicit keys win
     }
     requires = frozenset({"local_desc", "keypoints", "attention"})
 
     def __init__(self, **conf: Any) -> None:
+        preset = conf.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"gv: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+            conf = {**PRESETS[preset], **conf}
         super().__init__(**conf)
         if self.conf["model"] not in MIN_SAMPLES:
             raise ConfigError(f"gv: unknown model {self.conf['model']!r}; known: {sorted(MIN_SAMPLES)}")

@@ -9,8 +9,15 @@
 - ``input_pe(batch)``: the Epipolar Positional Encoding of every pair (Sec. 3.4): F of the cameras /
   pseudo ground truth for matching pairs, a random rank-2 matrix for non-matching pairs.
 
-F is computed in the pixel frame the network sees: the stored image of size (H, W) resized to
-``net_size`` (``resize_intrinsics``); the grid is the ``grid x grid`` feature map over that frame.
+F is computed in the pixel frame the network sees; the grid is the ``grid x grid`` feature map over that
+frame. Both sources of F start in the pixel frame of the original image (size (H, W) from
+``image_sizes``, e.g. the store's ``image_size``): camera intrinsics K describe the original image, and
+pseudo ground truth (``relook.geometry.robust``) is estimated on the original images. Each image's pixel
+map ``A`` (original -> network pixels: the resize to ``net_size``, or the crop/resize/flip a training
+transform reports in ``batch[side]["pixel_map"]``) is then applied to F alike,
+``F_net = A_c^-T F A_q^-1`` (Sec. 5.2 of the epipolar paper: F follows the image transforms), which for
+cameras equals F of the adjusted intrinsics ``A K``. A pseudo ground-truth file holding only the pair
+(c, q) serves (q, c) with ``F^T``.
 
 ``weight`` is not in the main paper (its supplementary has the CO3D hyperparameters); the default
 scales the summed loss (2 s^4 = 4802 terms for s = 7) down so that it starts a few times the match BCE.
@@ -24,7 +31,7 @@ import torch
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
-from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras, resize_intrinsics
+from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras
 from relook.losses.epipolar import epipolar_loss, max_epipolar_loss
 from relook.models.epe import EpipolarPositionalEncoding, choose_fundamentals
 
@@ -35,11 +42,12 @@ class EpipolarGuidance:
     default_conf: ClassVar[dict[str, Any]] = {
         "guidance": "epi",       # none | epi (Eq. 1) | maxepi (Eq. 2) | epe (Sec. 3.4)
         "weight": 1e-3,          # lambda in BCE + lambda * L (sum over s^4 entries per direction)
-        "per_head": False,       # loss on each head's logits (averaged) instead of head-averaged logits
+        "per_head": False,       # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
         "grid": 7,               # s: feature grid side
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
-        "mode": "distance",      # indicator rule: distance (<= radius * half cell diagonal) | intersect
+        "mode": "intersect",     # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
         "radius": 1.0,           # indicator threshold factor (distance mode)
+        "eval_resize": None,     # store extracted with cnn_local eval_resize=N (resize N x N, centre crop): same N
         "dim": 128,              # EPE width = RRT d_model
         "seed": 0,               # random F for non-matches and EPE reference pixels
     }
@@ -56,27 +64,62 @@ class EpipolarGuidance:
         self.generator = torch.Generator().manual_seed(int(c["seed"]))
         self.epe = EpipolarPositionalEncoding(dim=c["dim"], grid=c["grid"], seed=c["seed"]) if c["guidance"] == "epe" else None
 
-    def _net_K(self, image_id: str) -> np.ndarray:
-        cam = self.cameras[image_id]
+    def resize_map(self, image_id: str) -> np.ndarray:
+        """Pixel map (3, 3) from the original image to the network frame (pixel centres at integers): the
+        resize to ``net_size``, or with ``eval_resize`` N the official SOP resize to N x N + centre crop."""
+        from relook.datasets.transforms import eval_transform_map
+
         H, W = self.image_sizes.get(image_id, self.conf["net_size"])
         nh, nw = self.conf["net_size"]
-        return resize_intrinsics(np.asarray(cam["K"], np.float64), nw / W, nh / H).numpy()
+        if self.conf["eval_resize"]:
+            if nh != nw:
+                raise ConfigError(f"eval_resize needs a square net_size, got {self.conf['net_size']}")
+            return eval_transform_map((H, W), int(self.conf["eval_resize"]), nh)
+        sx, sy = nw / W, nh / H
+        return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
-    def fundamentals(self, qids: Sequence[str], cids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """F (B, 3, 3) float64 in the network frame and ``known`` (B,) bool (cameras, or reliable pseudo GT)."""
+    def original_fundamental(self, q: str, c: str) -> tuple[np.ndarray, bool] | None:
+        """F (3, 3) between the ORIGINAL images q and c (x_c^T F x_q = 0) and whether it is reliable;
+        cameras first, then pseudo ground truth (either order of the pair); None when neither is known."""
+        if q in self.cameras and c in self.cameras:
+            cq, cc = self.cameras[q], self.cameras[c]
+            F = fundamental_from_cameras(np.asarray(cq["K"], np.float64), cq["R"], cq["t"],
+                                         np.asarray(cc["K"], np.float64), cc["R"], cc["t"]).numpy()
+            return F, True
+        for key, transpose in (((q, c), False), ((c, q), True)):
+            if key in self.pseudo_gt:
+                r = self.pseudo_gt[key]
+                F = np.asarray(r["F"], np.float64)
+                return (F.T if transpose else F), bool(r["reliable"])
+        return None
+
+    def fundamentals(self, qids: Sequence[str], cids: Sequence[str], q_maps=None,
+                     c_maps=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """F (B, 3, 3) float64 in the network frame and ``known`` (B,) bool (cameras, or reliable pseudo GT).
+
+        ``q_maps`` / ``c_maps`` (B, 3, 3): per-image pixel maps original -> network frame (e.g. a random
+        resized crop + flip of training); default: the resize to ``net_size`` (``resize_map``).
+        """
         B = len(qids)
         F = torch.zeros(B, 3, 3, dtype=torch.float64)
         known = torch.zeros(B, dtype=torch.bool)
         for b, (q, c) in enumerate(zip(qids, cids)):
-            if q in self.cameras and c in self.cameras:
-                cq, cc = self.cameras[q], self.cameras[c]
-                F[b] = fundamental_from_cameras(self._net_K(q), cq["R"], cq["t"], self._net_K(c), cc["R"], cc["t"])
-                known[b] = True
-            elif (q, c) in self.pseudo_gt:
-                r = self.pseudo_gt[(q, c)]
-                F[b] = torch.as_tensor(r["F"], dtype=torch.float64)
-                known[b] = bool(r["reliable"])
+            got = self.original_fundamental(q, c)
+            if got is None:
+                continue
+            Aq = np.asarray(q_maps[b], np.float64) if q_maps is not None else self.resize_map(q)
+            Ac = np.asarray(c_maps[b], np.float64) if c_maps is not None else self.resize_map(c)
+            Fn = np.linalg.inv(Ac).T @ got[0] @ np.linalg.inv(Aq)
+            F[b] = torch.from_numpy(Fn / max(np.linalg.norm(Fn), 1e-300))
+            known[b] = got[1]
         return F, known
+
+    @staticmethod
+    def _maps(batch: dict) -> tuple:
+        """Per-image pixel maps (original -> network) of the batch's sides when a training transform set them."""
+        q, c = batch.get("query") or {}, batch.get("candidate") or {}
+        qm, cm = q.get("pixel_map"), c.get("pixel_map")
+        return (None, None) if qm is None or cm is None else (qm.cpu().numpy(), cm.cpu().numpy())
 
     def indicators(self, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = tuple(self.conf["net_size"])
@@ -88,7 +131,7 @@ class EpipolarGuidance:
         if g not in ("epi", "maxepi"):
             return output.logits.sum() * 0.0
         labels = batch["labels"].detach().cpu() > 0.5
-        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"])
+        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"], *self._maps(batch))
         valid = labels & known
         n1, n2 = output.n_query, output.n_candidate
         if n1 != self.conf["grid"] ** 2 or n2 != self.conf["grid"] ** 2:
@@ -107,7 +150,7 @@ class EpipolarGuidance:
         """Hook of ``train_rrt``: EPE (B, 2 s^2, dim) of the pairs, or None unless guidance is ``epe``."""
         if self.epe is None:
             return None
-        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"])
+        F, known = self.fundamentals(batch["query_ids"], batch["candidate_ids"], *self._maps(batch))
         Fc = choose_fundamentals(batch["labels"].detach().cpu() > 0.5, F, known, self.generator)
         size = tuple(self.conf["net_size"])
         return self.epe(Fc, size, size)
@@ -122,24 +165,39 @@ class EpipolarGuidance:
         return self.epe(Fc, size, size)
 
 
-def guidance_hooks(guidance: str, dataset, store_path=None, **conf: Any) -> dict:
-    """``{"extra_loss": ..., "input_pe": ...}`` for ``train_rrt`` from a dataset with ``info["cameras"]``
-    (image sizes from the store's ``image_size`` when present); ``{}`` for ``guidance="none"``."""
+def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **conf: Any) -> dict:
+    """``{"extra_loss": ..., "input_pe": ...}`` for ``train_rrt``; ``{}`` for ``guidance="none"``.
+
+    Geometry from the dataset's ``info["cameras"]`` and/or a pseudo ground-truth file ``pseudo_gt``
+    (``relook geometry pseudo-gt``: the SOP setting of the epipolar paper's Table 2, where no cameras
+    exist). Original image sizes come from the store's ``image_size`` when present.
+    """
     if guidance not in GUIDANCES:
         raise ConfigError(f"--guidance must be one of {GUIDANCES}, got {guidance!r}")
     if guidance == "none":
         return {}
-    cams = (getattr(dataset, "info", None) or {}).get("cameras")
-    if not cams:
+    cams = (getattr(dataset, "info", None) or {}).get("cameras") or {}
+    pairs = {}
+    if pseudo_gt is not None:
+        from relook.geometry.robust import read_pseudo_gt
+
+        pairs = read_pseudo_gt(pseudo_gt)
+    if not cams and not pairs:
         raise ConfigError(f"--guidance {guidance}: dataset {getattr(dataset, 'name', '?')} has no cameras "
-                          "(info['cameras']); use pseudo ground truth (relook geometry pseudo-gt)")
+                          "(info['cameras']); pass --pseudo-gt FILE from `relook geometry pseudo-gt`")
+    ids = set(cams) | {i for p in pairs for i in p}
     sizes = {}
     if store_path is not None:
         from relook.store import FeatureStore
 
         with FeatureStore(store_path, "r") as st:
-            for i in cams:
+            for i in ids:
                 if i in st and "image_size" in st.fields(i):
                     sizes[i] = tuple(int(v) for v in st.read(i, ["image_size"]).image_size)
-    g = EpipolarGuidance(cameras=cams, image_sizes=sizes, guidance=guidance, **conf)
+            first = next((i for i in sorted(ids) if i in st), None)
+            if first is not None and "grid" not in conf:  # grid side from the stored s x s locals
+                n = st.read(first, ["local_desc"]).num_local
+                if round(n ** 0.5) ** 2 == n:
+                    conf = {**conf, "grid": round(n ** 0.5)}
+    g = EpipolarGuidance(cameras=cams or None, image_sizes=sizes, pseudo_gt=pairs or None, guidance=guidance, **conf)
     return {"extra_loss": g.extra_loss} if guidance in ("epi", "maxepi") else {"input_pe": g.input_pe}

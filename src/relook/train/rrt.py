@@ -1,26 +1,47 @@
 """Training the Reranking Transformer: BCE on (query, positive) / (query, hard negative) pairs.
 
-Follows the official RRT code (RRT_GLD ``TripletSampler`` + ``train_one_epoch``): every training image's
-top-K (K = 100) neighbours by the global descriptor are computed once; anchors with fewer than
-``min_positives`` positives among them are dropped (official GLD value 5; CO3D-style data with 5 views
-per object has at most 4, hence the default 1 here); each epoch visits the valid anchors in a seeded
-random order and draws one random positive and one random negative from the anchor's top-K (hard
-negatives). ``triplets_per_batch`` triplets (official: 12, i.e. 36 images) give 2x as many pairs,
-labelled 1 (anchor, positive) and 0 (anchor, negative), scored with the anchor as the query; the loss is
-the mean binary cross-entropy with logits. AdamW (lr 1e-4, weight decay 5e-4), MultiStep milestones
-[16, 18] (constant lr over 15 epochs), optional gradient-norm clipping (max_norm 0.1, RRT supp. Sec. D).
+Follows the official RRT code (``TripletSampler`` + ``train_one_epoch``): every training image's top-K
+(K = 100) neighbours by the global descriptor are computed once; each epoch visits the anchors in a
+seeded random order and draws one random positive and one random negative (from the anchor's top-K: hard
+negatives). ``triplets_per_batch`` triplets give 2x as many pairs, labelled 1 (anchor, positive) and 0
+(anchor, negative), scored with the anchor as the query; the loss is the mean binary cross-entropy with
+logits. AdamW, MultiStep learning-rate milestones, optional gradient-norm clipping (max_norm 0.1, RRT supp.
+Sec. D).
+
+Positives (``positives``): ``"topk"`` = the same-label images among the anchor's top-K, and anchors with
+fewer than ``min_positives`` of them are dropped (official landmark code, GLD value 5); ``"label"`` = every
+other image of the anchor's label, wherever it ranks (official SOP code).
+
+Recipes (``RECIPES``, ``--recipe``), explicit options override them:
+
+- ``official-landmark``: the official GLD script: 15 epochs, lr 1e-4, weight decay 5e-4, milestones
+  [16, 18] (so a constant rate over its 15 epochs), 12 triplets (36 images) per step, top-100 positives
+  with at least 5 of them.
+- ``official-sop``: the official SOP script: 100 epochs, lr 1e-4, weight decay 4e-4, milestones [60, 80],
+  100 triplets (300 images) per step, positives from all same-label images, negatives from the global
+  top-100; with ``finetune`` the images are augmented by a random resized crop + flip.
+- ``epipolar-sop``: seed 002 (Sec. 5): "the same as [the official SOP code], except 40 epochs with a
+  constant learning rate of 1e-4" (no milestones).
+
+Without a recipe the milestones default to none (a constant rate): the official [16, 18] only meant
+"constant" for 15 epochs, and silently dropped the rate to 1e-5 at epoch 16 of longer runs.
 
 Backbone: ``frozen`` trains on features already in the store (the "R50 (frozen) + RRT" baseline);
 ``finetune`` recomputes the locals from images through a ``CNNLocalNet`` trained jointly (the
-"R50 (finetune) + RRT" baseline; BatchNorm statistics frozen as in the official code; no augmentation).
+"R50 (finetune) + RRT" baseline; BatchNorm statistics frozen as in the official code). With ``augment``
+(fine-tuning only) each image is randomly cropped, resized and flipped (``TrainTransform.official_sop``);
+the side then carries ``pixel_map`` (B, 3, 3), original -> network pixels, which the epipolar guidance
+applies to F (the crop-adjusted F of Sec. 5.2 of the epipolar paper).
 
 Extra losses: ``extra_loss(batch, output) -> scalar tensor`` is added to the BCE (the Epipolar Loss
-plugs in here). ``input_pe(batch) -> (2B, n1+n2, C)`` (``batch``: ``query_ids``, ``candidate_ids``, ``labels``)
-is added to the local tokens (RRT's ``input_pe``; the Epipolar Positional Encoding plugs in here). ``batch`` holds ``query`` / ``candidate`` sides (see ``relook.models.rrt_inputs``, with
-``keypoints`` in pixels and ``image_size``), ``labels`` (2B,), ``query_ids`` / ``candidate_ids``,
-``pair_info`` (``pair_info(qid, cid)`` per pair when given, e.g. cameras), ``info`` (the data's info dict)
-and ``model`` (the unwrapped RRT, e.g. for ``raw_cross_attention``). ``output`` is the ``RRTOutput`` with
-``last_input`` and head-averaged ``raw_cross`` filled in.
+plugs in here). ``input_pe(batch) -> (2B, n1+n2, C)`` (``batch``: ``query_ids``, ``candidate_ids``,
+``labels``, ``query`` / ``candidate`` sides) is added to the local tokens (RRT's ``input_pe``; the
+Epipolar Positional Encoding plugs in here). ``batch`` holds ``query`` / ``candidate`` sides (see
+``relook.models.rrt_inputs``, with ``keypoints`` in pixels and ``image_size``), ``labels`` (2B,),
+``query_ids`` / ``candidate_ids``, ``pair_info`` (``pair_info(qid, cid)`` per pair when given, e.g.
+cameras), ``info`` (the data's info dict) and ``model`` (the unwrapped RRT, e.g. for
+``raw_cross_attention``). ``output`` is the ``RRTOutput`` with ``last_input`` and full-width (summed over
+heads) ``raw_cross`` filled in.
 
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised, the model is wrapped
 in DDP and each rank takes every WORLD_SIZE-th triplet; rank 0 writes checkpoints.
@@ -47,20 +68,42 @@ from relook.models.rrt_inputs import index_side, model_kwargs, pack_side
 from relook.types import ImageFeatures
 
 DEFAULT_CONF: dict[str, Any] = {
-    "epochs": 15,               # training epochs (official)
+    "epochs": 15,               # training epochs (official landmark)
     "lr": 1e-4,                 # AdamW learning rate (official)
-    "weight_decay": 5e-4,       # AdamW weight decay (official GLD; SOP used 4e-4)
-    "milestones": [16, 18],     # MultiStepLR epochs (official; > epochs = constant lr)
+    "weight_decay": 5e-4,       # AdamW weight decay (official landmark; SOP 4e-4)
+    "milestones": [],           # MultiStepLR epochs; none = constant lr (see module docstring)
     "gamma": 0.1,               # MultiStepLR factor
     "max_norm": 0.0,            # gradient-norm clipping; 0 = off, 0.1 for the R101 models (supp. D)
-    "triplets_per_batch": 12,   # (anchor, positive, negative) per step (official 36 images)
-    "top_k": 100,               # neighbours by global descriptor that positives/negatives come from
-    "min_positives": 1,         # anchors need this many positives in their top-k (official GLD: 5)
-    "seed": 0,                  # seeds model init elsewhere, triplet sampling here
+    "triplets_per_batch": 12,   # (anchor, positive, negative) per step (official landmark: 36 images)
+    "top_k": 100,               # neighbours by global descriptor that negatives (and topk positives) come from
+    "positives": "topk",        # topk: same-label images in the top-k (landmark) | label: all same-label (SOP)
+    "min_positives": 1,         # topk positives: anchors need this many in their top-k (official GLD: 5)
+    "augment": False,           # fine-tuning: random resized crop + flip of every image (official SOP)
+    "seed": 0,                  # seeds model init elsewhere, triplet sampling and augmentation here
     "finetune": False,          # train the CNN backbone jointly (needs an image source)
     "max_locals": None,         # locals per image; None = the model's max_locals
     "device": "cpu",            # torch device (cuda:LOCAL_RANK under torchrun with CUDA)
 }
+
+#: named training recipes (module docstring); explicit options override them
+RECIPES: dict[str, dict[str, Any]] = {
+    "official-landmark": {"epochs": 15, "lr": 1e-4, "weight_decay": 5e-4, "milestones": [16, 18],
+                          "triplets_per_batch": 12, "top_k": 100, "positives": "topk", "min_positives": 5},
+    "official-sop": {"epochs": 100, "lr": 1e-4, "weight_decay": 4e-4, "milestones": [60, 80],
+                     "triplets_per_batch": 100, "top_k": 100, "positives": "label", "min_positives": 1,
+                     "augment": True},
+    "epipolar-sop": {"epochs": 40, "lr": 1e-4, "weight_decay": 4e-4, "milestones": [],
+                     "triplets_per_batch": 100, "top_k": 100, "positives": "label", "min_positives": 1,
+                     "augment": True},
+}
+
+
+def resolve_train_conf(recipe: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
+    """DEFAULT_CONF, then the named recipe, then ``overrides`` (None values are ignored)."""
+    if recipe is not None and recipe not in RECIPES:
+        raise ConfigError(f"train rrt: unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return merge_conf(DEFAULT_CONF, {**(RECIPES[recipe] if recipe else {}), **given}, "train rrt")
 
 
 @dataclass
@@ -85,14 +128,34 @@ def global_neighbours(global_desc: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def sample_triplets(data: PairData, min_positives: int, rng: np.random.Generator) -> np.ndarray:
-    """One epoch of (anchor, positive, negative) index triplets (T, 3), official TripletSampler rule."""
+def sample_triplets(data: PairData, min_positives: int, rng: np.random.Generator,
+                    positives: str = "topk") -> np.ndarray:
+    """One epoch of (anchor, positive, negative) index triplets (T, 3), official TripletSampler rules.
+
+    Negatives: a random different-label image of the anchor's top-K. Positives: ``"topk"`` a random
+    same-label image of the top-K (anchors with fewer than ``min_positives`` dropped, landmark code);
+    ``"label"`` a random other image of the anchor's label (SOP code). Anchors without a positive or a
+    negative are skipped.
+    """
+    if positives not in ("topk", "label"):
+        raise ConfigError(f"train rrt: positives must be 'topk' or 'label', got {positives!r}")
+    by_label: dict[Any, np.ndarray] = {}
+    if positives == "label":
+        for lab in np.unique(data.labels):
+            by_label[lab] = np.flatnonzero(data.labels == lab)
     out = []
     for a in rng.permutation(len(data.ids)):
         nn_ = data.neighbours[a][data.neighbours[a] >= 0]
         same = data.labels[nn_] == data.labels[a]
-        pos, neg = nn_[same], nn_[~same]
-        if len(pos) < max(1, min_positives) or len(neg) == 0:
+        neg = nn_[~same]
+        if positives == "topk":
+            pos = nn_[same]
+            if len(pos) < max(1, min_positives):
+                continue
+        else:
+            pos = by_label[data.labels[a]]
+            pos = pos[pos != a]
+        if len(pos) == 0 or len(neg) == 0:
             continue
         out.append((a, rng.choice(pos), rng.choice(neg)))
     return np.asarray(out, np.int64).reshape(-1, 3)
@@ -112,25 +175,48 @@ class StoreSource:
 
 
 class ImageSource(nn.Module):
-    """Fine-tuned backbone: sides computed from images by a ``CNNLocalNet`` (gradients flow into it)."""
+    """Fine-tuned backbone: sides computed from images by a ``CNNLocalNet`` (gradients flow into it).
 
-    def __init__(self, net: nn.Module, images: Sequence[Callable[[], np.ndarray]], image_size: int = 224) -> None:
+    ``augment``: a ``TrainTransform`` (e.g. ``TrainTransform.official_sop(image_size)``) applied to every
+    image with a generator seeded from ``seed``; None resizes the whole image to ``image_size``. Either
+    way the side carries ``pixel_map`` (B, 3, 3), original -> network pixels, and the grid keypoints and
+    ``image_size`` of the network frame.
+    """
+
+    def __init__(self, net: nn.Module, images: Sequence[Callable[[], np.ndarray]], image_size: int = 224,
+                 augment=None, seed: int = 0) -> None:
         super().__init__()
         self.net, self.images, self.image_size = net, list(images), image_size
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
 
     def sides(self, idx: np.ndarray, model_conf: dict, max_locals, device) -> dict:
+        from relook.datasets.transforms import eval_transform_map
         from relook.features.cnn_local import grid_keypoints, to_tensor
 
-        ims = [self.images[i]() for i in idx]
-        out = self.net(torch.stack([to_tensor(im, self.image_size) for im in ims]).to(device))
+        S = self.image_size
+        ims, maps = [], []
+        for i in idx:
+            im = self.images[i]()
+            if self.augment is not None and self.training:
+                im, _, A = self.augment(im, None, self.rng)
+            else:
+                A = eval_transform_map(im.shape[:2], None, S)
+            ims.append(im)
+            maps.append(A)
+        out = self.net(torch.stack([to_tensor(im, S) for im in ims]).to(device))
         h, w = out["grid"]
-        kps = torch.stack([torch.from_numpy(grid_keypoints(h, w, *im.shape[:2])) for im in ims]).to(device)
-        sizes = torch.tensor([im.shape[:2] for im in ims], dtype=torch.long, device=device)
         B, n = len(idx), h * w
-        return {"local": out["local"], "pos": kps / sizes.flip(-1)[:, None].float(), "keypoints": kps,
+        kps = torch.from_numpy(grid_keypoints(h, w, S, S)).to(device).expand(B, n, 2)
+        sizes = torch.tensor([[S, S]] * B, dtype=torch.long, device=device)
+        from relook.models.position_encoding import grid_positions
+
+        pos = grid_positions(h, w).to(device).expand(B, n, 2)  # official SOP grid positions, as pack_side
+        return {"local": out["local"], "pos": pos, "keypoints": kps,
                 "mask": torch.zeros(B, n, dtype=torch.bool, device=device), "image_size": sizes,
                 "scale_idx": torch.full((B, n), 2, dtype=torch.long, device=device),
-                "global": out["global"] if model_conf["d_global"] else None}
+                "global": out["global"] if model_conf["d_global"] else None,
+                "pixel_map": torch.from_numpy(np.stack(maps)).to(torch.float64)}
 
 
 class _Joint(nn.Module):
@@ -143,13 +229,18 @@ class _Joint(nn.Module):
         self._store_source = None if self.source is not None else source
 
     def forward(self, anchors, cands, max_locals, need_internals: bool, input_pe=None):
+        """``input_pe``: None or ``fn(q, c) -> (B, n1+n2, C) | None`` called with the packed sides (so
+        an encoding can use the per-image pixel maps of augmentation)."""
         src = self.source if self.source is not None else self._store_source
+        # one draw of augmentation per distinct image and step: an anchor is the same view in both its pairs
         uniq, inv = np.unique(np.concatenate([anchors, cands]), return_inverse=True)
         dev = next(self.rrt.parameters()).device
         side = src.sides(uniq, self.rrt.conf, max_locals, dev)
         inv = torch.from_numpy(inv).to(dev)
         q, c = index_side(side, inv[:len(anchors)]), index_side(side, inv[len(anchors):])
-        out = self.rrt(**model_kwargs(q, c), input_pe=input_pe, return_last_input=need_internals,
+        pe = input_pe(q, c) if input_pe is not None else None
+        out = self.rrt(**model_kwargs(q, c), input_pe=None if pe is None else pe.to(dev),
+                       return_last_input=need_internals,
                        return_raw_cross=need_internals)
         return out, q, c
 
@@ -203,7 +294,7 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
     need = extra_loss is not None
     for epoch in range(start, c["epochs"]):
         rng = np.random.default_rng([c["seed"], epoch])
-        trip = sample_triplets(data, c["min_positives"], rng)[rank::world]
+        trip = sample_triplets(data, c["min_positives"], rng, c["positives"])[rank::world]
         if len(trip) == 0:
             raise DataError(f"train rrt: no anchor has >= {c['min_positives']} positive(s) and a negative in its "
                             f"top-{data.neighbours.shape[1]}; lower min_positives or add data")
@@ -212,13 +303,17 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         steps = range(0, len(trip), bs)
         bar = tqdm(steps, desc=f"train rrt [{epoch + 1}/{c['epochs']}]", disable=not progress or rank != 0)
         tot = {"loss": 0.0, "bce": 0.0, "acc": 0.0, "n": 0}
+        lr_used = opt.param_groups[0]["lr"]
         for s in bar:
             t = trip[s:s + bs]
             anchors, cands = np.concatenate([t[:, 0], t[:, 0]]), np.concatenate([t[:, 1], t[:, 2]])
             labels = torch.cat([torch.ones(len(t)), torch.zeros(len(t))]).to(device)
-            pe = input_pe({"query_ids": [data.ids[i] for i in anchors], "candidate_ids": [data.ids[i] for i in cands],
-                           "labels": labels}) if input_pe is not None else None  # e.g. Epipolar Positional Encoding
-            out, q, cside = net(anchors, cands, c["max_locals"], need, None if pe is None else pe.to(device))
+            pe_fn = None
+            if input_pe is not None:  # e.g. Epipolar Positional Encoding, after the sides (pixel maps) exist
+                pe_fn = lambda q_, c_, a=anchors, b=cands, y=labels: input_pe(  # noqa: E731
+                    {"query_ids": [data.ids[i] for i in a], "candidate_ids": [data.ids[i] for i in b],
+                     "labels": y, "query": q_, "candidate": c_})
+            out, q, cside = net(anchors, cands, c["max_locals"], need, pe_fn)
             bce = F.binary_cross_entropy_with_logits(out.logits.float(), labels)
             loss = bce
             if extra_loss is not None:
@@ -243,7 +338,8 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
             extra = {"backbone_state": joint.source.net.state_dict()} if joint.source is not None else {}
             save_rrt(ckpt_path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch + 1,
                      train_conf_json=json.dumps(c, sort_keys=True, default=str), **extra)
-            log = {"epoch": epoch + 1, **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
+            log = {"epoch": epoch + 1, "lr": lr_used,
+                   **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
             with open(out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(log) + "\n")
     if world > 1:

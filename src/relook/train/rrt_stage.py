@@ -67,8 +67,13 @@ def train_rrt_stage(dataset: RetrievalDataset, store_path: str | Path, out_dir: 
         bconf = dict(backbone_conf or {})
         ex = create_extractor("cnn_local", **bconf)
         items = dataset.gallery
+        augment = None
+        if tc.get("augment"):  # frozen store features cannot be augmented: fine-tuning only
+            from relook.datasets.transforms import TrainTransform
+
+            augment = TrainTransform.official_sop(ex.conf["image_size"])
         source = ImageSource(ex.net, [lambda it=it: load_image(it[1], it[2]) for it in items],
-                             image_size=ex.conf["image_size"])
+                             image_size=ex.conf["image_size"], augment=augment, seed=seed)
     else:
         source = StoreSource(feats)
     return train_rrt(model, data, source, out_dir, tc, extra_loss=extra_loss, pair_info=pair_info,
