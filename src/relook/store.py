@@ -3,7 +3,7 @@
 Layout::
 
     /                      attrs: relook_store=1, meta (JSON: extractor, weights, data)
-    /images/<quoted id>/   attrs: image_id (raw id), complete (set last)
+    /images/<quoted id>/   attrs: image_id (raw id), digest (SHA-1 of the arrays), complete (set last)
         global_desc, local_desc, keypoints, ...   one dataset per ImageFeatures field
 
 Durability: an image group is marked ``complete`` only after all its datasets are written, and the
@@ -11,9 +11,14 @@ file is flushed after every image, so a writer killed at any point (even ``kill 
 earlier image readable; the half-written group has no ``complete`` mark, is invisible to readers, and
 is deleted and redone when a writer reopens the store. Image ids may contain ``/`` (they are
 percent-quoted as HDF5 names).
+
+Content fingerprint: ``digest()`` hashes the ids, the metadata and each image's ``digest`` attribute
+(written with the image; computed from the arrays for stores written before it existed), so the stages
+downstream (index, search, rerank) see when a store's content changed, not only its size.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 from pathlib import Path
@@ -31,6 +36,16 @@ _GROUP = "images"
 
 def _key(image_id: str) -> str:
     return quote(image_id, safe="")
+
+
+def _array_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-1 of named arrays: names, dtypes, shapes and bytes (the content of one image's group)."""
+    h = hashlib.sha1()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class FeatureStore:
@@ -102,6 +117,21 @@ class FeatureStore:
         """The ids among ``image_ids`` not yet complete here (what a resumed writer must do)."""
         return [i for i in image_ids if i not in self._complete]
 
+    def digest(self, image_ids: Iterable[str] | None = None) -> str:
+        """Fingerprint of the content of ``image_ids`` (default: every complete image) and the metadata.
+
+        Equal digests mean equal ids, arrays and provenance; any rewritten image changes it.
+        """
+        ids = self.ids() if image_ids is None else list(image_ids)
+        h = hashlib.sha1(json.dumps(self.meta, sort_keys=True).encode())
+        for image_id in ids:
+            group = self._group(image_id)
+            d = group.attrs.get("digest")
+            if not isinstance(d, str):  # a store written before per-image digests existed
+                d = _array_digest({n: group[n][()] for n in group.keys()})
+            h.update(f"{len(image_id)}:{image_id}={d};".encode())
+        return h.hexdigest()[:16]
+
     def fields(self, image_id: str | None = None) -> list[str]:
         """Fields of one image, or the fields every complete image has."""
         if image_id is not None:
@@ -163,8 +193,10 @@ class FeatureStore:
             self._complete.pop(feats.image_id, None)
         group = images.create_group(key)
         group.attrs["image_id"] = feats.image_id
-        for name, arr in feats.arrays().items():
+        arrays = feats.arrays()
+        for name, arr in arrays.items():
             group.create_dataset(name, data=arr)
+        group.attrs["digest"] = _array_digest(arrays)
         group.attrs["complete"] = 1  # the commit mark: written last
         self._h5.flush()
         self._complete[feats.image_id] = key

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from relook.config import merge_conf
+from relook.errors import DataError
 from relook.registry import Registry
 from relook.types import ImageFeatures
 
@@ -63,6 +64,13 @@ def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_pat
 
     if not overwrite and Path(store_path).exists():
         with FeatureStore(store_path, "r") as store:
+            if len(store):  # resuming must not mix features made with other settings into one store
+                changed = [k for k, v in extractor.provenance.items() if store.meta.get(k, v) != v]
+                if changed:
+                    k = changed[0]
+                    raise DataError(f"{store_path}: its {len(store)} images were extracted with {k}="
+                                    f"{store.meta[k]!r}, the config asks for {extractor.provenance[k]!r}; "
+                                    "delete the store (or give this extractor another label) to extract again")
             if not store.missing([it[0] for it in items]) and store.meta == {**store.meta, **extractor.provenance}:
                 return Path(store_path)  # nothing to do: leave the file untouched
     with FeatureStore(store_path, "w" if overwrite else "a", meta=extractor.provenance) as store:
