@@ -176,7 +176,13 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     """
     from relook import pipeline
 
-    conf = _conf(config, overrides)
+    from relook.eval.evaluate import check_has_positives
+
+    from relook.experiment import save_config
+
+    conf = _conf(config, overrides, save=False)
+    check_has_positives(pipeline.dataset_of(conf))  # before any work: nothing could be scored
+    save_config(conf, conf["out"])
     pipeline.extract(conf, progress=not quiet)
     pipeline.search(conf)
     pipeline.rerank(conf, progress=not quiet)

@@ -24,6 +24,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def json_text(obj, **kwargs) -> str:
+    """``json.dumps`` that always gives valid JSON: NaN and +-inf become ``null`` (an undefined metric, an
+    unmeasured time) instead of the bare ``NaN`` that strict parsers reject; numpy scalars become numbers."""
+    import json
+    import math
+
+    import numpy as np
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, np.generic):
+            x = x.item()
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False, **{"default": str, **kwargs})
+
+
 def load_array(path: str | Path, what: str, keys: tuple[str, ...] = ()):
     """The array in a ``.npy`` file, or the arrays ``keys`` of a ``.npz`` (a dict), read with
     ``allow_pickle=False`` so no object array (and no code) is ever unpickled; ``DataError`` naming the file."""

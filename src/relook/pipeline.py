@@ -59,7 +59,12 @@ def dataset_of(conf: dict):
     name, root = opts.pop("name"), Path(opts.pop("root"))
     if not root.exists():
         raise DataError(f"dataset root {root} does not exist")
-    return load_dataset(name, root, **opts)
+    dataset = load_dataset(name, root, **opts)
+    for what, items in (("gallery", dataset.gallery), ("query", dataset.queries)):
+        if not items:
+            split = f" (split {opts['split']!r})" if "split" in opts else ""
+            raise DataError(f"dataset {name} at {root}{split} has no {what} images; check dataset.root and the split")
+    return dataset
 
 
 def _same_items(dataset) -> bool:
@@ -305,10 +310,18 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
 
 
 def evaluate(conf: dict) -> dict[str, Any]:
-    """Metrics of the global shortlist and of every ranking -> ``results.json``; returns the results."""
+    """Metrics of the global shortlist and of every ranking -> ``results.json``; returns the results.
+
+    A dataset where no query has a positive raises ``DataError`` (no metric is defined); a metric that is
+    undefined for one protocol setting (e.g. no query has a Hard positive) is NaN in the returned dict,
+    ``null`` in ``results.json`` and ``-`` in the table.
+    """
     from relook.eval.evaluate import evaluate as score
 
+    from relook.eval.evaluate import check_has_positives
+
     dataset = dataset_of(conf)
+    check_has_positives(dataset)
     out_dir = Path(conf["out"])
     sl_path = out_dir / "shortlist.npz"
     if not sl_path.exists():
@@ -335,15 +348,22 @@ def evaluate(conf: dict) -> dict[str, Any]:
         if item["label"] in rankings:
             ranking = rankings[item["label"]]
             rows[item["label"]] = score(ranking, dataset)
-            timing[item["label"]] = float(ranking.meta.get("seconds_per_query", "nan"))
+            timing[item["label"]] = _seconds(ranking.meta.get("seconds_per_query"))
             meta[item["label"]] = ranking.meta
     results = {"dataset": f"{dataset.name} ({dataset.root})", "git": git_commit(), "metrics": rows,
                "seconds_per_query": timing, "provenance": provenance(meta), "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x)}
-    from relook.io import atomic_path
+    from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2, default=str))
+        tmp.write_text(json_text(results, indent=2))
     return results
+
+
+def _seconds(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _describe(meta: dict, prefix: str) -> str:
@@ -375,7 +395,7 @@ def provenance(meta: dict[str, dict]) -> dict[str, str]:
 def results_table(results: dict) -> str:
     from relook.eval.evaluate import format_table
 
-    extra = {m: {"s/query": f"{t:.3f}"} for m, t in results["seconds_per_query"].items()}
+    extra = {m: {"s/query": "-" if t is None or t != t else f"{t:.3f}"} for m, t in results["seconds_per_query"].items()}
     lines = [f"data: {results['dataset']}" + (f" [{results['data_note']}]" if results.get("data_note") else ""),
              format_table(results["metrics"], extra), f"git commit: {results['git']}"]
     lines += [f"  {m}: {p}" for m, p in results["provenance"].items() if p]

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.io import json_text
 from relook.models.rrt import RRT, RRTOutput
 from relook.models.rrt_checkpoint import read_checkpoint, save_rrt
 from relook.models.rrt_inputs import index_side, model_kwargs, pack_side
@@ -245,7 +246,7 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
                      train_conf_json=json.dumps(c, sort_keys=True, default=str), **extra)
             log = {"epoch": epoch + 1, **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
             with open(out_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(log) + "\n")
+                f.write(json_text(log) + "\n")
     if world > 1:
         torch.distributed.barrier()
     return ckpt_path
