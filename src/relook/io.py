@@ -7,6 +7,21 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _drop_orphans(path: Path) -> None:
+    """Remove temporary siblings of ``path`` left by writers killed mid-write (kill -9: no cleanup ran),
+    those whose process no longer exists; a live writer's file is left alone."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # exists, owned by someone else
+            pass
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success rename it onto ``path`` (atomic on POSIX).
@@ -15,6 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

@@ -74,9 +74,15 @@ def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_pat
             if not store.missing([it[0] for it in items]) and store.meta == {**store.meta, **extractor.provenance}:
                 return Path(store_path)  # nothing to do: leave the file untouched
     with FeatureStore(store_path, "w" if overwrite else "a", meta=extractor.provenance) as store:
-        todo = [it for it in items if it[0] not in store]
-        loaded = ((i, load_image(p, bbox)) for i, p, bbox in todo)
-        for feats in tqdm(extractor.extract(loaded), total=len(todo), desc=f"extract:{extractor.name}",
+        # batches are fixed slices of ``items``: a network's output can depend on which images share its
+        # batch, so a resumed run recomputes a partly done batch whole and keeps only the missing images,
+        # and its features equal those of an uninterrupted run bit for bit
+        size = max(1, int(extractor.conf.get("batch_size") or 1))
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        todo = [b for b in batches if any(it[0] not in store for it in b)]
+        loaded = ((i, load_image(p, bbox)) for b in todo for i, p, bbox in b)
+        for feats in tqdm(extractor.extract(loaded), total=sum(map(len, todo)), desc=f"extract:{extractor.name}",
                           disable=not progress):
-            store.write(feats)
+            if feats.image_id not in store:
+                store.write(feats)
     return Path(store_path)
