@@ -37,8 +37,10 @@ def train_rrt_cmd(
     --data-opt split=train -o runs/syn/rrt --epochs 15   (under torchrun for several GPUs)
     """
     from relook.datasets.base import load_dataset
+    from relook.io import ensure_dir
     from relook.train.rrt_stage import train_rrt_stage
 
+    ensure_dir(out, "--out")  # before any work
     ds = load_dataset(dataset, root, **parse_kv(data_opt, "--data-opt"))
     tc = {"epochs": epochs, "lr": lr, "max_norm": max_norm, "triplets_per_batch": triplets_per_batch,
           "min_positives": min_positives, "finetune": finetune, "device": device, "seed": seed}

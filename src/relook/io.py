@@ -7,6 +7,23 @@ from pathlib import Path
 from typing import Iterator
 
 
+def ensure_dir(path: str | Path, what: str) -> Path:
+    """Create folder ``path`` (and its parents) and check it is writable; ``DataError`` naming ``what`` and
+    the path otherwise (a file in the way, no permission, a read-only file system)."""
+    from relook.errors import DataError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(f"{what}: cannot create folder {path}: a file of that name exists") from None
+    except OSError as e:
+        raise DataError(f"{what}: cannot create folder {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataError(f"{what}: folder {path} is not writable")
+    return path
+
+
 def _drop_orphans(path: Path) -> None:
     """Remove temporary siblings of ``path`` left by writers killed mid-write (kill -9: no cleanup ran),
     those whose process no longer exists; a live writer's file is left alone."""
@@ -29,7 +46,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, str(path))
     _drop_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
