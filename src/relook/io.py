@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -97,6 +99,6 @@ def load_array(path: str | Path, what: str, keys: tuple[str, ...] = ()):
                 if missing:
                     raise DataError(f"{path}: {what} has no {missing[0]!r} array (found {sorted(data.files)})")
                 return {k: data[k] for k in keys}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: not a readable {what} (.npy/.npz without pickled objects): {first}") from None

@@ -38,6 +38,26 @@ def _key(image_id: str) -> str:
     return quote(image_id, safe="")
 
 
+#: what h5py raises on a damaged file (a bad B-tree, a truncated dataset, an attribute of the wrong type)
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError)
+
+
+def _guarded(method):
+    """Turn an h5py failure inside ``method`` into one ``DataError`` naming the store's file."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RelookError:
+            raise
+        except _H5_ERRORS as e:
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise DataError(f"{self.path}: damaged feature store ({type(e).__name__}: {reason})") from None
+    return wrapper
+
+
 def _array_digest(arrays: dict[str, np.ndarray]) -> str:
     """SHA-1 of named arrays: names, dtypes, shapes and bytes (the content of one image's group)."""
     h = hashlib.sha1()
@@ -70,6 +90,14 @@ class FeatureStore:
             self._h5 = h5py.File(self.path, mode, libver="earliest")
         except OSError as e:
             raise DataError(f"{self.path}: cannot open as an HDF5 feature store ({e})") from None
+        try:
+            self._open(mode, meta)
+        except BaseException:
+            self._h5.close()
+            raise
+
+    @_guarded
+    def _open(self, mode: str, meta: dict | None) -> None:
         if mode == "r":
             if self._h5.attrs.get("relook_store") != 1:
                 self._h5.close()
@@ -89,10 +117,13 @@ class FeatureStore:
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
+    @_guarded
     def meta(self) -> dict[str, str]:
         """Provenance of the features: extractor, weights, data (JSON in the root attributes)."""
-        raw = self._h5.attrs.get("meta", "{}")
-        return json.loads(raw)
+        meta = json.loads(self._h5.attrs.get("meta", "{}"))
+        if not isinstance(meta, dict):
+            raise DataError(f"{self.path}: metadata is not a JSON object")
+        return meta
 
     @meta.setter
     def meta(self, value: dict) -> None:
@@ -117,6 +148,7 @@ class FeatureStore:
         """The ids among ``image_ids`` not yet complete here (what a resumed writer must do)."""
         return [i for i in image_ids if i not in self._complete]
 
+    @_guarded
     def digest(self, image_ids: Iterable[str] | None = None) -> str:
         """Fingerprint of the content of ``image_ids`` (default: every complete image) and the metadata.
 
@@ -132,6 +164,7 @@ class FeatureStore:
             h.update(f"{len(image_id)}:{image_id}={d};".encode())
         return h.hexdigest()[:16]
 
+    @_guarded
     def fields(self, image_id: str | None = None) -> list[str]:
         """Fields of one image, or the fields every complete image has."""
         if image_id is not None:
@@ -149,6 +182,7 @@ class FeatureStore:
             raise DataError(f"image {image_id!r} not in {self.path} ({len(self)} images); run extract for it")
         return self._h5[_GROUP][key]
 
+    @_guarded
     def read(self, image_id: str, fields: Sequence[str] | None = None) -> ImageFeatures:
         """Read one image's features (all fields, or only ``fields``), validated."""
         group = self._group(image_id)
