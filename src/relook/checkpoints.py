@@ -21,6 +21,7 @@ FORMATS = {"relook-rrt": "RRT checkpoint", "relook-dtop": "DToP checkpoint"}
 def load_checkpoint(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
     """The object saved in ``path``, read with ``weights_only=True``; ``DataError`` naming the file otherwise."""
     import pickle
+    import warnings
 
     import torch
 
@@ -30,7 +31,9 @@ def load_checkpoint(path: str | Path, what: str, map_location: Any = "cpu") -> A
     if not path.is_file():
         raise DataError(f"{path}: no such {what}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns on stderr about odd pickle protocols: keep one error line
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         refused = _refused_global(str(e))
         if refused:

@@ -89,13 +89,23 @@ CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); l
 SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
 
 
-def _conf(config: list[Path], overrides: list[str], save: bool = True) -> dict:
-    from relook.experiment import load_config, save_config
+def _conf(config: list[Path], overrides: list[str], writes: bool = True) -> dict:
+    """The resolved config; for a command that ``writes``, its output folder is created (one-line error when
+    it cannot be, before any work). ``config.yaml`` is saved by ``_saved`` once the command succeeded, so a
+    failed command leaves the previous one in place."""
+    from relook.experiment import load_config
+    from relook.io import ensure_dir
 
     conf = load_config(config, overrides)
-    if save:
-        save_config(conf, conf["out"])
+    if writes:
+        ensure_dir(conf["out"], "out")
     return conf
+
+
+def _saved(conf: dict) -> None:
+    from relook.experiment import save_config
+
+    save_config(conf, conf["out"])
 
 
 @app.command("extract")
@@ -116,10 +126,12 @@ def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
     if model:
         overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
-    stores = pipeline.extract(_conf(config, overrides), progress=not quiet)
+    conf = _conf(config, overrides)
+    stores = pipeline.extract(conf, progress=not quiet)
     if world()[0] == 0:
         for label, (q, g) in stores.items():
             typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
+    _saved(conf)
 
 
 @app.command("index")
@@ -131,7 +143,9 @@ def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     """
     from relook import pipeline
 
-    typer.echo(f"wrote {pipeline.index(_conf(config, overrides), overwrite)}")
+    conf = _conf(config, overrides)
+    typer.echo(f"wrote {pipeline.index(conf, overwrite)}")
+    _saved(conf)
 
 
 @app.command("search")
@@ -143,7 +157,9 @@ def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     """
     from relook import pipeline
 
-    typer.echo(f"wrote {pipeline.search(_conf(config, overrides), overwrite)}")
+    conf = _conf(config, overrides)
+    typer.echo(f"wrote {pipeline.search(conf, overwrite)}")
+    _saved(conf)
 
 
 @app.command("rerank")
@@ -161,6 +177,7 @@ def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     labels = [m.strip() for m in methods.split(",") if m.strip()] or None
     pipeline.rerank(conf, labels, overwrite, progress=not quiet)
     typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+    _saved(conf)
 
 
 @app.command("evaluate")
@@ -171,7 +188,7 @@ def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT
     """
     from relook import pipeline
 
-    typer.echo(pipeline.results_table(pipeline.evaluate(_conf(config, overrides, save=False))))
+    typer.echo(pipeline.results_table(pipeline.evaluate(_conf(config, overrides, writes=False))))
 
 
 @app.command("run")
@@ -187,6 +204,10 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     from relook import pipeline
     from relook.distributed import world
 
+    from relook.eval.evaluate import check_has_positives
+
+    conf = _conf(config, overrides, writes=False)
+    check_has_positives(pipeline.dataset_of(conf))  # before any work: nothing could be scored
     conf = _conf(config, overrides)
     pipeline.extract(conf, progress=not quiet)
     if world()[0] != 0:
@@ -194,6 +215,7 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     pipeline.search(conf)
     pipeline.rerank(conf, progress=not quiet)
     typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+    _saved(conf)
 
 
 @app.command("report")
@@ -206,7 +228,7 @@ def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     from relook import pipeline
     from relook.report import make_figures, write_report
 
-    conf = _conf(config, overrides, save=False)
+    conf = _conf(config, overrides, writes=False)
     results = pipeline.evaluate(conf)
     make_figures(conf, num_queries=queries)
     typer.echo(f"wrote {write_report(conf, results)}")
@@ -315,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="relook", standalone_mode=False)
     except RelookError as e:
         typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        return 2
+    except OSError as e:  # the file system refused (no permission, a file where a folder must be, disk full)
+        if not e.filename:
+            raise
+        typer.echo(f"error: {e.filename}: {e.strerror or type(e).__name__}", err=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         interrupted.seen = True

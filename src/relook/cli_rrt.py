@@ -50,8 +50,10 @@ def train_rrt_cmd(
     --data-opt split=train -o runs/syn/rrt --epochs 15   (under torchrun for several GPUs)
     """
     from relook.datasets.base import load_dataset
+    from relook.io import ensure_dir
     from relook.train.rrt_stage import train_rrt_stage
 
+    ensure_dir(out, "--out")  # before any work
     ds = load_dataset(dataset, root, **parse_kv(data_opt, "--data-opt"))
     from relook.errors import ConfigError
     from relook.train.rrt import resolve_train_conf

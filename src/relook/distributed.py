@@ -89,7 +89,7 @@ def shard_path(store_path: str | Path, rank: int, size: int) -> Path:
 def extract_sharded(extractor, items: Sequence, store_path: str | Path, progress: bool = True,
                     exif_orientation: bool = True) -> Path:
     """``extract_to_store`` spread over the torchrun ranks (see the module docstring); one process: direct."""
-    from relook.features.base import extract_to_store, stale_keys
+    from relook.features.base import extract_to_store, mixing_error, stale_keys
     from relook.store import FeatureStore, merge_stores
 
     rank, size, _ = world()
@@ -105,8 +105,8 @@ def extract_sharded(extractor, items: Sequence, store_path: str | Path, progress
             missing = set(store.missing(ids))
         if not missing:
             return store_path
-    elif stale and rank == 0:
-        log.warning("%s was extracted with other %s: re-extracting it from scratch", store_path, ", ".join(stale))
+    elif stale:  # every rank refuses alike: the store holds features of another network
+        raise mixing_error(store_path, extractor, stale)
     mine = [it for it in shard_items(items, rank, size) if it[0] in missing]
     extract_to_store(extractor, mine, shard_path(store_path, rank, size), progress=progress,
                      exif_orientation=exif_orientation)

@@ -58,9 +58,11 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         if not f.exists():
             raise ConfigError(f"{f}: config file not found")
         try:
-            data = yaml.safe_load(f.read_text()) or {}
+            data = yaml.safe_load(f.read_text(encoding="utf8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{f}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{f}: invalid YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{f}: invalid YAML ({' '.join(str(e).split())[:200]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{f}: a config must be a mapping of keys, got {type(data).__name__}")
         conf = _merge(conf, data, str(f))

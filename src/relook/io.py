@@ -3,8 +3,42 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
+
+
+def ensure_dir(path: str | Path, what: str) -> Path:
+    """Create folder ``path`` (and its parents) and check it is writable; ``DataError`` naming ``what`` and
+    the path otherwise (a file in the way, no permission, a read-only file system)."""
+    from relook.errors import DataError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(f"{what}: cannot create folder {path}: a file of that name exists") from None
+    except OSError as e:
+        raise DataError(f"{what}: cannot create folder {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataError(f"{what}: folder {path} is not writable")
+    return path
+
+
+def _drop_orphans(path: Path) -> None:
+    """Remove temporary siblings of ``path`` left by writers killed mid-write (kill -9: no cleanup ran),
+    those whose process no longer exists; a live writer's file is left alone."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # exists, owned by someone else
+            pass
 
 
 @contextlib.contextmanager
@@ -14,7 +48,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, str(path))
+    _drop_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -22,6 +57,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def json_text(obj, **kwargs) -> str:
+    """``json.dumps`` that always gives valid JSON: NaN and +-inf become ``null`` (an undefined metric, an
+    unmeasured time) instead of the bare ``NaN`` that strict parsers reject; numpy scalars become numbers."""
+    import json
+    import math
+
+    import numpy as np
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, np.generic):
+            x = x.item()
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False, **{"default": str, **kwargs})
 
 
 def load_array(path: str | Path, what: str, keys: tuple[str, ...] = ()):
@@ -42,6 +99,6 @@ def load_array(path: str | Path, what: str, keys: tuple[str, ...] = ()):
                 if missing:
                     raise DataError(f"{path}: {what} has no {missing[0]!r} array (found {sorted(data.files)})")
                 return {k: data[k] for k in keys}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: not a readable {what} (.npy/.npz without pickled objects): {first}") from None

@@ -4,6 +4,11 @@
 ``rerank`` -> ``rankings/<label>.npz``; ``evaluate`` -> ``results.json`` + a printed table. A stage whose
 output exists and was made from the same inputs (a fingerprint stored in the output's metadata) does
 nothing; extraction resumes image by image.
+
+Stale results are never mixed: fingerprints cover the content of the feature stores
+(``FeatureStore.digest``), so a changed gallery rebuilds the index and the shortlist; each ranking records
+the shortlist, settings and features it came from, and ``evaluate`` (hence ``report``) refuses, in one
+line naming the file and the command that redoes it, a shortlist or ranking whose inputs changed since.
 """
 from __future__ import annotations
 
@@ -54,7 +59,12 @@ def dataset_of(conf: dict):
     name, root = opts.pop("name"), Path(opts.pop("root"))
     if not root.exists():
         raise DataError(f"dataset root {root} does not exist")
-    return load_dataset(name, root, **opts)
+    dataset = load_dataset(name, root, **opts)
+    for what, items in (("gallery", dataset.gallery), ("query", dataset.queries)):
+        if not items:
+            split = f" (split {opts['split']!r})" if "split" in opts else ""
+            raise DataError(f"dataset {name} at {root}{split} has no {what} images; check dataset.root and the split")
+    return dataset
 
 
 def _same_items(dataset) -> bool:
@@ -102,14 +112,20 @@ def _global_label(conf: dict) -> str:
     return conf["extractors"][0]["label"]
 
 
-def index_fingerprint(conf: dict, label: str, gallery_store) -> str:
-    """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and its gallery store."""
-    return _fingerprint(conf["shortlist"].get("index", "flat"), conf["dataset"], label, gallery_store.meta,
-                        len(gallery_store))
+def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> str:
+    """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and the content of
+    its gallery store (``FeatureStore.digest`` of the gallery ids, so a re-extracted store changes it)."""
+    return _fingerprint(conf["shortlist"].get("index", "flat"), conf["dataset"], label,
+                        gallery_store.digest(gallery_ids))
 
 
 def index(conf: dict, overwrite: bool = False) -> Path:
-    """Build the faiss index of the gallery's global descriptors -> ``<out>/index.faiss`` (+ fingerprint)."""
+    """Build the faiss index of the gallery's global descriptors -> ``<out>/index.faiss`` (+ fingerprint).
+
+    The fingerprint covers the gallery store's content (``FeatureStore.digest``), so an index built from
+    an older or re-extracted store is rebuilt, never reused.
+    """
+    from relook.io import atomic_path
     from relook.search import build_index, write_index
     from relook.store import FeatureStore
 
@@ -122,13 +138,50 @@ def index(conf: dict, overwrite: bool = False) -> Path:
         missing = gs.missing(dataset.gallery_ids)
         if missing:
             raise DataError(f"{gpath}: {len(missing)} gallery images not extracted (e.g. {missing[0]!r}); run extract")
-        fp = index_fingerprint(conf, label, gs)
-        if out.exists() and stamp.exists() and not overwrite and json.loads(stamp.read_text()).get("fingerprint") == fp:
+        fp = index_fingerprint(conf, label, gs, dataset.gallery_ids)
+        if out.exists() and not overwrite and _stamp_fingerprint(stamp) == fp:
             return out
         idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
     write_index(idx, out)
-    stamp.write_text(json.dumps({"fingerprint": fp, "gallery": str(gpath)}))
+    with atomic_path(stamp) as tmp:  # written after the index: a crash in between leaves a mismatch -> rebuild
+        tmp.write_text(json.dumps({"fingerprint": fp, "gallery": str(gpath)}))
     return out
+
+
+def _stamp_fingerprint(stamp: Path) -> str | None:
+    try:
+        return json.loads(stamp.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _search_fingerprint(conf: dict, dataset, qs, gs, label: str) -> str:
+    """What the shortlist depends on: its options, the dataset and the content of both global stores."""
+    return _fingerprint(conf["shortlist"], conf["dataset"], label, gs.digest(dataset.gallery_ids),
+                        qs.digest(dataset.query_ids), "self excluded, ties by gallery index")
+
+
+def _check_extracted(dataset, qs, gs) -> None:
+    for ids, store in ((dataset.query_ids, qs), (dataset.gallery_ids, gs)):
+        missing = store.missing(ids)
+        if missing:
+            raise DataError(f"{store.path}: {len(missing)} images not extracted (e.g. {missing[0]!r}); run extract")
+
+
+def check_shortlist(conf: dict, dataset, shortlist: Shortlist, path: Path) -> None:
+    """``DataError`` when ``shortlist`` no longer matches the config or the global feature stores (they
+    were re-extracted or the search options changed since): later stages must not use it. Without the
+    stores on disk there is nothing newer to compare with, and the shortlist stands."""
+    label = _global_label(conf)
+    qpath, gpath = store_paths(conf, label, dataset)
+    if not (qpath.exists() and gpath.exists()):
+        return
+    with open_pair(qpath, gpath) as (qs, gs):
+        _check_extracted(dataset, qs, gs)
+        fp = _search_fingerprint(conf, dataset, qs, gs, label)
+    if shortlist.meta.get("fingerprint") != fp:
+        raise DataError(f"{path}: out of date (the config's dataset/shortlist options or the {label!r} features "
+                        "changed since it was made); run `relook search` to redo it")
 
 
 def search(conf: dict, overwrite: bool = False) -> Path:
@@ -147,14 +200,10 @@ def search(conf: dict, overwrite: bool = False) -> Path:
     out = Path(conf["out"]) / "shortlist.npz"
     with open_pair(qpath, gpath) as (qs, gs):
         qids, gids = dataset.query_ids, dataset.gallery_ids
-        for ids, store in ((qids, qs), (gids, gs)):
-            missing = store.missing(ids)
-            if missing:
-                raise DataError(f"{store.path}: {len(missing)} images not extracted (e.g. {missing[0]!r}); run extract")
+        _check_extracted(dataset, qs, gs)
         exclude = dataset.query_in_gallery
-        fp = _fingerprint(conf["shortlist"], conf["dataset"], label, gs.meta, len(gs), len(qs),
-                          "self excluded, ties by gallery index")
-        if out.exists() and not overwrite and Shortlist.load(out).meta.get("fingerprint") == fp:
+        fp = _search_fingerprint(conf, dataset, qs, gs, label)
+        if out.exists() and not overwrite and _meta_of(out, Shortlist).get("fingerprint") == fp:
             return out
         faiss_index = read_index(index(conf))
         meta = {"fingerprint": fp, "dataset": f"{dataset.name} ({dataset.root})", "global": label,
@@ -163,6 +212,14 @@ def search(conf: dict, overwrite: bool = False) -> Path:
                                  qids, gids, meta, exclude=exclude)
     shortlist.save(out)
     return out
+
+
+def _meta_of(path: Path, kind) -> dict:
+    """The metadata of an existing shortlist/ranking file, or {} when it is unreadable (then it is redone)."""
+    try:
+        return kind.load(path).meta
+    except DataError:
+        return {}
 
 
 def _features_for(conf: dict, reranker, item: dict, dataset) -> tuple[Path, Path]:
@@ -195,6 +252,34 @@ def drop_junk(shortlist: Shortlist, dataset) -> Shortlist:
     return Shortlist(shortlist.query_ids, shortlist.gallery_ids, idx, sc, {**shortlist.meta, "junk": "dropped"})
 
 
+def _features_digest(qpath: Path, gpath: Path) -> str:
+    with open_pair(qpath, gpath) as (qs, gs):
+        return gs.digest() if qs is gs else f"{qs.digest()}+{gs.digest()}"
+
+
+def _ranking_stamps(conf: dict, item: dict, shortlist: Shortlist, qpath: Path, gpath: Path) -> dict[str, str]:
+    """What a ranking depends on, kept in its metadata so ``evaluate`` can tell a stale one: the shortlist's
+    fingerprint, the reranker's settings, and the paths and content of the feature stores it read."""
+    return {"made_from.shortlist": str(shortlist.meta.get("fingerprint")),
+            "made_from.settings": _fingerprint(item, conf["rerank_junk"]),
+            "made_from.queries": str(qpath), "made_from.gallery": str(gpath),
+            "made_from.features": _features_digest(qpath, gpath)}
+
+
+def stale_reason(conf: dict, item: dict, meta: dict, shortlist: Shortlist) -> str | None:
+    """Why the ranking of reranker ``item`` (its metadata ``meta``) cannot be shown beside ``shortlist``,
+    or None when it was made from that shortlist, these settings and the feature stores as they are now
+    (stores no longer on disk are not compared)."""
+    if meta.get("made_from.shortlist") != str(shortlist.meta.get("fingerprint")):
+        return "made from another shortlist than shortlist.npz"
+    if meta.get("made_from.settings") != _fingerprint(item, conf["rerank_junk"]):
+        return f"made with other settings than the config's reranker {item['label']!r}"
+    qpath, gpath = Path(meta.get("made_from.queries", "")), Path(meta.get("made_from.gallery", ""))
+    if qpath.is_file() and gpath.is_file() and meta.get("made_from.features") != _features_digest(qpath, gpath):
+        return f"made from features that changed since ({gpath})"
+    return None
+
+
 def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Path]:
     """Run the configured rerankers (or those in ``labels``) on the same shortlist."""
     from relook.rerank import create_reranker
@@ -205,6 +290,7 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
     if not sl_path.exists():
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
     shortlist = Shortlist.load(sl_path)
+    check_shortlist(conf, dataset, shortlist, sl_path)
     if conf["rerank_junk"] == "drop" and dataset.protocol == "revisitop":
         shortlist = drop_junk(shortlist, dataset)
     known = [r["label"] for r in conf["rerankers"]]
@@ -219,8 +305,9 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
         reranker = create_reranker(item["name"], **opts)
         qpath, gpath = _features_for(conf, reranker, item, dataset)
         out = Path(conf["out"]) / "rankings" / f"{item['label']}.npz"
-        fp = _fingerprint(item, shortlist.meta.get("fingerprint"), conf["rerank_junk"], str(gpath))
-        if out.exists() and not overwrite and Ranking.load(out).meta.get("fingerprint") == fp:
+        stamps = _ranking_stamps(conf, item, shortlist, qpath, gpath)
+        fp = _fingerprint(stamps)
+        if out.exists() and not overwrite and _meta_of(out, Ranking).get("fingerprint") == fp:
             outs[item["label"]] = out
             continue
         with open_pair(qpath, gpath) as (qs, gs):
@@ -228,7 +315,7 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
             ranking = reranker.rerank_shortlist(shortlist, qs, gs, progress=progress)
             elapsed = time.perf_counter() - start
             feature_meta = gs.meta
-        ranking.meta.update({"fingerprint": fp, "seconds_per_query": f"{elapsed / max(1, shortlist.num_queries):.4f}",
+        ranking.meta.update({"fingerprint": fp, **stamps, "seconds_per_query": f"{elapsed / max(1, shortlist.num_queries):.4f}",
                              "features": str(gpath), **{f"features.{k}": v for k, v in feature_meta.items()},
                              **({"checkpoint": str(opts["checkpoint"])} if "checkpoint" in opts else {})})
         ranking.save(out)
@@ -237,32 +324,60 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
 
 
 def evaluate(conf: dict) -> dict[str, Any]:
-    """Metrics of the global shortlist and of every ranking -> ``results.json``; returns the results."""
+    """Metrics of the global shortlist and of every ranking -> ``results.json``; returns the results.
+
+    A dataset where no query has a positive raises ``DataError`` (no metric is defined); a metric that is
+    undefined for one protocol setting (e.g. no query has a Hard positive) is NaN in the returned dict,
+    ``null`` in ``results.json`` and ``-`` in the table.
+    """
     from relook.eval.evaluate import evaluate as score
 
+    from relook.eval.evaluate import check_has_positives
+
     dataset = dataset_of(conf)
+    check_has_positives(dataset)
     out_dir = Path(conf["out"])
     sl_path = out_dir / "shortlist.npz"
     if not sl_path.exists():
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
     rows, timing, meta = {}, {}, {}
     shortlist = Shortlist.load(sl_path)
-    rows["global only"] = score(shortlist, dataset)
-    meta["global only"] = shortlist.meta
+    check_shortlist(conf, dataset, shortlist, sl_path)
+    rankings, stale = {}, []
     for item in conf["rerankers"]:
         path = out_dir / "rankings" / f"{item['label']}.npz"
         if path.exists():
-            ranking = Ranking.load(path)
+            rankings[item["label"]] = ranking = Ranking.load(path)
+            why = stale_reason(conf, item, ranking.meta, shortlist)
+            if why:
+                stale.append((item["label"], path, why))
+    if stale:
+        labels = ",".join(s[0] for s in stale)
+        raise DataError(f"{stale[0][1]}: {stale[0][2]}" + (f" (also {', '.join(str(s[1]) for s in stale[1:])})"
+                        if len(stale) > 1 else "") + f"; run `relook rerank --methods {labels}` to redo "
+                        f"{'them' if len(stale) > 1 else 'it'} (or delete the file)")
+    rows["global only"] = score(shortlist, dataset)
+    meta["global only"] = shortlist.meta
+    for item in conf["rerankers"]:
+        if item["label"] in rankings:
+            ranking = rankings[item["label"]]
             rows[item["label"]] = score(ranking, dataset)
-            timing[item["label"]] = float(ranking.meta.get("seconds_per_query", "nan"))
+            timing[item["label"]] = _seconds(ranking.meta.get("seconds_per_query"))
             meta[item["label"]] = ranking.meta
     results = {"dataset": f"{dataset.name} ({dataset.root})", "git": git_commit(), "metrics": rows,
                "seconds_per_query": timing, "provenance": provenance(meta), "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x)}
-    from relook.io import atomic_path
+    from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2, default=str))
+        tmp.write_text(json_text(results, indent=2))
     return results
+
+
+def _seconds(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _describe(meta: dict, prefix: str) -> str:
@@ -296,7 +411,7 @@ def provenance(meta: dict[str, dict]) -> dict[str, str]:
 def results_table(results: dict) -> str:
     from relook.eval.evaluate import format_table
 
-    extra = {m: {"s/query": f"{t:.3f}"} for m, t in results["seconds_per_query"].items()}
+    extra = {m: {"s/query": "-" if t is None or t != t else f"{t:.3f}"} for m, t in results["seconds_per_query"].items()}
     lines = [f"data: {results['dataset']}" + (f" [{results['data_note']}]" if results.get("data_note") else ""),
              format_table(results["metrics"], extra), f"git commit: {results['git']}"]
     lines += [f"  {m}: {p}" for m, p in results["provenance"].items() if p]

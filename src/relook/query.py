@@ -180,7 +180,7 @@ def embed(item: dict, store_path: Path, images: Sequence[tuple[str, np.ndarray]]
     return list(extractor.extract(images))
 
 
-def _check_index(conf: dict, label: str, gpath: Path, index_path: Path) -> None:
+def _check_index(conf: dict, label: str, gpath: Path, index_path: Path, gallery_ids: list[str]) -> None:
     """The index must have been built from the global store as it is now (``pipeline.index``'s stamp)."""
     import json
 
@@ -190,7 +190,7 @@ def _check_index(conf: dict, label: str, gpath: Path, index_path: Path) -> None:
     stamp = index_path.with_suffix(".json")
     fp = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
     with FeatureStore(gpath, "r") as gs:
-        if fp != index_fingerprint(conf, label, gs):
+        if fp != index_fingerprint(conf, label, gs, gallery_ids):
             raise DataError(f"{index_path}: not built from {gpath} as it is now; rebuild it with "
                             f"`relook index -c {Path(conf['out']) / 'config.yaml'} --overwrite`")
 
@@ -223,7 +223,7 @@ def query(images: Sequence[str | Path], run_dir: str | Path, method: str | None 
     label = pipeline._global_label(conf)
     _, gpath = pipeline.store_paths(conf, label, dataset)
     index_path = Path(conf["out"]) / "index.faiss"
-    _check_index(conf, label, gpath, index_path)
+    _check_index(conf, label, gpath, index_path, dataset.gallery_ids)
     feats = {label: embed(extractors[label], gpath, list(zip(qids, arrays)))}
     gids = dataset.gallery_ids
     shortlist = search(read_index(index_path), np.stack([f.get("global_desc") for f in feats[label]]),

@@ -17,16 +17,20 @@ from relook.types import Ranking, Shortlist
 def _table_html(results: dict) -> str:
     metrics = list(dict.fromkeys(k for r in results["metrics"].values() for k in r))
     head = "".join(f"<th>{html.escape(m)}</th>" for m in ["method", *metrics, "s/query"])
-    best = {m: max((r.get(m, float("nan")) for r in results["metrics"].values()), default=0) for m in metrics}
+    def value(v) -> float:  # an undefined metric (NaN, or null read back from results.json) -> NaN
+        return float("nan") if v is None else float(v)
+
+    best = {m: max((value(r.get(m)) for r in results["metrics"].values() if np.isfinite(value(r.get(m)))),
+                   default=float("nan")) for m in metrics}
     rows = []
     for name, vals in results["metrics"].items():
         cells = []
         for m in metrics:
-            v = vals.get(m, float("nan"))
-            txt = f"{100 * v:.2f}"
+            v = value(vals.get(m))
+            txt = f"{100 * v:.2f}" if np.isfinite(v) else "-"
             cells.append(f"<td><b>{txt}</b></td>" if np.isfinite(v) and v == best[m] else f"<td>{txt}</td>")
-        t = results["seconds_per_query"].get(name)
-        rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}<td>{'' if t is None else f'{t:.3f}'}</td></tr>")
+        t = value(results["seconds_per_query"].get(name))
+        rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}<td>{f'{t:.3f}' if np.isfinite(t) else ''}</td></tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 

@@ -3,7 +3,7 @@
 Layout::
 
     /                      attrs: relook_store=1, meta (JSON: extractor, weights, data)
-    /images/<quoted id>/   attrs: image_id (raw id), complete (set last)
+    /images/<quoted id>/   attrs: image_id (raw id), digest (SHA-1 of the arrays), complete (set last)
         global_desc, local_desc, keypoints, ...   one dataset per ImageFeatures field
 
 Durability: an image group is marked ``complete`` only after all its datasets are written, and the
@@ -11,9 +11,14 @@ file is flushed after every image, so a writer killed at any point (even ``kill 
 earlier image readable; the half-written group has no ``complete`` mark, is invisible to readers, and
 is deleted and redone when a writer reopens the store. Image ids may contain ``/`` (they are
 percent-quoted as HDF5 names).
+
+Content fingerprint: ``digest()`` hashes the ids, the metadata and each image's ``digest`` attribute
+(written with the image; computed from the arrays for stores written before it existed), so the stages
+downstream (index, search, rerank) see when a store's content changed, not only its size.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 from pathlib import Path
@@ -31,6 +36,36 @@ _GROUP = "images"
 
 def _key(image_id: str) -> str:
     return quote(image_id, safe="")
+
+
+#: what h5py raises on a damaged file (a bad B-tree, a truncated dataset, an attribute of the wrong type)
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError)
+
+
+def _guarded(method):
+    """Turn an h5py failure inside ``method`` into one ``DataError`` naming the store's file."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RelookError:
+            raise
+        except _H5_ERRORS as e:
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise DataError(f"{self.path}: damaged feature store ({type(e).__name__}: {reason})") from None
+    return wrapper
+
+
+def _array_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-1 of named arrays: names, dtypes, shapes and bytes (the content of one image's group)."""
+    h = hashlib.sha1()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class FeatureStore:
@@ -55,6 +90,14 @@ class FeatureStore:
             self._h5 = h5py.File(self.path, mode, libver="earliest")
         except OSError as e:
             raise DataError(f"{self.path}: cannot open as an HDF5 feature store ({e})") from None
+        try:
+            self._open(mode, meta)
+        except BaseException:
+            self._h5.close()
+            raise
+
+    @_guarded
+    def _open(self, mode: str, meta: dict | None) -> None:
         if mode == "r":
             if self._h5.attrs.get("relook_store") != 1:
                 self._h5.close()
@@ -74,10 +117,13 @@ class FeatureStore:
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
+    @_guarded
     def meta(self) -> dict[str, str]:
         """Provenance of the features: extractor, weights, data (JSON in the root attributes)."""
-        raw = self._h5.attrs.get("meta", "{}")
-        return json.loads(raw)
+        meta = json.loads(self._h5.attrs.get("meta", "{}"))
+        if not isinstance(meta, dict):
+            raise DataError(f"{self.path}: metadata is not a JSON object")
+        return meta
 
     @meta.setter
     def meta(self, value: dict) -> None:
@@ -102,6 +148,23 @@ class FeatureStore:
         """The ids among ``image_ids`` not yet complete here (what a resumed writer must do)."""
         return [i for i in image_ids if i not in self._complete]
 
+    @_guarded
+    def digest(self, image_ids: Iterable[str] | None = None) -> str:
+        """Fingerprint of the content of ``image_ids`` (default: every complete image) and the metadata.
+
+        Equal digests mean equal ids, arrays and provenance; any rewritten image changes it.
+        """
+        ids = self.ids() if image_ids is None else list(image_ids)
+        h = hashlib.sha1(json.dumps(self.meta, sort_keys=True).encode())
+        for image_id in ids:
+            group = self._group(image_id)
+            d = group.attrs.get("digest")
+            if not isinstance(d, str):  # a store written before per-image digests existed
+                d = _array_digest({n: group[n][()] for n in group.keys()})
+            h.update(f"{len(image_id)}:{image_id}={d};".encode())
+        return h.hexdigest()[:16]
+
+    @_guarded
     def fields(self, image_id: str | None = None) -> list[str]:
         """Fields of one image, or the fields every complete image has."""
         if image_id is not None:
@@ -119,6 +182,7 @@ class FeatureStore:
             raise DataError(f"image {image_id!r} not in {self.path} ({len(self)} images); run extract for it")
         return self._h5[_GROUP][key]
 
+    @_guarded
     def read(self, image_id: str, fields: Sequence[str] | None = None) -> ImageFeatures:
         """Read one image's features (all fields, or only ``fields``), validated."""
         group = self._group(image_id)
@@ -163,8 +227,10 @@ class FeatureStore:
             self._complete.pop(feats.image_id, None)
         group = images.create_group(key)
         group.attrs["image_id"] = feats.image_id
-        for name, arr in feats.arrays().items():
+        arrays = feats.arrays()
+        for name, arr in arrays.items():
             group.create_dataset(name, data=arr)
+        group.attrs["digest"] = _array_digest(arrays)
         group.attrs["complete"] = 1  # the commit mark: written last
         self._h5.flush()
         self._complete[feats.image_id] = key

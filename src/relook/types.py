@@ -20,6 +20,8 @@ finiteness check. Every field except ``image_id`` is optional.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
@@ -197,8 +199,10 @@ class Shortlist:
             with np.load(path, allow_pickle=False) as z:
                 meta = dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist()))
                 return cls(z["query_ids"].tolist(), z["gallery_ids"].tolist(), z["indices"], z["scores"], meta)
-        except (KeyError, ValueError, OSError) as e:
-            raise DataError(f"{path}: not a relook {cls.__name__} file ({e})") from None
+        except (KeyError, ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+                zlib.error) as e:
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise DataError(f"{path}: not a relook {cls.__name__} file ({reason})") from None
 
 
 class Ranking(Shortlist):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from relook.errors import DataError
 import torch
 
 from relook.features import create_extractor, extract_to_store
@@ -160,21 +162,17 @@ def _items(folder):
     return [(p.stem, p, None) for p in sorted(folder.glob("*.png"))]
 
 
-def test_provenance_mismatch_reextracts(tmp_path, caplog, monkeypatch):
-    """A store begun with seed 0 is redone from scratch for seed 1 (one warning line), never mixed."""
+def test_provenance_mismatch_refused(tmp_path, monkeypatch):
+    """A store begun with seed 0 is never extended with seed-1 features: one line naming the store and the
+    seed, and the store is left exactly as it was."""
     items = _items(_images(tmp_path / "images", 5))
     conf = CONFS["cnn_local"]
     store = tmp_path / "s.h5"
     extract_to_store(create_extractor("cnn_local", **conf, seed=0), items[:3], store, progress=False)
-    with caplog.at_level(logging.WARNING, logger="relook.features.base"):
+    before = store.read_bytes()
+    with pytest.raises(DataError, match=r"s\.h5: its 3 images were extracted with extractor.seed='0'") as e:
         extract_to_store(create_extractor("cnn_local", **conf, seed=1), items, store, progress=False)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "extractor.seed" in warnings[0] and "re-extracting" in warnings[0]
-    assert "\n" not in warnings[0]
-    extract_to_store(create_extractor("cnn_local", **conf, seed=1), items, tmp_path / "fresh.h5", progress=False)
-    assert _same_store(store, tmp_path / "fresh.h5")  # every image from seed 1, none left from seed 0
-    with FeatureStore(store) as s:
-        assert s.meta["extractor.seed"] == "1"
+    assert "\n" not in str(e.value) and store.read_bytes() == before
 
     # a runtime option (batch size, device) is not another network: the store is resumed, not redone
     extract_to_store(create_extractor("cnn_local", **conf, seed=1), items[:2], tmp_path / "part.h5", progress=False)
@@ -182,7 +180,6 @@ def test_provenance_mismatch_reextracts(tmp_path, caplog, monkeypatch):
     write = FeatureStore.write
     monkeypatch.setattr(FeatureStore, "write", lambda self, f, overwrite=False: writes.append(f.image_id)
                         or write(self, f, overwrite))
-    caplog.clear()
     extract_to_store(create_extractor("cnn_local", **{**conf, "batch_size": 4}, seed=1), items,
                      tmp_path / "part.h5", progress=False)
-    assert writes == [it[0] for it in items[2:]] and not caplog.records
+    assert writes == [it[0] for it in items[2:]]

@@ -79,6 +79,29 @@ def test_resume_equals_straight_run(tmp_path):
         torch.testing.assert_close(v, v3, msg=k)
 
 
+def test_resume_log_and_dropout_exact(tmp_path):
+    """A run killed after its epoch-1 checkpoint but before its log line, then resumed: the log has one line
+    per epoch and the weights equal a straight run's, dropout included (the torch RNG is in the checkpoint)."""
+    feats, data = _data()
+    conf = {"epochs": 2, "triplets_per_batch": 6}
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return RRT(num_layers=1, dim_feedforward=64, dropout=0.3)
+
+    m1 = model()
+    train_rrt(m1, data, StoreSource(feats), tmp_path / "a", conf, progress=False)
+    train_rrt(model(), data, StoreSource(feats), tmp_path / "b", {**conf, "epochs": 1}, progress=False)
+    (tmp_path / "b" / "log.jsonl").write_text("")  # the kill landed between the checkpoint and the log
+    torch.manual_seed(123)  # whatever the RNG did in between
+    m2 = model(seed=9)
+    train_rrt(m2, data, StoreSource(feats), tmp_path / "b", conf, resume=True, progress=False)
+    for (k, v), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v, v2), k
+    log_a, log_b = ((tmp_path / d / "log.jsonl").read_text().splitlines() for d in "ab")
+    assert [json.loads(x)["epoch"] for x in log_b] == [1, 2] and log_a == log_b
+
+
 def test_extra_loss_hook(tmp_path):
     feats, data = _data()
     seen = []

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -108,7 +109,7 @@ def read_jgz(path: str | Path) -> Any:
     try:
         with gzip.open(path, "rt", encoding="utf8") as f:
             return json.load(f)
-    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, zlib.error, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable gzip JSON file ({e})") from None
 
 

@@ -176,13 +176,13 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: CO3D-Retrieve manifest not found; build it with `relook datasets "
                         f"build-co3d-retrieve CO3D_ROOT OUT`")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf8"))
         frames = manifest["frames"]
         for r in frames:
             for key in ("image_id", "path", "instance", "category", "split", "K", "R", "t"):
                 r[key]  # noqa: B018  (presence check)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a CO3D-Retrieve manifest ({e!r})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a CO3D-Retrieve manifest ({' '.join(repr(e).split())[:200]})") from None
     return manifest
 
 

@@ -90,5 +90,8 @@ def load_pickle(path: Path, what: str) -> Any:
     data = path.read_bytes()
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise DataError(f"{path}: not a readable {what} pickle ({type(e).__name__}: {e}); truncated or wrong file?") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, RecursionError, MemoryError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise DataError(f"{path}: not a readable {what} pickle ({type(e).__name__}: {reason}); truncated or wrong "
+                        "file?") from None

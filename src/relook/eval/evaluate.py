@@ -35,6 +35,16 @@ def align(ranking: Shortlist, dataset) -> np.ndarray:
     return remap[rows]  # -1 padding maps to remap[-1] = -1
 
 
+def check_has_positives(dataset) -> None:
+    """``DataError`` (one line, naming the dataset) when no query has a positive in the gallery: every
+    retrieval metric would be undefined. Queries without positives among others are left out of the means."""
+    positives, _ = dataset.ground_truth("medium" if dataset.protocol == "revisitop" else None)
+    if not any(len(p) for p in positives):
+        raise DataError(f"dataset {dataset.name} at {dataset.root}: none of its {len(dataset.queries)} queries has "
+                        f"a positive among the {len(dataset.gallery)} gallery images, so no retrieval metric is "
+                        "defined; check the split, the labels or the ground-truth file")
+
+
 def evaluate(ranking: Shortlist, dataset, ks: Sequence[int] = (1, 10, 50)) -> dict[str, float]:
     """Metrics of ``dataset``'s protocol as a flat ``{name: value}`` dict (fractions in [0, 1])."""
     idx = align(ranking, dataset)
@@ -48,9 +58,17 @@ def evaluate(ranking: Shortlist, dataset, ks: Sequence[int] = (1, 10, 50)) -> di
     return out
 
 
+def _cell(value, scale: float) -> str:
+    """A metric cell: the value, or ``-`` when it is undefined (NaN, null) or absent."""
+    if value is None or not np.isfinite(value):
+        return f"{'-':>9}"
+    return f"{value * scale:>9.2f}"
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]], extra_cols: Mapping[str, Mapping[str, str]] | None = None,
                  percent: bool = True) -> str:
-    """A plain-text table: one row per method, one column per metric (values x100 by default)."""
+    """A plain-text table: one row per method, one column per metric (values x100 by default); an undefined
+    metric (NaN or None) shows as ``-``."""
     methods = list(rows)
     metrics = list(dict.fromkeys(k for r in rows.values() for k in r))
     extras = list(dict.fromkeys(k for r in (extra_cols or {}).values() for k in r))
@@ -58,7 +76,7 @@ def format_table(rows: Mapping[str, Mapping[str, float]], extra_cols: Mapping[st
     head = f"{'method':<{width}}" + "".join(f"{m:>9}" for m in metrics) + "".join(f"{e:>14}" for e in extras)
     lines = [head, "-" * len(head)]
     for name in methods:
-        vals = "".join(f"{(rows[name].get(m, float('nan')) * (100 if percent else 1)):>9.2f}" for m in metrics)
+        vals = "".join(_cell(rows[name].get(m), 100 if percent else 1) for m in metrics)
         ext = "".join(f"{(extra_cols or {}).get(name, {}).get(e, ''):>14}" for e in extras)
         lines.append(f"{name:<{width}}{vals}{ext}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from relook.config import merge_conf
+from relook.errors import DataError
 from relook.registry import Registry
 from relook.types import ImageFeatures
 
@@ -79,14 +80,28 @@ def stale_keys(store_path: str | Path, extractor: Extractor) -> list[str] | None
     return sorted(k for k, v in extractor.provenance.items() if k not in ignored and meta.get(k) != v)
 
 
+def mixing_error(store_path: str | Path, extractor: Extractor, stale: list[str]) -> DataError:
+    """The one-line refusal to add features of ``extractor`` to a store made with other ``stale`` settings."""
+    from relook.store import FeatureStore
+
+    with FeatureStore(store_path, "r") as store:
+        n, old = len(store), store.meta.get(stale[0])
+    k = stale[0]
+    more = f" (and {len(stale) - 1} more setting(s))" if len(stale) > 1 else ""
+    return DataError(f"{store_path}: its {n} images were extracted with {k}={old!r}, the config asks for "
+                     f"{extractor.provenance.get(k)!r}{more}; delete the store (or give this extractor another "
+                     "label) to extract again")
+
+
 def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_path: str | Path,
                      overwrite: bool = False, progress: bool = True, exif_orientation: bool = True) -> Path:
     """The extract stage: write features of ``items`` into ``store_path``, skipping complete images.
 
     ``exif_orientation``: load images upright (a user's photos) or in stored pixels (benchmarks).
     A store that already holds images made with another provenance (e.g. another ``seed`` or other
-    weights: see ``Extractor.provenance``) is not resumed but re-extracted from scratch, with one warning
-    line naming the keys that differ, so one store never mixes two networks.
+    weights: see ``Extractor.provenance``; runtime keys such as the batch size do not count) is neither
+    resumed nor overwritten: a one-line ``DataError`` names the store and the first key that differs, so
+    one store never mixes two networks and nothing extracted before is lost.
     """
     from relook.images import load_image
     from relook.store import FeatureStore
@@ -95,17 +110,21 @@ def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_pat
     if not overwrite:
         stale = stale_keys(store_path, extractor)
         if stale:
-            log.warning("%s was extracted with other %s: re-extracting it from scratch", store_path,
-                        ", ".join(stale))
-            overwrite = True
-        elif stale is not None:
+            raise mixing_error(store_path, extractor, stale)
+        if stale is not None:
             with FeatureStore(store_path, "r") as store:
                 if not store.missing([it[0] for it in items]):
                     return Path(store_path)  # nothing to do: leave the file untouched
     with FeatureStore(store_path, "w" if overwrite else "a", meta=provenance) as store:
-        todo = [it for it in items if it[0] not in store]
-        loaded = ((i, load_image(p, bbox, exif_orientation)) for i, p, bbox in todo)
-        for feats in tqdm(extractor.extract(loaded), total=len(todo), desc=f"extract:{extractor.name}",
+        # batches are fixed slices of ``items``: a network's output can depend on which images share its
+        # batch, so a resumed run recomputes a partly done batch whole and keeps only the missing images,
+        # and its features equal those of an uninterrupted run bit for bit
+        size = max(1, int(extractor.conf.get("batch_size") or 1))
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        todo = [b for b in batches if any(it[0] not in store for it in b)]
+        loaded = ((i, load_image(p, bbox, exif_orientation)) for b in todo for i, p, bbox in b)
+        for feats in tqdm(extractor.extract(loaded), total=sum(map(len, todo)), desc=f"extract:{extractor.name}",
                           disable=not progress):
-            store.write(feats)
+            if feats.image_id not in store:
+                store.write(feats)
     return Path(store_path)

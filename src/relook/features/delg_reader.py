@@ -61,13 +61,17 @@ def read_rrt_list(path: str | Path) -> list[tuple[str, int, int, int]]:
     if not path.exists():
         raise DataError(f"{path}: image list not found")
     out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(",")
-        if len(parts) != 4:
-            raise DataError(f"{path}:{lineno}: expected 'path,label,width,height', got {line!r}")
-        out.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            out.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: expected 'path,label,width,height' (three integers), "
+                            f"got {line.strip()!r:.80}") from None
     return out
 
 

@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.io import atomic_path, json_text
 from relook.models.rrt import RRT, RRTOutput
 from relook.models.rrt_checkpoint import read_checkpoint, save_rrt
 from relook.models.rrt_inputs import index_side, model_kwargs, pack_side
@@ -252,6 +253,13 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _write_log(path: Path, history: list[dict]) -> None:
+    """``log.jsonl``: one line per finished epoch, rewritten whole (atomically) from the checkpoint's
+    history, so a run killed between the checkpoint and the log, then resumed, logs every epoch once."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json_text(rec) + "\n" for rec in history))
+
+
 def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dict | None = None,
               extra_loss: Callable[[dict, RRTOutput], torch.Tensor] | None = None,
               pair_info: Callable[[str, str], Any] | None = None, resume: bool = False,
@@ -285,9 +293,16 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start = int(ck["epoch"])
+        if isinstance(ck.get("torch_rng"), torch.Tensor):  # dropout draws continue as if never stopped
+            torch.set_rng_state(ck["torch_rng"])
+        history = list(ck.get("log", []))
+    else:
+        history = []
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_conf.json").write_text(json.dumps({"train": c, "model": model.conf}, indent=2, default=str))
+        with atomic_path(out_dir / "train_conf.json") as tmp:
+            tmp.write_text(json.dumps({"train": c, "model": model.conf}, indent=2, default=str))
+        _write_log(out_dir / "log.jsonl", history)  # the epochs the checkpoint holds, no more, no less
     net: nn.Module = joint
     if world > 1:
         net = nn.parallel.DistributedDataParallel(joint, device_ids=[device.index] if device.type == "cuda" else None)
@@ -336,12 +351,12 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         sched.step()
         if rank == 0:
             extra = {"backbone_state": joint.source.net.state_dict()} if joint.source is not None else {}
+            history.append({"epoch": epoch + 1, "lr": lr_used,
+                            **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}})
             save_rrt(ckpt_path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch + 1,
-                     train_conf_json=json.dumps(c, sort_keys=True, default=str), **extra)
-            log = {"epoch": epoch + 1, "lr": lr_used,
-                   **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
-            with open(out_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(log) + "\n")
+                     train_conf_json=json.dumps(c, sort_keys=True, default=str), log=history,
+                     torch_rng=torch.get_rng_state(), **extra)
+            _write_log(out_dir / "log.jsonl", history)
     if world > 1:
         torch.distributed.barrier()
     return ckpt_path
