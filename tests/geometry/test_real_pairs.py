@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from relook.datasets.geometry_pairs import (load_geometry_set, parse_scannet_line, read_evd, read_magsac_homography,
-                                            read_matrix, read_vpts)
+                                            read_matrix, read_scannet, read_vpts)
 from relook.errors import ConfigError, DataError
 from relook.geometry.epipolar import (crop_resize_intrinsics, epipolar_indicator, fundamental_from_cameras,
                                       symmetric_epipolar_distance)
@@ -65,6 +65,23 @@ def test_readers_shapes():
     np.testing.assert_allclose(s.K1[0], [1163.45, 0, 653.626])
     np.testing.assert_allclose(s.t, [-1.51061, -0.05367, 0.056])
     np.testing.assert_allclose(s.R[0], [0.78593, -0.35128, 0.50884])
+
+
+def test_scannet_reader_order(tmp_path):
+    """K0 is image 1's, K1 image 2's, T_0to1 maps camera 1 to 2 (ScanNet's K0 == K1, so a made-up line)."""
+    (tmp_path / "images").mkdir()
+    for n in ("a.jpg", "b.png"):
+        (tmp_path / "images" / n).write_bytes(b"")
+    K0, K1 = "100 0 50 0 100 40 0 0 1", "200 0 60 0 210 45 0 0 1"
+    T = "0 -1 0 1 1 0 0 2 0 0 1 3 0 0 0 1"
+    (tmp_path / "gt.txt").write_text(f"a.jpg b.jpg 0 0 {K0} {K1} {T}\n")
+    p, = read_scannet(tmp_path, "gt.txt")
+    assert p.K1[0, 0] == 100 and p.K2[0, 0] == 200 and p.image2.name == "b.png"
+    np.testing.assert_allclose(p.t, [1, 2, 3])
+    X0 = np.array([0.3, -0.2, 4.0])  # a point in camera-1 coordinates, seen by both cameras
+    X1 = p.R @ X0 + p.t
+    x1, x2 = p.K1 @ X0, p.K2 @ X1
+    assert abs(x2 @ p.F @ x1) < 1e-12 * np.linalg.norm(x1) * np.linalg.norm(x2)
 
 
 def test_magsac_h_maps_hand_marked_points():

@@ -156,7 +156,8 @@ def read_vpts(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int]
     except FileNotFoundError:
         raise DataError(f"{path}: correspondence file missing") from None
     except (KeyError, ValueError, IndexError, TypeError) as e:
-        raise DataError(f"{path}: not a validation struct with pts (6 x N) and imsize ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a validation struct with pts (6 x N) and imsize "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if pts.ndim != 2 or pts.shape[0] != 6 or pts.shape[1] < 1 or len(imsize) != 2:
         raise DataError(f"{path}: validation.pts must be 6 x N homogeneous points, got {pts.shape}")
     if np.any(np.abs(pts[[2, 5]]) < 1e-12) or not np.isfinite(pts).all():
