@@ -112,7 +112,7 @@ def main() -> None:
                          100 * np.mean([r[2] for r in res]), float(np.mean([r[1] for r in res]))))
             print(f"  done {s} {m}", flush=True)
     print()
-    head = f"| set | method | pairs | @1px | @3px | @5px | median err px | {'found/reliable %':>16} | s/pair |"
+    head = f"| set | method | pairs | @1px | @3px | @5px | median err px | found (H) / reliable (F) % | s/pair |"
     print(head)
     print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
     for s, m, n, a1, a3, a5, med, rel, t in rows:
