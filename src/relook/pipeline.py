@@ -72,6 +72,10 @@ def store_paths(conf: dict, label: str, dataset) -> tuple[Path, Path]:
 def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
     """Run every configured extractor over queries and gallery (resumable per image).
 
+    The extractor is told the role of each store (``Extractor.set_role``): "database" for the gallery,
+    "query" for a separate query store, so role-dependent settings (DToP's Table A11 switches) apply.
+    Queries that are gallery images are extracted once, as database images.
+
     Under ``torchrun --nproc_per_node=N`` each rank extracts every N-th image into its own store shard and
     rank 0 merges them (``relook.distributed``); the stores are the same as from one process.
     """
@@ -87,8 +91,10 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
             extractor = create_extractor(item["name"], **opts)
             qpath, gpath = store_paths(conf, item["label"], dataset)
             exif = dataset.exif_orientation
+            extractor.set_role("database")
             extract_sharded(extractor, dataset.gallery, gpath, progress=progress, exif_orientation=exif)
-            if qpath != gpath:
+            if qpath != gpath:  # separate queries (e.g. cropped Oxford/Paris queries) get the query role
+                extractor.set_role("query")
                 extract_sharded(extractor, dataset.queries, qpath, progress=progress, exif_orientation=exif)
             out[item["label"]] = (qpath, gpath)
     return out
