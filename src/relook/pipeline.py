@@ -181,7 +181,7 @@ def _features_for(conf: dict, reranker, item: dict, dataset) -> tuple[Path, Path
 
 
 def drop_junk(shortlist: Shortlist, dataset) -> Shortlist:
-    """Revisited protocol: remove each query's junk images from its shortlist before reranking."""
+    """Oxford / Paris protocols: remove each query's junk images from its shortlist before reranking."""
     gpos = {g: i for i, g in enumerate(shortlist.gallery_ids)}
     dgal = dataset.gallery_ids
     idx, sc = shortlist.indices.copy(), shortlist.scores.copy()
@@ -205,7 +205,7 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
     if not sl_path.exists():
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
     shortlist = Shortlist.load(sl_path)
-    if conf["rerank_junk"] == "drop" and dataset.protocol == "revisitop":
+    if conf["rerank_junk"] == "drop" and dataset.protocol in ("revisitop", "classic"):
         shortlist = drop_junk(shortlist, dataset)
     known = [r["label"] for r in conf["rerankers"]]
     for lab in labels or []:
