@@ -70,7 +70,10 @@ def train_whitening_cmd(
     kind: str = typer.Option("supervised", help="supervised (matching pairs) | pca"),
     max_pairs: int = typer.Option(100000, min=1, help="at most this many matching pairs (seeded subset)"),
 ) -> None:
-    """Learn whitening of global descriptors: supervised from same-label pairs, or PCA.
+    """Learn whitening of global descriptors: supervised from matching pairs, or PCA.
+
+    Supervised: the dataset's own (query, positive) pairs where it has them (SfM-120k's official pairs),
+    else same-label pairs; the rotation is computed over all the dataset's images.
 
     Example: relook train dtop-whitening runs/train.h5 --dataset co3d_retrieve --root data/co3dr
     --dataset-opt split=train -o runs/whiten.npz
@@ -84,7 +87,10 @@ def train_whitening_cmd(
     with FeatureStore(store, "r") as fs:
         x = fs.stack("global_desc", ds.gallery_ids)
     if kind == "supervised":
-        mean, proj = learn_supervised_whitening(x, pairs_from_labels(ds.gallery_labels, max_pairs))
+        pairs = ds.info.get("pairs")
+        if pairs is None:
+            pairs = pairs_from_labels(ds.gallery_labels, max_pairs)
+        mean, proj = learn_supervised_whitening(x, pairs)
     elif kind == "pca":
         mean, proj = learn_pca_whitening(x)
     else:

@@ -82,6 +82,10 @@ def store_paths(conf: dict, label: str, dataset) -> tuple[Path, Path]:
 def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
     """Run every configured extractor over queries and gallery (resumable per image).
 
+    The extractor is told the role of each store (``Extractor.set_role``): "database" for the gallery,
+    "query" for a separate query store, so role-dependent settings (DToP's Table A11 switches) apply.
+    Queries that are gallery images are extracted once, as database images.
+
     Under ``torchrun --nproc_per_node=N`` each rank extracts every N-th image into its own store shard and
     rank 0 merges them (``relook.distributed``); the stores are the same as from one process.
     """
@@ -97,8 +101,10 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
             extractor = create_extractor(item["name"], **opts)
             qpath, gpath = store_paths(conf, item["label"], dataset)
             exif = dataset.exif_orientation
+            extractor.set_role("database")
             extract_sharded(extractor, dataset.gallery, gpath, progress=progress, exif_orientation=exif)
-            if qpath != gpath:
+            if qpath != gpath:  # separate queries (e.g. cropped Oxford/Paris queries) get the query role
+                extractor.set_role("query")
                 extract_sharded(extractor, dataset.queries, qpath, progress=progress, exif_orientation=exif)
             out[item["label"]] = (qpath, gpath)
     return out
@@ -238,7 +244,7 @@ def _features_for(conf: dict, reranker, item: dict, dataset) -> tuple[Path, Path
 
 
 def drop_junk(shortlist: Shortlist, dataset) -> Shortlist:
-    """Revisited protocol: remove each query's junk images from its shortlist before reranking."""
+    """Oxford / Paris protocols: remove each query's junk images from its shortlist before reranking."""
     gpos = {g: i for i, g in enumerate(shortlist.gallery_ids)}
     dgal = dataset.gallery_ids
     idx, sc = shortlist.indices.copy(), shortlist.scores.copy()
@@ -291,7 +297,7 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
     shortlist = Shortlist.load(sl_path)
     check_shortlist(conf, dataset, shortlist, sl_path)
-    if conf["rerank_junk"] == "drop" and dataset.protocol == "revisitop":
+    if conf["rerank_junk"] == "drop" and dataset.protocol in ("revisitop", "classic"):
         shortlist = drop_junk(shortlist, dataset)
     known = [r["label"] for r in conf["rerankers"]]
     for lab in labels or []:

@@ -78,3 +78,33 @@ def test_refuses_code_in_pickle(tmp_path):
         pickle.dump({"imlist": [], "qimlist": [], "gnd": [_Evil()]}, f)
     with pytest.raises(DataError, match="refusing"):
         load_dataset("roxford5k", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["oxford5k", "paris6k"])
+def test_classic_protocol_matches_hand_computed(tmp_path, name):
+    """Original protocol on a fixture in cirtorch's gnd_<name>.pkl layout (ok / junk lists): the mAP of a
+    fixed ranking against the value worked out by hand with the benchmark's compute_ap rule."""
+    from relook.eval.evaluate import evaluate
+    from relook.types import Shortlist
+
+    imlist = [f"{name}_{i}" for i in range(5)]
+    gnd = [{"bbx": [0, 0, 10, 10], "ok": [1, 3], "junk": [2]}, {"bbx": [1, 1, 9, 9], "ok": [4], "junk": []}]
+    root = tmp_path / name
+    root.mkdir()
+    with open(root / f"gnd_{name}.pkl", "wb") as f:
+        pickle.dump({"imlist": imlist, "qimlist": imlist[:2], "gnd": gnd}, f, protocol=2)
+    for i, n in enumerate(imlist):
+        write_jpg(root / "jpg" / f"{n}.jpg", seed=i)
+    ds = load_dataset(name, root)
+    assert ds.protocol == "classic" and ds.query_ids == [f"q/{name}_0", f"q/{name}_1"]
+    order = np.array([[2, 1, 0, 3, 4], [0, 1, 2, 3, 4]])
+    ranking = Shortlist(ds.query_ids, ds.gallery_ids, order, -np.arange(5.0)[None].repeat(2, 0))
+    # query 0, junk 2 removed -> [1, 0, 3, 4]: positives at ranks 1 and 3 (1-based)
+    #   AP = 1/2 * [(1 + 1)/2 + (1/2 + 2/3)/2] = 19/24;  query 1: positive 4 at rank 5: 1/1 * (0 + 1/5)/2 = 1/10
+    assert evaluate(ranking, ds) == {"mAP": pytest.approx((19 / 24 + 1 / 10) / 2)}
+    pos, ign = ds.ground_truth()
+    assert pos[0].tolist() == [1, 3] and ign[0].tolist() == [2]
+    with pytest.raises(DataError, match="'ok'"):  # a revisited file is not a classic one
+        _fixture(tmp_path / "rev", name)
+        (tmp_path / "rev" / f"gnd_{name}.pkl").replace(root / f"gnd_{name}.pkl")
+        load_dataset(name, root)

@@ -48,7 +48,63 @@ def test_matches_reference_multiscale():
     assert torch.allclose(got, F.normalize(ref, dim=-1), atol=1e-5)
 
 
-def test_role_switches():
-    assert scales_for("query", multiscale_query=False) == (1.0,)
+
+
+def _revisitop_fixture(root):
+    """A 2-query / 3-image Revisited Oxford in the official layout (gnd_roxford5k.pkl + jpg/)."""
+    import pickle
+
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (root / "jpg").mkdir(parents=True)
+    names = ["a", "b", "c"]
+    for n in names:
+        Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(root / "jpg" / f"{n}.jpg")
+    gnd = [{"bbx": [0, 0, 100, 70], "easy": [0], "hard": [], "junk": []},
+           {"bbx": [0, 0, 100, 70], "easy": [1], "hard": [2], "junk": []}]
+    with open(root / "gnd_roxford5k.pkl", "wb") as f:
+        pickle.dump({"imlist": names, "qimlist": ["a", "b"], "gnd": gnd}, f)
+    return root
+
+
+def test_role_switches(tmp_path):
+    """Table A11 through `relook run`: with multiscale_query=False the query store holds single-scale
+    descriptors and the gallery store 3-scale ones, each equal to a reference forward pass written here."""
+    import yaml
+
+    from relook.cli import main
+    from relook.images import load_image
+    from relook.models.dtop import DToP
+
+    root = _revisitop_fixture(tmp_path / "rox")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "dataset": {"name": "roxford5k", "root": str(root)},
+        "extractors": [{"name": "dtop", "model": MODEL, "image_size": 64, "device": "cpu",
+                        "multiscale_query": False}],
+        "shortlist": {"k": 3}, "out": str(tmp_path / "run")}))
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    model = DToP(**MODEL, seed=0).eval()  # the extractor's default seed
+
+    def reference(image, scales):
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255
+        f = 64 / max(x.shape[2:])
+        x = F.interpolate(x, size=(round(x.shape[2] * f), round(x.shape[3] * f)), mode="bilinear",
+                          align_corners=False, antialias=True)
+        with torch.no_grad():
+            feats = [model(model.normalize(x if s == 1 else F.interpolate(
+                x, size=tuple(max(32, round(d * s)) for d in x.shape[2:]), mode="bilinear", align_corners=False,
+                antialias=True))) for s in scales]
+        return F.normalize(sum(feats) / len(feats), dim=-1)[0].numpy()
+
+    feats = tmp_path / "run" / "features" / "dtop"
+    with FeatureStore(feats / "queries.h5") as qs, FeatureStore(feats / "gallery.h5") as gs:
+        img = load_image(root / "jpg" / "a.jpg", (0, 0, 100, 70), False)
+        single, multi = reference(img, (1.0,)), reference(img, DEFAULT_SCALES)
+        assert not np.allclose(single, multi, atol=1e-3)  # the switch is visible on this image
+        assert np.allclose(qs.read("q/a").global_desc, single, atol=1e-5)
+        assert np.allclose(gs.read("a").global_desc, multi, atol=1e-5)
+        assert qs.meta["extractor.role"] == "query" and gs.meta["extractor.role"] == "database"
     assert scales_for("database", multiscale_query=False) == DEFAULT_SCALES
     assert scales_for("database", multiscale_database=False) == (1.0,)

@@ -28,6 +28,38 @@ def test_matches_reference():
     assert np.allclose(mean, x[pairs[:, 0]].mean(0), atol=1e-5)
 
 
+def _reference_whitening(x, qidx, pidx):
+    """The cited learned whitening, written column-wise from its description: descriptors are the columns of
+    X (D, N); m = mean of the query columns; S = covariance of query - positive differences; P = S^{-1/2};
+    rotation = eigenvectors of P (X - m) (X - m)^T P^T over ALL columns, largest eigenvalue first."""
+    X = x.T
+    m = X[:, qidx].mean(axis=1, keepdims=True)
+    df = X[:, qidx] - X[:, pidx]
+    S = df @ df.T / df.shape[1]
+    w, v = np.linalg.eigh(S)
+    P = v @ np.diag(w ** -0.5) @ v.T  # symmetric inverse square root (any S^{-1/2} gives the same result)
+    Y = P @ (X - m)
+    val, vec = np.linalg.eig(Y @ Y.T)
+    order = np.argsort(val.real)[::-1]
+    return m[:, 0], vec.real[:, order].T @ P
+
+
+def test_matches_cited_method_truncated():
+    """Whitened, truncated (4 of 12 dims) descriptors equal the reference's up to the sign of each axis; the
+    whitening images include many that are in no pair, so the rotation must use all of them."""
+    x, labels = _synthetic(n_classes=60, per_class=4)
+    rng = np.random.default_rng(5)
+    extra = rng.normal(size=(300, x.shape[1])) * np.linspace(0.3, 4, x.shape[1])  # unpaired images
+    x_all = np.concatenate([x, extra])
+    pairs = pairs_from_labels(labels)[::3]
+    mean, proj = learn_supervised_whitening(x_all, pairs, eps=0.0)
+    ref_mean, ref_proj = _reference_whitening(x_all, pairs[:, 0], pairs[:, 1])
+    got = apply_whitening(x_all, mean, proj, dim=4, normalize=False).astype(np.float64)
+    ref = (x_all - ref_mean) @ ref_proj[:4].T
+    signs = np.sign((got * ref).sum(0))
+    np.testing.assert_allclose(got * signs, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
 def test_decorrelates_held_out():
     x, labels = _synthetic(seed=0)
     mean, proj = learn_supervised_whitening(x, pairs_from_labels(labels))
@@ -69,3 +101,33 @@ def test_bad_input():
         learn_supervised_whitening(np.zeros((3, 2)), np.zeros((0, 2)))
     with pytest.raises(ShapeError):
         apply_whitening(np.zeros((2, 3)), np.zeros(4), np.eye(4))
+
+
+def test_cli_uses_official_pairs(tmp_path):
+    """`relook train dtop-whitening` on SfM-120k learns from its official (query, positive) pairs and rotates
+    over all its images: here every image shares one cluster, so same-label pairs would be all 6*5/2 pairs."""
+    import pickle
+
+    from relook.cli import main
+    from relook.models.whitening import load_whitening
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    cids = [f"{i:02d}aabbccddee" for i in range(6)]
+    db = {"train": {"cids": cids, "cluster": [0] * 6, "qidxs": [0, 2, 4], "pidxs": [1, 3, 5], "bbxs": [None] * 3}}
+    root = tmp_path / "sfm"
+    root.mkdir()
+    with open(root / "retrieval-SfM-120k.pkl", "wb") as f:
+        pickle.dump(db, f)
+    (root / "ims").mkdir()
+    x = np.random.default_rng(0).normal(size=(6, 2))
+    with FeatureStore(tmp_path / "train.h5", "w") as s:
+        s.write_many([ImageFeatures(c, global_desc=x[i].astype(np.float32)) for i, c in enumerate(cids)])
+    out = tmp_path / "w.npz"
+    assert main(["train", "dtop-whitening", str(tmp_path / "train.h5"), "--dataset", "sfm120k", "--root", str(root),
+                 "-o", str(out)]) == 0
+    mean, proj = load_whitening(out)
+    x32 = x.astype(np.float32).astype(np.float64)
+    ref_mean, ref_proj = _reference_whitening(x32, [0, 2, 4], [1, 3, 5])
+    got, ref = (x32 - mean) @ proj.T.astype(np.float64), (x32 - ref_mean) @ ref_proj.T
+    np.testing.assert_allclose(got * np.sign((got * ref).sum(0)), ref, rtol=1e-3, atol=1e-3)

@@ -2,7 +2,7 @@
 
 A ``RetrievalDataset`` lists query and gallery images as ``(image id, path, crop box or None)`` items
 and carries the ground truth of its protocol: ``"revisitop"`` (``gnd`` with easy/hard/junk lists per
-query) or ``"labels"`` (a label per image; positives share the query's label, the query itself is
+query), ``"classic"`` (``gnd`` with the original ok/junk lists per query) or ``"labels"`` (a label per image; positives share the query's label, the query itself is
 ignored when it is also in the gallery).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class RetrievalDataset:
     root: Path
     queries: list[ImageItem]
     gallery: list[ImageItem]
-    protocol: str  # "revisitop" or "labels"
+    protocol: str  # "revisitop", "classic" or "labels"
     gnd: list[Mapping] | None = None  # revisitop: per query {"easy", "hard", "junk", "bbx"}
     query_labels: np.ndarray | None = None  # labels protocol
     gallery_labels: np.ndarray | None = None
@@ -55,10 +55,12 @@ class RetrievalDataset:
 
     def ground_truth(self, setting: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(positives, ignore) per query; ``setting`` is easy/medium/hard for the revisited protocol."""
-        from relook.eval.protocols import label_ground_truth, revisitop_ground_truth
+        from relook.eval.protocols import classic_ground_truth, label_ground_truth, revisitop_ground_truth
 
         if self.protocol == "revisitop":
             return revisitop_ground_truth(self.gnd or [], setting or "medium")
+        if self.protocol == "classic":
+            return classic_ground_truth(self.gnd or [])
         if self.protocol == "labels":
             return label_ground_truth(self.query_labels, self.gallery_labels, self.query_in_gallery)
         raise ConfigError(f"dataset {self.name}: unknown protocol {self.protocol!r}")

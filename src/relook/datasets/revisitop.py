@@ -1,4 +1,5 @@
-"""Revisited Oxford 5k / Paris 6k (``roxford5k``, ``rparis6k``) and the optional R1M distractors.
+"""Revisited Oxford 5k / Paris 6k (``roxford5k``, ``rparis6k``), the optional R1M distractors, and the
+original Oxford 5k / Paris 6k (``oxford5k``, ``paris6k``) with their classic protocol.
 
 Official layout (as distributed by the revisitop project / cirtorch)::
 
@@ -12,6 +13,15 @@ not the gallery image of the same name); the gallery is ``imlist``. The +1M dist
 list's folder + ``/jpg``) are appended after the gallery, so the ground-truth indices stay valid.
 The ground-truth pickle is read only from ``root`` (a path the user gave) with a restricted unpickler
 (containers and numpy arrays only), and its structure is checked before use.
+
+Original protocol (the "Oxf5k" and "Par6k" columns of every DToP table): ROOT/gnd_oxford5k.pkl
+(gnd_paris6k.pkl), the same layout with per-query ``ok`` and ``junk`` lists (cirtorch's files: ``ok`` =
+the original annotation's good + ok images, ``junk`` its junk) and ROOT/jpg/. Its ground truth is the
+ORIGINAL annotation (Philbin et al.), not the revisited one: the revisited easy + hard is a re-labelling
+(images were re-judged, some moved to junk, some original junk became positives, and the revisited image
+lists drop images), so the classic lists cannot be derived from ``gnd_roxford5k.pkl``, and a classic
+dataset is read only from the classic files. Protocol ``"classic"``: positives ``ok``, ignored ``junk``,
+one mAP (``relook.eval.protocols.classic_ground_truth``).
 """
 from __future__ import annotations
 
@@ -24,8 +34,9 @@ from relook.datasets.tables import load_pickle, require
 from relook.errors import DataError
 
 
-def validate_gnd(cfg, path: Path) -> dict:
-    """Check the ground-truth structure; raise ``DataError`` naming ``path`` and the offending entry."""
+def validate_gnd(cfg, path: Path, keys: tuple[str, ...] = ("easy", "hard", "junk")) -> dict:
+    """Check the ground-truth structure (per-query index lists ``keys``); raise ``DataError`` naming
+    ``path`` and the offending entry."""
     if not isinstance(cfg, dict) or not {"imlist", "qimlist", "gnd"} <= set(cfg):
         keys = sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__
         raise DataError(f"{path}: expected a dict with imlist, qimlist, gnd; got {keys}")
@@ -39,7 +50,7 @@ def validate_gnd(cfg, path: Path) -> dict:
     for q, entry in enumerate(gnd):
         if not isinstance(entry, dict):
             raise DataError(f"{path}: gnd[{q}] is not a dict")
-        for key in ("easy", "hard", "junk"):
+        for key in keys:
             if key not in entry:
                 raise DataError(f"{path}: gnd[{q}] has no {key!r} list")
             idx = np.asarray(entry[key]).ravel()
@@ -90,3 +101,29 @@ def load_roxford5k(root: Path, **conf) -> RetrievalDataset:
 def load_rparis6k(root: Path, **conf) -> RetrievalDataset:
     """Revisited Paris 6k from ROOT/gnd_rparis6k.pkl + ROOT/jpg/ (``distractors=`` for R1M)."""
     return load_revisitop("rparis6k", root, **conf)
+
+
+def load_classic(name: str, root: Path) -> RetrievalDataset:
+    """Original Oxford 5k / Paris 6k from ROOT/gnd_<name>.pkl (``ok``, ``junk``, ``bbx``) + ROOT/jpg/."""
+    root = Path(root)
+    path = root / f"gnd_{name}.pkl"
+    cfg = validate_gnd(load_pickle(path, f"{name} ground truth"), path, keys=("ok", "junk"))
+    require(root / "jpg", f"{name} image folder")
+    gnd = [{"ok": np.asarray(g["ok"], np.int64).ravel(), "junk": np.asarray(g["junk"], np.int64).ravel(),
+            "bbx": tuple(float(v) for v in np.ravel(g["bbx"]))} for g in cfg["gnd"]]
+    queries = [(f"q/{n}", root / "jpg" / f"{n}.jpg", g["bbx"]) for n, g in zip(cfg["qimlist"], gnd)]
+    gallery = [(n, root / "jpg" / f"{n}.jpg", None) for n in cfg["imlist"]]
+    return RetrievalDataset(name, root, queries, gallery, "classic", gnd=gnd,
+                            info={"note": "original protocol (ok/junk), not the revisited one"})
+
+
+@register_dataset("oxford5k")
+def load_oxford5k(root: Path) -> RetrievalDataset:
+    """Original Oxford 5k, classic protocol, from ROOT/gnd_oxford5k.pkl + ROOT/jpg/."""
+    return load_classic("oxford5k", root)
+
+
+@register_dataset("paris6k")
+def load_paris6k(root: Path) -> RetrievalDataset:
+    """Original Paris 6k, classic protocol, from ROOT/gnd_paris6k.pkl + ROOT/jpg/."""
+    return load_classic("paris6k", root)

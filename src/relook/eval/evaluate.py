@@ -1,6 +1,7 @@
 """Score a ``Ranking`` on a ``RetrievalDataset`` with the metrics of its protocol, and print tables.
 
 * ``revisitop`` datasets: mAP and mP@{1,5,10} for Easy, Medium and Hard.
+* ``classic`` datasets (original Oxford 5k / Paris 6k): one mAP over ok positives, junk ignored.
 * ``labels`` datasets (SOP, CUB, Cars, CO3D-Retrieve, synthetic): R@1, R@10, R@50 and mAP (RRT, epipolar
   paper) and P@1, R-Precision, MAP@R (the OT reranking paper).
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from relook.errors import DataError
 from relook.eval import metrics as M
-from relook.eval.protocols import evaluate_revisitop
+from relook.eval.protocols import evaluate_classic, evaluate_revisitop
 from relook.types import Shortlist
 
 
@@ -51,6 +52,8 @@ def evaluate(ranking: Shortlist, dataset, ks: Sequence[int] = (1, 10, 50)) -> di
     if dataset.protocol == "revisitop":
         res = evaluate_revisitop(idx, dataset.gnd)
         return {f"{s[0].upper()}:{m}": v for s, d in res.items() for m, v in d.items()}
+    if dataset.protocol == "classic":
+        return evaluate_classic(idx, dataset.gnd)
     positives, ignore = dataset.ground_truth()
     out = {f"R@{k}": v for k, v in M.recall_at_k(idx, positives, ks, ignore).items()}
     out["mAP"] = M.mean_average_precision(idx, positives, ignore)

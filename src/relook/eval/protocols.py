@@ -3,6 +3,8 @@
 * Revisited Oxford / Paris (``revisitop_ground_truth``): each query's ``gnd`` entry has ``easy``,
   ``hard`` and ``junk`` gallery-index lists. Easy: positives = easy, ignored = junk + hard.
   Medium: positives = easy + hard, ignored = junk. Hard: positives = hard, ignored = junk + easy.
+* Original Oxford / Paris (``classic_ground_truth``): each query's ``gnd`` entry has ``ok`` (the original
+  good + ok images) and ``junk``: positives = ok, ignored = junk; one mAP (``evaluate_classic``).
 * Label protocols (``label_ground_truth``): SOP, CUB, Cars, CO3D-Retrieve: positives are the gallery
   items with the query's label; when the query set is the gallery the query itself is ignored.
 """
@@ -43,6 +45,11 @@ def revisitop_ground_truth(gnd: Sequence[Mapping], setting: str) -> tuple[list[n
     return positives, ignore
 
 
+def classic_ground_truth(gnd: Sequence[Mapping]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(positives, ignore) per query of the original Oxford 5k / Paris 6k protocol: (ok, junk)."""
+    return [_ids(e, "ok", q) for q, e in enumerate(gnd)], [_ids(e, "junk", q) for q, e in enumerate(gnd)]
+
+
 def label_ground_truth(query_labels: Sequence, gallery_labels: Sequence,
                        query_in_gallery: Sequence[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(positives, ignore) for label-based protocols.
@@ -72,3 +79,15 @@ def evaluate_revisitop(ranking, gnd: Sequence[Mapping], kappas: Sequence[int] = 
         res = revisitop_map(ranking, pos, ign, kappas)
         out[setting] = {"mAP": res["mAP"], **{f"mP@{k}": v for k, v in res["mP@k"].items()}}
     return out
+
+
+def evaluate_classic(ranking, gnd: Sequence[Mapping]) -> dict:
+    """mAP of the original Oxford 5k / Paris 6k protocol: ``{"mAP": value}``.
+
+    The AP is the original benchmark's (its ``compute_ap``): junk removed from the ranking, then the
+    trapezoidal area under precision-recall, the same rule as the revisited protocol's AP.
+    """
+    from relook.eval.metrics import revisitop_map
+
+    pos, ign = classic_ground_truth(gnd)
+    return {"mAP": revisitop_map(ranking, pos, ign)["mAP"]}

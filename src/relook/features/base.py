@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from relook.config import merge_conf
-from relook.errors import DataError
+from relook.errors import ConfigError, DataError
 from relook.registry import Registry
 from relook.types import ImageFeatures
 
@@ -54,6 +54,16 @@ class Extractor(ABC):
         """Features of each (image id, RGB array); subclasses may batch."""
         for image_id, image in images:
             yield self.extract_one(image_id, image)
+
+    def set_role(self, role: str) -> "Extractor":
+        """Tell the extractor whether it now extracts ``"query"`` or ``"database"`` images.
+
+        The pipeline calls this before each store; extractors whose output depends on the role (DToP's
+        single- vs multi-scale switch of Table A11) override it. The default ignores the role.
+        """
+        if role not in ("query", "database"):
+            raise ConfigError(f"extractor role must be 'query' or 'database', got {role!r}")
+        return self
 
     @property
     def provenance(self) -> dict[str, str]:

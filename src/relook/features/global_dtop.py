@@ -28,7 +28,8 @@ class DToPExtractor(Extractor):
                                         # a checkpoint: same seed -> same network in every process
         "image_size": 1024,             # longer side before multi-scale (cirtorch evaluation convention)
         "scales": [1.0, 0.7071067811865476, 0.5],  # multi-scale factors (3 scales, averaged)
-        "role": "database",             # query | database: which Table A11 switch applies
+        "role": "database",             # query | database: which Table A11 switch applies (the pipeline
+                                        # sets it per store through `set_role`)
         "multiscale_query": True,       # multi-scale for queries (Table A11: on)
         "multiscale_database": True,    # multi-scale for the database (Table A11: on)
         "whitening": None,              # .npz from `relook train dtop-whitening`; None = no whitening
@@ -52,6 +53,16 @@ class DToPExtractor(Extractor):
                       else DToP(**c["model"], seed=c["seed"]).to(self.device).eval())
         self.scales = scales_for(c["role"], c["multiscale_query"], c["multiscale_database"], c["scales"])
         self.whitening = load_whitening(c["whitening"]) if c["whitening"] else None
+
+    def set_role(self, role: str) -> "DToPExtractor":
+        """Switch between query and database extraction: the scales follow Table A11's switch for ``role``."""
+        from relook.models.dtop.multiscale import scales_for
+
+        super().set_role(role)
+        c = self.conf
+        self.scales = scales_for(role, c["multiscale_query"], c["multiscale_database"], c["scales"])
+        c["role"] = role
+        return self
 
     @property
     def provenance(self) -> dict[str, str]:

@@ -2,11 +2,14 @@
 
 Supervised whitening (Radenovic et al., "Fine-tuning CNN image retrieval with no human annotation",
 learned whitening), used by DToP on its descriptors (supplementary A.2, Table A7):
-1. mean m of the descriptors of the pairs' first images;
-2. intra-pair difference covariance C_S = mean (x_i - x_j)(x_i - x_j)^T over matching pairs (i, j);
+1. mean m of the descriptors of the pairs' first images (the queries of the query/positive pairs);
+2. intra-pair difference covariance C_S = mean (x_q - x_p)(x_q - x_p)^T over matching pairs (q, p);
    P1 = C_S^{-1/2} (here the inverse Cholesky factor: P1 C_S P1^T = I, so differences are decorrelated);
-3. rotate by the eigenvectors of the whitened covariance of all descriptors, P1 C_D P1^T, in decreasing
-   eigenvalue order, so a prefix of the output keeps the most variance: P = V^T P1.
+3. rotate by the eigenvectors of the covariance of ALL whitening images after step 2,
+   C_D = mean P1 (x - m)(x - m)^T P1^T over every descriptor given (not only the paired ones), in
+   decreasing eigenvalue order, so a prefix of the output keeps the most variance: P = V^T P1.
+On SfM-120k the pairs are the dataset's official (query, positive) pairs (``info["pairs"]``) and the
+images all of its images (``relook train dtop-whitening``).
 Apply: x -> P (x - m), keep the first ``dim`` rows, L2-normalise.
 
 PCA whitening: P = diag(lambda + eps)^{-1/2} V^T from the covariance of all descriptors.
@@ -29,7 +32,8 @@ def _check(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def learn_supervised_whitening(x: np.ndarray, pairs: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Learned whitening from matching pairs. x (N, D), pairs (M, 2) row indices -> (mean (D,), P (D, D))."""
+    """Learned whitening from matching pairs (steps 1-3 above). x (N, D) every whitening image, pairs (M, 2)
+    (query, positive) row indices -> (mean (D,), P (D, D))."""
     x = _check(x, "descriptors")
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if len(pairs) < 2:
@@ -38,7 +42,7 @@ def learn_supervised_whitening(x: np.ndarray, pairs: np.ndarray, eps: float = 1e
     diff = x[pairs[:, 0]] - x[pairs[:, 1]]
     cov_s = diff.T @ diff / len(diff) + eps * np.eye(x.shape[1])
     p1 = np.linalg.inv(np.linalg.cholesky(cov_s))  # P1 C_S P1^T = I
-    xw = (x[pairs[:, 0]] - mean) @ p1.T
+    xw = (x - mean) @ p1.T  # every whitening image, not only the paired ones
     cov_d = xw.T @ xw / len(xw)
     vals, vecs = np.linalg.eigh(cov_d)
     order = np.argsort(vals)[::-1]

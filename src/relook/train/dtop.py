@@ -5,6 +5,10 @@ augmentation, group-size sampling (``group_size.py``) or fixed 384x384.
 ``train_dtop`` is a resumable stage: it writes ``config.yaml``, ``checkpoint.pt`` (model, ArcFace
 centres, optimiser, epoch, per-epoch losses) after every epoch and continues from it when rerun. Under
 ``torchrun`` (WORLD_SIZE > 1) it runs DDP (nccl on GPU, gloo on CPU); rank 0 writes the files.
+``batch_size`` is the global batch: each of the W ranks takes batch_size / W images of every global batch
+(``GroupSizeBatchSampler``), so an optimiser step averages gradients over exactly ``batch_size`` images
+and the paper's learning rate applies unchanged on any number of GPUs; ``config.yaml`` records the
+global and per-rank batch and the number of ranks.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ WARMUP_EPOCHS = {"nc_clean": 0, "sfm120k": 3, "gldv1_noisy": 5, "gldv2_clean": 5
 DEFAULT_CONF: dict[str, Any] = {
     "model": {},                  # DToP options (models/dtop/model.py default_conf)
     "epochs": 10,                 # number of epochs (not stated in the paper)
-    "batch_size": 64,             # mini-batch size (paper: 64)
+    "batch_size": 64,             # GLOBAL mini-batch size, split over the DDP ranks (paper: 64 on 8 GPUs)
     "lr": 1e-3,                   # initial learning rate (paper: 1e-3)
     "momentum": 0.9,              # SGD momentum (paper: 0.9)
     "weight_decay": 0.0,          # not stated in the paper
@@ -167,7 +171,9 @@ def train_dtop(conf: dict[str, Any], items: Sequence[tuple[Any, Any]], labels: S
         start, history = state["epoch"], state["history"]
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump({**conf, "num_classes": len(classes)}, sort_keys=False))
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(
+            {**conf, "num_classes": len(classes), "world_size": world, "global_batch_size": conf["batch_size"],
+             "per_rank_batch_size": conf["batch_size"] // world}, sort_keys=False))
     net = trainee
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(

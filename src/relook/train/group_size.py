@@ -7,9 +7,15 @@ and edges of the groups are not in the paper: ``num_groups`` aspect-ratio quanti
 ``group_size=False`` is the fixed-size baseline of Table A12: every image at max_size x max_size.
 
 Each epoch (``set_epoch``) shuffles images within groups and the order of the batches, seeded by
-(seed, epoch); every image appears exactly once per epoch (the last batch of a group may be smaller).
-Under DDP each rank takes every ``world_size``-th batch; the batch list is padded with its first
-batches so that all ranks run the same number of steps (those few images then appear twice).
+(seed, epoch); every image appears exactly once per epoch. A group of n images is cut into
+full batches of ``batch_size`` and a remainder (``split_group``).
+
+``batch_size`` is the GLOBAL batch (the paper's 64 over its 8 GPUs). Under DDP (``world_size`` > 1)
+every rank walks the same sequence of global batches and takes its own contiguous share of each
+(``batch_size / world_size`` images, one size for all ranks): one optimiser step sees exactly the batch
+that one process would see, whatever the number of ranks, so the learning rate needs no rescaling.
+``batch_size`` must be a multiple of ``world_size`` and every group must have at least ``world_size``
+images, so that no rank ever gets an empty share.
 The sampler yields lists of (index, height, width), read by the training dataset.
 """
 from __future__ import annotations
@@ -29,6 +35,20 @@ def group_sizes(aspect: np.ndarray, max_size: int, multiple: int = 16) -> tuple[
     return snap(h), snap(w)
 
 
+def split_group(members: np.ndarray, batch_size: int, world_size: int = 1) -> list[np.ndarray]:
+    """Consecutive batches of ``batch_size`` and a smaller remainder; a remainder of fewer than
+    ``world_size`` images borrows from the batch before it (or, if that would leave it too small, joins it)
+    so that every rank gets at least one image of every batch."""
+    parts = [members[i:i + batch_size] for i in range(0, len(members), batch_size)]
+    if len(parts) > 1 and len(parts[-1]) < world_size:
+        need = world_size - len(parts[-1])
+        if len(parts[-2]) - need >= world_size:
+            parts[-2], parts[-1] = parts[-2][:-need], np.concatenate([parts[-2][-need:], parts[-1]])
+        else:
+            parts[-2:] = [np.concatenate(parts[-2:])]
+    return parts
+
+
 class GroupSizeBatchSampler:
     """Batches of (index, h, w) with one (h, w) per batch. sizes: (N, 2) image (height, width)."""
 
@@ -41,6 +61,9 @@ class GroupSizeBatchSampler:
         if batch_size < 1 or num_groups < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"group-size sampler: bad batch_size={batch_size}, num_groups={num_groups}, "
                               f"rank={rank}, world_size={world_size}")
+        if batch_size % world_size:
+            raise ConfigError(f"group-size sampler: the global batch_size {batch_size} must be a multiple of "
+                              f"the number of ranks {world_size}")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.epoch = 0
         n = len(sizes)
@@ -51,26 +74,29 @@ class GroupSizeBatchSampler:
             self.groups = [(c, group_sizes(aspect[c], max_size, multiple)) for c in chunks]
         else:
             self.groups = [(np.arange(n), (max_size, max_size))] if n else []
+        small = [len(m) for m, _ in self.groups if len(m) < world_size]
+        if small:
+            raise ConfigError(f"group-size sampler: a group of {small[0]} images cannot feed {world_size} ranks; "
+                              f"use fewer num_groups or ranks")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[tuple[int, int, int]]]:
+    def global_batches(self) -> list[list[tuple[int, int, int]]]:
+        """This epoch's global batches (the same on every rank): each image once, one (h, w) per batch."""
         rng = np.random.default_rng([self.seed, self.epoch])
         batches = []
         for members, (h, w) in self.groups:
             members = rng.permutation(members)
-            for i in range(0, len(members), self.batch_size):
-                batches.append([(int(j), h, w) for j in members[i:i + self.batch_size]])
+            for part in split_group(members, self.batch_size, self.world_size):
+                batches.append([(int(j), h, w) for j in part])
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
-        batches = self._all_batches()
-        if self.world_size > 1 and batches:
-            pad = (-len(batches)) % self.world_size
-            batches = (batches + batches[:pad])[self.rank::self.world_size]
-        return iter(batches)
+        """This rank's share of each global batch, in order (one optimiser step per global batch)."""
+        for batch in self.global_batches():
+            yield [batch[i] for i in np.array_split(np.arange(len(batch)), self.world_size)[self.rank]]
 
     def __len__(self) -> int:
-        n = sum(-(-len(m) // self.batch_size) for m, _ in self.groups)
-        return -(-n // self.world_size)
+        """Steps per epoch: the number of global batches, equal on every rank."""
+        return sum(len(split_group(m, self.batch_size, self.world_size)) for m, _ in self.groups)

@@ -1,6 +1,10 @@
 """Interpretability of the OT reranker (Fig. 1, 4, 5 of "Beyond the CLS Token"): for one query-candidate
 pair, each image's patch-importance heatmap (its OT marginal, the spatial weighting) and the ``top``
-patch pairs carrying the most transport mass (highest ``T_ij``) as same-coloured boxes joined by lines.
+patch pairs of highest weighted structural similarity ``T_ij S_ij`` (Fig. 1: "top matches are obtained by
+finding the maximum values of the weighted structural similarity", the terms of Eq. 3) as same-coloured
+boxes joined by lines; without ``sim`` the pairs are ranked by transport mass ``T_ij`` alone.
+
+``sweep_mass`` / ``plot_mass_sweep``: Fig. 3, retrieval metrics against the transported mass a.
 
 The patch grid covers the whole image (the extractor resizes the full image to a square), so cell
 (r, c) of an h x w grid is the box ``[c W/w, (c+1) W/w] x [r H/h, (r+1) H/h]`` in pixels.
@@ -14,10 +18,14 @@ import numpy as np
 from relook.errors import ShapeError
 
 
-def top_pairs(plan: np.ndarray, top: int) -> list[tuple[int, int, float]]:
-    """The ``top`` (i, j, T_ij) of a plan (P, P'), largest mass first."""
-    flat = np.argsort(-plan, axis=None, kind="stable")[:top]
-    return [(int(i), int(j), float(plan[i, j])) for i, j in zip(*np.unravel_index(flat, plan.shape))]
+def top_pairs(plan: np.ndarray, top: int, sim: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """The ``top`` (i, j, w_ij) of a plan (P, P'), largest first: w = T * S (Eq. 3's terms) with ``sim``
+    (P, P'), else w = T."""
+    weight = plan if sim is None else plan * sim
+    if weight.shape != plan.shape:
+        raise ShapeError(f"top_pairs: sim {sim.shape} must have the plan's shape {plan.shape}")
+    flat = np.argsort(-weight, axis=None, kind="stable")[:top]
+    return [(int(i), int(j), float(weight[i, j])) for i, j in zip(*np.unravel_index(flat, plan.shape))]
 
 
 def _cell_box(index: int, grid: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -28,11 +36,11 @@ def _cell_box(index: int, grid: tuple[int, int], size: tuple[int, int]) -> tuple
 
 def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.ndarray, mu_match: np.ndarray,
                  plan: np.ndarray, grid_query: tuple[int, int], grid_match: tuple[int, int], out_path: str | Path,
-                 top: int = 5, title: str | None = None) -> Path:
+                 top: int = 5, title: str | None = None, sim: np.ndarray | None = None) -> Path:
     """Write a PNG: the two images side by side with their importance heatmaps and the top-``top`` pairs.
 
     query_image, match_image: RGB uint8 (H, W, 3); mu_query: (h*w,), mu_match: (h'*w',) marginals;
-    plan: (h*w, h'*w') transport plan.
+    plan: (h*w, h'*w') transport plan; sim: (h*w, h'*w') patch similarities (pairs ranked by T * S).
     """
     import matplotlib
 
@@ -53,7 +61,7 @@ def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.
         ax.set_title(f"{name}: patch importance (OT marginal)", fontsize=9)
         ax.axis("off")
     colors = plt.get_cmap("tab10")
-    for rank, (i, j, mass) in enumerate(top_pairs(plan, top)):
+    for rank, (i, j, _) in enumerate(top_pairs(plan, top, sim)):
         color = colors(rank % 10)
         bq = _cell_box(i, grid_query, query_image.shape[:2])
         bm = _cell_box(j, grid_match, match_image.shape[:2])
@@ -68,3 +76,69 @@ def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.
     fig.savefig(out_path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out_path
+
+
+def plot_mass_sweep(masses, metrics: dict[str, list[float]], out_path: str | Path, title: str | None = None) -> Path:
+    """Write a PNG of each metric (e.g. P@1, RP, MAP@R) against the transported mass a (Fig. 3).
+
+    masses: (A,) values of a; metrics: name -> (A,) values in the order of ``masses``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    masses = np.asarray(masses, dtype=float)
+    for name, values in metrics.items():
+        if len(values) != len(masses):
+            raise ShapeError(f"plot_mass_sweep: {name} has {len(values)} values for {len(masses)} masses")
+    order = np.argsort(masses)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, values in metrics.items():
+        ax.plot(masses[order], np.asarray(values, dtype=float)[order], marker="o", label=name)
+    ax.set_xlabel("transported mass a (1 = standard OT)")
+    ax.set_ylabel("metric")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out_path
+
+
+def sweep_mass(conf: dict, masses, label: str | None = None, out_path: str | Path | None = None,
+               metrics=("P@1", "RP", "MAP@R"), progress: bool = False) -> tuple[Path, dict[float, dict[str, float]]]:
+    """Rerank an experiment's shortlist with its ot reranker ``label`` at each mass a, evaluate, plot.
+
+    Each a runs as a copy of the configured reranker labelled ``<label>-a<a>`` (rankings cached like any
+    other, ``pipeline.rerank``). Returns (PNG path, {a: {metric: value}}).
+    """
+    import copy
+
+    from relook import pipeline
+    from relook.errors import ConfigError
+    from relook.eval.evaluate import evaluate as score
+    from relook.types import Ranking
+
+    items = [r for r in conf["rerankers"] if r["name"] == "ot" and (label is None or r["label"] == label)]
+    if not items:
+        raise ConfigError(f"ot sweep: no ot reranker{f' labelled {label!r}' if label else ''} in the config")
+    base = items[0]
+    sweep = copy.deepcopy(conf)
+    sweep["rerankers"] = [{**base, "partial": float(a), "label": f"{base['label']}-a{float(a):g}"} for a in masses]
+    paths = pipeline.rerank(sweep, progress=progress)
+    dataset = pipeline.dataset_of(sweep)
+    table = {}
+    for a, item in zip(masses, sweep["rerankers"]):
+        row = score(Ranking.load(paths[item["label"]]), dataset)
+        missing = [m for m in metrics if m not in row]
+        if missing:
+            raise ConfigError(f"ot sweep: metrics {missing} not reported for {dataset.name}; it has {sorted(row)}")
+        table[float(a)] = {m: float(row[m]) for m in metrics}
+    out = Path(out_path) if out_path else Path(conf["out"]) / "ot_mass_sweep.png"
+    plot = plot_mass_sweep(list(table), {m: [table[a][m] for a in table] for m in metrics}, out,
+                           f"{dataset.name}: {base['label']} (marginal {base.get('marginal', 'default')})")
+    return plot, table

@@ -70,3 +70,18 @@ def test_bad_input():
         DToP(**{**TINY, "fusion": "bogus"})
     with pytest.raises(ConfigError):
         timm_name("r50_vit")
+
+
+def test_parameter_budget():
+    """Supplementary A.1: the components DToP adds to ViT-B (D = 768, k = 6, N = 1536) have 0.3M parameters.
+
+    Counted from the whole model: everything outside the backbone, less the two output FCs to N/2 = 768
+    (the head every model of Table A5 carries), whose size is written out here by hand."""
+    m = DToP(backbone="timm:vit_base_patch16_224", pretrained=False, timm_kwargs={"depth": 6})
+    assert m.backbone.embed_dim == 768 and m.conf["layers"] == 6 and m.out_dim == 1536
+    total = sum(p.numel() for p in m.parameters())
+    backbone = sum(p.numel() for p in m.backbone.parameters())
+    head = (768 * 768 + 768) + (2 * 768 * 768 + 768)  # global FC D -> N/2, local FC 2D (orthogonal) -> N/2
+    added = total - backbone - head
+    assert round(added / 1e6, 1) == 0.3
+    assert m.added_parameters()["added"] == added and m.added_parameters()["head"] == head

@@ -4,13 +4,17 @@ Three switchable parts (Table A10), applied in this order (the order is not in t
 follows the only public re-implementation): inverted residual block (IRB, MobileNetV2) -> atrous spatial
 pyramid pooling (ASPP, DeepLab) -> WaveBlock (WB). All map (B, D, h, w) -> (B, D, h, w).
 
-Choices where the paper is silent (written here so they can be changed):
-* IRB: 1x1 expand (ratio ``expansion``, default 2) + BN + ReLU6, 3x3 depth-wise + BN + ReLU6,
-  1x1 project + BN, identity shortcut.
-* ASPP: DeepLabv3 branches (1x1, three 3x3 atrous at ``rates`` 6/12/18, image pooling), each to ``width``
-  channels (default D/4), concatenated and projected back to D (1x1 + BN + ReLU). The atrous branches
-  are depth-wise separable (DeepLabv3+ style) to keep the module light; the paper quotes only 0.3M
-  extra parameters for all of DToP, which no full-width D=768 reading reaches.
+Choices where the paper is silent (written here so they can be changed). The supplementary (A.1) gives
+all added components of DToP 0.3M parameters; at D = 768 one full-width 1x1 convolution alone has 0.59M,
+so the defaults keep every channel-mixing layer of ELM narrow (see ``models/dtop/model.py``):
+* IRB: 1x1 to ``expansion`` x D channels + BN + ReLU6, 3x3 depth-wise + BN + ReLU6, 1x1 back to D + BN,
+  identity shortcut. Default ``expansion`` 0.25 (a bottleneck, 0.30M parameters at D = 768); MobileNetV2's
+  own ratios (>= 1) are allowed but give >= 1.2M parameters at D = 768.
+* ASPP: DeepLabv3's branches (1x1, three 3x3 atrous at ``rates`` 6/12/18, image pooling). Default
+  (``width`` None): every branch depth-wise (per-channel 1x1 scale, depth-wise atrous 3x3) + BN + ReLU,
+  the image-pooling branch parameter-free, the five maps averaged (24k parameters at D = 768). With an int
+  ``width``: each branch is depth-wise separable to ``width`` channels, concatenated and projected back to
+  D by 1x1 + BN + ReLU (DeepLabv3+ style, 1.5M parameters at D = 768, width 192).
 * WaveBlock (Wang et al., Attentive WaveBlock): at training time a random horizontal band of
   ``band`` x h rows is kept and the rest of the map is multiplied by ``factor``; identity at eval.
 """
@@ -35,9 +39,9 @@ def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, dilation: int = 1
 class InvertedResidual(nn.Module):
     """MobileNetV2 inverted residual block at stride 1: x + project(depthwise(expand(x)))."""
 
-    def __init__(self, dim: int, expansion: int = 2) -> None:
+    def __init__(self, dim: int, expansion: float = 0.25) -> None:
         super().__init__()
-        hidden = dim * expansion
+        hidden = max(1, int(round(dim * expansion)))
         self.body = nn.Sequential(_conv_bn(dim, hidden), _conv_bn(hidden, hidden, 3, groups=hidden),
                                   _conv_bn(hidden, dim, act=False))
 
@@ -46,11 +50,21 @@ class InvertedResidual(nn.Module):
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling: 1x1, atrous 3x3 at ``rates``, image pooling -> concat -> 1x1."""
+    """Atrous spatial pyramid pooling: 1x1, atrous 3x3 at ``rates``, image pooling, then merged.
+
+    ``width`` None: depth-wise branches averaged (no channel mixing); int: separable branches to ``width``
+    channels, concatenated and projected back to ``dim`` (see the module docstring).
+    """
 
     def __init__(self, dim: int, width: int | None = None, rates: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        width = width or max(dim // 4, 1)
+        self.depthwise = width is None
+        if self.depthwise:
+            self.branches = nn.ModuleList([_conv_bn(dim, dim, 1, groups=dim)] +
+                                          [_conv_bn(dim, dim, 3, groups=dim, dilation=r) for r in rates])
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.project = None
+            return
         self.branches = nn.ModuleList([_conv_bn(dim, width)])
         for r in rates:  # depth-wise separable atrous conv: dw 3x3 (dilation r) -> pw 1x1
             self.branches.append(nn.Sequential(_conv_bn(dim, dim, 3, groups=dim, dilation=r), _conv_bn(dim, width)))
@@ -61,6 +75,8 @@ class ASPP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [b(x) for b in self.branches]
         outs.append(self.pool(x).expand(-1, -1, x.shape[2], x.shape[3]))
+        if self.project is None:
+            return torch.stack(outs).mean(0)
         return self.project(torch.cat(outs, dim=1))
 
 
@@ -89,7 +105,7 @@ class WaveBlock(nn.Module):
 class ELM(nn.Module):
     """U = WB(ASPP(IRB(Y))) with each part switchable (a disabled part is the identity)."""
 
-    def __init__(self, dim: int, irb: bool = True, aspp: bool = True, waveblock: bool = True, expansion: int = 2,
+    def __init__(self, dim: int, irb: bool = True, aspp: bool = True, waveblock: bool = True, expansion: float = 0.25,
                  aspp_width: int | None = None, rates: Sequence[int] = (6, 12, 18), band: float = 0.3,
                  factor: float = 2.0) -> None:
         super().__init__()

@@ -8,6 +8,20 @@ an FC to N/2 and concatenates, so the default N = 1536 is two 768-d branch vecto
 from 128 to 2048: each branch then gives N/2); ``combine="fc"`` concatenates the branch features
 before their FCs and applies one FC to N (DOLG style). ``branches="global"`` or ``"local"`` keeps one
 branch with an FC to N, the setting of the backbone benchmark (Table A5, N = 768).
+
+Parameter budget (supplementary A.1: "the additional components of DToP have only 0.3M parameters"; ViT-B,
+D = 768, k = 6, N = 1536). The reading that fits that figure:
+* The output FCs to N (Eq. 12) are the retrieval head every compared model carries (Table A5 puts "an FC
+  layer with output feature dimension N" on each backbone) and are not counted: at N = 1536 any FC from
+  >= 768 inputs alone has >= 1.18M parameters, four times the quoted total, and Table A7 varies N
+  16-fold under one quoted budget.
+* Multi-layer features (Eq. 5, 6, 8) are merged by the mean over the k layers ("skip connections
+  across distant layers"): a learned kD -> D merge alone would have 3.5M.
+* ELM (Eq. 11) mixes channels only in the IRB's bottleneck (D/4 wide: 0.30M) and spatially elsewhere
+  (depth-wise ASPP: 24k; WaveBlock: none); FUSE (Eq. 9, orthogonal) and DPE (Eq. 2) add nothing.
+Total 0.32M (``DToP.added_parameters``), "0.3M" at the paper's rounding; the former defaults (concat merge,
+IRB expansion 2, projected ASPP) had 7.4M besides the 4.7M head. ``layer_merge: concat``,
+``irb_expansion: 2`` and ``aspp_width: 192`` restore them.
 """
 from __future__ import annotations
 
@@ -38,9 +52,10 @@ class DToP(nn.Module):
         "elm_irb": True,              # ELM inverted residual block (Table A10)
         "elm_aspp": True,             # ELM atrous spatial pyramid pooling (Table A10)
         "elm_waveblock": True,        # ELM WaveBlock, training only (Table A10)
-        "irb_expansion": 2,           # IRB expansion ratio (not in the paper)
+        "layer_merge": "mean",        # Eq. (5), (6), (8): mean of the k layers' tokens | concat (kD, learned)
+        "irb_expansion": 0.25,        # IRB hidden width / D (not in the paper; 0.25 fits its 0.3M budget)
         "aspp_rates": [6, 12, 18],    # ASPP dilation rates (DeepLabv3; not in the paper)
-        "aspp_width": None,           # ASPP branch width; None = D/4
+        "aspp_width": None,           # ASPP: None = depth-wise branches averaged; int = separable + 1x1 project
         "wave_band": 0.3,             # WaveBlock kept-band height ratio
         "wave_factor": 2.0,           # WaveBlock factor on the rest of the map
         "fusion": "orthogonal",       # Eq. (9) FUSE: orthogonal | none_wo_elm | none_w_elm | sum | hadamard | concat | fast_normalized
@@ -79,12 +94,30 @@ class DToP(nn.Module):
                    factor=c["wave_factor"])
         self.global_branch = self.local_branch = self.joint_fc = None
         if c["branches"] in ("both", "global"):
-            self.global_branch = GlobalBranch(dim, k, branch_dim, 1 if c["token"] == "dist" else 0)
+            self.global_branch = GlobalBranch(dim, k, branch_dim, 1 if c["token"] == "dist" else 0,
+                                              c["layer_merge"])
         if c["branches"] in ("both", "local"):
-            self.local_branch = LocalBranch(dim, k, branch_dim, c["fusion"], c["pooling"], c["gem_p"], elm)
+            self.local_branch = LocalBranch(dim, k, branch_dim, c["fusion"], c["pooling"], c["gem_p"], elm,
+                                            c["layer_merge"])
         if both and c["combine"] == "fc":
-            width = k * dim + self.local_branch.fusion.out_dim
+            width = self.global_branch.in_dim + self.local_branch.fusion.out_dim
             self.joint_fc = nn.Linear(width, c["out_dim"])
+
+    def added_parameters(self) -> dict[str, int]:
+        """Parameter counts of the parts DToP adds to the backbone, by part (see the module docstring).
+
+        ``added`` sums the layer merge (Eq. 5, 6, 8), ELM (Eq. 11) and FUSE (Eq. 9): the "additional
+        components" of supplementary A.1 (0.3M at the defaults on ViT-B); ``head`` is the output FCs to N.
+        """
+        def count(*modules) -> int:
+            return sum(p.numel() for m in modules if m is not None for p in m.parameters())
+
+        g, loc = self.global_branch, self.local_branch
+        parts = {"merge": count(loc.merge if loc is not None else None), "elm": count(loc.elm if loc else None),
+                 "fusion": count(loc.fusion if loc else None),
+                 "head": count(g.fc if g else None, loc.fc if loc else None, self.joint_fc)}
+        parts["added"] = parts["merge"] + parts["elm"] + parts["fusion"]
+        return parts
 
     @property
     def out_dim(self) -> int:
