@@ -158,14 +158,32 @@ def test_config_compose(tmp_path):
         load_config([tmp_path / "none.yaml"])
 
 
-def test_report(toy):
-    cfg, out = toy
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
-    assert main(["report", "-c", str(cfg), "--queries", "2"]) == 0
-    page = (out / "report.html").read_text()
-    assert "toy test data" in page and "figures/pr_curves.png" in page and "figures/topk_toy_reverse.png" in page
+def test_report(toy, monkeypatch):
+    """Header (sizes, clamped K, weights record with its random-init note, seed), commentary, stage times."""
+    import json
+
     from PIL import Image
 
+    cfg, out = toy
+    base = Extractor.provenance.fget
+    monkeypatch.setattr(ToyThumb, "provenance", property(lambda self: {**base(self), "weights": "random init, seed 3"}))
+    assert main(["run", "-c", str(cfg), "--quiet", "-s", "shortlist.k=50", "--no-report"]) == 0
+    assert not (out / "report.html").exists()
+    times = json.loads((out / "timings.json").read_text())
+    assert set(times) == {"extract:toy_thumb", "index", "search", "rerank:toy_reverse"}
+    assert times["extract:toy_thumb"]["images"] == 12 and times["search"]["queries"] == 12
+    assert main(["run", "-c", str(cfg), "--quiet", "-s", "shortlist.k=50"]) == 0  # all skipped: times kept
+    assert json.loads((out / "timings.json").read_text()) == times
+    assert main(["report", "-c", str(cfg), "-s", "shortlist.k=50", "--queries", "2", "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "toy test data" in page and "figures/pr_curves.png" in page and "figures/topk_toy_reverse.png" in page
+    assert "<b>12</b> queries, <b>12</b> gallery images; shortlist K = <b>11</b> (configured 50)" in page
+    assert "shortlist K was clamped from 50 to 11" in page and "reranks the top 4" in page
+    assert "toy_thumb</b> (toy_thumb): random init, seed 3" in page
+    assert "extractor toy_thumb has random weights" in page  # the visible note
+    assert "toy_reverse: below the global order on this data (mAP 41.7 vs 100.0)" in page
+    assert "rerank:toy_reverse" in page and "ms per query" in page
+    assert "cases_toy_reverse.png" in page and "first positive #1 -&gt; #3" in page
     assert Image.open(out / "figures/topk_global_only.png").size[0] > 100
 
 
