@@ -79,9 +79,9 @@ def test_stages_and_skip(toy, capsys):
     assert "global only" in table and "toy_reverse" in table and "toy test data" in table
     files = [out / "features/toy_thumb/gallery.h5", out / "shortlist.npz", out / "rankings/toy_reverse.npz"]
     stamps = [f.stat().st_mtime_ns for f in files]
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0  # second run: nothing rewritten
+    assert main(["run", "-c", str(cfg), "--quiet", "--no-report"]) == 0  # second run: nothing rewritten
     assert [f.stat().st_mtime_ns for f in files] == stamps
-    assert (out / "config.yaml").exists() and (out / "results.json").exists()
+    assert (out / "config.yaml").exists() and (out / "results.json").exists() and (out / "report.html").exists()
     # colour clusters are easy: global R@1 is perfect, reversing the top 3 ruins it
     import json
 
@@ -135,7 +135,7 @@ def test_bad_input(toy, tmp_path, capsys):
     assert proc.returncode == 2 and "typo.yaml: unknown config key 'rerankerz'" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
     # mismatched descriptor dimensions between the query store and the index
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    assert main(["run", "-c", str(cfg), "--quiet", "--no-report"]) == 0
     from relook.store import FeatureStore
 
     with FeatureStore(tmp_path / "q8.h5", "a") as s:

@@ -20,7 +20,7 @@ from tests.test_pipeline import toy  # noqa: F401  (fixture: tiny synthetic run;
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
-REQUIRED = ["run", "results", "timing", "curves", "examples", "cases"]
+REQUIRED = ["run", "results", "timing", "curves", "examples", "cases", "internals"]
 PROBE = """<script>
 window.addEventListener('load', () => {
   const imgs = [...document.images];
@@ -56,13 +56,16 @@ def probe(report: Path, profile: Path) -> dict:
 
 
 def test_report_in_browser(toy, tmp_path):  # noqa: F811
+    """A run with a toy reranker and OT on tiny ResNet tokens ends with a report that loads completely."""
     cfg, out = toy
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0  # run ends with the report
+    tokens = "{name: vit_tokens, backbone: resnet50, pretrained: false, image_size: 32, model_kwargs: {layers: [1, 1, 1, 1]}}"
+    assert main(["run", "-c", str(cfg), "--quiet", "-s", f"extractors=[{{name: toy_thumb}}, {tokens}]",
+                 "-s", "global=toy_thumb", "-s", "rerankers=[{name: toy_reverse}, {name: ot, features: vit_tokens}]"]) == 0
     report = out / "report.html"
     seen = probe(report, tmp_path / "profile")
     assert seen["images"] and all(ok for _, ok in seen["images"]), seen["images"]
     srcs = {src for src, _ in seen["images"]}
-    for fig in ("pr_curves", "recall_map_at_k", "topk_global_only", "topk_toy_reverse", "cases_toy_reverse"):
+    for fig in ("pr_curves", "recall_map_at_k", "topk_global_only", "topk_toy_reverse", "cases_toy_reverse", "ot_ot"):
         assert f"figures/{fig}.png" in srcs
     assert [s for s in REQUIRED if s not in seen["sections"]] == []
     assert all(seen["captions"])

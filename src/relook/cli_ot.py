@@ -47,18 +47,12 @@ def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in th
 
 
 def backbone_and_weights(path: Path) -> str:
-    """``backbone deit_small, weights: random init (seed 0)`` from a store's provenance.
-
-    A store written before extractors recorded their weights says so instead of showing a bare "?".
-    """
+    """The backbone and weights record of the store at ``path`` (``relook.viz.ot.backbone_and_weights``)."""
     from relook.store import FeatureStore
+    from relook.viz.ot import backbone_and_weights as describe
 
     with FeatureStore(path, "r") as s:
-        meta = s.meta
-    net = next((meta[f"extractor.{k}"] for k in ("backbone", "arch", "model") if meta.get(f"extractor.{k}")),
-               meta.get("extractor", "unknown extractor"))
-    weights = meta.get("weights") or "not recorded in the store (extracted before relook recorded weights)"
-    return f"{meta.get('extractor', 'features')} backbone {net}, weights: {weights}"
+        return describe(s.meta)
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def _short(gallery_id: str, n: int = 16) -> str:
+def _short(gallery_id: str, n: int = 24) -> str:
     return gallery_id if len(gallery_id) <= n else "…" + gallery_id[-(n - 1):]
 
 
@@ -123,9 +123,42 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
             f"a positive (same instance); red: a negative. Above each result: its rank, gallery id and {name}'s score.")
     if "global only" in aligned:
         _case_figures(dataset, aligned, positives, ignore, k, cases, figs, add, captions)
+        _internal_figures(conf, dataset, aligned["global only"][0], positives, ignore, figs, add)
     with atomic_path(figs / "captions.json") as tmp:
         tmp.write_text(json.dumps(captions, indent=2))
     return made
+
+
+def _internal_figures(conf: dict, dataset, gidx: np.ndarray, positives, ignore, figs: Path, add) -> None:
+    """For the first query with a true match in its global list: each ``rrt`` reranker's strongest
+    correspondences and each ``ot`` reranker's importance heatmaps (backbone and weights in the title)."""
+    from relook.images import load_image
+    from relook.pipeline import store_paths
+    from relook.viz.rerankers import ot_pair_figure, rrt_pair_figure
+
+    items = [it for it in conf["rerankers"] if it["name"] in ("rrt", "ot")]
+    pair = next(((q, g) for q in range(len(dataset.queries)) for g in gidx[q]
+                 if g >= 0 and g in set(np.asarray(positives[q]).tolist())
+                 and g not in set(np.asarray(ignore[q]).tolist())), None)
+    if not items or pair is None:
+        return
+    q, g = pair
+    qid, cid = dataset.query_ids[q], dataset.gallery_ids[g]
+    images = load_image(dataset.queries[q][1], dataset.queries[q][2]), load_image(dataset.gallery[g][1], dataset.gallery[g][2])
+    for item in items:
+        label = item["label"]
+        stores = store_paths(conf, item.get("features", conf["extractors"][0]["label"]), dataset)
+        if item["name"] == "rrt" and item.get("checkpoint"):
+            path = rrt_pair_figure(item["checkpoint"], stores, qid, cid, *images, figs / f"rrt_matches_{_safe(label)}.png")
+            add(path, "internals", f"{label}: RRT correspondences between query {qid} and its true match {cid}, drawn "
+                "only for the strongest (last-layer cross-attention affinity; brighter = stronger). Lines joining the "
+                "same object part in both views mean the score rests on real correspondences.")
+        elif item["name"] == "ot":
+            opts = {k: v for k, v in item.items() if k not in ("name", "label", "features")}
+            path = ot_pair_figure(opts, stores, qid, cid, *images, figs / f"ot_{_safe(label)}.png")
+            add(path, "internals", f"{label}: optimal transport between query {qid} and its true match {cid}. "
+                "Heatmaps: each patch's importance (its OT marginal); boxes of one colour: the patch pairs carrying "
+                "the most transport mass. The title gives both scores and names the backbone and its weights.")
 
 
 def _case_figures(dataset, aligned, positives, ignore, k: int, cases: int, figs: Path, add, captions: dict) -> None:
@@ -219,8 +252,10 @@ def _run_html(results: dict) -> str:
                 items.append(f"<li><b>{e(label)}</b> ({e(r['name'])}): reranks the top {r['top_k_used']}"
                              + (f" (configured {r['top_k']})" if r["top_k_used"] < r["top_k"] else "")
                              + (f", seed {e(r['seed'])}" if r.get("seed") else "") + "</li>")
-                if r["top_k_used"] < r["top_k"]:
-                    warn.append(f"{label}: top-K {r['top_k']} clamped to the shortlist's {r['top_k_used']}")
+            clamped = [f"{label} ({r['top_k']})" for label, r in rr.items() if r["top_k_used"] < r["top_k"]]
+            if clamped:
+                warn.append(f"reranked top-K clamped to the shortlist's {run['shortlist_k_used']} for "
+                            f"{', '.join(clamped)}")
             parts.append("<p><b>Rerankers</b></p><ul>" + "".join(items) + "</ul>")
         parts += [f"<p class='warn'>Warning: {e(w)}.</p>" for w in warn]
         ex = run.get("extractors", {})
