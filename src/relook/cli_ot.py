@@ -22,8 +22,9 @@ def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in th
                  top: int = typer.Option(5, min=1, help="number of top matching patch pairs drawn")) -> None:
     """Draw the patch-importance heatmaps of a pair and its top matching patch pairs (highest T_ij S_ij).
 
-    Example: relook visualize ot q/001.jpg db/042.jpg --query-store q.h5 --gallery-store db.h5
-    --image-root data/ -o pair.png
+    The title names the backbone and the weights record of the store the tokens came from.
+
+    Example: relook visualize ot q/001.jpg db/042.jpg --query-store q.h5 --gallery-store db.h5 --image-root data/ -o pair.png
     """
     from relook.images import load_image
     from relook.rerank import create_reranker
@@ -38,19 +39,20 @@ def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in th
     out = rr.explain(q, [m])
     s_global = float(q.global_desc @ m.global_desc)
     title = (f"{query_id} vs {match_id}: S_global={s_global:.3f} S_struct={out['score'][0]:.3f} "
-             f"(marginal={marginal}, a={partial}; weights: {qs_meta(query_store)})")
+             f"(marginal={marginal}, a={partial})\n{backbone_and_weights(query_store)}")
     draw_ot_pair(load_image(query_image or image_root / query_id, None), load_image(match_image or image_root / match_id, None),
                  out["mu_s"][0], out["mu_t"][0], out["plan"][0], q.patch_tokens.shape[:2], m.patch_tokens.shape[:2],
                  output, top=top, title=title, sim=out["sim"][0])
     typer.echo(f"wrote {output}")
 
 
-def qs_meta(path: Path) -> str:
-    """The weights line of a store's provenance ("?" when absent)."""
+def backbone_and_weights(path: Path) -> str:
+    """The backbone and weights record of the store at ``path`` (``relook.viz.ot.backbone_and_weights``)."""
     from relook.store import FeatureStore
+    from relook.viz.ot import backbone_and_weights as describe
 
     with FeatureStore(path, "r") as s:
-        return s.meta.get("weights", "?")
+        return describe(s.meta)
 
 
 def visualize_ot_sweep(config: list[Path] = typer.Option(..., "--config", "-c", help="experiment YAML(s)"),

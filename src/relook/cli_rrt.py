@@ -46,8 +46,9 @@ def train_rrt_cmd(
         guidance_weight: float = typer.Option(1e-3, help="lambda of the epipolar loss")) -> None:
     """Train a Reranking Transformer with BCE on query/positive/hard-negative triplets from the top-100.
 
-    Example: relook train rrt runs/syn/train.h5 --dataset co3d_retrieve --root runs/syn/co3d_retrieve
-    --data-opt split=train -o runs/syn/rrt --epochs 15   (under torchrun for several GPUs)
+    Several GPUs: the same command under torchrun --nproc_per_node=N -m relook.cli.
+
+    Example: relook train rrt runs/syn/train.h5 --dataset co3d_retrieve --root runs/syn/co3d_retrieve --data-opt split=train -o runs/syn/rrt --epochs 15
     """
     from relook.datasets.base import load_dataset
     from relook.io import ensure_dir
@@ -89,8 +90,7 @@ def visualize_rrt_matches(
         max_lines: Optional[int] = typer.Option(None, min=1, help="draw only the strongest N matches")) -> None:
     """Draw the correspondences RRT's last-layer attention implies (linear sum assignment, supp. Sec. E).
 
-    Example: relook visualize rrt-matches rrt.pt test.h5 q001 g042 --query-image q.jpg
-    --candidate-image g.jpg -o matches.png
+    Example: relook visualize rrt-matches rrt.pt test.h5 q001 g042 --query-image q.jpg --candidate-image g.jpg -o matches.png
     """
     from relook.images import load_image
     from relook.models.rrt_checkpoint import load_rrt

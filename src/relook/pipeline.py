@@ -9,6 +9,8 @@ Stale results are never mixed: fingerprints cover the content of the feature sto
 (``FeatureStore.digest``), so a changed gallery rebuilds the index and the shortlist; each ranking records
 the shortlist, settings and features it came from, and ``evaluate`` (hence ``report``) refuses, in one
 line naming the file and the command that redoes it, a shortlist or ranking whose inputs changed since.
+A stage that does work records its wall time in
+``<out>/timings.json`` (``record_timing``), which ``evaluate`` copies into ``results.json`` for the report.
 """
 from __future__ import annotations
 
@@ -39,6 +41,28 @@ def open_pair(qpath: Path, gpath: Path):
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def record_timing(out: str | Path, stage: str, seconds: float, **counts: int) -> None:
+    """Merge ``{stage: {"seconds": ..., **counts}}`` into ``<out>/timings.json``.
+
+    Called only by a stage that did work, so a rerun that skips finished work keeps the time of the run
+    that made the files (the report's per-stage times describe the outputs, not the last, idle rerun).
+    """
+    from relook.io import atomic_path
+
+    path = Path(out) / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[stage] = {"seconds": round(float(seconds), 4), **{k: int(v) for k, v in counts.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(timings, indent=2, sort_keys=True))
+
+
+def read_timings(out: str | Path) -> dict[str, dict]:
+    """``<out>/timings.json`` as written by ``record_timing`` ({} when no stage has recorded yet)."""
+    path = Path(out) / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def git_commit() -> str:
@@ -101,13 +125,26 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
             extractor = create_extractor(item["name"], **opts)
             qpath, gpath = store_paths(conf, item["label"], dataset)
             exif = dataset.exif_orientation
-            extractor.set_role("database")
-            extract_sharded(extractor, dataset.gallery, gpath, progress=progress, exif_orientation=exif)
-            if qpath != gpath:  # separate queries (e.g. cropped Oxford/Paris queries) get the query role
-                extractor.set_role("query")
-                extract_sharded(extractor, dataset.queries, qpath, progress=progress, exif_orientation=exif)
+            jobs = [(dataset.gallery, gpath, "database")] + ([(dataset.queries, qpath, "query")] if qpath != gpath else [])
+            todo = sum(_missing_count(path, items) for items, path, _ in jobs)
+            start = time.perf_counter()
+            for items, path, role in jobs:  # separate queries (e.g. cropped Oxford/Paris queries): query role
+                extractor.set_role(role)
+                extract_sharded(extractor, items, path, progress=progress, exif_orientation=exif)
+            if todo and world()[0] == 0:
+                record_timing(conf["out"], f"extract:{item['label']}", time.perf_counter() - start, images=todo)
             out[item["label"]] = (qpath, gpath)
     return out
+
+
+def _missing_count(store_path: Path, items) -> int:
+    """How many of ``items`` the store at ``store_path`` lacks (all of them when it does not exist yet)."""
+    from relook.store import FeatureStore
+
+    if not Path(store_path).exists():
+        return len(items)
+    with FeatureStore(store_path, "r") as store:
+        return len(store.missing([it[0] for it in items]))
 
 
 def _global_label(conf: dict) -> str:
@@ -147,7 +184,9 @@ def index(conf: dict, overwrite: bool = False) -> Path:
         fp = index_fingerprint(conf, label, gs, dataset.gallery_ids)
         if out.exists() and not overwrite and _stamp_fingerprint(stamp) == fp:
             return out
+        start = time.perf_counter()
         idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
+        record_timing(conf["out"], "index", time.perf_counter() - start, gallery=len(dataset.gallery_ids))
     write_index(idx, out)
     with atomic_path(stamp) as tmp:  # written after the index: a crash in between leaves a mismatch -> rebuild
         tmp.write_text(json.dumps({"fingerprint": fp, "gallery": str(gpath)}))
@@ -214,8 +253,10 @@ def search(conf: dict, overwrite: bool = False) -> Path:
         faiss_index = read_index(index(conf))
         meta = {"fingerprint": fp, "dataset": f"{dataset.name} ({dataset.root})", "global": label,
                 **{f"global.{k}": v for k, v in gs.meta.items()}}
+        start = time.perf_counter()
         shortlist = faiss_search(faiss_index, qs.stack("global_desc", qids), int(conf["shortlist"].get("k", 1000)),
                                  qids, gids, meta, exclude=exclude)
+        record_timing(conf["out"], "search", time.perf_counter() - start, queries=len(qids))
     shortlist.save(out)
     return out
 
@@ -321,7 +362,9 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
             ranking = reranker.rerank_shortlist(shortlist, qs, gs, progress=progress)
             elapsed = time.perf_counter() - start
             feature_meta = gs.meta
+        record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
         ranking.meta.update({"fingerprint": fp, **stamps, "seconds_per_query": f"{elapsed / max(1, shortlist.num_queries):.4f}",
+                             "top_k": str(reranker.conf.get("top_k", "")),
                              "features": str(gpath), **{f"features.{k}": v for k, v in feature_meta.items()},
                              **({"checkpoint": str(opts["checkpoint"])} if "checkpoint" in opts else {})})
         ranking.save(out)
@@ -371,7 +414,9 @@ def evaluate(conf: dict) -> dict[str, Any]:
             timing[item["label"]] = _seconds(ranking.meta.get("seconds_per_query"))
             meta[item["label"]] = ranking.meta
     results = {"dataset": f"{dataset.name} ({dataset.root})", "git": git_commit(), "metrics": rows,
-               "seconds_per_query": timing, "provenance": provenance(meta), "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x)}
+               "seconds_per_query": timing, "provenance": provenance(meta),
+               "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x),
+               "run": run_summary(conf, dataset, shortlist, meta), "timings": read_timings(out_dir)}
     from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
@@ -384,6 +429,56 @@ def _seconds(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def is_random_weights(record: str) -> bool:
+    """Whether a store's one-line weights record names a random initialisation (no trained weights)."""
+    return "random init" in record.lower()
+
+
+def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]) -> dict[str, Any]:
+    """What a reader needs before the numbers: data, sizes, shortlist and reranked lengths (and whether
+    they were clamped to the gallery), each extractor's weights record and seed, and caveats.
+
+    ``meta``: each method's ranking metadata (``top_k`` as the reranker used it). Extractor records come
+    from the gallery stores' provenance, so they describe the features actually scored.
+    """
+    from relook.rerank.base import RERANKERS
+    from relook.store import FeatureStore
+
+    requested = int(conf["shortlist"].get("k", 1000))
+    extractors, notes = {}, []
+    for item in conf["extractors"]:
+        _, gpath = store_paths(conf, item["label"], dataset)
+        store_meta = {}
+        if gpath.exists():
+            with FeatureStore(gpath, "r") as gs:
+                store_meta = gs.meta
+        weights = store_meta.get("weights", "")
+        seed = store_meta.get("extractor.seed", item.get("seed", ""))
+        extractors[item["label"]] = {"name": item["name"], "weights": weights or "no learned weights",
+                                     "seed": str(seed)}
+        if weights and is_random_weights(weights):
+            notes.append(f"extractor {item['label']} has random weights ({weights}): its numbers say nothing "
+                         "about a trained model")
+    rerankers = {}
+    for item in conf["rerankers"]:
+        m = meta.get(item["label"], {})
+        default = getattr(RERANKERS.get(item["name"]), "default_conf", {}) if item["name"] in RERANKERS else {}
+        top_k = int(m.get("top_k") or item.get("top_k", default.get("top_k", 100)))
+        rerankers[item["label"]] = {"name": item["name"], "top_k": top_k, "top_k_used": min(top_k, shortlist.k),
+                                    **({"seed": str(item["seed"])} if "seed" in item else {})}
+    info = dataset.info
+    synthetic = bool(info.get("synthetic")) or "synthetic" in " ".join(
+        str(x) for x in (conf.get("note", ""), info.get("note", ""))).lower()
+    if synthetic:
+        notes.append("synthetic data: these numbers are not a benchmark on real photos")
+    return {"dataset": dataset.name, "root": str(dataset.root),
+            "split": str(conf["dataset"].get("split", info.get("split", ""))),
+            "queries": len(dataset.query_ids), "gallery": len(dataset.gallery_ids),
+            "shortlist_k": requested, "shortlist_k_used": int(shortlist.k),
+            "clamped": int(shortlist.k) < requested, "extractors": extractors, "rerankers": rerankers,
+            "synthetic": synthetic, "notes": notes}
 
 
 def _describe(meta: dict, prefix: str) -> str:

@@ -177,3 +177,46 @@ def test_precision_recall_curve_hand_computed():
     # only one of two positives retrieved: precision 0 beyond recall 0.5
     _, prec = M.precision_recall_curve([np.array([5, 7])], [[5, 3]], levels=3)
     np.testing.assert_allclose(prec, [1, 1, 0])
+
+
+def slow_ap_at_k(row, pos, ignore, k):
+    pos = set(pos) - set(ignore)
+    if not pos:
+        return float("nan")
+    total, found = 0.0, 0
+    for r, g in enumerate(slow_filtered(row, ignore)[:k]):
+        if g in pos:
+            found += 1
+            total += found / (r + 1)
+    return total / min(len(pos), k)
+
+
+def slow_first_positive(row, pos, ignore):
+    pos = set(pos) - set(ignore)
+    if not pos:
+        return float("nan")
+    return next((r + 1.0 for r, g in enumerate(slow_filtered(row, ignore)) if g in pos), float("inf"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rankings)
+def test_curves_match_reference(data):
+    """mAP@K for K = 1..13 and the first positive's rank against obvious loops."""
+    perms, positives, ignore, length = data
+    ranking = [np.array(p[:length]) for p in perms]
+    ks = list(range(1, 14))
+    got = M.map_at_k_curve(ranking, positives, ks, ignore)
+    for j, k in enumerate(ks):
+        assert same(got[j], nanmean([slow_ap_at_k(r, p, i, k) for r, p, i in zip(ranking, positives, ignore)]))
+    ref = [slow_first_positive(r, p, i) for r, p, i in zip(ranking, positives, ignore)]
+    np.testing.assert_array_equal(M.first_positive_ranks(ranking, positives, ignore), ref)
+
+
+def test_curves_hand_computed():
+    """One query, positives {0, 1}, ranking [2, 0, 3, 1]: AP@1 = 0, AP@2 = (1/2)/2, AP@4 = (1/2 + 2/4)/2;
+    the first positive is at rank 2; a query whose positive is not in the list gets inf."""
+    got = M.map_at_k_curve([np.array([2, 0, 3, 1])], [[0, 1]], [1, 2, 4])
+    np.testing.assert_allclose(got, [0.0, 0.25, 0.5])
+    np.testing.assert_array_equal(M.first_positive_ranks([np.array([2, 0]), np.array([2, 3])], [[0], [5]]),
+                                  [2.0, np.inf])
+    assert np.isnan(M.map_at_k_curve([np.array([1])], [[]], [1])[0])

@@ -105,3 +105,7 @@ def test_mass_sweep(tmp_path):
     for a, label in ((1.0, "ot"), (0.5, "ot-half")):
         for m in ("P@1", "RP", "MAP@R"):
             assert table[a][m] == pytest.approx(res[label][m])
+    # the title names the backbone and the store's weights record, never a bare "?"
+    from relook.cli_ot import backbone_and_weights
+
+    assert backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"

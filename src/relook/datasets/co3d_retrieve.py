@@ -213,7 +213,8 @@ def load_co3d_retrieve(root: Path, split: str = "test", variant: str = "full",
                for r in frames}
     info = {"cameras": cameras, "instances": instances, "split": split, "variant": variant,
             "categories": {r["image_id"]: r["category"] for r in frames},
-            "instance_of": {r["image_id"]: r["instance"] for r in frames}}
+            "instance_of": {r["image_id"]: r["instance"] for r in frames},
+            "synthetic": (base / "synthetic.json").exists()}  # built from relook's generator, not CO3D photos
     return labelled_split("co3d_retrieve", root, items, [label_of[r["instance"]] for r in frames], info)
 
 

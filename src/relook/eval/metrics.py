@@ -184,3 +184,34 @@ def precision_recall_curve(ranking: Ranking, positives: IdLists, ignore: IdLists
         curves.append(interp)
     precision = np.mean(curves, axis=0) if curves else np.full(levels, np.nan)
     return recall, precision
+
+
+# -- curves over the cut-off K and per-query diagnostics (report) ---------------------------------
+def first_positive_ranks(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> np.ndarray:
+    """(Q,) 1-based rank of each query's first positive; inf when none is retrieved, NaN without positives.
+
+    The report compares these before and after a reranker to find the queries it helped and hurt most.
+    """
+    out = [(float(r[0] + 1) if r.size else np.inf) if n else np.nan for r, n in _per_query(ranking, positives, ignore)]
+    return np.asarray(out, dtype=np.float64)
+
+
+def map_at_k_curve(ranking: Ranking, positives: IdLists, ks: Sequence[int],
+                   ignore: IdLists | None = None) -> np.ndarray:
+    """(len(ks),) mAP@K for each K: AP@K = (1 / min(n, K)) sum_{i <= K} P(i) rel(i), n = #positives.
+
+    The normaliser min(n, K) makes a perfect top-K score 1 even when a query has more than K positives
+    (the mAP@100 of the Google Landmarks challenges); queries without positives are left out.
+    """
+    ks = np.asarray(list(ks), dtype=np.int64)
+    rows = []
+    for ranks, n in _per_query(ranking, positives, ignore):
+        if not n:
+            rows.append(np.full(len(ks), np.nan))
+            continue
+        prec = (np.arange(len(ranks)) + 1.0) / (ranks + 1.0)  # precision at each retrieved positive
+        within = ranks[None, :] < ks[:, None]  # (len(ks), hits): positive i counts for cut-off K
+        rows.append((within * prec[None, :]).sum(1) / np.minimum(n, ks))
+    if not rows:
+        return np.full(len(ks), np.nan)
+    return np.array([_nanmean(col) for col in np.asarray(rows).T])

@@ -18,6 +18,15 @@ import numpy as np
 from relook.errors import ShapeError
 
 
+def backbone_and_weights(meta: dict) -> str:
+    """``vit_tokens backbone deit_small, weights: random init (seed 0)`` from a store's provenance ``meta``,
+    for figure titles. A store written before extractors recorded their weights says so instead of "?"."""
+    net = next((meta[f"extractor.{k}"] for k in ("backbone", "arch", "model") if meta.get(f"extractor.{k}")),
+               meta.get("extractor", "unknown extractor"))
+    weights = meta.get("weights") or "not recorded in the store (extracted before relook recorded weights)"
+    return f"{meta.get('extractor', 'features')} backbone {net}, weights: {weights}"
+
+
 def top_pairs(plan: np.ndarray, top: int, sim: np.ndarray | None = None) -> list[tuple[int, int, float]]:
     """The ``top`` (i, j, w_ij) of a plan (P, P'), largest first: w = T * S (Eq. 3's terms) with ``sim``
     (P, P'), else w = T."""

@@ -1,5 +1,5 @@
 """Top-k retrieval grids: the query, then its first k results with green (positive) / red (negative)
-borders, as in the papers' qualitative figures."""
+borders, as in the papers' qualitative figures; precision-recall and metric-against-K curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +10,14 @@ import numpy as np
 from relook.io import atomic_path
 
 
-def save_png(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Write a matplotlib figure as PNG atomically (no half-written file on a crash) and close it."""
+def save_png(fig, path: str | Path, dpi: int = 100, layout: bool = True) -> Path:
+    """Write a matplotlib figure as PNG atomically (no half-written file on a crash) and close it.
+
+    ``layout``: apply ``tight_layout`` (off when the caller laid the figure out itself, e.g. a legend row)."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
@@ -33,27 +36,72 @@ def _bordered(img: np.ndarray, colour: tuple[int, int, int] | None, size: int, w
     return out
 
 
+QUERY_RGB, POSITIVE_RGB, NEGATIVE_RGB = (60, 60, 200), (40, 170, 60), (210, 40, 40)
+
+
 def topk_grid(rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bool]]], path: str | Path,
-              titles: Sequence[str] = (), size: int = 96) -> Path:
-    """Write a PNG: one row per query: ``(query image, result images, is_positive flags)``."""
+              titles: Sequence[str] = (), size: int = 96,
+              labels: Sequence[Sequence[str]] | None = None, legend: bool = True) -> Path:
+    """Write a PNG: one row per query: ``(query image, result images, is_positive flags)``.
+
+    ``titles[r]``: text above the query of row r; ``labels[r][c]``: text above result c of row r (e.g.
+    rank, gallery id and score; default ``#rank``). ``legend`` adds a key to the border colours (blue
+    query, green positive, red negative) under the grid, so the figure reads without its caption.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    k = max((len(r[1]) for r in rows), default=0)
+    n = max(len(rows), 1)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.45 * (k + 1), 1.65 * n + (0.35 if legend else 0)),
+                             squeeze=False)
+    for r, (query, results, flags) in enumerate(rows):
+        axes[r, 0].imshow(_bordered(query, QUERY_RGB, size))
+        axes[r, 0].set_title(titles[r] if r < len(titles) else "query", fontsize=6)
+        for c in range(k):
+            ax = axes[r, c + 1]
+            if c < len(results):
+                ax.imshow(_bordered(results[c], POSITIVE_RGB if flags[c] else NEGATIVE_RGB, size))
+                text = labels[r][c] if labels is not None and c < len(labels[r]) else f"#{c + 1}"
+                ax.set_title(text, fontsize=6)
+        for ax in axes[r]:
+            ax.axis("off")
+    for ax in axes[len(rows):].ravel():
+        ax.axis("off")
+    if legend:
+        handles = [Patch(facecolor=np.array(c) / 255, label=t) for c, t in
+                   ((QUERY_RGB, "query"), (POSITIVE_RGB, "positive (same instance)"), (NEGATIVE_RGB, "negative"))]
+        fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.35 / (1.65 * n + 0.35), 1, 1))
+    return save_png(fig, path, dpi=90, layout=not legend)
+
+
+def metric_curves(curves: dict[str, dict[str, np.ndarray]], ks: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Write a PNG with one panel per metric (``{method: {"R@K": (len(ks),), "mAP@K": ...}}``) against K."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = max((len(r[1]) for r in rows), default=0)
-    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.3 * (k + 1), 1.4 * len(rows)), squeeze=False)
-    for r, (query, results, flags) in enumerate(rows):
-        axes[r, 0].imshow(_bordered(query, (60, 60, 200), size))
-        axes[r, 0].set_title(titles[r] if r < len(titles) else "query", fontsize=7)
-        for c in range(k):
-            ax = axes[r, c + 1]
-            if c < len(results):
-                ax.imshow(_bordered(results[c], (40, 170, 60) if flags[c] else (210, 40, 40), size))
-                ax.set_title(f"#{c + 1}", fontsize=7)
-        for ax in axes[r]:
-            ax.axis("off")
-    return save_png(fig, path, dpi=90)
+    names = list(dict.fromkeys(m for c in curves.values() for m in c))
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.2 * max(len(names), 1), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], names):
+        for method, c in curves.items():
+            if metric in c:
+                ax.plot(ks, 100 * np.asarray(c[metric]), label=method, lw=1.4)
+        ax.set_xscale("log")
+        ax.set_xlabel("K (log scale)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title(f"{metric} against K", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_png(fig, path, dpi=100)
 
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
