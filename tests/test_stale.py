@@ -37,13 +37,14 @@ def test_evaluate_refuses_rankings_of_an_older_shortlist(toy, capsys):
     cfg, out = toy
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0
     before = (out / "results.json").read_bytes()
+    report = (out / "report.html").read_bytes()  # `run` writes the report of the first shortlist
     assert main(["search", "-c", str(cfg), "-s", "shortlist.k=5"]) == 0  # a re-search: new shortlist
     capsys.readouterr()
     assert main(["evaluate", "-c", str(cfg), "-s", "shortlist.k=5"]) == 2
     _one_line_error(capsys, "rankings/toy_reverse.npz", "another shortlist", "relook rerank --methods toy_reverse")
     assert (out / "results.json").read_bytes() == before  # the refused evaluate wrote nothing
     assert main(["report", "-c", str(cfg), "-s", "shortlist.k=5"]) == 2
-    assert not (out / "report.html").exists()
+    assert (out / "report.html").read_bytes() == report  # the refused report rewrote nothing
     # rerank redoes the ranking from the new shortlist; then every row agrees with it
     assert main(["rerank", "-c", str(cfg), "-s", "shortlist.k=5", "--quiet"]) == 0
     shortlist, ranking = Shortlist.load(out / "shortlist.npz"), Ranking.load(out / "rankings/toy_reverse.npz")

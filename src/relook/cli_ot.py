@@ -69,7 +69,7 @@ def visualize_ot_sweep(config: list[Path] = typer.Option(..., "--config", "-c", 
     from relook.cli import _conf
     from relook.viz.ot import sweep_mass
 
-    conf = _conf(config, overrides, save=False)
+    conf = _conf(config, overrides, writes=False)
     values = [float(v) for v in masses.split(",") if v.strip()]
     path, table = sweep_mass(conf, values, reranker or None, output, progress=not quiet)
     for a, row in table.items():

@@ -58,6 +58,10 @@ def test_cli(tmp_path):
                  "--image-root", str(tmp_path), "-o", str(out), "--marginal", "cross"])
     assert code == 0 and cv2.imread(str(out)) is not None
     assert main(["visualize", "ot", "a.png", "zzz", "--query-store", str(tmp_path / "f.h5"), "-o", str(out)]) == 2
+    # the title names the backbone and the store's weights record, never a bare "?"
+    from relook.cli_ot import backbone_and_weights
+
+    assert backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"
 
 
 def test_mass_sweep(tmp_path):
@@ -105,7 +109,3 @@ def test_mass_sweep(tmp_path):
     for a, label in ((1.0, "ot"), (0.5, "ot-half")):
         for m in ("P@1", "RP", "MAP@R"):
             assert table[a][m] == pytest.approx(res[label][m])
-    # the title names the backbone and the store's weights record, never a bare "?"
-    from relook.cli_ot import backbone_and_weights
-
-    assert backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"
