@@ -80,6 +80,12 @@ def write_report(conf: dict, results: dict, title: str = "relook report") -> Pat
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     parts.append("<h2>Results (%, higher is better; time per query in seconds)</h2>" + _table_html(results))
+    from relook.eval.commentary import commentary
+
+    lines = commentary(results)  # one line per method against the global order, so a loss is never silent
+    if lines:
+        parts.append("<p><b>Compared with the global order (mAP):</b></p><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
     parts.append(f"<p><b>git commit:</b> {html.escape(results['git'])}</p><ul>")
     parts += [f"<li><b>{html.escape(m)}</b>: {html.escape(p)}</li>" for m, p in results["provenance"].items() if p]
     parts.append("</ul><h2>Figures</h2>")
