@@ -244,7 +244,7 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
              num_instances: int = typer.Option(24, min=2, help="synthetic object instances"),
              num_views: int = typer.Option(5, min=2, help="views per synthetic instance"),
              image_size: int = typer.Option(224, min=32, help="synthetic image side in pixels"),
-             rrt_epochs: int = typer.Option(40, min=0, help="RRT training epochs on the train split"),
+             rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs on the train split"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
              overrides: list[str] = SET_OPT,
              quiet: bool = typer.Option(False, help="no progress bars")) -> None:

@@ -204,7 +204,7 @@ def run_part(conf: dict, part: Path, note: str, absent: dict[str, str], rrt_epoc
 
 def run_demo(out: str | Path = "runs/demo", photos: str | Path | None = None, views: int = 6, size: int = 320,
              synthetic: bool = True, num_instances: int = 24, num_views: int = 5, image_size: int = 224,
-             rrt_epochs: int = 40, overrides: list[str] | None = None, config: Path | None = None,
+             rrt_epochs: int = 15, overrides: list[str] | None = None, config: Path | None = None,
              progress: bool = True, log: Callable = print) -> list[Path]:
     """Run the demo into ``out`` (module docstring); returns the report paths (warped photos, then synthetic)."""
     from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
