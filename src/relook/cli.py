@@ -274,22 +274,29 @@ def query_cmd(images: list[Path] = typer.Argument(..., help="query image file(s)
 
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
-             num_instances: int = typer.Option(60, min=2, help="synthetic object instances"),
-             num_views: int = typer.Option(5, min=2, help="views per instance"),
-             image_size: int = typer.Option(224, min=32, help="image side in pixels"),
-             rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs"),
+             photos: Optional[Path] = typer.Option(None, help="your own folder of photos (default: the real photos "
+                                                   "shipped in scikit-image, scikit-learn and matplotlib)"),
+             views: int = typer.Option(6, min=2, help="warped views per photo"),
+             size: int = typer.Option(320, min=32, help="long side of the warped views in pixels"),
+             synthetic: bool = typer.Option(True, help="also the 3D synthetic objects wearing the photos (cameras: rrt-maxepi)"),
+             num_instances: int = typer.Option(24, min=2, help="synthetic object instances"),
+             num_views: int = typer.Option(5, min=2, help="views per synthetic instance"),
+             image_size: int = typer.Option(224, min=32, help="synthetic image side in pixels"),
+             rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs on the train split"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
              overrides: list[str] = SET_OPT,
              quiet: bool = QUIET_OPT) -> None:
-    """Synthetic benchmark -> features -> shortlist -> RRT training -> every reranker -> report.html.
+    """Real photos -> warped benchmark (+ 3D objects wearing them) -> real-weight features -> every reranker -> reports.
 
     Example: relook demo --out runs/demo   # what `make demo` runs
+    Example: relook demo --photos my_photos/ --out runs/mine
     """
     from relook.demo import run_demo
 
-    path = run_demo(out, num_instances, num_views, image_size, rrt_epochs, overrides, config, progress=not quiet,
-                    log=typer.echo)
-    typer.echo(f"wrote {path}")
+    paths = run_demo(out, photos, views, size, synthetic, num_instances, num_views, image_size, rrt_epochs, overrides,
+                     config, progress=not quiet, log=typer.echo)
+    for path in paths:
+        typer.echo(f"wrote {path}")
 
 
 def _print_version(value: bool) -> None:

@@ -219,16 +219,18 @@ def load_co3d_retrieve(root: Path, split: str = "test", variant: str = "full",
 
 
 def synthetic_co3d_retrieve(work: str | Path, num_instances: int = 60, num_views: int = 5, image_size: int = 224,
-                            seed: int = 0, masked: bool = True, progress: bool = False) -> Path:
+                            seed: int = 0, masked: bool = True, textures: str | Path | None = None,
+                            progress: bool = False) -> Path:
     """The synthetic benchmark as CO3D-Retrieve: ``work/synthetic`` (CO3Dv2 layout) and
-    ``work/co3d_retrieve`` (returned); each is made only when missing, so reruns are free."""
+    ``work/co3d_retrieve`` (returned); each is made only when missing, so reruns are free.
+    ``textures``: a folder of photos the objects wear (``generate_synthetic``); None: procedural textures."""
     from relook.datasets.synthetic import generate_synthetic
 
     work = Path(work)
     synth, retrieve = work / "synthetic", work / "co3d_retrieve"
     if not (synth / "synthetic.json").exists():
         generate_synthetic(synth, num_instances=num_instances, num_views=num_views, image_size=image_size,
-                           seed=seed, progress=progress)
+                           seed=seed, textures=textures, progress=progress)
     if not (retrieve / "manifest.json").exists():
         build_co3d_retrieve(synth, retrieve, seed=seed, masked=masked, progress=progress)
     return retrieve
