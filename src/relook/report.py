@@ -338,6 +338,11 @@ def write_report(conf: dict, results: dict, title: str = "relook report") -> Pat
                            + _table_html(results))
     body["results"].append("<p><b>What this shows</b></p><ul class='comment'>" + "".join(
         f"<li>{e(line)}</li>" for line in commentary(results).values()) + "</ul>")
+    if results.get("reasons") or results.get("absent"):  # the demo knows why a method lost or is missing
+        from relook.eval.comparison import commentary as compared
+
+        body["results"].append("<p><b>Compared with the global order (mAP), with reasons:</b></p><ul class='comment'>"
+                               + "".join(f"<li>{e(line)}</li>" for line in compared(results)) + "</ul>")
     body["timing"].append(_timing_html(results))
     for section, rel, caption in figures:
         body[section].append(_figure_html(rel, caption))
