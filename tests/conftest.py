@@ -11,15 +11,20 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one torch thread on a shared CPU; the setting is restored afterwards."""
+def _torch_threads(count: int):
+    """Run a test with ``count`` torch threads, restoring the setting afterwards."""
     import torch
 
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread on a shared CPU."""
+    yield from _torch_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,10 +43,5 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def two_threads():
-    """Real-weights inference on the 2-core CI machine: two torch threads, restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+    """Real-weights inference on the 2-core CI machine: two torch threads."""
+    yield from _torch_threads(2)
