@@ -80,6 +80,13 @@ def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.
                                        "data", "data", axesA=axes[0], axesB=axes[1], color=color, lw=1))
     if title:
         fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``out_path`` (folders created) and close it."""
+    import matplotlib.pyplot as plt
+
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100, bbox_inches="tight")
@@ -111,11 +118,7 @@ def plot_mass_sweep(masses, metrics: dict[str, list[float]], out_path: str | Pat
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=9)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def sweep_mass(conf: dict, masses, label: str | None = None, out_path: str | Path | None = None,
