@@ -1,8 +1,8 @@
 """kill -9 at a seeded random moment of every stage, then a rerun: outputs identical to an uninterrupted run.
 
 One tiny synthetic experiment (relative paths, so a copied folder is the same experiment) is run stage by
-stage in this process: that is the reference. Before each stage the folder is copied; in the copy the same
-command runs in a subprocess (the real CLI, its imports done before it says ``ready``) and gets SIGKILL
+stage, each in a fresh interpreter: that is the reference. Before each stage the folder is copied; in the
+copy the same command runs in a subprocess (the real CLI, its imports done before it says ``ready``) and gets SIGKILL
 after a delay drawn from a seeded RNG within the stage's measured duration; then the command is rerun to
 completion and every file the stage wrote is compared with the reference: arrays and tensors equal, JSON
 equal except timings, images byte for byte, and no file more or less (no temporary file left behind).
@@ -22,7 +22,6 @@ import h5py
 import numpy as np
 import pytest
 
-from relook.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +106,17 @@ def _torch_tree(path: Path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _first_difference(a, b, where: str = "") -> str | None:
+    """Where ``a`` and ``b`` first differ (a key path like ``/log/2/loss``), or None when they are the same."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"{where or '/'} (keys {sorted(map(str, a.keys() ^ b.keys()))})"
+        return next((d for k in a if (d := _first_difference(a[k], b[k], f"{where}/{k}"))), None)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _first_difference(x, y, f"{where}/{i}"))), None)
+    return None if _same(a, b) else (where or "/")
+
+
 def _same(a, b) -> bool:
     import torch
 
@@ -165,7 +175,8 @@ def _assert_same_outputs(ref: Path, got: Path, outputs: list[str], stage: str) -
     assert sorted(a) == sorted(b), f"{stage}: files differ: only in reference {sorted(set(a) - set(b))}, " \
                                    f"only after kill+rerun {sorted(set(b) - set(a))}"
     for rel in a:
-        assert _same(_content(a[rel], ref), _content(b[rel], got)), f"{stage}: {rel} differs from the uninterrupted run"
+        where = _first_difference(_content(a[rel], ref), _content(b[rel], got))
+        assert where is None, f"{stage}: {rel} differs from the uninterrupted run at {where}"
 
 
 # -- running ----------------------------------------------------------------------------------------------
@@ -223,24 +234,26 @@ def _left_behind(root: Path, outputs: list[str]) -> str:
     return f"; left {len(_files(root, outputs))} files" + "".join(f", {p}" for p in parts)
 
 
-def _run_here(cwd: Path, argv: list[str]) -> float:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        start = time.perf_counter()
-        assert main(argv) == 0, argv
-        return time.perf_counter() - start
-    finally:
-        os.chdir(old)
+def _run_fresh(cwd: Path, argv: list[str]) -> float:
+    """Run ``relook argv`` to completion in a fresh interpreter in ``cwd``, as a user would; seconds of work
+    (from ``ready``, after the imports, to the exit).
+
+    Fresh, not in this process: a long test session's history can change float results (a full-suite run
+    once trained a bit-different RRT in-process than a fresh interpreter did, from the first weight on),
+    and the claim tested here is about what kill -9 and a rerun do, not about that."""
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, *argv], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    start = time.perf_counter()
+    out, err = proc.communicate(timeout=600)
+    seconds = time.perf_counter() - start
+    assert line.strip() == "ready" and proc.returncode == 0, (argv, line + out, err[-2000:])
+    return seconds
 
 
 def test_kill9_every_stage(tmp_path, one_thread):
-    """The harness, run a second time (fresh folders, same seed) only if the first run finds a difference.
-
-    Known flake, not yet explained: once in a full-suite run on the 2-core machine the resumed
-    ``train rrt`` checkpoint differed from the uninterrupted one (three standalone runs matched). The first
-    failure is kept as a warning so it stays visible; two failing runs fail the test.
-    """
+    """The harness, run a second time (fresh folders, same seed) only if the first run finds a difference
+    (the first failure is kept as a warning so it stays visible; two failing runs fail the test)."""
     import warnings
 
     try:
@@ -263,12 +276,12 @@ def _kill9_every_stage(tmp_path: Path):
             (ref / "pairs.txt").write_text("".join(f"{frames[i]} {frames[i + 1]}\n" for i in range(0, 8)))
         before = tmp_path / f"kill_{len(report)}"
         shutil.copytree(ref, before)
-        seconds = _run_here(ref, argv)  # the reference: uninterrupted
+        seconds = _run_fresh(ref, argv)  # the reference: uninterrupted
         delay = rng.uniform(0.05, 0.95) * seconds
         marker, (lo, hi) = MARKERS.get(stage, (None, (0, 0)))
         what = _kill_at(before, argv, delay, marker, rng.randint(lo, hi))
         what += _left_behind(before, outputs)
-        _run_here(before, rerun or argv)
+        _run_fresh(before, rerun or argv)
         try:
             _assert_same_outputs(ref, before, outputs, stage)
         except AssertionError as e:
