@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -83,7 +85,7 @@ def test_bad_input():
         EpipolarGuidance(guidance="epi")
     with pytest.raises(ConfigError):
         guidance_hooks("epi", type("D", (), {"info": {}, "name": "d"})())
-    assert guidance_hooks("none", None) == {}
+    assert guidance_hooks("none", None) == {"guidance": {"guidance": "none"}}
 
 
 def _project(K, R, t, X):
@@ -187,3 +189,37 @@ def test_crop_flip_adjusted_fundamental():
         n_vis += int(vis.sum())
         flips += int(maps["a"][0, 0] < 0) + int(maps["b"][0, 0] < 0)
     assert n_vis >= 8 and 0 < flips < 12
+
+
+def test_checkpoint_records_guidance(tmp_path):
+    """An EPE run's checkpoint records its guidance and EPE settings; load_rrt hands them to the reranker;
+    resuming with another guidance, or EPE without its encoding hook, is refused."""
+    from relook.models.rrt_checkpoint import load_rrt, read_checkpoint
+    from relook.train.rrt import PairData, StoreSource, train_rrt
+    from relook.types import ImageFeatures
+
+    r = np.random.default_rng(0)
+    ids = [f"{k}_{v}" for k in range(3) for v in range(3)]
+    C = cams()
+    cameras = {i: C["a" if i.endswith("_0") else "b"] for i in ids}
+    feats = [ImageFeatures(i, local_desc=r.standard_normal((9, 128)), keypoints=r.random((9, 2)) * 64,
+                           image_size=np.array([224, 448])) for i in ids]
+    labels = np.repeat(np.arange(3), 3)
+    data = PairData(ids, labels, np.array([[j for j in range(9) if j != i] for i in range(9)]))
+    g = EpipolarGuidance(cameras=cameras, image_sizes={i: (224, 448) for i in ids}, guidance="epe", grid=3, bands=6)
+    torch.manual_seed(0)
+    model = RRT(num_layers=1, dim_feedforward=64)
+    path = train_rrt(model, data, StoreSource(feats), tmp_path, {"epochs": 1, "triplets_per_batch": 4},
+                     input_pe=g.input_pe, guidance=g.record(), progress=False)
+    rec = json.loads(read_checkpoint(path)["guidance_json"])
+    assert (rec["guidance"], rec["grid"], rec["bands"], rec["dim"], rec["net_size"]) == ("epe", 3, 6, 128, [224, 224])
+    assert load_rrt(path).guidance == rec
+    with pytest.raises(ConfigError, match="guidance"):
+        train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path,
+                  {"epochs": 2, "triplets_per_batch": 4}, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="input_pe"):
+        train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path / "x",
+                  {"epochs": 1}, guidance=g.record(), progress=False)
+    plain = train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path / "none",
+                      {"epochs": 1, "triplets_per_batch": 4}, progress=False)
+    assert load_rrt(plain).guidance == {"guidance": "none"}
