@@ -136,7 +136,8 @@ def train_one(guidance: str, feats, ds, out_dir: Path, args):
                 "milestones": [10 ** 6]}
         train_rrt(model, data, StoreSource(feats), out_dir, conf,
                   extra_loss=g.extra_loss if guidance in ("epi", "maxepi") else None,
-                  input_pe=g.input_pe if guidance == "epe" else None, resume=True, progress=False)
+                  input_pe=g.input_pe if guidance == "epe" else None, resume=True, progress=False,
+                  guidance=g.record())
     from relook.models.rrt_checkpoint import load_rrt
 
     return load_rrt(ckpt).eval(), g

@@ -248,3 +248,59 @@ def test_resumed_extract_equals_uninterrupted(toy, tmp_path):
     extract_to_store(BatchMixing(), dataset.gallery, tmp_path / "resumed.h5", progress=False)
     with FeatureStore(tmp_path / "straight.h5") as a, FeatureStore(tmp_path / "resumed.h5") as b:
         assert a.ids() == b.ids() and all(a.read(i) == b.read(i) for i in a.ids())
+
+
+@EXTRACTORS.register("toy_grid")
+class ToyGrid(Extractor):
+    """7x7 grid of 128-d locals (cell colours through a fixed random matrix) + a thumbnail global (test only)."""
+
+    name = "toy_grid"
+    default_conf = {"dim": 128}  # local width
+    writes = frozenset({"global_desc", "local_desc", "keypoints", "image_size"})
+
+    def extract_one(self, image_id, image):
+        cells = np.asarray(Image.fromarray(image).resize((7, 7)), np.float32).reshape(49, 3) / 255 - 0.5
+        local = cells @ np.random.default_rng(0).standard_normal((3, self.conf["dim"])).astype(np.float32)
+        H, W = image.shape[:2]
+        r, c = np.divmod(np.arange(49), 7)
+        kps = np.stack([(c + 0.5) * W / 7 - 0.5, (r + 0.5) * H / 7 - 0.5], 1)
+        g = cells.mean(0)
+        return ImageFeatures(image_id, global_desc=g / (np.linalg.norm(g) + 1e-9), local_desc=local,
+                             keypoints=kps, image_size=np.array([H, W]))
+
+
+def test_rerank_epe_checkpoint_end_to_end(toy, tmp_path, capsys):
+    """`relook rerank` with an EPE checkpoint: refused in one line without pseudo-GT F; with the file of
+    `relook geometry pseudo-gt-shortlist` it reranks, and the pairs' F reach the scores."""
+    import json
+
+    import h5py
+    import torch
+
+    from relook.models.rrt import RRT
+    from relook.models.rrt_checkpoint import save_rrt
+    from relook.types import Ranking
+
+    cfg, out = toy
+    torch.manual_seed(0)
+    ckpt = save_rrt(tmp_path / "epe.pt", RRT(num_layers=1, dim_feedforward=64),
+                    guidance_json=json.dumps({"guidance": "epe", "grid": 7, "net_size": [224, 224], "dim": 128,
+                                              "bands": 10, "seed": 0}))
+    pgt = tmp_path / "pgt.h5"
+    base = ["-c", str(cfg), "-s", "extractors=[{name: toy_grid}]", "-s", "global=toy_grid"]
+    item = f"{{name: rrt, label: rrt-epe, checkpoint: {ckpt}, top_k: 5"
+    assert main(["run", *base, "-s", f"rerankers=[{item}}}]", "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "guidance 'epe'" in err and "pseudo-gt-shortlist" in err and err.strip().count("\n") == 0
+    assert main(["geometry", "pseudo-gt-shortlist", *base, "-o", str(pgt), "--top-k", "5", "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with_f = [*base, "-s", f"rerankers=[{item}, pseudo_gt: {pgt}}}]"]
+    assert main(["rerank", *with_f, "--quiet"]) == 0
+    first = Ranking.load(out / "rankings" / "rrt-epe.npz")
+    with h5py.File(pgt, "a") as f:  # give every pair a reliable, pair-specific F: the encodings change
+        for i, k in enumerate(f):
+            f[k]["F"][...] = np.array([[0, 0, 0.01 * i], [0, 0, -1], [0, 1, 0]], float)
+            f[k].attrs["reliable"] = True
+    assert main(["rerank", *with_f, "--quiet"]) == 0  # the file's content is part of the ranking's fingerprint
+    second = Ranking.load(out / "rankings" / "rrt-epe.npz")
+    assert not np.allclose(first.scores[:, :5], second.scores[:, :5], atol=1e-4)

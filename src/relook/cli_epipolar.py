@@ -38,6 +38,32 @@ def pseudo_gt(pairs: Path = typer.Argument(..., help="text file, one pair per li
     typer.echo(f"wrote {output}: {len(res)} pairs, {n_ok} reliable")
 
 
+@app.command("pseudo-gt-shortlist")
+def pseudo_gt_shortlist_cmd(config: list[Path] = typer.Option(..., "--config", "-c", help="experiment YAML file(s)"),
+                            overrides: list[str] = typer.Option([], "--set", "-s", help="override a config value"),
+                            output: Path = typer.Option(..., "--output", "-o", help="HDF5 file of F per pair"),
+                            top_k: int = typer.Option(100, min=1, help="shortlist entries per query (the reranker's top_k)"),
+                            matcher: str = typer.Option("sift", help="sift (weight-free) or loftr (kornia, as the paper)"),
+                            threshold: float = typer.Option(1.0, min=0.0, help="MAGSAC++ threshold in pixels"),
+                            seed: int = typer.Option(0, min=0, help="OpenCV RNG seed for MAGSAC++"),
+                            overwrite: bool = typer.Option(False, help="recompute every pair"),
+                            progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Pseudo ground-truth F of every (query, candidate) pair of a run's shortlist: the input an RRT trained
+    with --guidance epe needs at reranking (reranker option pseudo_gt=FILE; Sec. 5.2 of the epipolar paper).
+
+    Example: relook geometry pseudo-gt-shortlist -c configs/co3d_retrieve.yaml -o runs/co3d/pgt_test.h5 --top-k 100
+    """
+    from relook.experiment import load_config
+    from relook.geometry.robust import read_pseudo_gt
+    from relook.pipeline import pseudo_gt_shortlist
+
+    conf = load_config(config, overrides)
+    path = pseudo_gt_shortlist(conf, output, top_k, {"matcher": matcher, "ransac_threshold": threshold, "seed": seed},
+                               overwrite=overwrite, progress=progress)
+    res = read_pseudo_gt(path)
+    typer.echo(f"wrote {path}: {len(res)} pairs, {sum(r['reliable'] for r in res.values())} reliable")
+
+
 def visualize_epipolar_attention(
         checkpoint: Path = typer.Argument(..., help="RRT checkpoint (relook format)"),
         store: Path = typer.Argument(..., help="feature store holding both images (7x7 grid locals)"),

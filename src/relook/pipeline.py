@@ -306,11 +306,15 @@ def _features_digest(qpath: Path, gpath: Path) -> str:
 
 def _ranking_stamps(conf: dict, item: dict, shortlist: Shortlist, qpath: Path, gpath: Path) -> dict[str, str]:
     """What a ranking depends on, kept in its metadata so ``evaluate`` can tell a stale one: the shortlist's
-    fingerprint, the reranker's settings, and the paths and content of the feature stores it read."""
-    return {"made_from.shortlist": str(shortlist.meta.get("fingerprint")),
-            "made_from.settings": _fingerprint(item, conf["rerank_junk"]),
-            "made_from.queries": str(qpath), "made_from.gallery": str(gpath),
-            "made_from.features": _features_digest(qpath, gpath)}
+    fingerprint, the reranker's settings, and the paths and content of the feature stores it read (and of
+    the pseudo ground-truth F file an EPE checkpoint reads)."""
+    stamps = {"made_from.shortlist": str(shortlist.meta.get("fingerprint")),
+              "made_from.settings": _fingerprint(item, conf["rerank_junk"]),
+              "made_from.queries": str(qpath), "made_from.gallery": str(gpath),
+              "made_from.features": _features_digest(qpath, gpath)}
+    if item.get("pseudo_gt") and Path(item["pseudo_gt"]).is_file():  # EPE input: its content, not just its path
+        stamps["made_from.pseudo_gt"] = hashlib.sha256(Path(item["pseudo_gt"]).read_bytes()).hexdigest()[:16]
+    return stamps
 
 
 def stale_reason(conf: dict, item: dict, meta: dict, shortlist: Shortlist) -> str | None:
@@ -370,6 +374,29 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
         ranking.save(out)
         outs[item["label"]] = out
     return outs
+
+
+def shortlist_pairs(shortlist: Shortlist, top_k: int) -> list[tuple[str, str]]:
+    """(query id, gallery id) of every query's first ``top_k`` shortlist entries, query first (as RRT pairs them)."""
+    return [(shortlist.query_ids[q], shortlist.gallery_ids[g]) for q in range(shortlist.num_queries)
+            for g in shortlist.indices[q, :top_k] if g >= 0]
+
+
+def pseudo_gt_shortlist(conf: dict, output: str | Path, top_k: int = 100, pgt_conf: dict | None = None,
+                        overwrite: bool = False, progress: bool = True) -> Path:
+    """Stage: pseudo ground-truth F (matches + MAGSAC++, ``relook.geometry.robust``) of every (query,
+    candidate) pair in the run's top-``top_k`` shortlist, from the dataset's images (crop boxes applied as
+    at extraction) into ``output``; resumable. What an EPE checkpoint's ``rrt`` reranker reads (``pseudo_gt``)."""
+    from relook.geometry.robust import main
+    from relook.images import load_image
+
+    dataset = dataset_of(conf)
+    sl_path = Path(conf["out"]) / "shortlist.npz"
+    if not sl_path.exists():
+        raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
+    items = {i: (path, box) for i, path, box in [*dataset.gallery, *dataset.queries]}
+    pairs = shortlist_pairs(Shortlist.load(sl_path), top_k)
+    return main(pgt_conf, pairs, lambda i: load_image(*items[i]), output, overwrite=overwrite, progress=progress)
 
 
 def evaluate(conf: dict) -> dict[str, Any]:

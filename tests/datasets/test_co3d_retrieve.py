@@ -72,13 +72,49 @@ def test_masked_variant(built):
     assert img[~mask].max() < 40 and img[mask].mean() > 20
 
 
+#: an uneven, jittered orbit of 30 frames (degrees, increasing): five frames sit at 10.5 + 72 k (+- 1.3 deg
+#: jitter) at indices 4, 9, 17, 19, 26; the camera speeds up and slows down around them, and every other frame
+#: is at least 20 degrees (circularly) from 10.5 + 72 k. An every-n/5 selector picks 0, 7, 14, 22, 29 here.
+UNEVEN = np.array([-30, -24, -18, -12, 10.5, 33, 40, 52, 59, 81.4, 105, 109, 114, 118, 123, 127, 131, 154.6, 190,
+                   225.2, 249, 254, 259, 264, 269, 275, 298.7, 321, 330, 340], dtype=np.float64)
+PLANTED = [4, 9, 17, 19, 26]
+
+
+def _look_at_orbit(azimuths_deg, elevation_deg=20.0, radius=3.0, seed=0):
+    """World-to-camera (R, t) of OpenCV cameras (x right, y down, z forward) around an object at the origin,
+    world z up, at the given azimuths, with a little radius and elevation noise."""
+    rng = np.random.default_rng(seed)
+    Rs, ts = [], []
+    for az in np.radians(azimuths_deg):
+        el = np.radians(elevation_deg + rng.normal(0, 1.0))
+        C = (radius + rng.normal(0, 0.05)) * np.array([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)])
+        f = -C / np.linalg.norm(C)
+        right = np.cross(f, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        R = np.stack([right, np.cross(f, right), f])
+        Rs.append(R)
+        ts.append(-R @ C)
+    return np.array(Rs), np.array(ts)
+
+
 def test_select_frames_reference():
-    # hand-made angles: a video turning 0..350 in 10 degree steps -> 0, 72 (70 or 80), ...
+    """Sec. 4 (5 frames ~72 degrees apart) on uneven, jittered orbits where the right frames are known by
+    construction and differ from every n/5-th frame; from the angles and from the camera poses, both ways round."""
+    idx = select_frames(UNEVEN)
+    assert idx.tolist() == PLANTED
+    assert np.round(np.linspace(0, len(UNEVEN) - 1, 5)).astype(int).tolist() != PLANTED  # every-n/5 is wrong here
+    assert select_frames(-UNEVEN).tolist() == PLANTED  # the other direction of travel
+    shifted = UNEVEN + 200.0  # unwrapped angles past 360 and a start anywhere on the circle
+    assert select_frames(shifted).tolist() == PLANTED
+    for sign in (1.0, -1.0):  # camera poses -> rotation about the object -> the same five frames
+        R, t = _look_at_orbit(sign * UNEVEN + 37.0)
+        ang = rotation_about_object(R, t)
+        np.testing.assert_allclose(np.abs(ang), UNEVEN - UNEVEN[0], atol=1.5)  # noise moves the fitted centre
+        assert select_frames(ang).tolist() == PLANTED
+    # hand-made evenly spaced angles: each pick within half a sampling step of start + 72 k
     angles = np.arange(0, 360, 10.0)
     idx = select_frames(angles)
-    assert len(idx) == 5
-    # each pick is within half a sampling step of start + 72 k
-    assert np.all(np.abs((angles[idx] - angles[idx[0]]) - 72 * np.arange(5)) <= 5)
+    assert len(idx) == 5 and np.all(np.abs((angles[idx] - angles[idx[0]]) - 72 * np.arange(5)) <= 5)
     assert list(select_frames(np.array([0.0, 30.0, 50.0]))) == [0, 1, 2]
     assert rotation_about_object(np.zeros((0, 3, 3)), np.zeros((0, 3))).shape == (0,)
 

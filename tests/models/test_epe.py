@@ -4,17 +4,65 @@ import numpy as np
 import pytest
 import torch
 
-from relook.errors import ShapeError
+from relook.errors import ConfigError, ShapeError
 from relook.geometry.epipolar import crop_intrinsics, fundamental_from_cameras
 from relook.models.epe import EpipolarPositionalEncoding, angle_encoding, choose_fundamentals
 
 
-def test_angle_encoding_pi_periodic_hand_computed():
+def test_angle_encoding_octaves_hand_computed():
+    """NeRF's octaves (Eq. (4) of [49]) on p = 2 theta / pi: sin/cos of 2 theta, 4 theta, 8 theta, 16 theta, then
+    zeros; linear harmonics (2, 4, 6, 8 theta) would agree on the first two pairs only."""
     th = torch.tensor([0.3, 0.3 + math.pi], dtype=torch.float64)
-    e = angle_encoding(th, 4)
-    assert torch.allclose(e[0], e[1])
-    want = torch.tensor([math.sin(0.6), math.cos(0.6), math.sin(1.2), math.cos(1.2)], dtype=torch.float64)
-    assert torch.allclose(e[0], want)
+    e = angle_encoding(th, 10, bands=4)
+    want = torch.tensor([0.564642473, 0.825335615,    # sin, cos of 0.6
+                         0.932039086, 0.362357754,    # 1.2
+                         0.675463181, -0.737393716,   # 2.4
+                         -0.996164609, 0.087498983,   # 4.8
+                         0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(e[0], want, atol=1e-8, rtol=0)
+    torch.testing.assert_close(e[1], want, atol=1e-8, rtol=0)  # theta + pi is the same plane
+    assert angle_encoding(th, 6, bands=10).shape == (2, 6)  # bands capped at dim / 2
+    with pytest.raises(ConfigError):
+        angle_encoding(th, 7)
+
+
+def _horizontal_rows(enc, s):
+    """(B, 2 s^2, C) -> image-1 and image-2 encodings as (B, s, s, C) grids (rows, columns)."""
+    B, _, C = enc.shape
+    return enc[:, :s * s].reshape(B, s, s, C), enc[:, s * s:].reshape(B, s, s, C)
+
+
+def test_encoding_of_horizontal_translation_depends_on_row_only():
+    """Pure horizontal translation (x2^T F x1 = y1 - y2): the epipolar lines are the image rows, so every epipolar
+    plane is one image row of both images. Its angle about the baseline (the x axis), seen by the nominal camera
+    (f = 224, c_y = 111.5) from the reference row y0, is atan((y - c_y) / f) - atan((y0 - c_y) / f) (mod pi, sign
+    set by the epipole's orientation): the encoding is constant along rows, equal for the same row of both
+    images, and equals the hand-computed octaves of that angle."""
+    F = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)[None]
+    s, f, cy = 7, 224.0, 111.5
+    epe = EpipolarPositionalEncoding(dim=128, grid=s, bands=10)
+    enc = epe(F, (224, 224), (224, 224), ref_pixel=torch.tensor([[40.0, cy]], dtype=torch.float64))
+    e1, e2 = _horizontal_rows(enc, s)
+    rows = (torch.arange(s, dtype=torch.float64) + 0.5) * 224 / s - 0.5
+    got = e1[0, :, 0]  # first column of each row
+    for sign in (1.0, -1.0):
+        theta = torch.remainder(sign * torch.atan((rows - cy) / f), math.pi)
+        want = torch.zeros(s, 128, dtype=torch.float64)
+        for k in range(10):
+            want[:, 2 * k] = torch.sin(2.0 ** (k + 1) * theta)
+            want[:, 2 * k + 1] = torch.cos(2.0 ** (k + 1) * theta)
+        if torch.allclose(got.double(), want, atol=1e-4):
+            break
+    else:
+        raise AssertionError("row encodings are not the octaves of the rows' plane angles")
+    torch.testing.assert_close(e1, e1[:, :, :1].expand_as(e1))  # constant along each row
+    torch.testing.assert_close(e2, e1)  # the same row of image 2 lies on the same plane
+    assert (got[1:] - got[:-1]).abs().amax(-1).min() > 0.1  # rows differ
+    # any reference pixel (default: random) shifts every angle alike: still a function of the row only
+    enc = EpipolarPositionalEncoding(dim=128, grid=s, seed=3)(F, (224, 224), (224, 224))
+    e1, e2 = _horizontal_rows(enc, s)
+    torch.testing.assert_close(e1, e1[:, :, :1].expand_as(e1))
+    torch.testing.assert_close(e2, e1)
 
 
 def _cams():

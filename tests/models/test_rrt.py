@@ -189,41 +189,129 @@ def test_checkpoint_roundtrip(tmp_path):
         load_rrt(tmp_path / "missing.pt")
 
 
-def _official_gld_state(m: RRT) -> dict:
-    """Write our weights in the official RRT_GLD layout (DataParallel prefix, official row order)."""
-    seg = m.segment_embed.weight.detach()
-    st = {"module.seg_encoder.weight": seg[[QUERY_LOCAL, CAND_LOCAL, 0, 1, 4, 5]].clone(),
-          "module.remap.weight": m.global_proj.weight, "module.remap.bias": m.global_proj.bias,
-          "module.scale_encoder.weight": m.scale_embed.weight,
-          "module.classifier.weight": m.classifier.weight, "module.classifier.bias": m.classifier.bias}
-    for k, v in m.encoder.state_dict().items():
-        st[f"module.encoder.layers.{k}"] = v
-    return {"state": {k: v.detach().clone() for k, v in st.items()}, "optim": None}
+# -- official checkpoints ------------------------------------------------------------------------------------
+# Module names and shapes written out from the official code (github.com/uvavision/RerankingTransformer):
+# RRT_GLD/models/matcher.py MatchERT(d_global=2048, d_model=128, nhead=4, num_encoder_layers=6,
+# dim_feedforward=1024, normalize_before=False) and RRT_SOP/models/{matcher,base_model}.py (the same matcher
+# under ``matcher.`` of a ResNet-50 BaseModel, 4 segment rows, no remap); each encoder layer is DETR's
+# TransformerEncoderLayer (nn.MultiheadAttention self_attn, linear1, linear2, norm1, norm2). Checkpoints are
+# ``{"state": state_dict, "optim": ...}`` with "module." stripped (utils.state_dict_to_cpu).
+
+def _official_layer_shapes(prefix, d=128, ff=1024):
+    return {prefix + "self_attn.in_proj_weight": (3 * d, d), prefix + "self_attn.in_proj_bias": (3 * d,),
+            prefix + "self_attn.out_proj.weight": (d, d), prefix + "self_attn.out_proj.bias": (d,),
+            prefix + "linear1.weight": (ff, d), prefix + "linear1.bias": (ff,),
+            prefix + "linear2.weight": (d, ff), prefix + "linear2.bias": (d,),
+            prefix + "norm1.weight": (d,), prefix + "norm1.bias": (d,),
+            prefix + "norm2.weight": (d,), prefix + "norm2.bias": (d,)}
 
 
-def test_official_checkpoint_loads(tmp_path):
-    m = _model(seed=5, variant="landmark")
-    path = tmp_path / "r50_gldv1.pt"
-    torch.save(_official_gld_state(m), path)
-    m2 = load_rrt(path)
-    assert m2.conf["variant"] == "landmark" and m2.conf["num_layers"] == 2 and m2.conf["dim_feedforward"] == 64
-    q, c = torch.randn(2, 5, 128), torch.randn(2, 4, 128)
-    g = torch.randn(2, 2048)
-    si = torch.randint(0, 7, (2, 5)), torch.randint(0, 7, (2, 4))
-    torch.testing.assert_close(m(q, c, q_global=g, c_global=g, q_scale_idx=si[0], c_scale_idx=si[1]).logits,
-                               m2(q, c, q_global=g, c_global=g, q_scale_idx=si[0], c_scale_idx=si[1]).logits)
+OFFICIAL_GLD_SHAPES = {**{k: v for i in range(6) for k, v in _official_layer_shapes(f"encoder.layers.{i}.").items()},
+                       "remap.weight": (128, 2048), "remap.bias": (128,), "scale_encoder.weight": (7, 128),
+                       "seg_encoder.weight": (6, 128), "classifier.weight": (1, 128), "classifier.bias": (1,)}
+OFFICIAL_SOP_SHAPES = {**{k: v for i in range(6) for k, v in _official_layer_shapes(f"matcher.encoder.layers.{i}.").items()},
+                       "matcher.seg_encoder.weight": (4, 128), "matcher.classifier.weight": (1, 128),
+                       "matcher.classifier.bias": (1,),
+                       # a few backbone / global-head tensors of the BaseModel around it (ignored by the reranker)
+                       "mean": (1, 3, 1, 1), "std": (1, 3, 1, 1), "conv1.weight": (64, 3, 7, 7), "bn1.weight": (64,),
+                       "remap_local.weight": (128, 2048, 1, 1), "remap_local.bias": (128,),
+                       "classifier.weight": (11318, 128), "classifier.bias": (11318,)}
 
 
-def test_official_sop_layout_loads():
-    m = _model(seed=6)
-    seg = m.segment_embed.weight.detach()
-    st = {"module.matcher.seg_encoder.weight": seg[[0, 1, QUERY_LOCAL, CAND_LOCAL]].clone(),
-          "module.matcher.classifier.weight": m.classifier.weight, "module.matcher.classifier.bias": m.classifier.bias,
-          "module.layer4.0.conv1.weight": torch.zeros(1)}
-    st.update({f"module.matcher.encoder.layers.{k}": v for k, v in m.encoder.state_dict().items()})
-    m2 = load_official_rrt({"state": st})
-    q, c, pq, pc = _pair()
-    torch.testing.assert_close(m(q, c, pq, pc).logits, m2(q, c, pq, pc).logits)
+def _random_state(shapes, seed):
+    """Random tensors of the given shapes at sane scales (LayerNorm weights near 1, matrices ~ 1/sqrt(fan_in))."""
+    g = torch.Generator().manual_seed(seed)
+    st = {}
+    for k, shape in shapes.items():
+        t = torch.randn(*shape, generator=g)
+        if k.endswith(("norm1.weight", "norm2.weight")):
+            t = 1.0 + 0.1 * t
+        elif len(shape) >= 2 and "seg_encoder" not in k and "scale_encoder" not in k:
+            t = t / math.sqrt(shape[1])
+        else:
+            t = 0.1 * t
+        st[k] = t
+    return st
+
+
+def _official_reference(st, prefix, tokens, mask=None):
+    """Official forward of the encoder + classifier: 6 post-LN layers on (B, L, 128), logit of token 0."""
+    from tests.rrt_reference import encoder_layer, layer_tensors
+
+    x = tokens.double()
+    for i in range(6):
+        x = encoder_layer(x, layer_tensors(st, f"{prefix}encoder.layers.{i}."), nhead=4, key_padding_mask=mask)
+    return x[:, 0] @ st[prefix + "classifier.weight"].double()[0] + st[prefix + "classifier.bias"].double()[0]
+
+
+def test_official_gld_checkpoint_matches_reference(tmp_path):
+    """An official RRT_GLD checkpoint (names and shapes of MatchERT, written out above) gives the logits of the
+    official forward, rebuilt here from its tensors: remap + L2 norm of globals, L2 norm of locals, scale and
+    segment rows (query local 0, candidate local 1, CLS 2, SEP 3, query global 4, candidate global 5),
+    sequence [CLS, g, locals, SEP, g', locals'], padded locals masked, 6 post-LN layers, classifier on CLS."""
+    st = _random_state(OFFICIAL_GLD_SHAPES, seed=11)
+    path = tmp_path / "r50_gldv2.pt"
+    torch.save({"state": st, "optim": None}, path)
+    model = load_rrt(path)
+    assert (model.conf["variant"], model.conf["num_layers"], model.conf["dim_feedforward"],
+            model.conf["d_global"]) == ("landmark", 6, 1024, 2048)
+    g = torch.Generator().manual_seed(1)
+    B, n1, n2 = 3, 6, 5
+    sg, tg = torch.randn(B, 2048, generator=g), torch.randn(B, 2048, generator=g)
+    sl, tl = torch.randn(B, n1, 128, generator=g), torch.randn(B, n2, 128, generator=g)
+    ss, ts = torch.randint(0, 7, (B, n1), generator=g), torch.randint(0, 7, (B, n2), generator=g)
+    sm, tm = torch.zeros(B, n1, dtype=torch.bool), torch.zeros(B, n2, dtype=torch.bool)
+    sm[0, 4:], tm[1, 3:] = True, True
+    seg = st["seg_encoder.weight"].double()
+    scale = st["scale_encoder.weight"].double()
+
+    def glob(x):
+        return torch.nn.functional.normalize(x.double() @ st["remap.weight"].double().T + st["remap.bias"].double(), dim=-1)
+
+    def loc(x, s, row):
+        return torch.nn.functional.normalize(x.double(), dim=-1) + scale[s] + seg[row]
+
+    tokens = torch.cat([seg[2].expand(B, 1, -1), (glob(sg) + seg[4])[:, None], loc(sl, ss, 0),
+                        seg[3].expand(B, 1, -1), (glob(tg) + seg[5])[:, None], loc(tl, ts, 1)], 1)
+    z = torch.zeros(B, 2, dtype=torch.bool)
+    want = _official_reference(st, "", tokens, torch.cat([z, sm, z, tm], 1))
+    with torch.no_grad():
+        got = model(sl, tl, q_mask=sm, c_mask=tm, q_scale_idx=ss, c_scale_idx=ts, q_global=sg, c_global=tg).logits
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
+    # a DataParallel-prefixed state dict loads the same
+    m2 = load_official_rrt({"state": {f"module.{k}": v for k, v in st.items()}})
+    with torch.no_grad():
+        torch.testing.assert_close(m2(sl, tl, q_mask=sm, c_mask=tm, q_scale_idx=ss, c_scale_idx=ts, q_global=sg,
+                                      c_global=tg).logits, got)
+
+
+def test_official_sop_checkpoint_matches_reference():
+    """An official RRT_SOP checkpoint (ResNet-50 BaseModel with the matcher under ``matcher.``) gives the logits
+    of the official SOP forward rebuilt from its tensors: 7x7 local maps flattened row-major, DETR sine PE
+    (normalize=True, scale=2, temperature 10000, y channels then x) added to both images, segment rows CLS 0,
+    SEP 1, query local 2, candidate local 3, no normalisation, no global token."""
+    st = _random_state(OFFICIAL_SOP_SHAPES, seed=12)
+    model = load_official_rrt({"state": st, "optim": None})
+    assert (model.conf["variant"], model.conf["num_layers"], model.has_global) == ("sop", 6, False)
+    g = torch.Generator().manual_seed(2)
+    B, h, w = 2, 7, 7
+    src, tgt = torch.randn(B, 128, h, w, generator=g), torch.randn(B, 128, h, w, generator=g)
+    pe = torch.zeros(128, h, w, dtype=torch.float64)  # DETR PositionEmbeddingSine(64, normalize=True, scale=2)
+    for i in range(h):
+        for j in range(w):
+            for k in range(64):
+                t = 10000.0 ** (2 * (k // 2) / 64)
+                y, x = (i + 1) / (h + 1e-6) * 2.0, (j + 1) / (w + 1e-6) * 2.0
+                pe[k, i, j] = math.sin(y / t) if k % 2 == 0 else math.cos(y / t)
+                pe[64 + k, i, j] = math.sin(x / t) if k % 2 == 0 else math.cos(x / t)
+    seg = st["matcher.seg_encoder.weight"].double()
+    flat = lambda m: (m.double() + pe).flatten(2).transpose(1, 2)  # noqa: E731  (B, h*w, 128), row-major cells
+    tokens = torch.cat([seg[0].expand(B, 1, -1), flat(src) + seg[2], seg[1].expand(B, 1, -1), flat(tgt) + seg[3]], 1)
+    want = _official_reference(st, "matcher.", tokens)
+    pos = torch.tensor([[(j + 1) / w, (i + 1) / h] for i in range(h) for j in range(w)]).expand(B, h * w, 2)
+    with torch.no_grad():
+        got = model(src.flatten(2).transpose(1, 2), tgt.flatten(2).transpose(1, 2), pos, pos).logits
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
     with pytest.raises(DataError):
         load_official_rrt({"state": {"foo": torch.zeros(1)}})
 

@@ -104,3 +104,94 @@ def test_bad_input():
         create_reranker("rrt", model=_model(), quantize="int8", dtype="bfloat16")
     with pytest.raises(ConfigError):
         create_reranker("rrt", model=_model(), quantize="int4")
+
+
+# -- EPE checkpoints (Sec. 3.4 / 5.2 of the epipolar paper) ---------------------------------------------------
+
+EPE_RECORD = {"guidance": "epe", "grid": 7, "net_size": [224, 224], "eval_resize": None, "dim": 128, "bands": 10,
+              "seed": 5}
+
+
+def _wide(iid, seed):
+    """A 7x7 grid store entry of an ORIGINAL 224 x 448 image (the network sees it resized to 224 x 224)."""
+    f = _feats(iid, seed)
+    f.image_size = np.array([224, 448])
+    return f
+
+
+def _camera_F(angle, t):
+    from relook.geometry.epipolar import fundamental_from_cameras
+
+    K = np.array([[300.0, 0, 223.5], [0, 300.0, 111.5], [0, 0, 1]])
+    c, s = np.cos(angle), np.sin(angle)
+    R2 = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+    return fundamental_from_cameras(K, np.eye(3), np.zeros(3), K, R2, np.asarray(t, float)).numpy()
+
+
+def _write_pgt(path, entries):
+    """A pseudo ground-truth file as `relook geometry pseudo-gt` writes it: {(id1, id2): (F, reliable)}."""
+    import h5py
+
+    from relook.geometry.robust import pair_key
+
+    with h5py.File(path, "w") as f:
+        for (a, b), (F, ok) in entries.items():
+            g = f.create_group(pair_key(a, b))
+            g.create_dataset("F", data=F)
+            g.attrs.update({"id1": a, "id2": b, "num_matches": 60, "num_inliers": 40 if ok else 6, "reliable": ok,
+                            "done": True})
+    return path
+
+
+def _epe_logit(model, q, c, F_orig, seed=5):
+    """Reference: F of the original 224 x 448 images mapped by hand into the 224 x 224 network frame
+    (x' = (x + 0.5) / 2 - 0.5, y' = y), the reference pixel drawn from the pair's generator, the encoding added."""
+    from relook.models.epe import EpipolarPositionalEncoding, pair_generator
+
+    A = np.array([[0.5, 0.0, -0.25], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    Fn = torch.from_numpy(np.linalg.inv(A).T @ F_orig @ np.linalg.inv(A))[None]
+    g = pair_generator(seed, q.image_id, c.image_id)
+    ref = torch.rand(2, generator=g, dtype=torch.float64)[None] * 224 - 0.5
+    pe = EpipolarPositionalEncoding(dim=128, grid=7, bands=10)(Fn, (224, 224), (224, 224), ref_pixel=ref)
+    official = torch.tensor([[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)])[None]
+    with torch.no_grad():
+        return float(model(torch.from_numpy(q.local_desc)[None].float(), torch.from_numpy(c.local_desc)[None].float(),
+                           official, official, input_pe=pe).logits[0])
+
+
+def test_epe_checkpoint_reranks_with_the_pairs_F(tmp_path):
+    """An EPE checkpoint scores each pair with the encoding of that pair's pseudo-GT F in the network frame:
+    the logit equals the hand-mapped reference, swapping one pair's F changes that pair's score only, an
+    unreliable estimate is replaced by the pair's seeded random rank-2 F (its stored F is ignored), a pair
+    stored in the other order serves with F^T, and without F the checkpoint is refused in one line."""
+    import json
+
+    from relook.errors import DataError
+
+    model = _model()
+    path = save_rrt(tmp_path / "epe.pt", model, guidance_json=json.dumps(EPE_RECORD))
+    q, cands = _wide("q", 0), [_wide(f"g{i}", i + 1) for i in range(4)]
+    Fa, Fb, Fc = _camera_F(0.4, [1.0, 0.1, 0.3]), _camera_F(-0.3, [0.2, 1.0, 0.1]), _camera_F(0.2, [1.0, 0.0, 0.0])
+    base = {("q", "g0"): (Fa, True), ("q", "g1"): (Fb, False), ("g2", "q"): (Fc.T, True), ("q", "g3"): (Fb, True)}
+    one = _write_pgt(tmp_path / "one.h5", base)
+    two = _write_pgt(tmp_path / "two.h5", {**base, ("q", "g0"): (Fb, True), ("q", "g1"): (Fa, False)})
+    s1 = create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(q, cands, np.zeros(4))
+    s2 = create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(two)).rerank(q, cands, np.zeros(4))
+    ref = [_epe_logit(model, q, cands[0], Fa), _epe_logit(model, q, cands[2], Fc), _epe_logit(model, q, cands[3], Fb)]
+    np.testing.assert_allclose(s1[[0, 2, 3]], ref, atol=1e-5, rtol=1e-5)
+    assert abs(s2[0] - _epe_logit(model, q, cands[0], Fb)) < 1e-5 and abs(s2[0] - s1[0]) > 1e-4  # F swapped
+    np.testing.assert_allclose(s2[1:], s1[1:], atol=1e-6)  # unreliable g1: random F either way; others unchanged
+    assert abs(s1[1] - _epe_logit(model, q, cands[1], Fb)) > 1e-4
+    plain = create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one), workers=0, batch_size=3)
+    np.testing.assert_allclose(plain.rerank(q, cands, np.zeros(4)), s1, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(
+        q, cands[::-1], np.zeros(4)), s1[::-1], atol=1e-6)  # a pair's encoding does not depend on the shortlist
+    with pytest.raises(ConfigError, match="guidance 'epe'") as e:
+        create_reranker("rrt", checkpoint=str(path))
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="missing"):
+        create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(q, cands + [_wide("g9", 9)],
+                                                                                np.zeros(5))
+    # a checkpoint without guidance needs nothing
+    plain_ckpt = save_rrt(tmp_path / "none.pt", model)
+    assert create_reranker("rrt", checkpoint=str(plain_ckpt)).guidance is None

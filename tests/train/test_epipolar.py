@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,27 +19,54 @@ def cams():
 
 
 def batch_and_output(B=4, s=7, seed=0):
+    """A 2-layer RRT (no sine PE, so the embedding is locals + segment rows) on random locals, and a batch."""
     torch.manual_seed(seed)
-    model = RRT(variant="sop", num_layers=2)
+    model = RRT(variant="sop", num_layers=2, position_encoding="none")
     q, c = torch.randn(B, s * s, 128), torch.randn(B, s * s, 128)
-    out = model(q, c, torch.rand(B, s * s, 2), torch.rand(B, s * s, 2), return_last_input=True, return_raw_cross=True)
+    out = model(q, c, return_last_input=True, return_raw_cross=True)
     batch = {"query_ids": ["a", "a", "b", "a"][:B], "candidate_ids": ["b", "b", "a", "x"][:B],
-             "labels": torch.tensor([1.0, 0.0, 1.0, 1.0])[:B], "model": model}
+             "labels": torch.tensor([1.0, 0.0, 1.0, 1.0])[:B], "model": model, "locals": (q, c)}
     return model, batch, out
+
+
+def last_layer_input(model, q, c):
+    """y_{L-1} of Sec. 3.3 without the model's forward: [CLS, q + beta, SEP, c + beta'] from the segment rows
+    (CLS 0, SEP 1, query local 2, candidate local 3), through layer 1 written out (tests/rrt_reference.py)."""
+    from tests.rrt_reference import encoder_layer, layer_tensors
+
+    state = model.state_dict()
+    seg = state["segment_embed.weight"].double()
+    B = q.shape[0]
+    x = torch.cat([seg[0].expand(B, 1, -1), q.double() + seg[2], seg[1].expand(B, 1, -1), c.double() + seg[3]], 1)
+    return encoder_layer(x, layer_tensors(state, "encoder.0."), nhead=4)
 
 
 def full_width_logits(model, y, n1, n2):
     """Eq. 1-2 written out from the last layer's weights: A12 = (W_Q y + b_Q)(W_K y' + b_K)^T over all 128
     dims, and per head (4 heads of 32 dims), both without ``raw_cross_attention``."""
-    W = model.encoder[-1].self_attn.in_proj_weight.detach()
-    b = model.encoder[-1].self_attn.in_proj_bias.detach()
-    y = y.detach()
+    W = model.encoder[-1].self_attn.in_proj_weight.detach().double()
+    b = model.encoder[-1].self_attn.in_proj_bias.detach().double()
+    y = y.detach().double()
     Q, K = y @ W[:128].T + b[:128], y @ W[128:256].T + b[128:256]
     qa, ka, qb, kb = Q[:, 1:1 + n1], K[:, 1:1 + n1], Q[:, 2 + n1:], K[:, 2 + n1:]
     full = (torch.einsum("bic,bjc->bij", qa, kb), torch.einsum("bic,bjc->bij", qb, ka))
     heads = tuple(torch.stack([torch.einsum("bic,bjc->bij", x[..., 32 * h:32 * h + 32], z[..., 32 * h:32 * h + 32])
                                for h in range(4)], 1) for x, z in ((qa, kb), (qb, ka)))
     return full, heads
+
+
+def test_attention_maps_match_manual_softmax():
+    """The last layer's attention probabilities the model reports (return_attention, read by the epipolar
+    attention share and figure) equal softmax(Q_h K_h^T / sqrt(32)) computed from the weights on y_{L-1}."""
+    from tests.rrt_reference import attention, layer_tensors
+
+    model, batch, _ = batch_and_output(B=2)
+    q, c = batch["locals"]
+    y = last_layer_input(model, q, c)
+    _, want = attention(y, layer_tensors(model.state_dict(), "encoder.1."), nhead=4)
+    with torch.no_grad():
+        got = model(q, c, return_attention=True).attentions[-1]
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-4)
 
 
 def test_extra_loss_matches_direct_computation():
@@ -54,15 +83,15 @@ def test_extra_loss_matches_direct_computation():
     F = torch.stack([F_ab, F_ab, F_ba, F_ab])
     I12, I21 = epipolar_indicator(F, (224, 224), (224, 224), 7, mode=g.conf["mode"])
     valid = torch.tensor([True, False, True, False])  # pair 1 is a non-match, pair 3 has no geometry ("x")
-    (A12, A21), (H12, H21) = full_width_logits(model, out.last_input, 49, 49)
-    want = 0.5 * epipolar_loss(A12, A21, I12.float(), I21.float(), valid)
-    assert torch.allclose(got, want, rtol=1e-4)
+    (A12, A21), (H12, H21) = full_width_logits(model, last_layer_input(model, *batch["locals"]), 49, 49)
+    want = 0.5 * epipolar_loss(A12, A21, I12.double(), I21.double(), valid)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
     got.backward()
     assert model.encoder[-1].self_attn.in_proj_weight.grad.abs().sum() > 0
     gm = EpipolarGuidance(cameras=cams(), image_sizes=sizes, guidance="maxepi", weight=0.5, per_head=True)
-    want = 0.5 * max_epipolar_loss(H12, H21, I12.float(), I21.float(), valid, per_head=True)
+    want = 0.5 * max_epipolar_loss(H12, H21, I12.double(), I21.double(), valid, per_head=True)
     out.last_input = out.last_input.detach()
-    assert torch.allclose(gm.extra_loss(batch, out), want, rtol=1e-4)
+    torch.testing.assert_close(gm.extra_loss(batch, out).double(), want, rtol=1e-4, atol=1e-6)
 
 
 def test_input_pe_random_for_non_matches():
@@ -83,7 +112,7 @@ def test_bad_input():
         EpipolarGuidance(guidance="epi")
     with pytest.raises(ConfigError):
         guidance_hooks("epi", type("D", (), {"info": {}, "name": "d"})())
-    assert guidance_hooks("none", None) == {}
+    assert guidance_hooks("none", None) == {"guidance": {"guidance": "none"}}
 
 
 def _project(K, R, t, X):
@@ -187,3 +216,37 @@ def test_crop_flip_adjusted_fundamental():
         n_vis += int(vis.sum())
         flips += int(maps["a"][0, 0] < 0) + int(maps["b"][0, 0] < 0)
     assert n_vis >= 8 and 0 < flips < 12
+
+
+def test_checkpoint_records_guidance(tmp_path):
+    """An EPE run's checkpoint records its guidance and EPE settings; load_rrt hands them to the reranker;
+    resuming with another guidance, or EPE without its encoding hook, is refused."""
+    from relook.models.rrt_checkpoint import load_rrt, read_checkpoint
+    from relook.train.rrt import PairData, StoreSource, train_rrt
+    from relook.types import ImageFeatures
+
+    r = np.random.default_rng(0)
+    ids = [f"{k}_{v}" for k in range(3) for v in range(3)]
+    C = cams()
+    cameras = {i: C["a" if i.endswith("_0") else "b"] for i in ids}
+    feats = [ImageFeatures(i, local_desc=r.standard_normal((9, 128)), keypoints=r.random((9, 2)) * 64,
+                           image_size=np.array([224, 448])) for i in ids]
+    labels = np.repeat(np.arange(3), 3)
+    data = PairData(ids, labels, np.array([[j for j in range(9) if j != i] for i in range(9)]))
+    g = EpipolarGuidance(cameras=cameras, image_sizes={i: (224, 448) for i in ids}, guidance="epe", grid=3, bands=6)
+    torch.manual_seed(0)
+    model = RRT(num_layers=1, dim_feedforward=64)
+    path = train_rrt(model, data, StoreSource(feats), tmp_path, {"epochs": 1, "triplets_per_batch": 4},
+                     input_pe=g.input_pe, guidance=g.record(), progress=False)
+    rec = json.loads(read_checkpoint(path)["guidance_json"])
+    assert (rec["guidance"], rec["grid"], rec["bands"], rec["dim"], rec["net_size"]) == ("epe", 3, 6, 128, [224, 224])
+    assert load_rrt(path).guidance == rec
+    with pytest.raises(ConfigError, match="guidance"):
+        train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path,
+                  {"epochs": 2, "triplets_per_batch": 4}, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="input_pe"):
+        train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path / "x",
+                  {"epochs": 1}, guidance=g.record(), progress=False)
+    plain = train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path / "none",
+                      {"epochs": 1, "triplets_per_batch": 4}, progress=False)
+    assert load_rrt(plain).guidance == {"guidance": "none"}

@@ -103,7 +103,15 @@ def test_resume_log_and_dropout_exact(tmp_path):
 
 
 def test_extra_loss_hook(tmp_path):
+    """The hook sees the last layer's raw cross-attention A12 = Q K'^T over the full width (Eq. 1 of the epipolar
+    paper: one W_Q, one W_K), checked against the encoder written out from the weights (tests/rrt_reference.py):
+    the embedding by hand, layer 1 by hand, then (W_Q y + b_Q)(W_K y' + b_K)^T between query and candidate
+    tokens of y, the input of the last layer."""
+    from tests.rrt_reference import encoder_layer, layer_tensors, qkv
+
     feats, data = _data()
+    torch.manual_seed(0)
+    model = RRT(num_layers=2, dim_feedforward=64, position_encoding="none")
     seen = []
 
     def hook(batch, out):
@@ -112,12 +120,19 @@ def test_extra_loss_hook(tmp_path):
         assert a12.shape == (n, 9, 9) and a21.shape == (n, 9, 9) and out.last_input is not None
         assert batch["labels"].shape == (n,) and len(batch["query_ids"]) == n
         assert batch["pair_info"][0] == (batch["query_ids"][0], batch["candidate_ids"][0])
-        ref, _ = batch["model"].raw_cross_attention(out.last_input, 9, 9)
-        torch.testing.assert_close(a12, ref)
+        state = model.state_dict()
+        seg = state["segment_embed.weight"].double()  # rows: CLS 0, SEP 1, query local 2, candidate local 3
+        q, c = (batch[side]["local"].detach().double() for side in ("query", "candidate"))
+        x = torch.cat([seg[0].expand(n, 1, -1), q + seg[2], seg[1].expand(n, 1, -1), c + seg[3]], 1)
+        y = encoder_layer(x, layer_tensors(state, "encoder.0."), nhead=4)
+        Q, K, _ = qkv(y, layer_tensors(state, "encoder.1."))
+        qi, ci = slice(1, 10), slice(11, 20)  # [CLS, 9 query locals, SEP, 9 candidate locals]
+        torch.testing.assert_close(a12.double(), Q[:, qi] @ K[:, ci].transpose(1, 2), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a21.double(), Q[:, ci] @ K[:, qi].transpose(1, 2), atol=1e-4, rtol=1e-4)
         seen.append(n)
         return 0.0 * a12.sum() + 1.0
 
-    train_rrt(_model(), data, StoreSource(feats), tmp_path, {"epochs": 1, "triplets_per_batch": 8},
+    train_rrt(model, data, StoreSource(feats), tmp_path, {"epochs": 1, "triplets_per_batch": 8},
               extra_loss=hook, pair_info=lambda q, c: (q, c), progress=False)
     log = json.loads((tmp_path / "log.jsonl").read_text())
     assert seen and abs(log["loss"] - log["bce"] - 1.0) < 1e-5

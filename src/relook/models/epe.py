@@ -7,18 +7,28 @@ through RRT's ``input_pe`` hook. Corresponding points of the two images get the 
 
 Readings (written here because the paper gives no formula):
 
-- A plane has no orientation, so the angle lives in [0, pi) and the encoding must be pi-periodic: channel
-  pairs are ``sin(2 k theta), cos(2 k theta)`` for harmonics ``k = 1 .. dim/2`` (the frequency encoding of
-  [49, 83] with integer frequencies so that theta and theta + pi coincide).
-- The reference pixel is drawn uniformly in image 1 for every pair from a seeded generator.
+- Frequencies: "the frequency positional encoding [49, 83]" is the geometric (octave) family of NeRF
+  ([49], Eq. (4): ``gamma(p) = (sin(2^0 pi p), cos(2^0 pi p), ..., sin(2^(L-1) pi p), cos(2^(L-1) pi p))``),
+  applied to ``p = 2 theta / pi`` in [0, 2): channel pair k holds ``sin(2^(k+1) theta), cos(2^(k+1) theta)``,
+  k = 0 .. L-1 (frequencies 2, 4, 8, ...). A plane has no orientation, so theta lives in [0, pi) and the
+  encoding must be pi-periodic: integer powers of two keep it so (theta and theta + pi coincide), which the
+  Transformer's [83] geometric frequencies ``1 / 10000^(2i/d)`` (not integers) would not. ``bands`` = L = 10
+  as NeRF's positions (its Sec. 5.1): the finest period, pi / 2^9, is 1/512 of theta's range [0, pi),
+  as NeRF's finest is of its coordinates' range [-1, 1].
+  The 2L channels fill the first 2L of the token width (L <= dim / 2); the other channels get 0.
+- The reference pixel is drawn uniformly in image 1 from a seeded generator: per training step from one
+  stream; at reranking per pair from a generator seeded by (seed, query id, candidate id)
+  (``pair_generator``), so a pair's encoding does not depend on the shortlist it sits in.
 - F per pair (Sec. 5.2): training, matching pairs: ground truth (or reliable pseudo ground truth);
   non-matching pairs, training *and* test: a random rank-2 matrix; test, every pair: the pseudo ground
-  truth from the images (``relook.geometry.robust``), never the cameras; where no F could be estimated a
-  random rank-2 matrix is used. ``choose_fundamentals`` implements this rule.
+  truth from the images (``relook.geometry.robust``), never the cameras; where no F could be estimated, or
+  the estimate fails the reliability rule of Sec. 5.2, a random rank-2 matrix is used.
+  ``choose_fundamentals`` implements this rule.
 - Without intrinsics (``K2=None``) the angle uses a nominal camera; see ``epipolar_plane_angles``.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any, ClassVar
 
 import torch
@@ -29,13 +39,26 @@ from relook.errors import ConfigError, ShapeError
 from relook.geometry.epipolar import epipolar_plane_angles, random_fundamental
 
 
-def angle_encoding(theta: torch.Tensor, dim: int) -> torch.Tensor:
-    """pi-periodic frequency encoding: theta (...,) -> (..., dim), channels (sin 2k theta, cos 2k theta), k=1..dim/2."""
-    if dim % 2:
-        raise ConfigError(f"angle_encoding: dim must be even, got {dim}")
-    k = torch.arange(1, dim // 2 + 1, dtype=theta.dtype, device=theta.device)
-    a = 2 * theta[..., None] * k
-    return torch.stack((a.sin(), a.cos()), -1).flatten(-2)
+def angle_encoding(theta: torch.Tensor, dim: int, bands: int = 10) -> torch.Tensor:
+    """NeRF octave encoding (Eq. (4) of [49]) of epipolar-plane angles: theta (...,) -> (..., dim).
+
+    With L = min(bands, dim / 2): channels ``2k, 2k+1`` = ``sin(2^(k+1) theta), cos(2^(k+1) theta)`` for
+    k = 0 .. L-1 (pi-periodic); channels ``2L ..`` are 0.
+    """
+    if dim % 2 or dim < 2:
+        raise ConfigError(f"angle_encoding: dim must be even and positive, got {dim}")
+    if int(bands) < 1:
+        raise ConfigError(f"angle_encoding: bands must be >= 1, got {bands}")
+    L = min(int(bands), dim // 2)
+    freq = 2.0 ** torch.arange(1, L + 1, dtype=theta.dtype, device=theta.device)
+    a = theta[..., None] * freq
+    enc = torch.stack((a.sin(), a.cos()), -1).flatten(-2)
+    return torch.nn.functional.pad(enc, (0, dim - 2 * L))
+
+
+def pair_generator(seed: int, id1: str, id2: str) -> torch.Generator:
+    """A generator seeded by (seed, id1, id2): the random draws of one pair at reranking time."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{int(seed)}\x00{id1}\x00{id2}".encode()))
 
 
 def choose_fundamentals(is_match: torch.Tensor, F: torch.Tensor | None, available: torch.Tensor | None = None,
@@ -65,11 +88,14 @@ class EpipolarPositionalEncoding(nn.Module):
         "dim": 128,        # token width of the RRT (d_model)
         "grid": 7,         # s: tokens form an s x s grid per image
         "seed": 0,         # seed of the reference-pixel generator (reset by ``reset_seed``)
+        "bands": 10,       # L octaves 2^1 .. 2^L of theta (NeRF Eq. (4), L = 10 as its positions); at most dim/2
     }
 
     def __init__(self, **conf: Any) -> None:
         super().__init__()
         self.conf = merge_conf(self.default_conf, conf, "EpipolarPositionalEncoding")
+        if int(self.conf["bands"]) < 1:
+            raise ConfigError(f"EpipolarPositionalEncoding: bands must be >= 1, got {self.conf['bands']}")
         self.generator = torch.Generator().manual_seed(int(self.conf["seed"]))
 
     def reset_seed(self, seed: int | None = None) -> None:
@@ -90,4 +116,4 @@ class EpipolarPositionalEncoding(nn.Module):
             ref_pixel = u * Fd.new_tensor([size1[1], size1[0]]) - 0.5
         K2d = None if K2 is None else K2.detach().to(torch.float64).cpu()
         th1, th2 = epipolar_plane_angles(Fd, size1, size2, s, ref_pixel=ref_pixel.to(torch.float64).cpu(), K2=K2d)
-        return angle_encoding(torch.cat((th1, th2), 1), self.conf["dim"]).float().to(F.device)
+        return angle_encoding(torch.cat((th1, th2), 1), self.conf["dim"], self.conf["bands"]).float().to(F.device)

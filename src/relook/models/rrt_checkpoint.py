@@ -4,8 +4,12 @@ Own format (``torch.save`` of a dict of tensors, numbers and strings; read with 
 
     {"format": "relook-rrt", "version": 2, "config_json": json.dumps(RRT.conf), "state_dict": ..., **extra}
 
-``extra`` holds what a trainer needs to resume (optimizer state, epoch, backbone state, ...). Version 1
-kept the config as a plain dict under ``config``; it still loads.
+``extra`` holds what a trainer needs to resume (optimizer state, epoch, backbone state, ...) and
+``guidance_json``, the epipolar guidance the model was trained with (``relook.train.epipolar``:
+``{"guidance": "none" | "epi" | "maxepi" | "epe", ...settings}``). ``load_rrt`` puts it on the model as
+``model.guidance`` (``{"guidance": "none"}`` when absent, and for official checkpoints): an EPE model needs
+the encoding at its input, which the reranker reproduces from these settings. Version 1 kept the config as
+a plain dict under ``config``; it still loads.
 
 Official format (github.com/uvavision/RerankingTransformer): ``{"state": state_dict, "optim": ...}`` (a bare
 state dict, or one under ``state_dict`` / ``model``, loads too),
@@ -71,10 +75,27 @@ def load_rrt(path: str | Path) -> RRT:
         except (TypeError, ValueError) as e:
             raise DataError(f"{path}: the RRT config in the checkpoint is not valid here ({e})") from None
         load_state_into(model, ckpt.get("state_dict"), path, f"RRT {conf.get('variant', '')}".strip())
+        model.guidance = guidance_of(ckpt, path)
         return model.eval()
     if isinstance(fmt, str) and fmt in FORMATS:
         raise DataError(f"{path}: expected an RRT checkpoint, found {describe(ckpt)}")
     return load_official_rrt(ckpt, source=str(path))
+
+
+def guidance_of(ckpt: dict, path: str | Path = "checkpoint") -> dict[str, Any]:
+    """The epipolar guidance a relook checkpoint records (``guidance_json``); ``{"guidance": "none"}`` without."""
+    import json
+
+    raw = ckpt.get("guidance_json")
+    if raw is None:
+        return {"guidance": "none"}
+    try:
+        g = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        g = None
+    if not isinstance(g, dict) or not isinstance(g.get("guidance"), str):
+        raise DataError(f"{path}: RRT checkpoint has a malformed guidance_json (expected a JSON object with 'guidance')")
+    return g
 
 
 def official_to_relook(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
@@ -132,4 +153,5 @@ def load_official_rrt(ckpt: dict | str | Path, source: str = "checkpoint", **con
                         "for the landmark variant, 'remap')") from None
     model = RRT(**{**arch, **conf})
     load_state_into(model, mapped, source, f"official RRT ({variant}) mapped to relook's RRT")
+    model.guidance = {"guidance": "none"}
     return model.eval()

@@ -9,6 +9,17 @@ Score combination: the official code (RRT_GLD ``mean_average_precision_revisited
 ``recall_at_ks_rerank``) sorts the top-K by the RRT logit alone and keeps the global order below it;
 that is ``global_weight = 0`` here (default). ``global_weight = w`` ranks by ``logit + w * global score``
 instead (an extension, not in the paper).
+
+EPE checkpoints (trained with ``--guidance epe``, recorded in the checkpoint, ``model.guidance``) need
+the Epipolar Positional Encoding of every pair at their input (Sec. 3.4 / 5.2 of the epipolar paper: at
+test time F always comes from matches + MAGSAC++ on the images, never from cameras). Rerankers read stores,
+not images, so F comes from ``pseudo_gt``: the HDF5 file ``relook geometry pseudo-gt-shortlist`` (or
+``relook geometry pseudo-gt`` on a pairs file) writes for the shortlist's (query, candidate) pairs, with
+the paper's reliability rule (``#matches <= 20`` or ``#inliers <= 0.2 #matches``: unreliable). Each F is
+mapped into the network frame exactly as in training (``EpipolarGuidance.fundamentals``, image sizes from
+the store's ``image_size``); unreliable pairs get a random rank-2 F from a generator seeded by the pair
+(``EpipolarGuidance.pair_input_pe``). An EPE checkpoint without ``pseudo_gt`` is refused, as is a pair
+missing from the file: it never runs without its encoding.
 """
 from __future__ import annotations
 
@@ -18,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from relook.errors import ConfigError
+from relook.errors import ConfigError, DataError
 from relook.models.rrt import RRT
 from relook.models.rrt_infer import RRTPairScorer
 from relook.models.rrt_inputs import index_side, model_kwargs, pack_side, required_fields
@@ -41,6 +52,7 @@ class RRTReranker(Reranker):
         "workers": None,         # CPU fast path: threads over pair slices, 1 torch thread each (None = torch
                                  # threads; 0 = plain RRT.forward in batch_size batches)
         "chunk_tokens": 1000,    # CPU fast path: tokens per forward in a worker (10 pairs of 7x7 grids)
+        "pseudo_gt": None,       # EPE checkpoints: pseudo ground-truth F of the pairs (relook geometry pseudo-gt-shortlist)
         "quantize": None,        # CPU fast path, opt-in and approximate: "int8" (all encoder Linears) or
                                  # "int8_ff" (feed-forward only), fbgemm dynamic int8; deviation: benchmarks/rrt.py
     }
@@ -62,20 +74,62 @@ class RRTReranker(Reranker):
         self.device = torch.device(self.conf["device"])
         self.model = model.to(self.device).eval()
         self.fields = required_fields(self.model.conf)
+        self.guidance = self._guidance(getattr(self.model, "guidance", None) or {"guidance": "none"})
+        if self.guidance is not None and "image_size" not in self.fields:
+            self.fields.append("image_size")
         fast = self.device.type == "cpu" and self.conf["dtype"] == "float32" and self.conf["workers"] != 0
         if self.conf["quantize"] is not None and not fast:
             raise ConfigError("reranker 'rrt': quantize needs device=cpu, dtype=float32 and workers != 0")
         self.scorer = RRTPairScorer(self.model, self.conf["workers"], self.conf["chunk_tokens"],
                                     self.conf["quantize"]) if fast else None
 
+    def _guidance(self, record: dict):
+        """``EpipolarGuidance`` that reproduces an EPE checkpoint's encoding, or None for other guidance."""
+        name = record.get("guidance", "none")
+        if name != "epe":
+            return None
+        src = self.conf["checkpoint"] or "the model"
+        if not self.conf["pseudo_gt"]:
+            raise ConfigError(f"reranker 'rrt': {src} was trained with guidance 'epe' (Epipolar Positional Encoding) "
+                              "and needs pseudo_gt=FILE from `relook geometry pseudo-gt-shortlist`; it never runs "
+                              "without the encoding")
+        from relook.geometry.robust import read_pseudo_gt
+        from relook.train.epipolar import EpipolarGuidance
+
+        conf = {k: v for k, v in record.items() if k in EpipolarGuidance.default_conf}
+        if int(conf.get("dim", self.model.conf["d_model"])) != self.model.conf["d_model"]:
+            raise ConfigError(f"reranker 'rrt': {src} records EPE width {conf['dim']}, the model has d_model "
+                              f"{self.model.conf['d_model']}")
+        return EpipolarGuidance(pseudo_gt=read_pseudo_gt(self.conf["pseudo_gt"]), **conf)
+
+    def epe_inputs(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> torch.Tensor:
+        """EPE (K, 2 s^2, d_model) of the pairs (query, candidate_k) (module docstring)."""
+        g = self.guidance
+        s = int(g.conf["grid"])
+        for f in (query, *candidates):
+            if f.image_size is None:
+                raise DataError(f"reranker 'rrt' (EPE): image {f.image_id!r} has no image_size in its store")
+            if f.num_local != s * s:
+                raise DataError(f"reranker 'rrt' (EPE): image {f.image_id!r} has {f.num_local} locals, the "
+                                f"checkpoint's encoding covers a {s}x{s} grid")
+            g.image_sizes[f.image_id] = tuple(int(v) for v in f.image_size)
+        missing = [c.image_id for c in candidates if (query.image_id, c.image_id) not in g.pseudo_gt
+                   and (c.image_id, query.image_id) not in g.pseudo_gt]
+        if missing:
+            raise DataError(f"reranker 'rrt' (EPE): {len(missing)} pair(s) of query {query.image_id!r} missing from "
+                            f"{self.conf['pseudo_gt']} (e.g. with {missing[0]!r}); run `relook geometry "
+                            "pseudo-gt-shortlist` with this run's config and top_k")
+        return g.pair_input_pe(query.image_id, [c.image_id for c in candidates]).to(self.device)
+
     def _pack(self, feats: Sequence[ImageFeatures]) -> dict:
         return pack_side(feats, self.model.conf, self.conf["max_locals"], self.device)
 
     @torch.inference_mode()
-    def score_pairs(self, query: dict, cands: dict) -> np.ndarray:
-        """RRT logits (K,) of one packed query side (1 image) against K packed candidates."""
+    def score_pairs(self, query: dict, cands: dict, input_pe: torch.Tensor | None = None) -> np.ndarray:
+        """RRT logits (K,) of one packed query side (1 image) against K packed candidates; ``input_pe``
+        (K, n1+n2, C): the pairs' additive encodings (EPE), or None."""
         if self.scorer is not None:
-            return self.scorer(query, cands).numpy()
+            return self.scorer(query, cands, input_pe).numpy()
         K = cands["local"].shape[0]
         out = np.zeros(K, np.float32)
         bs = int(self.conf["batch_size"])
@@ -83,8 +137,9 @@ class RRTReranker(Reranker):
         for s in range(0, K, bs):
             c = index_side(cands, torch.arange(s, min(K, s + bs), device=self.device))
             q = index_side(query, torch.zeros(c["local"].shape[0], dtype=torch.long, device=self.device))
+            pe = None if input_pe is None else input_pe[s:s + bs]
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                out[s:s + bs] = self.model(**model_kwargs(q, c)).logits.float().cpu().numpy()
+                out[s:s + bs] = self.model(**model_kwargs(q, c), input_pe=pe).logits.float().cpu().numpy()
         return out
 
     def combine(self, logits: np.ndarray, global_scores: np.ndarray) -> np.ndarray:
@@ -95,7 +150,8 @@ class RRTReranker(Reranker):
                global_scores: np.ndarray) -> np.ndarray:
         if len(candidates) == 0:
             return np.zeros(0, np.float32)
-        logits = self.score_pairs(self._pack([query]), self._pack(candidates))
+        pe = self.epe_inputs(query, candidates) if self.guidance is not None else None
+        logits = self.score_pairs(self._pack([query]), self._pack(candidates), pe)
         return self.combine(logits, global_scores)
 
     def _read(self, store, image_id: str) -> ImageFeatures:

@@ -31,9 +31,9 @@ import torch
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
-from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras
+from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras, random_fundamental
 from relook.losses.epipolar import epipolar_loss, max_epipolar_loss
-from relook.models.epe import EpipolarPositionalEncoding, choose_fundamentals
+from relook.models.epe import EpipolarPositionalEncoding, choose_fundamentals, pair_generator
 
 GUIDANCES = ("none", "epi", "maxepi", "epe")
 
@@ -49,6 +49,7 @@ class EpipolarGuidance:
         "radius": 1.0,           # indicator threshold factor (distance mode)
         "eval_resize": None,     # store extracted with cnn_local eval_resize=N (resize N x N, centre crop): same N
         "dim": 128,              # EPE width = RRT d_model
+        "bands": 10,             # EPE octaves (``relook.models.epe``: NeRF Eq. (4), frequencies 2^1 .. 2^bands)
         "seed": 0,               # random F for non-matches and EPE reference pixels
     }
 
@@ -62,7 +63,8 @@ class EpipolarGuidance:
             raise ConfigError(f"guidance {c['guidance']!r} needs cameras or pseudo ground truth")
         self.cameras, self.image_sizes, self.pseudo_gt = cameras or {}, image_sizes or {}, pseudo_gt or {}
         self.generator = torch.Generator().manual_seed(int(c["seed"]))
-        self.epe = EpipolarPositionalEncoding(dim=c["dim"], grid=c["grid"], seed=c["seed"]) if c["guidance"] == "epe" else None
+        self.epe = (EpipolarPositionalEncoding(dim=c["dim"], grid=c["grid"], seed=c["seed"], bands=c["bands"])
+                    if c["guidance"] == "epe" else None)
 
     def resize_map(self, image_id: str) -> np.ndarray:
         """Pixel map (3, 3) from the original image to the network frame (pixel centres at integers): the
@@ -164,9 +166,35 @@ class EpipolarGuidance:
         size = tuple(self.conf["net_size"])
         return self.epe(Fc, size, size)
 
+    def pair_input_pe(self, query_id: str, candidate_ids: Sequence[str]) -> torch.Tensor:
+        """EPE (K, 2 s^2, dim) of one query against K candidates at reranking time (Sec. 5.2, test).
+
+        F of every pair from the pseudo ground truth (either stored order), mapped into the network frame
+        as in training (``fundamentals``, image sizes from ``image_sizes``); a pair whose estimate is
+        unreliable (Sec. 5.2 rule) or missing gets a random rank-2 F. The random F and the reference pixel of
+        a pair come from ``pair_generator(seed, query_id, candidate_id)``: the same pair always gets the
+        same encoding, whatever else is in the shortlist.
+        """
+        if self.epe is None:
+            raise ConfigError(f"pair_input_pe needs guidance 'epe', this guidance is {self.conf['guidance']!r}")
+        K = len(candidate_ids)
+        F, known = self.fundamentals([query_id] * K, list(candidate_ids))
+        size = tuple(self.conf["net_size"])
+        Fc, ref = torch.zeros(K, 3, 3, dtype=torch.float64), torch.zeros(K, 2, dtype=torch.float64)
+        for b, cid in enumerate(candidate_ids):
+            g = pair_generator(self.conf["seed"], query_id, cid)
+            Fc[b] = F[b] if bool(known[b]) else random_fundamental(seed=g)
+            ref[b] = torch.rand(2, generator=g, dtype=torch.float64) * Fc.new_tensor([size[1], size[0]]) - 0.5
+        return self.epe(Fc, size, size, ref_pixel=ref)
+
+    def record(self) -> dict[str, Any]:
+        """The settings a checkpoint keeps (``guidance_json``): what reranking must reproduce."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.conf.items()}
+
 
 def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **conf: Any) -> dict:
-    """``{"extra_loss": ..., "input_pe": ...}`` for ``train_rrt``; ``{}`` for ``guidance="none"``.
+    """Keyword arguments of ``train_rrt``: ``extra_loss`` (epi, maxepi) or ``input_pe`` (epe), and
+    ``guidance``, the settings the checkpoint records (``{"guidance": "none"}`` without guidance).
 
     Geometry from the dataset's ``info["cameras"]`` and/or a pseudo ground-truth file ``pseudo_gt``
     (``relook geometry pseudo-gt``: the SOP setting of the epipolar paper's Table 2, where no cameras
@@ -175,7 +203,7 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
     if guidance not in GUIDANCES:
         raise ConfigError(f"--guidance must be one of {GUIDANCES}, got {guidance!r}")
     if guidance == "none":
-        return {}
+        return {"guidance": {"guidance": "none"}}
     cams = (getattr(dataset, "info", None) or {}).get("cameras") or {}
     pairs = {}
     if pseudo_gt is not None:
@@ -200,4 +228,5 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
                 if round(n ** 0.5) ** 2 == n:
                     conf = {**conf, "grid": round(n ** 0.5)}
     g = EpipolarGuidance(cameras=cams or None, image_sizes=sizes, pseudo_gt=pairs or None, guidance=guidance, **conf)
-    return {"extra_loss": g.extra_loss} if guidance in ("epi", "maxepi") else {"input_pe": g.input_pe}
+    hook = {"extra_loss": g.extra_loss} if guidance in ("epi", "maxepi") else {"input_pe": g.input_pe}
+    return {**hook, "guidance": g.record()}

@@ -43,6 +43,10 @@ cameras), ``info`` (the data's info dict) and ``model`` (the unwrapped RRT, e.g.
 ``raw_cross_attention``). ``output`` is the ``RRTOutput`` with ``last_input`` and full-width (summed over
 heads) ``raw_cross`` filled in.
 
+Guidance record: ``guidance`` (``relook.train.epipolar.guidance_hooks`` gives it) is saved in every
+checkpoint as ``guidance_json`` (default ``{"guidance": "none"}``), so reranking knows that an EPE model
+needs the encoding at its input; resuming with another guidance than the checkpoint's is refused.
+
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised, the model is wrapped
 in DDP and each rank takes every WORLD_SIZE-th triplet; rank 0 writes checkpoints.
 """
@@ -263,7 +267,8 @@ def _write_log(path: Path, history: list[dict]) -> None:
 def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dict | None = None,
               extra_loss: Callable[[dict, RRTOutput], torch.Tensor] | None = None,
               pair_info: Callable[[str, str], Any] | None = None, resume: bool = False,
-              progress: bool = True, input_pe: Callable[[dict], torch.Tensor | None] | None = None) -> Path:
+              progress: bool = True, input_pe: Callable[[dict], torch.Tensor | None] | None = None,
+              guidance: dict | None = None) -> Path:
     """Train ``model`` on ``data``; writes ``out_dir/checkpoint.pt`` every epoch and returns its path.
 
     ``source``: ``StoreSource`` (frozen backbone) or ``ImageSource`` (fine-tuning). With ``resume`` the
@@ -275,6 +280,10 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
     if len(data.ids) != len(data.labels) or len(data.ids) != len(data.neighbours):
         raise DataError(f"train rrt: {len(data.ids)} ids, {len(data.labels)} labels, {len(data.neighbours)} "
                         "neighbour rows: they must match")
+    guidance = dict(guidance or {"guidance": "none"})
+    if (guidance["guidance"] == "epe") != (input_pe is not None):
+        raise ConfigError(f"train rrt: guidance {guidance['guidance']!r} with{'out' if input_pe is None else ''} an "
+                          "input_pe hook (EPE models are trained, and recorded, with their encoding)")
     rank, world = _dist()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if world > 1 and torch.cuda.is_available()
                           else c["device"])
@@ -287,6 +296,12 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
     start = 0
     if resume and ckpt_path.exists():
         ck = read_checkpoint(ckpt_path)
+        from relook.models.rrt_checkpoint import guidance_of
+
+        was = guidance_of(ck, ckpt_path)["guidance"]
+        if "guidance_json" in ck and was != guidance["guidance"]:  # older checkpoints did not record it
+            raise ConfigError(f"{ckpt_path}: trained with guidance {was!r}, resumed with {guidance['guidance']!r}; "
+                              "resume with the same --guidance or use another --out")
         model.load_state_dict(ck["state_dict"])
         if joint.source is not None and "backbone_state" in ck:
             joint.source.net.load_state_dict(ck["backbone_state"])
@@ -355,7 +370,7 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
                             **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}})
             save_rrt(ckpt_path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch + 1,
                      train_conf_json=json.dumps(c, sort_keys=True, default=str), log=history,
-                     torch_rng=torch.get_rng_state(), **extra)
+                     torch_rng=torch.get_rng_state(), guidance_json=json.dumps(guidance, sort_keys=True), **extra)
             _write_log(out_dir / "log.jsonl", history)
     if world > 1:
         torch.distributed.barrier()

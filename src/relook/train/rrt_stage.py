@@ -33,11 +33,12 @@ def train_rrt_stage(dataset: RetrievalDataset, store_path: str | Path, out_dir: 
                     model_conf: dict | None = None, train_conf: dict | None = None,
                     backbone_conf: dict | None = None, resume: bool = False, progress: bool = True,
                     extra_loss: Callable | None = None, pair_info: Callable | None = None, seed: int = 0,
-                    input_pe: Callable | None = None) -> Path:
+                    input_pe: Callable | None = None, guidance: dict | None = None) -> Path:
     """Train on the gallery images (and labels) of ``dataset``; returns the checkpoint path.
 
     ``backbone_conf``: ``cnn_local`` options (arch, pretrained, image_size, local_dim, projection_seed,
-    ...) used when ``train_conf["finetune"]``.
+    ...) used when ``train_conf["finetune"]``. ``guidance``: the settings the checkpoint records
+    (``relook.train.epipolar.guidance_hooks``).
     """
     import torch
 
@@ -77,4 +78,4 @@ def train_rrt_stage(dataset: RetrievalDataset, store_path: str | Path, out_dir: 
     else:
         source = StoreSource(feats)
     return train_rrt(model, data, source, out_dir, tc, extra_loss=extra_loss, pair_info=pair_info,
-                     resume=resume, progress=progress, input_pe=input_pe)
+                     resume=resume, progress=progress, input_pe=input_pe, guidance=guidance)
