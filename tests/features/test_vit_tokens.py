@@ -176,7 +176,8 @@ def test_cvt13_tokens_match_reference(cvt13, one_thread):
     ref = CvtModel(CvtConfig(), add_pooling_layer=False).eval()
     ref.load_state_dict(ext14.model.state_dict())
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])  # microsoft/cvt-13's
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     with torch.no_grad():
         out = ref(pixel_values=x)
     grid, cls = out.last_hidden_state[0], out.cls_token_value[0, 0]  # (384, 14, 14), (384,)

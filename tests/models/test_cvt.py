@@ -123,7 +123,8 @@ def test_offline_pretrained_cli_exit_2(tmp_path):
     for group in ("a", "b"):
         (tmp_path / "photos" / group).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / group / f"{i}.png")
+            pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / group / f"{i}.png")
     (tmp_path / "c.yaml").write_text(f"dataset: {{name: folder, root: {tmp_path / 'photos'}}}\n"
                                      "extractors: [{name: vit_tokens, backbone: cvt13, pretrained: true}]\n"
                                      f"global: vit_tokens\nout: {tmp_path / 'out'}\n")

@@ -80,16 +80,16 @@ class VitTokens(Extractor):
 
     name = "vit_tokens"
     default_conf = {
-        "backbone": "swin_tiny",  # cvt13 (transformers) | deit_small | swin_tiny | resnet50 | efficientnet_lite0..2 (ImageNet offline) or a timm name
-        "pretrained": True,  # ImageNet weights: timm's, or microsoft/cvt-13 (False: random init from `seed`, for tests / synthetic runs)
-        "checkpoint": None,  # path of a local weights file (cvt13: a save_pretrained folder) to load instead of the hub's
+        "backbone": "swin_tiny",  # cvt13 | deit_small | swin_tiny | resnet50 | efficientnet_lite0..2 | a timm name
+        "pretrained": True,  # ImageNet weights (timm's; cvt13: microsoft/cvt-13); False: random init from `seed`
+        "checkpoint": None,  # local weights file (cvt13: a save_pretrained folder) to load instead of the hub's
         "image_size": 224,  # every image resized to image_size x image_size (the paper: 224)
         "grid": 7,  # h = w of the stored patch grid (the paper: 7)
         "dim": None,  # project tokens and global descriptor to this size (the paper: 128), None keeps C
         "projection": "orthogonal",  # seeded random orthonormal columns, or a path to a (C, dim) .npy matrix
         "seed": 0,  # seed of the random projection and of random-init weights
         "keep_attention": False,  # also store every layer's head-averaged attention as extra["attn_layers"]
-        "model_kwargs": {},  # extra timm.create_model (cvt13: CvtConfig) arguments, e.g. depths=(1, 1, 1, 1) for tiny models
+        "model_kwargs": {},  # timm.create_model (cvt13: CvtConfig) arguments, e.g. depths=(1, 1, 1, 1) for tiny models
         "batch_size": 8,  # images per forward pass
         "device": "cpu",  # torch device
     }
