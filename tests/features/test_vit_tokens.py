@@ -1,4 +1,5 @@
-"""vit_tokens extractor on tiny random-init backbones (pretrained=False): shapes, relevancy, hooks."""
+"""vit_tokens extractor on tiny random-init backbones (pretrained=False): shapes, relevancy, hooks; CvT-13
+(random init) on a real photo against transformers' own forward and a slow rollout."""
 import numpy as np
 import pytest
 import timm
@@ -99,8 +100,9 @@ def test_projection_seeded():
 
 
 def test_bad_input():
-    with pytest.raises(ConfigError, match="transformers"):
-        create_extractor("vit_tokens", backbone="cvt_13", pretrained=False)
+    with pytest.raises(ConfigError, match="CLS"):  # Sec. 3.3's global descriptor is the last stage's CLS
+        create_extractor("vit_tokens", backbone="cvt13", pretrained=False,
+                         model_kwargs={"depth": [1, 2, 3], "embed_dim": [16, 24, 32], "cls_token": [False] * 3})
     with pytest.raises(ConfigError):
         create_extractor("vit_tokens", backbone="not_a_model", pretrained=False)
     ext = create_extractor("vit_tokens", backbone="resnet50", pretrained=False, **TINY["resnet50"])
@@ -129,3 +131,102 @@ def test_efficientnet_lite_tokens_match_reference(two_threads):
     with torch.no_grad():
         fmap = ref.extract_features(x)[0].permute(1, 2, 0).numpy()  # (7, 7, 1280)
     np.testing.assert_allclose(feats.patch_tokens, fmap, rtol=1e-3, atol=1e-3)
+
+
+# -- CvT-13 (Hugging Face transformers), random init: the backbone of the paper's Tables 1-3 -----------------
+
+def _kodak_224():
+    from relook.images import load_image
+    from tests.shared_data import shared
+
+    photo = sorted(shared("photos", "Kodak24").glob("*.jpg"))[0]
+    return np.ascontiguousarray(load_image(photo)[:224, :224])  # already 224 x 224: no resize in between
+
+
+@pytest.fixture(scope="module")
+def cvt13():
+    """Two CvT-13 extractors on the same seeded weights: the native 14x14 grid and the paper's 7x7."""
+    return (create_extractor("vit_tokens", backbone="cvt13", pretrained=False, seed=0, grid=14),
+            create_extractor("vit_tokens", backbone="cvt-13", pretrained=False, seed=0))
+
+
+@pytest.fixture(scope="module")
+def cvt13_sharp():
+    """CvT-13 keeping its attention, with every query and key projection scaled by 128: the random init's
+    attention is nearly uniform (relevancy within 1e-4 of 1/49), which would let a wrong rollout pass."""
+    from transformers.models.cvt.modeling_cvt import CvtSelfAttention
+
+    ext = create_extractor("vit_tokens", backbone="cvt13", pretrained=False, seed=1, keep_attention=True)
+    with torch.no_grad():
+        for m in ext.model.modules():
+            if isinstance(m, CvtSelfAttention):
+                m.projection_query.weight.mul_(128)
+                m.projection_key.weight.mul_(128)
+    return ext
+
+
+def test_cvt13_tokens_match_reference(cvt13, one_thread):
+    """On a real photo: ``patch_tokens`` are transformers' ``CvtModel`` ``last_hidden_state`` (14x14 x 384, the
+    CLS not among them; 2x2-averaged for grid 7) and ``global_desc`` its final-stage ``cls_token_value``
+    L2-normalised (g of Sec. 3.3), computed here with a separate CvtModel holding the same weights."""
+    from transformers import CvtConfig, CvtModel
+
+    ext14, ext7 = cvt13
+    image = _kodak_224()
+    ref = CvtModel(CvtConfig(), add_pooling_layer=False).eval()
+    ref.load_state_dict(ext14.model.state_dict())
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])  # microsoft/cvt-13's
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = ref(pixel_values=x)
+    grid, cls = out.last_hidden_state[0], out.cls_token_value[0, 0]  # (384, 14, 14), (384,)
+    f14, f7 = ext14.extract_one("a", image), ext7.extract_one("a", image)
+    assert f14.patch_tokens.shape == (14, 14, 384) and f7.patch_tokens.shape == (7, 7, 384)
+    np.testing.assert_allclose(f14.patch_tokens, grid.permute(1, 2, 0).numpy(), rtol=1e-4, atol=1e-4)
+    pooled = torch.nn.functional.avg_pool2d(grid[None], 2)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(f7.patch_tokens, pooled, rtol=1e-4, atol=1e-4)
+    g = torch.nn.functional.normalize(cls, dim=0).numpy()
+    for f in (f14, f7):
+        np.testing.assert_allclose(f.global_desc, g, atol=1e-5)
+    assert ext7.provenance["weights"] == "random init (seed 0)"
+
+
+def _slow_resize(a, q_hw, k_hw, out):
+    """(Nq, Nk) on square grids -> (out^2, out^2): queries averaged over their cells, each key's mass summed
+    into its cell (finer keys) or split evenly over the cells it covers (coarser keys)."""
+    (q, _), (k, _) = q_hw, k_hw
+    a = a.reshape(out, q // out, out, q // out, k, k).mean((1, 3))
+    if k >= out:
+        a = a.reshape(out, out, out, k // out, out, k // out).sum((3, 5))
+    else:
+        r = out // k
+        a = np.repeat(np.repeat(a, r, 2), r, 3) / r ** 2
+    return a.reshape(out * out, out * out)
+
+
+def test_cvt13_rollout_matches_reference(cvt13_sharp, one_thread):
+    """Relevancy (Eq. 7 + Sec. 3.3) from the captured attention of all 13 blocks by a slow loop: heads
+    averaged; in stage 3 the CLS row and column dropped and rows renormalised (A[1:, 1:]); every map resized
+    to the final 14x14 grid; rolled out with norm(A + I); spatial rows averaged, pooled to 7x7."""
+    ext = cvt13_sharp
+    images = [("a", _kodak_224()), ("b", _image(7, 150, 260))]
+    feats = list(ext.extract(images))  # one batch of two
+    assert len(ext.capture.layers) == 13
+    assert feats[0].relevancy.max() > 3 * feats[0].relevancy.min()  # far from uniform
+    for b, f in enumerate(feats):
+        maps = []
+        for probs, q_hw, k_hw, prefix in ext.capture.layers:
+            a = probs[b].double().numpy().mean(0)
+            if prefix:
+                a = a[1:, 1:] / a[1:, 1:].sum(1, keepdims=True)
+            maps.append(_slow_resize(a, q_hw, k_hw, 14))
+        np.testing.assert_allclose(f.extra["attn_layers"], np.stack(maps), atol=1e-6)
+        rolled = maps[0]
+        for a in maps[1:]:
+            m = a + np.eye(196)
+            rolled = (m / m.sum(1, keepdims=True)) @ rolled
+        rel = rolled.mean(0).reshape(7, 2, 7, 2).sum((1, 3)).ravel()
+        np.testing.assert_allclose(f.relevancy, rel / rel.sum(), rtol=1e-5, atol=1e-7)
+    single = ext.extract_one("b", images[1][1])
+    np.testing.assert_allclose(single.relevancy, feats[1].relevancy, rtol=1e-4, atol=1e-7)

@@ -126,7 +126,7 @@ def test_default_is_standard_ot(tmp_path):
 
 
 def test_paper_configs():
-    """configs/ot_{cub,cars,sop}.yaml hold the paper's settings: K = 100, h = w = 7, D = 128, the three
+    """configs/ot_{cub,cars,sop}.yaml hold the paper's settings: CvT-13, K = 100, h = w = 7, D = 128, the three
     marginals of Table 2 at a = 1 on every dataset, and a = 0.9 added on SOP only (Fig. 3)."""
     from pathlib import Path
 
@@ -138,6 +138,7 @@ def test_paper_configs():
         assert conf["dataset"]["name"] == ds and conf["dataset"]["split"] == "test"
         (ext,) = conf["extractors"]
         assert (ext["grid"], ext["dim"], ext["image_size"]) == (7, 128, 224)
+        assert (ext["backbone"], ext["pretrained"]) == ("cvt13", True)  # Table 2's CvT-13, real weights
         ots = [r for r in conf["rerankers"] if r["name"] == "ot"]
         assert all(r["top_k"] == 100 for r in ots)
         full = {r["marginal"] for r in ots if r["partial"] == 1.0}

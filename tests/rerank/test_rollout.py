@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from relook.errors import ShapeError
-from relook.rerank.rollout import (area_weights, drop_prefix, resize_attention, rollout, rollout_relevancy)
+from relook.rerank.rollout import (area_weights, drop_prefix, resize_attention, rollout, rollout_relevancy,
+                                   stage_attention)
 
 
 def _attn(b, layers, heads, n, seed=0):
@@ -63,6 +64,24 @@ def test_drop_prefix():
     d = drop_prefix(a, 1)
     assert d.shape == (1, 4, 4)
     torch.testing.assert_close(d.sum(-1), torch.ones(1, 4, dtype=d.dtype))
+
+
+def test_stage_attention_matches_loop():
+    """A CvT stage-3 block: CLS + 4x4 queries, CLS + 2x2 keys (stride-2 projection), 2 heads -> 4x4 grid. By
+    hand: heads averaged, CLS row and column dropped, rows renormalised; queries stay, each key's mass split
+    evenly over the 2x2 cells it covers."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.softmax(torch.randn(1, 2, 17, 5, generator=g, dtype=torch.float64), -1)
+    got = stage_attention(a, (4, 4), (2, 2), (4, 4), num_prefix=1)[0].numpy()
+    m = a[0].mean(0).numpy()[1:, 1:]
+    m = m / m.sum(1, keepdims=True)
+    ref = np.zeros((16, 16))
+    for q in range(16):
+        for cell in range(16):
+            key = (cell // 4 // 2) * 2 + (cell % 4) // 2  # the 2x2-grid key above this 4x4 cell
+            ref[q, cell] = m[q, key] / 4
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    np.testing.assert_allclose(got.sum(1), 1, atol=1e-12)
 
 
 def test_bad_input():

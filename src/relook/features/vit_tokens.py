@@ -1,17 +1,21 @@
 """``vit_tokens`` extractor: global descriptor, a 7x7 patch-token grid and rollout relevancy (Sec. 3.3 of
-"Beyond the CLS Token", BMVC 2022) from a timm backbone.
+"Beyond the CLS Token", BMVC 2022) from a timm backbone or CvT-13 (Hugging Face ``transformers``).
 
 Per image it writes:
 
 * ``global_desc`` (D,): the backbone's pre-logits vector -- the CLS token for DeiT, the average-pooled final
-  feature map for Swin and ResNet -- L2-normalised (Eq. 5's ``g``);
+  feature map for Swin and ResNet, the final-stage CLS token (``cls_token_value``) for CvT-13 --
+  L2-normalised (Eq. 5's ``g``);
 * ``patch_tokens`` (h, w, D): the final tokens / feature map, adaptive-average-pooled to ``grid`` x ``grid``
   (h = w = 7 in the paper; the paper's official code pools the same way);
 * ``relevancy`` (h*w,): the rollout relevancy (Eq. 7, ``relook.rerank.rollout``) pooled to the grid, a
   probability vector. DeiT: rollout over all blocks at native resolution (CLS row/column dropped for the
   marginal). Swin: each block's window attention scattered onto its stage's grid and resized to the final
-  stage's grid before the rollout. ResNet-50 has no attention: its relevancy is the per-position L2 norm
-  of the final feature map, normalised (an activation-saliency stand-in, recorded in the provenance);
+  stage's grid before the rollout. CvT-13: all 13 blocks' attention (``relook.models.cvt`` hooks), the
+  stage-3 CLS row and column dropped (``drop_prefix``, Sec. 3.3) and each map resized from its query grid x
+  stride-2 key grid to the final stage's grid, 14x14 at 224 px (``stage_attention``), before the rollout.
+  ResNet-50 has no attention: its relevancy is the per-position L2 norm of the final feature map,
+  normalised (an activation-saliency stand-in, recorded in the provenance);
 * ``extra["attn_layers"]`` (L, N, N) only with ``keep_attention``: the head-averaged attention of every
   layer exactly as fed to the rollout.
 
@@ -21,8 +25,12 @@ not have): ``projection="orthogonal"`` is a random matrix with orthonormal colum
 e.g. from ``fit_pca_projection`` on training tokens. Tokens and global descriptor share the projection so
 the DIML cross-correlation marginal stays meaningful.
 
-CvT-13 (the paper's best backbone) lives in Hugging Face ``transformers``, which relook does not depend on;
-asking for ``cvt_13`` raises a ``ConfigError``.
+CvT-13 (``backbone: cvt13``, the paper's main backbone; needs the ``relook[cvt]`` extra): the CLS token exists
+only in the last stage, and Sec. 3.3 gives it two roles, both kept apart from the patch tokens: it is the
+global descriptor ``g`` (the shortlist score S_global), and it is dropped from the relevancy (the stage-3
+attention rows and columns). ``patch_tokens`` are ``last_hidden_state``, the 14x14 x 384 final-stage tokens
+without the CLS (``transformers`` returns the two apart), pooled to ``grid``. ``CvtModel`` has no final
+LayerNorm (it sits in ``CvtForImageClassification``'s head), so the CLS is used as the backbone returns it.
 """
 from __future__ import annotations
 
@@ -36,9 +44,10 @@ import torch.nn.functional as F
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
 from relook.io import load_array
+from relook.models import cvt
 from relook.models.backbone import create_backbone
 from relook.weights import resolve_weights
-from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy,
+from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy, stage_attention,
                                    window_attention_resized)
 from relook.types import ImageFeatures
 
@@ -67,20 +76,20 @@ def _kind(model_name: str) -> str:
 
 @register_extractor("vit_tokens")
 class VitTokens(Extractor):
-    """Global descriptor + 7x7 patch tokens + rollout relevancy from DeiT-S, Swin-T or ResNet-50 (timm)."""
+    """Global descriptor + 7x7 patch tokens + rollout relevancy from CvT-13, DeiT-S, Swin-T or ResNet-50."""
 
     name = "vit_tokens"
     default_conf = {
-        "backbone": "swin_tiny",  # deit_small | swin_tiny | resnet50 | efficientnet_lite0..2 (ImageNet offline) or a timm name
-        "pretrained": True,  # timm's ImageNet weights (False: random init from `seed`, for tests / synthetic runs)
-        "checkpoint": None,  # path of a local weights file to load instead of the hub's
+        "backbone": "swin_tiny",  # cvt13 | deit_small | swin_tiny | resnet50 | efficientnet_lite0..2 | a timm name
+        "pretrained": True,  # ImageNet weights (timm's; cvt13: microsoft/cvt-13); False: random init from `seed`
+        "checkpoint": None,  # local weights file (cvt13: a save_pretrained folder) to load instead of the hub's
         "image_size": 224,  # every image resized to image_size x image_size (the paper: 224)
         "grid": 7,  # h = w of the stored patch grid (the paper: 7)
         "dim": None,  # project tokens and global descriptor to this size (the paper: 128), None keeps C
         "projection": "orthogonal",  # seeded random orthonormal columns, or a path to a (C, dim) .npy matrix
         "seed": 0,  # seed of the random projection and of random-init weights
         "keep_attention": False,  # also store every layer's head-averaged attention as extra["attn_layers"]
-        "model_kwargs": {},  # extra timm.create_model arguments (e.g. depths=(1, 1, 1, 1) for tiny models)
+        "model_kwargs": {},  # timm.create_model (cvt13: CvtConfig) arguments, e.g. depths=(1, 1, 1, 1) for tiny models
         "batch_size": 8,  # images per forward pass
         "device": "cpu",  # torch device
     }
@@ -91,19 +100,19 @@ class VitTokens(Extractor):
         import timm
 
         c = self.conf
-        if c["backbone"] in ("cvt_13", "cvt-13", "microsoft/cvt-13"):
-            try:
-                import transformers  # noqa: F401
-            except ImportError:
-                raise ConfigError("extractor 'vit_tokens': backbone 'cvt_13' needs Hugging Face transformers, "
-                                  "which is not installed (pip install transformers); use deit_small, swin_tiny "
-                                  "or resnet50") from None
-            raise ConfigError("extractor 'vit_tokens': the CvT-13 attention capture is not implemented in this "
-                              "build; use deit_small, swin_tiny or resnet50")
+        self._attn: list[torch.Tensor] = []
+        self._shapes: list[tuple] = []
+        if c["backbone"] in cvt.NAMES:
+            self.model_name, self.kind = cvt.HUB_NAME, "cvt"
+            model, self.weights_record, norm = cvt.create_cvt(c["pretrained"], int(c["seed"]), c["checkpoint"],
+                                                              **c["model_kwargs"])
+            self._setup(model, norm, int(model.config.embed_dim[-1]))
+            self.capture = cvt.AttentionCapture(self.model)
+            return
         self.model_name = BACKBONES.get(c["backbone"], c["backbone"])
         if self.model_name not in timm.list_models():
             raise ConfigError(f"extractor 'vit_tokens': unknown backbone {c['backbone']!r}; use one of "
-                              f"{sorted(BACKBONES)} or a timm model name")
+                              f"{sorted(BACKBONES) + ['cvt13']} or a timm model name")
         self.kind = _kind(self.model_name)
         kwargs = dict(c["model_kwargs"])
         if self.kind != "cnn":
@@ -118,15 +127,17 @@ class VitTokens(Extractor):
         else:  # real weights (offline for EfficientNet-Lite, else timm's hub) or drawn from `seed` alone
             model, self.weights_record, norm = create_backbone(self.model_name, c["pretrained"], int(c["seed"]),
                                                                num_classes=0, **kwargs)
-        self.model = model.eval().to(c["device"])
-        self.mean = torch.tensor(norm[0]).view(1, 3, 1, 1).to(c["device"])
-        self.std = torch.tensor(norm[1]).view(1, 3, 1, 1).to(c["device"])
-        self._attn: list[torch.Tensor] = []
-        self._shapes: list[tuple] = []
+        self._setup(model, norm, int(model.num_features))
         self._hook()
-        self.proj = self._projection()
         if self.kind == "cnn" and c["keep_attention"]:
             raise ConfigError(f"extractor 'vit_tokens': {c['backbone']} has no attention to keep")
+
+    def _setup(self, model: torch.nn.Module, norm: tuple[tuple, tuple], channels: int) -> None:
+        dev = self.conf["device"]
+        self.model, self.num_features = model.eval().to(dev), channels
+        self.mean = torch.tensor(norm[0]).view(1, 3, 1, 1).to(dev)
+        self.std = torch.tensor(norm[1]).view(1, 3, 1, 1).to(dev)
+        self.proj = self._projection()
 
     # -- model plumbing ---------------------------------------------------------------------------
     def _hook(self) -> None:
@@ -144,7 +155,7 @@ class VitTokens(Extractor):
         dim, proj = self.conf["dim"], self.conf["projection"]
         if dim is None:
             return None
-        c = int(self.model.num_features)
+        c = self.num_features
         if proj == "orthogonal":
             if int(dim) > c:
                 raise ConfigError(f"extractor 'vit_tokens': dim={dim} exceeds the backbone's {c} channels")
@@ -164,6 +175,10 @@ class VitTokens(Extractor):
     def _relevancy(self, feat_hw: tuple[int, int], batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, grid*grid) relevancy and the (B, L, N, N) per-layer attention fed to the rollout."""
         out_hw = (int(self.conf["grid"]),) * 2
+        if self.kind == "cvt":  # every block on the final grid, stage 3's CLS dropped (Sec. 3.3)
+            layers = torch.stack([stage_attention(a.double(), q_hw, k_hw, feat_hw, prefix)
+                                  for a, q_hw, k_hw, prefix in self.capture.layers], 1)
+            return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
         if self.kind == "vit":
             layers = torch.stack([head_average(a) for a in self._attn], 1).double()
             prefix = int(getattr(self.model, "num_prefix_tokens", 1))
@@ -175,24 +190,28 @@ class VitTokens(Extractor):
         layers = torch.stack(layers, 1)
         return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
 
+    def _backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, W, C) final token map without prefix tokens, (B, C) global vector; attention recorded."""
+        self._attn.clear()
+        self._shapes.clear()
+        if self.kind == "cvt":  # the CLS (final stage only) is g, Sec. 3.3; transformers returns it apart
+            self.capture.clear()
+            out = self.model(pixel_values=x)
+            return out.last_hidden_state.permute(0, 2, 3, 1), out.cls_token_value[:, 0]
+        feats = self.model.forward_features(x)
+        glob = self.model.forward_head(feats, pre_logits=True)
+        if self.kind == "vit":
+            prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+            return feats[:, prefix:].reshape(len(x), *self.model.patch_embed.grid_size, -1), glob
+        return (feats if self.kind == "swin" else feats.permute(0, 2, 3, 1)), glob  # Swin is (B, H, W, C)
+
     @torch.no_grad()
     def _forward(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         size = int(self.conf["image_size"])
         x = torch.cat([F.interpolate(torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
                                      size=(size, size), mode="bilinear", antialias=True) for im in images])
         x = ((x.to(self.conf["device"]) / 255.0) - self.mean) / self.std
-        self._attn.clear()
-        self._shapes.clear()
-        feats = self.model.forward_features(x)
-        glob = self.model.forward_head(feats, pre_logits=True)
-        if self.kind == "vit":
-            prefix = int(getattr(self.model, "num_prefix_tokens", 1))
-            side = self.model.patch_embed.grid_size
-            fmap = feats[:, prefix:].reshape(len(images), *side, -1)
-        elif self.kind == "swin":
-            fmap = feats  # (B, H, W, C)
-        else:
-            fmap = feats.permute(0, 2, 3, 1)
+        fmap, glob = self._backbone(x)
         feat_hw = tuple(fmap.shape[1:3])
         grid = int(self.conf["grid"])
         tokens = F.adaptive_avg_pool2d(fmap.permute(0, 3, 1, 2), grid).permute(0, 2, 3, 1)

@@ -8,7 +8,8 @@ to sum 1 (as the rollout of Abnar & Zuidema and its public implementations do), 
 Hierarchical models (Swin, CvT): each layer's attention is first resized to the token grid of the final
 stage (``resize_attention``: rows averaged and columns summed over the area each final cell covers, which
 keeps rows stochastic); for CvT-13 the CLS token exists only in the last stage, so its row and column are
-dropped there (``A[1:, 1:]``, Sec. 3.3) and the rows renormalised.
+dropped there (``A[1:, 1:]``, Sec. 3.3) and the rows renormalised (``stage_attention``: ``drop_prefix`` then
+``resize_attention``; CvT's keys come from a stride-2 projection, so its maps are rectangular until resized).
 
 The relevancy marginal (Sec. 3.3, last paragraph): the rollout rows of all spatial patches are averaged
 (prefix tokens such as CLS dropped), giving one weight per patch, normalised to sum 1 and pooled to the
@@ -84,10 +85,23 @@ def resize_attention(attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int,
 
 
 def drop_prefix(attn: torch.Tensor, num_prefix: int) -> torch.Tensor:
-    """``A[num_prefix:, num_prefix:]`` with rows renormalised (CvT's CLS, Sec. 3.3). attn: (B, N, N)."""
+    """``A[num_prefix:, num_prefix:]`` with rows renormalised (CvT's CLS, Sec. 3.3). attn: (B, Nq, Nk)."""
     if num_prefix == 0:
         return attn
     return _row_normalise(attn[..., num_prefix:, num_prefix:])
+
+
+def stage_attention(attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, int], out_hw: tuple[int, int],
+                    num_prefix: int = 0) -> torch.Tensor:
+    """One block of a hierarchical transformer (CvT) made ready for the rollout: (B, P, P) on ``out_hw``.
+
+    attn: (B, heads, Nq, Nk) or head-averaged (B, Nq, Nk), ``num_prefix`` prefix tokens (CvT-13's stage-3
+    CLS) before ``q_hw`` queries and ``k_hw`` keys (CvT's keys sit on a stride-2 grid). Heads averaged, the
+    prefix row and column dropped with rows renormalised (``drop_prefix``: ``A[1:, 1:]``, Sec. 3.3), then
+    resized to the final grid (``resize_attention``).
+    """
+    a = drop_prefix(head_average(attn), num_prefix)
+    return resize_attention(a, tuple(q_hw), tuple(k_hw), tuple(out_hw))
 
 
 def rollout_relevancy(rolled: torch.Tensor, num_prefix: int, grid_hw: tuple[int, int],
