@@ -150,6 +150,13 @@ def test_store_refuses_mixing_heads(tiny, tmp_path, one_thread):
     store = tmp_path / "s.h5"
     extract_to_store(create_extractor("cnn_local", **conf), tiny.gallery[:4], store, progress=False)
     extract_to_store(create_extractor("cnn_local", **conf), tiny.gallery, store, progress=False)  # same head: resumes
+    from relook.pipeline import provenance
+    from relook.store import FeatureStore
+    from relook.weights import file_sha256
+
+    with FeatureStore(store, "r") as st:  # results tables name the head beside the backbone's weights
+        meta = {f"global.{k}": v for k, v in st.meta.items()}
+    assert f"head=learned global head {head} (sha256 {file_sha256(head)[:12]}" in provenance({"m": meta})["m"]
     head.write_bytes((tmp_path / "b" / "head.pt").read_bytes())
     with pytest.raises(DataError, match="head"):
         extract_to_store(create_extractor("cnn_local", **conf), tiny.gallery, tmp_path / "s.h5", progress=False)
