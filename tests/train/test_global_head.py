@@ -39,11 +39,13 @@ def warp_set(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(warp_set, tmp_path_factory):
     """The head trained by the CLI on the train photos (pretrained Lite0, frozen), 30 epochs."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("head")
     assert main(["train", "global", "--dataset", "warp", "--root", str(warp_set), "--dataset-opt", "split=train",
                  "-o", str(out), "--epochs", "30", "--labels-per-batch", "16", "--quiet"]) == 0
-    return out / "head.pt"
+    yield out / "head.pt"
+    torch.set_num_threads(threads)
 
 
 def _scores(glob: np.ndarray, ds) -> dict[str, float]:

@@ -169,7 +169,6 @@ def train_global_head(dataset, out_dir: str | Path, conf: dict[str, Any] | None 
         "backbone": {k: v for k, v in ex.conf.items() if k not in ex.runtime_keys},
         "weights_sha256": record.sha256 or record.describe(), "data_digest": data_digest(ids, labels)},
         sort_keys=True, default=str))
-    torch.manual_seed(int(c["seed"]))
     device = torch.device(c["device"])
     head = GlobalHead(int(ex.net.backbone.num_features), int(c["dim"]), float(c["gem_p"]), seed=int(c["seed"]))
     head.to(device)
