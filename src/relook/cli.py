@@ -19,6 +19,7 @@ __import__("relook.cli_ot", fromlist=["register"]).register(app)  # relook visua
 _train = __import__("relook.cli_common", fromlist=["subgroup"]).subgroup(app, "train", "Train models (RRT, DToP).")
 _train.registered_commands += __import__("relook.cli_dtop", fromlist=["app"]).app.registered_commands  # dtop, whitening
 __import__("relook.cli_epipolar", fromlist=["register"]).register(app)  # geometry pseudo-gt, visualize epipolar-attention
+__import__("relook.cli_global", fromlist=["register"]).register(app)  # relook train global
 
 from relook.cli_datasets import app as _datasets_app  # noqa: E402
 app.add_typer(_datasets_app, name="datasets")

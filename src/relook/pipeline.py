@@ -520,6 +520,8 @@ def _describe(meta: dict, prefix: str) -> str:
             if meta.get(f"{prefix}.extractor.{k}") not in (None, "None", "")]
     if meta.get(f"{prefix}.weights"):
         opts.append(f"weights={meta[f'{prefix}.weights']}")
+    if meta.get(f"{prefix}.head"):  # a learned head of `relook train global` (projection: PATH)
+        opts.append(f"head={meta[f'{prefix}.head']}")
     return f"{name}({', '.join(opts)})" if opts else name
 
 

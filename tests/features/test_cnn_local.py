@@ -89,3 +89,29 @@ def test_eval_resize_center_crop_matches_reference():
     want = np.stack([(16 + 32 * (c + 0.5)) * 400 / 256, (16 + 32 * (r + 0.5)) * 300 / 256], 1)
     np.testing.assert_allclose(f.keypoints, want, atol=1e-3)
     assert tuple(f.image_size) == (300, 400)
+
+
+def test_learned_head(tmp_path):
+    """``projection: HEAD`` (relook train global): locals = W f + b and global = L2norm(W GeM_3(f) + b),
+    written out by hand from the backbone map; the store's provenance names the head's sha256."""
+    from relook.models.global_head import GlobalHead, save_global_head
+    from relook.weights import file_sha256
+
+    head = GlobalHead(512, 16, gem_p=3.0, seed=5)
+    with torch.no_grad():
+        head.proj.bias.normal_()
+    path = save_global_head(tmp_path / "head.pt", head, {"arch": "resnet10t", "weights": "random init, seed 0",
+                                                          "weights_sha256": "", "train": {"epochs": 0}})
+    ex = create_extractor("cnn_local", **CONF, projection=str(path))
+    img = _img()
+    f = ex.extract_one("a", img)
+    with torch.no_grad():
+        from relook.features.cnn_local import to_tensor
+
+        x = to_tensor(img, 64)[None]
+        fmap = ex.net.backbone.forward_features((x - ex.net.mean) / ex.net.std)[0].flatten(1).T.double()  # (4, 512)
+        w, b = head.proj.weight[:, :, 0, 0].double(), head.proj.bias.double()
+        g = (fmap.clamp(min=1e-6) ** 3).mean(0) ** (1 / 3) @ w.T + b
+    np.testing.assert_allclose(f.local_desc, (fmap @ w.T + b).numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(f.global_desc, (g / g.norm()).numpy(), atol=1e-5)
+    assert ex.provenance["head.sha256"] == file_sha256(path) and f.global_desc.shape == (16,)

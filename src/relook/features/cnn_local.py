@@ -19,7 +19,12 @@ in every process. The weights record is written into the store's provenance.
 
 The projection is ``seeded`` (a fixed random Gaussian 1x1 conv, a reproducible stand-in until trained),
 ``none`` (keep the backbone's channels), or learned: ``weights`` loads a ``CNNLocalNet`` state dict (e.g. the
-backbone and projection after RRT fine-tuning, saved by ``relook train rrt --finetune``).
+backbone and projection after RRT fine-tuning, saved by ``relook train rrt --finetune``); ``projection:
+PATH`` loads a head file of ``relook train global`` (``relook.models.global_head``): its 1x1 conv ``W``
+gives the locals (Eq. H1) and the global descriptor becomes the learned ``L2norm(W GeM_p(map) + b)``
+(Eq. H2, ``local_dim`` dims instead of C). The head must come from this backbone and weights (else a
+one-line ``ConfigError``), ``local_dim`` and ``gem_p`` must be the head's; the store's provenance records
+the head file's sha256 and training record, so a store made with another head is refused.
 """
 from __future__ import annotations
 
@@ -35,19 +40,15 @@ from relook.features.base import Extractor, register_extractor
 from relook.types import ImageFeatures
 
 from relook.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone  # noqa: F401  (re-exported)
+from relook.models.global_head import gem  # noqa: F401  (re-exported)
 from relook.weights import WeightsRecord
-
-
-def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
-    """Generalised-mean pooling of (B, C, h, w) -> (B, C): (mean x^p)^(1/p) over positions."""
-    return fmap.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
 class CNNLocalNet(nn.Module):
     """timm CNN backbone + 1x1 projection: images (B, 3, H, W) in [0, 1] -> global, local grid.
 
-    ``forward`` returns ``{"global": (B, C) L2-normalised, "local": (B, h*w, d), "attention": (B, h*w),
-    "grid": (h, w)}``. ``set_bn_eval`` keeps BatchNorm statistics frozen in training (official RRT).
+    ``forward`` returns ``{"global": (B, C) L2-normalised ((B, d) with a learned head), "local": (B, h*w, d),
+    "attention": (B, h*w), "grid": (h, w)}``. ``set_bn_eval`` keeps BatchNorm statistics frozen in training (official RRT).
     """
 
     def __init__(self, arch: str = "tf_efficientnet_lite0", pretrained: bool | str = True, local_dim: int = 128,
@@ -56,12 +57,19 @@ class CNNLocalNet(nn.Module):
         super().__init__()
         if global_pool not in ("gem", "avg"):
             raise ConfigError(f"cnn_local: global_pool must be 'gem' or 'avg', got {global_pool!r}")
+        self.head_config: dict[str, Any] | None = None  # config of a learned head (projection: PATH)
+        head = None
         if projection not in ("seeded", "none"):
-            raise ConfigError(f"cnn_local: projection must be 'seeded' or 'none', got {projection!r}")
+            head, self.head_config = _load_head(projection, local_dim, global_pool, gem_p)
         self.backbone, self.weights_record, (mean, std) = create_backbone(
             arch, pretrained, seed, num_classes=0, global_pool="")
         channels = self.backbone.num_features
         self.proj: nn.Module = nn.Identity()
+        if head is not None:
+            if head.channels != channels:
+                raise ConfigError(f"cnn_local: the head {projection} projects {head.channels} channels, {arch} "
+                                  f"gives {channels}")
+            self.proj = head.proj
         if projection == "seeded" and local_dim and local_dim != channels:
             with torch.random.fork_rng(devices=[]):  # its default init is overwritten: leave the global RNG be
                 self.proj = nn.Conv2d(channels, local_dim, kernel_size=1)
@@ -84,10 +92,29 @@ class CNNLocalNet(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         fmap = self.backbone.forward_features((images - self.mean) / self.std)  # (B, C, h, w)
         pooled = gem(fmap, self.gem_p) if self.global_pool == "gem" else fmap.mean(dim=(-2, -1))
+        if self.head_config is not None:  # learned head: global = W GeM_p(map) + b (Eq. H2, normalised below)
+            pooled = F.linear(pooled, self.proj.weight.flatten(1), self.proj.bias)
         local = self.proj(fmap)
         h, w = fmap.shape[-2:]
         return {"global": F.normalize(pooled, dim=-1), "local": local.flatten(2).transpose(1, 2),
                 "attention": fmap.norm(dim=1).flatten(1), "grid": (int(h), int(w))}
+
+
+def _load_head(path: str, local_dim: int, global_pool: str, gem_p: float) -> tuple[nn.Module, dict[str, Any]]:
+    """(head, config) of the head file ``path`` after checking that this extractor's options fit it."""
+    from pathlib import Path
+
+    from relook.models.global_head import load_global_head
+
+    if not Path(str(path)).is_file():
+        raise ConfigError(f"cnn_local: projection must be 'seeded', 'none' or a head file of `relook train global`,"
+                          f" got {path!r} (no such file)")
+    head, conf = load_global_head(path)
+    if int(local_dim) != head.dim or global_pool != "gem" or float(gem_p) != head.gem_p:
+        raise ConfigError(f"cnn_local: the head {path} gives {head.dim}-d locals and a GeM p={head.gem_p} global; "
+                          f"set local_dim: {head.dim}, global_pool: gem, gem_p: {head.gem_p} (got {local_dim}, "
+                          f"{global_pool}, {gem_p})")
+    return head, conf
 
 
 def grid_keypoints(h: int, w: int, height: float, width: float) -> np.ndarray:
@@ -119,7 +146,8 @@ class CNNLocal(Extractor):
         "eval_resize": None,       # int N: official RRT SOP test preprocessing, resize to N x N then centre-crop
                                    # image_size (N=256); None: plain square resize to image_size
         "local_dim": 128,          # projected local descriptor dim (RRT: 128)
-        "projection": "seeded",    # seeded random 1x1 conv, or none (keep the backbone's channels)
+        "projection": "seeded",    # seeded random 1x1 conv, none (keep the backbone's channels), or a head
+                                   # file of `relook train global` (learned W; global = its 128-d GeM head)
         "projection_seed": 0,      # seed of the seeded projection
         "global_pool": "gem",      # gem or avg pooling of the map for global_desc
         "gem_p": 3.0,              # GeM exponent
@@ -142,6 +170,12 @@ class CNNLocal(Extractor):
             state = unwrap_state_dict(state, ("backbone_state", "state_dict", "model"))
             load_state_into(self.net, state, c["weights"],
                             f"cnn_local {c['arch']} (local_dim {c['local_dim']}, projection {c['projection']})")
+        elif self.net.head_config is not None:  # a head only fits the backbone and weights it was trained on
+            from relook.models.backbone import timm_arch
+            from relook.models.global_head import check_backbone
+
+            check_backbone(self.net.head_config, c["projection"], timm_arch(c["arch"]), self.net.weights_record,
+                           "cnn_local")
         self.net.to(c["device"]).eval()
 
     @property
@@ -157,6 +191,10 @@ class CNNLocal(Extractor):
 
             out["weights"] = f"fine-tuned CNNLocalNet {self.conf['weights']} (sha256 " \
                              f"{file_sha256(self.conf['weights'])[:12]})"
+        if self.net.head_config is not None:
+            from relook.models.global_head import head_provenance
+
+            out.update(head_provenance(self.conf["projection"], self.net.head_config))
         return out
 
     def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:

@@ -19,10 +19,16 @@ Per image it writes:
 * ``extra["attn_layers"]`` (L, N, N) only with ``keep_attention``: the head-averaged attention of every
   layer exactly as fed to the rollout.
 
-Projection to ``dim`` (the paper's D = 128 is the size of its fine-tuned embedding head, which relook does
-not have): ``projection="orthogonal"`` is a random matrix with orthonormal columns drawn from ``seed``
-(preserves inner products in expectation, Johnson-Lindenstrauss), or a path to a (C, dim) ``.npy`` matrix,
-e.g. from ``fit_pca_projection`` on training tokens. Tokens and global descriptor share the projection so
+Projection to ``dim`` (the paper's D = 128 is the size of its fine-tuned embedding head):
+``projection="orthogonal"`` is a random matrix with orthonormal columns drawn from ``seed`` (preserves inner
+products in expectation, Johnson-Lindenstrauss), a path to a (C, dim) ``.npy`` matrix, e.g. from
+``fit_pca_projection`` on training tokens, or a path to a head file of ``relook train global``
+(``relook.models.global_head``, any other suffix than ``.npy``): the learned head shared with ``cnn_local``
+and RRT. With a CNN backbone (``efficientnet_lite0``: the 7x7 x 1280 map at 224 px, the very grid ``cnn_local``
+reads) its 1x1 conv is a (1280, 128) matrix ``W`` plus a bias: tokens become ``W t + b`` (Eq. H1) and the
+global descriptor the head's ``L2norm(W GeM_p(map) + b)`` (Eq. H2) instead of the average-pooled vector; the
+head must come from this backbone and weights, ``dim`` must be null or the head's, and the head's sha256 and
+training record go into the store's provenance. Tokens and global descriptor share the projection so
 the DIML cross-correlation marginal stays meaningful.
 
 CvT-13 (``backbone: cvt13``, the paper's main backbone; needs the ``relook[cvt]`` extra): the CLS token exists
@@ -46,6 +52,7 @@ from relook.features.base import Extractor, register_extractor
 from relook.io import load_array
 from relook.models import cvt
 from relook.models.backbone import create_backbone
+from relook.models.global_head import gem
 from relook.weights import resolve_weights
 from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy, stage_attention,
                                    window_attention_resized)
@@ -86,7 +93,8 @@ class VitTokens(Extractor):
         "image_size": 224,  # every image resized to image_size x image_size (the paper: 224)
         "grid": 7,  # h = w of the stored patch grid (the paper: 7)
         "dim": None,  # project tokens and global descriptor to this size (the paper: 128), None keeps C
-        "projection": "orthogonal",  # seeded random orthonormal columns, or a path to a (C, dim) .npy matrix
+        "projection": "orthogonal",  # seeded random orthonormal columns, a path to a (C, dim) .npy matrix, or a
+                                     # head file of `relook train global` (CNN backbones: learned W, b and global)
         "seed": 0,  # seed of the random projection and of random-init weights
         "keep_attention": False,  # also store every layer's head-averaged attention as extra["attn_layers"]
         "model_kwargs": {},  # timm.create_model (cvt13: CvtConfig) arguments, e.g. depths=(1, 1, 1, 1) for tiny models
@@ -102,6 +110,7 @@ class VitTokens(Extractor):
         c = self.conf
         self._attn: list[torch.Tensor] = []
         self._shapes: list[tuple] = []
+        self.head, self.head_config = None, None  # a learned head (CNN backbones only): see _head
         if c["backbone"] in cvt.NAMES:
             self.model_name, self.kind = cvt.HUB_NAME, "cvt"
             model, self.weights_record, norm = cvt.create_cvt(c["pretrained"], int(c["seed"]), c["checkpoint"],
@@ -129,6 +138,8 @@ class VitTokens(Extractor):
                                                                num_classes=0, **kwargs)
         self._setup(model, norm, int(model.num_features))
         self._hook()
+        self.head, self.head_config = self._head()
+        self.proj = self._projection()
         if self.kind == "cnn" and c["keep_attention"]:
             raise ConfigError(f"extractor 'vit_tokens': {c['backbone']} has no attention to keep")
 
@@ -151,9 +162,29 @@ class VitTokens(Extractor):
                 blk.register_forward_pre_hook(
                     lambda m, i: self._shapes.append((tuple(i[0].shape[1:3]), m.window_size, m.shift_size)))
 
+    def _head(self) -> tuple[Any, dict | None]:
+        """The learned head of ``projection: PATH`` (not ``.npy``), checked against this backbone, or (None, None)."""
+        proj = self.conf["projection"]
+        if proj == "orthogonal" or Path(str(proj)).suffix == ".npy" or not Path(str(proj)).is_file():
+            return None, None
+        from relook.models.global_head import check_backbone, load_global_head
+
+        head, conf = load_global_head(proj)
+        if self.kind != "cnn":
+            raise ConfigError(f"extractor 'vit_tokens': the head {proj} projects a CNN grid; {self.conf['backbone']} "
+                              "gives transformer tokens (use a CNN backbone such as efficientnet_lite0)")
+        if self.conf["dim"] is not None and int(self.conf["dim"]) != head.dim:
+            raise ConfigError(f"extractor 'vit_tokens': the head {proj} gives {head.dim}-d tokens; set dim: {head.dim} "
+                              f"(or null), got {self.conf['dim']}")
+        if head.channels != int(self.model.num_features):
+            raise ConfigError(f"extractor 'vit_tokens': the head {proj} projects {head.channels} channels, "
+                              f"{self.conf['backbone']} gives {self.model.num_features}")
+        check_backbone(conf, proj, self.model_name, self.weights_record, "extractor 'vit_tokens'")
+        return head.to(self.conf["device"]), conf
+
     def _projection(self) -> torch.Tensor | None:
         dim, proj = self.conf["dim"], self.conf["projection"]
-        if dim is None:
+        if dim is None or self.head is not None:
             return None
         c = self.num_features
         if proj == "orthogonal":
@@ -222,7 +253,10 @@ class VitTokens(Extractor):
             rel, layers = rel / rel.sum(-1, keepdim=True).clamp_min(1e-300), None
         else:
             rel, layers = self._relevancy(feat_hw, len(images))
-        if self.proj is not None:
+        if self.head is not None:  # Eq. H1 on the pooled tokens (linear: pooling commutes), Eq. H2 global
+            tokens = self.head.project(tokens)
+            glob = self.head.project(gem(fmap.permute(0, 3, 1, 2), self.head.gem_p))
+        elif self.proj is not None:
             tokens, glob = tokens @ self.proj, glob @ self.proj
         glob = F.normalize(glob, dim=-1)
         out = []
@@ -263,4 +297,9 @@ class VitTokens(Extractor):
         weights = (self.weights_record.describe() if self.conf["checkpoint"] or self.conf["pretrained"] else
                    f"random init (seed {self.conf['seed']})")
         rel = "feature-norm saliency (no attention)" if self.kind == "cnn" else "attention rollout (Eq. 7)"
-        return {**super().provenance, "weights": weights, "relevancy_source": rel}
+        out = {**super().provenance, "weights": weights, "relevancy_source": rel}
+        if self.head_config is not None:
+            from relook.models.global_head import head_provenance
+
+            out.update(head_provenance(self.conf["projection"], self.head_config))
+        return out
