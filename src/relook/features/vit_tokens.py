@@ -116,6 +116,8 @@ class VitTokens(Extractor):
             model, self.weights_record, norm = cvt.create_cvt(c["pretrained"], int(c["seed"]), c["checkpoint"],
                                                               **c["model_kwargs"])
             self._setup(model, norm, int(model.config.embed_dim[-1]))
+            self.head, self.head_config = self._head()  # refuses a head file: it projects a CNN grid
+            self.proj = self._projection()
             self.capture = cvt.AttentionCapture(self.model)
             return
         self.model_name = BACKBONES.get(c["backbone"], c["backbone"])
@@ -148,7 +150,6 @@ class VitTokens(Extractor):
         self.model, self.num_features = model.eval().to(dev), channels
         self.mean = torch.tensor(norm[0]).view(1, 3, 1, 1).to(dev)
         self.std = torch.tensor(norm[1]).view(1, 3, 1, 1).to(dev)
-        self.proj = self._projection()
 
     # -- model plumbing ---------------------------------------------------------------------------
     def _hook(self) -> None:
