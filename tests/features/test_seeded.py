@@ -174,6 +174,14 @@ def test_provenance_mismatch_refused(tmp_path, monkeypatch):
         extract_to_store(create_extractor("cnn_local", **conf, seed=1), items, store, progress=False)
     assert "\n" not in str(e.value) and store.read_bytes() == before
 
+    # a store of an older relook, which did not record a setting, is refused naming the setting as absent
+    # (not as "extracted with X=None, the config asks for 'None'")
+    with FeatureStore(store, "a") as s:
+        s.meta = {k: v for k, v in s.meta.items() if k != "extractor.gem_p"}
+    with pytest.raises(DataError, match=r"extracted without the setting extractor.gem_p \(an older relook\), the "
+                                        r"config asks for '3.0'"):
+        extract_to_store(create_extractor("cnn_local", **conf, seed=0), items, store, progress=False)
+
     # a runtime option (batch size, device) is not another network: the store is resumed, not redone
     extract_to_store(create_extractor("cnn_local", **conf, seed=1), items[:2], tmp_path / "part.h5", progress=False)
     writes = []

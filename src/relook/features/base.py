@@ -94,11 +94,12 @@ def mixing_error(store_path: str | Path, extractor: Extractor, stale: list[str])
     """The one-line refusal to add features of ``extractor`` to a store made with other ``stale`` settings."""
     from relook.store import FeatureStore
 
-    with FeatureStore(store_path, "r") as store:
-        n, old = len(store), store.meta.get(stale[0])
     k = stale[0]
+    with FeatureStore(store_path, "r") as store:
+        n, made = len(store), (f"with {k}={store.meta[k]!r}" if k in store.meta else
+                               f"without the setting {k} (an older relook)")
     more = f" (and {len(stale) - 1} more setting(s))" if len(stale) > 1 else ""
-    return DataError(f"{store_path}: its {n} images were extracted with {k}={old!r}, the config asks for "
+    return DataError(f"{store_path}: its {n} images were extracted {made}, the config asks for "
                      f"{extractor.provenance.get(k)!r}{more}; delete the store (or give this extractor another "
                      "label) to extract again")
 
