@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from relook.cli_common import parse_kv
+from relook.cli.common import parse_kv
 
 from relook.errors import ConfigError
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from relook.cli_common import parse_kv, subgroup
+from relook.cli.common import parse_kv, subgroup
 
 
 

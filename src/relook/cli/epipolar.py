@@ -124,6 +124,6 @@ def visualize_epipolar_attention(
 def register(root: typer.Typer) -> None:
     """Attach ``geometry`` and ``visualize epipolar-attention`` to the main app (groups created when missing)."""
     root.add_typer(app, name="geometry")
-    from relook.cli_common import subgroup
+    from relook.cli.common import subgroup
 
     subgroup(root, "visualize", "Write PNG visualisations.").command("epipolar-attention")(visualize_epipolar_attention)

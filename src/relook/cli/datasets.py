@@ -91,7 +91,7 @@ def info_cmd(name: str = typer.Argument(..., help="registered reader, e.g. roxfo
 
     Example: relook datasets info sop /data/Stanford_Online_Products -o split=test --verify
     """
-    from relook.cli_common import parse_kv
+    from relook.cli.common import parse_kv
     from relook.datasets import load_dataset
     from relook.datasets.verify import verify_images
 

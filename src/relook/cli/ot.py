@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from relook.cli_common import subgroup
+from relook.cli.common import subgroup
 
 
 def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in the query store)"),
@@ -66,10 +66,10 @@ def visualize_ot_sweep(config: list[Path] = typer.Option(..., "--config", "-c", 
     Needs the features and the shortlist (run `relook run` first). Example:
     relook visualize ot-sweep -c configs/ot_sop.yaml --masses 0.7,0.8,0.9,1.0
     """
-    from relook.cli import _conf
+    from relook.cli.common import resolve_conf
     from relook.viz.ot import sweep_mass
 
-    conf = _conf(config, overrides, writes=False)
+    conf = resolve_conf(config, overrides, writes=False)
     values = [float(v) for v in masses.split(",") if v.strip()]
     path, table = sweep_mass(conf, values, reranker or None, output, progress=not quiet)
     for a, row in table.items():

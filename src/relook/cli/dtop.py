@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from relook.cli_common import parse_kv
+from relook.cli.common import parse_kv
 
 app = typer.Typer(no_args_is_help=True, help="Train models (DToP global descriptor and its whitening).")
 

@@ -1,0 +1,63 @@
+"""Helpers shared by the CLI modules: ``key=value`` option parsing, sub-command groups, and the options and
+config handling of the config-driven stages (``--config``, ``--set``, ``--quiet``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from relook.errors import ConfigError
+
+
+def parse_kv(pairs: list[str], flag: str) -> dict:
+    """``["k=v", ...]`` -> ``{k: v}`` with values parsed as YAML scalars (numbers, booleans, null, lists)."""
+    import yaml
+
+    out = {}
+    for item in pairs:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def subgroup(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """The sub-command group ``name`` of ``app``, created when missing (several modules add to one group)."""
+    for g in app.registered_groups:
+        if g.name == name:
+            return g.typer_instance
+    sub = typer.Typer(no_args_is_help=True, help=help)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+# -- config-driven stages ----------------------------------------------------------------------------
+CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); later ones override earlier")
+SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="no progress bars and no 'wrote ...' lines (tables and errors still print)")
+
+
+def say(quiet: bool, text: str) -> None:
+    """Echo ``text`` unless the stage runs with ``--quiet``."""
+    if not quiet:
+        typer.echo(text)
+
+
+def resolve_conf(config: list[Path], overrides: list[str], writes: bool = True) -> dict:
+    """The resolved config; for a command that ``writes``, its output folder is created (one-line error when
+    it cannot be, before any work). ``config.yaml`` is saved by ``save_conf`` once the command succeeded, so a
+    failed command leaves the previous one in place."""
+    from relook.experiment import load_config
+    from relook.io import ensure_dir
+
+    conf = load_config(config, overrides)
+    if writes:
+        ensure_dir(conf["out"], "out")
+    return conf
+
+
+def save_conf(conf: dict) -> None:
+    from relook.experiment import save_config
+
+    save_config(conf, conf["out"])

@@ -1,0 +1,196 @@
+"""The config-driven experiment stages (``relook extract``, ``index``, ``search``, ``rerank``, ``evaluate``,
+``run``, ``report``), ``relook query`` and ``relook demo``: top-level commands, thin over the library."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relook.cli.common import CONFIG_OPT, QUIET_OPT, SET_OPT, resolve_conf, save_conf, say
+
+app = typer.Typer()  # its commands are added to the root app's top level (relook/cli/__init__.py)
+
+
+@app.command("extract")
+def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+                model: Optional[str] = typer.Option(None, help="run only this extractor (e.g. dtop), default options"),
+                quiet: bool = QUIET_OPT) -> None:
+    """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
+
+    Scale-out: under torchrun --nproc_per_node=N each process extracts every N-th image into its own
+    shard (gallery.h5.rank0-of-N, ...) and rank 0 merges them into gallery.h5; a rerun resumes the shards.
+
+    Example: relook extract -c configs/demo.yaml -s dataset.root=runs/demo/co3d_retrieve
+             relook extract -c configs/roxford5k.yaml --model dtop -s out=runs/rox_dtop
+             torchrun --nproc_per_node=4 -m relook.cli extract -c configs/folder.yaml -s dataset.root=photos
+    """
+    from relook import pipeline
+    from relook.distributed import world
+
+    if model:
+        overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
+    conf = resolve_conf(config, overrides)
+    stores = pipeline.extract(conf, progress=not quiet)
+    if world()[0] == 0:
+        for label, (q, g) in stores.items():
+            say(quiet, f"{label}: {g}" + (f", {q}" if q != g else ""))
+    save_conf(conf)
+
+
+@app.command("index")
+def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+              overwrite: bool = typer.Option(False, help="rebuild even if up to date"), quiet: bool = QUIET_OPT) -> None:
+    """Build the faiss index of the gallery's global descriptors (flat, or shortlist.index=ivfpq).
+
+    Example: relook index -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    conf = resolve_conf(config, overrides)
+    say(quiet, f"wrote {pipeline.index(conf, overwrite)}")
+    save_conf(conf)
+
+
+@app.command("search")
+def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               overwrite: bool = typer.Option(False, help="search again even if up to date"),
+               quiet: bool = QUIET_OPT) -> None:
+    """Global top-k shortlist of every query -> <out>/shortlist.npz.
+
+    Example: relook search -c configs/demo.yaml -s shortlist.k=500
+    """
+    from relook import pipeline
+
+    conf = resolve_conf(config, overrides)
+    say(quiet, f"wrote {pipeline.search(conf, overwrite)}")
+    save_conf(conf)
+
+
+@app.command("rerank")
+def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
+               overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
+               quiet: bool = QUIET_OPT) -> None:
+    """Run rerankers on the same shortlist, then print one table of metrics and time per query.
+
+    Example: relook rerank -c configs/demo.yaml --methods gv,aqe,asmk,rrt,ot
+    """
+    from relook import pipeline
+
+    conf = resolve_conf(config, overrides)
+    labels = [m.strip() for m in methods.split(",") if m.strip()] or None
+    pipeline.rerank(conf, labels, overwrite, progress=not quiet)
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+    save_conf(conf)
+
+
+@app.command("evaluate")
+def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, quiet: bool = QUIET_OPT) -> None:
+    """Print the metrics of the shortlist and every ranking (and write <out>/results.json).
+
+    Example: relook evaluate -c configs/demo.yaml
+    """
+    from relook import pipeline
+
+    typer.echo(pipeline.results_table(pipeline.evaluate(resolve_conf(config, overrides, writes=False))))
+
+
+@app.command("run")
+def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, quiet: bool = QUIET_OPT,
+            report: bool = typer.Option(True, help="write <out>/report.html and figures/ at the end")) -> None:
+    """All stages in order: extract, index, search, rerank, evaluate, report (each skips finished work).
+
+    Under torchrun the extraction is spread over the ranks (see `relook extract --help`); rank 0 alone
+    runs the later stages.
+
+    Example: relook run -c configs/demo.yaml
+    """
+    from relook import pipeline
+    from relook.distributed import world
+
+    from relook.eval.evaluate import check_has_positives
+
+    conf = resolve_conf(config, overrides, writes=False)
+    check_has_positives(pipeline.dataset_of(conf))  # before any work: nothing could be scored
+    conf = resolve_conf(config, overrides)
+    pipeline.extract(conf, progress=not quiet)
+    if world()[0] != 0:
+        return
+    pipeline.search(conf)
+    pipeline.rerank(conf, progress=not quiet)
+    results = pipeline.evaluate(conf)
+    typer.echo(pipeline.results_table(results))
+    if report:
+        from relook.report import make_figures, write_report
+
+        make_figures(conf)
+        say(quiet, f"wrote {write_report(conf, results)}")
+    save_conf(conf)
+
+
+@app.command("report")
+def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
+               queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids"),
+               quiet: bool = QUIET_OPT) -> None:
+    """Write <out>/report.html: what ran, results and commentary, time per stage, metrics against K,
+    top-k grids, the queries each reranker helped and hurt most, other stages' figures.
+
+    Example: relook report -c configs/demo.yaml
+    """
+    from relook import pipeline
+    from relook.report import make_figures, write_report
+
+    conf = resolve_conf(config, overrides, writes=False)
+    results = pipeline.evaluate(conf)
+    make_figures(conf, num_queries=queries)
+    say(quiet, f"wrote {write_report(conf, results)}")
+
+
+@app.command("query")
+def query_cmd(images: list[Path] = typer.Argument(..., help="query image file(s); need not be in the dataset"),
+              run: Path = typer.Option(..., "--run", help="a finished run's folder (config.yaml, index.faiss)"),
+              method: Optional[str] = typer.Option(None, help="one of the run's reranker labels (default: global order)"),
+              k: int = typer.Option(10, "-k", "--k", min=1, help="results shown per image"),
+              html: Optional[Path] = typer.Option(None, help="thumbnails page to write (default RUN/query.html)")) -> None:
+    """Rank a finished run's gallery for new images with the run's extractors, index and reranker.
+
+    Prints rank, gallery id, the method's score, the global score and the rank change per image, and writes
+    an HTML page of thumbnails. The run's stores must have been made with the weights its config loads now.
+
+    Example: relook query photo.jpg --run runs/mine --method gv -k 5
+    """
+    from relook.query import format_result, query
+    from relook.viz.query_page import write_query_page
+
+    results = query(images, run, method, k)
+    for res in results:
+        typer.echo(format_result(res))
+    typer.echo(f"wrote {write_query_page(results, html or run / 'query.html', run)}")
+
+
+@app.command("demo")
+def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+             photos: Optional[Path] = typer.Option(None, help="your own folder of photos (default: the real photos "
+                                                   "shipped in scikit-image, scikit-learn and matplotlib)"),
+             views: int = typer.Option(6, min=2, help="warped views per photo"),
+             size: int = typer.Option(320, min=32, help="long side of the warped views in pixels"),
+             synthetic: bool = typer.Option(True, help="also the 3D synthetic objects wearing the photos (cameras: rrt-maxepi)"),
+             num_instances: int = typer.Option(24, min=2, help="synthetic object instances"),
+             num_views: int = typer.Option(5, min=2, help="views per synthetic instance"),
+             image_size: int = typer.Option(224, min=32, help="synthetic image side in pixels"),
+             rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs on the train split"),
+             config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
+             overrides: list[str] = SET_OPT,
+             quiet: bool = QUIET_OPT) -> None:
+    """Real photos -> warped benchmark (+ 3D objects wearing them) -> real-weight features -> every reranker -> reports.
+
+    Example: relook demo --out runs/demo   # what `make demo` runs
+    Example: relook demo --photos my_photos/ --out runs/mine
+    """
+    from relook.demo import run_demo
+
+    paths = run_demo(out, photos, views, size, synthetic, num_instances, num_views, image_size, rrt_epochs, overrides,
+                     config, progress=not quiet, log=typer.echo)
+    for path in paths:
+        typer.echo(f"wrote {path}")
