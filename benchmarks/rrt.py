@@ -11,7 +11,7 @@ Why these rows (what each measures):
   ``batch 25`` — the same in 25-pair batches (cache effects).
 * ``unfused reference`` — ``RRT.forward(return_attention=True)``: every layer from its modules, all six
   layers in full (the exactness reference, and what the fused path replaced).
-* ``fast: W workers x 1 thread`` — ``RRTPairScorer`` (``models/rrt_infer.py``), the reranker's CPU default:
+* ``fast: W workers x 1 thread`` — ``RRTPairScorer`` (``models/rrt/infer.py``), the reranker's CPU default:
   pair slices in parallel threads with one torch thread each, SDPA on strided views, CLS-only last layer.
   ``1 worker x T threads``: the same code with OpenMP threads instead. Ablations: ``+ shared query``
   (the query's layer-1 Q/K/V computed once for all pairs, ``share_query``), ``matmul attention``
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from relook.models.rrt import RRT
-from relook.models.rrt_infer import RRTPairScorer
-from relook.models.rrt_inputs import index_side, model_kwargs
+from relook.models.rrt.infer import RRTPairScorer
+from relook.models.rrt.inputs import index_side, model_kwargs
 from relook.rerank.rrt import RRTReranker
 from relook.types import ImageFeatures
 

@@ -138,7 +138,7 @@ def train_one(guidance: str, feats, ds, out_dir: Path, args):
                   extra_loss=g.extra_loss if guidance in ("epi", "maxepi") else None,
                   input_pe=g.input_pe if guidance == "epe" else None, resume=True, progress=False,
                   guidance=g.record())
-    from relook.models.rrt_checkpoint import load_rrt
+    from relook.models.rrt.checkpoint import load_rrt
 
     return load_rrt(ckpt).eval(), g
 
@@ -162,7 +162,7 @@ def evaluate(model, guidance, feats, ds, args, pgt=None):
     """R@1/10/50, mAP over the whole gallery (top-K reranked) and the epipolar attention share."""
     from relook.eval.metrics import mean_average_precision, recall_at_k
     from relook.losses.epipolar import epipolar_attention_share
-    from relook.models.rrt_inputs import index_side, model_kwargs, pack_side
+    from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
     from relook.train.epipolar import EpipolarGuidance
     from relook.viz.epipolar import cross_attention_maps
 

@@ -17,9 +17,9 @@ import torch
 from scipy.stats import spearmanr
 
 from relook.datasets.base import load_dataset
-from relook.models.rrt_checkpoint import load_rrt
-from relook.models.rrt_infer import RRTPairScorer
-from relook.models.rrt_inputs import pack_side, required_fields
+from relook.models.rrt.checkpoint import load_rrt
+from relook.models.rrt.infer import RRTPairScorer
+from relook.models.rrt.inputs import pack_side, required_fields
 from relook.store import FeatureStore
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from relook.datasets.base import load_dataset
-    from relook.models.rrt_checkpoint import load_rrt
+    from relook.models.rrt.checkpoint import load_rrt
     from relook.rerank.rrt import RRTReranker
     from relook.store import FeatureStore
     from relook.train.rrt import PairData, global_neighbours, sample_triplets

@@ -12,7 +12,7 @@ import torch
 from relook.checkpoints import load_checkpoint, to_json
 from relook.errors import DataError
 from relook.models.rrt import RRT
-from relook.models.rrt_checkpoint import load_rrt, read_checkpoint, save_rrt
+from relook.models.rrt.checkpoint import load_rrt, read_checkpoint, save_rrt
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -29,7 +29,7 @@ def test_visualize_epipolar_attention_cli(tmp_path, capsys):
     from relook.datasets.co3d_retrieve import build_co3d_retrieve
     from relook.datasets.synthetic import generate_synthetic
     from relook.models.rrt import RRT
-    from relook.models.rrt_checkpoint import save_rrt
+    from relook.models.rrt.checkpoint import save_rrt
     from relook.store import FeatureStore
     from relook.types import ImageFeatures
 

@@ -278,7 +278,7 @@ def test_rerank_epe_checkpoint_end_to_end(toy, tmp_path, capsys):
     import torch
 
     from relook.models.rrt import RRT
-    from relook.models.rrt_checkpoint import save_rrt
+    from relook.models.rrt.checkpoint import save_rrt
     from relook.types import Ranking
 
     cfg, out = toy

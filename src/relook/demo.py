@@ -139,7 +139,7 @@ def train_rrts(conf: dict, train_conf: dict, rrt_epochs: int, progress: bool, lo
 def _trained(ckpt: Path, epochs: int) -> bool:
     if not ckpt.exists():
         return False
-    from relook.models.rrt_checkpoint import read_checkpoint
+    from relook.models.rrt.checkpoint import read_checkpoint
 
     return int(read_checkpoint(ckpt).get("epoch", 0)) >= epochs
 
@@ -291,9 +291,9 @@ def _extra_figures(conf: dict, log: Callable) -> None:
     for item in conf["rerankers"]:
         if item["name"] != "rrt":
             continue
-        from relook.models.rrt_checkpoint import load_rrt
-        from relook.models.rrt_correspondences import rrt_correspondences
-        from relook.models.rrt_inputs import required_fields
+        from relook.models.rrt.checkpoint import load_rrt
+        from relook.models.rrt.correspondences import rrt_correspondences
+        from relook.models.rrt.inputs import required_fields
         from relook.viz.correspondences import draw_matches
 
         model = load_rrt(item["checkpoint"])

@@ -7,7 +7,7 @@ import torch
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.models.position_encoding import grid_positions, sine_position_encoding
 from relook.models.rrt import CAND_LOCAL, QUERY_LOCAL, RRT, scale_indices
-from relook.models.rrt_checkpoint import load_official_rrt, load_rrt, save_rrt
+from relook.models.rrt.checkpoint import load_official_rrt, load_rrt, save_rrt
 
 SMALL = {"num_layers": 2, "dim_feedforward": 64}
 
@@ -353,7 +353,7 @@ def test_grid_positions_official_sop():
     import numpy as np
 
     from relook.features.cnn_local import grid_keypoints
-    from relook.models.rrt_inputs import pack_side
+    from relook.models.rrt.inputs import pack_side
     from relook.types import ImageFeatures
 
     f = ImageFeatures("x", local_desc=np.zeros((49, 128), np.float32), keypoints=grid_keypoints(7, 7, 300, 400),

@@ -7,7 +7,7 @@ import torch
 
 from relook.errors import ShapeError
 from relook.models.rrt import RRT
-from relook.models.rrt_correspondences import assignment_matches, cross_affinity, rrt_correspondences
+from relook.models.rrt.correspondences import assignment_matches, cross_affinity, rrt_correspondences
 from relook.types import ImageFeatures
 
 

@@ -4,7 +4,7 @@ import torch
 
 from relook.errors import ConfigError, ShapeError
 from relook.models.rrt import RRT
-from relook.models.rrt_infer import RRTPairScorer
+from relook.models.rrt.infer import RRTPairScorer
 
 SMALL = {"num_layers": 2, "dim_feedforward": 64}
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one OpenMP thread (workers still run in parallel)

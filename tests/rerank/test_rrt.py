@@ -5,7 +5,7 @@ import torch
 
 from relook.errors import ConfigError
 from relook.models.rrt import RRT
-from relook.models.rrt_checkpoint import save_rrt
+from relook.models.rrt.checkpoint import save_rrt
 from relook.rerank import create_reranker
 from relook.store import FeatureStore
 from relook.types import ImageFeatures, Shortlist

@@ -221,7 +221,7 @@ def test_crop_flip_adjusted_fundamental():
 def test_checkpoint_records_guidance(tmp_path):
     """An EPE run's checkpoint records its guidance and EPE settings; load_rrt hands them to the reranker;
     resuming with another guidance, or EPE without its encoding hook, is refused."""
-    from relook.models.rrt_checkpoint import load_rrt, read_checkpoint
+    from relook.models.rrt.checkpoint import load_rrt, read_checkpoint
     from relook.train.rrt import PairData, StoreSource, train_rrt
     from relook.types import ImageFeatures
 

@@ -4,7 +4,7 @@ import torch
 
 from relook.features import create_extractor, extract_to_store
 from relook.models.rrt import RRT
-from relook.models.rrt_checkpoint import save_rrt
+from relook.models.rrt.checkpoint import save_rrt
 from relook.store import FeatureStore
 from relook.types import ImageFeatures
 from relook.viz import rerankers

@@ -87,8 +87,8 @@ def visualize_epipolar_attention(
     from relook.errors import DataError
     from relook.images import load_image
     from relook.losses.epipolar import epipolar_attention_share
-    from relook.models.rrt_checkpoint import load_rrt
-    from relook.models.rrt_inputs import pack_side, required_fields
+    from relook.models.rrt.checkpoint import load_rrt
+    from relook.models.rrt.inputs import pack_side, required_fields
     from relook.store import FeatureStore
     from relook.train.epipolar import EpipolarGuidance
     from relook.viz.epipolar import cross_attention_maps, plot_epipolar_attention

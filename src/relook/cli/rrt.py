@@ -93,9 +93,9 @@ def visualize_rrt_matches(
     Example: relook visualize rrt-matches rrt.pt test.h5 q001 g042 --query-image q.jpg --candidate-image g.jpg -o matches.png
     """
     from relook.images import load_image
-    from relook.models.rrt_checkpoint import load_rrt
-    from relook.models.rrt_correspondences import rrt_correspondences
-    from relook.models.rrt_inputs import required_fields
+    from relook.models.rrt.checkpoint import load_rrt
+    from relook.models.rrt.correspondences import rrt_correspondences
+    from relook.models.rrt.inputs import required_fields
     from relook.store import FeatureStore
     from relook.viz.correspondences import draw_matches
 

@@ -2,7 +2,7 @@
 
 Each query is paired with each of its top-K candidates (query first: segment beta, candidate: beta');
 all pairs of a query are scored together. On the CPU in float32 / int8 this goes through
-``models.rrt_infer.RRTPairScorer`` (pair-parallel single-thread workers, small chunks, SDPA; same logits
+``models.rrt.infer.RRTPairScorer`` (pair-parallel single-thread workers, small chunks, SDPA; same logits
 to float round-off, see its docstring and ``benchmarks/rrt.py``); otherwise
 (GPU, bf16/fp16 autocast, or ``workers=0``) through ``RRT.forward`` in batches of ``batch_size`` pairs.
 Score combination: the official code (RRT_GLD ``mean_average_precision_revisited_rerank``, RRT_SOP
@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from relook.errors import ConfigError, DataError
 from relook.models.rrt import RRT
-from relook.models.rrt_infer import RRTPairScorer
-from relook.models.rrt_inputs import index_side, model_kwargs, pack_side, required_fields
+from relook.models.rrt.infer import RRTPairScorer
+from relook.models.rrt.inputs import index_side, model_kwargs, pack_side, required_fields
 from relook.rerank.base import Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
@@ -64,7 +64,7 @@ class RRTReranker(Reranker):
             if not self.conf["checkpoint"]:
                 raise ConfigError("reranker 'rrt' needs checkpoint=PATH (train one with `relook train rrt`) "
                                   "or a model object")
-            from relook.models.rrt_checkpoint import load_rrt
+            from relook.models.rrt.checkpoint import load_rrt
 
             model = load_rrt(self.conf["checkpoint"])
         if self.conf["dtype"] not in ("float32", "bfloat16", "float16"):

@@ -37,7 +37,7 @@ Extra losses: ``extra_loss(batch, output) -> scalar tensor`` is added to the BCE
 plugs in here). ``input_pe(batch) -> (2B, n1+n2, C)`` (``batch``: ``query_ids``, ``candidate_ids``,
 ``labels``, ``query`` / ``candidate`` sides) is added to the local tokens (RRT's ``input_pe``; the
 Epipolar Positional Encoding plugs in here). ``batch`` holds ``query`` / ``candidate`` sides (see
-``relook.models.rrt_inputs``, with ``keypoints`` in pixels and ``image_size``), ``labels`` (2B,),
+``relook.models.rrt.inputs``, with ``keypoints`` in pixels and ``image_size``), ``labels`` (2B,),
 ``query_ids`` / ``candidate_ids``, ``pair_info`` (``pair_info(qid, cid)`` per pair when given, e.g.
 cameras), ``info`` (the data's info dict) and ``model`` (the unwrapped RRT, e.g. for
 ``raw_cross_attention``). ``output`` is the ``RRTOutput`` with ``last_input`` and full-width (summed over
@@ -68,8 +68,8 @@ from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
 from relook.io import atomic_path, json_text
 from relook.models.rrt import RRT, RRTOutput
-from relook.models.rrt_checkpoint import read_checkpoint, save_rrt
-from relook.models.rrt_inputs import index_side, model_kwargs, pack_side
+from relook.models.rrt.checkpoint import read_checkpoint, save_rrt
+from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
 from relook.types import ImageFeatures
 
 DEFAULT_CONF: dict[str, Any] = {
@@ -296,7 +296,7 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
     start = 0
     if resume and ckpt_path.exists():
         ck = read_checkpoint(ckpt_path)
-        from relook.models.rrt_checkpoint import guidance_of
+        from relook.models.rrt.checkpoint import guidance_of
 
         was = guidance_of(ck, ckpt_path)["guidance"]
         if "guidance_json" in ck and was != guidance["guidance"]:  # older checkpoints did not record it

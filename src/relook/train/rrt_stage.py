@@ -58,7 +58,7 @@ def train_rrt_stage(dataset: RetrievalDataset, store_path: str | Path, out_dir: 
         mconf = model_conf_for_store(store, ids[0], **(model_conf or {}))
         torch.manual_seed(seed)
         model = RRT(**mconf)
-        from relook.models.rrt_inputs import required_fields
+        from relook.models.rrt.inputs import required_fields
 
         feats = None if tc["finetune"] else [store.read(i, required_fields(model.conf) + (
             ["attention"] if "attention" in store.fields(i) else [])) for i in ids]

@@ -79,11 +79,11 @@ def cross_attention_maps(model, q_side: dict, c_side: dict, input_pe=None):
     """Last-layer softmax attention between the two images' local tokens, head-averaged, each row
     renormalised over the other image's tokens: ``a12`` (B, n1, n2) and ``a21`` (B, n2, n1).
 
-    ``q_side`` / ``c_side``: RRT input sides (``relook.models.rrt_inputs.pack_side``); ``model``: an RRT.
+    ``q_side`` / ``c_side``: RRT input sides (``relook.models.rrt.inputs.pack_side``); ``model``: an RRT.
     """
     import torch
 
-    from relook.models.rrt_inputs import model_kwargs
+    from relook.models.rrt.inputs import model_kwargs
 
     with torch.inference_mode():
         out = model(**model_kwargs(q_side, c_side), input_pe=input_pe, return_attention=True)

@@ -12,9 +12,9 @@ def rrt_pair_figure(checkpoint: str | Path, stores: tuple[Path, Path], qid: str,
                     match_image: np.ndarray, out_path: Path, strongest: int = 12) -> Path:
     """RRT correspondences of ``qid`` -> ``cid`` (features from ``stores`` = (query store, gallery store)), only the ``strongest``
     by last-layer cross-attention affinity, so the lines that decide the score are not hidden by the rest."""
-    from relook.models.rrt_checkpoint import load_rrt
-    from relook.models.rrt_correspondences import rrt_correspondences
-    from relook.models.rrt_inputs import required_fields
+    from relook.models.rrt.checkpoint import load_rrt
+    from relook.models.rrt.correspondences import rrt_correspondences
+    from relook.models.rrt.inputs import required_fields
     from relook.pipeline import open_pair
     from relook.viz.correspondences import draw_matches
 

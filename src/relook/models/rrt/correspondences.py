@@ -14,8 +14,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from relook.errors import ShapeError
-from relook.models.rrt import RRT
-from relook.models.rrt_inputs import model_kwargs, pack_side
+from relook.models.rrt.model import RRT
+from relook.models.rrt.inputs import model_kwargs, pack_side
 from relook.types import ImageFeatures
 
 

@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 
 from relook.errors import ConfigError, ShapeError
-from relook.models.rrt import RRT
-from relook.models.rrt_inputs import model_kwargs
+from relook.models.rrt.model import RRT
+from relook.models.rrt.inputs import model_kwargs
 
 #: None = float32; "int8" = every encoder Linear in int8; "int8_ff" = the feed-forward Linears only
 QUANTIZE = (None, "int8", "int8_ff")
@@ -133,7 +133,7 @@ class _Layer:
 
 
 class RRTPairScorer:
-    """Scores one query side against K candidate sides (``rrt_inputs.pack_side`` dicts); see module doc.
+    """Scores one query side against K candidate sides (``inputs.pack_side`` dicts); see module doc.
 
     workers: threads scoring disjoint slices of the pairs, each with one torch thread
     (None = ``torch.get_num_threads()`` at call time; 1 = this thread with the current torch threads);

@@ -30,7 +30,7 @@ import torch
 from relook.checkpoints import (FORMATS, config_of, describe, load_checkpoint, load_state_into, to_json,
                                 unwrap_state_dict)
 from relook.errors import DataError
-from relook.models.rrt import CAND_GLOBAL, CAND_LOCAL, CLS, QUERY_GLOBAL, QUERY_LOCAL, RRT, SEP
+from relook.models.rrt.model import CAND_GLOBAL, CAND_LOCAL, CLS, QUERY_GLOBAL, QUERY_LOCAL, RRT, SEP
 
 FORMAT = "relook-rrt"
 

@@ -6,7 +6,7 @@ Input sequence (RRT recap, Sec. 3.1 of the epipolar paper; official code for the
     f(x_i)  = x_i  + psi(p_i)  + beta      (+ scale embedding of x_i, landmark variant)
     f'(x'_j) = x'_j + psi(p'_j) + beta'
 
-``psi`` is the sine position encoding (``position_encoding.py``), ``beta`` / ``beta'`` are learned
+``psi`` is the sine position encoding (``relook.models.position_encoding``), ``beta`` / ``beta'`` are learned
 segment embeddings that tell the query (first image) from the candidate (second image); CLS and SEP are
 their own learned segment embeddings. The optional global tokens ``g`` are the images' global
 descriptors through a learned ``Linear(d_global -> d_model)`` plus their own segment embeddings.

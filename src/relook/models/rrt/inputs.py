@@ -24,7 +24,7 @@ import torch
 
 from relook.errors import DataError
 from relook.models.position_encoding import grid_positions
-from relook.models.rrt import DELG_SCALES, scale_indices
+from relook.models.rrt.model import DELG_SCALES, scale_indices
 from relook.types import ImageFeatures
 
 
