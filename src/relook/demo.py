@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -271,7 +272,6 @@ def _extra_figures(conf: dict, log: Callable) -> None:
     """On a true match of the first query: RRT correspondences, RRT cross-attention next to the epipolar grid
     (data with cameras only), OT importance heatmaps and top patch pairs."""
     from relook import pipeline
-    from relook.cli import main as cli
     from relook.eval.evaluate import align
     from relook.images import load_image
     from relook.types import Shortlist
@@ -306,15 +306,36 @@ def _extra_figures(conf: dict, log: Callable) -> None:
                      figs / f"rrt_matches_{item['label']}.png", m["affinity"], max_lines=30,
                      title=f"{item['label']} correspondences (last-layer attention + assignment)")
         if dataset.info.get("cameras"):
+            from relook.viz.epipolar import epipolar_attention_figure
+
             ext = next(e for e in conf["extractors"] if e["label"] == features)
-            cli(["visualize", "epipolar-attention", str(item["checkpoint"]), str(gpath), qid, cid, "--root",
-                 str(dataset.root), "--split", conf["dataset"].get("split", "test"), "--variant",
-                 conf["dataset"].get("variant", "full"), "--net-size", str(ext.get("image_size", 224)),
-                 "-o", str(figs / f"epipolar_attention_{item['label']}.png")])
+            done = _figure(epipolar_attention_figure, Path(item["checkpoint"]), gpath, qid, cid,
+                           Path(dataset.root), figs / f"epipolar_attention_{item['label']}.png",
+                           split=conf["dataset"].get("split", "test"), variant=conf["dataset"].get("variant", "full"),
+                           net_size=int(ext.get("image_size", 224)))
+            if done:
+                log(f"wrote {done[0]}: {done[1]}")
     for item in conf["rerankers"]:
         if item["name"] != "ot":
             continue
+        from relook.viz.ot import ot_figure
+
         _, gpath = pipeline.store_paths(conf, item.get("features", conf["extractors"][0]["label"]), dataset)
-        cli(["visualize", "ot", qid, cid, "--query-store", str(gpath), "--query-image", str(paths[qid]),
-             "--match-image", str(paths[cid]), "--marginal", item.get("marginal", "relevancy"),
-             "--partial", str(item.get("partial", 0.9)), "-o", str(figs / f"ot_{item['label']}.png")])
+        out = figs / f"ot_{item['label']}.png"
+        if _figure(ot_figure, qid, cid, gpath, out, query_image=Path(paths[qid]), match_image=Path(paths[cid]),
+                   marginal=item.get("marginal", "relevancy"), partial=float(item.get("partial", 0.9))):
+            log(f"wrote {out}")
+
+
+def _figure(draw: Callable, *args, **kwargs):
+    """``draw(*args, **kwargs)``; when it fails with a ``RelookError`` or a file the system refused, the error
+    is printed on stderr in the CLI's one-line form and the demo goes on without that figure (None)."""
+    try:
+        return draw(*args, **kwargs)
+    except RelookError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    except OSError as e:
+        if not e.filename:
+            raise
+        print(f"error: {e.filename}: {e.strerror or type(e).__name__}", file=sys.stderr)
+    return None

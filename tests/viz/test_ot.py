@@ -59,9 +59,9 @@ def test_cli(tmp_path):
     assert code == 0 and cv2.imread(str(out)) is not None
     assert main(["visualize", "ot", "a.png", "zzz", "--query-store", str(tmp_path / "f.h5"), "-o", str(out)]) == 2
     # the title names the backbone and the store's weights record, never a bare "?"
-    from relook.cli.ot import backbone_and_weights
+    from relook.viz.ot import store_backbone_and_weights
 
-    assert backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"
+    assert store_backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"
 
 
 def test_mass_sweep(tmp_path):

@@ -81,44 +81,11 @@ def visualize_epipolar_attention(
     Example: relook visualize epipolar-attention runs/rrt_epi/checkpoint.pt test.h5 ID1 ID2
     --root runs/syn/co3d_retrieve -o epi.png
     """
-    import cv2
+    from relook.viz.epipolar import epipolar_attention_figure
 
-    from relook.datasets.base import load_dataset
-    from relook.errors import DataError
-    from relook.images import load_image
-    from relook.losses.epipolar import epipolar_attention_share
-    from relook.models.rrt.checkpoint import load_rrt
-    from relook.models.rrt.inputs import pack_side, required_fields
-    from relook.store import FeatureStore
-    from relook.train.epipolar import EpipolarGuidance
-    from relook.viz.epipolar import cross_attention_maps, plot_epipolar_attention
-
-    ds = load_dataset(dataset, root, split=split, variant=variant)
-    paths = {i: (p, b) for i, p, b in ds.gallery}
-    for i in (query_id, candidate_id):
-        if i not in paths or i not in ds.info.get("cameras", {}):
-            raise DataError(f"image {i!r} is not in {dataset} {split}/{variant} with cameras")
-    model = load_rrt(checkpoint).eval()
-    with FeatureStore(store, "r") as st:
-        q, c = (st.read(i, required_fields(model.conf)) for i in (query_id, candidate_id))
-    imgs = [load_image(*paths[i]) for i in (query_id, candidate_id)]
-    g = EpipolarGuidance(cameras=ds.info["cameras"], image_sizes={i: im.shape[:2] for i, im in
-                         zip((query_id, candidate_id), imgs)}, net_size=(net_size, net_size))
-    s = int(round(q.num_local ** 0.5))
-    if s * s != q.num_local:
-        raise DataError(f"{store}: {query_id} has {q.num_local} locals, not an s x s grid")
-    g.conf["grid"] = s
-    F, _ = g.fundamentals([query_id], [candidate_id])
-    I12, I21 = g.indicators(F)
-    a12, a21 = cross_attention_maps(model, pack_side([q], model.conf), pack_side([c], model.conf))
-    share = 0.5 * (epipolar_attention_share(a12, I12.float()) + epipolar_attention_share(a21, I21.float()))
-    small = [cv2.resize(im, (net_size, net_size), interpolation=cv2.INTER_AREA) for im in imgs]
-    plot_epipolar_attention(small[0], small[1], F[0].numpy(), I12[0].numpy(), a12[0].numpy(), out, s=s,
-                            title=f"{query_id} -> {candidate_id}: {100 * float(share[0]):.1f}% of attention on "
-                                  f"epipolar cells (uniform: {100 * float(I12.mean()):.1f}%)",
-                            pred_label="predicted last-layer cross-attention 1 -> 2")
-    typer.echo(f"wrote {out}: epipolar attention share {100 * float(share[0]):.2f}% "
-               f"(uniform attention {100 * float(0.5 * (I12.mean() + I21.mean())):.2f}%)")
+    _, summary = epipolar_attention_figure(checkpoint, store, query_id, candidate_id, root, out, dataset, split,
+                                           variant, net_size)
+    typer.echo(f"wrote {out}: {summary}")
 
 
 def register(root: typer.Typer) -> None:

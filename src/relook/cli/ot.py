@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from relook.cli.common import subgroup
+from relook.cli.common import resolve_conf, subgroup
 
 
 def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in the query store)"),
@@ -26,33 +26,11 @@ def visualize_ot(query_id: str = typer.Argument(..., help="query image id (in th
 
     Example: relook visualize ot q/001.jpg db/042.jpg --query-store q.h5 --gallery-store db.h5 --image-root data/ -o pair.png
     """
-    from relook.images import load_image
-    from relook.rerank import create_reranker
-    from relook.store import FeatureStore
-    from relook.viz.ot import draw_ot_pair
+    from relook.viz.ot import ot_figure
 
-    rr = create_reranker("ot", marginal=marginal, partial=partial, eps=eps)
-    with FeatureStore(query_store, "r") as qs:
-        q = qs.read(query_id, sorted(rr.requires))
-    with FeatureStore(gallery_store or query_store, "r") as gs:
-        m = gs.read(match_id, sorted(rr.requires))
-    out = rr.explain(q, [m])
-    s_global = float(q.global_desc @ m.global_desc)
-    title = (f"{query_id} vs {match_id}: S_global={s_global:.3f} S_struct={out['score'][0]:.3f} "
-             f"(marginal={marginal}, a={partial})\n{backbone_and_weights(query_store)}")
-    draw_ot_pair(load_image(query_image or image_root / query_id, None), load_image(match_image or image_root / match_id, None),
-                 out["mu_s"][0], out["mu_t"][0], out["plan"][0], q.patch_tokens.shape[:2], m.patch_tokens.shape[:2],
-                 output, top=top, title=title, sim=out["sim"][0])
+    ot_figure(query_id, match_id, query_store, output, gallery_store, query_image, match_image, image_root, marginal,
+              partial, eps, top)
     typer.echo(f"wrote {output}")
-
-
-def backbone_and_weights(path: Path) -> str:
-    """The backbone and weights record of the store at ``path`` (``relook.viz.ot.backbone_and_weights``)."""
-    from relook.store import FeatureStore
-    from relook.viz.ot import backbone_and_weights as describe
-
-    with FeatureStore(path, "r") as s:
-        return describe(s.meta)
 
 
 def visualize_ot_sweep(config: list[Path] = typer.Option(..., "--config", "-c", help="experiment YAML(s)"),
@@ -66,7 +44,6 @@ def visualize_ot_sweep(config: list[Path] = typer.Option(..., "--config", "-c", 
     Needs the features and the shortlist (run `relook run` first). Example:
     relook visualize ot-sweep -c configs/ot_sop.yaml --masses 0.7,0.8,0.9,1.0
     """
-    from relook.cli.common import resolve_conf
     from relook.viz.ot import sweep_mass
 
     conf = resolve_conf(config, overrides, writes=False)

@@ -23,9 +23,8 @@ ImageItem = tuple[str, Path, "tuple[float, float, float, float] | None"]
 
 
 def load_dataset(name: str, root: str | Path, **conf: Any) -> "RetrievalDataset":
-    """Read the dataset registered as ``name`` from ``root`` (its official layout)."""
-    import relook.datasets  # noqa: F401  (registers the built-in readers)
-
+    """Read the dataset registered as ``name`` from ``root`` (its official layout). The built-in readers are
+    registered by then: importing this module runs ``relook/datasets/__init__.py`` first, which imports them."""
     return DATASETS.create(name, root=Path(root), **conf)
 
 

@@ -19,11 +19,13 @@ from typing import Sequence
 
 import numpy as np
 
-Ranking = np.ndarray | Sequence[np.ndarray]
+#: the ``ranking`` argument: (Q, L) gallery indices per query, best first (not ``relook.types.Ranking``, the
+#: reranker's output object, whose ``indices`` hold such an array)
+RankedIds = np.ndarray | Sequence[np.ndarray]
 IdLists = Sequence[np.ndarray | Sequence[int]]
 
 
-def _rows(ranking: Ranking) -> list[np.ndarray]:
+def _rows(ranking: RankedIds) -> list[np.ndarray]:
     return [np.asarray(r, dtype=np.int64).ravel() for r in ranking]
 
 
@@ -76,7 +78,7 @@ def revisitop_average_precision(ranks: np.ndarray, n_positives: int) -> float:
     return float(((p0 + p1) / 2.0).sum() / n_positives)
 
 
-def revisitop_map(ranking: Ranking, positives: IdLists, junk: IdLists | None = None,
+def revisitop_map(ranking: RankedIds, positives: IdLists, junk: IdLists | None = None,
                   kappas: Sequence[int] = (1, 5, 10)) -> dict:
     """mAP and mP@k of the revisited protocol for one setting (Easy, Medium or Hard).
 
@@ -117,12 +119,12 @@ def average_precision(ranks: np.ndarray, n_positives: int) -> float:
     return float(((np.arange(len(ranks)) + 1.0) / (ranks + 1.0)).sum() / n_positives)
 
 
-def mean_average_precision(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> float:
+def mean_average_precision(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> float:
     """mAP over all positives of each query (``ignore`` the query itself when it is in the gallery)."""
     return _nanmean([average_precision(r, n) for r, n in _per_query(ranking, positives, ignore)])
 
 
-def recall_at_k(ranking: Ranking, positives: IdLists, ks: Sequence[int] = (1, 10, 50),
+def recall_at_k(ranking: RankedIds, positives: IdLists, ks: Sequence[int] = (1, 10, 50),
                 ignore: IdLists | None = None) -> dict[int, float]:
     """R@K as in RRT and the epipolar paper: share of queries with at least one positive in the top K."""
     first = [(r[0] if r.size else np.inf) if n else np.nan for r, n in _per_query(ranking, positives, ignore)]
@@ -132,19 +134,19 @@ def recall_at_k(ranking: Ranking, positives: IdLists, ks: Sequence[int] = (1, 10
 
 
 # -- "A metric learning reality check" (Musgrave et al.) ------------------------------------------
-def precision_at_1(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> float:
+def precision_at_1(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> float:
     """P@1: share of queries whose first result is a positive."""
     vals = [(float(r.size > 0 and r[0] == 0)) if n else np.nan for r, n in _per_query(ranking, positives, ignore)]
     return _nanmean(vals)
 
 
-def r_precision(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> float:
+def r_precision(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> float:
     """R-Precision: with R = number of positives, the share of positives among the top R."""
     vals = [float((r < n).sum()) / n if n else np.nan for r, n in _per_query(ranking, positives, ignore)]
     return _nanmean(vals)
 
 
-def map_at_r(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> float:
+def map_at_r(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> float:
     """MAP@R: (1/R) sum_{i<=R} P(i) rel(i), i.e. AP truncated at R = number of positives."""
     vals = []
     for r, n in _per_query(ranking, positives, ignore):
@@ -156,13 +158,13 @@ def map_at_r(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None
     return _nanmean(vals)
 
 
-def musgrave_metrics(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> dict[str, float]:
+def musgrave_metrics(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> dict[str, float]:
     """P@1, R-Precision and MAP@R in one dict (SOP, CUB, Cars as in the OT reranking paper)."""
     return {"P@1": precision_at_1(ranking, positives, ignore), "RP": r_precision(ranking, positives, ignore),
             "MAP@R": map_at_r(ranking, positives, ignore)}
 
 
-def precision_recall_curve(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None,
+def precision_recall_curve(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None,
                            levels: int = 11) -> tuple[np.ndarray, np.ndarray]:
     """Mean interpolated precision at ``levels`` recall points in [0, 1] (for plots).
 
@@ -187,7 +189,7 @@ def precision_recall_curve(ranking: Ranking, positives: IdLists, ignore: IdLists
 
 
 # -- curves over the cut-off K and per-query diagnostics (report) ---------------------------------
-def first_positive_ranks(ranking: Ranking, positives: IdLists, ignore: IdLists | None = None) -> np.ndarray:
+def first_positive_ranks(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> np.ndarray:
     """(Q,) 1-based rank of each query's first positive; inf when none is retrieved, NaN without positives.
 
     The report compares these before and after a reranker to find the queries it helped and hurt most.
@@ -196,7 +198,7 @@ def first_positive_ranks(ranking: Ranking, positives: IdLists, ignore: IdLists |
     return np.asarray(out, dtype=np.float64)
 
 
-def map_at_k_curve(ranking: Ranking, positives: IdLists, ks: Sequence[int],
+def map_at_k_curve(ranking: RankedIds, positives: IdLists, ks: Sequence[int],
                    ignore: IdLists | None = None) -> np.ndarray:
     """(len(ks),) mAP@K for each K: AP@K = (1 / min(n, K)) sum_{i <= K} P(i) rel(i), n = #positives.
 

@@ -29,8 +29,8 @@ ImageItem = tuple[str, Path, "tuple[float, float, float, float] | None"]
 
 
 def create_extractor(name: str, **conf: Any) -> "Extractor":
-    import relook.features  # noqa: F401  (registers the built-in extractors)
-
+    """Build the extractor registered as ``name``. The built-in ones are registered by then: importing this
+    module runs ``relook/features/__init__.py`` first, which imports them."""
     return EXTRACTORS.create(name, **conf)
 
 

@@ -24,15 +24,15 @@ register_reranker = RERANKERS.register
 
 
 def create_reranker(name: str, **conf: Any) -> "Reranker":
-    """Build the reranker registered as ``name`` (``gv``, ``aqe``, ``asmk``, ``rrt``, ``ot`` ...)."""
-    import relook.rerank  # noqa: F401  (registers the built-in rerankers)
+    """Build the reranker registered as ``name`` (``gv``, ``aqe``, ``asmk``, ``rrt``, ``ot`` ...).
 
+    The built-in ones are registered by then: importing this module runs ``relook/rerank/__init__.py``
+    first, which imports them (so no import of the package here: it would be a no-op and an import cycle)."""
     return RERANKERS.create(name, **conf)
 
 
 def list_rerankers() -> list[str]:
-    import relook.rerank  # noqa: F401
-
+    """The registered rerankers' names (the built-in ones included, see ``create_reranker``)."""
     return RERANKERS.names()
 
 

@@ -3,7 +3,9 @@
 An (s^2, s^2) map between two s x s grids is drawn as an s x s grid of s x s patches: the patch at grid
 position (r, c) is the map's row ``i = r s + c`` (cell (r, c) of image 1) reshaped to s x s over image 2.
 ``plot_epipolar_attention`` writes a PNG: the two images with a few points and their epipolar lines, the
-ground-truth epipolar grid and the predicted cross-attention grid, side by side.
+ground-truth epipolar grid and the predicted cross-attention grid, side by side;
+``epipolar_attention_figure`` makes it for two images of a store and an RRT checkpoint
+(``relook visualize epipolar-attention``, ``relook demo``).
 """
 from __future__ import annotations
 
@@ -92,3 +94,50 @@ def cross_attention_maps(model, q_side: dict, c_side: dict, input_pe=None):
     s1, s2 = model.offsets(n1)
     a12, a21 = att[:, s1:s1 + n1, s2:s2 + n2], att[:, s2:s2 + n2, s1:s1 + n1]
     return a12 / a12.sum(-1, keepdim=True).clamp_min(1e-12), a21 / a21.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def epipolar_attention_figure(checkpoint: str | Path, store: str | Path, query_id: str, candidate_id: str,
+                              root: str | Path, out: str | Path, dataset: str = "co3d_retrieve", split: str = "test",
+                              variant: str = "full", net_size: int = 224) -> tuple[Path, str]:
+    """The PNG of ``relook visualize epipolar-attention``: the RRT's (``checkpoint``) predicted last-layer
+    cross-attention between two images of ``store`` (an s x s grid of locals each) next to the ground-truth
+    epipolar grid from the cameras of ``dataset`` at ``root`` (``split``, ``variant``), at ``net_size``.
+    Returns ``out`` and a one-line summary: the share of attention on epipolar cells, and that of uniform
+    attention. The cameras are used for the ground truth only."""
+    import cv2
+
+    from relook.datasets.base import load_dataset
+    from relook.errors import DataError
+    from relook.images import load_image
+    from relook.losses.epipolar import epipolar_attention_share
+    from relook.models.rrt.checkpoint import load_rrt
+    from relook.models.rrt.inputs import pack_side, required_fields
+    from relook.store import FeatureStore
+    from relook.train.epipolar import EpipolarGuidance
+
+    ds = load_dataset(dataset, root, split=split, variant=variant)
+    paths = {i: (p, b) for i, p, b in ds.gallery}
+    for i in (query_id, candidate_id):
+        if i not in paths or i not in ds.info.get("cameras", {}):
+            raise DataError(f"image {i!r} is not in {dataset} {split}/{variant} with cameras")
+    model = load_rrt(checkpoint).eval()
+    with FeatureStore(store, "r") as st:
+        q, c = (st.read(i, required_fields(model.conf)) for i in (query_id, candidate_id))
+    imgs = [load_image(*paths[i]) for i in (query_id, candidate_id)]
+    g = EpipolarGuidance(cameras=ds.info["cameras"], image_sizes={i: im.shape[:2] for i, im in
+                         zip((query_id, candidate_id), imgs)}, net_size=(net_size, net_size))
+    s = int(round(q.num_local ** 0.5))
+    if s * s != q.num_local:
+        raise DataError(f"{store}: {query_id} has {q.num_local} locals, not an s x s grid")
+    g.conf["grid"] = s
+    F, _ = g.fundamentals([query_id], [candidate_id])
+    I12, I21 = g.indicators(F)
+    a12, a21 = cross_attention_maps(model, pack_side([q], model.conf), pack_side([c], model.conf))
+    share = 0.5 * (epipolar_attention_share(a12, I12.float()) + epipolar_attention_share(a21, I21.float()))
+    small = [cv2.resize(im, (net_size, net_size), interpolation=cv2.INTER_AREA) for im in imgs]
+    plot_epipolar_attention(small[0], small[1], F[0].numpy(), I12[0].numpy(), a12[0].numpy(), out, s=s,
+                            title=f"{query_id} -> {candidate_id}: {100 * float(share[0]):.1f}% of attention on "
+                                  f"epipolar cells (uniform: {100 * float(I12.mean()):.1f}%)",
+                            pred_label="predicted last-layer cross-attention 1 -> 2")
+    return Path(out), (f"epipolar attention share {100 * float(share[0]):.2f}% "
+                       f"(uniform attention {100 * float(0.5 * (I12.mean() + I21.mean())):.2f}%)")

@@ -4,6 +4,7 @@ patch pairs of highest weighted structural similarity ``T_ij S_ij`` (Fig. 1: "to
 finding the maximum values of the weighted structural similarity", the terms of Eq. 3) as same-coloured
 boxes joined by lines; without ``sim`` the pairs are ranked by transport mass ``T_ij`` alone.
 
+``ot_figure``: the whole figure of one pair from feature stores (``relook visualize ot``, ``relook demo``).
 ``sweep_mass`` / ``plot_mass_sweep``: Fig. 3, retrieval metrics against the transported mass a.
 
 The patch grid covers the whole image (the extractor resizes the full image to a square), so cell
@@ -25,6 +26,43 @@ def backbone_and_weights(meta: dict) -> str:
                meta.get("extractor", "unknown extractor"))
     weights = meta.get("weights") or "not recorded in the store (extracted before relook recorded weights)"
     return f"{meta.get('extractor', 'features')} backbone {net}, weights: {weights}"
+
+
+def store_backbone_and_weights(path: str | Path) -> str:
+    """``backbone_and_weights`` of the store at ``path``."""
+    from relook.store import FeatureStore
+
+    with FeatureStore(path, "r") as s:
+        return backbone_and_weights(s.meta)
+
+
+def ot_figure(query_id: str, match_id: str, query_store: str | Path, output: str | Path,
+              gallery_store: str | Path | None = None, query_image: str | Path | None = None,
+              match_image: str | Path | None = None, image_root: str | Path = ".", marginal: str = "relevancy",
+              partial: float = 1.0, eps: float = 0.05, top: int = 5) -> Path:
+    """The PNG of ``relook visualize ot``: patch-importance heatmaps of ``query_id`` (in ``query_store``) and
+    ``match_id`` (in ``gallery_store``, default the query store) and their ``top`` matching patch pairs
+    (highest T_ij S_ij) under an ``ot`` reranker with these options; the images are ``query_image`` /
+    ``match_image`` (default ``image_root / <id>``). The title names S_global, S_struct, the options, the
+    backbone and the weights record of the query store."""
+    from relook.images import load_image
+    from relook.rerank import create_reranker
+    from relook.store import FeatureStore
+
+    rr = create_reranker("ot", marginal=marginal, partial=partial, eps=eps)
+    with FeatureStore(query_store, "r") as qs:
+        q = qs.read(query_id, sorted(rr.requires))
+    with FeatureStore(gallery_store or query_store, "r") as gs:
+        m = gs.read(match_id, sorted(rr.requires))
+    out = rr.explain(q, [m])
+    s_global = float(q.global_desc @ m.global_desc)
+    title = (f"{query_id} vs {match_id}: S_global={s_global:.3f} S_struct={out['score'][0]:.3f} "
+             f"(marginal={marginal}, a={partial})\n{store_backbone_and_weights(query_store)}")
+    image_root = Path(image_root)
+    return draw_ot_pair(load_image(query_image or image_root / query_id, None),
+                        load_image(match_image or image_root / match_id, None),
+                        out["mu_s"][0], out["mu_t"][0], out["plan"][0], q.patch_tokens.shape[:2],
+                        m.patch_tokens.shape[:2], output, top=top, title=title, sim=out["sim"][0])
 
 
 def top_pairs(plan: np.ndarray, top: int, sim: np.ndarray | None = None) -> list[tuple[int, int, float]]:
