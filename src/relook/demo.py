@@ -161,7 +161,9 @@ def reasons_for(conf: dict, rrt_epochs: int, num_train: int) -> dict[str, str]:
         elif r["name"] == "aqe":
             out[r["label"]] = "query expansion pulls in the top results' false positives when the top is impure"
         elif r["name"] == "ot":
-            out[r["label"]] = "patch transport on a 7x7 grid ignores the global descriptor's ranking"
+            out[r["label"]] = ("S_global + S_struct: the structural term of 7x7 tokens under a seeded random 128-d "
+                               "projection (no head trained for this data: relook train global) can outweigh "
+                               "small global differences")
     return out
 
 
