@@ -16,16 +16,44 @@ def _synthetic(n_classes=150, per_class=4, d=12, seed=0):
     return x, labels
 
 
-def test_matches_reference():
-    x, labels = _synthetic()
-    pairs = pairs_from_labels(labels)
+def _hand_built_pairs():
+    """A 3-D case whose answer is known on paper. Queries q = s*qa[k]*e_k, positives p = q - t*da[j]*e_j over all
+    axes k, j and signs s, t (36 pairs, every cross term cancels). Then the intra-pair covariance is
+    C_S = diag(da^2) / 3, the mean of the queries is 0, and the covariance of all 72 images is
+    diag(2 qa^2 + da^2) / 6, so after C_S-whitening (diag(sqrt(3) / da)) the between-class covariance is
+    diag(qa^2 / da^2 + 1/2) = diag(0.75, 9.5, 16.5): axis 3 first, then axis 2, then axis 1."""
+    qa, da = np.array([1.0, 3.0, 2.0]), np.array([2.0, 1.0, 0.5])
+    eye = np.eye(3)
+    qs, ps = [], []
+    for k in range(3):
+        for j in range(3):
+            for s in (1, -1):
+                for t in (1, -1):
+                    q = s * qa[k] * eye[k]
+                    qs.append(q)
+                    ps.append(q - t * da[j] * eye[j])
+    x = np.concatenate([qs, ps])
+    n = len(qs)
+    pairs = np.stack([np.arange(n), np.arange(n) + n], axis=1)
+    return x, pairs, qa, da
+
+
+def test_supervised_hand_built_case():
+    """Against the paper answer of _hand_built_pairs, not against a re-derivation of the code: P C_S P^T = I
+    with C_S known analytically, and the rows are, up to sign, exactly the whitened axes 3, 2, 1 (largest
+    between-class variance first). `P^T P = C_S^-1` alone holds for any rotation of P, so it is not enough."""
+    x, pairs, qa, da = _hand_built_pairs()
     mean, proj = learn_supervised_whitening(x, pairs, eps=0.0)
-    diff = x[pairs[:, 0]] - x[pairs[:, 1]]
-    cov_s = diff.T @ diff / len(diff)  # numpy reference of the intra-pair covariance
-    assert np.allclose(proj.T.astype(np.float64) @ proj, np.linalg.inv(cov_s), rtol=1e-3, atol=1e-5)
-    wd = diff @ proj.T.astype(np.float64)
-    assert np.allclose(wd.T @ wd / len(wd), np.eye(x.shape[1]), atol=1e-3)  # decorrelated, unit variance
-    assert np.allclose(mean, x[pairs[:, 0]].mean(0), atol=1e-5)
+    proj = proj.astype(np.float64)
+    c_s = np.diag(da ** 2) / 3
+    np.testing.assert_allclose(proj @ c_s @ proj.T, np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(mean, 0, atol=1e-6)
+    expected = np.zeros((3, 3))
+    for row, axis in enumerate([2, 1, 0]):
+        expected[row, axis] = np.sqrt(3) / da[axis]
+    np.testing.assert_allclose(np.abs(proj), expected, atol=1e-5)
+    between = ((x - mean) @ proj.T).var(0)  # every whitening image, mean 0
+    np.testing.assert_allclose(between, np.sort(qa ** 2 / da ** 2 + 0.5)[::-1], rtol=1e-5)
 
 
 def _reference_whitening(x, qidx, pidx):
@@ -72,13 +100,26 @@ def test_decorrelates_held_out():
     assert off(corr_after) < 0.2 < off(corr_before)
 
 
-def test_pca_reference():
+def test_pca_against_sklearn():
+    """Rows of the PCA whitening equal sklearn's PCA(whiten=True) components scaled by 1/sqrt(variance), up to the
+    sign of each row, in sklearn's (decreasing explained variance) order: the first output dim is the
+    largest-variance direction. sklearn divides by N-1, we by N."""
+    from sklearn.decomposition import PCA
+
     x, _ = _synthetic()
+    n = len(x)
     mean, proj = learn_pca_whitening(x, eps=0.0)
-    y = (x - mean) @ proj.T.astype(np.float64)
-    assert np.allclose(np.cov(y, rowvar=False, bias=True), np.eye(x.shape[1]), atol=1e-3)
-    var = ((x - mean) @ (proj / np.linalg.norm(proj, axis=1, keepdims=True)).T).var(0)
-    assert np.all(np.diff(var) <= 1e-6)  # decreasing variance order
+    proj = proj.astype(np.float64)
+    pca = PCA(whiten=True, svd_solver="full").fit(x)
+    var_biased = pca.explained_variance_ * (n - 1) / n
+    assert np.all(np.diff(var_biased) < 0)  # distinct variances, so the order is well defined
+    ref = pca.components_ / np.sqrt(var_biased)[:, None]
+    signs = np.sign((proj * ref).sum(1, keepdims=True))
+    np.testing.assert_allclose(proj * signs, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(mean, pca.mean_, atol=1e-5)
+    y_ref = pca.transform(x) * np.sqrt(n / (n - 1))
+    y = (x - mean) @ proj.T
+    np.testing.assert_allclose(y * signs[:, 0], y_ref, atol=1e-3)
 
 
 def test_apply_shapes_and_empty():
