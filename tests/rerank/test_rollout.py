@@ -13,18 +13,31 @@ def _attn(b, layers, heads, n, seed=0):
     return torch.softmax(torch.randn(b, layers, heads, n, n, generator=g, dtype=torch.float64) * 2, dim=-1)
 
 
-def _slow_rollout(a):  # a: (L, H, N, N) numpy, one image
-    n = a.shape[-1]
-    out = a[0].mean(0)
-    for layer in a[1:]:
-        m = layer.mean(0) + np.eye(n)
-        m = m / m.sum(1, keepdims=True)
-        out = m @ out
-    return out
+def _slow_rollout(a):  # a: (L, H, N, N) numpy, one image; Eq. 7 written out entry by entry
+    """A~(l_0) = A(l_0); A~(l_i) = A^(l_i) A~(l_{i-1}) with A^ = 0.5 A + 0.5 I (the head-averaged attention is
+    row-stochastic, so this is norm(A + I)), every entry an explicit sum over the middle index."""
+    L, H, n, _ = a.shape
+    avg = [[[sum(a[layer, h, i, j] for h in range(H)) / H for j in range(n)] for i in range(n)] for layer in range(L)]
+    out = avg[0]
+    for layer in range(1, L):
+        hat = [[0.5 * avg[layer][i][j] + 0.5 * (i == j) for j in range(n)] for i in range(n)]
+        out = [[sum(hat[i][k] * out[k][j] for k in range(n)) for j in range(n)] for i in range(n)]
+    return np.array(out)
+
+
+def test_two_layers_known_numbers():
+    """By hand: A0 = [[.8, .2], [.4, .6]], A1 = [[.5, .5], [.1, .9]] (each the mean of two heads), so
+    A^1 = 0.5 A1 + 0.5 I = [[.75, .25], [.05, .95]] and A~ = A^1 A0 = [[.7, .3], [.42, .58]]."""
+    a0 = np.array([[[0.9, 0.1], [0.3, 0.7]], [[0.7, 0.3], [0.5, 0.5]]])  # heads average to A0
+    a1 = np.array([[[0.6, 0.4], [0.0, 1.0]], [[0.4, 0.6], [0.2, 0.8]]])  # heads average to A1
+    attn = [torch.tensor(a0[None]), torch.tensor(a1[None])]  # (B=1, H=2, 2, 2) per layer
+    expected = np.array([[0.7, 0.3], [0.42, 0.58]])
+    np.testing.assert_allclose(rollout(attn)[0].numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(_slow_rollout(np.stack([a0, a1])), expected, atol=1e-12)
 
 
 def test_matches_reference():
-    a = _attn(2, 4, 3, 10)
+    a = _attn(2, 4, 3, 6)
     got = rollout([a[:, i] for i in range(4)])
     for b in range(2):
         np.testing.assert_allclose(got[b].numpy(), _slow_rollout(a[b].numpy()), atol=1e-12)
