@@ -85,3 +85,33 @@ def test_parameter_budget():
     added = total - backbone - head
     assert round(added / 1e6, 1) == 0.3
     assert m.added_parameters()["added"] == added and m.added_parameters()["head"] == head
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_global_branch_combines_last_k_blocks(k):
+    """The multi-layer CLS (Eq. 5) is built from exactly the last k transformer blocks: forward hooks on every
+    block catch its output, and the vector the global FC receives must be the mean over blocks depth-k..depth-1
+    of their [CLS] token after the backbone's final LayerNorm (backbones.py: every collected layer goes through
+    it). Off-by-one layer selection (k+1 or k-1 layers, or the first k) gives a different vector."""
+    depth = 4
+    m = DToP(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": depth}, layers=k,
+             out_dim=32).eval()
+    outs, fc_in = {}, {}
+    hooks = [blk.register_forward_hook(lambda mod, inp, out, i=i: outs.__setitem__(i, out.detach().clone()))
+             for i, blk in enumerate(m.backbone.vit.blocks)]
+    hooks.append(m.global_branch.fc.register_forward_pre_hook(lambda mod, inp: fc_in.__setitem__("x", inp[0])))
+    try:
+        with torch.no_grad():
+            m(torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1)))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert sorted(outs) == list(range(depth))
+    norm = m.backbone.vit.norm
+    with torch.no_grad():
+        cls = [norm(outs[i])[:, 0] for i in range(depth)]  # (B, D) per block
+    expected = torch.stack(cls[depth - k:], 1).mean(1)
+    torch.testing.assert_close(fc_in["x"], expected, rtol=1e-5, atol=1e-6)
+    wrongs = [cls[depth - k - 1:], cls[:k]] + ([cls[depth - k + 1:]] if k > 1 else [])  # k+1, first k, k-1
+    for wrong in wrongs:  # the alternatives really differ, so the check above can tell them apart
+        assert not torch.allclose(fc_in["x"], torch.stack(wrong, 1).mean(1), atol=1e-4)
