@@ -63,3 +63,21 @@ def test_shapes(mode):
 def test_bad_input():
     with pytest.raises(ShapeError):
         resize_pos_embed(torch.randn(1, 10, 4), 1, (3, 4), (5, 5))
+
+
+def test_cpe_values():
+    """CPE (CPVT's PEG): x + depth-wise 3x3 conv (zero padding 1, with bias) of the token grid, written out
+    from the module's weight (D, 1, 3, 3) and bias as a sum over the nine shifted copies of the map."""
+    import torch.nn.functional as F
+
+    from relook.models.dtop.dpe import ConditionalPositionEncoding
+
+    torch.manual_seed(0)
+    cpe = ConditionalPositionEncoding(6).double()
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)  # (B, h, w, D)
+    xp = F.pad(x.permute(0, 3, 1, 2), (1, 1, 1, 1))  # (B, D, h+2, w+2)
+    w, b = cpe.proj.weight[:, 0], cpe.proj.bias  # (D, 3, 3), (D,)
+    conv = sum(xp[:, :, dy:dy + 4, dx:dx + 5] * w[None, :, dy, dx, None, None] for dy in range(3) for dx in range(3))
+    ref = x + (conv + b[None, :, None, None]).permute(0, 2, 3, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(cpe(x), ref)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from relook.models.dtop.elm import ELM, WaveBlock
 from relook.models.dtop.fusion import FUSIONS, Fusion, orthogonal_fusion, project
@@ -39,11 +40,91 @@ def test_shapes(kind):
         assert torch.allclose(out, expected, atol=1e-6)
 
 
+def _randomise(module, seed=0):
+    """Non-trivial BatchNorm statistics and affine parameters (fresh ones are the identity) and float64."""
+    g = torch.Generator().manual_seed(seed)
+    module.double()
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(n, generator=g, dtype=torch.float64))
+                m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.5)
+    return module.eval()
+
+
+def _bn(x, bn):  # eval BatchNorm written out: (x - mean) / sqrt(var + eps) * gamma + beta, per channel
+    v = lambda t: t[None, :, None, None]  # noqa: E731
+    return (x - v(bn.running_mean)) / torch.sqrt(v(bn.running_var) + bn.eps) * v(bn.weight) + v(bn.bias)
+
+
+def _relu6(x):
+    return x.clamp(0, 6)
+
+
+def _conv(x, seq, dilation=1):
+    """A (conv, BN[, ReLU6]) stage of elm._conv_bn from its weight tensors: F.conv2d with 'same' padding."""
+    conv, bn = seq[0], seq[1]
+    k, groups = conv.weight.shape[-1], x.shape[1] // conv.weight.shape[1]
+    y = _bn(F.conv2d(x, conv.weight, None, padding=dilation * (k // 2), dilation=dilation, groups=groups), bn)
+    return _relu6(y) if len(seq) > 2 else y
+
+
+def _irb_ref(x, irb):
+    """MobileNetV2 block at stride 1: x + BN(1x1(ReLU6(BN(dw3x3(ReLU6(BN(1x1(x)))))))), identity shortcut."""
+    e, d, p = irb.body
+    return x + _conv(_conv(_conv(x, e), d), p)
+
+
+def _aspp_ref(x, aspp, rates):
+    """Depth-wise ASPP: mean of [1x1 branch, atrous 3x3 at each rate, global-average image pooling]; the
+    projected one: concat in that order -> ReLU(BN(1x1)), its pooling branch ReLU(1x1(mean))."""
+    br = aspp.branches
+    if aspp.project is None:
+        outs = [_conv(x, br[0])] + [_conv(x, br[i + 1], r) for i, r in enumerate(rates)]
+        outs.append(x.mean((2, 3), keepdim=True).expand_as(x))
+        return sum(outs) / len(outs)
+    outs = [_conv(x, br[0])] + [_conv(_conv(x, br[i + 1][0], r), br[i + 1][1]) for i, r in enumerate(rates)]
+    pooled = F.relu(F.conv2d(x.mean((2, 3), keepdim=True), aspp.pool[1].weight))
+    outs.append(pooled.expand(-1, -1, x.shape[2], x.shape[3]))
+    return F.relu(_bn(F.conv2d(torch.cat(outs, 1), aspp.project[0].weight), aspp.project[1]))
+
+
+def test_irb_values():
+    from relook.models.dtop.elm import InvertedResidual
+
+    irb = _randomise(InvertedResidual(16, expansion=0.5))
+    x = torch.randn(2, 16, 5, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(irb(x), _irb_ref(x, irb))
+
+
+@pytest.mark.parametrize("width,rates,hw", [(None, (1, 2, 3), (5, 7)), (None, (6, 12, 18), (19, 21)),
+                                            (8, (1, 2, 3), (5, 7))])
+def test_aspp_values(width, rates, hw):
+    from relook.models.dtop.elm import ASPP
+
+    aspp = _randomise(ASPP(16, width, rates), seed=1)
+    x = torch.randn(2, 16, *hw, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(aspp(x), _aspp_ref(x, aspp, rates))
+
+
 @pytest.mark.parametrize("irb,aspp,wb", [(1, 1, 1), (0, 1, 1), (1, 0, 1), (1, 1, 0), (0, 0, 0)])
-def test_elm_shapes(irb, aspp, wb):
-    elm = ELM(16, bool(irb), bool(aspp), bool(wb)).eval()
-    x = torch.randn(2, 16, 5, 7)
-    assert elm(x).shape == x.shape
+def test_elm_values(irb, aspp, wb):
+    """Eval ELM = ASPP(IRB(Y)) (WaveBlock is the identity at eval), each disabled part the identity."""
+    rates = (1, 2, 3)
+    elm = _randomise(ELM(16, bool(irb), bool(aspp), bool(wb), expansion=0.5, rates=rates), seed=2)
+    x = torch.randn(2, 16, 5, 7, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2
+    ref = x
+    if irb:
+        ref = _irb_ref(ref, elm.irb)
+    if aspp:
+        ref = _aspp_ref(ref, elm.aspp, rates)
+    with torch.no_grad():
+        torch.testing.assert_close(elm(x), ref)
 
 
 def test_waveblock():
