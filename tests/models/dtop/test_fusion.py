@@ -3,18 +3,28 @@ import torch
 import torch.nn.functional as F
 
 from relook.models.dtop.elm import ELM, WaveBlock
-from relook.models.dtop.fusion import FUSIONS, Fusion, orthogonal_fusion, project
+from relook.models.dtop.fusion import FUSIONS, Fusion, orthogonal_fusion
 from relook.models.dtop.pooling import Pooling
 
 
 def test_orthogonal_per_token():
-    torch.manual_seed(0)
-    y, u = torch.randn(2, 5, 7, 16, dtype=torch.float64), torch.randn(2, 5, 7, 16, dtype=torch.float64)
-    out = orthogonal_fusion(y, u)
-    first, second = out[..., :16], out[..., 16:]
-    assert torch.allclose((first * u).sum(-1), torch.zeros(2, 5, 7, dtype=torch.float64), atol=1e-10)
-    assert torch.equal(second, u)
-    assert torch.allclose(first + project(y, u), y)  # Gram-Schmidt keeps span{y, u}
+    """Orthogonal fusion (Eq. A20), token by token, against an independent reference: the component of y
+    orthogonal to u is the residual of the least-squares fit of y on u (numpy ``lstsq``, one token at a time),
+    concatenated with u. A fusion that projects over the whole map instead of per token, or keeps the
+    projection instead of the residual, fails."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 5, 7, 16, generator=g, dtype=torch.float64)
+    u = torch.randn(2, 5, 7, 16, generator=g, dtype=torch.float64) * torch.rand(2, 5, 7, 1, generator=g) * 3
+    out = orthogonal_fusion(y, u).numpy()
+    assert out.shape == (2, 5, 7, 32)
+    yn, un = y.numpy(), u.numpy()
+    for idx in np.ndindex(2, 5, 7):
+        coef = np.linalg.lstsq(un[idx][:, None], yn[idx], rcond=None)[0]
+        residual = yn[idx] - un[idx] * coef[0]
+        np.testing.assert_allclose(out[idx][:16], residual, atol=1e-10)
+        np.testing.assert_allclose(out[idx][16:], un[idx], atol=0)
 
 
 def test_orthogonal_hand_case():

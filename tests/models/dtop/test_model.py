@@ -53,10 +53,37 @@ def test_distillation_token():
         assert m(torch.randn(1, 3, 64, 96)).shape == (1, 32)
 
 
-def test_registry():
-    assert timm_name("r50_vit_b") == "vit_base_r50_s16_384"
-    assert DToP.default_conf["backbone"] == "r50_vit_b" and DToP.default_conf["out_dim"] == 1536
-    assert {"r50_vit_b", "vit_b16", "deit_b_distilled"} <= set(BACKBONES.names())
+# What the DToP paper states about its backbones (supplementary A.1 and the notes' Sec. 2): R50+ViT-B has 98M
+# parameters, ViT-B 86M; both D = 768 with 12 encoder layers and 16-pixel tokens; DeiT-B distilled adds a
+# distillation token. (name, params in millions, prefix tokens, hybrid CNN stem)
+PAPER_BACKBONES = [("r50_vit_b", 98, 1, True), ("vit_b16", 86, 1, False), ("deit_b", 86, 1, False),
+                   ("deit_b_distilled", 86, 2, False)]
+
+
+@pytest.mark.parametrize("name,millions,prefix,hybrid", PAPER_BACKBONES)
+def test_registry(name, millions, prefix, hybrid):
+    """Each registered backbone name builds the network the paper describes, checked against the paper's own
+    figures (parameter count, width, depth, token stride), not against the registry's table: built on the meta
+    device (no memory, no weights), as DToP uses it (timm classifier removed)."""
+    with torch.device("meta"):
+        m = DToP(backbone=name, pretrained=False)
+    b = m.backbone
+    assert round(sum(p.numel() for p in b.parameters()) / 1e6) == millions
+    assert b.embed_dim == 768 and len(b.vit.blocks) == 12 and b.num_prefix == prefix
+    assert b.has_dist == (prefix == 2)
+    side = max(b.pretrained_grid) * 16  # 16-pixel tokens: the pretraining resolution over the grid is 16
+    assert side == b.vit.patch_embed.img_size[0] and side in (224, 384)
+    assert (type(b.vit.patch_embed).__name__ == "HybridEmbed") == hybrid
+    assert name in BACKBONES.names()
+
+
+def test_default_is_the_papers_model():
+    """The default DToP is the paper's: R50+ViT-B (98M), k = 6 layers (Table A8), N = 1536 (Table A7)."""
+    with torch.device("meta"):
+        m = DToP(pretrained=False)  # default backbone, layers and out_dim
+    assert DToP.default_conf["pretrained"] is True and m.backbone.name == "r50_vit_b"
+    assert round(sum(p.numel() for p in m.backbone.parameters()) / 1e6) == 98
+    assert m.backbone.layers == 6 and m.out_dim == 1536
 
 
 def test_bad_input():
