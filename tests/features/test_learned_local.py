@@ -205,3 +205,25 @@ def test_bad_input(tmp_path):
         create_extractor("xfeat", weights=str(garbage))
     with pytest.raises(ShapeError, match="RGB uint8"):
         create_extractor("xfeat").extract_one("gray", np.zeros((64, 64), np.uint8))
+
+
+def test_global_mean(one_thread):
+    """``global_mean`` (RRT supp. C): global_desc is the L2-normalised mean of the image's locals (a numpy
+    float64 mean of the locals the same call returned), written only when asked; on real photos the two views
+    of one scene are closer than views of different scenes."""
+    ex = create_extractor("aliked", resize=320, max_keypoints=300, global_mean=True)
+    assert "global_desc" in ex.writes and "global_desc" not in create_extractor("aliked", resize=320).writes
+    imgs = {k: read_rgb(p) for k, p in [("graf1", "oxford_graf_affnet/img1.png"), ("graf2", "oxford_graf_affnet/img2.png"),
+                                        ("church1", "hpatches_subset_tfeat/v_churchill/1.png"),
+                                        ("church2", "hpatches_subset_tfeat/v_churchill/2.png")]}
+    f = {k: ex.extract_one(k, im) for k, im in imgs.items()}
+    for v in f.values():
+        m = v.local_desc.astype(np.float64).mean(0)
+        np.testing.assert_allclose(v.global_desc, m / np.sqrt((m * m).sum()), atol=1e-6)
+    cos = lambda a, b: float(f[a].global_desc @ f[b].global_desc)  # noqa: E731
+    assert min(cos("graf1", "graf2"), cos("church1", "church2")) > max(cos("graf1", "church1"), cos("graf2", "church2"))
+    assert create_extractor("aliked", resize=320).extract_one("a", imgs["graf1"]).global_desc is None
+    empty = ex.extract_one("none", np.zeros((0, 64, 3), np.uint8))
+    assert empty.global_desc.shape == (128,) and not empty.global_desc.any()
+    with pytest.raises(ConfigError, match="global_mean"):
+        create_extractor("disk", global_mean="yes")

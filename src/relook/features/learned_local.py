@@ -21,6 +21,9 @@ multiples of 32 so that kornia's own resize is the identity and the one mapping 
 Fields written (``ImageFeatures``): ``local_desc`` (N, d) float32, L2-normalised by the network (d = 128
 for ALIKED-n16/n32/n16rot and DISK, 64 for ALIKED-t16 and XFeat), ``keypoints`` (N, 2), ``attention`` (N,)
 the network's keypoint score, ``scales`` (N,) ones, ``image_size``. Features come strongest first.
+With ``global_mean: true`` also ``global_desc``: the L2-normalised mean of the image's local descriptors, the
+global descriptor of the RRT supplementary's SuperPoint experiment (Sec. C: "averaging all the local
+responses"), so that a keypoint extractor alone can feed a shortlist and RRT's global token.
 """
 from __future__ import annotations
 
@@ -87,6 +90,10 @@ class LearnedLocal(Extractor):
             raise ConfigError(f"{self.name}: max_keypoints must be a positive int, got {c['max_keypoints']!r}")
         if c["resize"] is not None and (not isinstance(c["resize"], int) or c["resize"] < 32):
             raise ConfigError(f"{self.name}: resize must be None or a long side >= 32 px, got {c['resize']!r}")
+        if not isinstance(c.get("global_mean", False), bool):
+            raise ConfigError(f"{self.name}: global_mean must be true or false, got {c['global_mean']!r}")
+        if c.get("global_mean"):
+            self.writes = type(self).writes | {"global_desc"}
         self.weights = resolve_weights(c["weights"])
         self.net = self.build(self.weights).to(c["device"]).eval()
 
@@ -130,7 +137,15 @@ class LearnedLocal(Extractor):
     def _empty(self, image_id: str, hw: tuple[int, ...]) -> ImageFeatures:
         z = np.zeros(0, np.float32)
         return ImageFeatures(image_id, local_desc=np.zeros((0, self.descriptor_dim), np.float32),
-                             keypoints=np.zeros((0, 2), np.float32), scales=z, attention=z, image_size=np.array(hw))
+                             keypoints=np.zeros((0, 2), np.float32), scales=z, attention=z, image_size=np.array(hw),
+                             global_desc=self._global(np.zeros((0, self.descriptor_dim), np.float32)))
+
+    def _global(self, desc: np.ndarray) -> np.ndarray | None:
+        """``global_mean``: L2-normalised mean of the locals (zeros for an image without any); else None."""
+        if not self.conf.get("global_mean"):
+            return None
+        g = desc.astype(np.float64).mean(0) if len(desc) else np.zeros(desc.shape[1])
+        return (g / max(float(np.linalg.norm(g)), 1e-12)).astype(np.float32)
 
     @torch.inference_mode()
     def _run(self, batch: list[tuple[str, np.ndarray]]) -> Iterator[ImageFeatures]:
@@ -147,7 +162,7 @@ class LearnedLocal(Extractor):
             desc = desc[order].float().cpu().numpy().reshape(len(kp), self.descriptor_dim)
             yield ImageFeatures(image_id, local_desc=desc, keypoints=to_original_pixels(kp, size, im.shape[:2]),
                                 scales=np.ones(len(kp), np.float32), attention=score[order].float().cpu().numpy(),
-                                image_size=np.array(im.shape[:2]))
+                                image_size=np.array(im.shape[:2]), global_desc=self._global(desc))
 
 
 @register_extractor("aliked")
@@ -159,6 +174,7 @@ class ALIKEDExtractor(LearnedLocal):
         "weights": "aliked-n16",  # aliked-n16 (128-d), aliked-n16rot, aliked-n32, aliked-t16 (64-d), or a file
         "arch": None,  # ALIKED variant for a local weights file (one of ALIKED_VARIANTS); None: the weights name
         "max_keypoints": 2048,  # keypoint budget per image (strongest kept)
+        "global_mean": False,  # also write global_desc = L2-normalised mean of the locals (RRT supp. C)
         "detection_threshold": 0.2,  # score a maximum must exceed (ALIKED's default); <= 0: top-k mode
         "nms_radius": 2,  # NMS window radius in px (ALIKED's default)
         "resize": 640,  # downscale so the long side is at most this many px; None keeps the size
@@ -192,6 +208,7 @@ class DISKExtractor(LearnedLocal):
     default_conf: ClassVar[dict[str, Any]] = {
         "weights": "disk",  # disk (depth-supervised, 128-d) or a local file of the same network
         "max_keypoints": 2048,  # keypoint budget per image (strongest heatmap maxima kept)
+        "global_mean": False,  # also write global_desc = L2-normalised mean of the locals (RRT supp. C)
         "detection_threshold": 0.0,  # heatmap value a maximum must exceed (DISK's default)
         "nms_window": 5,  # NMS window size in px (DISK's default)
         "resize": 640,  # downscale so the long side is at most this many px; None keeps the size
@@ -225,6 +242,7 @@ class XFeatExtractor(LearnedLocal):
     default_conf: ClassVar[dict[str, Any]] = {
         "weights": "xfeat",  # xfeat (MegaDepth + COCO, 64-d) or a local file of XFeatModel
         "max_keypoints": 2048,  # keypoint budget per image (best heatmap x reliability kept)
+        "global_mean": False,  # also write global_desc = L2-normalised mean of the locals (RRT supp. C)
         "detection_threshold": 0.05,  # keypoint heatmap value a keypoint must exceed (XFeat's default)
         "resize": 640,  # downscale so the long side is at most this many px (then to multiples of 32)
         "batch_size": 4,  # images per forward pass (same network input size only)
