@@ -11,10 +11,11 @@ so the defaults keep every channel-mixing layer of ELM narrow (see ``models/dtop
   identity shortcut. Default ``expansion`` 0.25 (a bottleneck, 0.30M parameters at D = 768); MobileNetV2's
   own ratios (>= 1) are allowed but give >= 1.2M parameters at D = 768.
 * ASPP: DeepLabv3's branches (1x1, three 3x3 atrous at ``rates`` 6/12/18, image pooling). Default
-  (``width`` None): every branch depth-wise (per-channel 1x1 scale, depth-wise atrous 3x3) + BN + ReLU,
-  the image-pooling branch parameter-free, the five maps averaged (24k parameters at D = 768). With an int
-  ``width``: each branch is depth-wise separable to ``width`` channels, concatenated and projected back to
-  D by 1x1 + BN + ReLU (DeepLabv3+ style, 1.5M parameters at D = 768, width 192).
+  (``width`` None): every branch depth-wise (per-channel 1x1 scale, depth-wise atrous 3x3) + BN + ReLU6
+  (the IRB's clipped ReLU, shared by every conv-BN unit here), the image-pooling branch parameter-free,
+  the five maps averaged (24k parameters at D = 768). With an int ``width``: each branch is depth-wise
+  separable to ``width`` channels (conv + BN + ReLU6), concatenated and projected back to D by 1x1 + BN +
+  ReLU (DeepLabv3+ style, 1.5M parameters at D = 768, width 192).
 * WaveBlock (Wang et al., Attentive WaveBlock): at training time a random horizontal band of
   ``band`` x h rows is kept and the rest of the map is multiplied by ``factor``; identity at eval.
 """
