@@ -483,7 +483,8 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
                 store_meta = gs.meta
         weights = store_meta.get("weights", "")
         seed = store_meta.get("extractor.seed", item.get("seed", ""))
-        extractors[item["label"]] = {"name": item["name"], "weights": weights or "no learned weights",
+        head = f" + {store_meta['head']}" if store_meta.get("head") else ""  # `relook train global`'s head
+        extractors[item["label"]] = {"name": item["name"], "weights": (weights or "no learned weights") + head,
                                      "seed": str(seed)}
         if weights and is_random_weights(weights):
             notes.append(f"extractor {item['label']} has random weights ({weights}): its numbers say nothing "
