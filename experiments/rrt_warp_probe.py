@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--exp", required=True, help="the rrt_real_warp.sh output folder (warp/, train/, test/)")
     ap.add_argument("--ckpt", nargs="+", required=True, help="RRT checkpoints to score")
     ap.add_argument("--triplets", type=int, default=600, help="triplets per split (the first of the seeded epoch)")
+    ap.add_argument("--features", default="cnn_local", help="extractor label of the stores (e.g. aliked for "
+                    "experiments/rrt_keypoints_warp.sh)")
+    ap.add_argument("--warp", default=None, help="the warped-photo benchmark folder (default: EXP/warp)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -40,14 +43,18 @@ def main() -> None:
     from relook.train.rrt import PairData, global_neighbours, sample_triplets
 
     exp = Path(args.exp)
-    models = {Path(c).stem: load_rrt(c).eval() for c in args.ckpt}
-    print("data: real photos (BSDS500, warped views); stores: pretrained EfficientNet-Lite0 (wheel); "
+    stems = [Path(c).stem for c in args.ckpt]
+    names = [s if stems.count(s) == 1 else f"{Path(c).parent.name}/{s}" for s, c in zip(stems, args.ckpt)]
+    models = {n: load_rrt(c).eval() for n, c in zip(names, args.ckpt)}
+    with FeatureStore(exp / "train" / "features" / args.features / "gallery.h5", "r") as store:
+        weights = store.meta.get("weights", "no learned weights")
+    print(f"data: real photos (BSDS500, warped views); stores: {args.features} ({weights}); "
           "RRT: trained here on the train split")
     print(f"{'split':6s} {'scorer':10s} {'triplet acc':>11s}  (n)")
     for split in ("train", "test"):
-        ds = load_dataset("folder", exp / "warp", csv="groups.csv", split=split)
+        ds = load_dataset("folder", Path(args.warp) if args.warp else exp / "warp", csv="groups.csv", split=split)
         ids = ds.gallery_ids
-        with FeatureStore(exp / split / "features" / "cnn_local" / "gallery.h5", "r") as store:
+        with FeatureStore(exp / split / "features" / args.features / "gallery.h5", "r") as store:
             glob = store.stack("global_desc", ids)
             data = PairData(ids, np.asarray(ds.gallery_labels), global_neighbours(glob, 100))
             trip = sample_triplets(data, 1, np.random.default_rng([0, 0]))[: args.triplets]
