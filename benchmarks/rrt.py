@@ -241,13 +241,13 @@ def learned_keypoint_table(K: int, threads: int, repeats: int, kp_pairs: int) ->
     print(f"\n# learned-keypoint RRT: REAL photos ({len(images)} shipped in PyPI packages: {describe_sources(sources)}),"
           f" pretrained ALIKED-n16 (wheel, 320 px, {query.num_local} keypoints on the query), random-init landmark RRT"
           f" (128-d global token = mean of the locals); CPU, {threads} threads; best of {repeats} rounds")
-    print(f"{'setting':<34}{'timed':>6}{'ms/q':>9}{'x GV':>7}")
+    print(f"{'setting':<36}{'timed':>6}{'ms/q':>9}{'x GV':>7}")
     for name, n, _ in rows:
         per_q = best[name] * (1 if n == 1 else K / n)
         L = next((w for w in name.split() if w.isdigit()), None)
         gv = best.get(f"GV {L} locals (reference)") if name.startswith("RRT") else None
         ratio = f"{per_q / (best[f'GV {L} locals (reference)'] * K / n):7.2f}" if gv else f"{'':>7}"
-        print(f"{name:<34}{n:>6}{per_q * 1e3:>9.1f}{ratio}")
+        print(f"{name:<36}{n:>6}{per_q * 1e3:>9.1f}{ratio}")
     print(f"# ms/q: per query of {K} candidates (extraction: per image); x GV: RRT time over GV's at the same L")
 
 
