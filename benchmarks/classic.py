@@ -8,6 +8,7 @@ directions), followed by the same OpenCV USAC_MAGSAC fit. Target: GV <= 1.5 s pe
 
     PYTHONPATH=src python benchmarks/classic.py [--queries 4] [--gallery 100] [--local 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ def make_data(nq: int, ng: int, nl: int, seed: int = 0):
             desc[:300] = unit(base.local_desc[:300] + 0.03 * rng.normal(size=(300, 128)))
             kp[:300] = base.keypoints[:300] @ a.T + np.array([20, -10]) + rng.normal(0, 1.0, (300, 2))
             g = base.global_desc * 40 + g
-        return ImageFeatures(i, global_desc=unit(g), local_desc=desc, keypoints=kp,
-                             attention=rng.uniform(size=nl).astype(np.float32), scales=np.ones(nl, np.float32))
+        return ImageFeatures(
+            i,
+            global_desc=unit(g),
+            local_desc=desc,
+            keypoints=kp,
+            attention=rng.uniform(size=nl).astype(np.float32),
+            scales=np.ones(nl, np.float32),
+        )
 
     queries = [image(f"q{i}") for i in range(nq)]
     gallery = [image(f"g{j:04d}", queries[j % nq] if j < 10 * nq else None) for j in range(ng)]
@@ -63,8 +70,18 @@ def naive_gv(query: ImageFeatures, candidates, conf) -> np.ndarray:
     out = []
     for c in candidates:
         iq, ic = naive_matches(query.local_desc, c.local_desc)
-        out.append(count_inliers(c.keypoints[ic], query.keypoints[iq], conf["model"], conf["method"],
-                                 conf["threshold"], conf["max_iters"], conf["confidence"], conf["seed"])[0])
+        out.append(
+            count_inliers(
+                c.keypoints[ic],
+                query.keypoints[iq],
+                conf["model"],
+                conf["method"],
+                conf["threshold"],
+                conf["max_iters"],
+                conf["confidence"],
+                conf["seed"],
+            )[0]
+        )
     return np.array(out)
 
 
@@ -93,10 +110,14 @@ def main() -> None:
     ap.add_argument("--codebook", type=int, default=1024)
     args = ap.parse_args()
     queries, gallery = make_data(args.queries, args.gallery, args.local)
-    print(f"data: synthetic random (no images, no weights); {args.queries} queries, gallery {args.gallery}, "
-          f"top-100, {args.local} local features of 128-d per image")
-    print(f"cpu cores visible: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, opencv threads: "
-          f"{cv2.getNumThreads()}, load average at start: {os.getloadavg()[0]:.1f}")
+    print(
+        f"data: synthetic random (no images, no weights); {args.queries} queries, gallery {args.gallery}, "
+        f"top-100, {args.local} local features of 128-d per image"
+    )
+    print(
+        f"cpu cores visible: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, opencv threads: "
+        f"{cv2.getNumThreads()}, load average at start: {os.getloadavg()[0]:.1f}"
+    )
     rows = []
     nq = args.queries
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,15 +172,21 @@ def main() -> None:
     for name, wall, cpu in rows:
         print(f"{name:<50} {wall:>8.3f} {cpu:>8.3f} {1 / wall:>10.2f} {t_naive / wall:>11.1f}x")
     print(f"\nmatching alone: batched is {t_match_naive / rows[1][1]:.1f}x faster than the naive loop")
-    print(f"asmk one-off costs: codebook k-means {t_cb.wall:.1f} s, gallery inverted file {t_ix.wall:.1f} s "
-          f"({args.gallery * args.local} descriptors)")
-    print(f"naive vs batched matches: mean Jaccard {agree:.3f} (float rounding can flip near-ties); "
-          f"planted positives in gv top-10: {pos_top * 100:.0f}%")
+    print(
+        f"asmk one-off costs: codebook k-means {t_cb.wall:.1f} s, gallery inverted file {t_ix.wall:.1f} s "
+        f"({args.gallery * args.local} descriptors)"
+    )
+    print(
+        f"naive vs batched matches: mean Jaccard {agree:.3f} (float rounding can flip near-ties); "
+        f"planted positives in gv top-10: {pos_top * 100:.0f}%"
+    )
     gv_wall, gv_cpu = rows[0][1], rows[0][2]
-    print(f"GV target <= 1.5 s/query on 2 cores: wall {gv_wall:.2f} s under load average "
-          f"{os.getloadavg()[0]:.1f}; cpu {gv_cpu:.2f} s over {torch.get_num_threads()} threads "
-          f"(~{gv_cpu / torch.get_num_threads():.2f} s on 2 idle cores) -> "
-          f"{'met' if gv_cpu / torch.get_num_threads() <= 1.5 else 'NOT met'}")
+    print(
+        f"GV target <= 1.5 s/query on 2 cores: wall {gv_wall:.2f} s under load average "
+        f"{os.getloadavg()[0]:.1f}; cpu {gv_cpu:.2f} s over {torch.get_num_threads()} threads "
+        f"(~{gv_cpu / torch.get_num_threads():.2f} s on 2 idle cores) -> "
+        f"{'met' if gv_cpu / torch.get_num_threads() <= 1.5 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ scale, and DToP at 3 scales (1, 1/sqrt 2, 1/2), with ratios to the reference. Im
 
     PYTHONPATH=src python benchmarks/dtop.py [--device cuda] [--images 4] [--backbone r50_vit_b]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,20 +45,28 @@ def main() -> None:
     torch.manual_seed(0)
     model = DToP(backbone=args.backbone, pretrained=False).to(device).eval()
     rng = np.random.default_rng(0)
-    images = [image_tensor(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8), args.size).to(device)
-              for _ in range(args.images)]
+    images = [
+        image_tensor(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8), args.size).to(device)
+        for _ in range(args.images)
+    ]
 
     @torch.no_grad()
     def reference(x):
         return model.backbone.vit.forward_features(model.normalize(x))
 
-    rows = [("timm backbone forward, 1 scale (reference)", _rate(reference, images, device)),
-            ("DToP descriptor, 1 scale", _rate(lambda x: multiscale_descriptor(model, x, (1.0,)), images, device)),
-            ("DToP descriptor, 3 scales (averaged)", _rate(lambda x: multiscale_descriptor(model, x, DEFAULT_SCALES),
-                                                          images, device))]
+    rows = [
+        ("timm backbone forward, 1 scale (reference)", _rate(reference, images, device)),
+        ("DToP descriptor, 1 scale", _rate(lambda x: multiscale_descriptor(model, x, (1.0,)), images, device)),
+        (
+            "DToP descriptor, 3 scales (averaged)",
+            _rate(lambda x: multiscale_descriptor(model, x, DEFAULT_SCALES), images, device),
+        ),
+    ]
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"DToP extraction speed: backbone {args.backbone} (random init), synthetic {args.size}x"
-          f"{round(args.size * 0.75)} images, device {device} ({threads} threads), {args.images} images, batch 1")
+    print(
+        f"DToP extraction speed: backbone {args.backbone} (random init), synthetic {args.size}x"
+        f"{round(args.size * 0.75)} images, device {device} ({threads} threads), {args.images} images, batch 1"
+    )
     print(f"{'what':<44} {'images/s':>9} {'vs reference':>13}")
     for name, r in rows:
         print(f"{name:<44} {r:9.2f} {r / rows[0][1]:12.2f}x")

@@ -21,6 +21,7 @@ Measured per method in a fresh child process (so the peak of one does not hide a
 
     PYTHONPATH=src python benchmarks/features.py [--threads 2] [--min-seconds 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ import cv2
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "geometry"
-IMAGES = [f"hpatches_subset_tfeat/v_churchill/{i}.png" for i in (1, 2, 3)] + \
-         [f"oxford_graf_affnet/img{i}.png" for i in (1, 2, 3)]
+IMAGES = [f"hpatches_subset_tfeat/v_churchill/{i}.png" for i in (1, 2, 3)] + [
+    f"oxford_graf_affnet/img{i}.png" for i in (1, 2, 3)
+]
 WEIGHTS = {"aliked": "aliked-n16", "disk": "disk", "xfeat": "xfeat", "sift": None, "cnn_local": "efficientnet_lite0"}
 TOP = 2048
 
@@ -50,14 +52,17 @@ def load_images(size: int) -> list[np.ndarray]:
             raise SystemExit(f"missing real photo {DATA / rel}: the shared data folder must sit beside the repo")
         h, w = bgr.shape[:2]
         s = size / max(h, w)
-        out.append(np.ascontiguousarray(cv2.resize(bgr, (round(w * s), round(h * s)),
-                                                   interpolation=cv2.INTER_AREA)[:, :, ::-1]))
+        out.append(
+            np.ascontiguousarray(
+                cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+            )
+        )
     return out
 
 
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def reference(method: str):
@@ -81,6 +86,7 @@ def reference(method: str):
                 x = (torch.from_numpy(im).permute(2, 0, 1)[None].float() - 127.0) / 128.0
                 fmap = lite.extract_features(x)
                 return fmap.shape[-1] * fmap.shape[-2]
+
         return call_lite
     state = load_state_dict(resolve_weights(WEIGHTS[method]), unwrap=("extractor",))
     if method == "aliked":
@@ -100,6 +106,7 @@ def reference(method: str):
     def call(im):
         with torch.inference_mode():
             return len(run(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255))
+
     return call
 
 
@@ -111,8 +118,13 @@ def child(method: str, impl: str, threads: int, min_seconds: float, size: int) -
 
     images = load_images(size)
     if impl == "relook":
-        conf = ({"num_features": TOP} if method == "sift" else {"image_size": None} if method == "cnn_local" else
-                {"max_keypoints": TOP, "resize": size})
+        conf = (
+            {"num_features": TOP}
+            if method == "sift"
+            else {"image_size": None}
+            if method == "cnn_local"
+            else {"max_keypoints": TOP, "resize": size}
+        )
         ex = create_extractor(method, **conf)
         fn = lambda im: ex.extract_one("x", im).num_local  # noqa: E731
     else:
@@ -125,7 +137,13 @@ def child(method: str, impl: str, threads: int, min_seconds: float, size: int) -
         counts += [fn(im) for im in images]
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"ips": len(counts) / wall, "n": len(counts), "peak": peak, "added": peak - before, "kp": float(np.mean(counts))}
+    return {
+        "ips": len(counts) / wall,
+        "n": len(counts),
+        "peak": peak,
+        "added": peak - before,
+        "kp": float(np.mean(counts)),
+    }
 
 
 def main() -> None:
@@ -147,27 +165,52 @@ def main() -> None:
     rows = []
     for method in WEIGHTS:
         for impl in ("relook", "reference"):
-            out = subprocess.run([sys.executable, __file__, "--child", method, impl, "--threads", str(args.threads),
-                                  "--min-seconds", str(args.min_seconds), "--size", str(args.size)],
-                                 capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    method,
+                    impl,
+                    "--threads",
+                    str(args.threads),
+                    "--min-seconds",
+                    str(args.min_seconds),
+                    "--size",
+                    str(args.size),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             rows.append((method, impl, json.loads(out.stdout.strip().splitlines()[-1])))
     shapes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im in load_images(args.size)})
-    print(f"\ndata: {len(IMAGES)} real photos, {', '.join(IMAGES)} "
-          f"(../shared/data/geometry), resized to W x H {' / '.join(shapes)}; CPU, torch threads {args.threads}; "
-          f"budget {TOP} keypoints; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\ndata: {len(IMAGES)} real photos, {', '.join(IMAGES)} "
+        f"(../shared/data/geometry), resized to W x H {' / '.join(shapes)}; CPU, torch threads {args.threads}; "
+        f"budget {TOP} keypoints; load average {os.getloadavg()[0]:.1f}"
+    )
     for method, name in WEIGHTS.items():
         what = resolve_weights(name).describe() if name else f"no weights (opencv {cv2.__version__})"
         print(f"  {method:<7} {what}")
     import kornia
-    print(f"  reference: kornia {kornia.__version__} modules / OpenCV SIFT, called directly; "
-          f"relook {importlib.metadata.version('relook') if _installed('relook') else '(source tree)'}")
-    print(f"\n{'method':<8} {'impl':<10} {'images':>6} {'images/s':>9} {'ms/image':>9} {'kp/image':>9} {'peak RSS MiB':>13} "
-          f"{'+extract MiB':>13} {'relook/ref speed':>17}")
+
+    print(
+        f"  reference: kornia {kornia.__version__} modules / OpenCV SIFT, called directly; "
+        f"relook {importlib.metadata.version('relook') if _installed('relook') else '(source tree)'}"
+    )
+    print(
+        f"\n{'method':<8} {'impl':<10} {'images':>6} {'images/s':>9} {'ms/image':>9} {'kp/image':>9} {'peak RSS MiB':>13} "
+        f"{'+extract MiB':>13} {'relook/ref speed':>17}"
+    )
     ref = {m: r["ips"] for m, i, r in rows if i == "reference"}
     for method, impl, r in rows:
         ratio = f"{r['ips'] / ref[method]:.2f}x" if impl == "relook" else ""
-        print(f"{method:<8} {impl:<10} {r['n']:>6} {r['ips']:>9.2f} {1000 / r['ips']:>9.0f} {r['kp']:>9.0f} {r['peak']:>13.0f} "
-              f"{r['added']:>13.0f} {ratio:>17}")
+        print(
+            f"{method:<8} {impl:<10} {r['n']:>6} {r['ips']:>9.2f} {1000 / r['ips']:>9.0f} {r['kp']:>9.0f} {r['peak']:>13.0f} "
+            f"{r['added']:>13.0f} {ratio:>17}"
+        )
 
 
 def _installed(dist: str) -> bool:

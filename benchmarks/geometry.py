@@ -20,6 +20,7 @@ the robust fit; CPU with 2 torch threads).
 
     PYTHONPATH=src python benchmarks/geometry.py [--sets hpatches graf ...] [--methods ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,7 @@ def run_pair(matcher, pair, kind: str, seed: int = 0) -> tuple[float, float, boo
     once, reused by the pairs and methods that share it) + matching + robust fit; reading is not timed."""
     from relook.geometry.epipolar import symmetric_epipolar_distance
     from relook.geometry.robust import estimate_fundamental
-    from relook.geometry.two_view import (corner_error, estimate_homography, threshold_px,
-                                          virtual_correspondences)
+    from relook.geometry.two_view import corner_error, estimate_homography, threshold_px, virtual_correspondences
     from relook.images import load_image
 
     im1, im2 = load_image(pair.image1), load_image(pair.image2)
@@ -97,8 +97,10 @@ def main() -> None:
 
     sets = {s: load_geometry_set(s, args.root)[: args.max_pairs] for s in args.sets}
     print(f"data: real pairs from {args.root}: " + ", ".join(f"{s} {len(p)}" for s, p in sets.items()))
-    print(f"features: long side {args.resize} px, at most {args.max_keypoints} keypoints; CPU, "
-          f"{args.threads} torch threads; error: H corner error / median symmetric epipolar distance (px)")
+    print(
+        f"features: long side {args.resize} px, at most {args.max_keypoints} keypoints; CPU, "
+        f"{args.threads} torch threads; error: H corner error / median symmetric epipolar distance (px)"
+    )
     matchers: dict[str, TwoViewMatcher] = {}
     rows = []
     for s, pairs in sets.items():
@@ -108,11 +110,20 @@ def main() -> None:
                 matchers[m] = TwoViewMatcher(m, args.max_keypoints, args.resize)
             res = [run_pair(matchers[m], p, kind) for p in pairs]
             err = np.array([r[0] for r in res])
-            rows.append((s, m, len(pairs), *(100 * np.mean(err < t) for t in THRESHOLDS), float(np.median(err)),
-                         100 * np.mean([r[2] for r in res]), float(np.mean([r[1] for r in res]))))
+            rows.append(
+                (
+                    s,
+                    m,
+                    len(pairs),
+                    *(100 * np.mean(err < t) for t in THRESHOLDS),
+                    float(np.median(err)),
+                    100 * np.mean([r[2] for r in res]),
+                    float(np.mean([r[1] for r in res])),
+                )
+            )
             print(f"  done {s} {m}", flush=True)
     print()
-    head = f"| set | method | pairs | @1px | @3px | @5px | median err px | found (H) / reliable (F) % | s/pair |"
+    head = "| set | method | pairs | @1px | @3px | @5px | median err px | found (H) / reliable (F) % | s/pair |"
     print(head)
     print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
     for s, m, n, a1, a3, a5, med, rel, t in rows:

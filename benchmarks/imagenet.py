@@ -9,6 +9,7 @@ table gives both accuracies, the largest logit difference and images/s of each (
 
     PYTHONPATH=src python benchmarks/imagenet.py --threads 2 [--limit 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +44,13 @@ def main() -> None:
 
     paths, labels = imagenet_folder(args.folder)
     if args.limit:
-        paths, labels = paths[:args.limit], labels[:args.limit]
+        paths, labels = paths[: args.limit], labels[: args.limit]
     images = [load_image(p) for p in paths]
     print(f"data: {len(paths)} real photos, {args.folder} (one per ImageNet class, names give the label)")
-    print(f"{'weights':<20} {'top-1':>6} {'top-5':>6} {'ref top-1':>9} {'ref top-5':>9} {'max|dlogit|':>11} "
-          f"{'img/s':>6} {'ref img/s':>9} {'ratio':>6}")
+    print(
+        f"{'weights':<20} {'top-1':>6} {'top-5':>6} {'ref top-1':>9} {'ref top-5':>9} {'max|dlogit|':>11} "
+        f"{'img/s':>6} {'ref img/s':>9} {'ratio':>6}"
+    )
     provenance = []
     for name in args.variants.split(","):
         model, record = create_efficientnet_lite(name)
@@ -57,8 +60,10 @@ def main() -> None:
         ours, ours_ips = logits_and_speed(model, batches)
         theirs, ref_ips = logits_and_speed(ref, batches)
         a, b = topk_accuracy(ours, labels), topk_accuracy(theirs, labels)
-        print(f"{name:<20} {100 * a[1]:>6.1f} {100 * a[5]:>6.1f} {100 * b[1]:>9.1f} {100 * b[5]:>9.1f} "
-              f"{np.abs(ours - theirs).max():>11.2e} {ours_ips:>6.1f} {ref_ips:>9.1f} {ours_ips / ref_ips:>6.2f}")
+        print(
+            f"{name:<20} {100 * a[1]:>6.1f} {100 * a[5]:>6.1f} {100 * b[1]:>9.1f} {100 * b[5]:>9.1f} "
+            f"{np.abs(ours - theirs).max():>11.2e} {ours_ips:>6.1f} {ref_ips:>9.1f} {ours_ips / ref_ips:>6.2f}"
+        )
         provenance.append(record.describe())
     print(f"CPU, {args.threads} torch threads, batch 32; ratio = relook img/s / reference img/s")
     print("weights (pretrained, ImageNet-1k):")

@@ -14,6 +14,7 @@ a plain float32 scaling overflows). A plan with a NaN is counted and printed.
     PYTHONPATH=src python benchmarks/ot.py --threads 1
     PYTHONPATH=src python benchmarks/ot.py --threads 1 --store run/features/vit_tokens/gallery.h5 --eps 0.005
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,14 @@ def _store_pairs(path: str, queries: int, k: int):
         ids = store.ids()
         if len(ids) < queries + k:
             sys.exit(f"error: {path}: {len(ids)} images, need --queries + --k = {queries + k}")
-        feats = {i: store.read(i, ["patch_tokens", "relevancy"]) for i in ids[:queries + k]}
+        feats = {i: store.read(i, ["patch_tokens", "relevancy"]) for i in ids[: queries + k]}
         meta = store.meta
-    tok = {i: torch.nn.functional.normalize(torch.from_numpy(f.patch_tokens.reshape(-1, f.patch_tokens.shape[-1]))
-                                            .double(), dim=-1) for i, f in feats.items()}
+    tok = {
+        i: torch.nn.functional.normalize(
+            torch.from_numpy(f.patch_tokens.reshape(-1, f.patch_tokens.shape[-1])).double(), dim=-1
+        )
+        for i, f in feats.items()
+    }
     rel = {i: torch.from_numpy(f.relevancy).double() for i, f in feats.items()}
     pairs = [(ids[q], ids[q + 1 + j]) for q in range(queries) for j in range(k)]
     fq, fg = torch.stack([tok[a] for a, _ in pairs]), torch.stack([tok[c] for _, c in pairs])
@@ -99,12 +104,17 @@ def main() -> None:
     sim = fq @ fg.transpose(1, 2)
     sim_np, mu_np, nu_np = sim.numpy(), mu.numpy(), nu.numpy()
 
-    print(f"# {args.queries} query x {args.k} candidates = {b} pairs, {p}x{p} patches, eps={args.eps}, "
-          f"{args.iters} iterations, torch threads={args.threads}; data: {data}")
-    print(f"{'a':>4} {'method':<32} {'wall (ms)':>9} {'speed-up':>8} {'CPU (ms)':>9} {'speed-up':>8} "
-          f"{'max|dT|':>8} {'max|dS_struct|':>14} {'NaN plans':>9}")
+    print(
+        f"# {args.queries} query x {args.k} candidates = {b} pairs, {p}x{p} patches, eps={args.eps}, "
+        f"{args.iters} iterations, torch threads={args.threads}; data: {data}"
+    )
+    print(
+        f"{'a':>4} {'method':<32} {'wall (ms)':>9} {'speed-up':>8} {'CPU (ms)':>9} {'speed-up':>8} "
+        f"{'max|dT|':>8} {'max|dS_struct|':>14} {'NaN plans':>9}"
+    )
     for mass in (1.0, 0.9):
-        def pot_loop():
+
+        def pot_loop(mass: float = mass):
             plans = np.empty((b, p, p))
             for i in range(b):
                 c, x, y = 1 - sim_np[i], mu_np[i], nu_np[i]
@@ -118,7 +128,9 @@ def main() -> None:
 
         dtypes = (torch.float64, torch.float32)
         inputs = [(1 - sim.to(dt), mu.to(dt), nu.to(dt)) for dt in dtypes]
-        ours = [lambda c=c, m=m, n=n: partial_sinkhorn(c, m, n, mass, args.eps, args.iters) for c, m, n in inputs]
+        ours = [
+            lambda c=c, m=m, n=n, mass=mass: partial_sinkhorn(c, m, n, mass, args.eps, args.iters) for c, m, n in inputs
+        ]
         partial_sinkhorn(*inputs[0], mass, args.eps, args.iters)  # warm-up (first-call allocations)
         wall, cpu, outs = _best_interleaved([pot_loop, *ours], args.repeat)
         ref = outs[0]
@@ -129,8 +141,10 @@ def main() -> None:
             nan = int(np.isnan(plan).any((1, 2)).sum())
             d_t = np.nanmax(np.abs(plan - ref)) if nan < b else math.nan
             d_s = np.nanmax(np.abs((sim_np * plan).sum((1, 2)) - s_ref)) if nan < b else math.nan
-            print(f"{mass:>4} {name:<32} {1e3 * t_w:>9.1f} {wall[0] / t_w:>7.1f}x {1e3 * t_c:>9.1f} "
-                  f"{cpu[0] / t_c:>7.1f}x {d_t:>8.1e} {d_s:>14.1e} {nan:>9d}")
+            print(
+                f"{mass:>4} {name:<32} {1e3 * t_w:>9.1f} {wall[0] / t_w:>7.1f}x {1e3 * t_c:>9.1f} "
+                f"{cpu[0] / t_c:>7.1f}x {d_t:>8.1e} {d_s:>14.1e} {nan:>9d}"
+            )
 
 
 if __name__ == "__main__":

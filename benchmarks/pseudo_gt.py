@@ -7,6 +7,7 @@ object surface points) under the estimated F; the exact F gives ~0.
 
     PYTHONPATH=src python benchmarks/pseudo_gt.py --pairs 6
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=6, help="pairs per viewpoint difference")
     args = ap.parse_args()
     print("synthetic two-view scenes (exact cameras), no learned weights; 224x224")
-    print(f"{'delta':>6} {'match s':>8} {'MAGSAC++ s':>10} {'RANSAC s':>9} {'ratio':>6} {'reliable':>8} "
-          f"{'med d MAGSAC++':>14} {'med d RANSAC':>12}")
+    print(
+        f"{'delta':>6} {'match s':>8} {'MAGSAC++ s':>10} {'RANSAC s':>9} {'ratio':>6} {'reliable':>8} "
+        f"{'med d MAGSAC++':>14} {'med d RANSAC':>12}"
+    )
     for delta in (20, 40, 72):
         tm, tg, tr, rel, dg, dr = [], [], [], [], [], []
         for seed in range(args.pairs):
@@ -52,8 +55,10 @@ def main() -> None:
             if F_r is not None and F_r.shape == (3, 3):
                 dr.append(float(np.median(symmetric_epipolar_distance(F_r, *x).numpy())))
         med = lambda v: float(np.median(v)) if v else float("nan")  # noqa: E731
-        print(f"{delta:>5}d {np.mean(tm):8.4f} {np.mean(tg):10.4f} {np.mean(tr):9.4f} {np.mean(tg) / np.mean(tr):6.2f} "
-              f"{np.mean(rel):8.2f} {med(dg):14.2f} {med(dr):12.2f}")
+        print(
+            f"{delta:>5}d {np.mean(tm):8.4f} {np.mean(tg):10.4f} {np.mean(tr):9.4f} {np.mean(tg) / np.mean(tr):6.2f} "
+            f"{np.mean(rel):8.2f} {med(dg):14.2f} {med(dr):12.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ same machine; each reports its best round (the machine is shared: best-of is the
 
 Usage: python benchmarks/rrt.py [--threads 2] [--repeats 3] [--top-k 100] [--bf16] [--no-keypoints | --only-keypoints]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,15 @@ from relook.rerank.rrt import RRTReranker
 from relook.types import ImageFeatures
 
 
-def rrt_flops(n_pairs: int, seq_len: int, d: int = 128, ff: int = 1024, layers: int = 6,
-              cls_only_last: bool = True, shared_tokens: int = 0) -> float:
+def rrt_flops(
+    n_pairs: int,
+    seq_len: int,
+    d: int = 128,
+    ff: int = 1024,
+    layers: int = 6,
+    cls_only_last: bool = True,
+    shared_tokens: int = 0,
+) -> float:
     """2 x multiply-adds of the encoder as computed: per token and layer the projections (4 d^2) and the
     feed-forward (2 d ff), per layer the scores and weighted sum (2 L^2 d). With ``cls_only_last`` the
     last layer projects keys/values of every token but runs the rest for the CLS token only (what
@@ -70,9 +78,15 @@ def rrt_flops(n_pairs: int, seq_len: int, d: int = 128, ff: int = 1024, layers: 
 
 
 def feats(iid: str, n: int, rng: np.random.Generator, d_global: int = 0) -> ImageFeatures:
-    return ImageFeatures(iid, local_desc=rng.standard_normal((n, 128)), keypoints=rng.random((n, 2)) * 224,
-                         image_size=np.array([224, 224]), attention=rng.random(n),
-                         scales=np.ones(n), global_desc=rng.standard_normal(d_global) if d_global else None)
+    return ImageFeatures(
+        iid,
+        local_desc=rng.standard_normal((n, 128)),
+        keypoints=rng.random((n, 2)) * 224,
+        image_size=np.array([224, 224]),
+        attention=rng.random(n),
+        scales=np.ones(n),
+        global_desc=rng.standard_normal(d_global) if d_global else None,
+    )
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,8 +120,11 @@ def main() -> None:
     c = reranker()._pack([feats(f"g{i}", 49, rng) for i in range(K)])
     qq = index_side(q, torch.zeros(K, dtype=torch.long))
     shared = 1 + 49 + 1
-    full, shared_fl, plain_fl = (rrt_flops(K, 100, cls_only_last=False), rrt_flops(K, 100, shared_tokens=shared),
-                                 rrt_flops(K, 100))
+    full, shared_fl, plain_fl = (
+        rrt_flops(K, 100, cls_only_last=False),
+        rrt_flops(K, 100, shared_tokens=shared),
+        rrt_flops(K, 100),
+    )
 
     def unfused():
         with torch.inference_mode():
@@ -123,8 +140,13 @@ def main() -> None:
     # (name, pairs, GFLOP-per-K-pairs, callable -> logits, approximate?)
     rows = [
         (f"plain RRT.forward, batch {K}", K, plain_fl, lambda r=reranker(workers=0): r.score_pairs(q, c), False),
-        ("plain RRT.forward, batch 25", K, plain_fl, lambda r=reranker(workers=0, batch_size=25): r.score_pairs(q, c),
-         False),
+        (
+            "plain RRT.forward, batch 25",
+            K,
+            plain_fl,
+            lambda r=reranker(workers=0, batch_size=25): r.score_pairs(q, c),
+            False,
+        ),
         ("unfused reference", K, full, unfused, False),
         (f"fast: 1 worker x {T} threads", K, plain_fl, lambda r=reranker(workers=1): r.score_pairs(q, c), False),
         (f"fast: {T} workers x 1 thread", K, plain_fl, lambda r=reranker(): r.score_pairs(q, c), False),
@@ -134,18 +156,29 @@ def main() -> None:
         ("fast int8 (opt-in)", K, plain_fl, lambda r=reranker(quantize="int8"): r.score_pairs(q, c), True),
     ]
     if args.bf16:
-        rows.append(("plain bf16 autocast", K, plain_fl,
-                     lambda r=reranker(workers=0, dtype="bfloat16"): r.score_pairs(q, c), True))
+        rows.append(
+            (
+                "plain bf16 autocast",
+                K,
+                plain_fl,
+                lambda r=reranker(workers=0, dtype="bfloat16"): r.score_pairs(q, c),
+                True,
+            )
+        )
     kp_model = RRT(variant="landmark").eval()
     P = args.kp_pairs
     kq = RRTReranker(model=kp_model)._pack([feats("q", 500, rng, 2048)])
     kc = RRTReranker(model=kp_model)._pack([feats(f"g{i}", 500, rng, 2048) for i in range(P)])
     kp_fl = rrt_flops(K, 1004)
     rows += [
-        ("keypoints 500+global, plain", P, kp_fl,
-         lambda r=RRTReranker(model=kp_model, workers=0, batch_size=P): r.score_pairs(kq, kc), False),
-        ("keypoints 500+global, fast", P, kp_fl,
-         lambda r=RRTReranker(model=kp_model): r.score_pairs(kq, kc), False),
+        (
+            "keypoints 500+global, plain",
+            P,
+            kp_fl,
+            lambda r=RRTReranker(model=kp_model, workers=0, batch_size=P): r.score_pairs(kq, kc),
+            False,
+        ),
+        ("keypoints 500+global, fast", P, kp_fl, lambda r=RRTReranker(model=kp_model): r.score_pairs(kq, kc), False),
     ]
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -162,25 +195,36 @@ def main() -> None:
             t, c0 = time.perf_counter(), time.process_time()
             fn()
             wall[name], cpu[name] = min(wall[name], time.perf_counter() - t), min(cpu[name], time.process_time() - c0)
-    limit = 2 * n ** 3 / wall["matmul"] / 1e9
-    print(f"# synthetic random descriptors, random-init RRT (6 layers, 4 heads, width 128, FF 1024); CPU, "
-          f"{T} threads, float32 unless named; best of {args.repeats} round-robin rounds")
+    limit = 2 * n**3 / wall["matmul"] / 1e9
+    print(
+        f"# synthetic random descriptors, random-init RRT (6 layers, 4 heads, width 128, FF 1024); CPU, "
+        f"{T} threads, float32 unless named; best of {args.repeats} round-robin rounds"
+    )
     print(f"dense float32 matmul {n}^2: {limit:.1f} GFLOP/s (the limit below)")
-    print(f"{'setting':<32}{'pairs':>6}{'ms/q':>8}{'cpu ms/q':>10}{'pairs/s':>9}{'GFLOP':>7}{'GFLOP/s':>9}"
-          f"{'of limit':>9}{'max|dlogit|':>12}")
+    print(
+        f"{'setting':<32}{'pairs':>6}{'ms/q':>8}{'cpu ms/q':>10}{'pairs/s':>9}{'GFLOP':>7}{'GFLOP/s':>9}"
+        f"{'of limit':>9}{'max|dlogit|':>12}"
+    )
     for name, pairs, fl, fn, _approx in rows:
         per_q, cpu_q = wall[name] * K / pairs, cpu[name] * K / pairs
         dev = np.abs(fn() - reference["keypoints" if name.startswith("keypoints") else "grid"]).max()
-        print(f"{name:<32}{pairs:>6}{per_q * 1e3:>8.1f}{cpu_q * 1e3:>10.1f}{pairs / wall[name]:>9.0f}{fl / 1e9:>7.1f}"
-              f"{fl / per_q / 1e9:>9.1f}{fl / per_q / 1e9 / limit:>9.2f}{dev:>12.1e}")
-    print(f"# ms/q, cpu ms/q, GFLOP: per query of {K} pairs (keypoint rows: timed on {P} pairs, scaled); "
-          f"max|dlogit|: against the first row of the same setting")
+        print(
+            f"{name:<32}{pairs:>6}{per_q * 1e3:>8.1f}{cpu_q * 1e3:>10.1f}{pairs / wall[name]:>9.0f}{fl / 1e9:>7.1f}"
+            f"{fl / per_q / 1e9:>9.1f}{fl / per_q / 1e9 / limit:>9.2f}{dev:>12.1e}"
+        )
+    print(
+        f"# ms/q, cpu ms/q, GFLOP: per query of {K} pairs (keypoint rows: timed on {P} pairs, scaled); "
+        f"max|dlogit|: against the first row of the same setting"
+    )
 
     # int8 deviation over several random queries (random-init weights, synthetic descriptors)
-    print(f"\n# int8 deviation vs float32, {args.dev_queries} random queries x {K} random candidates, "
-          f"random-init 7x7-grid RRT")
-    print(f"{'mode':<10}{'max|d|':>9}{'mean|d|':>9}{'logit std':>10}{'spearman':>9}{'top1 same':>10}"
-          f"{'top10 overlap':>14}")
+    print(
+        f"\n# int8 deviation vs float32, {args.dev_queries} random queries x {K} random candidates, "
+        f"random-init 7x7-grid RRT"
+    )
+    print(
+        f"{'mode':<10}{'max|d|':>9}{'mean|d|':>9}{'logit std':>10}{'spearman':>9}{'top1 same':>10}{'top10 overlap':>14}"
+    )
     exact = reranker()
     for mode in ("int8_ff", "int8"):
         approx = reranker(quantize=mode)
@@ -190,11 +234,21 @@ def main() -> None:
             ci = exact._pack([feats(f"dg{i}_{j}", 49, rng) for j in range(K)])
             s0, s1 = exact.score_pairs(qi, ci), approx.score_pairs(qi, ci)
             d = np.abs(s1 - s0)
-            stats.append((d.max(), d.mean(), s0.std(), spearman(s0, s1), s0.argmax() == s1.argmax(),
-                          len(set(np.argsort(-s0)[:10]) & set(np.argsort(-s1)[:10]))))
+            stats.append(
+                (
+                    d.max(),
+                    d.mean(),
+                    s0.std(),
+                    spearman(s0, s1),
+                    s0.argmax() == s1.argmax(),
+                    len(set(np.argsort(-s0)[:10]) & set(np.argsort(-s1)[:10])),
+                )
+            )
         s = np.array(stats, dtype=float)
-        print(f"{mode:<10}{s[:, 0].max():>9.4f}{s[:, 1].mean():>9.4f}{s[:, 2].mean():>10.4f}{s[:, 3].mean():>9.4f}"
-              f"{s[:, 4].mean():>10.2f}{s[:, 5].mean():>14.1f}")
+        print(
+            f"{mode:<10}{s[:, 0].max():>9.4f}{s[:, 1].mean():>9.4f}{s[:, 2].mean():>10.4f}{s[:, 3].mean():>9.4f}"
+            f"{s[:, 4].mean():>10.2f}{s[:, 5].mean():>14.1f}"
+        )
     if not args.no_keypoints:
         learned_keypoint_table(K, T, args.repeats, args.kp_pairs)
 
@@ -212,8 +266,9 @@ def learned_keypoint_table(K: int, threads: int, repeats: int, kp_pairs: int) ->
     with tempfile.TemporaryDirectory() as tmp:
         sources = write_package_photos(tmp)
         images = [load_image(p) for p in list_photos(tmp, "package photos")]
-    ex = create_extractor("aliked", weights="aliked-n16", max_keypoints=500, detection_threshold=0.0, resize=320,
-                          global_mean=True)
+    ex = create_extractor(
+        "aliked", weights="aliked-n16", max_keypoints=500, detection_threshold=0.0, resize=320, global_mean=True
+    )
     feats_ = [ex.extract_one(f"p{i}", im) for i, im in enumerate(images)]
     query, gallery = feats_[0], [feats_[1 + i % (len(feats_) - 1)] for i in range(K)]
     scores = np.linspace(1, 0, K)
@@ -223,24 +278,40 @@ def learned_keypoint_table(K: int, threads: int, repeats: int, kp_pairs: int) ->
         model = RRT(variant="landmark", d_global=128, max_locals=L).eval()
         n = K if L <= 100 else min(K, kp_pairs)
         cands = gallery[:n]
-        rows += [(f"RRT {L} locals+global, plain", n,
-                  lambda r=RRTReranker(model=model, workers=0, batch_size=n), c=cands: r.rerank(query, c, scores[:len(c)])),
-                 (f"RRT {L} locals+global, fast", n,
-                  lambda r=RRTReranker(model=model), c=cands: r.rerank(query, c, scores[:len(c)])),
-                 (f"GV {L} locals (reference)", n,
-                  lambda g=GeometricVerification(model="homography", threshold=6.0, max_local=L), c=cands:
-                  g.rerank(query, c, scores[:len(c)]))]
+        rows += [
+            (
+                f"RRT {L} locals+global, plain",
+                n,
+                lambda r=RRTReranker(model=model, workers=0, batch_size=n), c=cands: r.rerank(
+                    query, c, scores[: len(c)]
+                ),
+            ),
+            (
+                f"RRT {L} locals+global, fast",
+                n,
+                lambda r=RRTReranker(model=model), c=cands: r.rerank(query, c, scores[: len(c)]),
+            ),
+            (
+                f"GV {L} locals (reference)",
+                n,
+                lambda g=GeometricVerification(model="homography", threshold=6.0, max_local=L), c=cands: g.rerank(
+                    query, c, scores[: len(c)]
+                ),
+            ),
+        ]
     best = {name: np.inf for name, *_ in rows}
-    for name, _, fn in rows:
+    for _name, _, fn in rows:
         fn()  # warm-up
     for _ in range(repeats):
         for name, _, fn in rows:
             t = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t)
-    print(f"\n# learned-keypoint RRT: REAL photos ({len(images)} shipped in PyPI packages: {describe_sources(sources)}),"
-          f" pretrained ALIKED-n16 (wheel, 320 px, {query.num_local} keypoints on the query), random-init landmark RRT"
-          f" (128-d global token = mean of the locals); CPU, {threads} threads; best of {repeats} rounds")
+    print(
+        f"\n# learned-keypoint RRT: REAL photos ({len(images)} shipped in PyPI packages: {describe_sources(sources)}),"
+        f" pretrained ALIKED-n16 (wheel, 320 px, {query.num_local} keypoints on the query), random-init landmark RRT"
+        f" (128-d global token = mean of the locals); CPU, {threads} threads; best of {repeats} rounds"
+    )
     print(f"{'setting':<36}{'timed':>6}{'ms/q':>9}{'x GV':>7}")
     for name, n, _ in rows:
         per_q = best[name] * (1 if n == 1 else K / n)

@@ -4,6 +4,7 @@ Random unit vectors (no real data, no weights): 10k x 1536 gallery, 100 queries 
 Prints wall time, speed ratio, peak extra memory of each, and whether the results agree.
 Run: .venv/bin/python benchmarks/search.py [--gallery 10000 --queries 100 --dim 1536 --k 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,10 @@ def main() -> None:
     print(f"{'method':<22}{'time (ms)':>12}{'peak MiB':>12}{'speed-up':>10}")
     print(f"{'numpy brute force':<22}{t_np * 1e3:>12.1f}{m_np / 2**20:>12.1f}{1.0:>10.2f}")
     print(f"{'faiss IndexFlatIP':<22}{t_fa * 1e3:>12.1f}{m_fa / 2**20:>12.1f}{t_np / t_fa:>10.2f}")
-    print(f"identical top-{args.k} ids: {agree:.4%}; time = best of 5 (faiss: search only, index prebuilt); "
-          "peak MiB = resident-memory growth of one run in a fresh process (faiss: index build + search)")
+    print(
+        f"identical top-{args.k} ids: {agree:.4%}; time = best of 5 (faiss: search only, index prebuilt); "
+        "peak MiB = resident-memory growth of one run in a fresh process (faiss: index build + search)"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Synthetic data only (no real images, no weights). The reference measured in the 
 floor: encoding and writing the same number of JPEG + PNG files of the same size with OpenCV.
 Run: .venv/bin/python benchmarks/synthetic.py [--num-instances 60 --num-views 5 --image-size 224]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,15 @@ def main() -> None:
         t = time.perf_counter()
         build_co3d_retrieve(tmp / "synth", tmp / "retrieve", progress=False)
         t_build = time.perf_counter() - t
-    print(f"synthetic data: {args.num_instances} instances x {args.num_views} views at {args.image_size} px "
-          f"({n} images)")
+    print(
+        f"synthetic data: {args.num_instances} instances x {args.num_views} views at {args.image_size} px ({n} images)"
+    )
     print(f"{'step':<36}{'seconds':>10}{'x I/O floor':>14}")
-    for name, s in [("I/O floor (write jpg+png+depth)", t_floor), ("generate_synthetic", t_gen),
-                    ("build_co3d_retrieve (+masked)", t_build)]:
+    for name, s in [
+        ("I/O floor (write jpg+png+depth)", t_floor),
+        ("generate_synthetic", t_gen),
+        ("build_co3d_retrieve (+masked)", t_build),
+    ]:
         print(f"{name:<36}{s:>10.2f}{s / t_floor:>14.2f}")
 
 

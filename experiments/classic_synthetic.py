@@ -10,6 +10,7 @@ SAME global shortlist. Numbers are "synthetic data, weight-free features" and no
 
     PYTHONPATH=src python experiments/classic_synthetic.py --work runs/classic_syn --instances 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,10 @@ def shortlist_without_self(glob: np.ndarray, ids: list[str], k: int, meta: dict)
 def evaluate(ranking, ds) -> dict:
     pos, ign = ds.ground_truth()
     ranking = ranking.indices
-    return {"mAP": 100 * mean_average_precision(ranking, pos, ign),
-            "R@1": 100 * recall_at_k(ranking, pos, (1,), ign)[1]}
+    return {
+        "mAP": 100 * mean_average_precision(ranking, pos, ign),
+        "R@1": 100 * recall_at_k(ranking, pos, (1,), ign)[1],
+    }
 
 
 def main() -> None:
@@ -68,8 +71,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--global-desc", default="rootsift-mean", choices=["rootsift-mean", "cnn_local"])
     ap.add_argument("--top-k", type=int, default=100)
-    ap.add_argument("--gv-threshold", type=float, default=5.0,
-                    help="inlier threshold in px (DELG's 20 px at ~1024 px, scaled to 224 px images)")
+    ap.add_argument(
+        "--gv-threshold",
+        type=float,
+        default=5.0,
+        help="inlier threshold in px (DELG's 20 px at ~1024 px, scaled to 224 px images)",
+    )
     ap.add_argument("--codebook", type=int, default=1024, help="ASMK visual words (trained on the train split)")
     ap.add_argument("--sift-scales", default="1", help="comma-separated SIFT image scales, e.g. 1,1.4142,2")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only matching methods")
@@ -81,8 +88,12 @@ def main() -> None:
     for name, ds in (("train", train), ("test", test)):
         scales = [float(x) for x in args.sift_scales.split(",")]
         stores[name] = args.work / f"{name}_rootsift_s{'-'.join(f'{x:g}' for x in scales)}.h5"
-        extract_to_store(create_extractor("sift", num_features=1000, root=True, scales=scales), ds.gallery,
-                         stores[name], progress=False)
+        extract_to_store(
+            create_extractor("sift", num_features=1000, root=True, scales=scales),
+            ds.gallery,
+            stores[name],
+            progress=False,
+        )
     ids = test.gallery_ids
     if args.global_desc == "cnn_local":
         if "cnn_local" not in EXTRACTORS:
@@ -116,8 +127,7 @@ def main() -> None:
         "asmk* global (no shortlist)": asmk_global,
     }
     if args.only:
-        methods = {k: v for k, v in methods.items()
-                   if v is None or any(o.strip() in k for o in args.only.split(","))}
+        methods = {k: v for k, v in methods.items() if v is None or any(o.strip() in k for o in args.only.split(","))}
     rows, times = {}, {}
     with FeatureStore(stores["test"]) as st, FeatureStore(stores["test"]) as gs:
         for name, r in methods.items():
@@ -132,16 +142,19 @@ def main() -> None:
                 rows[name] = evaluate(ranking, test)
             times[name] = time.time() - t
     n_local = np.mean([f.num_local for f in FeatureStore(stores["test"]).read_many(ids, ["local_desc"])])
-    print(f"# synthetic data ({args.instances} instances x {args.views} views, seed {args.seed}; test split: "
-          f"{len(ids)} images, each querying the others), RootSIFT (OpenCV, weight-free, scales "
-          f"{args.sift_scales}, mean {n_local:.0f} per image), global: {args.global_desc} [{weights}], shortlist top-{args.top_k}, "
-          f"ASMK codebook {args.codebook} words from the train split; NOT a paper benchmark")
+    print(
+        f"# synthetic data ({args.instances} instances x {args.views} views, seed {args.seed}; test split: "
+        f"{len(ids)} images, each querying the others), RootSIFT (OpenCV, weight-free, scales "
+        f"{args.sift_scales}, mean {n_local:.0f} per image), global: {args.global_desc} [{weights}], shortlist top-{args.top_k}, "
+        f"ASMK codebook {args.codebook} words from the train split; NOT a paper benchmark"
+    )
     print(f"{'method':<30}{'mAP':>8}{'R@1':>8}{'sec':>8}")
     for name, r in rows.items():
         print(f"{name:<30}{r['mAP']:>8.2f}{r['R@1']:>8.2f}{times[name]:>8.1f}")
     print(f"# data + features + shortlist: {t1 - t0:.0f}s")
-    (args.work / f"classic_results_s{args.sift_scales.replace(',', '-')}.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "meta": meta, "rows": rows}, indent=2))
+    (args.work / f"classic_results_s{args.sift_scales.replace(',', '-')}.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "meta": meta, "rows": rows}, indent=2)
+    )
 
 
 class _GlobalStore:

@@ -16,6 +16,7 @@ descriptors are saved as OUT/<row>.npy and reused; the table is printed for the 
     python experiments/dtop_real_warp.py --warp WARP --out runs/dtop_real_warp --rows trained \
         --checkpoint runs/dtop_real_warp/train/checkpoint.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ import numpy as np
 import torch
 import yaml
 
-LABELS = {"gem": "plain GeM 1280-d (Lite0 stem)", "untrained": "DToP untrained (seed 0)",
-          "trained": "DToP trained here"}
+LABELS = {
+    "gem": "plain GeM 1280-d (Lite0 stem)",
+    "untrained": "DToP untrained (seed 0)",
+    "trained": "DToP trained here",
+}
 
 
 class GeMStem(torch.nn.Module):
@@ -58,8 +62,12 @@ def describe_all(model: torch.nn.Module, items, size: int) -> np.ndarray:
     from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor
 
     model.eval()
-    return np.stack([multiscale_descriptor(model, image_tensor(load_image(p, b), size))[0].numpy()
-                     for _, p, b in tqdm(items, desc="describe", mininterval=30)])
+    return np.stack(
+        [
+            multiscale_descriptor(model, image_tensor(load_image(p, b), size))[0].numpy()
+            for _, p, b in tqdm(items, desc="describe", mininterval=30)
+        ]
+    )
 
 
 def main() -> None:
@@ -92,11 +100,16 @@ def main() -> None:
         np.save(args.out / f"{row}.npy", describe_all(model, test.gallery, args.size))
     from relook.search import exact_search  # every image against all (itself included; the metrics skip it)
 
-    ids, descs = test.gallery_ids, {r: np.load(args.out / f"{r}.npy") for r in LABELS if (args.out / f"{r}.npy").exists()}
+    ids, descs = (
+        test.gallery_ids,
+        {r: np.load(args.out / f"{r}.npy") for r in LABELS if (args.out / f"{r}.npy").exists()},
+    )
     results = {LABELS[r]: evaluate(exact_search(d, d, len(ids), ids, ids), test, ks=(1, 10)) for r, d in descs.items()}
     print(format_table({k: {m: v[m] for m in ("R@1", "R@10", "mAP")} for k, v in results.items()}))
-    print(f"{len(test.gallery)} test images ({len(set(test.gallery_labels.tolist()))} photos), longer side "
-          f"{args.size}, scales 1, 0.707, 0.5")
+    print(
+        f"{len(test.gallery)} test images ({len(set(test.gallery_labels.tolist()))} photos), longer side "
+        f"{args.size}, scales 1, 0.707, 0.5"
+    )
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -8,6 +8,7 @@ the others), and, as a sanity check, on the training split itself.
 
     PYTHONPATH=src python experiments/dtop_synthetic.py --out runs/dtop_synth
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ def evaluate(model, ds, image_size: int, scales) -> dict[str, float]:
     np.fill_diagonal(sim, -np.inf)
     ranking = np.argsort(-sim, axis=1)
     pos, ign = ds.ground_truth()
-    return {"mAP": 100 * mean_average_precision(ranking, pos, ign),
-            "R@1": 100 * recall_at_k(ranking, pos, (1,), ign)[1]}
+    return {
+        "mAP": 100 * mean_average_precision(ranking, pos, ign),
+        "R@1": 100 * recall_at_k(ranking, pos, (1,), ign)[1],
+    }
 
 
 def main() -> None:
@@ -63,27 +66,45 @@ def main() -> None:
         build_co3d_retrieve(data / "co3d", data / "retrieve", seed=args.seed)
     train = load_dataset("co3d_retrieve", data / "retrieve", split="train")
     test = load_dataset("co3d_retrieve", data / "retrieve", split="test")
-    model_conf = dict(backbone="timm:vit_small_patch16_224", pretrained=False,
-                      timm_kwargs={"depth": args.depth, "embed_dim": 192, "num_heads": 3},
-                      layers=args.layers, aspp_rates=[1, 2, 3])
-    conf = dict(model=model_conf, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                max_size=args.image_size, training_set="nc_clean", seed=args.seed, device="cpu",
-                warmup_epochs=1)
+    model_conf = dict(
+        backbone="timm:vit_small_patch16_224",
+        pretrained=False,
+        timm_kwargs={"depth": args.depth, "embed_dim": 192, "num_heads": 3},
+        layers=args.layers,
+        aspp_rates=[1, 2, 3],
+    )
+    conf = dict(
+        model=model_conf,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_size=args.image_size,
+        training_set="nc_clean",
+        seed=args.seed,
+        device="cpu",
+        warmup_epochs=1,
+    )
     run = args.out / "run"
     torch.manual_seed(args.seed)
     from relook.models.dtop import DToP
 
     untrained = DToP(**model_conf)  # same seed as train_dtop's initialisation
-    scales = (1.0, 2 ** -0.5, 0.5)
-    before = {"test": evaluate(untrained, test, args.image_size, scales),
-              "train": evaluate(untrained, train, args.image_size, scales)}
+    scales = (1.0, 2**-0.5, 0.5)
+    before = {
+        "test": evaluate(untrained, test, args.image_size, scales),
+        "train": evaluate(untrained, train, args.image_size, scales),
+    }
     ckpt = train_dtop(conf, [(p, b) for _, p, b in train.gallery], train.gallery_labels, run)
     model = load_dtop(ckpt)
-    after = {"test": evaluate(model, test, args.image_size, scales),
-             "train": evaluate(model, train, args.image_size, scales)}
+    after = {
+        "test": evaluate(model, test, args.image_size, scales),
+        "train": evaluate(model, train, args.image_size, scales),
+    }
     losses = json.loads((run / "history.json").read_text())["epoch_loss"]
-    print(f"\nDToP on the synthetic benchmark (synthetic data; small ViT depth {args.depth}, random init; "
-          f"{len(train.gallery)} train / {len(test.gallery)} test images, 3-scale descriptors at {args.image_size}px)")
+    print(
+        f"\nDToP on the synthetic benchmark (synthetic data; small ViT depth {args.depth}, random init; "
+        f"{len(train.gallery)} train / {len(test.gallery)} test images, 3-scale descriptors at {args.image_size}px)"
+    )
     print(f"ArcFace loss per epoch (trained here): first {losses[0]:.3f} -> last {losses[-1]:.3f}")
     print(f"{'split':<6} {'model':<26} {'mAP':>6} {'R@1':>6}")
     for split in ("test", "train"):

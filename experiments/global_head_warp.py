@@ -13,6 +13,7 @@ Every test image queries the other 599 (the query itself ignored), full ranking,
 
     python experiments/global_head_warp.py --warp runs/global_head_warp/warp --head learned=runs/.../head.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def main() -> None:
     ids = test.gallery_ids
     results = {k: evaluate(exact_search(v, v, len(ids), ids, ids), test, ks=(1, 10, 50)) for k, v in rows.items()}
     print(format_table({k: {m: r[m] for m in ("R@1", "R@10", "R@50", "mAP", "MAP@R")} for k, r in results.items()}))
-    print(f"{len(test.gallery)} test images ({len(set(test.gallery_labels.tolist()))} photos); weights: "
-          f"{ex.net.weights_record.describe()}")
+    print(
+        f"{len(test.gallery)} test images ({len(set(test.gallery_labels.tolist()))} photos); weights: "
+        f"{ex.net.weights_record.describe()}"
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -11,6 +11,7 @@ paper's benchmarks (CUB / Cars / SOP with fine-tuned models).
 
     PYTHONPATH=src python experiments/ot_synthetic.py --out runs/ot_synthetic --backbones swin_tiny
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,13 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=224, help="backbone input size")
     ap.add_argument("--backbones", nargs="+", default=["swin_tiny"], help="deit_small swin_tiny resnet50")
     ap.add_argument("--pretrained", action="store_true", help="timm ImageNet weights (needs the hub)")
-    ap.add_argument("--dim", type=int, default=None, help="project tokens + global to this size (seeded random "
-                    "orthogonal; the paper's D = 128); default: keep the backbone's channels")
+    ap.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="project tokens + global to this size (seeded random "
+        "orthogonal; the paper's D = 128); default: keep the backbone's channels",
+    )
     ap.add_argument("--variant", default="full", help="full | masked backgrounds")
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -60,22 +66,39 @@ def main() -> None:
     synth, retr = args.out / "synthetic", args.out / "retrieve"
     t0 = time.time()
     if not (retr / "manifest.json").exists():
-        generate_synthetic(synth, num_instances=args.instances, num_views=args.views, image_size=args.render_size,
-                           seed=args.seed, progress=True)
+        generate_synthetic(
+            synth,
+            num_instances=args.instances,
+            num_views=args.views,
+            image_size=args.render_size,
+            seed=args.seed,
+            progress=True,
+        )
         build_co3d_retrieve(synth, retr, seed=args.seed)
     ds = load_dataset("co3d_retrieve", root=retr, split="test", variant=args.variant)
     positives, ignore = ds.ground_truth()
     weights = "timm ImageNet" if args.pretrained else f"random init (seed {args.seed})"
     proj = f", tokens projected to {args.dim} (seeded random orthogonal)" if args.dim else ""
-    label = (f"synthetic data ({len(ds.gallery)} test images, {len(set(ds.gallery_labels.tolist()))} instances, "
-             f"{args.variant} backgrounds, seed {args.seed}); weights: {weights}{proj}")
+    label = (
+        f"synthetic data ({len(ds.gallery)} test images, {len(set(ds.gallery_labels.tolist()))} instances, "
+        f"{args.variant} backgrounds, seed {args.seed}); weights: {weights}{proj}"
+    )
     print(f"# {label}; setup {time.time() - t0:.0f}s")
     results = []
     for bb in args.backbones:
-        ext = create_extractor("vit_tokens", backbone=bb, pretrained=args.pretrained, image_size=args.input_size,
-                               seed=args.seed, dim=args.dim)
-        store = args.out / (f"{bb}_{args.variant}_{args.input_size}_{'pre' if args.pretrained else 'rand'}"
-                            + (f"_d{args.dim}" if args.dim else "") + ".h5")
+        ext = create_extractor(
+            "vit_tokens",
+            backbone=bb,
+            pretrained=args.pretrained,
+            image_size=args.input_size,
+            seed=args.seed,
+            dim=args.dim,
+        )
+        store = args.out / (
+            f"{bb}_{args.variant}_{args.input_size}_{'pre' if args.pretrained else 'rand'}"
+            + (f"_d{args.dim}" if args.dim else "")
+            + ".h5"
+        )
         t = time.time()
         extract_to_store(ext, ds.gallery, store, progress=True)
         print(f"# {bb}: extracted in {time.time() - t:.0f}s ({ext.provenance['relevancy_source']} relevancy)")
@@ -89,19 +112,26 @@ def main() -> None:
                     rr = create_reranker("ot", marginal=marginal, partial=mass, top_k=args.top_k)
                     t = time.time()
                     ranking = rr.rerank_shortlist(short, fs, fs, progress=False)
-                    row = {"backbone": bb, "method": f"ot {marginal} a={mass}",
-                           **metrics(ranking.indices, positives, ignore), "seconds": time.time() - t}
+                    row = {
+                        "backbone": bb,
+                        "method": f"ot {marginal} a={mass}",
+                        **metrics(ranking.indices, positives, ignore),
+                        "seconds": time.time() - t,
+                    }
                     results.append(row)
-                    print(f"# {bb} {row['method']}: P@1 {row['P@1']:.2f} RP {row['RP']:.2f} MAP@R {row['MAP@R']:.2f} "
-                          f"mAP {row['mAP']:.2f} ({row['seconds']:.0f}s)", flush=True)
+                    print(
+                        f"# {bb} {row['method']}: P@1 {row['P@1']:.2f} RP {row['RP']:.2f} MAP@R {row['MAP@R']:.2f} "
+                        f"mAP {row['mAP']:.2f} ({row['seconds']:.0f}s)",
+                        flush=True,
+                    )
     print(f"\n{'backbone':<11} {'method':<22} {'P@1':>6} {'RP':>6} {'MAP@R':>6} {'mAP':>6}")
     for r in results:
         print(f"{r['backbone']:<11} {r['method']:<22} {r['P@1']:6.2f} {r['RP']:6.2f} {r['MAP@R']:6.2f} {r['mAP']:6.2f}")
     print(f"# {label}; top-{args.top_k} reranked, eps=0.05, 100 Sinkhorn iterations")
     tag = "_".join(args.backbones) + (f"_d{args.dim}" if args.dim else "")
-    (args.out / f"results_{tag}.json").write_text(json.dumps({"label": label, "args": {k: str(v) for k, v in
-                                                                               vars(args).items()},
-                                                       "rows": results}, indent=1))
+    (args.out / f"results_{tag}.json").write_text(
+        json.dumps({"label": label, "args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=1)
+    )
 
 
 if __name__ == "__main__":

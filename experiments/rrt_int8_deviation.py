@@ -7,6 +7,7 @@ and the ranking agreement (Spearman, same top-1, top-10 overlap) of each int8 mo
     PYTHONPATH=src python experiments/rrt_int8_deviation.py runs/big/P/checkpoint.pt runs/big/siftw_test.h5 \
         --root runs/big/co3d_retrieve
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ def agreement(ref: torch.Tensor, approx: torch.Tensor) -> tuple[float, float, fl
     """(max |d|, mean |d|, Spearman, same top-1, top-10 overlap) of approximate vs reference logits."""
     d = (approx - ref).abs()
     top10 = len(set(ref.topk(10).indices.tolist()) & set(approx.topk(10).indices.tolist()))
-    return (d.max().item(), d.mean().item(), float(spearmanr(ref, approx)[0]),
-            float(ref.argmax() == approx.argmax()), float(top10))
+    return (
+        d.max().item(),
+        d.mean().item(),
+        float(spearmanr(ref, approx)[0]),
+        float(ref.argmax() == approx.argmax()),
+        float(top10),
+    )
 
 
 def main() -> None:
@@ -54,13 +60,19 @@ def main() -> None:
         ref = scorers[None](q, c)
         for mode in rows:
             rows[mode].append(agreement(ref, scorers[mode](q, c)) + (ref.std().item(),))
-    print(f"# SYNTHETIC test split, checkpoint {args.checkpoint} (trained here), store {args.store}; "
-          f"{args.queries} queries x top-100, CPU")
-    print(f"{'mode':8} {'max|d|':>7} {'mean|d|':>8} {'spearman':>8} {'top1 same':>9} {'top10 overlap':>13} {'logit std':>9}")
+    print(
+        f"# SYNTHETIC test split, checkpoint {args.checkpoint} (trained here), store {args.store}; "
+        f"{args.queries} queries x top-100, CPU"
+    )
+    print(
+        f"{'mode':8} {'max|d|':>7} {'mean|d|':>8} {'spearman':>8} {'top1 same':>9} {'top10 overlap':>13} {'logit std':>9}"
+    )
     for mode, r in rows.items():
         a = np.asarray(r)
-        print(f"{mode:8} {a[:, 0].max():7.4f} {a[:, 1].mean():8.4f} {a[:, 2].mean():8.4f} {a[:, 3].mean():9.2f} "
-              f"{a[:, 4].mean():13.1f} {a[:, 5].mean():9.4f}")
+        print(
+            f"{mode:8} {a[:, 0].max():7.4f} {a[:, 1].mean():8.4f} {a[:, 2].mean():8.4f} {a[:, 3].mean():9.2f} "
+            f"{a[:, 4].mean():13.1f} {a[:, 5].mean():9.4f}"
+        )
 
 
 if __name__ == "__main__":

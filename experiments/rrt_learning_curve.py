@@ -31,6 +31,7 @@ Measured (see ``rrt_synthetic_findings.md``): none of the tasks leaves the plate
 1e-4 (official) or 1e-3 (with warm-up, pre- or post-LN); on the real task lr 1e-4 reaches 58% training
 accuracy after about 3,200 steps of 4 triplets.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ def load_locals(store: Path, ids: list[str], n: int) -> tuple[np.ndarray, np.nda
     with FeatureStore(store) as st:
         for k, i in enumerate(ids):
             d = st.read(i, ["local_desc"]).local_desc
-            locs[k, :min(n, len(d))] = d[:n]
+            locs[k, : min(n, len(d))] = d[:n]
             m = np.sqrt(np.maximum(d.mean(0), 0)) if len(d) else np.zeros(128)
             glob[k] = m / (np.linalg.norm(m) + 1e-12)
     return locs, glob
@@ -108,15 +109,17 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     queue, hist, t0 = np.zeros((0, 3), np.int64), [], time.time()
-    print(f"# synthetic data ({args.instances} instances, train split), RootSIFT top-{args.locals} "
-          f"{'whitened ' if args.whiten else ''}locals, task {args.task}; RRT trained here from random init: "
-          f"lr {args.lr:g}, warm-up {args.warmup}, {'pre' if args.pre_ln else 'post'}-LN, {args.layers} layers, "
-          f"{args.triplets} triplets/step")
+    print(
+        f"# synthetic data ({args.instances} instances, train split), RootSIFT top-{args.locals} "
+        f"{'whitened ' if args.whiten else ''}locals, task {args.task}; RRT trained here from random init: "
+        f"lr {args.lr:g}, warm-up {args.warmup}, {'pre' if args.pre_ln else 'post'}-LN, {args.layers} layers, "
+        f"{args.triplets} triplets/step"
+    )
     print(f"{'step':>6} {'BCE':>8} {'acc':>7} {'logit std':>10} {'s':>6}")
     for step in range(1, args.steps + 1):
         if len(queue) < args.triplets:
             queue = sample_triplets(data, 1, rng)
-        t, queue = queue[:args.triplets], queue[args.triplets:]
+        t, queue = queue[: args.triplets], queue[args.triplets :]
         q = torch.cat([x[t[:, 0]], x[t[:, 0]]])
         c = torch.cat([x[t[:, 1]], x[t[:, 2]]])
         if args.task == "copy":

@@ -12,6 +12,7 @@ no learned weights.
 
     PYTHONPATH=src python experiments/rrt_local_signal.py --work runs/big --queries 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rrt_learning_curve import load_locals  # noqa: E402
+from rrt_learning_curve import load_locals
 
-from relook.datasets.base import load_dataset  # noqa: E402
-from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve  # noqa: E402
-from relook.eval.metrics import mean_average_precision, recall_at_k  # noqa: E402
-from relook.features.base import create_extractor, extract_to_store  # noqa: E402
-from relook.rerank.matching import mutual_nn_batch  # noqa: E402
+from relook.datasets.base import load_dataset
+from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
+from relook.eval.metrics import mean_average_precision, recall_at_k
+from relook.features.base import create_extractor, extract_to_store
+from relook.rerank.matching import mutual_nn_batch
 
 
 def main() -> None:
@@ -52,8 +53,10 @@ def main() -> None:
         r = recall_at_k(ind, pos, (1, 10), ign)
         return f"{100 * mean_average_precision(ind, pos, ign):6.2f} {100 * r[1]:6.1f} {100 * r[10]:6.1f}"
 
-    print(f"# SYNTHETIC test split ({args.instances} instances x 5 views), {args.queries} seeded queries; "
-          "RootSIFT locals, no learned weights")
+    print(
+        f"# SYNTHETIC test split ({args.instances} instances x 5 views), {args.queries} seeded queries; "
+        "RootSIFT locals, no learned weights"
+    )
     print(f"{'locals':>6} {'method':>16} {'mAP':>6} {'R@1':>6} {'R@10':>6}")
     for n in [int(v) for v in args.locals.split(",")]:
         loc, glob = load_locals(store, test.gallery_ids, n)
@@ -69,8 +72,8 @@ def main() -> None:
                 # unit vectors: cosine > t  <=>  Euclidean distance < sqrt(2 - 2t)
                 matches = mutual_nn_batch(q, valid, max_distance=float(np.sqrt(2 - 2 * thr)))
                 score = np.array([len(m[0]) for m in matches], float)
-                out[r, :len(top)] = top[np.argsort(-score, kind="stable")]  # ties keep the global order
-                out[r, len(top):] = [j for j in order[r] if j not in set(top)][:out.shape[1] - len(top)]
+                out[r, : len(top)] = top[np.argsort(-score, kind="stable")]  # ties keep the global order
+                out[r, len(top) :] = [j for j in order[r] if j not in set(top)][: out.shape[1] - len(top)]
             print(f"{n:>6} {f'MNN cos>{thr:g}':>16} {metrics(out)}", flush=True)
 
 

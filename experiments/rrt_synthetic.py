@@ -13,6 +13,7 @@ of N test queries (each still ranked against the whole test gallery) to bound CP
 Example:
     python experiments/rrt_synthetic.py --work runs/syn --instances 120 --epochs 6
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,14 @@ class DenseSift(Extractor):
         _, d = cv2.SIFT_create().compute(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), kps)
         d = np.sqrt(np.maximum(d, 0) / (np.maximum(d, 0).sum(1, keepdims=True) + 1e-12)).astype(np.float32)
         m = np.sqrt(d.mean(0))
-        return ImageFeatures(image_id, global_desc=m / (np.linalg.norm(m) + 1e-12), local_desc=d, keypoints=pts,
-                             scales=np.ones(len(d)), image_size=np.array([h, w]))
+        return ImageFeatures(
+            image_id,
+            global_desc=m / (np.linalg.norm(m) + 1e-12),
+            local_desc=d,
+            keypoints=pts,
+            scales=np.ones(len(d)),
+            image_size=np.array([h, w]),
+        )
 
 
 def pca_whiten_stores(src: dict, dst: dict, train_ids: list, eps: float = 1e-6) -> None:
@@ -84,8 +91,7 @@ def evaluate(ranking, ds, rows=None) -> dict:
     if rows is not None:
         pos, ign = [pos[i] for i in rows], [ign[i] for i in rows]
     r = recall_at_k(ranking.indices, pos, (1, 10, 50), ign)
-    return {"mAP": 100 * mean_average_precision(ranking.indices, pos, ign),
-            **{f"R@{k}": 100 * v for k, v in r.items()}}
+    return {"mAP": 100 * mean_average_precision(ranking.indices, pos, ign), **{f"R@{k}": 100 * v for k, v in r.items()}}
 
 
 def main() -> None:
@@ -112,14 +118,22 @@ def main() -> None:
     t0 = time.time()
     root = build_data(args.work, args.instances, args.views, args.seed)
     train, test = (load_dataset("co3d_retrieve", root, split=s) for s in ("train", "test"))
-    ex_conf = {"arch": args.arch, "pretrained": args.pretrained, "image_size": 224, "local_dim": 128,
-               "projection_seed": args.seed}
+    ex_conf = {
+        "arch": args.arch,
+        "pretrained": args.pretrained,
+        "image_size": 224,
+        "local_dim": 128,
+        "projection_seed": args.seed,
+    }
     tag = f"{args.arch}{'_pt' if args.pretrained else ''}" if args.features == "cnn_local" else f"dense_sift{args.grid}"
     stores = {}
     for name, ds in (("train", train), ("test", test)):
         stores[name] = args.work / f"{name}_{tag}.h5"
-        ex = create_extractor("cnn_local", **ex_conf) if args.features == "cnn_local" else DenseSift(grid=args.grid,
-                                                                                            size=224 / args.grid)
+        ex = (
+            create_extractor("cnn_local", **ex_conf)
+            if args.features == "cnn_local"
+            else DenseSift(grid=args.grid, size=224 / args.grid)
+        )
         extract_to_store(ex, ds.gallery, stores[name])
     if args.whiten:
         white = {k: v.with_name(v.stem + "_pcaw.h5") for k, v in stores.items()}
@@ -130,38 +144,58 @@ def main() -> None:
         glob = st.stack("global_desc", test.gallery_ids)
     # full ranking by the global descriptor; RRT reorders its first top_k + 1 entries (the query itself,
     # ignored by the metrics, is among them), the rest keeps the global order
-    shortlist = exact_search(glob, glob, len(glob), test.query_ids, test.gallery_ids,
-                             meta={"data": "synthetic", "weights": tag})
+    shortlist = exact_search(
+        glob, glob, len(glob), test.query_ids, test.gallery_ids, meta={"data": "synthetic", "weights": tag}
+    )
     qrows = None
     if args.queries and args.queries < len(test.query_ids):
         qrows = np.sort(np.random.default_rng(args.seed).choice(len(test.query_ids), args.queries, replace=False))
-        shortlist = type(shortlist)([shortlist.query_ids[i] for i in qrows], shortlist.gallery_ids,
-                                    shortlist.indices[qrows], shortlist.scores[qrows], shortlist.meta)
+        shortlist = type(shortlist)(
+            [shortlist.query_ids[i] for i in qrows],
+            shortlist.gallery_ids,
+            shortlist.indices[qrows],
+            shortlist.scores[qrows],
+            shortlist.meta,
+        )
     rows = {"global only": evaluate(shortlist, test, qrows)}
     t1 = time.time()
     out = args.work / f"rrt_{tag}_pe-{args.pe}_n{args.normalize}_e{args.epochs}_lr{args.lr:g}"
-    ckpt = train_rrt_stage(train, stores["train"], out,
-                           {"variant": "sop", "position_encoding": args.pe, "normalize_inputs": bool(args.normalize)},
-                           {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "max_norm": args.max_norm}, resume=True, seed=args.seed)
+    ckpt = train_rrt_stage(
+        train,
+        stores["train"],
+        out,
+        {"variant": "sop", "position_encoding": args.pe, "normalize_inputs": bool(args.normalize)},
+        {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "max_norm": args.max_norm},
+        resume=True,
+        seed=args.seed,
+    )
     t2 = time.time()
     rr = create_reranker("rrt", checkpoint=str(ckpt), top_k=args.top_k + 1)
     with FeatureStore(stores["test"]) as st:
         ranking = rr.rerank_shortlist(shortlist, st, st)
     rows["global + RRT"] = evaluate(ranking, test, qrows)
     t3 = time.time()
-    feat = (f"cnn_local {args.arch} {'ImageNet' if args.pretrained else 'random init'} (frozen)"
-            if args.features == "cnn_local" else f"dense RootSIFT {args.grid}x{args.grid} grid (weight-free)")
-    print(f"# synthetic data ({args.instances} instances x {args.views} views, seed {args.seed}; test split "
-          f"{len(test.query_ids)} images, {len(shortlist.query_ids)} queries evaluated), features: {feat}; "
-          f"whitened locals {args.whiten}; RRT trained here: {args.epochs} epochs, lr {args.lr:g}, max_norm "
-          f"{args.max_norm:g}, PE {args.pe}, normalize {args.normalize}, "
-          f"top-{args.top_k} reranked")
+    feat = (
+        f"cnn_local {args.arch} {'ImageNet' if args.pretrained else 'random init'} (frozen)"
+        if args.features == "cnn_local"
+        else f"dense RootSIFT {args.grid}x{args.grid} grid (weight-free)"
+    )
+    print(
+        f"# synthetic data ({args.instances} instances x {args.views} views, seed {args.seed}; test split "
+        f"{len(test.query_ids)} images, {len(shortlist.query_ids)} queries evaluated), features: {feat}; "
+        f"whitened locals {args.whiten}; RRT trained here: {args.epochs} epochs, lr {args.lr:g}, max_norm "
+        f"{args.max_norm:g}, PE {args.pe}, normalize {args.normalize}, "
+        f"top-{args.top_k} reranked"
+    )
     print(f"{'method':<16}" + "".join(f"{k:>8}" for k in rows["global only"]))
     for name, r in rows.items():
         print(f"{name:<16}" + "".join(f"{v:>8.2f}" for v in r.values()))
-    print(f"# times: data+extract+search {t1 - t0:.0f}s, train {t2 - t1:.0f}s, rerank {t3 - t2:.0f}s; "
-          f"checkpoint {ckpt}")
-    (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **rows}, indent=2))
+    print(
+        f"# times: data+extract+search {t1 - t0:.0f}s, train {t2 - t1:.0f}s, rerank {t3 - t2:.0f}s; checkpoint {ckpt}"
+    )
+    (out / "results.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

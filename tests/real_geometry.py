@@ -4,9 +4,10 @@ The shared folder sits beside the repository (here and in CI); a missing folder 
 it, never skips them. Features are cached per (extractor config, image) for the whole session, so the
 feature and the matcher tests share one extraction of each image.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -18,22 +19,32 @@ GEOMETRY = DATA / "geometry"
 
 #: pair name -> (image 1, image 2, 3x3 homography mapping image-1 pixels to image-2 pixels)
 PAIRS = {
-    **{f"{seq} 1-{k}": (f"hpatches_subset_tfeat/{seq}/1.png", f"hpatches_subset_tfeat/{seq}/{k}.png",
-                        f"hpatches_subset_tfeat/{seq}/H_1_{k}") for seq in ("v_churchill", "v_wormhole")
-       for k in range(2, 7)},
-    **{f"graf 1-{k}": ("oxford_graf_affnet/img1.png", f"oxford_graf_affnet/img{k}.png",
-                       f"oxford_graf_affnet/H1to{k}p") for k in range(2, 7)},
+    **{
+        f"{seq} 1-{k}": (
+            f"hpatches_subset_tfeat/{seq}/1.png",
+            f"hpatches_subset_tfeat/{seq}/{k}.png",
+            f"hpatches_subset_tfeat/{seq}/H_1_{k}",
+        )
+        for seq in ("v_churchill", "v_wormhole")
+        for k in range(2, 7)
+    },
+    **{
+        f"graf 1-{k}": ("oxford_graf_affnet/img1.png", f"oxford_graf_affnet/img{k}.png", f"oxford_graf_affnet/H1to{k}p")
+        for k in range(2, 7)
+    },
 }
 
 
 def require(path: Path) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"real test data missing: {path.resolve()} (the shared data folder must sit "
-                                f"beside the repository: ../shared/data, see shared/data/README.md)")
+        raise FileNotFoundError(
+            f"real test data missing: {path.resolve()} (the shared data folder must sit "
+            f"beside the repository: ../shared/data, see shared/data/README.md)"
+        )
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_rgb(rel: str) -> np.ndarray:
     bgr = cv2.imread(str(require(GEOMETRY / rel)), cv2.IMREAD_COLOR)
     return np.ascontiguousarray(bgr[:, :, ::-1])

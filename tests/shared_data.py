@@ -2,6 +2,7 @@
 
 Tests that read them fail, never skip, when the folder is missing: CI has it.
 """
+
 from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -1,4 +1,5 @@
 """Textured test images made with numpy/OpenCV (no files, no weights) and known homographies."""
+
 from __future__ import annotations
 
 import cv2

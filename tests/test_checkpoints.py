@@ -1,4 +1,5 @@
 """No checkpoint relook is handed runs code; a wrong or foreign checkpoint is one line naming the file."""
+
 import os
 import pickle
 import subprocess
@@ -16,8 +17,14 @@ from relook.models.rrt.checkpoint import load_rrt, read_checkpoint, save_rrt
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-DTOP = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1,
-            out_dim=32, aspp_rates=[1, 2, 3])
+DTOP = dict(
+    backbone="timm:vit_tiny_patch16_224",
+    pretrained=False,
+    timm_kwargs={"depth": 1},
+    layers=1,
+    out_dim=32,
+    aspp_rates=[1, 2, 3],
+)
 
 
 class _Payload:
@@ -33,9 +40,15 @@ class _Payload:
 def _crafted(tmp_path: Path, how: str) -> tuple[Path, Path]:
     """A checkpoint-looking file whose unpickling would create ``marker``."""
     marker = tmp_path / f"marker-{how}"
-    evil = (_Payload(os.system, f"touch {marker}") if how != "open" else _Payload(open, str(marker), "w"))
-    body = {"format": "relook-rrt", "config_json": "{}", "state_dict": {"w": torch.zeros(2)}, "epoch": evil,
-            "state": {"seg_encoder.weight": torch.zeros(6, 4)}, "model": {}}
+    evil = _Payload(os.system, f"touch {marker}") if how != "open" else _Payload(open, str(marker), "w")
+    body = {
+        "format": "relook-rrt",
+        "config_json": "{}",
+        "state_dict": {"w": torch.zeros(2)},
+        "epoch": evil,
+        "state": {"seg_encoder.weight": torch.zeros(6, 4)},
+        "model": {},
+    }
     path = tmp_path / f"evil-{how}.pt"
     if how == "raw-pickle":
         path.write_bytes(pickle.dumps(body))
@@ -55,19 +68,30 @@ def _loaders(tmp_path):
     def train_dtop_resume(path):  # the checkpoint is read before any image is opened
         (tmp_path / "run").mkdir(exist_ok=True)
         os.replace(path, tmp_path / "run" / "checkpoint.pt")
-        train_dtop({"model": DTOP, "epochs": 1}, [(tmp_path / "none.png", None)], [0], tmp_path / "run",
-                   progress=False)
+        train_dtop({"model": DTOP, "epochs": 1}, [(tmp_path / "none.png", None)], [0], tmp_path / "run", progress=False)
 
-    return {"load_rrt": load_rrt, "read_checkpoint": read_checkpoint,
-            "cnn_local weights": lambda p: create_extractor("cnn_local", arch="resnet10t", pretrained=False,
-                                                             local_dim=16, weights=str(p)),
-            "load_dtop": load_dtop, "train_dtop resume": train_dtop_resume,
-            "demo resume check": lambda p: _trained(p, 1),
-            "weights file": lambda p: load_state_dict(resolve_weights(str(p)))}
+    return {
+        "load_rrt": load_rrt,
+        "read_checkpoint": read_checkpoint,
+        "cnn_local weights": lambda p: create_extractor(
+            "cnn_local", arch="resnet10t", pretrained=False, local_dim=16, weights=str(p)
+        ),
+        "load_dtop": load_dtop,
+        "train_dtop resume": train_dtop_resume,
+        "demo resume check": lambda p: _trained(p, 1),
+        "weights file": lambda p: load_state_dict(resolve_weights(str(p))),
+    }
 
 
-LOADERS = ["load_rrt", "read_checkpoint", "cnn_local weights", "load_dtop", "train_dtop resume",
-           "demo resume check", "weights file"]
+LOADERS = [
+    "load_rrt",
+    "read_checkpoint",
+    "cnn_local weights",
+    "load_dtop",
+    "train_dtop resume",
+    "demo resume check",
+    "weights file",
+]
 
 
 @pytest.mark.parametrize("how", ["system", "open", "legacy", "raw-pickle"])
@@ -87,10 +111,28 @@ def test_bad_input_crafted_checkpoint_runs_nothing(tmp_path, loader, how):
 def test_bad_input_crafted_checkpoint_cli(tmp_path):
     """Through the real CLI: exit 2, one line naming the file, no marker."""
     path, marker = _crafted(tmp_path, "system")
-    out = subprocess.run([sys.executable, "-m", "relook.cli", "visualize", "rrt-matches", str(path),
-                          str(tmp_path / "s.h5"), "q", "c", "--query-image", "q.jpg", "--candidate-image", "c.jpg",
-                          "-o", str(tmp_path / "m.png")], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relook.cli",
+            "visualize",
+            "rrt-matches",
+            str(path),
+            str(tmp_path / "s.h5"),
+            "q",
+            "c",
+            "--query-image",
+            "q.jpg",
+            "--candidate-image",
+            "c.jpg",
+            "-o",
+            str(tmp_path / "m.png"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 2 and not marker.exists()
     assert out.stderr.strip().count("\n") == 0 and str(path) in out.stderr and "refusing" in out.stderr, out.stderr
 
@@ -101,8 +143,9 @@ def test_smoke_own_checkpoint_holds_only_plain_data(tmp_path):
     m = RRT(variant="sop", num_layers=1)
     opt = torch.optim.AdamW(m.parameters())
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1, 2])
-    path = save_rrt(tmp_path / "rrt.pt", m, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=1,
-                    train_conf_json="{}")
+    path = save_rrt(
+        tmp_path / "rrt.pt", m, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=1, train_conf_json="{}"
+    )
     raw = torch.load(path, weights_only=True)
     assert isinstance(raw["config_json"], str) and "config" not in raw
     assert load_rrt(path).conf == m.conf
@@ -110,8 +153,9 @@ def test_smoke_own_checkpoint_holds_only_plain_data(tmp_path):
 
 def test_legacy_v1_checkpoint_loads(tmp_path):
     m = RRT(variant="sop", num_layers=1)
-    torch.save({"format": "relook-rrt", "version": 1, "config": dict(m.conf), "state_dict": m.state_dict()},
-               tmp_path / "v1.pt")
+    torch.save(
+        {"format": "relook-rrt", "version": 1, "config": dict(m.conf), "state_dict": m.state_dict()}, tmp_path / "v1.pt"
+    )
     m2 = load_rrt(tmp_path / "v1.pt")
     assert m2.conf == m.conf
     for k, v in m.state_dict().items():
@@ -122,8 +166,11 @@ def _official_sop(m: RRT) -> dict:
     seg = m.segment_embed.weight.detach()
     from relook.models.rrt import CAND_LOCAL, CLS, QUERY_LOCAL, SEP
 
-    st = {"seg_encoder.weight": seg[[CLS, SEP, QUERY_LOCAL, CAND_LOCAL]].clone(),
-          "classifier.weight": m.classifier.weight.detach(), "classifier.bias": m.classifier.bias.detach()}
+    st = {
+        "seg_encoder.weight": seg[[CLS, SEP, QUERY_LOCAL, CAND_LOCAL]].clone(),
+        "classifier.weight": m.classifier.weight.detach(),
+        "classifier.bias": m.classifier.bias.detach(),
+    }
     st.update({f"encoder.layers.{k}": v.detach() for k, v in m.encoder.state_dict().items()})
     return st
 
@@ -138,8 +185,11 @@ def test_official_state_dict_nestings_load(tmp_path, nest):
 
 
 def test_bad_input_not_a_checkpoint(tmp_path):
-    for name, content in [("text.pt", b"hello, not a checkpoint"), ("empty.pt", b""),
-                          ("array.pt", np.zeros(3).tobytes())]:
+    for name, content in [
+        ("text.pt", b"hello, not a checkpoint"),
+        ("empty.pt", b""),
+        ("array.pt", np.zeros(3).tobytes()),
+    ]:
         (tmp_path / name).write_bytes(content)
         for load in (load_rrt, _loaders(tmp_path)["load_dtop"], _loaders(tmp_path)["cnn_local weights"]):
             with pytest.raises(DataError) as err:
@@ -155,8 +205,17 @@ def _dtop_checkpoint(path: Path) -> Path:
     from relook.models.dtop import DToP
 
     model = DToP(**DTOP)
-    torch.save({"format": "relook-dtop", "version": 2, "model": model.state_dict(), "config_json": to_json(model.conf),
-                "trainee": {}, "epoch": 1}, path)
+    torch.save(
+        {
+            "format": "relook-dtop",
+            "version": 2,
+            "model": model.state_dict(),
+            "config_json": to_json(model.conf),
+            "trainee": {},
+            "epoch": 1,
+        },
+        path,
+    )
     return path
 
 
@@ -217,9 +276,11 @@ def test_bad_input_pickled_numpy_arrays(tmp_path):
     evil = np.array([_Payload(os.system, f"touch {marker}")], dtype=object)
     np.save(tmp_path / "codebook.npy", evil, allow_pickle=True)
     np.savez(tmp_path / "whitening.npz", mean=evil, proj=np.eye(2))
-    for load in (lambda: load_array(tmp_path / "codebook.npy", "array"),
-                 lambda: Asmk(codebook_path=str(tmp_path / "codebook.npy")),
-                 lambda: load_whitening(tmp_path / "whitening.npz")):
+    for load in (
+        lambda: load_array(tmp_path / "codebook.npy", "array"),
+        lambda: Asmk(codebook_path=str(tmp_path / "codebook.npy")),
+        lambda: load_whitening(tmp_path / "whitening.npz"),
+    ):
         with pytest.raises(DataError) as err:
             load()
         assert "\n" not in str(err.value) and ("codebook.npy" in str(err.value) or "whitening.npz" in str(err.value))

@@ -18,7 +18,21 @@ def write_store(path, n, d, rng):
 def test_search_and_info(tmp_path, rng, capsys):
     write_store(tmp_path / "q.h5", 3, 8, rng)
     write_store(tmp_path / "g.h5", 20, 8, rng)
-    assert main(["store", "search", str(tmp_path / "q.h5"), str(tmp_path / "g.h5"), "-o", str(tmp_path / "s.npz"), "--k", "5"]) == 0
+    assert (
+        main(
+            [
+                "store",
+                "search",
+                str(tmp_path / "q.h5"),
+                str(tmp_path / "g.h5"),
+                "-o",
+                str(tmp_path / "s.npz"),
+                "--k",
+                "5",
+            ]
+        )
+        == 0
+    )
     s = Shortlist.load(tmp_path / "s.npz")
     assert s.indices.shape == (3, 5) and s.meta["gallery.extractor"] == "random"
     assert main(["store", "info", str(tmp_path / "g.h5")]) == 0
@@ -38,10 +52,24 @@ def test_search_same_store_excludes_self(tmp_path, rng):
 def test_bad_input_one_line_exit_2(tmp_path, rng):
     write_store(tmp_path / "q.h5", 2, 4, rng)
     write_store(tmp_path / "g.h5", 5, 8, rng)
-    out = subprocess.run([sys.executable, "-m", "relook.cli", "store", "search", str(tmp_path / "q.h5"), str(tmp_path / "g.h5"),
-                          "-o", str(tmp_path / "s.npz")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relook.cli",
+            "store",
+            "search",
+            str(tmp_path / "q.h5"),
+            str(tmp_path / "g.h5"),
+            "-o",
+            str(tmp_path / "s.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "dim 4 but the index has dim 8" in out.stderr
-    missing = subprocess.run([sys.executable, "-m", "relook.cli", "store", "info", str(tmp_path / "nope.h5")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "relook.cli", "store", "info", str(tmp_path / "nope.h5")], capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "nope.h5" in missing.stderr and "Traceback" not in missing.stderr

@@ -2,6 +2,7 @@
 they name (options, types, required arguments), the ``relook store`` examples run on stores made here,
 every config-driven stage has ``--quiet``, and the README's "Library at a glance" snippet runs on a tiny
 run's output."""
+
 import os
 import re
 import shlex
@@ -51,7 +52,7 @@ def argv_of(example: str) -> list[str]:
     words = shlex.split(example, comments=True)
     if words[0] == "torchrun":
         i = words.index("relook.cli")
-        return words[i + 1:]
+        return words[i + 1 :]
     assert words[0] == "relook", example
     return words[1:]
 
@@ -87,10 +88,17 @@ def test_parse_rejects_bad_examples():
     """The parse check is not a formality: what a user could not run fails it."""
     from relook.cli import _click_classes
 
-    for bad in ("relook search -c a.yaml --nope", "relook store search q.h5 -o s.npz", "relook store search q.h5 db.h5 -o s.npz --k x"):
+    for bad in (
+        "relook search -c a.yaml --nope",
+        "relook store search q.h5 -o s.npz",
+        "relook store search q.h5 db.h5 -o s.npz --k x",
+    ):
         with pytest.raises(_click_classes("UsageError")):
             parse(argv_of(bad))
-    assert examples("Do it.\n\nExample: relook a b\n  --c d   # why\n    relook e\n\nMore.") == ["relook a b --c d   # why", "relook e"]
+    assert examples("Do it.\n\nExample: relook a b\n  --c d   # why\n    relook e\n\nMore.") == [
+        "relook a b --c d   # why",
+        "relook e",
+    ]
 
 
 def test_quiet_on_every_stage():
@@ -133,7 +141,7 @@ def readme_snippet() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_snippet_runs(toy, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_readme_snippet_runs(toy, tmp_path, monkeypatch, capsys):
     """The snippet as written, from a folder where ``runs/demo/test`` is a finished tiny run."""
     cfg, _ = toy
     monkeypatch.chdir(tmp_path)

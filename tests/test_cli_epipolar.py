@@ -12,8 +12,16 @@ def test_pseudo_gt_cli(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "im" / "b.png"), b[..., ::-1])
     (tmp_path / "pairs.txt").write_text("a.png b.png\nb.png a.png\n")
     out = tmp_path / "pgt.h5"
-    args = ["geometry", "pseudo-gt", str(tmp_path / "pairs.txt"), "--image-dir", str(tmp_path / "im"), "-o", str(out),
-            "--no-progress"]
+    args = [
+        "geometry",
+        "pseudo-gt",
+        str(tmp_path / "pairs.txt"),
+        "--image-dir",
+        str(tmp_path / "im"),
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "2 pairs, 2 reliable" in capsys.readouterr().out
     assert len(read_pseudo_gt(out)) == 2
@@ -40,15 +48,49 @@ def test_visualize_epipolar_attention_cli(tmp_path, capsys):
     rng = np.random.default_rng(0)
     with FeatureStore(tmp_path / "f.h5", "w") as st:
         for i in ids:
-            st.write(ImageFeatures(i, global_desc=rng.normal(size=8).astype(np.float32),
-                                   local_desc=rng.normal(size=(49, 128)).astype(np.float32),
-                                   keypoints=rng.uniform(0, 64, (49, 2)).astype(np.float32),
-                                   image_size=np.array([64, 64])))
+            st.write(
+                ImageFeatures(
+                    i,
+                    global_desc=rng.normal(size=8).astype(np.float32),
+                    local_desc=rng.normal(size=(49, 128)).astype(np.float32),
+                    keypoints=rng.uniform(0, 64, (49, 2)).astype(np.float32),
+                    image_size=np.array([64, 64]),
+                )
+            )
     torch.manual_seed(0)
     save_rrt(tmp_path / "rrt.pt", RRT(variant="sop", num_layers=1))
     out = tmp_path / "epi.png"
-    assert main(["visualize", "epipolar-attention", str(tmp_path / "rrt.pt"), str(tmp_path / "f.h5"), *ids,
-                 "--root", str(tmp_path / "ret"), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "epipolar-attention",
+                str(tmp_path / "rrt.pt"),
+                str(tmp_path / "f.h5"),
+                *ids,
+                "--root",
+                str(tmp_path / "ret"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.exists() and "epipolar attention share" in capsys.readouterr().out
-    assert main(["visualize", "epipolar-attention", str(tmp_path / "rrt.pt"), str(tmp_path / "f.h5"), ids[0], "nope",
-                 "--root", str(tmp_path / "ret"), "-o", str(out)]) == 2
+    assert (
+        main(
+            [
+                "visualize",
+                "epipolar-attention",
+                str(tmp_path / "rrt.pt"),
+                str(tmp_path / "f.h5"),
+                ids[0],
+                "nope",
+                "--root",
+                str(tmp_path / "ret"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )

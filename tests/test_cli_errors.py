@@ -1,4 +1,5 @@
 """Usage errors end in one line ``error: ...`` naming the argument and exit code 2; Ctrl-C exits 130."""
+
 import os
 import signal
 import subprocess
@@ -38,8 +39,10 @@ CASES = [  # (argv, words the message must contain); "{tmp}" is the test's folde
     (["rerank", "-c", DEMO, "-s", "out={tmp}/out", "-s", "rerankers.0.top_k=-1"], ["top_k", ">= 0"]),
     (["rerank", "-c", DEMO, "-s", "out={tmp}/out", "-s", "rerankers.9.top_k=5"], ["rerankers.9", "index"]),
     (["extract", "-c", DEMO, "-s", "out={tmp}/out", "-s", "extractors.0.pretrained=maybe"], ["pretrained", "boolean"]),
-    (["search", "-c", "BADCONF:rerankers: [{name: gv, threshold: abc}]\nout: {tmp}/out\n"],
-     ["bad.yaml", "threshold", "number"]),
+    (
+        ["search", "-c", "BADCONF:rerankers: [{name: gv, threshold: abc}]\nout: {tmp}/out\n"],
+        ["bad.yaml", "threshold", "number"],
+    ),
     (["search", "-c", "BADCONF:shortlist: {k: -4}\nout: {tmp}/out\n"], ["bad.yaml", "shortlist.k"]),
     (["search", "-c", "BADCONF:extractors: [3]\nout: {tmp}/out\n"], ["bad.yaml", "extractors[0]"]),
 ]
@@ -48,7 +51,7 @@ CASES = [  # (argv, words the message must contain); "{tmp}" is the test's folde
 @pytest.mark.parametrize("argv,words", CASES, ids=[" ".join(c[0])[:60] for c in CASES])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, words):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    argv = [_bad_config(tmp_path, a[len("BADCONF:"):]) if a.startswith("BADCONF:") else a for a in argv]
+    argv = [_bad_config(tmp_path, a[len("BADCONF:") :]) if a.startswith("BADCONF:") else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.strip().count("\n") == 0, err
@@ -59,8 +62,11 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, words):
 
 def test_bad_input_subprocess():
     """The real entry point: exit 2, one line, no usage block and no traceback."""
-    out = subprocess.run([sys.executable, "-m", "relook.cli", "store", "search", "a.h5", "b.h5", "-o", "s.npz",
-                          "--k", "abc"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "relook.cli", "store", "search", "a.h5", "b.h5", "-o", "s.npz", "--k", "abc"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--k" in out.stderr, out.stderr
     assert "Usage" not in out.stderr and "Traceback" not in out.stderr
 
@@ -84,9 +90,23 @@ def test_keyboard_interrupt_in_command(monkeypatch, capsys):
 def test_ctrl_c_exits_130(tmp_path):
     """SIGINT to a long-running command: one line ``interrupted`` and exit code 130 (not 0)."""
     out = tmp_path / "syn"
-    proc = subprocess.Popen([sys.executable, "-m", "relook.cli", "datasets", "synthetic", str(out),
-                             "--num-instances", "100000", "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relook.cli",
+            "datasets",
+            "synthetic",
+            str(out),
+            "--num-instances",
+            "100000",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 120
         while not out.exists() and proc.poll() is None and time.monotonic() < deadline:

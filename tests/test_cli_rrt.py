@@ -1,4 +1,5 @@
 """`relook train rrt` and `relook visualize rrt-matches` end to end on a tiny synthetic dataset."""
+
 import json
 
 import numpy as np
@@ -24,32 +25,82 @@ def tiny(tmp_path_factory):
     with FeatureStore(work / "train.h5", "w") as st:  # random features: the CLI plumbing is under test
         for i in ds.gallery_ids:
             g = rng.standard_normal(32)
-            st.write(ImageFeatures(i, global_desc=g / np.linalg.norm(g), local_desc=rng.standard_normal((4, 128)),
-                                   keypoints=grid_keypoints(2, 2, 64, 64), image_size=np.array([64, 64])))
+            st.write(
+                ImageFeatures(
+                    i,
+                    global_desc=g / np.linalg.norm(g),
+                    local_desc=rng.standard_normal((4, 128)),
+                    keypoints=grid_keypoints(2, 2, 64, 64),
+                    image_size=np.array([64, 64]),
+                )
+            )
     return work, ds
 
 
 def test_train_and_visualize(tiny, tmp_path):
     work, ds = tiny
     out = tmp_path / "rrt"
-    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
-            "--data-opt", "split=train", "-o", str(out), "--epochs", "1", "--model-opt", "num_layers=1",
-            "--no-progress"]
+    args = [
+        "train",
+        "rrt",
+        str(work / "train.h5"),
+        "--dataset",
+        "co3d_retrieve",
+        "--root",
+        str(work / "ret"),
+        "--data-opt",
+        "split=train",
+        "-o",
+        str(out),
+        "--epochs",
+        "1",
+        "--model-opt",
+        "num_layers=1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert (out / "checkpoint.pt").exists()
     conf = json.loads((out / "train_conf.json").read_text())
     assert conf["model"]["num_layers"] == 1 and conf["train"]["epochs"] == 1
     (q, qp, _), (c, cp, _) = ds.gallery[0], ds.gallery[1]
     png = tmp_path / "m.png"
-    assert main(["visualize", "rrt-matches", str(out / "checkpoint.pt"), str(work / "train.h5"), q, c,
-                 "--query-image", str(qp), "--candidate-image", str(cp), "-o", str(png)]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "rrt-matches",
+                str(out / "checkpoint.pt"),
+                str(work / "train.h5"),
+                q,
+                c,
+                "--query-image",
+                str(qp),
+                "--candidate-image",
+                str(cp),
+                "-o",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert png.exists() and png.stat().st_size > 1000
 
 
 def test_bad_input(tiny, tmp_path, capsys):
     work, _ = tiny
-    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
-            "--data-opt", "split", "-o", str(tmp_path)]
+    args = [
+        "train",
+        "rrt",
+        str(work / "train.h5"),
+        "--dataset",
+        "co3d_retrieve",
+        "--root",
+        str(work / "ret"),
+        "--data-opt",
+        "split",
+        "-o",
+        str(tmp_path),
+    ]
     assert main(args) == 2
     assert "--data-opt expects key=value, got 'split'" in capsys.readouterr().err
 
@@ -76,17 +127,43 @@ def test_train_from_pseudo_gt(tmp_path):
     with FeatureStore(tmp_path / "s.h5", "w") as st:
         for i in ds.gallery_ids:
             g = rng.standard_normal(16)
-            st.write(ImageFeatures(i, global_desc=g / np.linalg.norm(g), local_desc=rng.standard_normal((4, 128)),
-                                   keypoints=grid_keypoints(2, 2, 32, 48), image_size=np.array([32, 48])))
+            st.write(
+                ImageFeatures(
+                    i,
+                    global_desc=g / np.linalg.norm(g),
+                    local_desc=rng.standard_normal((4, 128)),
+                    keypoints=grid_keypoints(2, 2, 32, 48),
+                    image_size=np.array([32, 48]),
+                )
+            )
     with h5py.File(tmp_path / "pgt.h5", "w") as f:
         for k, (a, b) in enumerate(positive_pairs(ds.gallery_labels, ds.gallery_ids)):
             gr = f.create_group(pair_key(a, b))
             gr.create_dataset("F", data=random_fundamental(seed=k).numpy())
             gr.attrs.update({"id1": a, "id2": b, "num_matches": 50, "num_inliers": 40, "reliable": True, "done": True})
     out = tmp_path / "rrt"
-    args = ["train", "rrt", str(tmp_path / "s.h5"), "--dataset", "folder", "--root", str(tmp_path / "data"), "-o",
-            str(out), "--epochs", "1", "--model-opt", "num_layers=1", "--no-progress", "--guidance", "epi",
-            "--guidance-weight", "1.0", "--pseudo-gt", str(tmp_path / "pgt.h5")]
+    args = [
+        "train",
+        "rrt",
+        str(tmp_path / "s.h5"),
+        "--dataset",
+        "folder",
+        "--root",
+        str(tmp_path / "data"),
+        "-o",
+        str(out),
+        "--epochs",
+        "1",
+        "--model-opt",
+        "num_layers=1",
+        "--no-progress",
+        "--guidance",
+        "epi",
+        "--guidance-weight",
+        "1.0",
+        "--pseudo-gt",
+        str(tmp_path / "pgt.h5"),
+    ]
     assert main(args) == 0
     log = json.loads((out / "log.jsonl").read_text())
     assert log["loss"] > log["bce"] + 1e-3  # the epipolar loss of the pseudo-GT pairs was added
@@ -95,12 +172,42 @@ def test_train_from_pseudo_gt(tmp_path):
 def test_train_recipe_and_flags(tiny, tmp_path):
     work, _ = tiny
     out = tmp_path / "rrt"
-    args = ["train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
-            "--data-opt", "split=train", "-o", str(out), "--recipe", "epipolar-sop", "--epochs", "1",
-            "--weight-decay", "1e-3", "--milestones", "5,7", "--top-k", "6", "--triplets-per-batch", "4",
-            "--model-opt", "num_layers=1", "--no-progress"]
+    args = [
+        "train",
+        "rrt",
+        str(work / "train.h5"),
+        "--dataset",
+        "co3d_retrieve",
+        "--root",
+        str(work / "ret"),
+        "--data-opt",
+        "split=train",
+        "-o",
+        str(out),
+        "--recipe",
+        "epipolar-sop",
+        "--epochs",
+        "1",
+        "--weight-decay",
+        "1e-3",
+        "--milestones",
+        "5,7",
+        "--top-k",
+        "6",
+        "--triplets-per-batch",
+        "4",
+        "--model-opt",
+        "num_layers=1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     tc = json.loads((out / "train_conf.json").read_text())["train"]
-    assert (tc["epochs"], tc["weight_decay"], tc["milestones"], tc["top_k"], tc["positives"], tc["lr"]) == \
-        (1, 1e-3, [5, 7], 6, "label", 1e-4)
+    assert (tc["epochs"], tc["weight_decay"], tc["milestones"], tc["top_k"], tc["positives"], tc["lr"]) == (
+        1,
+        1e-3,
+        [5, 7],
+        6,
+        "label",
+        1e-4,
+    )
     assert main(args[:-6] + ["--milestones", "x", "--no-progress"]) == 2

@@ -1,5 +1,6 @@
 """Degenerate data: no positives, tiny galleries, empty shortlists, K beyond the gallery. A clear one-line
 message or a documented result (undefined metric: null in results.json, ``-`` in the table), never NaN."""
+
 import json
 import re
 
@@ -7,16 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tests.test_pipeline  # noqa: F401  (registers toy_colors, toy_thumb, toy_reverse)
 from relook import pipeline
 from relook.cli import main
 from relook.datasets.base import DATASETS, RetrievalDataset
-from relook.errors import DataError
 from relook.eval.evaluate import evaluate, format_table
 from relook.experiment import load_config
 from relook.io import json_text
 from relook.types import Shortlist
-
-import tests.test_pipeline  # noqa: F401  (registers toy_colors, toy_thumb, toy_reverse)
 
 
 @DATASETS.register("toy_revisited")
@@ -44,8 +43,10 @@ def _setup(tmp_path, classes, dataset="toy_colors", k=1000, rerankers="[{name: t
             img = np.clip(colour + rng.normal(0, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(root / f"{c}_{v}.png")
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"dataset: {{name: {dataset}, root: {root}}}\nextractors: [{{name: toy_thumb}}]\n"
-                   f"shortlist: {{k: {k}}}\nrerankers: {rerankers}\nout: {tmp_path / 'run'}\n")
+    cfg.write_text(
+        f"dataset: {{name: {dataset}, root: {root}}}\nextractors: [{{name: toy_thumb}}]\n"
+        f"shortlist: {{k: {k}}}\nrerankers: {rerankers}\nout: {tmp_path / 'run'}\n"
+    )
     return str(cfg), tmp_path / "run"
 
 

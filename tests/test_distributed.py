@@ -1,4 +1,5 @@
 """``relook extract`` under torchrun: rank shards, rank 0 merges, equal to one process; resumable."""
+
 import os
 import socket
 import subprocess
@@ -86,9 +87,22 @@ def test_torchrun_extract_matches_single_process(tmp_path, one_thread):
         with FeatureStore(shard_path(gallery, rank, 2), "a", meta=meta) as shard:
             shard.write(marked[image_id])
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "relook.cli", "extract",
-           "-c", str(config), "-s", f"out={tmp_path / 'multi'}"]  # not --quiet: it would hide the report line
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "relook.cli",
+        "extract",
+        "-c",
+        str(config),
+        "-s",
+        f"out={tmp_path / 'multi'}",
+    ]  # not --quiet: it would hide the report line
     multi = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert multi.stdout.count("cnn_local: ") == 1  # rank 0 alone reports

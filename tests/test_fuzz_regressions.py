@@ -1,7 +1,7 @@
 """Inputs the reader fuzzer (tests/fuzz/fuzz_readers.py) found crashing a reader: each must now be one
 ``RelookError`` line naming the file."""
+
 import json
-import zipfile
 
 import numpy as np
 import pytest
@@ -101,13 +101,12 @@ def test_store_damaged_inside(tmp_path):
     data = bytearray(path.read_bytes())
     data[112] = 0xFF  # a byte of the root group's header: "unable to determine object type" (was KeyError)
     path.write_bytes(bytes(data))
-    with pytest.raises(RelookError) as e:
-        with FeatureStore(path) as s:
-            [s.read(i) for i in s.ids()]
+    with pytest.raises(RelookError) as e, FeatureStore(path) as s:
+        [s.read(i) for i in s.ids()]
     _one_line_naming(e, path)
     meta = tmp_path / "m.h5"
     with FeatureStore(meta, "a") as s:
         s._h5.attrs["meta"] = json.dumps([1, 2])  # metadata of the wrong kind
     with pytest.raises(RelookError) as e:
-        FeatureStore(meta).meta
+        _ = FeatureStore(meta).meta
     _one_line_naming(e, meta)

@@ -1,4 +1,5 @@
 """``load_image`` on files written here, checked against pixel values computed by hand."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,5 @@
 """Atomic writes: a killed writer's temporary file is cleaned by the next write; a live one's is kept."""
+
 import os
 import subprocess
 import sys

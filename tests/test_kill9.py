@@ -7,6 +7,7 @@ after a delay drawn from a seeded RNG within the stage's measured duration; then
 completion and every file the stage wrote is compared with the reference: arrays and tensors equal, JSON
 equal except timings, images byte for byte, and no file more or less (no temporary file left behind).
 """
+
 import gzip
 import json
 import os
@@ -21,7 +22,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 
 pytestmark = pytest.mark.slow
 
@@ -58,23 +58,84 @@ EXP = ["-c", "exp.yaml", "--quiet"]
 MARKERS = {"extract": ("extract:cnn_local:", (3, 13)), "train rrt": ("train rrt [3/", (1, 3))}
 # (stage, argv, argv of the rerun, outputs the stage writes (files or folders, relative to the experiment))
 STAGES = [
-    ("datasets synthetic", ["datasets", "synthetic", "co3d", "--num-instances", "4", "--num-views", "5",
-                            "--image-size", "64", "--no-progress"], None, ["co3d"]),
-    ("datasets build-co3d-retrieve", ["datasets", "build-co3d-retrieve", "co3d", "ret", "--no-progress"], None,
-     ["ret"]),
+    (
+        "datasets synthetic",
+        [
+            "datasets",
+            "synthetic",
+            "co3d",
+            "--num-instances",
+            "4",
+            "--num-views",
+            "5",
+            "--image-size",
+            "64",
+            "--no-progress",
+        ],
+        None,
+        ["co3d"],
+    ),
+    (
+        "datasets build-co3d-retrieve",
+        ["datasets", "build-co3d-retrieve", "co3d", "ret", "--no-progress"],
+        None,
+        ["ret"],
+    ),
     ("extract", ["extract", "-c", "exp.yaml"], None, ["run/features"]),
     ("index", ["index", "-c", "exp.yaml"], None, ["run/index.faiss", "run/index.json"]),
     ("search", ["search", "-c", "exp.yaml"], None, ["run/shortlist.npz"]),
     ("rerank", ["rerank", *EXP], None, ["run/rankings", "run/results.json"]),
     ("evaluate", ["evaluate", "-c", "exp.yaml"], None, ["run/results.json"]),
-    ("train rrt", ["train", "rrt", "run/features/cnn_local/gallery.h5", "--dataset", "co3d_retrieve", "--root", "ret",
-                   "--data-opt", "split=test", "-o", "rrt", "--epochs", "4", "--model-opt", "num_layers=1",
-                   "--triplets-per-batch", "4"],
-     ["train", "rrt", "run/features/cnn_local/gallery.h5", "--dataset", "co3d_retrieve", "--root", "ret",
-      "--data-opt", "split=test", "-o", "rrt", "--epochs", "4", "--model-opt", "num_layers=1",
-      "--triplets-per-batch", "4", "--no-progress", "--resume"], ["rrt"]),
-    ("geometry pseudo-gt", ["geometry", "pseudo-gt", "pairs.txt", "--image-dir", "co3d", "-o", "pgt.h5",
-                            "--no-progress"], None, ["pgt.h5"]),
+    (
+        "train rrt",
+        [
+            "train",
+            "rrt",
+            "run/features/cnn_local/gallery.h5",
+            "--dataset",
+            "co3d_retrieve",
+            "--root",
+            "ret",
+            "--data-opt",
+            "split=test",
+            "-o",
+            "rrt",
+            "--epochs",
+            "4",
+            "--model-opt",
+            "num_layers=1",
+            "--triplets-per-batch",
+            "4",
+        ],
+        [
+            "train",
+            "rrt",
+            "run/features/cnn_local/gallery.h5",
+            "--dataset",
+            "co3d_retrieve",
+            "--root",
+            "ret",
+            "--data-opt",
+            "split=test",
+            "-o",
+            "rrt",
+            "--epochs",
+            "4",
+            "--model-opt",
+            "num_layers=1",
+            "--triplets-per-batch",
+            "4",
+            "--no-progress",
+            "--resume",
+        ],
+        ["rrt"],
+    ),
+    (
+        "geometry pseudo-gt",
+        ["geometry", "pseudo-gt", "pairs.txt", "--image-dir", "co3d", "-o", "pgt.h5", "--no-progress"],
+        None,
+        ["pgt.h5"],
+    ),
 ]
 
 
@@ -91,10 +152,12 @@ def _h5_tree(path: Path) -> dict:
     """Every dataset (as an array) and every attribute of an HDF5 file, by name."""
     out = {}
     with h5py.File(path, "r") as f:
+
         def visit(name, obj):
             out[f"{name}@attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obj.attrs.items()}
             if isinstance(obj, h5py.Dataset):
                 out[name] = obj[()]
+
         out["/@attrs"] = dict(f.attrs)
         f.visititems(visit)
     return out
@@ -165,15 +228,17 @@ def _files(root: Path, outputs: list[str]) -> dict[str, Path]:
     found = {}
     for rel in outputs:
         p = root / rel
-        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.exists() else []):
+        for f in [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.exists() else []:
             found[str(f.relative_to(root))] = f
     return found
 
 
 def _assert_same_outputs(ref: Path, got: Path, outputs: list[str], stage: str) -> None:
     a, b = _files(ref, outputs), _files(got, outputs)
-    assert sorted(a) == sorted(b), f"{stage}: files differ: only in reference {sorted(set(a) - set(b))}, " \
-                                   f"only after kill+rerun {sorted(set(b) - set(a))}"
+    assert sorted(a) == sorted(b), (
+        f"{stage}: files differ: only in reference {sorted(set(a) - set(b))}, "
+        f"only after kill+rerun {sorted(set(b) - set(a))}"
+    )
     for rel in a:
         where = _first_difference(_content(a[rel], ref), _content(b[rel], got))
         assert where is None, f"{stage}: {rel} differs from the uninterrupted run at {where}"
@@ -183,14 +248,20 @@ def _assert_same_outputs(ref: Path, got: Path, outputs: list[str], stage: str) -
 def _env():
     src = str(Path(__file__).resolve().parents[1] / "src")
     # TQDM_MININTERVAL=0: a progress line per item, so "the N-th progress line" is "after N-1 items"
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_MININTERVAL": "0", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TQDM_MININTERVAL": "0",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def _kill_at(cwd: Path, argv: list[str], delay: float, marker: str | None = None, nth: int = 0) -> str:
     """Start ``relook argv`` in ``cwd``; SIGKILL it ``delay`` seconds after it is ready, or (``marker``)
     as soon as its progress output (stderr) has shown ``marker`` ``nth`` times; what happened."""
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, *argv], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, *argv], cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         line = proc.stdout.readline().decode()
         assert line.strip() == "ready", (line, proc.stderr.read().decode() if proc.poll() is not None else "")
@@ -241,8 +312,14 @@ def _run_fresh(cwd: Path, argv: list[str]) -> float:
     Fresh, not in this process: a long test session's history can change float results (a full-suite run
     once trained a bit-different RRT in-process than a fresh interpreter did, from the first weight on),
     and the claim tested here is about what kill -9 and a rerun do, not about that."""
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, *argv], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, *argv],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     start = time.perf_counter()
     out, err = proc.communicate(timeout=600)
@@ -259,7 +336,7 @@ def test_kill9_every_stage(tmp_path, one_thread):
     try:
         _kill9_every_stage(tmp_path / "try1")
     except AssertionError as first:
-        warnings.warn(f"kill -9 harness, first run: {str(first).splitlines()[0]}")
+        warnings.warn(f"kill -9 harness, first run: {str(first).splitlines()[0]}", stacklevel=2)
         _kill9_every_stage(tmp_path / "try2")
 
 

@@ -12,6 +12,7 @@ edge to ``relook.a.x`` when that is a module, else to ``relook.a`` (its ``__init
 is an edge to ``relook.a.b`` only. So a package whose ``__init__`` imports its own submodules is no cycle
 with them, unless a submodule imports the package itself (``from relook.a import name_defined_there``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,8 +34,9 @@ def module_files(src: Path, package: str = "relook") -> dict[str, Path]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-           (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _nodes(tree: ast.AST):
@@ -60,13 +62,17 @@ def imported_names(name: str, path: Path) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
             found += [(f"{mod}.{a.name}" if a.name != "*" else mod, node.lineno) for a in node.names]
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             f = node.func
             called = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
             if called in ("__import__", "import_module"):
@@ -168,6 +174,7 @@ def test_no_import_cycle():
 def test_cycle_detector_sees_function_level_and_package_cycles(tmp_path):
     """The check is not a formality: a lazy import inside a function, a relative import and a package whose
     submodule imports the package's __init__ are all found; a package importing its children is not."""
+
     def write(rel: str, text: str) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
@@ -184,8 +191,10 @@ def test_cycle_detector_sees_function_level_and_package_cycles(tmp_path):
     write("relook/fine/b.py", "x = 1\n")
     graph = import_graph(tmp_path)
     cycles = sorted(find_cycles(graph))
-    assert cycles == [["relook.cli", "relook.cli.stages", "relook.demo", "relook.cli"],
-                      ["relook.pkg", "relook.pkg.child", "relook.pkg"]], cycles
+    assert cycles == [
+        ["relook.cli", "relook.cli.stages", "relook.demo", "relook.cli"],
+        ["relook.pkg", "relook.pkg.child", "relook.pkg"],
+    ], cycles
     assert "line 5" in describe(cycles[0], graph)  # names where the lazy import is
 
 

@@ -1,4 +1,5 @@
 """Stages end to end on a toy dataset (test-only reader, extractor and reranker registered here)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -140,8 +141,19 @@ def test_bad_input(toy, tmp_path, capsys):
 
     with FeatureStore(tmp_path / "q8.h5", "a") as s:
         s.write(ImageFeatures("x", global_desc=np.ones(8) / np.sqrt(8)))
-    assert main(["store", "search", str(tmp_path / "q8.h5"), str(out / "features/toy_thumb/gallery.h5"),
-                 "-o", str(tmp_path / "s.npz")]) == 2
+    assert (
+        main(
+            [
+                "store",
+                "search",
+                str(tmp_path / "q8.h5"),
+                str(out / "features/toy_thumb/gallery.h5"),
+                "-o",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 2
+    )
     assert "dim 8 but the index has dim 48" in capsys.readouterr().err
 
 
@@ -222,7 +234,7 @@ class BatchMixing(ToyThumb):
     def extract(self, images):
         images, done = list(images), 0
         for s in range(0, len(images), self.conf["batch_size"]):
-            batch = [ToyThumb.extract_one(self, i, im) for i, im in images[s:s + self.conf["batch_size"]]]
+            batch = [ToyThumb.extract_one(self, i, im) for i, im in images[s : s + self.conf["batch_size"]]]
             mean = np.mean([f.global_desc for f in batch], 0)
             for f in batch:
                 if done == self.stop_after:
@@ -265,8 +277,13 @@ class ToyGrid(Extractor):
         r, c = np.divmod(np.arange(49), 7)
         kps = np.stack([(c + 0.5) * W / 7 - 0.5, (r + 0.5) * H / 7 - 0.5], 1)
         g = cells.mean(0)
-        return ImageFeatures(image_id, global_desc=g / (np.linalg.norm(g) + 1e-9), local_desc=local,
-                             keypoints=kps, image_size=np.array([H, W]))
+        return ImageFeatures(
+            image_id,
+            global_desc=g / (np.linalg.norm(g) + 1e-9),
+            local_desc=local,
+            keypoints=kps,
+            image_size=np.array([H, W]),
+        )
 
 
 def test_rerank_epe_checkpoint_end_to_end(toy, tmp_path, capsys):
@@ -283,9 +300,13 @@ def test_rerank_epe_checkpoint_end_to_end(toy, tmp_path, capsys):
 
     cfg, out = toy
     torch.manual_seed(0)
-    ckpt = save_rrt(tmp_path / "epe.pt", RRT(num_layers=1, dim_feedforward=64),
-                    guidance_json=json.dumps({"guidance": "epe", "grid": 7, "net_size": [224, 224], "dim": 128,
-                                              "bands": 10, "seed": 0}))
+    ckpt = save_rrt(
+        tmp_path / "epe.pt",
+        RRT(num_layers=1, dim_feedforward=64),
+        guidance_json=json.dumps(
+            {"guidance": "epe", "grid": 7, "net_size": [224, 224], "dim": 128, "bands": 10, "seed": 0}
+        ),
+    )
     pgt = tmp_path / "pgt.h5"
     base = ["-c", str(cfg), "-s", "extractors=[{name: toy_grid}]", "-s", "global=toy_grid"]
     item = f"{{name: rrt, label: rrt-epe, checkpoint: {ckpt}, top_k: 5"

@@ -1,5 +1,6 @@
 """``relook query`` / ``relook.query`` on a real run: Kodak photos (read in place) warped into 4 views each,
 one view held back from the run; EfficientNet-Lite0 ImageNet globals, ALIKED locals, gv and aqe rerankers."""
+
 import csv
 import json
 import shutil
@@ -86,14 +87,19 @@ def test_matches_reference(bench, run):
     global shortlist of that image (the run left it out of its own list), same inlier counts."""
     root, held = bench
     shortlist, ranking = Shortlist.load(run / "shortlist.npz"), Ranking.load(run / "rankings" / "gv.npz")
-    q = next(i for i in range(shortlist.num_queries)  # an image whose gv order differs from the global one
-             if not np.array_equal(shortlist.indices[i], ranking.indices[i]))
+    q = next(
+        i
+        for i in range(shortlist.num_queries)  # an image whose gv order differs from the global one
+        if not np.array_equal(shortlist.indices[i], ranking.indices[i])
+    )
     qid = shortlist.query_ids[q]
     gv = relook.query([root / qid, held], run, method="gv", k=40)
     plain = relook.query([root / qid], run, k=40)
     assert [r.method for r in gv + plain] == ["gv", "gv", "global"]
-    for res, expected, scores in ((gv[0], ranking.indices[q], ranking.scores[q]),
-                                  (plain[0], shortlist.indices[q], shortlist.scores[q])):
+    for res, expected, scores in (
+        (gv[0], ranking.indices[q], ranking.scores[q]),
+        (plain[0], shortlist.indices[q], shortlist.scores[q]),
+    ):
         assert res.hits[0].gallery_id == qid and res.hits[0].global_score == pytest.approx(1.0, abs=1e-5)
         assert res.gallery_ids[1:] == [ranking.gallery_ids[g] for g in expected]
         got = np.array([h.score for h in res.hits[1:]])
@@ -120,8 +126,9 @@ def test_bad_input(bench, run, tmp_path, capsys):
     no_index = tmp_path / "no_index"
     no_index.mkdir()
     shutil.copy(run / "config.yaml", no_index / "config.yaml")
-    _one_line_error(capsys, ["query", str(held), "--run", str(no_index)], "no index.faiss", "relook run",
-                    "relook index")
+    _one_line_error(
+        capsys, ["query", str(held), "--run", str(no_index)], "no index.faiss", "relook run", "relook index"
+    )
     _one_line_error(capsys, ["query", str(held), "--run", str(run), "--method", "rrt"], "'rrt'", "gv, aqe")
     with pytest.raises(ConfigError, match="k must be >= 1"):
         relook.query([held], run, k=0)
@@ -146,8 +153,9 @@ def test_weights_mismatch(bench, run, tmp_path, capsys):
         s.meta = {**meta, "weights.sha256": "0" * 64}
     with pytest.raises(DataError, match="weights.sha256"):
         relook.query([held], copy, method="gv")
-    _one_line_error(capsys, ["query", str(held), "--run", str(copy), "--method", "gv"], str(store),
-                    "weights.sha256", "store: 000")
+    _one_line_error(
+        capsys, ["query", str(held), "--run", str(copy), "--method", "gv"], str(store), "weights.sha256", "store: 000"
+    )
     config = copy / "config.yaml"
     config.write_text(config.read_text().replace("max_keypoints: 512", "max_keypoints: 256"))
     with FeatureStore(store, "a") as s:

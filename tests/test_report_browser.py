@@ -4,6 +4,7 @@ small script records, after the load event, every image's ``complete && naturalW
 sections present into the DOM, which ``--dump-dom`` hands back; a screenshot of the first screen must
 show more than a blank page.
 """
+
 import json
 import re
 import shutil
@@ -18,8 +19,17 @@ from relook.cli import main
 from tests.test_pipeline import toy  # noqa: F401  (fixture: tiny synthetic run; registers the toy parts)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 REQUIRED = ["run", "results", "timing", "curves", "examples", "cases", "internals"]
 PROBE = """<script>
 window.addEventListener('load', () => {
@@ -39,8 +49,9 @@ window.addEventListener('load', () => {
 def chromium(args: list[str], profile: Path) -> str:
     if not Path(CHROMIUM).exists():
         pytest.fail("headless Chromium missing: run `make browser` (apt-get install chromium)")
-    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -55,12 +66,27 @@ def probe(report: Path, profile: Path) -> dict:
     return json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
 
 
-def test_report_in_browser(toy, tmp_path):  # noqa: F811
+def test_report_in_browser(toy, tmp_path):
     """A run with a toy reranker and OT on tiny ResNet tokens ends with a report that loads completely."""
     cfg, out = toy
     tokens = "{name: vit_tokens, backbone: resnet50, pretrained: false, image_size: 32, model_kwargs: {layers: [1, 1, 1, 1]}}"
-    assert main(["run", "-c", str(cfg), "--quiet", "-s", f"extractors=[{{name: toy_thumb}}, {tokens}]",
-                 "-s", "global=toy_thumb", "-s", "rerankers=[{name: toy_reverse}, {name: ot, features: vit_tokens}]"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "-c",
+                str(cfg),
+                "--quiet",
+                "-s",
+                f"extractors=[{{name: toy_thumb}}, {tokens}]",
+                "-s",
+                "global=toy_thumb",
+                "-s",
+                "rerankers=[{name: toy_reverse}, {name: ot, features: vit_tokens}]",
+            ]
+        )
+        == 0
+    )
     report = out / "report.html"
     seen = probe(report, tmp_path / "profile")
     assert seen["images"] and all(ok for _, ok in seen["images"]), seen["images"]

@@ -1,4 +1,5 @@
 """Stale results are never mixed: a stage whose inputs changed is redone, or a later stage refuses it."""
+
 import json
 
 import numpy as np
@@ -10,7 +11,6 @@ from relook.errors import DataError
 from relook.experiment import load_config
 from relook.store import FeatureStore
 from relook.types import ImageFeatures, Ranking, Shortlist
-
 from tests.test_pipeline import toy  # noqa: F401  (fixture: toy colour dataset + config)
 
 

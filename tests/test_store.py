@@ -15,8 +15,13 @@ from relook.types import ImageFeatures
 
 def make_feats(i: int) -> ImageFeatures:
     r = np.random.default_rng(i)
-    return ImageFeatures(f"dir/img_{i:03d}.jpg", global_desc=r.normal(size=16), local_desc=r.normal(size=(20, 8)),
-                         keypoints=r.uniform(0, 100, size=(20, 2)), image_size=[100, 120])
+    return ImageFeatures(
+        f"dir/img_{i:03d}.jpg",
+        global_desc=r.normal(size=16),
+        local_desc=r.normal(size=(20, 8)),
+        keypoints=r.uniform(0, 100, size=(20, 2)),
+        image_size=[100, 120],
+    )
 
 
 def test_write_read_roundtrip(tmp_path):
@@ -114,7 +119,9 @@ def test_sigkill_midwrite_then_resume(tmp_path):
         assert len(s) == 25 and "dir/img_025.jpg" not in s
         assert all(s.read(f"dir/img_{i:03d}.jpg") == make_feats(i) for i in range(25))
     # resume: only the missing images are written
-    out = subprocess.run([sys.executable, str(script), str(killed), "40", "-1"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(script), str(killed), "40", "-1"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.split("\n")[0] == "wrote 25" and out.stdout.count("wrote") == 15
     subprocess.run([sys.executable, str(script), str(clean), "40", "-1"], capture_output=True, check=True)
     with FeatureStore(killed) as a, FeatureStore(clean) as b:

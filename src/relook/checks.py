@@ -1,7 +1,8 @@
 """Declarative shape / dtype / finiteness checks that raise ``ShapeError`` with a useful message."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

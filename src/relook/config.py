@@ -1,8 +1,10 @@
 """``default_conf`` handling shared by every configurable part (rerankers, extractors, models)."""
+
 from __future__ import annotations
 
 import numbers
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from relook.errors import ConfigError
 
@@ -19,10 +21,24 @@ def merge_conf(default: Mapping[str, Any], given: Mapping[str, Any], owner: str)
 
 
 #: the default's type -> the types a given value may have (null is always allowed: "use the built-in")
-_ACCEPTS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (numbers.Integral,), float: (numbers.Real,), str: (str,),
-                                          list: (list, tuple), tuple: (list, tuple), dict: (dict,)}
-_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
-          list: "a list", tuple: "a list", dict: "a mapping"}
+_ACCEPTS: dict[type, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (numbers.Integral,),
+    float: (numbers.Real,),
+    str: (str,),
+    list: (list, tuple),
+    tuple: (list, tuple),
+    dict: (dict,),
+}
+_NAMES = {
+    bool: "a boolean (true/false)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    tuple: "a list",
+    dict: "a mapping",
+}
 
 
 def check_type(value: Any, default: Any, where: str) -> None:

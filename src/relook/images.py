@@ -14,6 +14,7 @@ Every image comes back as RGB uint8 (H, W, 3), the way it is meant to be seen:
   embedded ICC profile is not applied.
 * **Palette, grey, grey+alpha, RGBA**: converted to RGB; alpha is dropped (the colour under it is kept).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,9 +55,15 @@ def _read_sixteen_bit_colour(path: Path, im, exif_orientation: bool = True) -> n
     if raw is None or raw.ndim != 3 or raw.shape[2] < 3:
         raise DataError(f"{path}: cannot decode 16-bit colour image")
     rgb = Image.fromarray(to_uint8(raw[..., 2::-1]))
-    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}.get(im.getexif().get(0x0112, 1) if exif_orientation else 1)  # EXIF table
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(im.getexif().get(0x0112, 1) if exif_orientation else 1)  # EXIF table
     return np.asarray(rgb.transpose(method) if method is not None else rgb)
 
 
@@ -68,8 +75,9 @@ def _to_rgb(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def load_image(path: str | Path, bbox: tuple[float, float, float, float] | None = None,
-               exif_orientation: bool = True) -> np.ndarray:
+def load_image(
+    path: str | Path, bbox: tuple[float, float, float, float] | None = None, exif_orientation: bool = True
+) -> np.ndarray:
     """Read an image as RGB uint8 (H, W, 3), upright (unless ``exif_orientation=False``); optionally crop to ``bbox`` = (x1, y1, x2, y2) in pixels.
 
     Conversions as in the module docstring. Corrupt or unreadable files raise ``DataError`` naming the file.

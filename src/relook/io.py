@@ -1,12 +1,13 @@
 """Small file helpers: atomic writes so a crash never leaves a half-written output behind."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def ensure_dir(path: str | Path, what: str) -> Path:

@@ -12,6 +12,7 @@ line naming the file and the command that redoes it, a shortlist or ranking whos
 A stage that does work records its wall time in
 ``<out>/timings.json`` (``record_timing``), which ``evaluate`` copies into ``results.json`` for the report.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +68,13 @@ def read_timings(out: str | Path) -> dict[str, dict]:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -125,7 +131,9 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
             extractor = create_extractor(item["name"], **opts)
             qpath, gpath = store_paths(conf, item["label"], dataset)
             exif = dataset.exif_orientation
-            jobs = [(dataset.gallery, gpath, "database")] + ([(dataset.queries, qpath, "query")] if qpath != gpath else [])
+            jobs = [(dataset.gallery, gpath, "database")] + (
+                [(dataset.queries, qpath, "query")] if qpath != gpath else []
+            )
             todo = sum(_missing_count(path, items) for items, path, _ in jobs)
             start = time.perf_counter()
             for items, path, role in jobs:  # separate queries (e.g. cropped Oxford/Paris queries): query role
@@ -158,8 +166,9 @@ def _global_label(conf: dict) -> str:
 def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> str:
     """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and the content of
     its gallery store (``FeatureStore.digest`` of the gallery ids, so a re-extracted store changes it)."""
-    return _fingerprint(conf["shortlist"].get("index", "flat"), conf["dataset"], label,
-                        gallery_store.digest(gallery_ids))
+    return _fingerprint(
+        conf["shortlist"].get("index", "flat"), conf["dataset"], label, gallery_store.digest(gallery_ids)
+    )
 
 
 def index(conf: dict, overwrite: bool = False) -> Path:
@@ -202,8 +211,14 @@ def _stamp_fingerprint(stamp: Path) -> str | None:
 
 def _search_fingerprint(conf: dict, dataset, qs, gs, label: str) -> str:
     """What the shortlist depends on: its options, the dataset and the content of both global stores."""
-    return _fingerprint(conf["shortlist"], conf["dataset"], label, gs.digest(dataset.gallery_ids),
-                        qs.digest(dataset.query_ids), "self excluded, ties by gallery index")
+    return _fingerprint(
+        conf["shortlist"],
+        conf["dataset"],
+        label,
+        gs.digest(dataset.gallery_ids),
+        qs.digest(dataset.query_ids),
+        "self excluded, ties by gallery index",
+    )
 
 
 def _check_extracted(dataset, qs, gs) -> None:
@@ -225,8 +240,10 @@ def check_shortlist(conf: dict, dataset, shortlist: Shortlist, path: Path) -> No
         _check_extracted(dataset, qs, gs)
         fp = _search_fingerprint(conf, dataset, qs, gs, label)
     if shortlist.meta.get("fingerprint") != fp:
-        raise DataError(f"{path}: out of date (the config's dataset/shortlist options or the {label!r} features "
-                        "changed since it was made); run `relook search` to redo it")
+        raise DataError(
+            f"{path}: out of date (the config's dataset/shortlist options or the {label!r} features "
+            "changed since it was made); run `relook search` to redo it"
+        )
 
 
 def search(conf: dict, overwrite: bool = False) -> Path:
@@ -237,7 +254,6 @@ def search(conf: dict, overwrite: bool = False) -> Path:
     """
     from relook.search import read_index
     from relook.search import search as faiss_search
-    from relook.store import FeatureStore
 
     dataset = dataset_of(conf)
     label = _global_label(conf)
@@ -251,11 +267,22 @@ def search(conf: dict, overwrite: bool = False) -> Path:
         if out.exists() and not overwrite and _meta_of(out, Shortlist).get("fingerprint") == fp:
             return out
         faiss_index = read_index(index(conf))
-        meta = {"fingerprint": fp, "dataset": f"{dataset.name} ({dataset.root})", "global": label,
-                **{f"global.{k}": v for k, v in gs.meta.items()}}
+        meta = {
+            "fingerprint": fp,
+            "dataset": f"{dataset.name} ({dataset.root})",
+            "global": label,
+            **{f"global.{k}": v for k, v in gs.meta.items()},
+        }
         start = time.perf_counter()
-        shortlist = faiss_search(faiss_index, qs.stack("global_desc", qids), int(conf["shortlist"].get("k", 1000)),
-                                 qids, gids, meta, exclude=exclude)
+        shortlist = faiss_search(
+            faiss_index,
+            qs.stack("global_desc", qids),
+            int(conf["shortlist"].get("k", 1000)),
+            qids,
+            gids,
+            meta,
+            exclude=exclude,
+        )
         record_timing(conf["out"], "search", time.perf_counter() - start, queries=len(qids))
     shortlist.save(out)
     return out
@@ -280,8 +307,10 @@ def _features_for(conf: dict, reranker, item: dict, dataset) -> tuple[Path, Path
         with FeatureStore(gpath) as gs:
             if set(reranker.requires) <= set(gs.fields()):
                 return qpath, gpath
-    raise ConfigError(f"reranker {item['label']!r} needs fields {sorted(reranker.requires)} but no extractor "
-                      f"store among {labels} has them; add an extractor that writes them")
+    raise ConfigError(
+        f"reranker {item['label']!r} needs fields {sorted(reranker.requires)} but no extractor "
+        f"store among {labels} has them; add an extractor that writes them"
+    )
 
 
 def drop_junk(shortlist: Shortlist, dataset) -> Shortlist:
@@ -308,10 +337,13 @@ def _ranking_stamps(conf: dict, item: dict, shortlist: Shortlist, qpath: Path, g
     """What a ranking depends on, kept in its metadata so ``evaluate`` can tell a stale one: the shortlist's
     fingerprint, the reranker's settings, and the paths and content of the feature stores it read (and of
     the pseudo ground-truth F file an EPE checkpoint reads)."""
-    stamps = {"made_from.shortlist": str(shortlist.meta.get("fingerprint")),
-              "made_from.settings": _fingerprint(item, conf["rerank_junk"]),
-              "made_from.queries": str(qpath), "made_from.gallery": str(gpath),
-              "made_from.features": _features_digest(qpath, gpath)}
+    stamps = {
+        "made_from.shortlist": str(shortlist.meta.get("fingerprint")),
+        "made_from.settings": _fingerprint(item, conf["rerank_junk"]),
+        "made_from.queries": str(qpath),
+        "made_from.gallery": str(gpath),
+        "made_from.features": _features_digest(qpath, gpath),
+    }
     if item.get("pseudo_gt") and Path(item["pseudo_gt"]).is_file():  # EPE input: its content, not just its path
         stamps["made_from.pseudo_gt"] = hashlib.sha256(Path(item["pseudo_gt"]).read_bytes()).hexdigest()[:16]
     return stamps
@@ -331,10 +363,11 @@ def stale_reason(conf: dict, item: dict, meta: dict, shortlist: Shortlist) -> st
     return None
 
 
-def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Path]:
+def rerank(
+    conf: dict, labels: list[str] | None = None, overwrite: bool = False, progress: bool = True
+) -> dict[str, Path]:
     """Run the configured rerankers (or those in ``labels``) on the same shortlist."""
     from relook.rerank import create_reranker
-    from relook.store import FeatureStore
 
     dataset = dataset_of(conf)
     sl_path = Path(conf["out"]) / "shortlist.npz"
@@ -367,10 +400,17 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
             elapsed = time.perf_counter() - start
             feature_meta = gs.meta
         record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
-        ranking.meta.update({"fingerprint": fp, **stamps, "seconds_per_query": f"{elapsed / max(1, shortlist.num_queries):.4f}",
-                             "top_k": str(reranker.conf.get("top_k", "")),
-                             "features": str(gpath), **{f"features.{k}": v for k, v in feature_meta.items()},
-                             **({"checkpoint": str(opts["checkpoint"])} if "checkpoint" in opts else {})})
+        ranking.meta.update(
+            {
+                "fingerprint": fp,
+                **stamps,
+                "seconds_per_query": f"{elapsed / max(1, shortlist.num_queries):.4f}",
+                "top_k": str(reranker.conf.get("top_k", "")),
+                "features": str(gpath),
+                **{f"features.{k}": v for k, v in feature_meta.items()},
+                **({"checkpoint": str(opts["checkpoint"])} if "checkpoint" in opts else {}),
+            }
+        )
         ranking.save(out)
         outs[item["label"]] = out
     return outs
@@ -378,12 +418,22 @@ def rerank(conf: dict, labels: list[str] | None = None, overwrite: bool = False,
 
 def shortlist_pairs(shortlist: Shortlist, top_k: int) -> list[tuple[str, str]]:
     """(query id, gallery id) of every query's first ``top_k`` shortlist entries, query first (as RRT pairs them)."""
-    return [(shortlist.query_ids[q], shortlist.gallery_ids[g]) for q in range(shortlist.num_queries)
-            for g in shortlist.indices[q, :top_k] if g >= 0]
+    return [
+        (shortlist.query_ids[q], shortlist.gallery_ids[g])
+        for q in range(shortlist.num_queries)
+        for g in shortlist.indices[q, :top_k]
+        if g >= 0
+    ]
 
 
-def pseudo_gt_shortlist(conf: dict, output: str | Path, top_k: int = 100, pgt_conf: dict | None = None,
-                        overwrite: bool = False, progress: bool = True) -> Path:
+def pseudo_gt_shortlist(
+    conf: dict,
+    output: str | Path,
+    top_k: int = 100,
+    pgt_conf: dict | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Stage: pseudo ground-truth F (matches + MAGSAC++, ``relook.geometry.robust``) of every (query,
     candidate) pair in the run's top-``top_k`` shortlist, from the dataset's images (crop boxes applied as
     at extraction) into ``output``; resumable. What an EPE checkpoint's ``rrt`` reranker reads (``pseudo_gt``)."""
@@ -406,9 +456,8 @@ def evaluate(conf: dict) -> dict[str, Any]:
     undefined for one protocol setting (e.g. no query has a Hard positive) is NaN in the returned dict,
     ``null`` in ``results.json`` and ``-`` in the table.
     """
-    from relook.eval.evaluate import evaluate as score
-
     from relook.eval.evaluate import check_has_positives
+    from relook.eval.evaluate import evaluate as score
 
     dataset = dataset_of(conf)
     check_has_positives(dataset)
@@ -429,9 +478,12 @@ def evaluate(conf: dict) -> dict[str, Any]:
                 stale.append((item["label"], path, why))
     if stale:
         labels = ",".join(s[0] for s in stale)
-        raise DataError(f"{stale[0][1]}: {stale[0][2]}" + (f" (also {', '.join(str(s[1]) for s in stale[1:])})"
-                        if len(stale) > 1 else "") + f"; run `relook rerank --methods {labels}` to redo "
-                        f"{'them' if len(stale) > 1 else 'it'} (or delete the file)")
+        raise DataError(
+            f"{stale[0][1]}: {stale[0][2]}"
+            + (f" (also {', '.join(str(s[1]) for s in stale[1:])})" if len(stale) > 1 else "")
+            + f"; run `relook rerank --methods {labels}` to redo "
+            f"{'them' if len(stale) > 1 else 'it'} (or delete the file)"
+        )
     rows["global only"] = score(shortlist, dataset)
     meta["global only"] = shortlist.meta
     for item in conf["rerankers"]:
@@ -440,10 +492,16 @@ def evaluate(conf: dict) -> dict[str, Any]:
             rows[item["label"]] = score(ranking, dataset)
             timing[item["label"]] = _seconds(ranking.meta.get("seconds_per_query"))
             meta[item["label"]] = ranking.meta
-    results = {"dataset": f"{dataset.name} ({dataset.root})", "git": git_commit(), "metrics": rows,
-               "seconds_per_query": timing, "provenance": provenance(meta),
-               "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x),
-               "run": run_summary(conf, dataset, shortlist, meta), "timings": read_timings(out_dir)}
+    results = {
+        "dataset": f"{dataset.name} ({dataset.root})",
+        "git": git_commit(),
+        "metrics": rows,
+        "seconds_per_query": timing,
+        "provenance": provenance(meta),
+        "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x),
+        "run": run_summary(conf, dataset, shortlist, meta),
+        "timings": read_timings(out_dir),
+    }
     from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
@@ -484,29 +542,48 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
         weights = store_meta.get("weights", "")
         seed = store_meta.get("extractor.seed", item.get("seed", ""))
         head = f" + {store_meta['head']}" if store_meta.get("head") else ""  # `relook train global`'s head
-        extractors[item["label"]] = {"name": item["name"], "weights": (weights or "no learned weights") + head,
-                                     "seed": str(seed)}
+        extractors[item["label"]] = {
+            "name": item["name"],
+            "weights": (weights or "no learned weights") + head,
+            "seed": str(seed),
+        }
         if weights and is_random_weights(weights):
-            notes.append(f"extractor {item['label']} has random weights ({weights}): its numbers say nothing "
-                         "about a trained model")
+            notes.append(
+                f"extractor {item['label']} has random weights ({weights}): its numbers say nothing "
+                "about a trained model"
+            )
     rerankers = {}
     for item in conf["rerankers"]:
         m = meta.get(item["label"], {})
         default = getattr(RERANKERS.get(item["name"]), "default_conf", {}) if item["name"] in RERANKERS else {}
         top_k = int(m.get("top_k") or item.get("top_k", default.get("top_k", 100)))
-        rerankers[item["label"]] = {"name": item["name"], "top_k": top_k, "top_k_used": min(top_k, shortlist.k),
-                                    **({"seed": str(item["seed"])} if "seed" in item else {})}
+        rerankers[item["label"]] = {
+            "name": item["name"],
+            "top_k": top_k,
+            "top_k_used": min(top_k, shortlist.k),
+            **({"seed": str(item["seed"])} if "seed" in item else {}),
+        }
     info = dataset.info
-    synthetic = bool(info.get("synthetic")) or "synthetic" in " ".join(
-        str(x) for x in (conf.get("note", ""), info.get("note", ""))).lower()
+    synthetic = (
+        bool(info.get("synthetic"))
+        or "synthetic" in " ".join(str(x) for x in (conf.get("note", ""), info.get("note", ""))).lower()
+    )
     if synthetic:
         notes.append("synthetic data: these numbers are not a benchmark on real photos")
-    return {"dataset": dataset.name, "root": str(dataset.root),
-            "split": str(conf["dataset"].get("split", info.get("split", ""))),
-            "queries": len(dataset.query_ids), "gallery": len(dataset.gallery_ids),
-            "shortlist_k": requested, "shortlist_k_used": int(shortlist.k),
-            "clamped": int(shortlist.k) < requested, "extractors": extractors, "rerankers": rerankers,
-            "synthetic": synthetic, "notes": notes}
+    return {
+        "dataset": dataset.name,
+        "root": str(dataset.root),
+        "split": str(conf["dataset"].get("split", info.get("split", ""))),
+        "queries": len(dataset.query_ids),
+        "gallery": len(dataset.gallery_ids),
+        "shortlist_k": requested,
+        "shortlist_k_used": int(shortlist.k),
+        "clamped": int(shortlist.k) < requested,
+        "extractors": extractors,
+        "rerankers": rerankers,
+        "synthetic": synthetic,
+        "notes": notes,
+    }
 
 
 def _describe(meta: dict, prefix: str) -> str:
@@ -517,8 +594,11 @@ def _describe(meta: dict, prefix: str) -> str:
     keys = ("arch", "backbone", "model", "pretrained", "weights", "checkpoint")
     if meta.get(f"{prefix}.weights"):  # the resolved weights record says more than the option that named it
         keys = tuple(k for k in keys if k not in ("weights", "pretrained"))
-    opts = [f"{k}={meta[f'{prefix}.extractor.{k}']}" for k in keys
-            if meta.get(f"{prefix}.extractor.{k}") not in (None, "None", "")]
+    opts = [
+        f"{k}={meta[f'{prefix}.extractor.{k}']}"
+        for k in keys
+        if meta.get(f"{prefix}.extractor.{k}") not in (None, "None", "")
+    ]
     if meta.get(f"{prefix}.weights"):
         opts.append(f"weights={meta[f'{prefix}.weights']}")
     if meta.get(f"{prefix}.head"):  # a learned head of `relook train global` (projection: PATH)
@@ -542,8 +622,13 @@ def provenance(meta: dict[str, dict]) -> dict[str, str]:
 def results_table(results: dict) -> str:
     from relook.eval.evaluate import format_table
 
-    extra = {m: {"s/query": "-" if t is None or t != t else f"{t:.3f}"} for m, t in results["seconds_per_query"].items()}
-    lines = [f"data: {results['dataset']}" + (f" [{results['data_note']}]" if results.get("data_note") else ""),
-             format_table(results["metrics"], extra), f"git commit: {results['git']}"]
+    extra = {
+        m: {"s/query": "-" if t is None or t != t else f"{t:.3f}"} for m, t in results["seconds_per_query"].items()
+    }
+    lines = [
+        f"data: {results['dataset']}" + (f" [{results['data_note']}]" if results.get("data_note") else ""),
+        format_table(results["metrics"], extra),
+        f"git commit: {results['git']}",
+    ]
     lines += [f"  {m}: {p}" for m, p in results["provenance"].items() if p]
     return "\n".join(lines)

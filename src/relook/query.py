@@ -20,11 +20,13 @@ writes the thumbnails page.
 ``relook.query`` is the function (exported by the package), so take names from this module with
 ``from relook.query import Hit``; ``import relook.query as m`` binds the function, not the module.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +40,12 @@ GLOBAL = "global"  # the method name of the plain global order (no reranker)
 class Hit:
     """One gallery image in a query's ranked list."""
 
-    rank: int                     # 1-based rank after reranking
-    gallery_id: str               # the image's id in the run's dataset
-    score: float                  # the method's score (the global score for the global order)
-    global_score: float           # inner product of the global descriptors; NaN when not in the global top-k
-    global_rank: int | None       # 1-based rank in the global order; None when not in the global top-k
-    path: Path                    # the gallery image file
+    rank: int  # 1-based rank after reranking
+    gallery_id: str  # the image's id in the run's dataset
+    score: float  # the method's score (the global score for the global order)
+    global_score: float  # inner product of the global descriptors; NaN when not in the global top-k
+    global_rank: int | None  # 1-based rank in the global order; None when not in the global top-k
+    path: Path  # the gallery image file
     bbox: tuple[float, float, float, float] | None = None  # crop of the gallery item in its file
 
     @property
@@ -56,8 +58,8 @@ class Hit:
 class QueryResult:
     """The ranked gallery for one query image."""
 
-    image: Path                   # the query image file
-    method: str                   # reranker label, or "global"
+    image: Path  # the query image file
+    method: str  # reranker label, or "global"
     hits: list[Hit] = field(default_factory=list)
 
     @property
@@ -116,11 +118,14 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
 
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
-        raise DataError(f"{run}: no config.yaml, so not a finished run; make one first with "
-                        f"`relook run -c CONFIG -s out={run}`")
+        raise DataError(
+            f"{run}: no config.yaml, so not a finished run; make one first with `relook run -c CONFIG -s out={run}`"
+        )
     if not (run / "index.faiss").is_file():
-        raise DataError(f"{run}: no index.faiss; run `relook run -c {run / 'config.yaml'}` "
-                        f"(or `relook index -c {run / 'config.yaml'}`) first")
+        raise DataError(
+            f"{run}: no index.faiss; run `relook run -c {run / 'config.yaml'}` "
+            f"(or `relook index -c {run / 'config.yaml'}`) first"
+        )
     conf = load_config([run / "config.yaml"])
     conf["out"] = str(run)
     return conf
@@ -137,8 +142,10 @@ def _reranker_item(conf: dict, method: str | None) -> dict | None:
     for item in conf["rerankers"]:
         if item["label"] == method:
             return item
-    raise ConfigError(f"method {method!r} is not one of this run's rerankers; choose from "
-                      f"{', '.join(methods(conf)) or '(none configured)'} (or '{GLOBAL}' for the global order)")
+    raise ConfigError(
+        f"method {method!r} is not one of this run's rerankers; choose from "
+        f"{', '.join(methods(conf)) or '(none configured)'} (or '{GLOBAL}' for the global order)"
+    )
 
 
 def differing_provenance(stored: dict[str, str], extractor) -> list[str]:
@@ -158,7 +165,7 @@ def differing_provenance(stored: dict[str, str], extractor) -> list[str]:
 
 
 def _short(value: str, n: int = 48) -> str:
-    return value if len(value) <= n else value[:n - 3] + "..."
+    return value if len(value) <= n else value[: n - 3] + "..."
 
 
 def embed(item: dict, store_path: Path, images: Sequence[tuple[str, np.ndarray]]) -> list[ImageFeatures]:
@@ -174,9 +181,11 @@ def embed(item: dict, store_path: Path, images: Sequence[tuple[str, np.ndarray]]
     extractor = create_extractor(item["name"], **{k: v for k, v in item.items() if k not in ("name", "label")})
     differ = differing_provenance(stored, extractor)
     if differ:
-        raise DataError(f"{store_path}: made by another {item['label']!r} extractor than the run's config builds "
-                        f"now, differing in {'; '.join(differ[:4])}{f' and {len(differ) - 4} more' if len(differ) > 4 else ''}; re-extract with `relook run` or query with the "
-                        "weights the run used")
+        raise DataError(
+            f"{store_path}: made by another {item['label']!r} extractor than the run's config builds "
+            f"now, differing in {'; '.join(differ[:4])}{f' and {len(differ) - 4} more' if len(differ) > 4 else ''}; re-extract with `relook run` or query with the "
+            "weights the run used"
+        )
     return list(extractor.extract(images))
 
 
@@ -191,13 +200,16 @@ def _check_index(conf: dict, label: str, gpath: Path, index_path: Path, gallery_
     fp = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
     with FeatureStore(gpath, "r") as gs:
         if fp != index_fingerprint(conf, label, gs, gallery_ids):
-            raise DataError(f"{index_path}: not built from {gpath} as it is now; rebuild it with "
-                            f"`relook index -c {Path(conf['out']) / 'config.yaml'} --overwrite`")
+            raise DataError(
+                f"{index_path}: not built from {gpath} as it is now; rebuild it with "
+                f"`relook index -c {Path(conf['out']) / 'config.yaml'} --overwrite`"
+            )
 
 
 # ------------------------------------------------------------------------------------------- the query
-def query(images: Sequence[str | Path], run_dir: str | Path, method: str | None = None,
-          k: int = 10) -> list[QueryResult]:
+def query(
+    images: Sequence[str | Path], run_dir: str | Path, method: str | None = None, k: int = 10
+) -> list[QueryResult]:
     """Rank the gallery of the finished run ``run_dir`` for each image in ``images`` (module docstring).
 
     ``method``: a reranker label of the run (``gv``, ``aqe``, ...) or None / "global" for the global
@@ -226,8 +238,14 @@ def query(images: Sequence[str | Path], run_dir: str | Path, method: str | None 
     _check_index(conf, label, gpath, index_path, dataset.gallery_ids)
     feats = {label: embed(extractors[label], gpath, list(zip(qids, arrays)))}
     gids = dataset.gallery_ids
-    shortlist = search(read_index(index_path), np.stack([f.get("global_desc") for f in feats[label]]),
-                       int(conf["shortlist"].get("k", 1000)), qids, gids, {"global": label})
+    shortlist = search(
+        read_index(index_path),
+        np.stack([f.get("global_desc") for f in feats[label]]),
+        int(conf["shortlist"].get("k", 1000)),
+        qids,
+        gids,
+        {"global": label},
+    )
     ranking: Shortlist = shortlist
     if item is not None:
         from relook.rerank import create_reranker
@@ -241,8 +259,10 @@ def query(images: Sequence[str | Path], run_dir: str | Path, method: str | None 
             feats[flabel] = embed(extractors[flabel], fpath, list(zip(qids, arrays)))
         with FeatureStore(fpath, "r") as gs:
             ranking = reranker.rerank_shortlist(shortlist, FeaturesInMemory(feats[flabel]), gs, progress=False)
-    return [_result(paths[q], item["label"] if item else GLOBAL, shortlist, ranking, q, k, dataset)
-            for q in range(len(paths))]
+    return [
+        _result(paths[q], item["label"] if item else GLOBAL, shortlist, ranking, q, k, dataset)
+        for q in range(len(paths))
+    ]
 
 
 def _result(path: Path, method: str, shortlist: Shortlist, ranking: Shortlist, q: int, k: int, dataset) -> QueryResult:
@@ -255,9 +275,17 @@ def _result(path: Path, method: str, shortlist: Shortlist, ranking: Shortlist, q
             break
         pos = global_pos.get(int(g))
         gid = ranking.gallery_ids[g]
-        hits.append(Hit(rank=r + 1, gallery_id=gid, score=float(s),
-                        global_score=float("nan") if pos is None else float(shortlist.scores[q, pos]),
-                        global_rank=None if pos is None else pos + 1, path=files[gid][0], bbox=files[gid][1]))
+        hits.append(
+            Hit(
+                rank=r + 1,
+                gallery_id=gid,
+                score=float(s),
+                global_score=float("nan") if pos is None else float(shortlist.scores[q, pos]),
+                global_rank=None if pos is None else pos + 1,
+                path=files[gid][0],
+                bbox=files[gid][1],
+            )
+        )
     return QueryResult(path, method, hits)
 
 

@@ -5,11 +5,13 @@
 ... class GeometricVerification: ...
 >>> RERANKERS.create("gv")  # -> instance; a typo raises ConfigError listing the known names
 """
+
 from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from relook.errors import ConfigError
 

@@ -8,6 +8,7 @@ queries each reranker helped and hurt most, and the other stages' figures, each 
 OT heatmaps) by their file-name pattern. Images are referenced by relative path, so the folder can be
 copied or served as it is.
 """
+
 from __future__ import annotations
 
 import html
@@ -20,24 +21,40 @@ from relook.io import atomic_path
 from relook.types import Ranking, Shortlist
 
 #: report sections in page order: (id, heading)
-SECTIONS = (("run", "What ran"), ("results", "Results"), ("timing", "Time"), ("curves", "Metrics against K"),
-            ("examples", "Top-k examples"), ("cases", "Helped and hurt"), ("internals", "Inside the rerankers"),
-            ("other", "Other figures"))
+SECTIONS = (
+    ("run", "What ran"),
+    ("results", "Results"),
+    ("timing", "Time"),
+    ("curves", "Metrics against K"),
+    ("examples", "Top-k examples"),
+    ("cases", "Helped and hurt"),
+    ("internals", "Inside the rerankers"),
+    ("other", "Other figures"),
+)
 #: figures made by other stages (``relook visualize ...``, the demo): file-name prefix -> (section, caption)
 EXTERNAL_CAPTIONS = {
-    "rrt_matches_": ("internals", "{label}: RRT correspondences between a query and a true match, drawn only for "
-                                  "its strongest matches (last-layer attention plus assignment). Brighter lines are "
-                                  "stronger; lines that join the same object part in both views mean the model "
-                                  "attends to real correspondences."),
-    "epipolar_attention_": ("internals", "{label}: cross-attention against the epipolar geometry for one true "
-                                         "match. Left: cell centres and their epipolar lines; right: the "
-                                         "ground-truth epipolar grid and the model's attention grid (one small "
-                                         "patch per image-1 cell). The title gives the share of attention on "
-                                         "epipolar cells; the closer the two grids look, the more the model "
-                                         "follows the geometry."),
-    "ot_": ("internals", "{label}: optimal-transport reranking of one query and a true match. Heatmaps: each "
-                         "patch's importance (OT marginal); boxes of one colour: the patch pairs carrying the most "
-                         "transport mass. The title names the backbone and its weights."),
+    "rrt_matches_": (
+        "internals",
+        "{label}: RRT correspondences between a query and a true match, drawn only for "
+        "its strongest matches (last-layer attention plus assignment). Brighter lines are "
+        "stronger; lines that join the same object part in both views mean the model "
+        "attends to real correspondences.",
+    ),
+    "epipolar_attention_": (
+        "internals",
+        "{label}: cross-attention against the epipolar geometry for one true "
+        "match. Left: cell centres and their epipolar lines; right: the "
+        "ground-truth epipolar grid and the model's attention grid (one small "
+        "patch per image-1 cell). The title gives the share of attention on "
+        "epipolar cells; the closer the two grids look, the more the model "
+        "follows the geometry.",
+    ),
+    "ot_": (
+        "internals",
+        "{label}: optimal-transport reranking of one query and a true match. Heatmaps: each "
+        "patch's importance (OT marginal); boxes of one colour: the patch pairs carrying the most "
+        "transport mass. The title names the backbone and its weights.",
+    ),
 }
 
 
@@ -46,7 +63,7 @@ def _safe(name: str) -> str:
 
 
 def _short(gallery_id: str, n: int = 24) -> str:
-    return gallery_id if len(gallery_id) <= n else "…" + gallery_id[-(n - 1):]
+    return gallery_id if len(gallery_id) <= n else "…" + gallery_id[-(n - 1) :]
 
 
 def _aligned(ranking: Shortlist, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +83,9 @@ def _row(dataset, idx: np.ndarray, scores: np.ndarray, q: int, positives, ignore
     pos = set(np.asarray(positives[q]).tolist())
     gallery = dataset.gallery
     images = [load_image(gallery[idx[q, c]][1], gallery[idx[q, c]][2]) for c in keep]
-    labels = [f"#{r + 1} {_short(dataset.gallery_ids[idx[q, c]])}\n{method}: {scores[q, c]:.3f}"
-              for r, c in enumerate(keep)]
+    labels = [
+        f"#{r + 1} {_short(dataset.gallery_ids[idx[q, c]])}\n{method}: {scores[q, c]:.3f}" for r, c in enumerate(keep)
+    ]
     qid, qpath, qbox = dataset.queries[q]
     return (load_image(qpath, qbox), images, [idx[q, c] in pos for c in keep]), labels
 
@@ -92,7 +110,9 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
     figs = out / "figures"
     paths = {"global only": out / "shortlist.npz"}
     paths.update({r["label"]: out / "rankings" / f"{r['label']}.npz" for r in conf["rerankers"]})
-    methods = {m: (Shortlist.load(p) if m == "global only" else Ranking.load(p)) for m, p in paths.items() if p.exists()}
+    methods = {
+        m: (Shortlist.load(p) if m == "global only" else Ranking.load(p)) for m, p in paths.items() if p.exists()
+    }
     setting = "medium" if dataset.protocol == "revisitop" else None
     positives, ignore = dataset.ground_truth(setting)
     aligned = {m: _aligned(r, dataset) for m, r in methods.items()}
@@ -104,23 +124,42 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
 
     made: list[Path] = []
     curves = {m: precision_recall_curve(idx, positives, ignore) for m, (idx, _) in aligned.items()}
-    add(pr_curves(curves, figs / "pr_curves.png", f"{dataset.name}: precision-recall"), "curves",
+    add(
+        pr_curves(curves, figs / "pr_curves.png", f"{dataset.name}: precision-recall"),
+        "curves",
         "Precision-recall: mean interpolated precision at 11 recall levels, one line per method. A line higher "
-        "up finds the positives earlier; where lines meet at the right, the lists hold the same positives.")
+        "up finds the positives earlier; where lines meet at the right, the lists hold the same positives.",
+    )
     ks = np.arange(1, 101)
-    at_k = {m: {"R@K": np.array(list(recall_at_k(idx, positives, ks, ignore).values())),
-                "mAP@K": map_at_k_curve(idx, positives, ks, ignore)} for m, (idx, _) in aligned.items()}
-    add(metric_curves(at_k, ks, figs / "recall_map_at_k.png", f"{dataset.name}: metrics against the cut-off K"),
-        "curves", "R@K (share of queries with a positive in the top K) and mAP@K (AP over the top K, divided by "
+    at_k = {
+        m: {
+            "R@K": np.array(list(recall_at_k(idx, positives, ks, ignore).values())),
+            "mAP@K": map_at_k_curve(idx, positives, ks, ignore),
+        }
+        for m, (idx, _) in aligned.items()
+    }
+    add(
+        metric_curves(at_k, ks, figs / "recall_map_at_k.png", f"{dataset.name}: metrics against the cut-off K"),
+        "curves",
+        "R@K (share of queries with a positive in the top K) and mAP@K (AP over the top K, divided by "
         "min(#positives, K)) for K = 1..100, one line per method. Rerankers reorder only their top-k, so their "
-        "lines join the global one beyond it.")
+        "lines join the global one beyond it.",
+    )
     nq = min(num_queries, len(dataset.queries))
     for name, (idx, scores) in aligned.items():
         rows = [_row(dataset, idx, scores, q, positives, ignore, k, name) for q in range(nq)]
-        path = topk_grid([r for r, _ in rows], figs / f"topk_{_safe(name)}.png",
-                         [f"query {_short(dataset.query_ids[q])}" for q in range(nq)], labels=[lab for _, lab in rows])
-        add(path, "examples", f"{name}: the top {k} results of the first {nq} queries. Blue border: the query; green: "
-            f"a positive (same instance); red: a negative. Above each result: its rank, gallery id and {name}'s score.")
+        path = topk_grid(
+            [r for r, _ in rows],
+            figs / f"topk_{_safe(name)}.png",
+            [f"query {_short(dataset.query_ids[q])}" for q in range(nq)],
+            labels=[lab for _, lab in rows],
+        )
+        add(
+            path,
+            "examples",
+            f"{name}: the top {k} results of the first {nq} queries. Blue border: the query; green: "
+            f"a positive (same instance); red: a negative. Above each result: its rank, gallery id and {name}'s score.",
+        )
     if "global only" in aligned:
         _case_figures(dataset, aligned, positives, ignore, k, cases, figs, add, captions)
         _internal_figures(conf, dataset, aligned["global only"][0], positives, ignore, figs, add)
@@ -137,28 +176,47 @@ def _internal_figures(conf: dict, dataset, gidx: np.ndarray, positives, ignore, 
     from relook.viz.rerankers import ot_pair_figure, rrt_pair_figure
 
     items = [it for it in conf["rerankers"] if it["name"] in ("rrt", "ot")]
-    pair = next(((q, g) for q in range(len(dataset.queries)) for g in gidx[q]
-                 if g >= 0 and g in set(np.asarray(positives[q]).tolist())
-                 and g not in set(np.asarray(ignore[q]).tolist())), None)
+    pair = next(
+        (
+            (q, g)
+            for q in range(len(dataset.queries))
+            for g in gidx[q]
+            if g >= 0 and g in set(np.asarray(positives[q]).tolist()) and g not in set(np.asarray(ignore[q]).tolist())
+        ),
+        None,
+    )
     if not items or pair is None:
         return
     q, g = pair
     qid, cid = dataset.query_ids[q], dataset.gallery_ids[g]
-    images = load_image(dataset.queries[q][1], dataset.queries[q][2]), load_image(dataset.gallery[g][1], dataset.gallery[g][2])
+    images = (
+        load_image(dataset.queries[q][1], dataset.queries[q][2]),
+        load_image(dataset.gallery[g][1], dataset.gallery[g][2]),
+    )
     for item in items:
         label = item["label"]
         stores = store_paths(conf, item.get("features", conf["extractors"][0]["label"]), dataset)
         if item["name"] == "rrt" and item.get("checkpoint"):
-            path = rrt_pair_figure(item["checkpoint"], stores, qid, cid, *images, figs / f"rrt_matches_{_safe(label)}.png")
-            add(path, "internals", f"{label}: RRT correspondences between query {qid} and its true match {cid}, drawn "
+            path = rrt_pair_figure(
+                item["checkpoint"], stores, qid, cid, *images, figs / f"rrt_matches_{_safe(label)}.png"
+            )
+            add(
+                path,
+                "internals",
+                f"{label}: RRT correspondences between query {qid} and its true match {cid}, drawn "
                 "only for the strongest (last-layer cross-attention affinity; brighter = stronger). Lines joining the "
-                "same object part in both views mean the score rests on real correspondences.")
+                "same object part in both views mean the score rests on real correspondences.",
+            )
         elif item["name"] == "ot":
             opts = {k: v for k, v in item.items() if k not in ("name", "label", "features")}
             path = ot_pair_figure(opts, stores, qid, cid, *images, figs / f"ot_{_safe(label)}.png")
-            add(path, "internals", f"{label}: optimal transport between query {qid} and its true match {cid}. "
+            add(
+                path,
+                "internals",
+                f"{label}: optimal transport between query {qid} and its true match {cid}. "
                 "Heatmaps: each patch's importance (its OT marginal); boxes of one colour: the patch pairs carrying "
-                "the most transport mass. The title gives both scores and names the backbone and its weights.")
+                "the most transport mass. The title gives both scores and names the backbone and its weights.",
+            )
 
 
 def _case_figures(dataset, aligned, positives, ignore, k: int, cases: int, figs: Path, add, captions: dict) -> None:
@@ -185,13 +243,20 @@ def _case_figures(dataset, aligned, positives, ignore, k: int, cases: int, figs:
                     titles.append(f"{kind}: {_short(dataset.query_ids[q])}\n{method} {change}")
                 lines.append(f"{kind}: query {dataset.query_ids[q]}, first positive {change}")
         if not rows:
-            captions[f"cases_{_safe(name)}.png"] = {"section": "cases", "caption": f"{name}: changed no query's "
-                                                    "first positive rank: no helped or hurt cases to show.", "text": ""}
+            captions[f"cases_{_safe(name)}.png"] = {
+                "section": "cases",
+                "caption": f"{name}: changed no query's first positive rank: no helped or hurt cases to show.",
+                "text": "",
+            }
             continue
         path = topk_grid(rows, figs / f"cases_{_safe(name)}.png", titles, labels=labels)
-        add(path, "cases", f"{name}: the queries it helped and hurt most, by the rank of the first positive "
+        add(
+            path,
+            "cases",
+            f"{name}: the queries it helped and hurt most, by the rank of the first positive "
             f"(global -> {name}): {'; '.join(lines)}. Each case is two rows: the global order above, {name}'s "
-            "order below; green borders positives, red negatives, with gallery ids and each order's own scores.")
+            "order below; green borders positives, red negatives, with gallery ids and each order's own scores.",
+        )
 
 
 def _figure_list(out: Path) -> list[tuple[str, str, str]]:
@@ -208,7 +273,7 @@ def _figure_list(out: Path) -> list[tuple[str, str, str]]:
             prefix = next((p for p in EXTERNAL_CAPTIONS if path.name.startswith(p)), None)
             if prefix:
                 section, text = EXTERNAL_CAPTIONS[prefix]
-                caption = text.format(label=path.stem[len(prefix):])
+                caption = text.format(label=path.stem[len(prefix) :])
             else:
                 section, caption = "other", f"{path.stem.replace('_', ' ')} (written by another stage)."
         items.append((section, str(path.relative_to(out)), caption))
@@ -219,11 +284,16 @@ def _figure_list(out: Path) -> list[tuple[str, str, str]]:
 def _table_html(results: dict) -> str:
     metrics = list(dict.fromkeys(k for r in results["metrics"].values() for k in r))
     head = "".join(f"<th>{html.escape(m)}</th>" for m in ["method", *metrics, "rerank s/query"])
+
     def value(v) -> float:  # an undefined metric (NaN, or null read back from results.json) -> NaN
         return float("nan") if v is None else float(v)
 
-    best = {m: max((value(r.get(m)) for r in results["metrics"].values() if np.isfinite(value(r.get(m)))),
-                   default=float("nan")) for m in metrics}
+    best = {
+        m: max(
+            (value(r.get(m)) for r in results["metrics"].values() if np.isfinite(value(r.get(m)))), default=float("nan")
+        )
+        for m in metrics
+    }
     rows = []
     for name, vals in results["metrics"].items():
         cells = []
@@ -232,7 +302,9 @@ def _table_html(results: dict) -> str:
             txt = f"{100 * v:.2f}" if np.isfinite(v) else "-"
             cells.append(f"<td><b>{txt}</b></td>" if np.isfinite(v) and v == best[m] else f"<td>{txt}</td>")
         t = value(results["seconds_per_query"].get(name))
-        rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}<td>{f'{t:.3f}' if np.isfinite(t) else ''}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td>{''.join(cells)}<td>{f'{t:.3f}' if np.isfinite(t) else ''}</td></tr>"
+        )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -240,40 +312,59 @@ def _run_html(results: dict) -> str:
     """Header: data and split, sizes, K and top-K (clamping warned), extractors' weights, seeds, commit."""
     e = html.escape
     run = results.get("run") or {}
-    parts = [f"<p><b>Data:</b> {e(results['dataset'])}"
-             + (f", split <b>{e(run['split'])}</b>" if run.get("split") else "") + "</p>"]
+    parts = [
+        f"<p><b>Data:</b> {e(results['dataset'])}"
+        + (f", split <b>{e(run['split'])}</b>" if run.get("split") else "")
+        + "</p>"
+    ]
     if run:
-        parts.append(f"<p><b>{run['queries']}</b> queries, <b>{run['gallery']}</b> gallery images; shortlist "
-                     f"K = <b>{run['shortlist_k_used']}</b> (configured {run['shortlist_k']})</p>")
+        parts.append(
+            f"<p><b>{run['queries']}</b> queries, <b>{run['gallery']}</b> gallery images; shortlist "
+            f"K = <b>{run['shortlist_k_used']}</b> (configured {run['shortlist_k']})</p>"
+        )
         warn = []
         if run.get("clamped"):
-            warn.append(f"shortlist K was clamped from {run['shortlist_k']} to {run['shortlist_k_used']}: the "
-                        "gallery has no more candidates per query")
+            warn.append(
+                f"shortlist K was clamped from {run['shortlist_k']} to {run['shortlist_k_used']}: the "
+                "gallery has no more candidates per query"
+            )
         rr = run.get("rerankers", {})
         if rr:
             items = []
             for label, r in rr.items():
-                items.append(f"<li><b>{e(label)}</b> ({e(r['name'])}): reranks the top {r['top_k_used']}"
-                             + (f" (configured {r['top_k']})" if r["top_k_used"] < r["top_k"] else "")
-                             + (f", seed {e(r['seed'])}" if r.get("seed") else "") + "</li>")
+                items.append(
+                    f"<li><b>{e(label)}</b> ({e(r['name'])}): reranks the top {r['top_k_used']}"
+                    + (f" (configured {r['top_k']})" if r["top_k_used"] < r["top_k"] else "")
+                    + (f", seed {e(r['seed'])}" if r.get("seed") else "")
+                    + "</li>"
+                )
             clamped = [f"{label} ({r['top_k']})" for label, r in rr.items() if r["top_k_used"] < r["top_k"]]
             if clamped:
-                warn.append(f"reranked top-K clamped to the shortlist's {run['shortlist_k_used']} for "
-                            f"{', '.join(clamped)}")
+                warn.append(
+                    f"reranked top-K clamped to the shortlist's {run['shortlist_k_used']} for {', '.join(clamped)}"
+                )
             parts.append("<p><b>Rerankers</b></p><ul>" + "".join(items) + "</ul>")
         parts += [f"<p class='warn'>Warning: {e(w)}.</p>" for w in warn]
         ex = run.get("extractors", {})
         if ex:
-            parts.append("<p><b>Extractors and weights</b></p><ul>" + "".join(
-                f"<li><b>{e(label)}</b> ({e(x['name'])}): {e(x['weights'])}"
-                + (f"; seed {e(x['seed'])}" if x.get("seed") not in ("", None) else "") + "</li>"
-                for label, x in ex.items()) + "</ul>")
+            parts.append(
+                "<p><b>Extractors and weights</b></p><ul>"
+                + "".join(
+                    f"<li><b>{e(label)}</b> ({e(x['name'])}): {e(x['weights'])}"
+                    + (f"; seed {e(x['seed'])}" if x.get("seed") not in ("", None) else "")
+                    + "</li>"
+                    for label, x in ex.items()
+                )
+                + "</ul>"
+            )
         seeds = sorted({f"{label}={x['seed']}" for label, x in {**ex, **rr}.items() if x.get("seed") not in ("", None)})
         parts.append(f"<p><b>Seeds:</b> {e(', '.join(seeds) or 'none recorded')}</p>")
     parts.append(f"<p><b>git commit:</b> {e(results['git'])}</p>")
     provenance = [f"<li><b>{e(m)}</b>: {e(p)}</li>" for m, p in results["provenance"].items() if p]
     if provenance:
-        parts.append("<details><summary>Provenance of every method</summary><ul>" + "".join(provenance) + "</ul></details>")
+        parts.append(
+            "<details><summary>Provenance of every method</summary><ul>" + "".join(provenance) + "</ul></details>"
+        )
     return "".join(parts)
 
 
@@ -288,8 +379,10 @@ def _timing_html(results: dict) -> str:
     """Per-stage wall time from ``results["timings"]`` (``pipeline.record_timing``) and time per query."""
     timings = results.get("timings") or {}
     if not timings:
-        return ("<p>No stage timings recorded: the stages ran before relook recorded them (rerun a stage with "
-                "--overwrite to time it).</p>")
+        return (
+            "<p>No stage timings recorded: the stages ran before relook recorded them (rerun a stage with "
+            "--overwrite to time it).</p>"
+        )
     rows, per_query = [], {}
     for stage, t in timings.items():
         unit = next((u for u in ("queries", "images", "gallery") if u in t), "")
@@ -297,32 +390,46 @@ def _timing_html(results: dict) -> str:
         each = t["seconds"] / n if n else float("nan")
         per_query[stage] = each if unit in ("queries", "images") else 0.0
         per = {"queries": "per query", "images": "per image", "gallery": "per gallery image"}.get(unit, "")
-        rows.append(f"<tr><td>{html.escape(stage)}</td><td>{t['seconds']:.3f}</td><td>{n} {unit}</td>"
-                    f"<td>{each * 1000:.2f} ms {per}</td></tr>")
-    table = ("<table><tr><th>stage</th><th>seconds</th><th>work</th><th>time each</th></tr>" + "".join(rows) + "</table>")
+        rows.append(
+            f"<tr><td>{html.escape(stage)}</td><td>{t['seconds']:.3f}</td><td>{n} {unit}</td>"
+            f"<td>{each * 1000:.2f} ms {per}</td></tr>"
+        )
+    table = "<table><tr><th>stage</th><th>seconds</th><th>work</th><th>time each</th></tr>" + "".join(rows) + "</table>"
     run = results.get("run") or {}
     online = sum(v for s, v in per_query.items() if s.startswith("extract:") or s == "search")
-    lines = [f"<li><b>global only</b>: {online * 1000:.2f} ms per query (extraction of every configured "
-             "extractor + search)</li>"]
+    lines = [
+        f"<li><b>global only</b>: {online * 1000:.2f} ms per query (extraction of every configured "
+        "extractor + search)</li>"
+    ]
     for label in run.get("rerankers", {}):
         if f"rerank:{label}" in per_query:
-            lines.append(f"<li><b>{html.escape(label)}</b>: {(online + per_query[f'rerank:{label}']) * 1000:.2f} ms "
-                         "per query (the above + its reranking)</li>")
-    return (table + "<p>Time per query, end to end on this machine (index building excluded):</p><ul>"
-            + "".join(lines) + "</ul>")
+            lines.append(
+                f"<li><b>{html.escape(label)}</b>: {(online + per_query[f'rerank:{label}']) * 1000:.2f} ms "
+                "per query (the above + its reranking)</li>"
+            )
+    return (
+        table
+        + "<p>Time per query, end to end on this machine (index building excluded):</p><ul>"
+        + "".join(lines)
+        + "</ul>"
+    )
 
 
 def _figure_html(rel: str, caption: str) -> str:
-    return (f"<figure><img src='{html.escape(rel)}' alt='{html.escape(Path(rel).stem)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure><img src='{html.escape(rel)}' alt='{html.escape(Path(rel).stem)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
-CSS = ("body{font-family:sans-serif;max-width:1150px;margin:1.5em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
-       "td:first-child,th:first-child{text-align:left}.note{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
-       ".warn{background:#fde2e1;padding:.5em;border:1px solid #d9534f}figure{margin:1em 0}"
-       "figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:85%;color:#444;max-width:900px}"
-       "ul.comment li{margin:.2em 0}h2{border-bottom:1px solid #ccc;margin-top:1.6em}")
+CSS = (
+    "body{font-family:sans-serif;max-width:1150px;margin:1.5em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}.note{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
+    ".warn{background:#fde2e1;padding:.5em;border:1px solid #d9534f}figure{margin:1em 0}"
+    "figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:85%;color:#444;max-width:900px}"
+    "ul.comment li{margin:.2em 0}h2{border-bottom:1px solid #ccc;margin-top:1.6em}"
+)
 
 
 def write_report(conf: dict, results: dict, title: str = "relook report") -> Path:
@@ -334,24 +441,33 @@ def write_report(conf: dict, results: dict, title: str = "relook report") -> Pat
     figures = _figure_list(out)
     body = {sid: [] for sid, _ in SECTIONS}
     body["run"].append(_run_html(results))
-    body["results"].append("<p>Metrics in %, higher is better; the best value of each column in bold.</p>"
-                           + _table_html(results))
-    body["results"].append("<p><b>What this shows</b></p><ul class='comment'>" + "".join(
-        f"<li>{e(line)}</li>" for line in commentary(results).values()) + "</ul>")
+    body["results"].append(
+        "<p>Metrics in %, higher is better; the best value of each column in bold.</p>" + _table_html(results)
+    )
+    body["results"].append(
+        "<p><b>What this shows</b></p><ul class='comment'>"
+        + "".join(f"<li>{e(line)}</li>" for line in commentary(results).values())
+        + "</ul>"
+    )
     if results.get("reasons") or results.get("absent"):  # the demo knows why a method lost or is missing
         from relook.eval.comparison import commentary as compared
 
-        body["results"].append("<p><b>Compared with the global order (mAP), with reasons:</b></p><ul class='comment'>"
-                               + "".join(f"<li>{e(line)}</li>" for line in compared(results)) + "</ul>")
+        body["results"].append(
+            "<p><b>Compared with the global order (mAP), with reasons:</b></p><ul class='comment'>"
+            + "".join(f"<li>{e(line)}</li>" for line in compared(results))
+            + "</ul>"
+        )
     body["timing"].append(_timing_html(results))
     for section, rel, caption in figures:
         body[section].append(_figure_html(rel, caption))
     cases = json.loads((out / "figures/captions.json").read_text()) if (out / "figures/captions.json").exists() else {}
-    for name, c in cases.items():
+    for c in cases.values():
         if c.get("section") == "cases" and "text" in c:  # a reranker with no changed query: a line, no figure
             body["cases"].append(f"<p>{e(c['caption'])}</p>")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style>"
-             f"</head><body><h1>{e(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style>"
+        f"</head><body><h1>{e(title)}</h1>"
+    ]
     parts += [f"<p class='note'><b>Note:</b> {e(n)}</p>" for n in _notes(results)]
     for sid, heading in SECTIONS:
         if body[sid]:

@@ -4,10 +4,11 @@
 galleries (trained on the gallery itself, seeded). Descriptors are expected L2-normalised, so inner
 product is cosine similarity.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import faiss
 import numpy as np
@@ -24,8 +25,15 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def build_index(gallery: np.ndarray, kind: str = "flat", nlist: int | None = None, m: int = 64,
-                nprobe: int = 16, seed: int = 0, nbits: int = 8) -> faiss.Index:
+def build_index(
+    gallery: np.ndarray,
+    kind: str = "flat",
+    nlist: int | None = None,
+    m: int = 64,
+    nprobe: int = 16,
+    seed: int = 0,
+    nbits: int = 8,
+) -> faiss.Index:
     """Index the gallery descriptors ``(G, D)`` for inner-product search.
 
     kind: ``"flat"`` (exact) or ``"ivfpq"`` (approximate; ``nlist`` lists, default ~4 sqrt(G), ``m``
@@ -40,8 +48,10 @@ def build_index(gallery: np.ndarray, kind: str = "flat", nlist: int | None = Non
             raise ConfigError(f"ivfpq: descriptor dim {d} must be divisible by m={m}")
         nlist = nlist or max(1, int(4 * np.sqrt(n)))
         if n < max(nlist, 256):
-            raise ConfigError(f"ivfpq needs at least max(nlist, 256)={max(nlist, 256)} gallery vectors to "
-                              f"train, got {n}; use kind='flat'")
+            raise ConfigError(
+                f"ivfpq needs at least max(nlist, 256)={max(nlist, 256)} gallery vectors to "
+                f"train, got {n}; use kind='flat'"
+            )
         index = faiss.index_factory(d, f"IVF{nlist},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
@@ -52,8 +62,15 @@ def build_index(gallery: np.ndarray, kind: str = "flat", nlist: int | None = Non
     return index
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, query_ids: Sequence[str],
-           gallery_ids: Sequence[str], meta: dict | None = None, exclude: Sequence[int] | None = None) -> Shortlist:
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    query_ids: Sequence[str],
+    gallery_ids: Sequence[str],
+    meta: dict | None = None,
+    exclude: Sequence[int] | None = None,
+) -> Shortlist:
     """Top-``k`` gallery items per query by inner product.
 
     queries: (Q, D). ``exclude``: (Q,) the gallery index each query must never get as a candidate (the
@@ -70,8 +87,10 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, query_ids: Sequence[
         raise DataError(f"index holds {index.ntotal} vectors but {len(gallery_ids)} gallery ids were given")
     queries = _as_matrix(queries, "query descriptors") if len(queries) else np.zeros((0, index.d), np.float32)
     if queries.shape[1] != index.d:
-        raise ShapeError(f"query descriptors have dim {queries.shape[1]} but the index has dim {index.d}; "
-                         "were queries and gallery extracted with the same model?")
+        raise ShapeError(
+            f"query descriptors have dim {queries.shape[1]} but the index has dim {index.d}; "
+            "were queries and gallery extracted with the same model?"
+        )
     if len(queries) != len(query_ids):
         raise ShapeError(f"{len(queries)} query descriptors but {len(query_ids)} query ids")
     if k < 1:
@@ -90,8 +109,13 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, query_ids: Sequence[
             meta["exclude"] = "self"  # tells later re-searches (aqe) to leave the query out too
     k = min(k, n - int(exclude.size > 0 and (exclude >= 0).all()))
     if len(queries) == 0 or k <= 0:
-        return Shortlist(list(query_ids), list(gallery_ids), np.zeros((len(queries), 0), np.int64),
-                         np.zeros((len(queries), 0), np.float32), meta)
+        return Shortlist(
+            list(query_ids),
+            list(gallery_ids),
+            np.zeros((len(queries), 0), np.int64),
+            np.zeros((len(queries), 0), np.float32),
+            meta,
+        )
     indices = np.full((len(queries), k), -1, np.int64)
     scores = np.full((len(queries), k), -np.inf, np.float32)
     todo = np.arange(len(queries))
@@ -108,7 +132,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, query_ids: Sequence[
     return Shortlist(list(query_ids), list(gallery_ids), indices, scores, meta)
 
 
-def _ordered_top(index: faiss.Index, queries: np.ndarray, fetch: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ordered_top(
+    index: faiss.Index, queries: np.ndarray, fetch: int, exclude: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``fetch`` per query without its excluded item, ordered by (score descending, index ascending).
 
     Returns (indices (Q, fetch) with -1 after the valid ones, scores (Q, fetch) with -inf there, and
@@ -127,15 +153,24 @@ def _ordered_top(index: faiss.Index, queries: np.ndarray, fetch: int, exclude: n
     return found, got, short
 
 
-def exact_search(queries: np.ndarray, gallery: np.ndarray, k: int, query_ids: Sequence[str],
-                 gallery_ids: Sequence[str], meta: dict | None = None, exclude: Sequence[int] | None = None) -> Shortlist:
+def exact_search(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    query_ids: Sequence[str],
+    gallery_ids: Sequence[str],
+    meta: dict | None = None,
+    exclude: Sequence[int] | None = None,
+) -> Shortlist:
     """Convenience: exact inner-product top-``k`` (``IndexFlatIP``) in one call; ``exclude`` and ties as in
     ``search``."""
     gallery = _as_matrix(gallery, "gallery descriptors")
     queries = np.asarray(queries, np.float32)
     if queries.ndim == 2 and queries.shape[1] != gallery.shape[1]:
-        raise ShapeError(f"query descriptors have dim {queries.shape[1]} but gallery descriptors have dim "
-                         f"{gallery.shape[1]}; were both extracted with the same model?")
+        raise ShapeError(
+            f"query descriptors have dim {queries.shape[1]} but gallery descriptors have dim "
+            f"{gallery.shape[1]}; were both extracted with the same model?"
+        )
     return search(build_index(gallery), queries, k, query_ids, gallery_ids, meta, exclude)
 
 

@@ -16,13 +16,13 @@ Content fingerprint: ``digest()`` hashes the ids, the metadata and each image's 
 (written with the image; computed from the arrays for stores written before it existed), so the stages
 downstream (index, search, rerank) see when a store's content changed, not only its size.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
-
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 import h5py
@@ -55,6 +55,7 @@ def _guarded(method):
         except _H5_ERRORS as e:
             reason = " ".join(str(e).split())[:200] or type(e).__name__
             raise DataError(f"{self.path}: damaged feature store ({type(e).__name__}: {reason})") from None
+
     return wrapper
 
 
@@ -112,8 +113,11 @@ class FeatureStore:
                     self.meta = merged
             self._drop_incomplete()
             self._h5.flush()
-        self._complete = {self._h5[_GROUP][k].attrs["image_id"]: k for k in self._h5.get(_GROUP, {})
-                          if self._h5[_GROUP][k].attrs.get("complete", 0) == 1}
+        self._complete = {
+            self._h5[_GROUP][k].attrs["image_id"]: k
+            for k in self._h5.get(_GROUP, {})
+            if self._h5[_GROUP][k].attrs.get("complete", 0) == 1
+        }
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
@@ -160,7 +164,7 @@ class FeatureStore:
             group = self._group(image_id)
             d = group.attrs.get("digest")
             if not isinstance(d, str):  # a store written before per-image digests existed
-                d = _array_digest({n: group[n][()] for n in group.keys()})
+                d = _array_digest({n: group[n][()] for n in group})
             h.update(f"{len(image_id)}:{image_id}={d};".encode())
         return h.hexdigest()[:16]
 
@@ -189,8 +193,10 @@ class FeatureStore:
         names = list(group.keys()) if fields is None else list(fields)
         missing = [n for n in names if n not in group]
         if missing:
-            raise DataError(f"{self.path}: image {image_id!r} lacks field(s) {missing} (has {sorted(group)}); "
-                            "run an extractor that writes them")
+            raise DataError(
+                f"{self.path}: image {image_id!r} lacks field(s) {missing} (has {sorted(group)}); "
+                "run an extractor that writes them"
+            )
         arrays = {n: group[n][()] for n in names}
         try:
             return ImageFeatures.from_arrays(image_id, arrays).validate()
@@ -253,7 +259,7 @@ class FeatureStore:
         if self._h5.id.valid:
             self._h5.close()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -291,5 +297,3 @@ def merge_stores(shards: Sequence[str | Path], output: str | Path, overwrite: bo
                         out.write(feats)
             out.meta = meta
     return output
-
-

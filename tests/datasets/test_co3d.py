@@ -1,11 +1,19 @@
 """CO3D camera conversion: PyTorch3D/NDC viewpoint <-> OpenCV K, R, t (checked against OpenCV and by hand)."""
+
 import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from relook.datasets.co3d import (camera_to_viewpoint, read_category, read_jgz, read_ply_points, viewpoint_to_camera,
-                                  write_jgz, write_ply_points)
+from relook.datasets.co3d import (
+    camera_to_viewpoint,
+    read_category,
+    read_jgz,
+    read_ply_points,
+    viewpoint_to_camera,
+    write_jgz,
+    write_ply_points,
+)
 from relook.errors import DataError
 
 
@@ -21,8 +29,13 @@ def _p3d_project(X, vp, hw):
 @pytest.mark.parametrize("fmt", ["ndc_isotropic", "ndc_norm_image_bounds"])
 def test_matches_reference(fmt, rng):
     hw = (180, 320)
-    vp = {"R": Rotation.random(random_state=1).as_matrix().tolist(), "T": [0.1, -0.2, 5.0],
-          "focal_length": [1.7, 1.9], "principal_point": [0.05, -0.1], "intrinsics_format": fmt}
+    vp = {
+        "R": Rotation.random(random_state=1).as_matrix().tolist(),
+        "T": [0.1, -0.2, 5.0],
+        "focal_length": [1.7, 1.9],
+        "principal_point": [0.05, -0.1],
+        "intrinsics_format": fmt,
+    }
     K, R, t = viewpoint_to_camera(vp, hw)
     X = rng.normal(size=(20, 3))
     uv_cv, _ = cv2.projectPoints(X, cv2.Rodrigues(R)[0], t, K, None)
@@ -31,8 +44,13 @@ def test_matches_reference(fmt, rng):
 
 def test_hand_computed():
     # identity pose in PyTorch3D (camera x left, y up): a point to the world's +x lands left of the centre
-    vp = {"R": np.eye(3).tolist(), "T": [0, 0, 2.0], "focal_length": [2.0, 2.0], "principal_point": [0.0, 0.0],
-          "intrinsics_format": "ndc_isotropic"}
+    vp = {
+        "R": np.eye(3).tolist(),
+        "T": [0, 0, 2.0],
+        "focal_length": [2.0, 2.0],
+        "principal_point": [0.0, 0.0],
+        "intrinsics_format": "ndc_isotropic",
+    }
     K, R, t = viewpoint_to_camera(vp, (100, 100))
     np.testing.assert_allclose(K, [[100, 0, 49.5], [0, 100, 49.5], [0, 0, 1]])
     p = K @ (R @ np.array([1.0, 1.0, 0.0]) + t)
@@ -52,17 +70,33 @@ def test_round_trip(fmt):
 
 def test_bad_input(tmp_path):
     with pytest.raises(DataError, match="intrinsics_format"):
-        viewpoint_to_camera({"R": np.eye(3).tolist(), "T": [0, 0, 1], "focal_length": [1, 1],
-                             "principal_point": [0, 0], "intrinsics_format": "pixels"}, (10, 10))
+        viewpoint_to_camera(
+            {
+                "R": np.eye(3).tolist(),
+                "T": [0, 0, 1],
+                "focal_length": [1, 1],
+                "principal_point": [0, 0],
+                "intrinsics_format": "pixels",
+            },
+            (10, 10),
+        )
     with pytest.raises(DataError, match="frame_annotations.jgz"):
         read_category(tmp_path, "apple")
     (tmp_path / "apple").mkdir()
     (tmp_path / "apple" / "frame_annotations.jgz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(DataError, match="frame_annotations.jgz"):
         read_jgz(tmp_path / "apple" / "frame_annotations.jgz")
-    write_jgz(tmp_path / "apple" / "frame_annotations.jgz", [{"sequence_name": "s", "frame_number": 0,
-                                                               "image": {"path": "x.jpg", "size": [4, 4]},
-                                                               "viewpoint": {"R": [1, 2]}}])
+    write_jgz(
+        tmp_path / "apple" / "frame_annotations.jgz",
+        [
+            {
+                "sequence_name": "s",
+                "frame_number": 0,
+                "image": {"path": "x.jpg", "size": [4, 4]},
+                "viewpoint": {"R": [1, 2]},
+            }
+        ],
+    )
     write_jgz(tmp_path / "apple" / "sequence_annotations.jgz", [{"sequence_name": "s", "category": "apple"}])
     with pytest.raises(DataError, match="frame_annotations.jgz"):
         read_category(tmp_path, "apple")
@@ -82,10 +116,22 @@ def test_default_format_and_missing_viewpoint(tmp_path):
     # the official dataclass defaults intrinsics_format to ndc_norm_image_bounds; frames without a viewpoint
     # are skipped; mask / depth may be absent
     vp = {"R": np.eye(3).tolist(), "T": [0, 0, 3.0], "focal_length": [2.0, 4.0], "principal_point": [0.0, 0.0]}
-    frames = [{"sequence_name": "s1", "frame_number": 1, "frame_timestamp": 0.1,
-               "image": {"path": "apple/s1/images/frame000002.jpg", "size": [100, 200]}, "viewpoint": vp},
-              {"sequence_name": "s1", "frame_number": 0, "frame_timestamp": 0.0,
-               "image": {"path": "apple/s1/images/frame000001.jpg", "size": [100, 200]}, "viewpoint": None}]
+    frames = [
+        {
+            "sequence_name": "s1",
+            "frame_number": 1,
+            "frame_timestamp": 0.1,
+            "image": {"path": "apple/s1/images/frame000002.jpg", "size": [100, 200]},
+            "viewpoint": vp,
+        },
+        {
+            "sequence_name": "s1",
+            "frame_number": 0,
+            "frame_timestamp": 0.0,
+            "image": {"path": "apple/s1/images/frame000001.jpg", "size": [100, 200]},
+            "viewpoint": None,
+        },
+    ]
     write_jgz(tmp_path / "apple" / "frame_annotations.jgz", frames)
     write_jgz(tmp_path / "apple" / "sequence_annotations.jgz", [{"sequence_name": "s1", "category": "apple"}])
     by_seq, seqs = read_category(tmp_path, "apple")

@@ -1,4 +1,5 @@
 """CO3D-Retrieve built from the synthetic CO3D tree: ~72 degree frames, disjoint instance halves, masks."""
+
 import cv2
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ from relook.errors import ConfigError, DataError
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    co3d = generate_synthetic(tmp_path_factory.mktemp("co3d"), num_instances=6, num_views=20, image_size=48, seed=1,
-                              num_points=10)
+    co3d = generate_synthetic(
+        tmp_path_factory.mktemp("co3d"), num_instances=6, num_views=20, image_size=48, seed=1, num_points=10
+    )
     out = tmp_path_factory.mktemp("retrieve")
     build_co3d_retrieve(co3d, out, seed=0, progress=False)
     return co3d, out
@@ -65,7 +67,7 @@ def test_masked_variant(built):
     co3d, out = built
     full = load_dataset("co3d_retrieve", root=out, split="test", variant="full")
     masked = load_dataset("co3d_retrieve", root=out, split="test", variant="masked")
-    (iid, fpath, _), (_, mpath, _) = full.queries[0], masked.queries[0]
+    (iid, _fpath, _), (_, mpath, _) = full.queries[0], masked.queries[0]
     cat, seq, name = iid.split("/")
     mask = cv2.imread(str(co3d / cat / seq / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) > 127
     img = cv2.imread(str(mpath)).astype(int)
@@ -75,8 +77,41 @@ def test_masked_variant(built):
 #: an uneven, jittered orbit of 30 frames (degrees, increasing): five frames sit at 10.5 + 72 k (+- 1.3 deg
 #: jitter) at indices 4, 9, 17, 19, 26; the camera speeds up and slows down around them, and every other frame
 #: is at least 20 degrees (circularly) from 10.5 + 72 k. An every-n/5 selector picks 0, 7, 14, 22, 29 here.
-UNEVEN = np.array([-30, -24, -18, -12, 10.5, 33, 40, 52, 59, 81.4, 105, 109, 114, 118, 123, 127, 131, 154.6, 190,
-                   225.2, 249, 254, 259, 264, 269, 275, 298.7, 321, 330, 340], dtype=np.float64)
+UNEVEN = np.array(
+    [
+        -30,
+        -24,
+        -18,
+        -12,
+        10.5,
+        33,
+        40,
+        52,
+        59,
+        81.4,
+        105,
+        109,
+        114,
+        118,
+        123,
+        127,
+        131,
+        154.6,
+        190,
+        225.2,
+        249,
+        254,
+        259,
+        264,
+        269,
+        275,
+        298.7,
+        321,
+        330,
+        340,
+    ],
+    dtype=np.float64,
+)
 PLANTED = [4, 9, 17, 19, 26]
 
 
@@ -129,8 +164,23 @@ def test_bad_input(tmp_path, built):
 
 
 def test_cli(tmp_path, capsys):
-    assert main(["datasets", "synthetic", str(tmp_path / "s"), "--num-instances", "2", "--num-views", "5",
-                 "--image-size", "32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "datasets",
+                "synthetic",
+                str(tmp_path / "s"),
+                "--num-instances",
+                "2",
+                "--num-views",
+                "5",
+                "--image-size",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["datasets", "build-co3d-retrieve", str(tmp_path / "s"), str(tmp_path / "r"), "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["datasets", "build-co3d-retrieve", str(tmp_path / "nothing"), str(tmp_path / "r2")]) == 2

@@ -1,17 +1,16 @@
 """The ``folder`` reader: sub-folders or a CSV as groups, odd inputs, and real photos through the pipeline."""
+
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from layout_fixtures import corrupt, write_jpg
+from tests.shared_data import SHARED_DATA, shared
+
 from relook.datasets import load_dataset
 from relook.errors import ConfigError, DataError
 from relook.features.base import EXTRACTORS, Extractor
 from relook.types import ImageFeatures
-
-from tests.shared_data import SHARED_DATA, shared
 
 KODAK = SHARED_DATA / "photos" / "Kodak24"
 
@@ -55,8 +54,9 @@ def test_smoke_subfolders(tmp_path):
 
 def test_csv_and_split(tmp_path):
     root = _tree(tmp_path / "imgs", {"a": 2, "b": 3})
-    (root / "groups.csv").write_text("image,group,split\na/0.jpg,x,test\na/1.jpg,x,test\nb/0.jpg,y,train\n"
-                                     "b/1.jpg,y,train\nb/2.jpg,x,test\n")
+    (root / "groups.csv").write_text(
+        "image,group,split\na/0.jpg,x,test\na/1.jpg,x,test\nb/0.jpg,y,train\nb/1.jpg,y,train\nb/2.jpg,x,test\n"
+    )
     ds = load_dataset("folder", root, csv="groups.csv", split="test")
     assert ds.query_ids == ["a/0.jpg", "a/1.jpg", "b/2.jpg"]
     assert [p.tolist() for p in ds.ground_truth()[0]] == [[1, 2], [0, 2], [0, 1]]
@@ -140,8 +140,10 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
 
     (tmp_path / "empty").mkdir()
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"dataset: {{name: folder, root: {tmp_path / 'empty'}}}\nextractors: [{{name: folder_test_thumb}}]\n"
-                   f"rerankers: []\nout: {tmp_path / 'run'}\n")
+    cfg.write_text(
+        f"dataset: {{name: folder, root: {tmp_path / 'empty'}}}\nextractors: [{{name: folder_test_thumb}}]\n"
+        f"rerankers: []\nout: {tmp_path / 'run'}\n"
+    )
     assert main(["run", "-c", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no images found" in err and err.count("\n") == 0
@@ -167,8 +169,10 @@ def test_real_photos_end_to_end(tmp_path, capsys):
     by_csv = load_dataset("folder", KODAK, csv=csv)
     assert [p.tolist() for p in by_csv.ground_truth()[0]] == [p.tolist() for p in ds.ground_truth()[0]]
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"dataset: {{name: folder, root: {KODAK}, csv: {csv}}}\nextractors: [{{name: folder_test_thumb}}]\n"
-                   f"shortlist: {{k: 11}}\nrerankers: []\nout: {tmp_path / 'run'}\n")
+    cfg.write_text(
+        f"dataset: {{name: folder, root: {KODAK}, csv: {csv}}}\nextractors: [{{name: folder_test_thumb}}]\n"
+        f"shortlist: {{k: 11}}\nrerankers: []\nout: {tmp_path / 'run'}\n"
+    )
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0
     assert "folder" in capsys.readouterr().out
     sl = Shortlist.load(tmp_path / "run" / "shortlist.npz")
@@ -186,8 +190,10 @@ def test_distractor_through_pipeline(tmp_path):
 
     root = _tree(tmp_path / "p", {"a": 2, "b": 2, "lone": 1})
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"dataset: {{name: folder, root: {root}}}\nextractors: [{{name: folder_test_thumb}}]\n"
-                   f"shortlist: {{k: 10}}\nrerankers: []\nout: {tmp_path / 'run'}\n")
+    cfg.write_text(
+        f"dataset: {{name: folder, root: {root}}}\nextractors: [{{name: folder_test_thumb}}]\n"
+        f"shortlist: {{k: 10}}\nrerankers: []\nout: {tmp_path / 'run'}\n"
+    )
     conf = load_config([cfg], [])
     pipeline.extract(conf, progress=False)
     assert sorted(p.name for p in (tmp_path / "run/features/folder_test_thumb").iterdir()) == ["gallery.h5"]

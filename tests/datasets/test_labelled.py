@@ -1,9 +1,10 @@
 """SOP, CUB, Cars196 and GLDv2 readers on fixtures in their official layouts."""
+
 import numpy as np
 import pytest
 import scipy.io
-
 from layout_fixtures import corrupt, write_jpg
+
 from relook.datasets import load_dataset
 from relook.datasets.verify import verify_images
 from relook.errors import ConfigError, DataError
@@ -72,12 +73,26 @@ def test_cub_bad_input(tmp_path):
 # ---------------------------------------------------------------- Cars196
 def _cars(root, classes=(1, 1, 98, 99, 196)):
     root.mkdir(parents=True, exist_ok=True)
-    dt = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("test", "O"),
-          ("relative_im_path", "O")]
+    dt = [
+        ("bbox_x1", "O"),
+        ("bbox_y1", "O"),
+        ("bbox_x2", "O"),
+        ("bbox_y2", "O"),
+        ("class", "O"),
+        ("test", "O"),
+        ("relative_im_path", "O"),
+    ]
     ann = np.zeros((1, len(classes)), dtype=dt)
     for i, c in enumerate(classes):
-        ann[0, i] = (np.array([[1]]), np.array([[1]]), np.array([[20]]), np.array([[20]]), np.array([[c]], np.uint8),
-                     np.array([[i % 2]], np.uint8), np.array([f"car_ims/{i + 1:06d}.jpg"]))
+        ann[0, i] = (
+            np.array([[1]]),
+            np.array([[1]]),
+            np.array([[20]]),
+            np.array([[20]]),
+            np.array([[c]], np.uint8),
+            np.array([[i % 2]], np.uint8),
+            np.array([f"car_ims/{i + 1:06d}.jpg"]),
+        )
         write_jpg(root / "car_ims" / f"{i + 1:06d}.jpg", seed=i)
     class_names = np.array([[f"car {k}" for k in range(1, 197)]], dtype=object)
     scipy.io.savemat(root / "cars_annos.mat", {"annotations": ann, "class_names": class_names})
@@ -106,8 +121,9 @@ def test_cars_bad_input(tmp_path):
 # ---------------------------------------------------------------- GLDv2
 def _gld(root):
     root.mkdir(parents=True, exist_ok=True)
-    (root / "train.csv").write_text("id,url,landmark_id\nabc123,http://x/a,7\nabd999,\"http://x/b,c\",7\n"
-                                    "ff0011,http://x/c,12\n")
+    (root / "train.csv").write_text(
+        "id,url,landmark_id\nabc123,http://x/a,7\nabd999,\"http://x/b,c\",7\nff0011,http://x/c,12\n"
+    )
     (root / "train_clean.csv").write_text("landmark_id,images\n7,abc123 abd999\n12,ff0011\n")
     for i, image_id in enumerate(["abc123", "abd999", "ff0011"]):
         write_jpg(root / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg", seed=i)

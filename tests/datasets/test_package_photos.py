@@ -1,11 +1,19 @@
 """relook.datasets.package_photos: the real photos shipped in scikit-image, scikit-learn and matplotlib."""
+
 import importlib.metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from relook.datasets.package_photos import (MATPLOTLIB_PHOTOS, SKIMAGE_PHOTOS, SKLEARN_PHOTOS, describe_sources,
-                                            read_sources, write_package_photos)
+from relook.datasets.package_photos import (
+    MATPLOTLIB_PHOTOS,
+    SKIMAGE_PHOTOS,
+    SKLEARN_PHOTOS,
+    describe_sources,
+    read_sources,
+    write_package_photos,
+)
 from relook.datasets.photos import list_photos
 from relook.errors import DataError
 from relook.images import load_image
@@ -30,10 +38,12 @@ def test_smoke(tmp_path):
     camera = load_image(tmp_path / "scikit-image/camera.png")
     assert np.array_equal(camera, np.repeat(skimage.data.camera()[..., None], 3, axis=2))
     assert np.array_equal(load_image(tmp_path / "scikit-image/astronaut.png"), skimage.data.astronaut())
-    china = next(i for i, f in zip(load_sample_images().images, load_sample_images().filenames) if f.endswith("china.jpg"))
+    china = next(
+        i for i, f in zip(load_sample_images().images, load_sample_images().filenames) if f.endswith("china.jpg")
+    )
     assert np.abs(load_image(tmp_path / "scikit-learn/china.jpg").astype(int) - china).max() <= 1
     hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    assert (tmp_path / "matplotlib/grace_hopper.jpg").read_bytes() == open(hopper, "rb").read()
+    assert (tmp_path / "matplotlib/grace_hopper.jpg").read_bytes() == Path(hopper).read_bytes()
     line = describe_sources(sources)
     assert line.startswith(f"scikit-image {importlib.metadata.version('scikit-image')}: astronaut, brick")
     assert "matplotlib" in line and "grace_hopper" in line

@@ -1,4 +1,5 @@
 """Pair sampling by instance and hard-negative mining (checked against direct loops)."""
+
 import numpy as np
 import pytest
 

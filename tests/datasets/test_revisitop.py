@@ -1,11 +1,12 @@
 """Revisited Oxford / Paris reader on a fixture in the official layout (gnd_<name>.pkl + jpg/)."""
+
 import os
 import pickle
 
 import numpy as np
 import pytest
-
 from layout_fixtures import corrupt, write_jpg
+
 from relook.datasets import load_dataset
 from relook.datasets.verify import verify_images
 from relook.errors import DataError
@@ -15,9 +16,14 @@ from relook.images import load_image
 def _fixture(root, name="roxford5k", gnd=None):
     imlist = ["a_000001", "a_000002", "b_000003", "c_000004"]
     qimlist = ["a_000001", "b_000003"]
-    gnd = gnd if gnd is not None else [
-        {"bbx": [2.0, 3.0, 20.0, 15.0], "easy": np.array([0, 1]), "hard": [], "junk": [3]},
-        {"bbx": [0, 0, 10.5, 12.5], "easy": [], "hard": [2], "junk": np.array([], dtype=np.int64)}]
+    gnd = (
+        gnd
+        if gnd is not None
+        else [
+            {"bbx": [2.0, 3.0, 20.0, 15.0], "easy": np.array([0, 1]), "hard": [], "junk": [3]},
+            {"bbx": [0, 0, 10.5, 12.5], "easy": [], "hard": [2], "junk": np.array([], dtype=np.int64)},
+        ]
+    )
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"gnd_{name}.pkl", "wb") as f:
         pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, f, protocol=2)
@@ -55,13 +61,16 @@ def test_bad_input(tmp_path):
     corrupt(root / "gnd_roxford5k.pkl")
     with pytest.raises(DataError, match="gnd_roxford5k.pkl"):
         load_dataset("roxford5k", root)  # truncated pickle
-    bad = [{"bbx": [0, 0, 5, 5], "easy": [9], "hard": [], "junk": []}, {"bbx": [0, 0, 5, 5], "easy": [], "hard": [],
-                                                                     "junk": []}]
+    bad = [
+        {"bbx": [0, 0, 5, 5], "easy": [9], "hard": [], "junk": []},
+        {"bbx": [0, 0, 5, 5], "easy": [], "hard": [], "junk": []},
+    ]
     with pytest.raises(DataError, match="outside imlist"):
         load_dataset("roxford5k", _fixture(tmp_path / "u", gnd=bad))
     with pytest.raises(DataError, match="bbx"):
-        load_dataset("roxford5k", _fixture(tmp_path / "v", gnd=[{"bbx": [5, 5, 1, 1], "easy": [], "hard": [],
-                                                                 "junk": []}] * 2))
+        load_dataset(
+            "roxford5k", _fixture(tmp_path / "v", gnd=[{"bbx": [5, 5, 1, 1], "easy": [], "hard": [], "junk": []}] * 2)
+        )
     root = _fixture(tmp_path / "w")
     corrupt(root / "jpg" / "c_000004.jpg")
     with pytest.raises(DataError, match="c_000004.jpg"):

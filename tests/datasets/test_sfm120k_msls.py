@@ -1,10 +1,10 @@
 """SfM-120k (pickle) and MSLS (city folders, CSVs, 25 m positives) on fixtures in their official layouts."""
+
 import pickle
 
-import numpy as np
 import pytest
-
 from layout_fixtures import corrupt, write_jpg
+
 from relook.datasets import load_dataset
 from relook.datasets.verify import verify_images
 from relook.errors import DataError
@@ -12,9 +12,10 @@ from relook.errors import DataError
 
 def _sfm(root, db=None):
     cids = ["0a1b2c3d4e5f", "112233445566", "aabbccddeeff", "998877665544"]
-    db = db or {"train": {"cids": cids, "cluster": [0, 0, 1, 1], "qidxs": [0, 2], "pidxs": [1, 3],
-                          "bbxs": [None, None]},
-                "val": {"cids": cids[:2], "cluster": [5, 5], "qidxs": [1], "pidxs": [0], "bbxs": [None]}}
+    db = db or {
+        "train": {"cids": cids, "cluster": [0, 0, 1, 1], "qidxs": [0, 2], "pidxs": [1, 3], "bbxs": [None, None]},
+        "val": {"cids": cids[:2], "cluster": [5, 5], "qidxs": [1], "pidxs": [0], "bbxs": [None]},
+    }
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "retrieval-SfM-120k.pkl", "wb") as f:
         pickle.dump(db, f, protocol=2)
@@ -52,10 +53,12 @@ def _msls_side(folder, keys, utm, panos):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "postprocessed.csv").write_text(
         ",key,easting,northing,night,control_panel,view_direction,unique_cluster\n"
-        + "".join(f"{i},{k},{e},{n},False,False,Forward,{i}\n" for i, (k, (e, n)) in enumerate(zip(keys, utm))))
-    (folder / "raw.csv").write_text(",key,lon,lat,ca,captured_at,pano\n"
-                                    + "".join(f"{i},{k},12.5,55.6,90.0,1500000000000,{p}\n"
-                                              for i, (k, p) in enumerate(zip(keys, panos))))
+        + "".join(f"{i},{k},{e},{n},False,False,Forward,{i}\n" for i, (k, (e, n)) in enumerate(zip(keys, utm)))
+    )
+    (folder / "raw.csv").write_text(
+        ",key,lon,lat,ca,captured_at,pano\n"
+        + "".join(f"{i},{k},12.5,55.6,90.0,1500000000000,{p}\n" for i, (k, p) in enumerate(zip(keys, panos)))
+    )
     for i, k in enumerate(keys):
         write_jpg(folder / "images" / f"{k}.jpg", seed=i)
 
@@ -63,8 +66,12 @@ def _msls_side(folder, keys, utm, panos):
 def _msls(root):
     base = root / "train_val"
     _msls_side(base / "cph" / "query", ["q1", "q2", "q3"], [(0, 0), (1000, 0), (0, 5)], [False, False, True])
-    _msls_side(base / "cph" / "database", ["d1", "d2", "d3", "d4"], [(10, 0), (0, 24.9), (0, 25.1), (30, 30)],
-               [False, False, False, False])
+    _msls_side(
+        base / "cph" / "database",
+        ["d1", "d2", "d3", "d4"],
+        [(10, 0), (0, 24.9), (0, 25.1), (30, 30)],
+        [False, False, False, False],
+    )
     _msls_side(base / "sf" / "query", ["s1"], [(0, 0)], [False])
     _msls_side(base / "sf" / "database", ["e1", "e2"], [(3, 4), (0, 0)], [False, True])
     return root
@@ -74,8 +81,13 @@ def test_msls(tmp_path):
     ds = load_dataset("msls", _msls(tmp_path))
     # q2 has nothing within 25 m, q3 is a panorama: both dropped (as the official loader does)
     assert ds.query_ids == ["cph/query/q1", "sf/query/s1"]
-    assert ds.gallery_ids == ["cph/database/d1", "cph/database/d2", "cph/database/d3", "cph/database/d4",
-                              "sf/database/e1"]
+    assert ds.gallery_ids == [
+        "cph/database/d1",
+        "cph/database/d2",
+        "cph/database/d3",
+        "cph/database/d4",
+        "sf/database/e1",
+    ]
     pos, ign = ds.ground_truth()
     # brute-force reference: Euclidean UTM distance < 25 m within the city
     assert pos[0].tolist() == [0, 1] and pos[1].tolist() == [4] and ign[0].tolist() == []

@@ -1,14 +1,15 @@
 """Synthetic benchmark: exact epipolar geometry, masks, depth, determinism (independent references)."""
+
 import json
 
 import cv2
 import numpy as np
 import pytest
+from tests.shared_data import shared
 
 from relook.datasets.co3d import read_co3d, read_jgz, read_ply_points
 from relook.datasets.synthetic import generate_synthetic, synthetic_cameras
 from relook.errors import ConfigError, DataError
-from tests.shared_data import shared
 
 HW = (96, 112)
 TEX_HW = (160, 176)
@@ -16,8 +17,9 @@ TEX_HW = (160, 176)
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    return generate_synthetic(tmp_path_factory.mktemp("synth"), num_instances=3, num_views=4, image_size=HW, seed=3,
-                              num_points=400)
+    return generate_synthetic(
+        tmp_path_factory.mktemp("synth"), num_instances=3, num_views=4, image_size=HW, seed=3, num_points=400
+    )
 
 
 def _fundamental(K1, R1, t1, K2, R2, t2):
@@ -48,7 +50,7 @@ def test_smoke(synth):
 
 
 def test_cameras_recovered_exactly(synth):
-    for i, ((cat, seq), frs) in enumerate(sorted(read_co3d(synth).items(), key=lambda kv: kv[0][1])):
+    for i, ((_cat, _seq), frs) in enumerate(sorted(read_co3d(synth).items(), key=lambda kv: kv[0][1])):
         for fr, (K, R, t) in zip(frs, synthetic_cameras(3, i, 4, HW)):
             np.testing.assert_allclose(fr.K, K, atol=1e-9)
             np.testing.assert_allclose(fr.R, R, atol=1e-12)
@@ -90,8 +92,15 @@ def test_masks_and_depth_cover_points(synth):
 @pytest.fixture(scope="module")
 def textured(tmp_path_factory):
     """Objects wearing real photos (Kodak24, read in place)."""
-    return generate_synthetic(tmp_path_factory.mktemp("textured"), num_instances=2, num_views=4, image_size=TEX_HW,
-                              seed=3, num_points=3000, textures=shared("photos", "Kodak24"))
+    return generate_synthetic(
+        tmp_path_factory.mktemp("textured"),
+        num_instances=2,
+        num_views=4,
+        image_size=TEX_HW,
+        seed=3,
+        num_points=3000,
+        textures=shared("photos", "Kodak24"),
+    )
 
 
 def _visible_smooth(fr, X):
@@ -107,7 +116,7 @@ def _visible_smooth(fr, X):
     inside = (c >= 2) & (r >= 2) & (c < w - 2) & (r < h - 2)
     c, r = np.clip(c, 2, w - 3), np.clip(r, 2, h - 3)
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    std = np.sqrt(np.maximum(cv2.blur(grey ** 2, (3, 3)) - cv2.blur(grey, (3, 3)) ** 2, 0))
+    std = np.sqrt(np.maximum(cv2.blur(grey**2, (3, 3)) - cv2.blur(grey, (3, 3)) ** 2, 0))
     step = cv2.dilate(depth, np.ones((5, 5))) + cv2.dilate(-depth, np.ones((5, 5)))  # max - min over 5x5
     inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     ok = inside & inner[r, c] & (np.abs(depth[r, c] - z) < 0.01 * z) & (step[r, c] < 0.06 * z) & (std[r, c] < 8)
@@ -146,7 +155,7 @@ def test_textured_photos(textured, tmp_path):
     photos = meta["texture_photos"]
     assert sorted(photos) == ["0000_synth", "0001_synth"] and len(set(photos.values())) == 2
     kodak = {p.name: _chromaticity(cv2.imread(str(p))) for p in sorted(shared("photos", "Kodak24").glob("*.jpg"))}
-    for (cat, seq), frs in read_co3d(textured).items():
+    for (_cat, seq), frs in read_co3d(textured).items():
         pixels = []
         for fr in frs:
             mask = cv2.imread(str(fr.mask_path), cv2.IMREAD_GRAYSCALE) > 127
@@ -156,13 +165,27 @@ def test_textured_photos(textured, tmp_path):
         overlap = {name: np.minimum(seen, h).sum() for name, h in kodak.items()}
         # of the 24 Kodak photos, the colours on the object are those of the one it wears
         assert max(overlap, key=overlap.get) == photos[seq] and overlap[photos[seq]] > 0.5, overlap
-    again = generate_synthetic(tmp_path / "a", num_instances=2, num_views=4, image_size=TEX_HW, seed=3, num_points=3000,
-                               textures=shared("photos", "Kodak24"))
+    again = generate_synthetic(
+        tmp_path / "a",
+        num_instances=2,
+        num_views=4,
+        image_size=TEX_HW,
+        seed=3,
+        num_points=3000,
+        textures=shared("photos", "Kodak24"),
+    )
     rel = "synth_stack/0000_synth/images/frame000002.jpg"
     assert (again / rel).read_bytes() == (textured / rel).read_bytes()
     assert json.loads((again / "synthetic.json").read_text())["texture_photos"] == photos
-    other = generate_synthetic(tmp_path / "o", num_instances=2, num_views=1, image_size=48, seed=4, num_points=10,
-                               textures=shared("photos", "Kodak24"))
+    other = generate_synthetic(
+        tmp_path / "o",
+        num_instances=2,
+        num_views=1,
+        image_size=48,
+        seed=4,
+        num_points=10,
+        textures=shared("photos", "Kodak24"),
+    )
     assert json.loads((other / "synthetic.json").read_text())["texture_photos"] != photos
     # the cameras are those of the untextured generator, exactly
     for i, (_, frs) in enumerate(sorted(read_co3d(textured).items(), key=lambda kv: kv[0][1])):

@@ -1,20 +1,20 @@
 """Transforms report their pixel map: projected points still land on the right pixels afterwards."""
+
 import cv2
 import numpy as np
 import pytest
 
-from relook.datasets.transforms import (TrainTransform, adjust_fundamental, adjust_intrinsics, crop, illumination,
-                                        resize)
+from relook.datasets.transforms import TrainTransform, adjust_fundamental, adjust_intrinsics, crop, illumination, resize
 from relook.errors import ConfigError
 
 
 def _blob_image(uv, hw=(120, 160), sigma=2.5):
-    yy, xx = np.mgrid[0:hw[0], 0:hw[1]]
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
     return np.exp(-((xx - uv[0]) ** 2 + (yy - uv[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
 def _centroid(img):
-    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
     w = np.clip(img - 0.05 * img.max(), 0, None)
     return np.array([(w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()])
 
@@ -24,8 +24,9 @@ def _project(K, X):
     return p[:2] / p[2]
 
 
-@pytest.mark.parametrize("box,size", [((30, 20, 130, 100), (50, 50)), ((0, 0, 160, 120), (240, 320)),
-                                      ((61, 9, 132, 119), (64, 33))])
+@pytest.mark.parametrize(
+    "box,size", [((30, 20, 130, 100), (50, 50)), ((0, 0, 160, 120), (240, 320)), ((61, 9, 132, 119), (64, 33))]
+)
 def test_matches_reference(box, size):
     # a 3D point in camera coordinates, its image with a blob at the projection; transform the image and K
     K = np.array([[150.0, 0, 79.5], [0, 150.0, 59.5], [0, 0, 1]])
@@ -79,8 +80,11 @@ def test_train_transform_matches_reference(official):
     X = np.array([0.05, 0.02, 1.0])
     uv = _project(K, X)
     img = np.repeat((_blob_image(uv, sigma=3.0) * 255).astype(np.uint8)[..., None], 3, 2)
-    tf = TrainTransform.official_sop(96) if official else TrainTransform(size=96, scale=(0.4, 0.9), flip=0.5,
-                                                                          brightness=0, contrast=0, gamma=0)
+    tf = (
+        TrainTransform.official_sop(96)
+        if official
+        else TrainTransform(size=96, scale=(0.4, 0.9), flip=0.5, brightness=0, contrast=0, gamma=0)
+    )
     flips, checked = 0, 0
     for seed in range(12):
         out, K2, A = tf(img, K, np.random.default_rng(seed))

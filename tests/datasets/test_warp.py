@@ -1,17 +1,18 @@
 """Warped-photo benchmark on real photos (Kodak24, BSDS500 read in place): exact H, seeds, splits, reader."""
+
 import csv
 import json
 
 import cv2
 import numpy as np
 import pytest
+from tests.shared_data import shared
 
 from relook.cli import main
 from relook.datasets import load_dataset
 from relook.datasets.warp import generate_warp, read_homography
 from relook.datasets.warp_geometry import ViewGeometry, resize_matrix
 from relook.errors import ConfigError, DataError
-from tests.shared_data import shared
 
 SIZE, VIEWS = 200, 3
 
@@ -31,8 +32,16 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def plain(photos, tmp_path_factory):
     """Geometry only (no occluders, no photometric change), lossless files: views = warps of view 0."""
-    return generate_warp(photos, tmp_path_factory.mktemp("plain"), views=VIEWS, seed=1, size=SIZE, occluders=False,
-                         photometric=False, image_format="png")
+    return generate_warp(
+        photos,
+        tmp_path_factory.mktemp("plain"),
+        views=VIEWS,
+        seed=1,
+        size=SIZE,
+        occluders=False,
+        photometric=False,
+        image_format="png",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +92,16 @@ def test_matches_reference_exact_h(plain):
 
 def test_matches_reference_analytic():
     """Pure zoom x2 about the centre + shift, frame resized x1.5, then cropped: H by hand."""
-    geo = ViewGeometry(tilt_deg=0.0, tilt_axis_deg=30.0, rotation_deg=0.0, scale=2.0, shift=(5.0, -3.0),
-                       frame_wh=(100, 60), render_wh=(150, 90), crop=(10, 4, 120, 80))
+    geo = ViewGeometry(
+        tilt_deg=0.0,
+        tilt_axis_deg=30.0,
+        rotation_deg=0.0,
+        scale=2.0,
+        shift=(5.0, -3.0),
+        frame_wh=(100, 60),
+        render_wh=(150, 90),
+        crop=(10, 4, 120, 80),
+    )
     # x -> 2 (x - 49.5) + 49.5 + 5 = 2x - 44.5;  resize: 1.5 (x + 0.5) - 0.5;  crop: - 10  ->  3x - 76.5
     # y -> 2 (y - 29.5) + 29.5 - 3 = 2y - 32.5;  resize: 1.5 (y + 0.5) - 0.5;  crop: - 4   ->  3y - 52.5
     np.testing.assert_allclose(geo.homography(), [[3, 0, -76.5], [0, 3, -52.5], [0, 0, 1]], atol=1e-12)
@@ -110,8 +127,10 @@ def _by_group(files):
 
 def test_seeded(photos, tmp_path, full):
     assert _files(generate_warp(photos, tmp_path / "a", views=VIEWS, seed=1, size=SIZE)) == _files(full)
-    a, b = _by_group(_files(full)), _by_group(_files(generate_warp(photos, tmp_path / "b", views=VIEWS, seed=2,
-                                                                   size=SIZE)))
+    a, b = (
+        _by_group(_files(full)),
+        _by_group(_files(generate_warp(photos, tmp_path / "b", views=VIEWS, seed=2, size=SIZE))),
+    )
     assert a.keys() == b.keys()
     warped = [k for k in a if k.endswith(("/1.jpg", "/2.jpg", "H_0_1.txt"))]
     assert len(warped) == 18 and all(a[k] != b[k] for k in warped)
@@ -161,13 +180,47 @@ def test_resume(photos, tmp_path):
 
 
 def test_cli(photos, tmp_path, capsys):
-    assert main(["datasets", "warp", str(photos), str(tmp_path / "w"), "--views", "3", "--size", "64", "--seed", "2",
-                 "--no-occluders", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "datasets",
+                "warp",
+                str(photos),
+                str(tmp_path / "w"),
+                "--views",
+                "3",
+                "--size",
+                "64",
+                "--seed",
+                "2",
+                "--no-occluders",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train: 4 photos, 12 images" in out and "test: 2 photos, 6 images" in out
     assert json.loads((tmp_path / "w" / "warp.json").read_text())["occluders"] is False
-    assert main(["datasets", "synthetic", str(tmp_path / "s"), "--num-instances", "1", "--num-views", "2",
-                 "--image-size", "48", "--textures", str(photos), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "datasets",
+                "synthetic",
+                str(tmp_path / "s"),
+                "--num-instances",
+                "1",
+                "--num-views",
+                "2",
+                "--image-size",
+                "48",
+                "--textures",
+                str(photos),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "s" / "synthetic.json").read_text())["texture_photos"]
 
 
@@ -197,8 +250,10 @@ def test_bad_input(tmp_path, capsys):
         generate_warp(tmp_path / "empty", tmp_path / "out", views=1)
     with pytest.raises(DataError, match="groups.csv"):
         load_dataset("warp", tmp_path / "empty")
-    for argv in (["datasets", "warp", str(tmp_path / "empty"), str(tmp_path / "out")],
-                 ["datasets", "warp", str(tmp_path / "missing"), str(tmp_path / "out"), "--views", "3"]):
+    for argv in (
+        ["datasets", "warp", str(tmp_path / "empty"), str(tmp_path / "out")],
+        ["datasets", "warp", str(tmp_path / "missing"), str(tmp_path / "out"), "--views", "3"],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and "photo" in err

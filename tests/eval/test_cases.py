@@ -1,4 +1,5 @@
 """Helped / hurt queries from first-positive ranks, on hand-made ranks."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """relook.eval.comparison: one line per method against the global order, on hand-made results."""
+
 from relook.eval.comparison import commentary, compare
 
 
@@ -8,9 +9,11 @@ def _results(**maps):
 
 def test_smoke():
     lines = commentary(_results(**{"global only": 0.092, "rrt": 0.066, "gv": 0.2, "aqe": 0.092}))
-    assert lines == ["rrt: below the global order on this data (mAP 6.6 vs 9.2)",
-                     "gv: above the global order (mAP 20.0 vs 9.2)",
-                     "aqe: same as the global order (mAP 9.2 vs 9.2)"]
+    assert lines == [
+        "rrt: below the global order on this data (mAP 6.6 vs 9.2)",
+        "gv: above the global order (mAP 20.0 vs 9.2)",
+        "aqe: same as the global order (mAP 9.2 vs 9.2)",
+    ]
 
 
 def test_reasons_and_absent():
@@ -25,8 +28,10 @@ def test_reasons_and_absent():
 def test_near_perfect_baseline():
     """Below a near-perfect global order the line says there was little to gain."""
     line = commentary(_results(**{"global only": 0.98, "asmk": 0.9}))[0]
-    assert line.startswith("asmk: below the global order on this data (mAP 90.0 vs 98.0); likely why: the global "
-                           "order is already near perfect")
+    assert line.startswith(
+        "asmk: below the global order on this data (mAP 90.0 vs 98.0); likely why: the global "
+        "order is already near perfect"
+    )
 
 
 def test_other_metric():

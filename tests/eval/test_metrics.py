@@ -1,13 +1,14 @@
 """Metrics vs hand-computed cases, slow obvious loops (hypothesis) and pytorch-metric-learning."""
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relook.errors import ConfigError
 from relook.eval import metrics as M
 from relook.eval.protocols import evaluate_revisitop, label_ground_truth, revisitop_ground_truth
-from relook.errors import ConfigError
 from relook.types import ranked_indices
 
 
@@ -97,11 +98,14 @@ def test_empty_and_no_positive_queries():
     assert np.isnan(M.map_at_r([np.array([], dtype=int)], [[]]))
 
 
-rankings = st.integers(1, 6).flatmap(lambda q: st.tuples(
-    st.lists(st.permutations(list(range(12))).map(lambda p: p[: 12]), min_size=q, max_size=q),
-    st.lists(st.lists(st.integers(0, 11), max_size=6, unique=True), min_size=q, max_size=q),
-    st.lists(st.lists(st.integers(0, 11), max_size=4, unique=True), min_size=q, max_size=q),
-    st.integers(1, 12)))
+rankings = st.integers(1, 6).flatmap(
+    lambda q: st.tuples(
+        st.lists(st.permutations(list(range(12))).map(lambda p: p[:12]), min_size=q, max_size=q),
+        st.lists(st.lists(st.integers(0, 11), max_size=6, unique=True), min_size=q, max_size=q),
+        st.lists(st.lists(st.integers(0, 11), max_size=4, unique=True), min_size=q, max_size=q),
+        st.integers(1, 12),
+    )
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -118,8 +122,10 @@ def test_matches_reference(data):
     for col, key in enumerate(("P@1", "RP", "MAP@R")):
         assert same(got[key], nanmean(ref[:, col]))
     for k in (1, 3, 10):
-        ref_r = [np.nan if not (set(p) - set(i)) else float(any(g in set(p) - set(i) for g in slow_filtered(r, i)[:k]))
-                 for r, p, i in zip(ranking, positives, ignore)]
+        ref_r = [
+            np.nan if not (set(p) - set(i)) else float(any(g in set(p) - set(i) for g in slow_filtered(r, i)[:k]))
+            for r, p, i in zip(ranking, positives, ignore)
+        ]
         assert same(M.recall_at_k(ranking, positives, (k,), ignore)[k], nanmean(ref_r))
 
 
@@ -147,8 +153,9 @@ def test_matches_pytorch_metric_learning():
     ranking = ranked_indices(sims)[:, :-1]  # drop self (last)
     positives, ignore = label_ground_truth(labels, labels, np.arange(len(labels)))
     ours = M.musgrave_metrics(ranking, positives, ignore)
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-                              k="max_bin_count")
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count"
+    )
     t = torch.from_numpy(emb.astype(np.float32))
     ref = calc.get_accuracy(t, torch.from_numpy(labels), t, torch.from_numpy(labels), ref_includes_query=True)
     assert ours["P@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
@@ -217,6 +224,7 @@ def test_curves_hand_computed():
     the first positive is at rank 2; a query whose positive is not in the list gets inf."""
     got = M.map_at_k_curve([np.array([2, 0, 3, 1])], [[0, 1]], [1, 2, 4])
     np.testing.assert_allclose(got, [0.0, 0.25, 0.5])
-    np.testing.assert_array_equal(M.first_positive_ranks([np.array([2, 0]), np.array([2, 3])], [[0], [5]]),
-                                  [2.0, np.inf])
+    np.testing.assert_array_equal(
+        M.first_positive_ranks([np.array([2, 0]), np.array([2, 3])], [[0], [5]]), [2.0, np.inf]
+    )
     assert np.isnan(M.map_at_k_curve([np.array([1])], [[]], [1])[0])

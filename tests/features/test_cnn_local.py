@@ -1,4 +1,5 @@
 """cnn_local extractor: grid geometry, pooling, seeded projection, learned weights."""
+
 import numpy as np
 import pytest
 import torch
@@ -100,8 +101,11 @@ def test_learned_head(tmp_path):
     head = GlobalHead(512, 16, gem_p=3.0, seed=5)
     with torch.no_grad():
         head.proj.bias.normal_()
-    path = save_global_head(tmp_path / "head.pt", head, {"arch": "resnet10t", "weights": "random init, seed 0",
-                                                          "weights_sha256": "", "train": {"epochs": 0}})
+    path = save_global_head(
+        tmp_path / "head.pt",
+        head,
+        {"arch": "resnet10t", "weights": "random init, seed 0", "weights_sha256": "", "train": {"epochs": 0}},
+    )
     ex = create_extractor("cnn_local", **CONF, projection=str(path))
     img = _img()
     f = ex.extract_one("a", img)

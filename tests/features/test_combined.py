@@ -1,5 +1,6 @@
 """``combined``: locals of one extractor + global_desc of another in one store, checked against each
 extractor run alone on real photos, through the store stage (provenance, refusal of another part)."""
+
 import numpy as np
 import pytest
 
@@ -12,9 +13,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 LOCALS = {"name": "sift", "num_features": 200, "max_image_size": 320}
 GLOBAL = {"name": "cnn_local", "image_size": 128, "write_patch_tokens": False}  # pretrained Lite0 (wheel)
-IMAGES = [("graf1", GEOMETRY / "oxford_graf_affnet/img1.png", None),
-          ("graf3", GEOMETRY / "oxford_graf_affnet/img3.png", None),
-          ("church", GEOMETRY / "hpatches_subset_tfeat/v_churchill/1.png", (200.0, 150.0, 500.0, 420.0))]
+IMAGES = [
+    ("graf1", GEOMETRY / "oxford_graf_affnet/img1.png", None),
+    ("graf3", GEOMETRY / "oxford_graf_affnet/img3.png", None),
+    ("church", GEOMETRY / "hpatches_subset_tfeat/v_churchill/1.png", (200.0, 150.0, 500.0, 420.0)),
+]
 
 
 def _alone(conf):
@@ -44,8 +47,9 @@ def test_store_holds_each_part_as_extracted_alone(tmp_path):
     before = path.read_bytes()
     other = create_extractor("combined", locals={**LOCALS, "num_features": 100}, **{"global": GLOBAL})
     with pytest.raises(DataError, match="extractor.locals.num_features"):
-        extract_to_store(other, IMAGES + [("graf2", GEOMETRY / "oxford_graf_affnet/img2.png", None)], path,
-                         progress=False)
+        extract_to_store(
+            other, IMAGES + [("graf2", GEOMETRY / "oxford_graf_affnet/img2.png", None)], path, progress=False
+        )
     assert path.read_bytes() == before
 
 
@@ -55,7 +59,16 @@ def test_bad_parts():
     with pytest.raises(ConfigError, match="does not write global_desc"):
         create_extractor("combined", locals=LOCALS, **{"global": LOCALS})
     with pytest.raises(ConfigError, match="does not write local_desc"):
-        create_extractor("combined", locals={"name": "dtop", "model": {"backbone": "timm:vit_tiny_patch16_224",
-                                                                       "pretrained": False,
-                                                                       "timm_kwargs": {"depth": 1}, "layers": 1}},
-                         **{"global": GLOBAL})
+        create_extractor(
+            "combined",
+            locals={
+                "name": "dtop",
+                "model": {
+                    "backbone": "timm:vit_tiny_patch16_224",
+                    "pretrained": False,
+                    "timm_kwargs": {"depth": 1},
+                    "layers": 1,
+                },
+            },
+            **{"global": GLOBAL},
+        )

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from relook.errors import DataError
-from relook.features.delg_reader import (delg_image_features, encode_datum, encode_delf_features, import_delg,
-                                         parse_datum, parse_delf_features, read_rrt_list, write_delg_files)
+from relook.features.delg_reader import (
+    delg_image_features,
+    encode_datum,
+    encode_delf_features,
+    import_delg,
+    parse_datum,
+    parse_delf_features,
+    read_rrt_list,
+    write_delg_files,
+)
 from relook.store import FeatureStore
 
 
@@ -22,8 +30,7 @@ def test_matches_reference_hand_encoded():
     assert encode_datum(np.array([[1.5], [-2.0]], np.float32)) == datum
     # DelfFeature{descriptor=Datum([3]) x=10 y=20 scale=2 orientation=0 strength=0.5}
     d3 = b"\x0a\x03\x0a\x01\x03" + b"\x12\x0e\x0a\x0c" + _f(1, 2, 3)
-    feat = (b"\x0a" + bytes([len(d3)]) + d3 + b"\x15" + _f(10) + b"\x1d" + _f(20) + b"\x25" + _f(2)
-            + b"\x35" + _f(0.5))
+    feat = b"\x0a" + bytes([len(d3)]) + d3 + b"\x15" + _f(10) + b"\x1d" + _f(20) + b"\x25" + _f(2) + b"\x35" + _f(0.5)
     parsed = parse_delf_features(b"\x0a" + bytes([len(feat)]) + feat)
     np.testing.assert_array_equal(parsed["locations"], [[20, 10]])  # (y, x)
     np.testing.assert_array_equal(parsed["descriptors"], [[1, 2, 3]])

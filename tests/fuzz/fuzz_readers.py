@@ -11,6 +11,7 @@ TARGET: store | delg_global | delg_local | rrt_list | gnd | jgz | co3d_frames | 
 shortlist | manifest. Seed inputs (valid files of each kind) are written to ``/tmp/relook-fuzz/<TARGET>-seeds``
 on the first run, so the fuzzer starts from real layouts and mutates them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -66,6 +67,7 @@ def _dataset(name: str, filename: str):
         from relook.datasets import load_dataset
 
         load_dataset(name, path.parent)
+
     run.filename = filename
     return run
 
@@ -126,8 +128,14 @@ def seeds(target: str) -> list[bytes]:
         from relook.store import FeatureStore
 
         with FeatureStore(tmp / "s.h5", "a", meta={"extractor": "x"}) as s:
-            s.write(ImageFeatures("a/1", global_desc=np.ones(4, np.float32) / 2, keypoints=np.zeros((2, 2)),
-                                  local_desc=np.zeros((2, 3))))
+            s.write(
+                ImageFeatures(
+                    "a/1",
+                    global_desc=np.ones(4, np.float32) / 2,
+                    keypoints=np.zeros((2, 2)),
+                    local_desc=np.zeros((2, 3)),
+                )
+            )
         return [(tmp / "s.h5").read_bytes()]
     if target in ("delg_global", "delg_local"):
         from relook.features.delg_reader import GLOBAL_EXT, LOCAL_EXT, write_delg_files
@@ -138,14 +146,26 @@ def seeds(target: str) -> list[bytes]:
     if target == "rrt_list":
         return [b"a/b.jpg,3,640,480\nc/d.jpg,4,10,10\n"]
     if target == "gnd":
-        gnd = {"imlist": ["a", "b"], "qimlist": ["q"],
-               "gnd": [{"bbx": [0, 0, 5, 5], "easy": [0], "hard": [1], "junk": []}]}
+        gnd = {
+            "imlist": ["a", "b"],
+            "qimlist": ["q"],
+            "gnd": [{"bbx": [0, 0, 5, 5], "easy": [0], "hard": [1], "junk": []}],
+        }
         return [pickle.dumps(gnd, protocol=p) for p in (2, 4)]
     if target in ("jgz", "co3d_frames"):
-        frame = {"sequence_name": "s1", "frame_number": 0, "frame_timestamp": 0.0,
-                 "image": {"path": "chair/s1/images/frame000001.jpg", "size": [64, 64]},
-                 "viewpoint": {"R": np.eye(3).tolist(), "T": [0, 0, 2], "focal_length": [1.0, 1.0],
-                               "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"}}
+        frame = {
+            "sequence_name": "s1",
+            "frame_number": 0,
+            "frame_timestamp": 0.0,
+            "image": {"path": "chair/s1/images/frame000001.jpg", "size": [64, 64]},
+            "viewpoint": {
+                "R": np.eye(3).tolist(),
+                "T": [0, 0, 2],
+                "focal_length": [1.0, 1.0],
+                "principal_point": [0.0, 0.0],
+                "intrinsics_format": "ndc_isotropic",
+            },
+        }
         buf = io.BytesIO()
         with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
             f.write(json.dumps([frame]).encode())
@@ -157,17 +177,40 @@ def seeds(target: str) -> list[bytes]:
     if target == "gldv2":
         return [b"landmark_id,images\n1,abc def\n2,123\n"]
     if target == "config":
-        return [b"dataset: {name: sop, root: x}\nextractors: [sift, {name: cnn_local, pretrained: false}]\n"
-                b"shortlist: {k: 10}\nrerankers: [{name: gv, threshold: 3.0}]\nout: runs/x\n"]
+        return [
+            b"dataset: {name: sop, root: x}\nextractors: [sift, {name: cnn_local, pretrained: false}]\n"
+            b"shortlist: {k: 10}\nrerankers: [{name: gv, threshold: 3.0}]\nout: runs/x\n"
+        ]
     if target == "shortlist":
         Shortlist(["q"], ["a", "b"], np.array([[1, 0]]), np.array([[0.9, 0.1]]), {"k": "v"}).save(tmp / "s.npz")
         return [(tmp / "s.npz").read_bytes()]
     if target == "manifest":
-        rec = {"image_id": "c/s/f1", "path": "c/s/images/f1.jpg", "masked_path": None, "instance": "c/s",
-               "category": "c", "split": "test", "frame_number": 0, "angle_deg": 0.0, "image_size": [8, 8],
-               "K": np.eye(3).tolist(), "R": np.eye(3).tolist(), "t": [0, 0, 1]}
-        return [json.dumps({"dataset": "co3d_retrieve", "co3d_root": str(tmp), "seed": 0, "num_frames": 5,
-                            "step_deg": 72.0, "frames": [rec, {**rec, "image_id": "c/s/f2"}]}).encode()]
+        rec = {
+            "image_id": "c/s/f1",
+            "path": "c/s/images/f1.jpg",
+            "masked_path": None,
+            "instance": "c/s",
+            "category": "c",
+            "split": "test",
+            "frame_number": 0,
+            "angle_deg": 0.0,
+            "image_size": [8, 8],
+            "K": np.eye(3).tolist(),
+            "R": np.eye(3).tolist(),
+            "t": [0, 0, 1],
+        }
+        return [
+            json.dumps(
+                {
+                    "dataset": "co3d_retrieve",
+                    "co3d_root": str(tmp),
+                    "seed": 0,
+                    "num_frames": 5,
+                    "step_deg": 72.0,
+                    "frames": [rec, {**rec, "image_id": "c/s/f2"}],
+                }
+            ).encode()
+        ]
     raise SystemExit(f"unknown target {target}")
 
 
@@ -187,6 +230,7 @@ def make_one_input(target: str):
                 raise AssertionError(f"RelookError without the file name: {msg!r}") from None
             if "\n" in msg.strip():
                 raise AssertionError(f"RelookError of several lines: {msg!r}") from None
+
     return one_input
 
 

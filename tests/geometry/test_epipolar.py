@@ -5,9 +5,17 @@ import pytest
 import torch
 
 from relook.errors import ConfigError, ShapeError
-from relook.geometry.epipolar import (crop_intrinsics, crop_resize_intrinsics, epipolar_indicator,
-                                      epipolar_plane_angles, fundamental_from_cameras, grid_centers,
-                                      random_fundamental, resize_intrinsics, symmetric_epipolar_distance)
+from relook.geometry.epipolar import (
+    crop_intrinsics,
+    crop_resize_intrinsics,
+    epipolar_indicator,
+    epipolar_plane_angles,
+    fundamental_from_cameras,
+    grid_centers,
+    random_fundamental,
+    resize_intrinsics,
+    symmetric_epipolar_distance,
+)
 
 
 def rot(rng):

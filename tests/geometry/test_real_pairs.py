@@ -7,6 +7,7 @@ original images): ALIKED + LightGlue on v_churchill 1-6 2.8, v_wormhole 1-6 3.8,
 mutual NN on v_churchill 1-2 1.2, v_wormhole 1-3 0.8, graf 1-2 1.1. ScanNet pseudo-GT F (ALIKED +
 LightGlue) inliers under the true F: median 3-9 px on the pairs below; under the transposed F 85-860 px.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,22 @@ import scipy.io
 import torch
 from PIL import Image
 
-from relook.datasets.geometry_pairs import (load_geometry_set, parse_scannet_line, read_evd, read_magsac_homography,
-                                            read_matrix, read_scannet, read_vpts)
+from relook.datasets.geometry_pairs import (
+    load_geometry_set,
+    parse_scannet_line,
+    read_evd,
+    read_magsac_homography,
+    read_matrix,
+    read_scannet,
+    read_vpts,
+)
 from relook.errors import ConfigError, DataError
-from relook.geometry.epipolar import (crop_resize_intrinsics, epipolar_indicator, fundamental_from_cameras,
-                                      symmetric_epipolar_distance)
+from relook.geometry.epipolar import (
+    crop_resize_intrinsics,
+    epipolar_indicator,
+    fundamental_from_cameras,
+    symmetric_epipolar_distance,
+)
 from relook.geometry.robust import estimate_fundamental
 from relook.geometry.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from tests.real_geometry import features
@@ -75,7 +87,7 @@ def test_scannet_reader_order(tmp_path):
     K0, K1 = "100 0 50 0 100 40 0 0 1", "200 0 60 0 210 45 0 0 1"
     T = "0 -1 0 1 1 0 0 2 0 0 1 3 0 0 0 1"
     (tmp_path / "gt.txt").write_text(f"a.jpg b.jpg 0 0 {K0} {K1} {T}\n")
-    p, = read_scannet(tmp_path, "gt.txt")
+    (p,) = read_scannet(tmp_path, "gt.txt")
     assert p.K1[0, 0] == 100 and p.K2[0, 0] == 200 and p.image2.name == "b.png"
     np.testing.assert_allclose(p.t, [1, 2, 3])
     X0 = np.array([0.3, -0.2, 4.0])  # a point in camera-1 coordinates, seen by both cameras
@@ -117,8 +129,9 @@ def test_homography_accuracy(one_thread):
     """gv's matcher + MAGSAC++ H: ALIKED + LightGlue within 6 px corner error on hard pairs, SIFT within 3 on easy."""
     pairs = {**by_name("hpatches"), **by_name("graf")}
     for method, ex, conf, names, limit in (
-            ("aliked+lightglue", "aliked", CONF, ("v_churchill 1-6", "v_wormhole 1-6", "graf 1-5"), 6.0),
-            ("sift+mnn", "sift", SIFT_CONF, ("v_churchill 1-2", "v_wormhole 1-3", "graf 1-2"), 3.0)):
+        ("aliked+lightglue", "aliked", CONF, ("v_churchill 1-6", "v_wormhole 1-6", "graf 1-5"), 6.0),
+        ("sift+mnn", "sift", SIFT_CONF, ("v_churchill 1-2", "v_wormhole 1-3", "graf 1-2"), 3.0),
+    ):
         m = TwoViewMatcher(method, 1024, 480)
         for name in names:
             p = pairs[name]
@@ -188,10 +201,7 @@ def line_hits_rect(line, rect) -> bool:
     for x in (x0, x1):
         if b != 0 and y0 <= -(a * x + c) / b <= y1:
             return True
-    for y in (y0, y1):
-        if a != 0 and x0 <= -(b * y + c) / a <= x1:
-            return True
-    return False
+    return any(a != 0 and x0 <= -(b * y + c) / a <= x1 for y in (y0, y1))
 
 
 def slow_indicator(F, size1, size2, s, mode, to_orig1=None, to_orig2=None, F_orig=None):
@@ -238,9 +248,11 @@ def test_crop_adjusted_f_matches_reference():
     """F from crop_resize_intrinsics + fundamental_from_cameras on ScanNet cameras: its 'intersect'
     indicator equals loops run in the ORIGINAL frames (cells and points mapped back by hand)."""
     s, out = 7, (224, 224)
-    for p, box1, box2 in zip(load_geometry_set("scannet", ROOT)[:3],
-                             [(100, 50, 900, 800), (0, 168, 1000, 800), (296, 0, 968, 968)],
-                             [(300, 120, 800, 700), (200, 0, 968, 900), (0, 100, 1296, 700)]):
+    for p, box1, box2 in zip(
+        load_geometry_set("scannet", ROOT)[:3],
+        [(100, 50, 900, 800), (0, 168, 1000, 800), (296, 0, 968, 968)],
+        [(300, 120, 800, 700), (200, 0, 968, 900), (0, 100, 1296, 700)],
+    ):
         K1c, K2c = crop_resize_intrinsics(p.K1, box1, out), crop_resize_intrinsics(p.K2, box2, out)
         Fc = fundamental_from_cameras(K1c, np.eye(3), np.zeros(3), K2c, p.R, p.t)
 

@@ -3,8 +3,14 @@ import pytest
 
 from relook.errors import ConfigError, DataError
 from relook.geometry.epipolar import fundamental_from_cameras, random_fundamental, symmetric_epipolar_distance
-from relook.geometry.robust import (estimate_fundamental, main, pair_key, positive_pairs, pseudo_ground_truth,
-                                    read_pseudo_gt)
+from relook.geometry.robust import (
+    estimate_fundamental,
+    main,
+    pair_key,
+    positive_pairs,
+    pseudo_ground_truth,
+    read_pseudo_gt,
+)
 from relook.geometry.scene import render_two_views
 
 

@@ -23,8 +23,8 @@ def test_matches_reference(seed):
     loss = ours(emb, labels)
     loss_ref = ref(emb, labels)
     assert torch.allclose(loss, loss_ref, atol=1e-8)
-    g, = torch.autograd.grad(loss, emb)
-    g_ref, = torch.autograd.grad(loss_ref, emb)
+    (g,) = torch.autograd.grad(loss, emb)
+    (g_ref,) = torch.autograd.grad(loss_ref, emb)
     assert torch.allclose(g, g_ref, atol=1e-8)
 
 

@@ -1,4 +1,5 @@
 """In-batch pair losses against pytorch-metric-learning (the independent reference) and hand cases."""
+
 import pytest
 import torch
 from pytorch_metric_learning.losses import ContrastiveLoss, MultiSimilarityLoss
@@ -20,8 +21,8 @@ def test_matches_reference_contrastive(seed, margins):
     ours = contrastive_loss(emb, labels, *margins)
     ref = ContrastiveLoss(pos_margin=margins[0], neg_margin=margins[1])(emb, labels)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    g, = torch.autograd.grad(ours, emb)
-    g_ref, = torch.autograd.grad(ref, emb)
+    (g,) = torch.autograd.grad(ours, emb)
+    (g_ref,) = torch.autograd.grad(ref, emb)
     torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)
 
 
@@ -33,8 +34,8 @@ def test_matches_reference_multi_similarity(seed, params):
     a, b, base = params
     ref = MultiSimilarityLoss(alpha=a, beta=b, base=base)(emb, labels)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    g, = torch.autograd.grad(ours, emb)
-    g_ref, = torch.autograd.grad(ref, emb)
+    (g,) = torch.autograd.grad(ours, emb)
+    (g_ref,) = torch.autograd.grad(ref, emb)
     torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)
 
 
@@ -42,9 +43,9 @@ def test_hand_case():
     """Two unit vectors at 90 degrees, one positive pair each way: d = sqrt(2)."""
     emb = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     same, diff = torch.tensor([0, 0]), torch.tensor([0, 1])
-    assert float(contrastive_loss(emb, same, 0.0, 1.0)) == pytest.approx(2 ** 0.5)
+    assert float(contrastive_loss(emb, same, 0.0, 1.0)) == pytest.approx(2**0.5)
     assert float(contrastive_loss(emb, diff, 0.0, 1.0)) == 0.0  # d > neg margin: no active pair
-    assert float(contrastive_loss(emb, diff, 0.0, 2.0)) == pytest.approx(2 - 2 ** 0.5)
+    assert float(contrastive_loss(emb, diff, 0.0, 2.0)) == pytest.approx(2 - 2**0.5)
     # MS: S = 0 for both anchors; one negative each: 1/beta log(1 + exp(-beta base))
     want = torch.log1p(torch.exp(torch.tensor(-50 * 0.5))) / 50
     assert float(multi_similarity_loss(emb, diff)) == pytest.approx(float(want))

@@ -1,6 +1,7 @@
 """CvT-13 from Hugging Face transformers (relook.models.cvt): the architecture, seeded random init across
 processes, real ``from_pretrained`` paths (hub offline: one line, exit 2 through the CLI; a local folder), and
 the captured attention against softmax(q k^T * scale) recomputed by hand from each block's input."""
+
 import hashlib
 import os
 import socket
@@ -46,8 +47,12 @@ def test_config_is_cvt13():
 
     c = CvtConfig()
     assert {k: list(getattr(c, k)) for k in cvt.CVT13} == cvt.CVT13
-    assert [list(getattr(c, k)) for k in ("patch_sizes", "patch_stride", "stride_kv", "mlp_ratio")] == \
-        [[7, 3, 3], [4, 2, 2], [2, 2, 2], [4.0] * 3]
+    assert [list(getattr(c, k)) for k in ("patch_sizes", "patch_stride", "stride_kv", "mlp_ratio")] == [
+        [7, 3, 3],
+        [4, 2, 2],
+        [2, 2, 2],
+        [4.0] * 3,
+    ]
     model, record, norm = cvt.create_cvt(False, seed=0)
     n = sum(p.numel() for p in model.parameters())
     assert n == 19_611_712 and round((n + 2 * 384 + 384 * 1000 + 1000) / 1e6) == 20
@@ -73,8 +78,9 @@ CHILD = textwrap.dedent("""
 def test_seeded():
     """``pretrained: false`` draws CvT-13 from ``seed`` alone: byte-identical in a child process and in this one,
     which start from different global random states; another seed differs; the caller's generator is untouched."""
-    child = subprocess.run([sys.executable, "-c", CHILD, "3", "1000"], env=_env(), capture_output=True, text=True,
-                           timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, "3", "1000"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert child.returncode == 0, child.stderr[-2000:]
     torch.manual_seed(7)
     state = torch.get_rng_state()
@@ -125,12 +131,18 @@ def test_offline_pretrained_cli_exit_2(tmp_path):
         for i in range(2):
             pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "photos" / group / f"{i}.png")
-    (tmp_path / "c.yaml").write_text(f"dataset: {{name: folder, root: {tmp_path / 'photos'}}}\n"
-                                     "extractors: [{name: vit_tokens, backbone: cvt13, pretrained: true}]\n"
-                                     f"global: vit_tokens\nout: {tmp_path / 'out'}\n")
-    r = subprocess.run([sys.executable, "-m", "relook.cli", "extract", "-c", str(tmp_path / "c.yaml"), "--quiet"],
-                       env=_env(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1"), capture_output=True, text=True,
-                       timeout=300)
+    (tmp_path / "c.yaml").write_text(
+        f"dataset: {{name: folder, root: {tmp_path / 'photos'}}}\n"
+        "extractors: [{name: vit_tokens, backbone: cvt13, pretrained: true}]\n"
+        f"global: vit_tokens\nout: {tmp_path / 'out'}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "relook.cli", "extract", "-c", str(tmp_path / "c.yaml"), "--quiet"],
+        env=_env(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     err = r.stderr.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and "'microsoft/cvt-13'" in err, err

@@ -1,4 +1,5 @@
 """EfficientNet-Lite0/1/2 from the PyPI wheels in timm: ImageNet accuracy on real photos, logits vs reference."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +7,13 @@ import torch
 from relook.errors import ConfigError, DataError
 from relook.eval.classification import classify, imagenet_folder, topk_accuracy
 from relook.images import load_image
-from relook.models.efficientnet_lite import (LITE_VARIANTS, create_efficientnet_lite, lite_eval_transform,
-                                             lite_key_map, load_lite_weights)
+from relook.models.efficientnet_lite import (
+    LITE_VARIANTS,
+    create_efficientnet_lite,
+    lite_eval_transform,
+    lite_key_map,
+    load_lite_weights,
+)
 from relook.weights import load_state_dict, resolve_weights
 from tests.shared_data import shared
 
@@ -82,5 +88,6 @@ def test_bad_input(tmp_path):
     wrong = tmp_path / "lite1.pth"  # Lite1 weights do not fit Lite0: shape error naming the file
     torch.save(load_state_dict(resolve_weights("efficientnet_lite1")), wrong)
     with pytest.raises(DataError, match="lite1.pth"):
-        load_lite_weights(timm.create_model("tf_efficientnet_lite0"), load_state_dict(resolve_weights(str(wrong))),
-                          str(wrong))
+        load_lite_weights(
+            timm.create_model("tf_efficientnet_lite0"), load_state_dict(resolve_weights(str(wrong))), str(wrong)
+        )

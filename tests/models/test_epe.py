@@ -14,11 +14,21 @@ def test_angle_encoding_octaves_hand_computed():
     zeros; linear harmonics (2, 4, 6, 8 theta) would agree on the first two pairs only."""
     th = torch.tensor([0.3, 0.3 + math.pi], dtype=torch.float64)
     e = angle_encoding(th, 10, bands=4)
-    want = torch.tensor([0.564642473, 0.825335615,    # sin, cos of 0.6
-                         0.932039086, 0.362357754,    # 1.2
-                         0.675463181, -0.737393716,   # 2.4
-                         -0.996164609, 0.087498983,   # 4.8
-                         0.0, 0.0], dtype=torch.float64)
+    want = torch.tensor(
+        [
+            0.564642473,
+            0.825335615,  # sin, cos of 0.6
+            0.932039086,
+            0.362357754,  # 1.2
+            0.675463181,
+            -0.737393716,  # 2.4
+            -0.996164609,
+            0.087498983,  # 4.8
+            0.0,
+            0.0,
+        ],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(e[0], want, atol=1e-8, rtol=0)
     torch.testing.assert_close(e[1], want, atol=1e-8, rtol=0)  # theta + pi is the same plane
     assert angle_encoding(th, 6, bands=10).shape == (2, 6)  # bands capped at dim / 2
@@ -29,7 +39,7 @@ def test_angle_encoding_octaves_hand_computed():
 def _horizontal_rows(enc, s):
     """(B, 2 s^2, C) -> image-1 and image-2 encodings as (B, s, s, C) grids (rows, columns)."""
     B, _, C = enc.shape
-    return enc[:, :s * s].reshape(B, s, s, C), enc[:, s * s:].reshape(B, s, s, C)
+    return enc[:, : s * s].reshape(B, s, s, C), enc[:, s * s :].reshape(B, s, s, C)
 
 
 def test_encoding_of_horizontal_translation_depends_on_row_only():

@@ -1,4 +1,5 @@
 """RRT model: shapes, invariances the paper implies, attention maps, raw cross-attention, checkpoints."""
+
 import math
 
 import pytest
@@ -14,8 +15,12 @@ SMALL = {"num_layers": 2, "dim_feedforward": 64}
 
 def _pair(B=2, n1=9, n2=7, d=128, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, n1, d, generator=g), torch.randn(B, n2, d, generator=g),
-            torch.rand(B, n1, 2, generator=g), torch.rand(B, n2, 2, generator=g))
+    return (
+        torch.randn(B, n1, d, generator=g),
+        torch.randn(B, n2, d, generator=g),
+        torch.rand(B, n1, 2, generator=g),
+        torch.rand(B, n2, 2, generator=g),
+    )
 
 
 def _model(seed=0, **conf):
@@ -42,11 +47,18 @@ def test_landmark_shapes():
     q, c, _, _ = _pair(B=2, n1=5, n2=6)
     mask = torch.zeros(2, 5, dtype=torch.bool)
     mask[0, 3:] = True
-    out = m(q, c, q_mask=mask, q_global=torch.randn(2, 2048), c_global=torch.randn(2, 2048),
-            q_scale_idx=torch.full((2, 5), 3), return_attention=True)
+    out = m(
+        q,
+        c,
+        q_mask=mask,
+        q_global=torch.randn(2, 2048),
+        c_global=torch.randn(2, 2048),
+        q_scale_idx=torch.full((2, 5), 3),
+        return_attention=True,
+    )
     L = 2 + 5 + 2 + 6
     assert out.attentions[0].shape == (2, 4, L, L)
-    assert torch.all(out.attentions[0][0, :, :, 2 + 3:2 + 5] == 0)  # padded keys get no attention
+    assert torch.all(out.attentions[0][0, :, :, 2 + 3 : 2 + 5] == 0)  # padded keys get no attention
 
 
 def test_fast_path_matches_attention_path():
@@ -136,8 +148,9 @@ def test_input_pe_hook():
     torch.testing.assert_close(zero, m(q, c, pq, pc).logits)
     # adding the PE through the hook == adding it to the descriptors themselves
     pe = torch.randn(2, 16, 128)
-    torch.testing.assert_close(m(q, c, pq, pc, input_pe=pe).logits,
-                               m(q + pe[:, :9], c + pe[:, 9:], pq, pc).logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        m(q, c, pq, pc, input_pe=pe).logits, m(q + pe[:, :9], c + pe[:, 9:], pq, pc).logits, atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ShapeError):
         m(q, c, pq, pc, input_pe=torch.zeros(2, 15, 128))
 
@@ -197,25 +210,48 @@ def test_checkpoint_roundtrip(tmp_path):
 # TransformerEncoderLayer (nn.MultiheadAttention self_attn, linear1, linear2, norm1, norm2). Checkpoints are
 # ``{"state": state_dict, "optim": ...}`` with "module." stripped (utils.state_dict_to_cpu).
 
+
 def _official_layer_shapes(prefix, d=128, ff=1024):
-    return {prefix + "self_attn.in_proj_weight": (3 * d, d), prefix + "self_attn.in_proj_bias": (3 * d,),
-            prefix + "self_attn.out_proj.weight": (d, d), prefix + "self_attn.out_proj.bias": (d,),
-            prefix + "linear1.weight": (ff, d), prefix + "linear1.bias": (ff,),
-            prefix + "linear2.weight": (d, ff), prefix + "linear2.bias": (d,),
-            prefix + "norm1.weight": (d,), prefix + "norm1.bias": (d,),
-            prefix + "norm2.weight": (d,), prefix + "norm2.bias": (d,)}
+    return {
+        prefix + "self_attn.in_proj_weight": (3 * d, d),
+        prefix + "self_attn.in_proj_bias": (3 * d,),
+        prefix + "self_attn.out_proj.weight": (d, d),
+        prefix + "self_attn.out_proj.bias": (d,),
+        prefix + "linear1.weight": (ff, d),
+        prefix + "linear1.bias": (ff,),
+        prefix + "linear2.weight": (d, ff),
+        prefix + "linear2.bias": (d,),
+        prefix + "norm1.weight": (d,),
+        prefix + "norm1.bias": (d,),
+        prefix + "norm2.weight": (d,),
+        prefix + "norm2.bias": (d,),
+    }
 
 
-OFFICIAL_GLD_SHAPES = {**{k: v for i in range(6) for k, v in _official_layer_shapes(f"encoder.layers.{i}.").items()},
-                       "remap.weight": (128, 2048), "remap.bias": (128,), "scale_encoder.weight": (7, 128),
-                       "seg_encoder.weight": (6, 128), "classifier.weight": (1, 128), "classifier.bias": (1,)}
-OFFICIAL_SOP_SHAPES = {**{k: v for i in range(6) for k, v in _official_layer_shapes(f"matcher.encoder.layers.{i}.").items()},
-                       "matcher.seg_encoder.weight": (4, 128), "matcher.classifier.weight": (1, 128),
-                       "matcher.classifier.bias": (1,),
-                       # a few backbone / global-head tensors of the BaseModel around it (ignored by the reranker)
-                       "mean": (1, 3, 1, 1), "std": (1, 3, 1, 1), "conv1.weight": (64, 3, 7, 7), "bn1.weight": (64,),
-                       "remap_local.weight": (128, 2048, 1, 1), "remap_local.bias": (128,),
-                       "classifier.weight": (11318, 128), "classifier.bias": (11318,)}
+OFFICIAL_GLD_SHAPES = {
+    **{k: v for i in range(6) for k, v in _official_layer_shapes(f"encoder.layers.{i}.").items()},
+    "remap.weight": (128, 2048),
+    "remap.bias": (128,),
+    "scale_encoder.weight": (7, 128),
+    "seg_encoder.weight": (6, 128),
+    "classifier.weight": (1, 128),
+    "classifier.bias": (1,),
+}
+OFFICIAL_SOP_SHAPES = {
+    **{k: v for i in range(6) for k, v in _official_layer_shapes(f"matcher.encoder.layers.{i}.").items()},
+    "matcher.seg_encoder.weight": (4, 128),
+    "matcher.classifier.weight": (1, 128),
+    "matcher.classifier.bias": (1,),
+    # a few backbone / global-head tensors of the BaseModel around it (ignored by the reranker)
+    "mean": (1, 3, 1, 1),
+    "std": (1, 3, 1, 1),
+    "conv1.weight": (64, 3, 7, 7),
+    "bn1.weight": (64,),
+    "remap_local.weight": (128, 2048, 1, 1),
+    "remap_local.bias": (128,),
+    "classifier.weight": (11318, 128),
+    "classifier.bias": (11318,),
+}
 
 
 def _random_state(shapes, seed):
@@ -253,8 +289,12 @@ def test_official_gld_checkpoint_matches_reference(tmp_path):
     path = tmp_path / "r50_gldv2.pt"
     torch.save({"state": st, "optim": None}, path)
     model = load_rrt(path)
-    assert (model.conf["variant"], model.conf["num_layers"], model.conf["dim_feedforward"],
-            model.conf["d_global"]) == ("landmark", 6, 1024, 2048)
+    assert (model.conf["variant"], model.conf["num_layers"], model.conf["dim_feedforward"], model.conf["d_global"]) == (
+        "landmark",
+        6,
+        1024,
+        2048,
+    )
     g = torch.Generator().manual_seed(1)
     B, n1, n2 = 3, 6, 5
     sg, tg = torch.randn(B, 2048, generator=g), torch.randn(B, 2048, generator=g)
@@ -266,13 +306,24 @@ def test_official_gld_checkpoint_matches_reference(tmp_path):
     scale = st["scale_encoder.weight"].double()
 
     def glob(x):
-        return torch.nn.functional.normalize(x.double() @ st["remap.weight"].double().T + st["remap.bias"].double(), dim=-1)
+        return torch.nn.functional.normalize(
+            x.double() @ st["remap.weight"].double().T + st["remap.bias"].double(), dim=-1
+        )
 
     def loc(x, s, row):
         return torch.nn.functional.normalize(x.double(), dim=-1) + scale[s] + seg[row]
 
-    tokens = torch.cat([seg[2].expand(B, 1, -1), (glob(sg) + seg[4])[:, None], loc(sl, ss, 0),
-                        seg[3].expand(B, 1, -1), (glob(tg) + seg[5])[:, None], loc(tl, ts, 1)], 1)
+    tokens = torch.cat(
+        [
+            seg[2].expand(B, 1, -1),
+            (glob(sg) + seg[4])[:, None],
+            loc(sl, ss, 0),
+            seg[3].expand(B, 1, -1),
+            (glob(tg) + seg[5])[:, None],
+            loc(tl, ts, 1),
+        ],
+        1,
+    )
     z = torch.zeros(B, 2, dtype=torch.bool)
     want = _official_reference(st, "", tokens, torch.cat([z, sm, z, tm], 1))
     with torch.no_grad():
@@ -281,8 +332,9 @@ def test_official_gld_checkpoint_matches_reference(tmp_path):
     # a DataParallel-prefixed state dict loads the same
     m2 = load_official_rrt({"state": {f"module.{k}": v for k, v in st.items()}})
     with torch.no_grad():
-        torch.testing.assert_close(m2(sl, tl, q_mask=sm, c_mask=tm, q_scale_idx=ss, c_scale_idx=ts, q_global=sg,
-                                      c_global=tg).logits, got)
+        torch.testing.assert_close(
+            m2(sl, tl, q_mask=sm, c_mask=tm, q_scale_idx=ss, c_scale_idx=ts, q_global=sg, c_global=tg).logits, got
+        )
 
 
 def test_official_sop_checkpoint_matches_reference():
@@ -356,8 +408,12 @@ def test_grid_positions_official_sop():
     from relook.models.rrt.inputs import pack_side
     from relook.types import ImageFeatures
 
-    f = ImageFeatures("x", local_desc=np.zeros((49, 128), np.float32), keypoints=grid_keypoints(7, 7, 300, 400),
-                      image_size=np.array([300, 400]))
+    f = ImageFeatures(
+        "x",
+        local_desc=np.zeros((49, 128), np.float32),
+        keypoints=grid_keypoints(7, 7, 300, 400),
+        image_size=np.array([300, 400]),
+    )
     side = pack_side([f], RRT(**SMALL).conf)
     want = [[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)]
     torch.testing.assert_close(side["pos"][0], torch.tensor(want))

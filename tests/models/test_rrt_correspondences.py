@@ -1,4 +1,5 @@
 """Correspondences from RRT attention: a valid, optimal one-to-one assignment."""
+
 import itertools
 
 import numpy as np
@@ -47,8 +48,13 @@ def test_cross_affinity_blocks():
 
 def _feats(iid, n, seed, attention=True):
     r = np.random.default_rng(seed)
-    return ImageFeatures(iid, local_desc=r.standard_normal((n, 128)), keypoints=r.random((n, 2)) * 100,
-                         image_size=np.array([100, 100]), attention=r.random(n) if attention else None)
+    return ImageFeatures(
+        iid,
+        local_desc=r.standard_normal((n, 128)),
+        keypoints=r.random((n, 2)) * 100,
+        image_size=np.array([100, 100]),
+        attention=r.random(n) if attention else None,
+    )
 
 
 def test_smoke():

@@ -1,4 +1,5 @@
 """RRTPairScorer (fast CPU scoring of one query vs K candidates) against the plain nn.TransformerEncoderLayer model."""
+
 import pytest
 import torch
 
@@ -21,9 +22,13 @@ def _side(B, n, seed, d_global=0, pad=None):
     if pad is not None:
         for b, k in enumerate(pad):
             mask[b, k:] = True
-    return {"local": torch.randn(B, n, 128, generator=g), "pos": torch.rand(B, n, 2, generator=g), "mask": mask,
-            "scale_idx": torch.randint(0, 7, (B, n), generator=g),
-            "global": torch.randn(B, d_global, generator=g) if d_global else None}
+    return {
+        "local": torch.randn(B, n, 128, generator=g),
+        "pos": torch.rand(B, n, 2, generator=g),
+        "mask": mask,
+        "scale_idx": torch.randint(0, 7, (B, n), generator=g),
+        "global": torch.randn(B, d_global, generator=g) if d_global else None,
+    }
 
 
 def _reference(m, q, c, input_pe=None):
@@ -32,16 +37,30 @@ def _reference(m, q, c, input_pe=None):
     out = []
     for k in range(c["local"].shape[0]):
         with torch.no_grad():
-            x = m.embed(q["local"], c["local"][k:k + 1], q["pos"], c["pos"][k:k + 1], q["scale_idx"],
-                        c["scale_idx"][k:k + 1], q["global"], None if c["global"] is None else c["global"][k:k + 1],
-                        None if input_pe is None else input_pe[k:k + 1])
-            keep = torch.cat([torch.ones(1, dtype=torch.bool), ~q["mask"][0], torch.ones(1, dtype=torch.bool),
-                              ~c["mask"][k]]) if not m.has_global else None
+            x = m.embed(
+                q["local"],
+                c["local"][k : k + 1],
+                q["pos"],
+                c["pos"][k : k + 1],
+                q["scale_idx"],
+                c["scale_idx"][k : k + 1],
+                q["global"],
+                None if c["global"] is None else c["global"][k : k + 1],
+                None if input_pe is None else input_pe[k : k + 1],
+            )
+            keep = (
+                torch.cat(
+                    [torch.ones(1, dtype=torch.bool), ~q["mask"][0], torch.ones(1, dtype=torch.bool), ~c["mask"][k]]
+                )
+                if not m.has_global
+                else None
+            )
             if keep is not None:  # drop padded tokens instead of masking them: an independent route
                 x = x[:, keep]
             else:
-                kpm = m.padding_mask(q["mask"], c["mask"][k:k + 1], 1, q["local"].shape[1], c["local"].shape[1],
-                                     x.device)
+                kpm = m.padding_mask(
+                    q["mask"], c["mask"][k : k + 1], 1, q["local"].shape[1], c["local"].shape[1], x.device
+                )
             for layer in m.encoder:
                 x = layer(x) if keep is not None else layer(x, src_key_padding_mask=kpm)
             if m.final_norm is not None:

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from relook.errors import DataError, ShapeError
-from relook.models.whitening import (apply_whitening, learn_pca_whitening, learn_supervised_whitening,
-                                     pairs_from_labels)
+from relook.models.whitening import apply_whitening, learn_pca_whitening, learn_supervised_whitening, pairs_from_labels
 
 
 def _synthetic(n_classes=150, per_class=4, d=12, seed=0):
@@ -45,7 +44,7 @@ def test_supervised_hand_built_case():
     x, pairs, qa, da = _hand_built_pairs()
     mean, proj = learn_supervised_whitening(x, pairs, eps=0.0)
     proj = proj.astype(np.float64)
-    c_s = np.diag(da ** 2) / 3
+    c_s = np.diag(da**2) / 3
     np.testing.assert_allclose(proj @ c_s @ proj.T, np.eye(3), atol=1e-5)
     np.testing.assert_allclose(mean, 0, atol=1e-6)
     expected = np.zeros((3, 3))
@@ -53,7 +52,7 @@ def test_supervised_hand_built_case():
         expected[row, axis] = np.sqrt(3) / da[axis]
     np.testing.assert_allclose(np.abs(proj), expected, atol=1e-5)
     between = ((x - mean) @ proj.T).var(0)  # every whitening image, mean 0
-    np.testing.assert_allclose(between, np.sort(qa ** 2 / da ** 2 + 0.5)[::-1], rtol=1e-5)
+    np.testing.assert_allclose(between, np.sort(qa**2 / da**2 + 0.5)[::-1], rtol=1e-5)
 
 
 def _reference_whitening(x, qidx, pidx):
@@ -65,7 +64,7 @@ def _reference_whitening(x, qidx, pidx):
     df = X[:, qidx] - X[:, pidx]
     S = df @ df.T / df.shape[1]
     w, v = np.linalg.eigh(S)
-    P = v @ np.diag(w ** -0.5) @ v.T  # symmetric inverse square root (any S^{-1/2} gives the same result)
+    P = v @ np.diag(w**-0.5) @ v.T  # symmetric inverse square root (any S^{-1/2} gives the same result)
     Y = P @ (X - m)
     val, vec = np.linalg.eig(Y @ Y.T)
     order = np.argsort(val.real)[::-1]
@@ -165,8 +164,22 @@ def test_cli_uses_official_pairs(tmp_path):
     with FeatureStore(tmp_path / "train.h5", "w") as s:
         s.write_many([ImageFeatures(c, global_desc=x[i].astype(np.float32)) for i, c in enumerate(cids)])
     out = tmp_path / "w.npz"
-    assert main(["train", "dtop-whitening", str(tmp_path / "train.h5"), "--dataset", "sfm120k", "--root", str(root),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "dtop-whitening",
+                str(tmp_path / "train.h5"),
+                "--dataset",
+                "sfm120k",
+                "--root",
+                str(root),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mean, proj = load_whitening(out)
     x32 = x.astype(np.float32).astype(np.float64)
     ref_mean, ref_proj = _reference_whitening(x32, [0, 2, 4], [1, 3, 5])

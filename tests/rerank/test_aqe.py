@@ -114,8 +114,10 @@ def test_presets_match_reference():
     """rrt-official: k = 2 neighbours, alpha = 0.3 (official RRT evaluation); radenovic: alpha = 3."""
     rng = np.random.default_rng(5)
     q = _unit(rng.normal(size=16))
-    cands = [ImageFeatures(f"g{i}", global_desc=_unit(q + s * rng.normal(size=16)).astype(np.float32))
-             for i, s in enumerate([0.3, 0.5, 0.8, 1.2, 2.0, 3.0])]
+    cands = [
+        ImageFeatures(f"g{i}", global_desc=_unit(q + s * rng.normal(size=16)).astype(np.float32))
+        for i, s in enumerate([0.3, 0.5, 0.8, 1.2, 2.0, 3.0])
+    ]
     gs = np.array([float(q @ c.global_desc) for c in cands])
     order = np.argsort(-gs)
     x = np.stack([c.global_desc for c in cands]).astype(np.float64)

@@ -9,6 +9,7 @@ from relook.types import ImageFeatures
 
 def _slow_asmk(x, y, centroids, binary, alpha=3.0, tau=0.0, ma_x=1):
     """Obvious implementation: loops and dicts, straight from the ASMK definitions."""
+
     def words_of(desc, ma):
         out = {}
         for v in desc:

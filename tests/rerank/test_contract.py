@@ -1,4 +1,5 @@
 """The contract every reranker of this family meets (parametrised over the registry names)."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,14 @@ def _image(image_id, rng, base=None, n=60):
         kp[: n // 2] = base.keypoints[: n // 2] + np.float32([7, -3])
     desc /= np.linalg.norm(desc, axis=1, keepdims=True)
     g = rng.normal(size=16).astype(np.float32)
-    return ImageFeatures(image_id, global_desc=g / np.linalg.norm(g), local_desc=desc, keypoints=kp,
-                         attention=rng.uniform(size=n).astype(np.float32), scales=np.ones(n, np.float32))
+    return ImageFeatures(
+        image_id,
+        global_desc=g / np.linalg.norm(g),
+        local_desc=desc,
+        keypoints=kp,
+        attention=rng.uniform(size=n).astype(np.float32),
+        scales=np.ones(n, np.float32),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +37,14 @@ def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     queries = [_image(f"q{i}", rng) for i in range(3)]
     gallery = [_image(f"g{i:02d}", rng, queries[i % 3] if i < 6 else None) for i in range(12)]
-    empty = ImageFeatures("q_empty", global_desc=queries[0].global_desc, local_desc=np.zeros((0, 32)),
-                          keypoints=np.zeros((0, 2)), attention=np.zeros(0), scales=np.zeros(0))
+    empty = ImageFeatures(
+        "q_empty",
+        global_desc=queries[0].global_desc,
+        local_desc=np.zeros((0, 32)),
+        keypoints=np.zeros((0, 2)),
+        attention=np.zeros(0),
+        scales=np.zeros(0),
+    )
     with FeatureStore(root / "q.h5", "w") as s:
         s.write_many(queries + [empty])
     with FeatureStore(root / "g.h5", "w") as s:
@@ -60,7 +73,7 @@ def test_permutation_no_nan_seeded(name, stores):
             assert np.all(np.diff(out.scores[q]) <= 1e-6)
         np.testing.assert_array_equal(out.indices, again.indices)
         np.testing.assert_array_equal(out.scores, again.scores)
-        if top_k == 5 and not (name == "aqe"):  # only the head is reordered
+        if top_k == 5 and name != "aqe":  # only the head is reordered
             np.testing.assert_array_equal(out.indices[:, 5:], shortlist.indices[:, 5:])
 
 

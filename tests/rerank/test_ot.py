@@ -1,4 +1,5 @@
 """The `ot` reranker: per-pair scores vs POT, batched shortlist path vs the per-query loop, contract."""
+
 import numpy as np
 import ot
 import pytest
@@ -14,8 +15,12 @@ def _feats(image_id, rng, h=3, w=3, c=8):
     tok = rng.normal(size=(h, w, c)).astype(np.float32)
     g = tok.reshape(-1, c).mean(0) + 0.1 * rng.normal(size=c)
     rel = rng.random(h * w) + 0.05
-    return ImageFeatures(image_id, global_desc=(g / np.linalg.norm(g)).astype(np.float32), patch_tokens=tok,
-                         relevancy=(rel / rel.sum()).astype(np.float32))
+    return ImageFeatures(
+        image_id,
+        global_desc=(g / np.linalg.norm(g)).astype(np.float32),
+        patch_tokens=tok,
+        relevancy=(rel / rel.sum()).astype(np.float32),
+    )
 
 
 def _stores(tmp_path, nq=3, ng=6, seed=0):
@@ -85,8 +90,9 @@ def test_batched_equals_loop(tmp_path, marginal):
 def test_self_match_scores_highest():
     rng = np.random.default_rng(1)
     q = _feats("q", rng)
-    same = ImageFeatures("same", global_desc=q.global_desc, patch_tokens=q.patch_tokens[::-1].copy(),
-                         relevancy=q.relevancy)  # same patches, rearranged: OT still matches them
+    same = ImageFeatures(
+        "same", global_desc=q.global_desc, patch_tokens=q.patch_tokens[::-1].copy(), relevancy=q.relevancy
+    )  # same patches, rearranged: OT still matches them
     others = [_feats(f"g{i}", rng) for i in range(4)]
     scores = create_reranker("ot", marginal="uniform", partial=1.0).explain(q, [same, *others])["score"]
     assert scores.argmax() == 0 and scores[0] > 0.9

@@ -1,11 +1,18 @@
 """Attention rollout (Eq. 7) vs a slow per-layer numpy loop; relevancy is a probability vector."""
+
 import numpy as np
 import pytest
 import torch
 
 from relook.errors import ShapeError
-from relook.rerank.rollout import (area_weights, drop_prefix, resize_attention, rollout, rollout_relevancy,
-                                   stage_attention)
+from relook.rerank.rollout import (
+    area_weights,
+    drop_prefix,
+    resize_attention,
+    rollout,
+    rollout_relevancy,
+    stage_attention,
+)
 
 
 def _attn(b, layers, heads, n, seed=0):

@@ -1,4 +1,5 @@
 """rrt reranker: batched scores equal the per-pair model, shortlist contract, combination, errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +14,13 @@ from relook.types import ImageFeatures, Shortlist
 
 def _feats(iid, seed, n=49):
     r = np.random.default_rng(seed)
-    return ImageFeatures(iid, global_desc=r.standard_normal(32), local_desc=r.standard_normal((n, 128)),
-                         keypoints=r.random((n, 2)) * 224, image_size=np.array([224, 224]))
+    return ImageFeatures(
+        iid,
+        global_desc=r.standard_normal(32),
+        local_desc=r.standard_normal((n, 128)),
+        keypoints=r.random((n, 2)) * 224,
+        image_size=np.array([224, 224]),
+    )
 
 
 def _model(seed=0, **kw):
@@ -28,8 +34,9 @@ def _pair_logit(model, q, c):
     official = torch.tensor([[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)])
     pos = lambda f: official[None].float()  # noqa: E731
     with torch.no_grad():
-        return float(model(torch.from_numpy(q.local_desc)[None], torch.from_numpy(c.local_desc)[None],
-                           pos(q), pos(c)).logits[0])
+        return float(
+            model(torch.from_numpy(q.local_desc)[None], torch.from_numpy(c.local_desc)[None], pos(q), pos(c)).logits[0]
+        )
 
 
 def test_matches_reference():
@@ -53,8 +60,9 @@ def test_fast_path_equals_plain_forward(one_thread):
     assert plain.scorer is None
     for workers in (None, 1, 2):
         fast = create_reranker("rrt", model=model, workers=workers, chunk_tokens=60)
-        np.testing.assert_allclose(fast.rerank(q, cands, np.zeros(9)), plain.rerank(q, cands, np.zeros(9)),
-                                   atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(
+            fast.rerank(q, cands, np.zeros(9)), plain.rerank(q, cands, np.zeros(9)), atol=1e-5, rtol=1e-5
+        )
     q8 = create_reranker("rrt", model=model, quantize="int8_ff").rerank(q, cands, np.zeros(9))
     assert np.isfinite(q8).all() and not np.allclose(q8, plain.rerank(q, cands, np.zeros(9)), atol=1e-6)
 
@@ -108,8 +116,15 @@ def test_bad_input():
 
 # -- EPE checkpoints (Sec. 3.4 / 5.2 of the epipolar paper) ---------------------------------------------------
 
-EPE_RECORD = {"guidance": "epe", "grid": 7, "net_size": [224, 224], "eval_resize": None, "dim": 128, "bands": 10,
-              "seed": 5}
+EPE_RECORD = {
+    "guidance": "epe",
+    "grid": 7,
+    "net_size": [224, 224],
+    "eval_resize": None,
+    "dim": 128,
+    "bands": 10,
+    "seed": 5,
+}
 
 
 def _wide(iid, seed):
@@ -138,8 +153,9 @@ def _write_pgt(path, entries):
         for (a, b), (F, ok) in entries.items():
             g = f.create_group(pair_key(a, b))
             g.create_dataset("F", data=F)
-            g.attrs.update({"id1": a, "id2": b, "num_matches": 60, "num_inliers": 40 if ok else 6, "reliable": ok,
-                            "done": True})
+            g.attrs.update(
+                {"id1": a, "id2": b, "num_matches": 60, "num_inliers": 40 if ok else 6, "reliable": ok, "done": True}
+            )
     return path
 
 
@@ -155,8 +171,15 @@ def _epe_logit(model, q, c, F_orig, seed=5):
     pe = EpipolarPositionalEncoding(dim=128, grid=7, bands=10)(Fn, (224, 224), (224, 224), ref_pixel=ref)
     official = torch.tensor([[(j + 1) / 7, (i + 1) / 7] for i in range(7) for j in range(7)])[None]
     with torch.no_grad():
-        return float(model(torch.from_numpy(q.local_desc)[None].float(), torch.from_numpy(c.local_desc)[None].float(),
-                           official, official, input_pe=pe).logits[0])
+        return float(
+            model(
+                torch.from_numpy(q.local_desc)[None].float(),
+                torch.from_numpy(c.local_desc)[None].float(),
+                official,
+                official,
+                input_pe=pe,
+            ).logits[0]
+        )
 
 
 def test_epe_checkpoint_reranks_with_the_pairs_F(tmp_path):
@@ -184,14 +207,18 @@ def test_epe_checkpoint_reranks_with_the_pairs_F(tmp_path):
     assert abs(s1[1] - _epe_logit(model, q, cands[1], Fb)) > 1e-4
     plain = create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one), workers=0, batch_size=3)
     np.testing.assert_allclose(plain.rerank(q, cands, np.zeros(4)), s1, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(
-        q, cands[::-1], np.zeros(4)), s1[::-1], atol=1e-6)  # a pair's encoding does not depend on the shortlist
+    np.testing.assert_allclose(
+        create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(q, cands[::-1], np.zeros(4)),
+        s1[::-1],
+        atol=1e-6,
+    )  # a pair's encoding does not depend on the shortlist
     with pytest.raises(ConfigError, match="guidance 'epe'") as e:
         create_reranker("rrt", checkpoint=str(path))
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match="missing"):
-        create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(q, cands + [_wide("g9", 9)],
-                                                                                np.zeros(5))
+        create_reranker("rrt", checkpoint=str(path), pseudo_gt=str(one)).rerank(
+            q, cands + [_wide("g9", 9)], np.zeros(5)
+        )
     # a checkpoint without guidance needs nothing
     plain_ckpt = save_rrt(tmp_path / "none.pt", model)
     assert create_reranker("rrt", checkpoint=str(plain_ckpt)).guidance is None

@@ -1,5 +1,6 @@
 """Batched log-domain Sinkhorn vs POT's ot.sinkhorn; partial OT vs the dummy-point construction run in POT, POT's
 exact partial-OT LP (eps -> 0) and POT's entropic partial solver (the documented difference)."""
+
 import numpy as np
 import ot
 import pytest
@@ -57,8 +58,9 @@ def test_partial_matches_dummy_construction_in_pot(mass):
         b = np.append(nu[i].numpy(), 1 - mass)
         ref = ot.sinkhorn(a, b, m, 0.05, numItermax=300, stopThr=0.0)[:-1, :-1]
         np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
-    torch.testing.assert_close(plan.sum((1, 2)), torch.full((cost.shape[0],), mass, dtype=plan.dtype),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        plan.sum((1, 2)), torch.full((cost.shape[0],), mass, dtype=plan.dtype), atol=1e-5, rtol=0
+    )
     assert (plan.sum(-1) <= mu + 1e-6).all() and (plan.sum(-2) <= nu + 1e-6).all()
 
 
@@ -139,8 +141,9 @@ def test_wide_cost_range_uses_log_path():
     plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
     assert torch.isfinite(plan).all()
     for i in range(2):
-        ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log",
-                          numItermax=50, stopThr=0.0)
+        ref = ot.sinkhorn(
+            mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log", numItermax=50, stopThr=0.0
+        )
         np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
 
 
@@ -154,8 +157,9 @@ def test_absorption_matches_reference(absorb_at):
     plan = sinkhorn(cost, mu, nu, eps=0.05, iters=100, absorb_at=absorb_at)
     largest = 0.0
     for i in range(cost.shape[0]):
-        ref, log = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, numItermax=100, stopThr=0.0,
-                               log=True)
+        ref, log = ot.sinkhorn(
+            mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, numItermax=100, stopThr=0.0, log=True
+        )
         np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
         largest = max(largest, np.abs(np.log(log["u"])).max(), np.abs(np.log(log["v"])).max())
     assert largest > 177  # the case does leave the default range
@@ -168,8 +172,9 @@ def test_underflowing_scaling_falls_back_to_log_domain():
     nu = torch.tensor([[0.3, 0.3, 0.4]])
     assert _sinkhorn_scaling(cost / -0.05, mu, nu, 100, 0.0, 21.8) is None  # the check catches it
     plan = sinkhorn(cost, mu, nu, eps=0.05, iters=100)
-    ref = ot.sinkhorn(mu[0].double().numpy(), nu[0].double().numpy(), cost[0].double().numpy(), 0.05,
-                      numItermax=100, stopThr=0.0)
+    ref = ot.sinkhorn(
+        mu[0].double().numpy(), nu[0].double().numpy(), cost[0].double().numpy(), 0.05, numItermax=100, stopThr=0.0
+    )
     assert torch.isfinite(plan).all()
     np.testing.assert_allclose(plan[0].numpy(), ref, atol=1e-5, rtol=0)
 
@@ -180,8 +185,9 @@ def test_constant_cost_offset_keeps_the_plan():
     cost = cost + 100.0  # exp(-100 / 0.05) underflows; the per-problem shift of the kernel removes it
     plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
     for i in range(2):
-        ref = ot.sinkhorn(mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log",
-                          numItermax=50, stopThr=0.0)
+        ref = ot.sinkhorn(
+            mu[i].numpy(), nu[i].numpy(), cost[i].numpy(), 0.05, method="sinkhorn_log", numItermax=50, stopThr=0.0
+        )
         np.testing.assert_allclose(plan[i].numpy(), ref, atol=1e-5, rtol=0)
 
 
@@ -197,6 +203,13 @@ def test_forbidden_empty_column(spread):
     plan = sinkhorn(cost, mu, nu, eps=0.05, iters=50)
     assert torch.isfinite(plan).all() and (plan[:, :, -1] == 0).all()
     for i in range(2):
-        ref = ot.sinkhorn(mu[i].numpy(), nu[i, :-1].numpy(), cost[i, :, :-1].numpy(), 0.05, method="sinkhorn_log",
-                          numItermax=50, stopThr=0.0)
+        ref = ot.sinkhorn(
+            mu[i].numpy(),
+            nu[i, :-1].numpy(),
+            cost[i, :, :-1].numpy(),
+            0.05,
+            method="sinkhorn_log",
+            numItermax=50,
+            stopThr=0.0,
+        )
         np.testing.assert_allclose(plan[i, :, :-1].numpy(), ref, atol=1e-5, rtol=0)

@@ -2,18 +2,22 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from relook.errors import ConfigError
 from relook.train.dtop import load_dtop, train_dtop
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-MODEL = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1,
-             out_dim=32, aspp_rates=[1, 2, 3])
+MODEL = dict(
+    backbone="timm:vit_tiny_patch16_224",
+    pretrained=False,
+    timm_kwargs={"depth": 1},
+    layers=1,
+    out_dim=32,
+    aspp_rates=[1, 2, 3],
+)
 
 
 @pytest.fixture(scope="module")

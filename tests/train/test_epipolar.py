@@ -24,8 +24,13 @@ def batch_and_output(B=4, s=7, seed=0):
     model = RRT(variant="sop", num_layers=2, position_encoding="none")
     q, c = torch.randn(B, s * s, 128), torch.randn(B, s * s, 128)
     out = model(q, c, return_last_input=True, return_raw_cross=True)
-    batch = {"query_ids": ["a", "a", "b", "a"][:B], "candidate_ids": ["b", "b", "a", "x"][:B],
-             "labels": torch.tensor([1.0, 0.0, 1.0, 1.0])[:B], "model": model, "locals": (q, c)}
+    batch = {
+        "query_ids": ["a", "a", "b", "a"][:B],
+        "candidate_ids": ["b", "b", "a", "x"][:B],
+        "labels": torch.tensor([1.0, 0.0, 1.0, 1.0])[:B],
+        "model": model,
+        "locals": (q, c),
+    }
     return model, batch, out
 
 
@@ -48,10 +53,18 @@ def full_width_logits(model, y, n1, n2):
     b = model.encoder[-1].self_attn.in_proj_bias.detach().double()
     y = y.detach().double()
     Q, K = y @ W[:128].T + b[:128], y @ W[128:256].T + b[128:256]
-    qa, ka, qb, kb = Q[:, 1:1 + n1], K[:, 1:1 + n1], Q[:, 2 + n1:], K[:, 2 + n1:]
+    qa, ka, qb, kb = Q[:, 1 : 1 + n1], K[:, 1 : 1 + n1], Q[:, 2 + n1 :], K[:, 2 + n1 :]
     full = (torch.einsum("bic,bjc->bij", qa, kb), torch.einsum("bic,bjc->bij", qb, ka))
-    heads = tuple(torch.stack([torch.einsum("bic,bjc->bij", x[..., 32 * h:32 * h + 32], z[..., 32 * h:32 * h + 32])
-                               for h in range(4)], 1) for x, z in ((qa, kb), (qb, ka)))
+    heads = tuple(
+        torch.stack(
+            [
+                torch.einsum("bic,bjc->bij", x[..., 32 * h : 32 * h + 32], z[..., 32 * h : 32 * h + 32])
+                for h in range(4)
+            ],
+            1,
+        )
+        for x, z in ((qa, kb), (qb, ka))
+    )
     return full, heads
 
 
@@ -78,8 +91,12 @@ def test_extra_loss_matches_direct_computation():
     A = np.diag([0.5, 1.0, 1.0])
     A[0, 2] = 0.5 * 0.5 - 0.5
     C = cams()
-    F_ab = fundamental_from_cameras(A @ C["a"]["K"], C["a"]["R"], C["a"]["t"], A @ C["b"]["K"], C["b"]["R"], C["b"]["t"])
-    F_ba = fundamental_from_cameras(A @ C["b"]["K"], C["b"]["R"], C["b"]["t"], A @ C["a"]["K"], C["a"]["R"], C["a"]["t"])
+    F_ab = fundamental_from_cameras(
+        A @ C["a"]["K"], C["a"]["R"], C["a"]["t"], A @ C["b"]["K"], C["b"]["R"], C["b"]["t"]
+    )
+    F_ba = fundamental_from_cameras(
+        A @ C["b"]["K"], C["b"]["R"], C["b"]["t"], A @ C["a"]["K"], C["a"]["R"], C["a"]["t"]
+    )
     F = torch.stack([F_ab, F_ab, F_ba, F_ab])
     I12, I21 = epipolar_indicator(F, (224, 224), (224, 224), 7, mode=g.conf["mode"])
     valid = torch.tensor([True, False, True, False])  # pair 1 is a non-match, pair 3 has no geometry ("x")
@@ -129,8 +146,10 @@ def test_pseudo_gt_in_network_frame():
     X = np.random.default_rng(0).normal(size=(40, 3)) * [1.0, 0.5, 0.5] + [0, 0, 5]
     net = lambda x: np.c_[(x[:, 0] + 0.5) * 0.5 - 0.5, x[:, 1], np.ones(len(x))]  # noqa: E731  by hand
     x1, x2 = net(_project(**C["a"], X=X)), net(_project(**C["b"], X=X))
-    for pgt in ({("a", "b"): {"F": F_orig.numpy(), "reliable": True}},
-                {("b", "a"): {"F": F_orig.numpy().T, "reliable": True}}):
+    for pgt in (
+        {("a", "b"): {"F": F_orig.numpy(), "reliable": True}},
+        {("b", "a"): {"F": F_orig.numpy().T, "reliable": True}},
+    ):
         g = EpipolarGuidance(pseudo_gt=pgt, image_sizes=sizes, guidance="epi")
         F, known = g.fundamentals(["a"], ["b"])
         lines = x1 @ F[0].numpy().T
@@ -157,8 +176,11 @@ def test_guidance_hooks_pseudo_gt_file(tmp_path):
         gr.attrs.update({"id1": "a", "id2": "b", "num_matches": 50, "num_inliers": 40, "reliable": True, "done": True})
     with FeatureStore(tmp_path / "s.h5", "w") as st:
         for i in "ab":
-            st.write(ImageFeatures(i, local_desc=np.zeros((49, 128)), keypoints=np.zeros((49, 2)),
-                                   image_size=np.array([224, 448])))
+            st.write(
+                ImageFeatures(
+                    i, local_desc=np.zeros((49, 128)), keypoints=np.zeros((49, 2)), image_size=np.array([224, 448])
+                )
+            )
     ds = type("D", (), {"info": {}, "name": "nocams"})()
     hooks = guidance_hooks("epi", ds, tmp_path / "s.h5", pseudo_gt=tmp_path / "pgt.h5", weight=1.0)
     g = hooks["extra_loss"].__self__
@@ -199,9 +221,10 @@ def test_crop_flip_adjusted_fundamental():
             uv = _project(**C[name], X=X)
             cents = []
             for p in uv:  # one blob per image, same crop (same seed) for all the image's blobs
-                img = np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * 4.0 ** 2))
-                out, _, A = tf(np.repeat((img * 255).astype(np.uint8)[..., None], 3, 2), None,
-                               np.random.default_rng(seed + off))
+                img = np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * 4.0**2))
+                out, _, A = tf(
+                    np.repeat((img * 255).astype(np.uint8)[..., None], 3, 2), None, np.random.default_rng(seed + off)
+                )
                 o = out[..., 0].astype(np.float64)
                 w = np.clip(o - 0.3 * o.max(), 0, None)
                 gy, gx = np.mgrid[0:112, 0:112]
@@ -229,24 +252,56 @@ def test_checkpoint_records_guidance(tmp_path):
     ids = [f"{k}_{v}" for k in range(3) for v in range(3)]
     C = cams()
     cameras = {i: C["a" if i.endswith("_0") else "b"] for i in ids}
-    feats = [ImageFeatures(i, local_desc=r.standard_normal((9, 128)), keypoints=r.random((9, 2)) * 64,
-                           image_size=np.array([224, 448])) for i in ids]
+    feats = [
+        ImageFeatures(
+            i, local_desc=r.standard_normal((9, 128)), keypoints=r.random((9, 2)) * 64, image_size=np.array([224, 448])
+        )
+        for i in ids
+    ]
     labels = np.repeat(np.arange(3), 3)
     data = PairData(ids, labels, np.array([[j for j in range(9) if j != i] for i in range(9)]))
     g = EpipolarGuidance(cameras=cameras, image_sizes={i: (224, 448) for i in ids}, guidance="epe", grid=3, bands=6)
     torch.manual_seed(0)
     model = RRT(num_layers=1, dim_feedforward=64)
-    path = train_rrt(model, data, StoreSource(feats), tmp_path, {"epochs": 1, "triplets_per_batch": 4},
-                     input_pe=g.input_pe, guidance=g.record(), progress=False)
+    path = train_rrt(
+        model,
+        data,
+        StoreSource(feats),
+        tmp_path,
+        {"epochs": 1, "triplets_per_batch": 4},
+        input_pe=g.input_pe,
+        guidance=g.record(),
+        progress=False,
+    )
     rec = json.loads(read_checkpoint(path)["guidance_json"])
     assert (rec["guidance"], rec["grid"], rec["bands"], rec["dim"], rec["net_size"]) == ("epe", 3, 6, 128, [224, 224])
     assert load_rrt(path).guidance == rec
     with pytest.raises(ConfigError, match="guidance"):
-        train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path,
-                  {"epochs": 2, "triplets_per_batch": 4}, resume=True, progress=False)
+        train_rrt(
+            RRT(num_layers=1, dim_feedforward=64),
+            data,
+            StoreSource(feats),
+            tmp_path,
+            {"epochs": 2, "triplets_per_batch": 4},
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="input_pe"):
-        train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path / "x",
-                  {"epochs": 1}, guidance=g.record(), progress=False)
-    plain = train_rrt(RRT(num_layers=1, dim_feedforward=64), data, StoreSource(feats), tmp_path / "none",
-                      {"epochs": 1, "triplets_per_batch": 4}, progress=False)
+        train_rrt(
+            RRT(num_layers=1, dim_feedforward=64),
+            data,
+            StoreSource(feats),
+            tmp_path / "x",
+            {"epochs": 1},
+            guidance=g.record(),
+            progress=False,
+        )
+    plain = train_rrt(
+        RRT(num_layers=1, dim_feedforward=64),
+        data,
+        StoreSource(feats),
+        tmp_path / "none",
+        {"epochs": 1, "triplets_per_batch": 4},
+        progress=False,
+    )
     assert load_rrt(plain).guidance == {"guidance": "none"}

@@ -3,6 +3,7 @@
 The real-photo tests train on warped views of 20 BSDS500 photos with the pretrained EfficientNet-Lite0 and
 evaluate on 20 other photos; the rest use a tiny random-init backbone on random images (plumbing only).
 """
+
 import json
 
 import numpy as np
@@ -17,8 +18,13 @@ from relook.eval import metrics as M
 from relook.features import create_extractor
 from relook.features.base import extract_to_store
 from relook.models.global_head import GlobalHead, load_global_head
-from relook.train.global_head import (backbone_extractor, balanced_batches, pooled_features, resolve_conf,
-                                      train_global_head)
+from relook.train.global_head import (
+    backbone_extractor,
+    balanced_batches,
+    pooled_features,
+    resolve_conf,
+    train_global_head,
+)
 from tests.shared_data import shared
 
 TINY = {"arch": "resnet10t", "pretrained": False, "image_size": 64}  # 2x2 x 512 grid
@@ -42,8 +48,28 @@ def trained(warp_set, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("head")
-    assert main(["train", "global", "--dataset", "warp", "--root", str(warp_set), "--dataset-opt", "split=train",
-                 "-o", str(out), "--epochs", "30", "--labels-per-batch", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "global",
+                "--dataset",
+                "warp",
+                "--root",
+                str(warp_set),
+                "--dataset-opt",
+                "split=train",
+                "-o",
+                str(out),
+                "--epochs",
+                "30",
+                "--labels-per-batch",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     yield out / "head.pt"
     torch.set_num_threads(threads)
 
@@ -52,8 +78,10 @@ def _scores(glob: np.ndarray, ds) -> dict[str, float]:
     sims = glob @ glob.T
     ranking = np.argsort(-sims, axis=1, kind="stable")
     positives, ignore = ds.ground_truth()
-    return {"R@1": M.recall_at_k(ranking, positives, (1,), ignore)[1],
-            "mAP": M.mean_average_precision(ranking, positives, ignore)}
+    return {
+        "R@1": M.recall_at_k(ranking, positives, (1,), ignore)[1],
+        "mAP": M.mean_average_precision(ranking, positives, ignore),
+    }
 
 
 def test_learned_beats_seeded(warp_set, trained):
@@ -132,14 +160,27 @@ def test_resume(tiny, tmp_path, one_thread):
     whole = load_global_head(_train(tiny, tmp_path / "whole", epochs=4))[0]
     _train(tiny, tmp_path / "part", epochs=2)
     assert len((tmp_path / "part" / "log.jsonl").read_text().splitlines()) == 2
-    part = load_global_head(train_global_head(tiny, tmp_path / "part", {"dim": 8, "labels_per_batch": 2,
-                                                                          "per_label": 2, "epochs": 4}, TINY,
-                                              resume=True, progress=False))[0]
+    part = load_global_head(
+        train_global_head(
+            tiny,
+            tmp_path / "part",
+            {"dim": 8, "labels_per_batch": 2, "per_label": 2, "epochs": 4},
+            TINY,
+            resume=True,
+            progress=False,
+        )
+    )[0]
     torch.testing.assert_close(part.state_dict(), whole.state_dict())
     assert len((tmp_path / "part" / "log.jsonl").read_text().splitlines()) == 4
     with pytest.raises(DataError, match=r"another train.lr \(0.001, now 0.1\)"):
-        train_global_head(tiny, tmp_path / "part", {"dim": 8, "labels_per_batch": 2, "per_label": 2, "epochs": 5,
-                                                    "lr": 0.1}, TINY, resume=True, progress=False)
+        train_global_head(
+            tiny,
+            tmp_path / "part",
+            {"dim": 8, "labels_per_batch": 2, "per_label": 2, "epochs": 5, "lr": 0.1},
+            TINY,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_store_refuses_mixing_heads(tiny, tmp_path, one_thread):
@@ -232,18 +273,39 @@ def test_cli(tmp_path, capsys, one_thread):
     rng = np.random.default_rng(1)
     for k in range(9):
         (tmp_path / "photos" / f"g{k // 3}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"g{k // 3}" / f"{k}.png")
-    args = ["train", "global", "--dataset", "folder", "--root", str(tmp_path / "photos"), "-o", str(tmp_path / "h"),
-            "--backbone-opt", "arch=resnet10t", "--backbone-opt", "pretrained=false", "--backbone-opt", "image_size=64",
-            "--dim", "8", "--epochs", "1"]
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / "photos" / f"g{k // 3}" / f"{k}.png"
+        )
+    args = [
+        "train",
+        "global",
+        "--dataset",
+        "folder",
+        "--root",
+        str(tmp_path / "photos"),
+        "-o",
+        str(tmp_path / "h"),
+        "--backbone-opt",
+        "arch=resnet10t",
+        "--backbone-opt",
+        "pretrained=false",
+        "--backbone-opt",
+        "image_size=64",
+        "--dim",
+        "8",
+        "--epochs",
+        "1",
+    ]
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().out == "" and (tmp_path / "h" / "head.json").exists()
     assert main([*args, "--epochs", "2", "--resume", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'h' / 'head.pt'}"
     assert load_global_head(tmp_path / "h" / "head.pt")[1]["train"]["epochs"] == 2
-    for extra, words in ((["--loss", "foo"], "unknown loss 'foo'"),
-                         (["--backbone-opt", "projection=seeded"], "set by the head itself"),
-                         (["--loss-opt", "beta=3"], "has no parameter(s) ['beta']")):
+    for extra, words in (
+        (["--loss", "foo"], "unknown loss 'foo'"),
+        (["--backbone-opt", "projection=seeded"], "set by the head itself"),
+        (["--loss-opt", "beta=3"], "has no parameter(s) ['beta']"),
+    ):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err

@@ -23,7 +23,7 @@ def test_every_batch_one_size_all_once():
         for b in batches:
             shapes = {(h, w) for _, h, w in b}
             assert len(shapes) == 1
-            (h, w), = shapes
+            ((h, w),) = shapes
             assert max(h, w) == 384 and h % 16 == 0 and w % 16 == 0
             a = sizes[[i for i, _, _ in b], 1] / sizes[[i for i, _, _ in b], 0]
             assert a.min() * 0.5 <= w / h <= a.max() * 2  # the batch shape follows its members' aspect
@@ -91,4 +91,4 @@ def test_lr_schedule():
     vals = [lr_at(s, total, warm, lr, 1e-4) for s in range(total + 1)]
     assert vals[0] == pytest.approx(lr / warm) and vals[warm - 1] == pytest.approx(lr)
     assert vals[warm] == pytest.approx(lr) and vals[-1] == pytest.approx(lr * 1e-4)
-    assert all(a >= b for a, b in zip(vals[warm:], vals[warm + 1:]))
+    assert all(a >= b for a, b in zip(vals[warm:], vals[warm + 1 :]))

@@ -1,4 +1,5 @@
 """RRT training: triplet sampling rule, neighbours, learning, resume, extra-loss hook, fine-tuning."""
+
 import json
 
 import numpy as np
@@ -20,8 +21,15 @@ def _data(n_classes=6, per=4, n_loc=9, seed=0):
         for v in range(per):
             loc = protos[k] + 0.5 * r.standard_normal((n_loc, 128))
             g = protos[k].mean(0) + 2.0 * r.standard_normal(128)
-            feats.append(ImageFeatures(f"{k}_{v}", global_desc=g / np.linalg.norm(g), local_desc=loc,
-                                       keypoints=r.random((n_loc, 2)) * 64, image_size=np.array([64, 64])))
+            feats.append(
+                ImageFeatures(
+                    f"{k}_{v}",
+                    global_desc=g / np.linalg.norm(g),
+                    local_desc=loc,
+                    keypoints=r.random((n_loc, 2)) * 64,
+                    image_size=np.array([64, 64]),
+                )
+            )
             labels.append(k)
     glob = np.stack([f.global_desc for f in feats])
     data = PairData([f.image_id for f in feats], np.array(labels), global_neighbours(glob, 10))
@@ -59,8 +67,9 @@ def test_sample_triplets_rule_and_seeded():
 
 def test_smoke_learns(tmp_path):
     feats, data = _data(n_classes=4)
-    path = train_rrt(_model(), data, StoreSource(feats), tmp_path, {"epochs": 4, "triplets_per_batch": 8,
-                                                                    "lr": 1e-3}, progress=False)
+    path = train_rrt(
+        _model(), data, StoreSource(feats), tmp_path, {"epochs": 4, "triplets_per_batch": 8, "lr": 1e-3}, progress=False
+    )
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(log) == 4 and path.exists()
     assert log[-1]["bce"] < log[0]["bce"]
@@ -132,8 +141,16 @@ def test_extra_loss_hook(tmp_path):
         seen.append(n)
         return 0.0 * a12.sum() + 1.0
 
-    train_rrt(model, data, StoreSource(feats), tmp_path, {"epochs": 1, "triplets_per_batch": 8},
-              extra_loss=hook, pair_info=lambda q, c: (q, c), progress=False)
+    train_rrt(
+        model,
+        data,
+        StoreSource(feats),
+        tmp_path,
+        {"epochs": 1, "triplets_per_batch": 8},
+        extra_loss=hook,
+        pair_info=lambda q, c: (q, c),
+        progress=False,
+    )
     log = json.loads((tmp_path / "log.jsonl").read_text())
     assert seen and abs(log["loss"] - log["bce"] - 1.0) < 1e-5
 
@@ -164,8 +181,9 @@ def test_bad_input(tmp_path):
 def test_long_run_keeps_constant_lr(tmp_path):
     """--epochs 17 without milestones: the rate stays 1e-4 (the old default dropped it to 1e-5 at epoch 16)."""
     feats, data = _data(n_classes=3, per=3)
-    path = train_rrt(_model(), data, StoreSource(feats), tmp_path, {"epochs": 17, "triplets_per_batch": 16},
-                     progress=False)
+    path = train_rrt(
+        _model(), data, StoreSource(feats), tmp_path, {"epochs": 17, "triplets_per_batch": 16}, progress=False
+    )
     ck = torch.load(path, weights_only=False)
     assert ck["epoch"] == 17 and ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -176,11 +194,25 @@ def test_recipes_match_official_numbers():
     from relook.train.rrt import resolve_train_conf
 
     sop = resolve_train_conf("official-sop")  # official RRT_SOP experiment_rerank.py + dataset config
-    assert (sop["epochs"], sop["lr"], sop["weight_decay"], sop["milestones"], sop["triplets_per_batch"],
-            sop["top_k"], sop["positives"], sop["augment"]) == (100, 1e-4, 4e-4, [60, 80], 100, 100, "label", True)
+    assert (
+        sop["epochs"],
+        sop["lr"],
+        sop["weight_decay"],
+        sop["milestones"],
+        sop["triplets_per_batch"],
+        sop["top_k"],
+        sop["positives"],
+        sop["augment"],
+    ) == (100, 1e-4, 4e-4, [60, 80], 100, 100, "label", True)
     lm = resolve_train_conf("official-landmark")
-    assert (lm["epochs"], lm["weight_decay"], lm["milestones"], lm["triplets_per_batch"], lm["min_positives"],
-            lm["positives"]) == (15, 5e-4, [16, 18], 12, 5, "topk")
+    assert (
+        lm["epochs"],
+        lm["weight_decay"],
+        lm["milestones"],
+        lm["triplets_per_batch"],
+        lm["min_positives"],
+        lm["positives"],
+    ) == (15, 5e-4, [16, 18], 12, 5, "topk")
     ep = resolve_train_conf("epipolar-sop", {"epochs": None})  # seed 002 Sec. 5: 40 epochs, constant 1e-4
     assert (ep["epochs"], ep["lr"], ep["milestones"], ep["weight_decay"]) == (40, 1e-4, [], 4e-4)
     assert resolve_train_conf("official-sop", {"weight_decay": 1e-3})["weight_decay"] == 1e-3
@@ -202,8 +234,9 @@ def test_sample_triplets_label_positives_matches_reference():
         outside += p not in data.neighbours[a]
     assert outside > 0
     # drawn uniformly from the label: over many epochs every same-label image shows up as a positive
-    seen = {int(p) for s in range(40) for a, p, _ in sample_triplets(data, 1, np.random.default_rng(s), "label")
-            if a == 0}
+    seen = {
+        int(p) for s in range(40) for a, p, _ in sample_triplets(data, 1, np.random.default_rng(s), "label") if a == 0
+    }
     assert seen == {j for j in range(len(data.ids)) if data.labels[j] == data.labels[0] and j != 0}
 
 
@@ -214,7 +247,7 @@ def test_augmented_sides_carry_pixel_map():
 
     uv = np.array([70.0, 40.0])
     yy, xx = np.mgrid[0:96, 0:128]
-    blob = np.exp(-((xx - uv[0]) ** 2 + (yy - uv[1]) ** 2) / (2 * 3.0 ** 2))
+    blob = np.exp(-((xx - uv[0]) ** 2 + (yy - uv[1]) ** 2) / (2 * 3.0**2))
     img = np.repeat((blob * 255).astype(np.uint8)[..., None], 3, 2)
     seen = []
     tf = TrainTransform(size=64, scale=(0.5, 0.9), flip=0.5, brightness=0, contrast=0, gamma=0)

@@ -1,4 +1,5 @@
 """draw_matches writes a PNG of both images with one line per match."""
+
 import numpy as np
 import pytest
 

@@ -23,6 +23,7 @@ def test_smoke(tmp_path):
     F = random_fundamental(seed=0).numpy()
     I12, _ = epipolar_indicator(F, (64, 64), (64, 64), 4)
     img = np.zeros((64, 64, 3), np.uint8)
-    out = plot_epipolar_attention(img, img, F, I12.numpy(), np.random.default_rng(0).random((16, 16)),
-                                  tmp_path / "a.png", s=4, title="synthetic")
+    out = plot_epipolar_attention(
+        img, img, F, I12.numpy(), np.random.default_rng(0).random((16, 16)), tmp_path / "a.png", s=4, title="synthetic"
+    )
     assert out.exists() and out.stat().st_size > 1000

@@ -1,4 +1,5 @@
 """viz.ot and `relook visualize ot`: top pairs, PNG written, CLI end to end on a tiny random-init model."""
+
 import cv2
 import numpy as np
 import pytest
@@ -34,8 +35,18 @@ def test_cell_box():
 def test_smoke(tmp_path):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
-    out = draw_ot_pair(img, img, np.full(4, 0.25), np.full(9, 1 / 9), rng.random((4, 9)), (2, 2), (3, 3),
-                       tmp_path / "pair.png", top=3, title="test")
+    out = draw_ot_pair(
+        img,
+        img,
+        np.full(4, 0.25),
+        np.full(9, 1 / 9),
+        rng.random((4, 9)),
+        (2, 2),
+        (3, 3),
+        tmp_path / "pair.png",
+        top=3,
+        title="test",
+    )
     assert cv2.imread(str(out)) is not None
 
 
@@ -49,19 +60,36 @@ def test_cli(tmp_path):
     rng = np.random.default_rng(1)
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(tmp_path / name), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    ext = create_extractor("vit_tokens", backbone="resnet50", pretrained=False, image_size=64,
-                           model_kwargs={"layers": (1, 1, 1, 1)})
+    ext = create_extractor(
+        "vit_tokens", backbone="resnet50", pretrained=False, image_size=64, model_kwargs={"layers": (1, 1, 1, 1)}
+    )
     items = [(n, tmp_path / n, None) for n in ("a.png", "b.png")]
     extract_to_store(ext, items, tmp_path / "f.h5", progress=False)
     out = tmp_path / "vis.png"
-    code = main(["visualize", "ot", "a.png", "b.png", "--query-store", str(tmp_path / "f.h5"),
-                 "--image-root", str(tmp_path), "-o", str(out), "--marginal", "cross"])
+    code = main(
+        [
+            "visualize",
+            "ot",
+            "a.png",
+            "b.png",
+            "--query-store",
+            str(tmp_path / "f.h5"),
+            "--image-root",
+            str(tmp_path),
+            "-o",
+            str(out),
+            "--marginal",
+            "cross",
+        ]
+    )
     assert code == 0 and cv2.imread(str(out)) is not None
     assert main(["visualize", "ot", "a.png", "zzz", "--query-store", str(tmp_path / "f.h5"), "-o", str(out)]) == 2
     # the title names the backbone and the store's weights record, never a bare "?"
     from relook.viz.ot import store_backbone_and_weights
 
-    assert store_backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"
+    assert (
+        store_backbone_and_weights(tmp_path / "f.h5") == "vit_tokens backbone resnet50, weights: random init (seed 0)"
+    )
 
 
 def test_mass_sweep(tmp_path):
@@ -82,28 +110,61 @@ def test_mass_sweep(tmp_path):
     from relook.datasets.base import DATASETS, labelled_split
 
     if "toy_sweep" not in DATASETS.names():
+
         @DATASETS.register("toy_sweep")
         def toy_sweep(root):
             paths = sorted(root.glob("*.png"))
-            return labelled_split("toy_sweep", root, [(p.stem, p, None) for p in paths],
-                                  [int(p.stem[0]) for p in paths])
-    ext = {"name": "vit_tokens", "backbone": "resnet50", "pretrained": False, "image_size": 64,
-           "model_kwargs": {"layers": [1, 1, 1, 1]}, "grid": 2}
+            return labelled_split(
+                "toy_sweep", root, [(p.stem, p, None) for p in paths], [int(p.stem[0]) for p in paths]
+            )
+
+    ext = {
+        "name": "vit_tokens",
+        "backbone": "resnet50",
+        "pretrained": False,
+        "image_size": 64,
+        "model_kwargs": {"layers": [1, 1, 1, 1]},
+        "grid": 2,
+    }
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({"dataset": {"name": "toy_sweep", "root": str(root)}, "extractors": [ext],
-                                   "shortlist": {"k": 8},
-                                   "rerankers": [{"name": "ot", "label": "ot", "marginal": "uniform"},
-                                                 {"name": "ot", "label": "ot-half", "marginal": "uniform",
-                                                  "partial": 0.5}],
-                                   "out": str(tmp_path / "run")}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "toy_sweep", "root": str(root)},
+                "extractors": [ext],
+                "shortlist": {"k": 8},
+                "rerankers": [
+                    {"name": "ot", "label": "ot", "marginal": "uniform"},
+                    {"name": "ot", "label": "ot-half", "marginal": "uniform", "partial": 0.5},
+                ],
+                "out": str(tmp_path / "run"),
+            }
+        )
+    )
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0
     res = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
     png = tmp_path / "sweep.png"
-    assert main(["visualize", "ot-sweep", "-c", str(cfg), "--reranker", "ot", "--masses", "0.5,1.0", "-o", str(png),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "ot-sweep",
+                "-c",
+                str(cfg),
+                "--reranker",
+                "ot",
+                "--masses",
+                "0.5,1.0",
+                "-o",
+                str(png),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(png)) is not None
-    from relook.viz.ot import sweep_mass
     from relook.experiment import load_config
+    from relook.viz.ot import sweep_mass
 
     _, table = sweep_mass(load_config([cfg], []), [0.5, 1.0], "ot", tmp_path / "again.png")
     for a, label in ((1.0, "ot"), (0.5, "ot-half")):

@@ -4,6 +4,7 @@
 math (residual aggregation per word, binarisation for ASMK*, selectivity, image similarity); ``ivf`` the
 inverted file over a gallery. The reranker is ``relook.rerank.asmk``.
 """
+
 from relook.asmk.codebook import assign, train_codebook
 from relook.asmk.ivf import AsmkIndex
 from relook.asmk.kernel import aggregate, asmk_similarity, binarize, selectivity

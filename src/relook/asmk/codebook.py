@@ -1,4 +1,5 @@
 """Visual codebook: k-means centroids of local descriptors (faiss) and (multiple) assignment to them."""
+
 from __future__ import annotations
 
 import faiss
@@ -24,10 +25,18 @@ def train_codebook(descs: np.ndarray, k: int, seed: int = 0, niter: int = 20) ->
     if k < 1:
         raise ConfigError(f"codebook size must be >= 1, got {k}")
     if len(descs) < k:
-        raise ConfigError(f"cannot train {k} visual words from {len(descs)} descriptors; lower codebook_size "
-                          f"(e.g. {max(1, len(descs) // 20)}) or train on more images")
-    km = faiss.Kmeans(descs.shape[1], int(k), niter=int(niter), seed=int(seed), verbose=False,
-                      max_points_per_centroid=max(256, len(descs) // k + 1))
+        raise ConfigError(
+            f"cannot train {k} visual words from {len(descs)} descriptors; lower codebook_size "
+            f"(e.g. {max(1, len(descs) // 20)}) or train on more images"
+        )
+    km = faiss.Kmeans(
+        descs.shape[1],
+        int(k),
+        niter=int(niter),
+        seed=int(seed),
+        verbose=False,
+        max_points_per_centroid=max(256, len(descs) // k + 1),
+    )
     km.train(descs)
     return np.ascontiguousarray(km.centroids, np.float32)
 

@@ -1,13 +1,14 @@
 """Inverted file for ASMK: gallery word vectors grouped by visual word, scored against a query at once."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
 from relook.asmk.codebook import assign
-from relook.asmk.kernel import aggregate, binarize, self_norm, selectivity, word_similarity
+from relook.asmk.kernel import aggregate, binarize, selectivity, self_norm, word_similarity
 from relook.errors import ShapeError
 
 
@@ -39,13 +40,28 @@ class AsmkIndex:
         return words, (binarize(agg) if self.binary else agg)
 
     @classmethod
-    def build(cls, centroids: np.ndarray, gallery_descs: Iterable[np.ndarray], binary: bool = True,
-              alpha: float = 3.0, tau: float = 0.0, multiple: int = 1) -> "AsmkIndex":
+    def build(
+        cls,
+        centroids: np.ndarray,
+        gallery_descs: Iterable[np.ndarray],
+        binary: bool = True,
+        alpha: float = 3.0,
+        tau: float = 0.0,
+        multiple: int = 1,
+    ) -> AsmkIndex:
         """Index each gallery image's local descriptors (single assignment by default)."""
         centroids = np.ascontiguousarray(centroids, np.float32)
         k, d = centroids.shape
-        probe = cls(centroids, np.zeros(k + 1, np.int64), np.zeros(0, np.int64), np.zeros((0, d)), np.zeros(0),
-                    binary, alpha, tau)
+        probe = cls(
+            centroids,
+            np.zeros(k + 1, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros((0, d)),
+            np.zeros(0),
+            binary,
+            alpha,
+            tau,
+        )
         words, imgs, vecs, gamma = [], [], [], []
         for g, descs in enumerate(gallery_descs):
             w, v = probe.encode(descs, multiple)
@@ -59,8 +75,9 @@ class AsmkIndex:
         vecs_all = np.concatenate(vecs) if vecs else np.zeros((0, width), np.uint8 if binary else np.float32)
         offsets = np.searchsorted(words_all[order], np.arange(k + 1)).astype(np.int64)
         imgs_all = np.concatenate(imgs) if imgs else np.zeros(0, np.int64)
-        return cls(centroids, offsets, imgs_all[order], vecs_all[order], np.asarray(gamma, np.float64),
-                   binary, alpha, tau)
+        return cls(
+            centroids, offsets, imgs_all[order], vecs_all[order], np.asarray(gamma, np.float64), binary, alpha, tau
+        )
 
     def scores(self, words: np.ndarray, vecs: np.ndarray) -> np.ndarray:
         """K(query, g) for every gallery image g (G,), the query given as ``encode`` output."""

@@ -11,6 +11,7 @@ Hamming distance). Two images match with
 A descriptor assigned to several words (multiple assignment, used for queries) contributes a residual
 to each of them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,12 +67,20 @@ def self_norm(vecs: np.ndarray, binary: bool, dim: int, alpha: float, tau: float
     if len(vecs) == 0:
         return 0.0
     s = selectivity(word_similarity(vecs, vecs, binary, dim), alpha, tau).sum()
-    return float(s ** -0.5) if s > 0 else 0.0
+    return float(s**-0.5) if s > 0 else 0.0
 
 
-def asmk_similarity(words_x: np.ndarray, vecs_x: np.ndarray, words_y: np.ndarray, vecs_y: np.ndarray,
-                    dim: int, binary: bool = True, alpha: float = 3.0, tau: float = 0.0,
-                    normalise: bool = True) -> float:
+def asmk_similarity(
+    words_x: np.ndarray,
+    vecs_x: np.ndarray,
+    words_y: np.ndarray,
+    vecs_y: np.ndarray,
+    dim: int,
+    binary: bool = True,
+    alpha: float = 3.0,
+    tau: float = 0.0,
+    normalise: bool = True,
+) -> float:
     """K(X, Y) of two aggregated images (word ids sorted, vectors or packed codes per word)."""
     common, ix, iy = np.intersect1d(words_x, words_y, assume_unique=True, return_indices=True)
     if len(common) == 0:

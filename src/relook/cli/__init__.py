@@ -5,7 +5,10 @@ One module per command group: ``stages`` (the top-level config-driven stages, ``
 ``dtop`` (``train dtop``, ``dtop-whitening``), ``epipolar`` (``geometry``, ``visualize epipolar-attention``),
 ``global_head`` (``train global``), ``datasets``; ``common`` holds what they share. This module assembles
 the app and holds ``main``, the entry point (``relook`` and ``python -m relook.cli``)."""
+
 from __future__ import annotations
+
+import contextlib
 
 import typer
 
@@ -13,8 +16,12 @@ from relook.cli import classic, datasets, dtop, epipolar, global_head, ot, rrt, 
 from relook.cli.common import subgroup
 from relook.errors import RelookError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Instance-level image retrieval that looks again at its shortlist.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Instance-level image retrieval that looks again at its shortlist.",
+)
 app.add_typer(store.app, name="store")
 rrt.register(app)  # relook train rrt, visualize rrt-matches
 app.add_typer(classic.app, name="classic")
@@ -36,8 +43,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="print relook's version and exit")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="print relook's version and exit"
+    ),
+) -> None:
     """Instance-level image retrieval that looks again at its shortlist."""
 
 
@@ -47,10 +57,8 @@ def _click_classes(name: str) -> tuple[type, ...]:
 
     found = []
     for module in ("typer._click.exceptions", "click.exceptions"):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
     return tuple(found)
 
 
@@ -112,4 +120,3 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return 130
     return code if isinstance(code, int) else 0
-

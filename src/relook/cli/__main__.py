@@ -1,4 +1,5 @@
 """``python -m relook.cli`` (and ``torchrun ... -m relook.cli``): the ``relook`` entry point."""
+
 import sys
 
 from relook.cli import main

@@ -1,5 +1,6 @@
 """Helpers shared by the CLI modules: ``key=value`` option parsing, sub-command groups, and the options and
 config handling of the config-driven stages (``--config``, ``--set``, ``--quiet``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,9 @@ def subgroup(app: typer.Typer, name: str, help: str) -> typer.Typer:
 # -- config-driven stages ----------------------------------------------------------------------------
 CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); later ones override earlier")
 SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
-QUIET_OPT = typer.Option(False, "--quiet", "-q", help="no progress bars and no 'wrote ...' lines (tables and errors still print)")
+QUIET_OPT = typer.Option(
+    False, "--quiet", "-q", help="no progress bars and no 'wrote ...' lines (tables and errors still print)"
+)
 
 
 def say(quiet: bool, text: str) -> None:

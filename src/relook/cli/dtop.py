@@ -1,10 +1,10 @@
 """``relook train dtop`` and ``relook train dtop-whitening``: thin wrappers over train/dtop.py and
 models/whitening.py."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,8 +19,10 @@ def _labelled(dataset: str, root: Path, opts: list[str]):
 
     ds = load_dataset(dataset, root, **parse_kv(opts, "--dataset-opt"))
     if ds.gallery_labels is None:
-        raise DataError(f"dataset {dataset!r} at {root} has no image labels (protocol {ds.protocol}); "
-                        "DToP trains on a labelled training split")
+        raise DataError(
+            f"dataset {dataset!r} at {root} has no image labels (protocol {ds.protocol}); "
+            "DToP trains on a labelled training split"
+        )
     return ds
 
 
@@ -30,13 +32,13 @@ def train_dtop_cmd(
     root: Path = typer.Option(..., help="dataset root"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder (config.yaml, checkpoint.pt, history.json)"),
     dataset_opt: list[str] = typer.Option([], help="dataset option key=value, e.g. split=train (repeatable)"),
-    config: Optional[Path] = typer.Option(None, help="YAML with train options (train/dtop.py DEFAULT_CONF)"),
+    config: Path | None = typer.Option(None, help="YAML with train options (train/dtop.py DEFAULT_CONF)"),
     model: str = typer.Option("{}", help='JSON of DToP options, e.g. \'{"backbone": "vit_b16"}\''),
-    epochs: Optional[int] = typer.Option(None, min=1, help="number of epochs"),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="mini-batch size (paper: 64)"),
-    sampling: Optional[str] = typer.Option(None, help="group | fixed"),
-    max_size: Optional[int] = typer.Option(None, min=16, help="longer side of training batches"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    epochs: int | None = typer.Option(None, min=1, help="number of epochs"),
+    batch_size: int | None = typer.Option(None, min=1, help="mini-batch size (paper: 64)"),
+    sampling: str | None = typer.Option(None, help="group | fixed"),
+    max_size: int | None = typer.Option(None, min=16, help="longer side of training batches"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoint.pt when present"),
 ) -> None:
     """Train DToP with ArcFace on a labelled split; checkpoint every epoch (torchrun for several GPUs).
@@ -50,8 +52,9 @@ def train_dtop_cmd(
 
     conf = yaml.safe_load(config.read_text()) if config else {}
     conf["model"] = {**conf.get("model", {}), **json.loads(model)}
-    for key, val in dict(epochs=epochs, batch_size=batch_size, sampling=sampling, max_size=max_size,
-                         device=device).items():
+    for key, val in dict(
+        epochs=epochs, batch_size=batch_size, sampling=sampling, max_size=max_size, device=device
+    ).items():
         if val is not None:
             conf[key] = val
     ds = _labelled(dataset, root, dataset_opt)
@@ -79,8 +82,12 @@ def train_whitening_cmd(
     --dataset-opt split=train -o runs/whiten.npz
     """
     from relook.errors import ConfigError
-    from relook.models.whitening import (learn_pca_whitening, learn_supervised_whitening, pairs_from_labels,
-                                         save_whitening)
+    from relook.models.whitening import (
+        learn_pca_whitening,
+        learn_supervised_whitening,
+        pairs_from_labels,
+        save_whitening,
+    )
     from relook.store import FeatureStore
 
     ds = _labelled(dataset, root, dataset_opt)

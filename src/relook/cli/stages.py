@@ -1,9 +1,9 @@
 """The config-driven experiment stages (``relook extract``, ``index``, ``search``, ``rerank``, ``evaluate``,
 ``run``, ``report``), ``relook query`` and ``relook demo``: top-level commands, thin over the library."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,9 +13,12 @@ app = typer.Typer()  # its commands are added to the root app's top level (reloo
 
 
 @app.command("extract")
-def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-                model: Optional[str] = typer.Option(None, help="run only this extractor (e.g. dtop), default options"),
-                quiet: bool = QUIET_OPT) -> None:
+def extract_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    model: str | None = typer.Option(None, help="run only this extractor (e.g. dtop), default options"),
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
 
     Scale-out: under torchrun --nproc_per_node=N each process extracts every N-th image into its own
@@ -39,8 +42,12 @@ def extract_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 
 @app.command("index")
-def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-              overwrite: bool = typer.Option(False, help="rebuild even if up to date"), quiet: bool = QUIET_OPT) -> None:
+def index_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    overwrite: bool = typer.Option(False, help="rebuild even if up to date"),
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Build the faiss index of the gallery's global descriptors (flat, or shortlist.index=ivfpq).
 
     Example: relook index -c configs/demo.yaml
@@ -53,9 +60,12 @@ def index_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 
 @app.command("search")
-def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-               overwrite: bool = typer.Option(False, help="search again even if up to date"),
-               quiet: bool = QUIET_OPT) -> None:
+def search_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    overwrite: bool = typer.Option(False, help="search again even if up to date"),
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Global top-k shortlist of every query -> <out>/shortlist.npz.
 
     Example: relook search -c configs/demo.yaml -s shortlist.k=500
@@ -68,10 +78,13 @@ def search_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 
 @app.command("rerank")
-def rerank_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-               methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
-               overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
-               quiet: bool = QUIET_OPT) -> None:
+def rerank_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
+    overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Run rerankers on the same shortlist, then print one table of metrics and time per query.
 
     Example: relook rerank -c configs/demo.yaml --methods gv,aqe,asmk,rrt,ot
@@ -97,8 +110,12 @@ def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT
 
 
 @app.command("run")
-def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, quiet: bool = QUIET_OPT,
-            report: bool = typer.Option(True, help="write <out>/report.html and figures/ at the end")) -> None:
+def run_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    quiet: bool = QUIET_OPT,
+    report: bool = typer.Option(True, help="write <out>/report.html and figures/ at the end"),
+) -> None:
     """All stages in order: extract, index, search, rerank, evaluate, report (each skips finished work).
 
     Under torchrun the extraction is spread over the ranks (see `relook extract --help`); rank 0 alone
@@ -108,7 +125,6 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, qui
     """
     from relook import pipeline
     from relook.distributed import world
-
     from relook.eval.evaluate import check_has_positives
 
     conf = resolve_conf(config, overrides, writes=False)
@@ -130,9 +146,12 @@ def run_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, qui
 
 
 @app.command("report")
-def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
-               queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids"),
-               quiet: bool = QUIET_OPT) -> None:
+def report_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids"),
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Write <out>/report.html: what ran, results and commentary, time per stage, metrics against K,
     top-k grids, the queries each reranker helped and hurt most, other stages' figures.
 
@@ -148,11 +167,13 @@ def report_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT,
 
 
 @app.command("query")
-def query_cmd(images: list[Path] = typer.Argument(..., help="query image file(s); need not be in the dataset"),
-              run: Path = typer.Option(..., "--run", help="a finished run's folder (config.yaml, index.faiss)"),
-              method: Optional[str] = typer.Option(None, help="one of the run's reranker labels (default: global order)"),
-              k: int = typer.Option(10, "-k", "--k", min=1, help="results shown per image"),
-              html: Optional[Path] = typer.Option(None, help="thumbnails page to write (default RUN/query.html)")) -> None:
+def query_cmd(
+    images: list[Path] = typer.Argument(..., help="query image file(s); need not be in the dataset"),
+    run: Path = typer.Option(..., "--run", help="a finished run's folder (config.yaml, index.faiss)"),
+    method: str | None = typer.Option(None, help="one of the run's reranker labels (default: global order)"),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="results shown per image"),
+    html: Path | None = typer.Option(None, help="thumbnails page to write (default RUN/query.html)"),
+) -> None:
     """Rank a finished run's gallery for new images with the run's extractors, index and reranker.
 
     Prints rank, gallery id, the method's score, the global score and the rank change per image, and writes
@@ -170,19 +191,24 @@ def query_cmd(images: list[Path] = typer.Argument(..., help="query image file(s)
 
 
 @app.command("demo")
-def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
-             photos: Optional[Path] = typer.Option(None, help="your own folder of photos (default: the real photos "
-                                                   "shipped in scikit-image, scikit-learn and matplotlib)"),
-             views: int = typer.Option(6, min=2, help="warped views per photo"),
-             size: int = typer.Option(320, min=32, help="long side of the warped views in pixels"),
-             synthetic: bool = typer.Option(True, help="also the 3D synthetic objects wearing the photos (cameras: rrt-maxepi)"),
-             num_instances: int = typer.Option(24, min=2, help="synthetic object instances"),
-             num_views: int = typer.Option(5, min=2, help="views per synthetic instance"),
-             image_size: int = typer.Option(224, min=32, help="synthetic image side in pixels"),
-             rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs on the train split"),
-             config: Optional[Path] = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
-             overrides: list[str] = SET_OPT,
-             quiet: bool = QUIET_OPT) -> None:
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+    photos: Path | None = typer.Option(
+        None,
+        help="your own folder of photos (default: the real photos "
+        "shipped in scikit-image, scikit-learn and matplotlib)",
+    ),
+    views: int = typer.Option(6, min=2, help="warped views per photo"),
+    size: int = typer.Option(320, min=32, help="long side of the warped views in pixels"),
+    synthetic: bool = typer.Option(True, help="also the 3D synthetic objects wearing the photos (cameras: rrt-maxepi)"),
+    num_instances: int = typer.Option(24, min=2, help="synthetic object instances"),
+    num_views: int = typer.Option(5, min=2, help="views per synthetic instance"),
+    image_size: int = typer.Option(224, min=32, help="synthetic image side in pixels"),
+    rrt_epochs: int = typer.Option(15, min=0, help="RRT training epochs on the train split"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="experiment YAML (default configs/demo.yaml)"),
+    overrides: list[str] = SET_OPT,
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Real photos -> warped benchmark (+ 3D objects wearing them) -> real-weight features -> every reranker -> reports.
 
     Example: relook demo --out runs/demo   # what `make demo` runs
@@ -190,7 +216,20 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     """
     from relook.demo import run_demo
 
-    paths = run_demo(out, photos, views, size, synthetic, num_instances, num_views, image_size, rrt_epochs, overrides,
-                     config, progress=not quiet, log=typer.echo)
+    paths = run_demo(
+        out,
+        photos,
+        views,
+        size,
+        synthetic,
+        num_instances,
+        num_views,
+        image_size,
+        rrt_epochs,
+        overrides,
+        config,
+        progress=not quiet,
+        log=typer.echo,
+    )
     for path in paths:
         typer.echo(f"wrote {path}")

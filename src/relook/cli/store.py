@@ -1,8 +1,8 @@
 """``relook store ...``: inspect, merge and search feature stores (HDF5)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,9 +25,11 @@ def store_info(path: Path = typer.Argument(..., help="feature store (.h5)")) -> 
 
 
 @app.command("merge")
-def store_merge(shards: list[Path] = typer.Argument(..., help="shard stores to merge"),
-                output: Path = typer.Option(..., "--output", "-o", help="merged store to write"),
-                overwrite: bool = typer.Option(False, help="replace OUTPUT if it exists")) -> None:
+def store_merge(
+    shards: list[Path] = typer.Argument(..., help="shard stores to merge"),
+    output: Path = typer.Option(..., "--output", "-o", help="merged store to write"),
+    overwrite: bool = typer.Option(False, help="replace OUTPUT if it exists"),
+) -> None:
     """Merge shard stores (one per extraction process) into one store.
 
     Example: relook store merge feats.rank0.h5 feats.rank1.h5 -o feats.h5
@@ -39,15 +41,19 @@ def store_merge(shards: list[Path] = typer.Argument(..., help="shard stores to m
 
 
 @app.command("search")
-def store_search_cmd(query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
-               gallery_store: Path = typer.Argument(..., help="store with the gallery's global_desc"),
-               output: Path = typer.Option(..., "--output", "-o", help="shortlist file (.npz) to write"),
-               k: int = typer.Option(100, "--k", min=1, help="shortlist length"),
-               index: str = typer.Option("flat", help="faiss index: flat (exact) or ivfpq"),
-               exclude_self: Optional[bool] = typer.Option(
-                   None, "--exclude-self/--keep-self",
-                   help="leave a gallery image with the query's id out of its list, before the top-K cut "
-                        "(default: only when both stores are the same file)")) -> None:
+def store_search_cmd(
+    query_store: Path = typer.Argument(..., help="store with the queries' global_desc"),
+    gallery_store: Path = typer.Argument(..., help="store with the gallery's global_desc"),
+    output: Path = typer.Option(..., "--output", "-o", help="shortlist file (.npz) to write"),
+    k: int = typer.Option(100, "--k", min=1, help="shortlist length"),
+    index: str = typer.Option("flat", help="faiss index: flat (exact) or ivfpq"),
+    exclude_self: bool | None = typer.Option(
+        None,
+        "--exclude-self/--keep-self",
+        help="leave a gallery image with the query's id out of its list, before the top-K cut "
+        "(default: only when both stores are the same file)",
+    ),
+) -> None:
     """Global inner-product search: top-K gallery images per query (equal scores: lower gallery index first).
 
     Example: relook store search q.h5 db.h5 -o shortlist.npz --k 100
@@ -62,8 +68,18 @@ def store_search_cmd(query_store: Path = typer.Argument(..., help="store with th
         qids, gids = qs.ids(), gs.ids()
         gpos = {g: i for i, g in enumerate(gids)}
         exclude = [gpos.get(q, -1) for q in qids] if exclude_self else None
-        shortlist = search(build_index(gs.stack("global_desc"), kind=index), qs.stack("global_desc"), k,
-                           qids, gids, meta={"queries": str(query_store), "gallery": str(gallery_store),
-                                             **{f"gallery.{a}": b for a, b in gs.meta.items()}}, exclude=exclude)
+        shortlist = search(
+            build_index(gs.stack("global_desc"), kind=index),
+            qs.stack("global_desc"),
+            k,
+            qids,
+            gids,
+            meta={
+                "queries": str(query_store),
+                "gallery": str(gallery_store),
+                **{f"gallery.{a}": b for a, b in gs.meta.items()},
+            },
+            exclude=exclude,
+        )
     shortlist.save(output)
     typer.echo(f"wrote {output}: {shortlist.num_queries} queries x top-{shortlist.k}")

@@ -5,11 +5,13 @@ and carries the ground truth of its protocol: ``"revisitop"`` (``gnd`` with easy
 query), ``"classic"`` (``gnd`` with the original ok/junk lists per query) or ``"labels"`` (a label per image; positives share the query's label, the query itself is
 ignored when it is also in the gallery).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,7 @@ register_dataset = DATASETS.register
 ImageItem = tuple[str, Path, "tuple[float, float, float, float] | None"]
 
 
-def load_dataset(name: str, root: str | Path, **conf: Any) -> "RetrievalDataset":
+def load_dataset(name: str, root: str | Path, **conf: Any) -> RetrievalDataset:
     """Read the dataset registered as ``name`` from ``root`` (its official layout). The built-in readers are
     registered by then: importing this module runs ``relook/datasets/__init__.py`` first, which imports them."""
     return DATASETS.create(name, root=Path(root), **conf)
@@ -65,12 +67,23 @@ class RetrievalDataset:
         raise ConfigError(f"dataset {self.name}: unknown protocol {self.protocol!r}")
 
     def __repr__(self) -> str:
-        return (f"RetrievalDataset({self.name!r}, root={str(self.root)!r}, {len(self.queries)} queries, "
-                f"{len(self.gallery)} gallery, protocol={self.protocol!r})")
+        return (
+            f"RetrievalDataset({self.name!r}, root={str(self.root)!r}, {len(self.queries)} queries, "
+            f"{len(self.gallery)} gallery, protocol={self.protocol!r})"
+        )
 
 
 def labelled_split(name: str, root: Path, items: Sequence[ImageItem], labels: Sequence, info=None) -> RetrievalDataset:
     """Every image queries all the others (SOP, CUB, Cars, CO3D-Retrieve test split)."""
     labels = np.asarray(labels)
-    return RetrievalDataset(name, root, list(items), list(items), "labels", query_labels=labels,
-                            gallery_labels=labels, query_in_gallery=np.arange(len(items)), info=dict(info or {}))
+    return RetrievalDataset(
+        name,
+        root,
+        list(items),
+        list(items),
+        "labels",
+        query_labels=labels,
+        gallery_labels=labels,
+        query_in_gallery=np.arange(len(items)),
+        info=dict(info or {}),
+    )

@@ -4,6 +4,7 @@ Official layout: ROOT/cars_annos.mat (``annotations`` struct array with ``relati
 ``bbox_x1..bbox_y2``, ``class`` 1..196, ``test``; ``class_names``) and ROOT/car_ims/. The ``test`` flag
 of the file is the classification split and is not used here; images are whole (no bbox crop).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -29,14 +29,16 @@ Camera conventions (the one relook uses everywhere, and the one the file uses):
 
 ``camera_to_viewpoint`` is the exact inverse, which the synthetic generator uses to write its cameras.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +58,9 @@ def _ndc_scale(image_size_hw: Sequence[int], intrinsics_format: str) -> np.ndarr
     raise DataError(f"unknown intrinsics_format {intrinsics_format!r}; known: {', '.join(INTRINSICS_FORMATS)}")
 
 
-def viewpoint_to_camera(viewpoint: Mapping[str, Any], image_size_hw: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def viewpoint_to_camera(
+    viewpoint: Mapping[str, Any], image_size_hw: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CO3D ``viewpoint`` dict + image size (H, W) -> OpenCV ``K (3,3)``, world-to-camera ``R (3,3)``, ``t (3,)``.
 
     See the module docstring for both conventions. ``intrinsics_format`` defaults to
@@ -68,8 +72,9 @@ def viewpoint_to_camera(viewpoint: Mapping[str, Any], image_size_hw: Sequence[in
         f_ndc = np.asarray(viewpoint["focal_length"], dtype=np.float64).reshape(2)
         c_ndc = np.asarray(viewpoint["principal_point"], dtype=np.float64).reshape(2)
     except (KeyError, ValueError, TypeError) as e:
-        raise DataError(f"malformed CO3D viewpoint ({e!r}); expected R (3x3), T (3), focal_length (2), "
-                        f"principal_point (2)") from None
+        raise DataError(
+            f"malformed CO3D viewpoint ({e!r}); expected R (3x3), T (3), focal_length (2), principal_point (2)"
+        ) from None
     scale = _ndc_scale(image_size_hw, viewpoint.get("intrinsics_format", "ndc_norm_image_bounds"))
     half_wh = np.array([image_size_hw[1], image_size_hw[0]], dtype=np.float64) / 2.0
     f_px = f_ndc * scale
@@ -78,16 +83,22 @@ def viewpoint_to_camera(viewpoint: Mapping[str, Any], image_size_hw: Sequence[in
     return K, _FLIP @ r_p3d.T, _FLIP @ t_p3d
 
 
-def camera_to_viewpoint(K: np.ndarray, R: np.ndarray, t: np.ndarray, image_size_hw: Sequence[int],
-                        intrinsics_format: str = "ndc_isotropic") -> dict[str, Any]:
+def camera_to_viewpoint(
+    K: np.ndarray, R: np.ndarray, t: np.ndarray, image_size_hw: Sequence[int], intrinsics_format: str = "ndc_isotropic"
+) -> dict[str, Any]:
     """Inverse of ``viewpoint_to_camera``: OpenCV K, R, t -> CO3D ``viewpoint`` dict (JSON-ready lists)."""
     K, R, t = (np.asarray(a, dtype=np.float64) for a in (K, R, t))
     scale = _ndc_scale(image_size_hw, intrinsics_format)
     half_wh = np.array([image_size_hw[1], image_size_hw[0]], dtype=np.float64) / 2.0
     f_ndc = np.array([K[0, 0], K[1, 1]]) / scale
     c_ndc = (half_wh - 0.5 - np.array([K[0, 2], K[1, 2]])) / scale
-    return {"R": (R.T @ _FLIP).tolist(), "T": (_FLIP @ t.reshape(3)).tolist(), "focal_length": f_ndc.tolist(),
-            "principal_point": c_ndc.tolist(), "intrinsics_format": intrinsics_format}
+    return {
+        "R": (R.T @ _FLIP).tolist(),
+        "T": (_FLIP @ t.reshape(3)).tolist(),
+        "focal_length": f_ndc.tolist(),
+        "principal_point": c_ndc.tolist(),
+        "intrinsics_format": intrinsics_format,
+    }
 
 
 def project(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,15 +156,28 @@ def read_ply_points(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: point cloud not found")
-    types = {"float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8", "uchar": "u1", "uint8": "u1",
-             "char": "i1", "int8": "i1", "short": "<i2", "ushort": "<u2", "int": "<i4", "uint": "<u4",
-             "int32": "<i4", "uint32": "<u4"}
+    types = {
+        "float": "<f4",
+        "float32": "<f4",
+        "double": "<f8",
+        "float64": "<f8",
+        "uchar": "u1",
+        "uint8": "u1",
+        "char": "i1",
+        "int8": "i1",
+        "short": "<i2",
+        "ushort": "<u2",
+        "int": "<i4",
+        "uint": "<u4",
+        "int32": "<i4",
+        "uint32": "<u4",
+    }
     data = path.read_bytes()
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise DataError(f"{path}: not a PLY file (no 'ply' magic or 'end_header')")
     header = data[:end].decode("ascii", "replace").splitlines()
-    body = data[data.index(b"\n", end) + 1:]
+    body = data[data.index(b"\n", end) + 1 :]
     fmt, n, props, in_vertex = None, 0, [], False
     for line in header:
         parts = line.split()
@@ -207,8 +231,9 @@ def parse_frame(entry: Mapping[str, Any], root: Path, category: str, source: Pat
         size = (int(image["size"][0]), int(image["size"][1]))
         img_path = root / image["path"]
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise DataError(f"{source}: frame annotation without sequence_name/frame_number/image.path/image.size "
-                        f"({e!r})") from None
+        raise DataError(
+            f"{source}: frame annotation without sequence_name/frame_number/image.path/image.size ({e!r})"
+        ) from None
     vp = entry.get("viewpoint")
     if vp is None:
         return None
@@ -217,10 +242,20 @@ def parse_frame(entry: Mapping[str, Any], root: Path, category: str, source: Pat
     except DataError as e:
         raise DataError(f"{source}: frame {seq}/{num}: {e}") from None
     mask, depth = entry.get("mask") or {}, entry.get("depth") or {}
-    return Co3dFrame(category, seq, num, img_path, size, K, R, t,
-                     mask_path=root / mask["path"] if mask.get("path") else None,
-                     depth_path=root / depth["path"] if depth.get("path") else None,
-                     depth_scale=float(depth.get("scale_adjustment") or 1.0), meta=dict(entry.get("meta") or {}))
+    return Co3dFrame(
+        category,
+        seq,
+        num,
+        img_path,
+        size,
+        K,
+        R,
+        t,
+        mask_path=root / mask["path"] if mask.get("path") else None,
+        depth_path=root / depth["path"] if depth.get("path") else None,
+        depth_scale=float(depth.get("scale_adjustment") or 1.0),
+        meta=dict(entry.get("meta") or {}),
+    )
 
 
 def list_categories(root: str | Path) -> list[str]:
@@ -259,7 +294,7 @@ def read_category(root: str | Path, category: str) -> tuple[dict[str, list[Co3dF
 def read_co3d(root: str | Path, categories: Iterable[str] | None = None) -> dict[tuple[str, str], list[Co3dFrame]]:
     """All frames of a CO3Dv2 root keyed by ``(category, sequence)``."""
     out: dict[tuple[str, str], list[Co3dFrame]] = {}
-    for cat in (list(categories) if categories is not None else list_categories(root)):
+    for cat in list(categories) if categories is not None else list_categories(root):
         by_seq, _ = read_category(root, cat)
         for seq, frs in by_seq.items():
             out[(cat, seq)] = frs

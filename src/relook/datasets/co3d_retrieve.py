@@ -21,12 +21,14 @@ the CO3D root), ``masked_path`` (relative to OUT), ``instance``, ``category``, `
 ``angle_deg`` (rotation about the object from the first picked frame), ``image_size`` (H, W), ``K``,
 ``R``, ``t`` (OpenCV world-to-camera, see ``relook.datasets.co3d``).
 """
+
 from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -124,9 +126,16 @@ def _write_masked(frame: Co3dFrame, dst: Path) -> None:
     cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
-def build_co3d_retrieve(co3d_root: str | Path, out_dir: str | Path, seed: int = 0, num_frames: int = NUM_FRAMES,
-                        step_deg: float = STEP_DEG, categories: Iterable[str] | None = None, masked: bool = True,
-                        progress: bool = True) -> Path:
+def build_co3d_retrieve(
+    co3d_root: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    num_frames: int = NUM_FRAMES,
+    step_deg: float = STEP_DEG,
+    categories: Iterable[str] | None = None,
+    masked: bool = True,
+    progress: bool = True,
+) -> Path:
     """Pick frames, split instances, write ``OUT/manifest.json`` (+ ``OUT/masked/``); returns ``out_dir``
     (what ``load_dataset("co3d_retrieve", root=...)`` reads)."""
     from tqdm import tqdm
@@ -156,13 +165,30 @@ def build_co3d_retrieve(co3d_root: str | Path, out_dir: str | Path, seed: int = 
             masked_rel = f"masked/{image_id}.jpg"
             if masked:
                 _write_masked(fr, out_dir / masked_rel)
-            records.append({"image_id": image_id, "path": rel, "masked_path": masked_rel if masked else None,
-                            "instance": f"{cat}/{seq}", "category": cat, "split": split[f"{cat}/{seq}"],
-                            "frame_number": fr.frame_number, "angle_deg": float(angles[j] - angles[picked[0]]),
-                            "image_size": list(fr.image_size), "K": fr.K.tolist(), "R": fr.R.tolist(),
-                            "t": fr.t.tolist()})
-    manifest = {"dataset": "co3d_retrieve", "co3d_root": str(co3d_root), "seed": seed, "num_frames": num_frames,
-                "step_deg": step_deg, "frames": records}
+            records.append(
+                {
+                    "image_id": image_id,
+                    "path": rel,
+                    "masked_path": masked_rel if masked else None,
+                    "instance": f"{cat}/{seq}",
+                    "category": cat,
+                    "split": split[f"{cat}/{seq}"],
+                    "frame_number": fr.frame_number,
+                    "angle_deg": float(angles[j] - angles[picked[0]]),
+                    "image_size": list(fr.image_size),
+                    "K": fr.K.tolist(),
+                    "R": fr.R.tolist(),
+                    "t": fr.t.tolist(),
+                }
+            )
+    manifest = {
+        "dataset": "co3d_retrieve",
+        "co3d_root": str(co3d_root),
+        "seed": seed,
+        "num_frames": num_frames,
+        "step_deg": step_deg,
+        "frames": records,
+    }
     path = out_dir / "manifest.json"
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest))
@@ -173,22 +199,25 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root)
     path = path / "manifest.json" if path.is_dir() else path
     if not path.exists():
-        raise DataError(f"{path}: CO3D-Retrieve manifest not found; build it with `relook datasets "
-                        f"build-co3d-retrieve CO3D_ROOT OUT`")
+        raise DataError(
+            f"{path}: CO3D-Retrieve manifest not found; build it with `relook datasets "
+            f"build-co3d-retrieve CO3D_ROOT OUT`"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf8"))
         frames = manifest["frames"]
         for r in frames:
             for key in ("image_id", "path", "instance", "category", "split", "K", "R", "t"):
-                r[key]  # noqa: B018  (presence check)
+                r[key]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a CO3D-Retrieve manifest ({' '.join(repr(e).split())[:200]})") from None
     return manifest
 
 
 @register_dataset("co3d_retrieve")
-def load_co3d_retrieve(root: Path, split: str = "test", variant: str = "full",
-                       co3d_root: str | Path | None = None) -> RetrievalDataset:
+def load_co3d_retrieve(
+    root: Path, split: str = "test", variant: str = "full", co3d_root: str | Path | None = None
+) -> RetrievalDataset:
     """CO3D-Retrieve ``split`` ("train" | "test") as a labels-protocol dataset (label = instance).
 
     ``variant`` "full" reads the CO3D images (from ``co3d_root``, default: the one recorded in the
@@ -205,22 +234,36 @@ def load_co3d_retrieve(root: Path, split: str = "test", variant: str = "full",
     frames = [r for r in manifest["frames"] if r["split"] == split]
     if variant == "masked" and any(not r.get("masked_path") for r in frames):
         raise DataError(f"{root}: built without the masked variant; rebuild with masked=True")
-    items = [(r["image_id"], (root / r["masked_path"]) if variant == "masked" else base / r["path"], None)
-             for r in frames]
+    items = [
+        (r["image_id"], (root / r["masked_path"]) if variant == "masked" else base / r["path"], None) for r in frames
+    ]
     instances = sorted({r["instance"] for r in frames})
     label_of = {s: i for i, s in enumerate(instances)}
-    cameras = {r["image_id"]: {"K": np.asarray(r["K"]), "R": np.asarray(r["R"]), "t": np.asarray(r["t"])}
-               for r in frames}
-    info = {"cameras": cameras, "instances": instances, "split": split, "variant": variant,
-            "categories": {r["image_id"]: r["category"] for r in frames},
-            "instance_of": {r["image_id"]: r["instance"] for r in frames},
-            "synthetic": (base / "synthetic.json").exists()}  # built from relook's generator, not CO3D photos
+    cameras = {
+        r["image_id"]: {"K": np.asarray(r["K"]), "R": np.asarray(r["R"]), "t": np.asarray(r["t"])} for r in frames
+    }
+    info = {
+        "cameras": cameras,
+        "instances": instances,
+        "split": split,
+        "variant": variant,
+        "categories": {r["image_id"]: r["category"] for r in frames},
+        "instance_of": {r["image_id"]: r["instance"] for r in frames},
+        "synthetic": (base / "synthetic.json").exists(),
+    }  # built from relook's generator, not CO3D photos
     return labelled_split("co3d_retrieve", root, items, [label_of[r["instance"]] for r in frames], info)
 
 
-def synthetic_co3d_retrieve(work: str | Path, num_instances: int = 60, num_views: int = 5, image_size: int = 224,
-                            seed: int = 0, masked: bool = True, textures: str | Path | None = None,
-                            progress: bool = False) -> Path:
+def synthetic_co3d_retrieve(
+    work: str | Path,
+    num_instances: int = 60,
+    num_views: int = 5,
+    image_size: int = 224,
+    seed: int = 0,
+    masked: bool = True,
+    textures: str | Path | None = None,
+    progress: bool = False,
+) -> Path:
     """The synthetic benchmark as CO3D-Retrieve: ``work/synthetic`` (CO3Dv2 layout) and
     ``work/co3d_retrieve`` (returned); each is made only when missing, so reruns are free.
     ``textures``: a folder of photos the objects wear (``generate_synthetic``); None: procedural textures."""
@@ -229,8 +272,15 @@ def synthetic_co3d_retrieve(work: str | Path, num_instances: int = 60, num_views
     work = Path(work)
     synth, retrieve = work / "synthetic", work / "co3d_retrieve"
     if not (synth / "synthetic.json").exists():
-        generate_synthetic(synth, num_instances=num_instances, num_views=num_views, image_size=image_size,
-                           seed=seed, textures=textures, progress=progress)
+        generate_synthetic(
+            synth,
+            num_instances=num_instances,
+            num_views=num_views,
+            image_size=image_size,
+            seed=seed,
+            textures=textures,
+            progress=progress,
+        )
     if not (retrieve / "manifest.json").exists():
         build_co3d_retrieve(synth, retrieve, seed=seed, masked=masked, progress=progress)
     return retrieve

@@ -3,6 +3,7 @@
 Official layout: ROOT/images.txt (``image_id relative_path``), ROOT/image_class_labels.txt
 (``image_id class_id``), ROOT/classes.txt (``class_id name``, optional here) and ROOT/images/<path>.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,6 +15,7 @@ root plus a CSV ``image,group[,split]``.
   a distractor (``singletons="drop"`` removes it instead); both are counted in one warning line each. An
   empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,7 @@ def readable(path: Path) -> bool:
                 im.draft("RGB", (64, 64))
                 im.load()
             _readable_cache[key] = True
-        except Exception:  # noqa: BLE001  (any decoder failure means "cannot read this file")
+        except Exception:
             _readable_cache[key] = False
     return _readable_cache[key]
 
@@ -126,8 +127,13 @@ def _find_csv(root: Path, csv: str | Path) -> Path:
 
 
 @register_dataset("folder")
-def load_folder(root: Path, csv: str | Path | None = None, split: str | None = None,
-                singletons: str = "distractor", check: bool = True) -> RetrievalDataset:
+def load_folder(
+    root: Path,
+    csv: str | Path | None = None,
+    split: str | None = None,
+    singletons: str = "distractor",
+    check: bool = True,
+) -> RetrievalDataset:
     """Your own images as a labels-protocol dataset (module docstring).
 
     ``csv``: image/group table (else sub-folders are groups); ``split``: CSV rows of that split, or
@@ -171,16 +177,34 @@ def load_folder(root: Path, csv: str | Path | None = None, split: str | None = N
             rows = [r for r in rows if r[0] not in set(lone)]
     groups = sorted(g for g, n in sizes.items() if n >= 2)
     if not groups:
-        raise DataError(f"{source}: no group has two readable images, so no query has a positive "
-                        f"({len(rows)} image(s) in {len(sizes)} group(s))")
+        raise DataError(
+            f"{source}: no group has two readable images, so no query has a positive "
+            f"({len(rows)} image(s) in {len(sizes)} group(s))"
+        )
     rows.sort()
     label_of = {g: i for i, g in enumerate(groups)}
     gallery = [(img, root / img, None) for img, _ in rows]
     # images without a group of two get labels of their own (-1, -2, ...), so they are never positives
     labels = np.array([label_of[g] if g in label_of else -1 - i for i, (_, g) in enumerate(rows)], dtype=np.int64)
     qidx = np.flatnonzero(labels >= 0)
-    info = {"groups": groups, "group_of": dict(rows), "unreadable": unreadable, "singletons": lone,
-            "ignored_files": ignored, "split": split, "source": str(source)}
-    return RetrievalDataset("folder", root, [gallery[i] for i in qidx], gallery, "labels",
-                            query_labels=labels[qidx], gallery_labels=labels, query_in_gallery=qidx, info=info,
-                            exif_orientation=True)
+    info = {
+        "groups": groups,
+        "group_of": dict(rows),
+        "unreadable": unreadable,
+        "singletons": lone,
+        "ignored_files": ignored,
+        "split": split,
+        "source": str(source),
+    }
+    return RetrievalDataset(
+        "folder",
+        root,
+        [gallery[i] for i in qidx],
+        gallery,
+        "labels",
+        query_labels=labels[qidx],
+        gallery_labels=labels,
+        query_in_gallery=qidx,
+        info=info,
+        exif_orientation=True,
+    )

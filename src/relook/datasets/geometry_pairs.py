@@ -23,6 +23,7 @@ at integer coordinates), and every homography maps image-1 pixels to image-2 pix
 
 Malformed files raise a one-line ``DataError`` naming the file and what was expected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -107,17 +108,22 @@ def read_hpatches(root: str | Path) -> list[HomographyPair]:
         for k in range(2, 7):
             h = seq / f"H_1_{k}"
             if h.exists():
-                pairs.append(HomographyPair(f"{seq.name} 1-{k}", find_image(seq, "1"), find_image(seq, str(k)),
-                                            read_matrix(h)))
+                pairs.append(
+                    HomographyPair(f"{seq.name} 1-{k}", find_image(seq, "1"), find_image(seq, str(k)), read_matrix(h))
+                )
     return pairs
 
 
 def read_graf(root: str | Path, name: str = "graf") -> list[HomographyPair]:
     """Pairs ``NAME 1-k`` of the Oxford affine layout (``img1`` .. ``img6``, ``H1to{k}p``)."""
     root = _require_dir(root)
-    return [HomographyPair(f"{name} 1-{k}", find_image(root, "img1"), find_image(root, f"img{k}"),
-                           read_matrix(root / f"H1to{k}p"))
-            for k in range(2, 7) if (root / f"H1to{k}p").exists()]
+    return [
+        HomographyPair(
+            f"{name} 1-{k}", find_image(root, "img1"), find_image(root, f"img{k}"), read_matrix(root / f"H1to{k}p")
+        )
+        for k in range(2, 7)
+        if (root / f"H1to{k}p").exists()
+    ]
 
 
 def read_evd(root: str | Path) -> list[HomographyPair]:
@@ -126,8 +132,10 @@ def read_evd(root: str | Path) -> list[HomographyPair]:
     hs = sorted((root / "h").glob("*.txt"))
     if not hs:
         raise DataError(f"{root / 'h'}: no homography files NAME.txt (EVD layout: 1/, 2/, h/)")
-    return [HomographyPair(h.stem, find_image(root / "1", h.stem), find_image(root / "2", h.stem), read_matrix(h))
-            for h in hs]
+    return [
+        HomographyPair(h.stem, find_image(root / "1", h.stem), find_image(root / "2", h.stem), read_matrix(h))
+        for h in hs
+    ]
 
 
 def read_magsac_homography(root: str | Path) -> list[HomographyPair]:
@@ -139,8 +147,11 @@ def read_magsac_homography(root: str | Path) -> list[HomographyPair]:
     pairs = []
     for m in models:
         name = m.name[: -len("_model.txt")]
-        pairs.append(HomographyPair(name, find_image(root, f"{name}A"), find_image(root, f"{name}B"),
-                                    np.linalg.inv(read_matrix(m))))
+        pairs.append(
+            HomographyPair(
+                name, find_image(root, f"{name}A"), find_image(root, f"{name}B"), np.linalg.inv(read_matrix(m))
+            )
+        )
     return pairs
 
 
@@ -156,8 +167,10 @@ def read_vpts(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int]
     except FileNotFoundError:
         raise DataError(f"{path}: correspondence file missing") from None
     except (KeyError, ValueError, IndexError, TypeError) as e:
-        raise DataError(f"{path}: not a validation struct with pts (6 x N) and imsize "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise DataError(
+            f"{path}: not a validation struct with pts (6 x N) and imsize "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if pts.ndim != 2 or pts.shape[0] != 6 or pts.shape[1] < 1 or len(imsize) != 2:
         raise DataError(f"{path}: validation.pts must be 6 x N homogeneous points, got {pts.shape}")
     if np.any(np.abs(pts[[2, 5]]) < 1e-12) or not np.isfinite(pts).all():
@@ -175,8 +188,11 @@ def read_kusvod2(root: str | Path) -> list[EpipolarPair]:
     for m in mats:
         name = m.name[: -len("_vpts.mat")]
         x1, x2, imsize = read_vpts(m)
-        pairs.append(EpipolarPair(name, find_image(root, f"{name}A"), find_image(root, f"{name}B"), x1, x2,
-                                  meta={"imsize": imsize}))
+        pairs.append(
+            EpipolarPair(
+                name, find_image(root, f"{name}A"), find_image(root, f"{name}B"), x1, x2, meta={"imsize": imsize}
+            )
+        )
     return pairs
 
 
@@ -214,10 +230,13 @@ def read_scannet(root: str | Path, gt_file: str = "scannet_sample_pairs_with_gt.
         n0, n1, K0, K1, T = parse_scannet_line(line, f"{path}:{i}")
         R, t = T[:3, :3], T[:3, 3]
         F = fundamental_from_cameras(K0, np.eye(3), np.zeros(3), K1, R, t).numpy()
-        images = [find_image(root / "images", Path(n).stem) if not (root / "images" / n).is_file()
-                  else root / "images" / n for n in (n0, n1)]
-        pairs.append(EpipolarPair(f"{Path(n0).stem}-{Path(n1).stem.split('_')[-1]}", *images,
-                                  K1=K0, K2=K1, R=R, t=t, F=F))
+        images = [
+            find_image(root / "images", Path(n).stem) if not (root / "images" / n).is_file() else root / "images" / n
+            for n in (n0, n1)
+        ]
+        pairs.append(
+            EpipolarPair(f"{Path(n0).stem}-{Path(n1).stem.split('_')[-1]}", *images, K1=K0, K2=K1, R=R, t=t, F=F)
+        )
     if not pairs:
         raise DataError(f"{path}: no pairs")
     return pairs

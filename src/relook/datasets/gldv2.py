@@ -4,6 +4,7 @@ Official layout: ROOT/train.csv (``id,url,landmark_id``), ROOT/train_clean.csv (
 with space-separated image ids) and images at ROOT/train/<id[0]>/<id[1]>/<id[2]>/<id>.jpg.
 Label = landmark_id; every image queries the others (used for training and for checks).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

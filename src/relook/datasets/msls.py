@@ -7,6 +7,7 @@ the database images of its city within ``pos_dist`` = 25 m (UTM); queries withou
 dropped. Ground truth uses the revisited-protocol structure with ``easy`` = positives and empty
 ``hard`` / ``junk`` (so every setting gives the same positives).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,10 @@ def _side(folder: Path, exclude_panos: bool) -> tuple[list[str], np.ndarray]:
     raw_path = folder / "raw.csv"
     pano = {}
     if exclude_panos:
-        pano = {r["key"]: r["pano"].strip().lower() == "true" for r in read_csv(raw_path, ["key", "pano"], "MSLS raw metadata")}
+        pano = {
+            r["key"]: r["pano"].strip().lower() == "true"
+            for r in read_csv(raw_path, ["key", "pano"], "MSLS raw metadata")
+        }
     keys, utm = [], []
     for r in rows:
         if pano.get(r["key"], False):
@@ -40,8 +44,13 @@ def _side(folder: Path, exclude_panos: bool) -> tuple[list[str], np.ndarray]:
 
 
 @register_dataset("msls")
-def load_msls(root: Path, cities: str | list[str] | None = VAL_CITIES, subdir: str = "train_val",
-              pos_dist: float = 25.0, exclude_panos: bool = True) -> RetrievalDataset:
+def load_msls(
+    root: Path,
+    cities: str | list[str] | None = VAL_CITIES,
+    subdir: str = "train_val",
+    pos_dist: float = 25.0,
+    exclude_panos: bool = True,
+) -> RetrievalDataset:
     """MSLS queries vs database of ``cities`` (default the validation cities; ``None`` = every city found)."""
     from scipy.spatial import cKDTree
 
@@ -62,7 +71,13 @@ def load_msls(root: Path, cities: str | list[str] | None = VAL_CITIES, subdir: s
         for k, pos in zip(qkeys, near):
             if len(pos):
                 queries.append((f"{city}/query/{k}", city_dir / "query" / "images" / f"{k}.jpg", None))
-                gnd.append({"easy": np.sort(np.asarray(pos, np.int64)) + offset, "hard": np.zeros(0, np.int64),
-                            "junk": np.zeros(0, np.int64)})
-    return RetrievalDataset("msls", root, queries, gallery, "revisitop", gnd=gnd,
-                            info={"cities": list(cities), "pos_dist": pos_dist})
+                gnd.append(
+                    {
+                        "easy": np.sort(np.asarray(pos, np.int64)) + offset,
+                        "hard": np.zeros(0, np.int64),
+                        "junk": np.zeros(0, np.int64),
+                    }
+                )
+    return RetrievalDataset(
+        "msls", root, queries, gallery, "revisitop", gnd=gnd, info={"cities": list(cities), "pos_dist": pos_dist}
+    )

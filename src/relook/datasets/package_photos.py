@@ -10,6 +10,7 @@ Layout: ``OUT/<package>/<name>.<png|jpg>`` (the warp benchmark's group names the
 ``scikit-image__astronaut``) and ``OUT/sources.json``: one record per photo (package, version, name,
 what it shows, the file written), so a report can list exactly which photos produced its numbers.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -127,6 +128,7 @@ def write_package_photos(out: str | Path) -> list[PhotoSource]:
         def write(dst: Path, src_of=src_of) -> None:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src_of(), tmp)
+
         return write
 
     for name, what in SKIMAGE_PHOTOS.items():
@@ -138,8 +140,10 @@ def write_package_photos(out: str | Path) -> list[PhotoSource]:
     if skipped:
         log.warning("package photos: skipped %d unavailable: %s", len(skipped), ", ".join(skipped))
     if not sources:
-        raise DataError(f"{out}: no package photos could be written ({', '.join(skipped[:3])}, ...); "
-                        f"pip install scikit-image scikit-learn matplotlib")
+        raise DataError(
+            f"{out}: no package photos could be written ({', '.join(skipped[:3])}, ...); "
+            f"pip install scikit-image scikit-learn matplotlib"
+        )
     with atomic_path(out / "sources.json") as tmp:
         tmp.write_text(json.dumps([asdict(s) for s in sources], indent=1))
     return sources

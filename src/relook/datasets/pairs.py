@@ -3,9 +3,10 @@
 A pair is two image indices into the same list of images and a target (1 = same instance, 0 = not);
 the rerankers' training loops (RRT, its epipolar variant) read batches of them. Every sampler is seeded.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,8 +21,9 @@ def _groups(labels: np.ndarray) -> dict:
     return groups
 
 
-def sample_pairs(labels: Sequence, num_pairs: int, positive_fraction: float = 0.5,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_pairs(
+    labels: Sequence, num_pairs: int, positive_fraction: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Random pairs ``(P, 2)`` int64 and targets ``(P,)`` int64 (1 = same label).
 
     ``round(num_pairs * positive_fraction)`` positives (anchor drawn uniformly among images whose label
@@ -31,8 +33,9 @@ def sample_pairs(labels: Sequence, num_pairs: int, positive_fraction: float = 0.
     """
     labels = np.asarray(labels)
     if not 0.0 <= positive_fraction <= 1.0 or num_pairs < 0:
-        raise ConfigError(f"positive_fraction must be in [0, 1] and num_pairs >= 0 (got {positive_fraction}, "
-                          f"{num_pairs})")
+        raise ConfigError(
+            f"positive_fraction must be in [0, 1] and num_pairs >= 0 (got {positive_fraction}, {num_pairs})"
+        )
     rng = np.random.default_rng(seed)
     groups = _groups(labels)
     n_pos = int(round(num_pairs * positive_fraction))
@@ -55,8 +58,9 @@ def sample_pairs(labels: Sequence, num_pairs: int, positive_fraction: float = 0.
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2), targets
 
 
-def hard_negatives(shortlist: Shortlist, query_labels: Sequence, gallery_labels: Sequence,
-                   per_query: int = 5) -> np.ndarray:
+def hard_negatives(
+    shortlist: Shortlist, query_labels: Sequence, gallery_labels: Sequence, per_query: int = 5
+) -> np.ndarray:
     """The ``per_query`` highest-ranked gallery items of another label, per query: ``(M, 2)`` (query, gallery).
 
     The shortlist order is the mining order (hardest first); padding (-1) is skipped. Rows are grouped by
@@ -64,8 +68,10 @@ def hard_negatives(shortlist: Shortlist, query_labels: Sequence, gallery_labels:
     """
     query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
     if len(query_labels) != shortlist.num_queries or len(gallery_labels) != len(shortlist.gallery_ids):
-        raise ShapeError(f"labels ({len(query_labels)} queries, {len(gallery_labels)} gallery) do not match the "
-                         f"shortlist ({shortlist.num_queries} x {len(shortlist.gallery_ids)})")
+        raise ShapeError(
+            f"labels ({len(query_labels)} queries, {len(gallery_labels)} gallery) do not match the "
+            f"shortlist ({shortlist.num_queries} x {len(shortlist.gallery_ids)})"
+        )
     out = []
     for q in range(shortlist.num_queries):
         cand = shortlist.indices[q]
@@ -75,8 +81,13 @@ def hard_negatives(shortlist: Shortlist, query_labels: Sequence, gallery_labels:
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
-def hard_positives(shortlist: Shortlist, query_labels: Sequence, gallery_labels: Sequence,
-                   per_query: int = 1, query_in_gallery: Sequence[int] | None = None) -> np.ndarray:
+def hard_positives(
+    shortlist: Shortlist,
+    query_labels: Sequence,
+    gallery_labels: Sequence,
+    per_query: int = 1,
+    query_in_gallery: Sequence[int] | None = None,
+) -> np.ndarray:
     """The ``per_query`` *lowest*-ranked same-label items of each query's shortlist: ``(M, 2)`` (query, gallery).
 
     ``query_in_gallery[q]`` (gallery index of the query itself, or -1) is never paired with q.

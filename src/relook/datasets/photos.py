@@ -3,6 +3,7 @@
 Both generators need the same two things: a stable, sorted list of the photos under a folder (so a seed
 picks the same photo on every machine) and a photo read upright and resized to a chosen long side.
 """
+
 from __future__ import annotations
 
 import os

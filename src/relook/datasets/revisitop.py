@@ -23,6 +23,7 @@ lists drop images), so the classic lists cannot be derived from ``gnd_roxford5k.
 dataset is read only from the classic files. Protocol ``"classic"``: positives ``ok``, ignored ``junk``,
 one mAP (``relook.eval.protocols.classic_ground_truth``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,15 +75,22 @@ def read_distractors(list_path: Path, distractor_root: Path | None = None) -> li
     return items
 
 
-def load_revisitop(name: str, root: Path, distractors: str | Path | None = None,
-                   distractor_root: str | Path | None = None) -> RetrievalDataset:
+def load_revisitop(
+    name: str, root: Path, distractors: str | Path | None = None, distractor_root: str | Path | None = None
+) -> RetrievalDataset:
     root = Path(root)
     path = root / f"gnd_{name}.pkl"
     cfg = validate_gnd(load_pickle(path, f"{name} ground truth"), path)
     require(root / "jpg", f"{name} image folder")
-    gnd = [{"easy": np.asarray(g["easy"], np.int64).ravel(), "hard": np.asarray(g["hard"], np.int64).ravel(),
-            "junk": np.asarray(g["junk"], np.int64).ravel(), "bbx": tuple(float(v) for v in np.ravel(g["bbx"]))}
-           for g in cfg["gnd"]]
+    gnd = [
+        {
+            "easy": np.asarray(g["easy"], np.int64).ravel(),
+            "hard": np.asarray(g["hard"], np.int64).ravel(),
+            "junk": np.asarray(g["junk"], np.int64).ravel(),
+            "bbx": tuple(float(v) for v in np.ravel(g["bbx"])),
+        }
+        for g in cfg["gnd"]
+    ]
     queries = [(f"q/{n}", root / "jpg" / f"{n}.jpg", g["bbx"]) for n, g in zip(cfg["qimlist"], gnd)]
     gallery = [(n, root / "jpg" / f"{n}.jpg", None) for n in cfg["imlist"]]
     info = {"num_gallery_without_distractors": len(gallery)}
@@ -109,12 +117,25 @@ def load_classic(name: str, root: Path) -> RetrievalDataset:
     path = root / f"gnd_{name}.pkl"
     cfg = validate_gnd(load_pickle(path, f"{name} ground truth"), path, keys=("ok", "junk"))
     require(root / "jpg", f"{name} image folder")
-    gnd = [{"ok": np.asarray(g["ok"], np.int64).ravel(), "junk": np.asarray(g["junk"], np.int64).ravel(),
-            "bbx": tuple(float(v) for v in np.ravel(g["bbx"]))} for g in cfg["gnd"]]
+    gnd = [
+        {
+            "ok": np.asarray(g["ok"], np.int64).ravel(),
+            "junk": np.asarray(g["junk"], np.int64).ravel(),
+            "bbx": tuple(float(v) for v in np.ravel(g["bbx"])),
+        }
+        for g in cfg["gnd"]
+    ]
     queries = [(f"q/{n}", root / "jpg" / f"{n}.jpg", g["bbx"]) for n, g in zip(cfg["qimlist"], gnd)]
     gallery = [(n, root / "jpg" / f"{n}.jpg", None) for n in cfg["imlist"]]
-    return RetrievalDataset(name, root, queries, gallery, "classic", gnd=gnd,
-                            info={"note": "original protocol (ok/junk), not the revisited one"})
+    return RetrievalDataset(
+        name,
+        root,
+        queries,
+        gallery,
+        "classic",
+        gnd=gnd,
+        info={"note": "original protocol (ok/junk), not the revisited one"},
+    )
 
 
 @register_dataset("oxford5k")

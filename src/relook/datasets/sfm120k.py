@@ -8,6 +8,7 @@ As a ``RetrievalDataset``: gallery = all images of the split, queries = the ``qi
 cluster (positives share the 3D model). ``info["pairs"]`` = (P, 2) the official (query, positive) pairs.
 The pickle is read only from ``root`` with a restricted unpickler and its structure is checked.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,10 @@ def cid_path(root: Path, cid: str) -> Path:
 
 def validate_sfm(db, path: Path, split: str) -> dict:
     if not isinstance(db, dict) or split not in db or not isinstance(db[split], dict):
-        raise DataError(f"{path}: expected a dict with a {split!r} dict (keys found: "
-                        f"{sorted(db) if isinstance(db, dict) else type(db).__name__})")
+        raise DataError(
+            f"{path}: expected a dict with a {split!r} dict (keys found: "
+            f"{sorted(db) if isinstance(db, dict) else type(db).__name__})"
+        )
     d = db[split]
     missing = [k for k in ("cids", "cluster", "qidxs", "pidxs") if k not in d]
     if missing:
@@ -57,6 +60,14 @@ def load_sfm120k(root: Path, split: str = "train", name: str = "retrieval-SfM-12
     qidxs, pidxs = np.asarray(d["qidxs"], np.int64).ravel(), np.asarray(d["pidxs"], np.int64).ravel()
     gallery = [(c, cid_path(root, c), None) for c in cids]
     queries = [gallery[q] for q in qidxs]
-    return RetrievalDataset("sfm120k", root, queries, gallery, "labels", query_labels=cluster[qidxs],
-                            gallery_labels=cluster, query_in_gallery=qidxs,
-                            info={"pairs": np.stack([qidxs, pidxs], 1), "split": split})
+    return RetrievalDataset(
+        "sfm120k",
+        root,
+        queries,
+        gallery,
+        "labels",
+        query_labels=cluster[qidxs],
+        gallery_labels=cluster,
+        query_in_gallery=qidxs,
+        info={"pairs": np.stack([qidxs, pidxs], 1), "split": split},
+    )

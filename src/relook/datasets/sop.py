@@ -3,6 +3,7 @@
 Each file has a header line then ``image_id class_id super_class_id path`` per image (path relative to
 ROOT). Every image of the split queries all the others; label = class_id (the product).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,6 +22,7 @@ Written per category ``synth_<family>`` (CO3Dv2 layout, see ``relook.datasets.co
 0 = no surface) and ``pointcloud.ply`` (points on the object's faces, world frame). Cameras are stored
 as CO3D viewpoints (``ndc_isotropic``), so ``co3d.viewpoint_to_camera`` recovers them exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,9 @@ def procedural_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np
     return tex.clip(0, 1)
 
 
-def photo_face_texture(rng: np.random.Generator, photo: np.ndarray, aspect: float,
-                       size: int = TEXTURE_SIZE) -> np.ndarray:
+def photo_face_texture(
+    rng: np.random.Generator, photo: np.ndarray, aspect: float, size: int = TEXTURE_SIZE
+) -> np.ndarray:
     """A crop of ``photo`` (RGB uint8) for a face whose edges have length ratio ``aspect`` = |e1| / |e2|:
     15-50 % of the photo's area, the face's shape (clipped to the photo), shrunk by area averaging to a
     long side of at most ``size`` (the renderer samples it bilinearly) -> float32 in [0, 1]."""
@@ -112,7 +114,7 @@ def photo_face_texture(rng: np.random.Generator, photo: np.ndarray, aspect: floa
     cw = int(np.clip(round(np.sqrt(area * aspect)), 4, w))
     ch = int(np.clip(round(np.sqrt(area / aspect)), 4, h))
     x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    crop = photo[y0:y0 + ch, x0:x0 + cw]
+    crop = photo[y0 : y0 + ch, x0 : x0 + cw]
     s = min(1.0, size / max(cw, ch))
     if s < 1.0:
         crop = cv2.resize(crop, (max(1, round(cw * s)), max(1, round(ch * s))), interpolation=cv2.INTER_AREA)
@@ -210,14 +212,17 @@ def orbit_cameras(rng: np.random.Generator, num_views: int, image_hw: tuple[int,
     return cams
 
 
-def synthetic_cameras(seed: int, instance: int, num_views: int, image_hw: tuple[int, int]) -> list[tuple[np.ndarray, ...]]:
+def synthetic_cameras(
+    seed: int, instance: int, num_views: int, image_hw: tuple[int, int]
+) -> list[tuple[np.ndarray, ...]]:
     """The exact (K, R, t) that ``generate_synthetic`` gives the views of ``instance`` (own seeded stream)."""
     return orbit_cameras(np.random.default_rng([seed, instance, 7]), num_views, tuple(image_hw))
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-def render(faces: list[Face], K: np.ndarray, R: np.ndarray, t: np.ndarray, image_hw: tuple[int, int],
-           background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render(
+    faces: list[Face], K: np.ndarray, R: np.ndarray, t: np.ndarray, image_hw: tuple[int, int], background: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Z-buffer render of ``faces`` -> RGB float32 ``(H, W, 3)``, object mask bool ``(H, W)``, depth ``(H, W)``.
 
     Pixel centres sit at integer coordinates (OpenCV). Depth is camera z (0 where no face is seen).
@@ -244,10 +249,10 @@ def render(faces: list[Face], K: np.ndarray, R: np.ndarray, t: np.ndarray, image
         if x1 < x0 or y1 < y0:
             continue
         Hinv = np.linalg.inv(K @ M)
-        q = grid[y0:y1 + 1, x0:x1 + 1] @ Hinv.T
+        q = grid[y0 : y1 + 1, x0 : x1 + 1] @ Hinv.T
         a, b = q[..., 0] / q[..., 2], q[..., 1] / q[..., 2]
         z = a * M[2, 0] + b * M[2, 1] + M[2, 2]
-        zroi = zbuf[y0:y1 + 1, x0:x1 + 1]
+        zroi = zbuf[y0 : y1 + 1, x0 : x1 + 1]
         win = (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1) & (z > 0) & (z < zroi)
         if not win.any():
             continue
@@ -256,9 +261,9 @@ def render(faces: list[Face], K: np.ndarray, R: np.ndarray, t: np.ndarray, image
         my = (b * face.tiles * th - 0.5).astype(np.float32)
         border = cv2.BORDER_WRAP if face.tiles != 1.0 else cv2.BORDER_REFLECT
         col = cv2.remap(face.texture, mx, my, cv2.INTER_LINEAR, borderMode=border) * face.shade
-        img[y0:y1 + 1, x0:x1 + 1][win] = col[win]
+        img[y0 : y1 + 1, x0 : x1 + 1][win] = col[win]
         zroi[win] = z[win]
-        obj[y0:y1 + 1, x0:x1 + 1][win] = face.is_object
+        obj[y0 : y1 + 1, x0 : x1 + 1][win] = face.is_object
     depth = np.where(np.isfinite(zbuf), zbuf, 0.0)
     return img, obj, depth
 
@@ -280,9 +285,18 @@ def sample_surface(faces: list[Face], rng: np.random.Generator, n: int) -> np.nd
 # ----------------------------------------------------------------------------------------------- generator
 _PLACEHOLDER = np.zeros((1, 1, 3), np.float32)  # a face's texture until its photo crop is cut
 
-def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: int = 5, image_size: int | tuple[int, int] = 224,
-                       seed: int = 0, shared_textures: bool = True, num_points: int = 2000,
-                       textures: str | Path | None = None, progress: bool = False) -> Path:
+
+def generate_synthetic(
+    out_dir: str | Path,
+    num_instances: int = 60,
+    num_views: int = 5,
+    image_size: int | tuple[int, int] = 224,
+    seed: int = 0,
+    shared_textures: bool = True,
+    num_points: int = 2000,
+    textures: str | Path | None = None,
+    progress: bool = False,
+) -> Path:
     """Write the synthetic benchmark (CO3Dv2 layout, module docstring) under ``out_dir``; returns ``out_dir``.
 
     Deterministic from ``seed``: instance i depends only on (seed, i) and the shared pools on ``seed``.
@@ -314,7 +328,7 @@ def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: 
         family = FAMILIES[i % len(FAMILIES)]
         category, seq = f"synth_{family}", f"{i:04d}_synth"
 
-        def pick_texture() -> np.ndarray:
+        def pick_texture(rng: np.random.Generator = rng) -> np.ndarray:
             if photos:
                 return _PLACEHOLDER  # replaced below by a crop of this instance's photo
             if tex_pool and rng.random() < 0.5:
@@ -329,12 +343,23 @@ def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: 
             for face in faces:
                 aspect = np.linalg.norm(face.e1) / max(np.linalg.norm(face.e2), 1e-12)
                 face.texture = photo_face_texture(rng, photo, aspect)
-        ground_tex = ground_pool[int(rng.integers(len(ground_pool)))] if ground_pool and rng.random() < 0.5 \
+        ground_tex = (
+            ground_pool[int(rng.integers(len(ground_pool)))]
+            if ground_pool and rng.random() < 0.5
             else procedural_texture(rng)
+        )
         g = 1.8
-        faces.append(Face(np.array([-g, -g, -0.6 - 1e-3]), np.array([2 * g, 0, 0.0]), np.array([0, 2 * g, 0.0]),
-                          (0.5 * ground_tex + 0.5 * ground_tex.mean((0, 1))) * rng.uniform(0.6, 1.0), 1.0,
-                          tiles=3.0, is_object=False))
+        faces.append(
+            Face(
+                np.array([-g, -g, -0.6 - 1e-3]),
+                np.array([2 * g, 0, 0.0]),
+                np.array([0, 2 * g, 0.0]),
+                (0.5 * ground_tex + 0.5 * ground_tex.mean((0, 1))) * rng.uniform(0.6, 1.0),
+                1.0,
+                tiles=3.0,
+                is_object=False,
+            )
+        )
         seq_dir = out / category / seq
         for sub in ("images", "masks", "depths"):
             (seq_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -343,33 +368,60 @@ def generate_synthetic(out_dir: str | Path, num_instances: int = 60, num_views: 
             backdrop = _smooth_field(rng, max(hw), int(rng.integers(2, 5)))[: hw[0], : hw[1]] * rng.uniform(0.5, 1.0)
             img, obj, depth = render(faces, K, R, t, hw, backdrop)
             name = f"frame{v + 1:06d}"
-            rel = {k: f"{category}/{seq}/{k}/{name}{ext}" for k, ext in
-                   (("images", ".jpg"), ("masks", ".png"), ("depths", ".jpg.geometric.png"))}
+            rel = {
+                k: f"{category}/{seq}/{k}/{name}{ext}"
+                for k, ext in (("images", ".jpg"), ("masks", ".png"), ("depths", ".jpg.geometric.png"))
+            }
             rgb8 = (img * 255 + 0.5).clip(0, 255).astype(np.uint8)
             cv2.imwrite(str(out / rel["images"]), rgb8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(str(out / rel["masks"]), obj.astype(np.uint8) * 255)
             cv2.imwrite(str(out / rel["depths"]), depth.astype(np.float16).view(np.uint16))
-            frames[category].append({
-                "sequence_name": seq, "frame_number": v, "frame_timestamp": float(v),
-                "image": {"path": rel["images"], "size": list(hw)},
-                "depth": {"path": rel["depths"], "scale_adjustment": 1.0, "mask_path": None},
-                "mask": {"path": rel["masks"], "mass": float(obj.sum())},
-                "viewpoint": camera_to_viewpoint(K, R, t, hw, "ndc_isotropic"),
-                "meta": {"synthetic": True},
-            })
+            frames[category].append(
+                {
+                    "sequence_name": seq,
+                    "frame_number": v,
+                    "frame_timestamp": float(v),
+                    "image": {"path": rel["images"], "size": list(hw)},
+                    "depth": {"path": rel["depths"], "scale_adjustment": 1.0, "mask_path": None},
+                    "mask": {"path": rel["masks"], "mass": float(obj.sum())},
+                    "viewpoint": camera_to_viewpoint(K, R, t, hw, "ndc_isotropic"),
+                    "meta": {"synthetic": True},
+                }
+            )
         pts = sample_surface(faces, rng, num_points)
         write_ply_points(seq_dir / "pointcloud.ply", pts)
-        seqs[category].append({"sequence_name": seq, "category": category, "video": None,
-                               "point_cloud": {"path": f"{category}/{seq}/pointcloud.ply", "quality_score": 1.0,
-                                               "n_points": int(len(pts))},
-                               "viewpoint_quality_score": 1.0})
+        seqs[category].append(
+            {
+                "sequence_name": seq,
+                "category": category,
+                "video": None,
+                "point_cloud": {
+                    "path": f"{category}/{seq}/pointcloud.ply",
+                    "quality_score": 1.0,
+                    "n_points": int(len(pts)),
+                },
+                "viewpoint_quality_score": 1.0,
+            }
+        )
     for category in frames:
         write_jgz(out / category / "frame_annotations.jgz", frames[category])
         write_jgz(out / category / "sequence_annotations.jgz", seqs[category])
-    (out / "synthetic.json").write_text(json.dumps({
-        "generator": "relook.datasets.synthetic.generate_synthetic", "note": "synthetic data, exact cameras",
-        "num_instances": num_instances, "num_views": num_views, "image_size": list(hw), "seed": seed,
-        "shared_textures": shared_textures, "num_points": num_points,
-        "textures": str(textures) if textures is not None else None, "texture_photos": texture_photos,
-        "seconds": round(time.time() - t0, 2)}, indent=1))
+    (out / "synthetic.json").write_text(
+        json.dumps(
+            {
+                "generator": "relook.datasets.synthetic.generate_synthetic",
+                "note": "synthetic data, exact cameras",
+                "num_instances": num_instances,
+                "num_views": num_views,
+                "image_size": list(hw),
+                "seed": seed,
+                "shared_textures": shared_textures,
+                "num_points": num_points,
+                "textures": str(textures) if textures is not None else None,
+                "texture_photos": texture_photos,
+                "seconds": round(time.time() - t0, 2),
+            },
+            indent=1,
+        )
+    )
     return out

@@ -1,4 +1,5 @@
 """Small readers for the text / CSV / pickle files of the official layouts; every error names the file."""
+
 from __future__ import annotations
 
 import csv
@@ -66,12 +67,34 @@ def to_int(value: str, path: Path, what: str) -> int:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Only plain containers, strings, numbers and numpy arrays: no code runs while loading."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
-               ("numpy", "dtype"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-               ("_codecs", "encode")}
-    SAFE_BUILTINS = {"object", "bytes", "bytearray", "set", "frozenset", "complex", "int", "float", "str", "list",
-                     "dict", "tuple", "bool", "unicode", "long"}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("copy_reg", "_reconstructor"),
+        ("copyreg", "_reconstructor"),
+        ("_codecs", "encode"),
+    }
+    SAFE_BUILTINS = {
+        "object",
+        "bytes",
+        "bytearray",
+        "set",
+        "frozenset",
+        "complex",
+        "int",
+        "float",
+        "str",
+        "list",
+        "dict",
+        "tuple",
+        "bool",
+        "unicode",
+        "long",
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         safe = module in ("builtins", "__builtin__") and name in self.SAFE_BUILTINS
@@ -90,8 +113,19 @@ def load_pickle(path: Path, what: str) -> Any:
     data = path.read_bytes()
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, RecursionError, MemoryError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        RecursionError,
+        MemoryError,
+    ) as e:
         reason = " ".join(str(e).split())[:200]
-        raise DataError(f"{path}: not a readable {what} pickle ({type(e).__name__}: {reason}); truncated or wrong "
-                        "file?") from None
+        raise DataError(
+            f"{path}: not a readable {what} pickle ({type(e).__name__}: {reason}); truncated or wrong file?"
+        ) from None

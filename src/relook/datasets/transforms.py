@@ -7,6 +7,7 @@ principal point by (-x0, -y0); a resize by (sx, sy) maps u -> sx (u + 0.5) - 0.5
 moves the principal point by the half-pixel offset. This is the crop adjustment of the epipolar paper
 (Sec. 5.2: "RandomCrop ... shifts the principal point location ... we adjust the Fundamental Matrix").
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -89,8 +90,9 @@ def adjust_fundamental(F: np.ndarray, A1: np.ndarray, A2: np.ndarray) -> np.ndar
     return np.linalg.inv(A2).T @ np.asarray(F) @ np.linalg.inv(A1)
 
 
-def random_resized_crop_box(rng: np.random.Generator, hw: tuple[int, int], scale: tuple[float, float],
-                            ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    rng: np.random.Generator, hw: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
     """A box of area fraction in ``scale`` and aspect (w/h) in ``ratio`` (log-uniform), inside ``hw``."""
     h, w = hw
     for _ in range(10):
@@ -104,8 +106,9 @@ def random_resized_crop_box(rng: np.random.Generator, hw: tuple[int, int], scale
     return (w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side
 
 
-def illumination(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.3, contrast: float = 0.3,
-                 gamma: float = 0.3) -> np.ndarray:
+def illumination(
+    image: np.ndarray, rng: np.random.Generator, brightness: float = 0.3, contrast: float = 0.3, gamma: float = 0.3
+) -> np.ndarray:
     """Photometric jitter of a uint8 RGB image (no pixel moves): brightness/contrast factors in
     ``1 +- brightness/contrast``, gamma ``exp(U(-gamma, gamma))``."""
     x = image.astype(np.float32) / 255.0
@@ -140,9 +143,10 @@ class TrainTransform:
         self.conf = merge_conf(self.default_conf, conf, "TrainTransform")
 
     @classmethod
-    def official_sop(cls, size: int = 224) -> "TrainTransform":
-        return cls(size=size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip=0.5, brightness=0.0, contrast=0.0,
-                   gamma=0.0)
+    def official_sop(cls, size: int = 224) -> TrainTransform:
+        return cls(
+            size=size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip=0.5, brightness=0.0, contrast=0.0, gamma=0.0
+        )
 
     def __call__(self, image: np.ndarray, K: np.ndarray | None, rng: np.random.Generator):
         c = self.conf

@@ -1,4 +1,5 @@
 """Decode every image of a dataset once, so a corrupt file is found before a long extraction."""
+
 from __future__ import annotations
 
 from relook.datasets.base import RetrievalDataset

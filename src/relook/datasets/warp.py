@@ -33,6 +33,7 @@ read it with the ``folder`` dataset, ``csv: groups.csv``, or the ``warp`` datase
 (the settings; a rerun with other settings into the same OUT is refused). Groups are split by photo,
 never by view: a seeded permutation puts ``round(test_fraction * n)`` photos in ``test``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,10 +65,16 @@ def render_view(view0: np.ndarray, geo: ViewGeometry, fill: tuple[int, int, int]
     resized frame (outside the photo: ``fill``), then the crop sliced out. RGB uint8 of size ``geo.out_wh``."""
     import cv2
 
-    frame = cv2.warpPerspective(view0, geo.render_matrix(), geo.render_wh, flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(int(v) for v in fill))
+    frame = cv2.warpPerspective(
+        view0,
+        geo.render_matrix(),
+        geo.render_wh,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=tuple(int(v) for v in fill),
+    )
     x0, y0, cw, ch = geo.crop
-    return np.ascontiguousarray(frame[y0:y0 + ch, x0:x0 + cw])
+    return np.ascontiguousarray(frame[y0 : y0 + ch, x0 : x0 + cw])
 
 
 def draw_occluders(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, list[dict]]:
@@ -92,18 +99,28 @@ def draw_occluders(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarra
             axes = (max(1, int(sw / np.sqrt(np.pi))), max(1, int(sh / np.sqrt(np.pi))))
             angle = float(rng.uniform(0, 180))
             cv2.ellipse(img, (int(cx), int(cy)), axes, angle, 0, 360, colour, -1, cv2.LINE_AA)
-            shapes.append({"kind": "ellipse", "centre": [int(cx), int(cy)], "axes": list(axes), "angle": angle,
-                           "rgb": list(colour)})
+            shapes.append(
+                {
+                    "kind": "ellipse",
+                    "centre": [int(cx), int(cy)],
+                    "axes": list(axes),
+                    "angle": angle,
+                    "rgb": list(colour),
+                }
+            )
     return img, shapes
 
 
 def draw_photometric(rng: np.random.Generator) -> dict:
     """Contrast (x0.7-1.3 about the mean), brightness (+-25 levels), gamma (1/1.5-1.5), blur sigma (0 for
     half of the views, else 0.4-1.5 px) and JPEG quality (55-95)."""
-    return {"contrast": float(rng.uniform(0.7, 1.3)), "brightness": float(rng.uniform(-25, 25)),
-            "gamma": float(np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))),
-            "blur_sigma": float(rng.uniform(0.4, 1.5)) if rng.random() < 0.5 else 0.0,
-            "jpeg_quality": int(rng.integers(55, 96))}
+    return {
+        "contrast": float(rng.uniform(0.7, 1.3)),
+        "brightness": float(rng.uniform(-25, 25)),
+        "gamma": float(np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))),
+        "blur_sigma": float(rng.uniform(0.4, 1.5)) if rng.random() < 0.5 else 0.0,
+        "jpeg_quality": int(rng.integers(55, 96)),
+    }
 
 
 def apply_photometric(img: np.ndarray, p: dict) -> np.ndarray:
@@ -152,6 +169,7 @@ def read_homography(path: str | Path) -> np.ndarray:
 def group_names(photos: list[Path], root: Path) -> list[str]:
     """One folder-safe group name per photo: its path under ``root`` without suffix, ``/`` -> ``__``
     (the suffix is appended where two photos would otherwise share a name)."""
+
     def clean(s: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
 
@@ -204,18 +222,43 @@ def _make_group(photo: Path, index: int, group: str, split: str, out: Path, conf
         images.append(f"{split}/{group}/{k}.{ext}")
         write_image(out / images[-1], img, quality)
         write_homography(folder / f"H_0_{k}.txt", H)
-        views.append({"k": k, "image": images[-1], "H_0_k": H.tolist(), "geometry": asdict(geo), "fill_rgb": list(fill),
-                      "occluders": shapes, "photometric": photometric})
-    meta = {"photo": str(photo), "photo_index": index, "group": group, "split": split, "view0_wh": [w0, h0],
-            "images": images, "views": views}
+        views.append(
+            {
+                "k": k,
+                "image": images[-1],
+                "H_0_k": H.tolist(),
+                "geometry": asdict(geo),
+                "fill_rgb": list(fill),
+                "occluders": shapes,
+                "photometric": photometric,
+            }
+        )
+    meta = {
+        "photo": str(photo),
+        "photo_index": index,
+        "group": group,
+        "split": split,
+        "view0_wh": [w0, h0],
+        "images": images,
+        "views": views,
+    }
     with atomic_path(folder / "meta.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1))
     return images
 
 
-def generate_warp(photos: str | Path, out: str | Path, views: int = 5, seed: int = 0, size: int = 480,
-                  test_fraction: float = 0.3, occluders: bool = True, photometric: bool = True,
-                  image_format: str = "jpg", progress: bool = False) -> Path:
+def generate_warp(
+    photos: str | Path,
+    out: str | Path,
+    views: int = 5,
+    seed: int = 0,
+    size: int = 480,
+    test_fraction: float = 0.3,
+    occluders: bool = True,
+    photometric: bool = True,
+    image_format: str = "jpg",
+    progress: bool = False,
+) -> Path:
     """Write the warped-photo benchmark of the photos under ``photos`` into ``out`` (module docstring).
 
     ``views``: images per photo (view 0 + ``views - 1`` warps); ``size``: long side of every view;
@@ -236,10 +279,18 @@ def generate_warp(photos: str | Path, out: str | Path, views: int = 5, seed: int
     files = list_photos(root, "warp PHOTOS")
     out = Path(out)
     names, splits = group_names(files, root), split_photos(len(files), seed, test_fraction)
-    conf = {"generator": "relook.datasets.warp.generate_warp", "version": FORMAT_VERSION, "views": views,
-            "seed": seed, "size": size, "test_fraction": test_fraction, "occluders": occluders,
-            "photometric": photometric, "format": image_format,
-            "photos": [p.relative_to(root).as_posix() for p in files]}
+    conf = {
+        "generator": "relook.datasets.warp.generate_warp",
+        "version": FORMAT_VERSION,
+        "views": views,
+        "seed": seed,
+        "size": size,
+        "test_fraction": test_fraction,
+        "occluders": occluders,
+        "photometric": photometric,
+        "format": image_format,
+        "photos": [p.relative_to(root).as_posix() for p in files],
+    }
     settings = out / "warp.json"
     if settings.exists():
         try:
@@ -247,15 +298,18 @@ def generate_warp(photos: str | Path, out: str | Path, views: int = 5, seed: int
         except ValueError:
             old = None
         if not isinstance(old, dict) or {k: old.get(k) for k in conf} != conf:
-            raise DataError(f"{out}: holds a warp benchmark made with other settings or photos ({settings}); "
-                            f"write to a new folder or delete it")
+            raise DataError(
+                f"{out}: holds a warp benchmark made with other settings or photos ({settings}); "
+                f"write to a new folder or delete it"
+            )
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(settings) as tmp:
         tmp.write_text(json.dumps({**conf, "photos_root": str(root)}, indent=1))
     t0, made, skipped, unreadable = time.time(), 0, 0, []
     rows: list[tuple[str, str, str]] = []
-    for i, (photo, group, split) in enumerate(tqdm(list(zip(files, names, splits)), desc="warp photos",
-                                                   disable=not progress)):
+    for i, (photo, group, split) in enumerate(
+        tqdm(list(zip(files, names, splits)), desc="warp photos", disable=not progress)
+    ):
         meta_path = out / split / group / "meta.json"
         if meta_path.exists():
             images = json.loads(meta_path.read_text())["images"]

@@ -5,6 +5,7 @@ Pure functions of numbers, no pixels: ``ViewGeometry.homography()`` is ``H_0_k =
 to every view can be checked by hand (see the warp module docstring for the steps and conventions:
 pixel centres at integer coordinates, as in OpenCV).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,8 +70,14 @@ class ViewGeometry:
         """``G``: view-0 pixels -> frame pixels (step 1)."""
         w, h = self.frame_wh
         c = translation((w - 1) / 2, (h - 1) / 2)
-        G = (c @ translation(*self.shift) @ scaling(self.scale) @ rotation(np.radians(self.rotation_deg))
-             @ tilt(np.radians(self.tilt_deg), np.radians(self.tilt_axis_deg), float(max(w, h))) @ np.linalg.inv(c))
+        G = (
+            c
+            @ translation(*self.shift)
+            @ scaling(self.scale)
+            @ rotation(np.radians(self.rotation_deg))
+            @ tilt(np.radians(self.tilt_deg), np.radians(self.tilt_axis_deg), float(max(w, h)))
+            @ np.linalg.inv(c)
+        )
         return G / G[2, 2]
 
     def render_matrix(self) -> np.ndarray:
@@ -95,11 +102,13 @@ def apply_h(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return p[:, :2] / p[:, 2:]
 
 
-def keeps_most(H: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int], keep: float = 0.6,
-               cover: float = 0.7, n: int = 24) -> bool:
+def keeps_most(
+    H: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int], keep: float = 0.6, cover: float = 0.7, n: int = 24
+) -> bool:
     """Whether the view keeps at least ``keep`` of the photo (grid of view-0 points landing inside the view,
     all in front of the camera) and is at least ``cover`` photo (grid of view points whose preimage lies in
     view 0)."""
+
     def grid(wh):
         xs, ys = np.linspace(0, wh[0] - 1, n), np.linspace(0, wh[1] - 1, n)
         return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
@@ -110,8 +119,10 @@ def keeps_most(H: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int], 
     src = grid(src_wh)
     if np.any(np.c_[src, np.ones(len(src))] @ H[2] <= 0):
         return False  # part of the photo would fold behind the camera
-    return inside(apply_h(H, src), dst_wh).mean() >= keep and \
-        inside(apply_h(np.linalg.inv(H), grid(dst_wh)), src_wh).mean() >= cover
+    return (
+        inside(apply_h(H, src), dst_wh).mean() >= keep
+        and inside(apply_h(np.linalg.inv(H), grid(dst_wh)), src_wh).mean() >= cover
+    )
 
 
 def draw_geometry(rng: np.random.Generator, view0_wh: tuple[int, int], size: int) -> ViewGeometry:
@@ -126,11 +137,16 @@ def draw_geometry(rng: np.random.Generator, view0_wh: tuple[int, int], size: int
         render = (max(1, int(round(w * r))), max(1, int(round(h * r))))
         cw, ch = min(render[0], max(1, int(round(fx * w * r)))), min(render[1], max(1, int(round(fy * h * r))))
         x0, y0 = int(rng.integers(0, render[0] - cw + 1)), int(rng.integers(0, render[1] - ch + 1))
-        geo = ViewGeometry(tilt_deg=float(rng.uniform(0, 35)), tilt_axis_deg=float(rng.uniform(0, 360)),
-                           rotation_deg=float(rng.uniform(-30, 30)),
-                           scale=float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))),
-                           shift=tuple(float(v) for v in rng.uniform(-0.08, 0.08, 2) * max(w, h)),
-                           frame_wh=(w, h), render_wh=render, crop=(x0, y0, cw, ch))
+        geo = ViewGeometry(
+            tilt_deg=float(rng.uniform(0, 35)),
+            tilt_axis_deg=float(rng.uniform(0, 360)),
+            rotation_deg=float(rng.uniform(-30, 30)),
+            scale=float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))),
+            shift=tuple(float(v) for v in rng.uniform(-0.08, 0.08, 2) * max(w, h)),
+            frame_wh=(w, h),
+            render_wh=render,
+            crop=(x0, y0, cw, ch),
+        )
         if keeps_most(geo.homography(), view0_wh, geo.out_wh):
             return geo
     return ViewGeometry(0.0, 0.0, 0.0, 1.0, (0.0, 0.0), geo.frame_wh, geo.render_wh, geo.crop)

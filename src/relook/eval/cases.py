@@ -2,6 +2,7 @@
 (global order) and after (the reranker's order). The report draws these as its success and failure cases.
 Pure: arrays in, query indices out.
 """
+
 from __future__ import annotations
 
 import numpy as np

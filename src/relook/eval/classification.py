@@ -5,10 +5,11 @@ position in the sorted list of the 1000 ImageNet-1k synsets (the order every Ima
 use), read from timm's bundled ImageNet metadata, independent of any model code here. A wrong key map or
 normalisation shows at once: accuracy falls from ~80-90 % to near chance (0.1 %).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,19 +48,20 @@ def imagenet_folder(folder: str | Path) -> tuple[list[Path], np.ndarray]:
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     """Share of rows of ``logits`` (N, C) whose true class (N,) is among the k highest, for each k."""
     logits = np.asarray(logits)
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :max(ks)]
+    top = np.argsort(-logits, axis=1, kind="stable")[:, : max(ks)]
     hit = top == np.asarray(labels)[:, None]
     return {k: float(hit[:, :k].any(1).mean()) for k in ks}
 
 
 @torch.inference_mode()
-def classify(model: torch.nn.Module, paths: Sequence[Path], transform: Callable[[np.ndarray], torch.Tensor],
-             batch_size: int = 32) -> np.ndarray:
+def classify(
+    model: torch.nn.Module, paths: Sequence[Path], transform: Callable[[np.ndarray], torch.Tensor], batch_size: int = 32
+) -> np.ndarray:
     """Logits (N, C) of ``model`` on the images at ``paths`` (RGB, through ``transform``)."""
     from relook.images import load_image
 
     out = []
     for s in range(0, len(paths), batch_size):
-        x = torch.stack([transform(load_image(p)) for p in paths[s:s + batch_size]])
+        x = torch.stack([transform(load_image(p)) for p in paths[s : s + batch_size]])
         out.append(model(x).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)

@@ -3,10 +3,11 @@
 table so a reranker that loses to the shortlist it reorders is named as such, not left for the reader
 to spot in a table of decimals. Pure: reads a ``results`` dict (``pipeline.evaluate``), no I/O.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 BASELINE = "global only"
 #: the metric a line is about, in order of preference (labels protocol, revisited Medium, MAP@R, R@1)
@@ -48,7 +49,11 @@ def commentary(results: Mapping, tolerance: float = 0.005) -> dict[str, str]:
             continue
         if method == BASELINE or base is None:
             tail = f"; {second} {_pts(row[second])}" if second and second in row else ""
-            role = "the global order, the baseline every reranker is compared with" if method == BASELINE else "scored alone"
+            role = (
+                "the global order, the baseline every reranker is compared with"
+                if method == BASELINE
+                else "scored alone"
+            )
             lines[method] = f"{method}: {role} ({head} {_pts(value)}{tail})"
             continue
         diff = value - base
@@ -60,8 +65,10 @@ def commentary(results: Mapping, tolerance: float = 0.005) -> dict[str, str]:
         if second and second in row and second in metrics.get(BASELINE, {}):
             d2 = float(row[second]) - float(metrics[BASELINE][second])
             if abs(d2) >= tolerance and (abs(diff) < tolerance or (d2 > 0) != (diff > 0)):
-                text += (f", though {second} {'rises' if d2 > 0 else 'falls'} "
-                         f"{_pts(metrics[BASELINE][second])} -> {_pts(row[second])}")
+                text += (
+                    f", though {second} {'rises' if d2 > 0 else 'falls'} "
+                    f"{_pts(metrics[BASELINE][second])} -> {_pts(row[second])}"
+                )
         if best is not None and value == best and diff >= tolerance:
             text += "; the best method here"
         lines[method] = text

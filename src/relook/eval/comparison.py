@@ -6,10 +6,11 @@ reader to miss it. ``commentary`` turns ``pipeline.evaluate``'s results into sho
 the caller, or read off the data: a near-perfect global order leaves a reranker little but room to lose),
 and names methods that were left out and why. Reports and the demo print these lines under the table.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 BASELINE = "global only"  # the row of ``pipeline.evaluate`` that scores the shortlist itself
 NEAR_PERFECT = 0.95  # a global score at or above this leaves almost nothing to gain
@@ -26,8 +27,13 @@ def compare(value: float, baseline: float, tolerance: float = 5e-4) -> str:
     return "same"
 
 
-def commentary(results: Mapping, metric: str = "mAP", baseline: str = BASELINE,
-               reasons: Mapping[str, str] | None = None, absent: Mapping[str, str] | None = None) -> list[str]:
+def commentary(
+    results: Mapping,
+    metric: str = "mAP",
+    baseline: str = BASELINE,
+    reasons: Mapping[str, str] | None = None,
+    absent: Mapping[str, str] | None = None,
+) -> list[str]:
     """Lines comparing every method of ``results["metrics"]`` with ``baseline`` on ``metric``.
 
     ``reasons``: method -> why it may fall below (printed only when it does); ``absent``: method -> why it
@@ -50,8 +56,10 @@ def commentary(results: Mapping, metric: str = "mAP", baseline: str = BASELINE,
         if verdict == "below":
             why = [reasons[method]] if method in reasons else []
             if base >= NEAR_PERFECT:
-                why.append(f"the global order is already near perfect ({metric} {100 * base:.1f}), so reordering "
-                           f"can mostly only lose")
+                why.append(
+                    f"the global order is already near perfect ({metric} {100 * base:.1f}), so reordering "
+                    f"can mostly only lose"
+                )
             line = f"{method}: below the global order on this data {scores}"
             lines.append(line + (f"; likely why: {'; '.join(why)}" if why else ""))
         elif verdict == "above":

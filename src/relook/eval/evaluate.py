@@ -8,9 +8,10 @@
 The ranking may be truncated to the shortlist length: positives beyond it count as not retrieved, so
 mAP on a short list is a lower bound (search with a larger ``k`` than the reranked ``top_k`` to avoid it).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -26,8 +27,10 @@ def align(ranking: Shortlist, dataset) -> np.ndarray:
     qpos = {q: i for i, q in enumerate(ranking.query_ids)}
     missing = [q for q in dataset.query_ids if q not in qpos]
     if missing:
-        raise DataError(f"ranking lacks {len(missing)} of the dataset's queries (e.g. {missing[0]!r}); "
-                        "was it built from the same dataset and split?")
+        raise DataError(
+            f"ranking lacks {len(missing)} of the dataset's queries (e.g. {missing[0]!r}); "
+            "was it built from the same dataset and split?"
+        )
     unknown = [g for g in ranking.gallery_ids if g not in gpos]
     if unknown:
         raise DataError(f"ranking's gallery has {len(unknown)} ids not in dataset {dataset.name} (e.g. {unknown[0]!r})")
@@ -41,9 +44,11 @@ def check_has_positives(dataset) -> None:
     retrieval metric would be undefined. Queries without positives among others are left out of the means."""
     positives, _ = dataset.ground_truth("medium" if dataset.protocol == "revisitop" else None)
     if not any(len(p) for p in positives):
-        raise DataError(f"dataset {dataset.name} at {dataset.root}: none of its {len(dataset.queries)} queries has "
-                        f"a positive among the {len(dataset.gallery)} gallery images, so no retrieval metric is "
-                        "defined; check the split, the labels or the ground-truth file")
+        raise DataError(
+            f"dataset {dataset.name} at {dataset.root}: none of its {len(dataset.queries)} queries has "
+            f"a positive among the {len(dataset.gallery)} gallery images, so no retrieval metric is "
+            "defined; check the split, the labels or the ground-truth file"
+        )
 
 
 def evaluate(ranking: Shortlist, dataset, ks: Sequence[int] = (1, 10, 50)) -> dict[str, float]:
@@ -68,8 +73,11 @@ def _cell(value, scale: float) -> str:
     return f"{value * scale:>9.2f}"
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], extra_cols: Mapping[str, Mapping[str, str]] | None = None,
-                 percent: bool = True) -> str:
+def format_table(
+    rows: Mapping[str, Mapping[str, float]],
+    extra_cols: Mapping[str, Mapping[str, str]] | None = None,
+    percent: bool = True,
+) -> str:
     """A plain-text table: one row per method, one column per metric (values x100 by default); an undefined
     metric (NaN or None) shows as ``-``."""
     methods = list(rows)

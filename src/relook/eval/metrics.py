@@ -13,9 +13,10 @@ Conventions shared by every function here:
   mean is NaN as well.
 * Ties must be resolved before calling (``relook.types.ranked_indices`` breaks them stably).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -78,8 +79,9 @@ def revisitop_average_precision(ranks: np.ndarray, n_positives: int) -> float:
     return float(((p0 + p1) / 2.0).sum() / n_positives)
 
 
-def revisitop_map(ranking: RankedIds, positives: IdLists, junk: IdLists | None = None,
-                  kappas: Sequence[int] = (1, 5, 10)) -> dict:
+def revisitop_map(
+    ranking: RankedIds, positives: IdLists, junk: IdLists | None = None, kappas: Sequence[int] = (1, 5, 10)
+) -> dict:
     """mAP and mP@k of the revisited protocol for one setting (Easy, Medium or Hard).
 
     Build ``positives`` / ``junk`` for a setting with ``relook.eval.protocols.revisitop_ground_truth``.
@@ -103,8 +105,7 @@ def revisitop_map(ranking: RankedIds, positives: IdLists, junk: IdLists | None =
         pks.append(row)
     ap = np.asarray(aps, dtype=np.float64)
     pk = np.asarray(pks, dtype=np.float64).reshape(len(aps), len(kappas))
-    return {"mAP": _nanmean(ap), "mP@k": {k: _nanmean(pk[:, i]) for i, k in enumerate(kappas)},
-            "ap": ap, "pk": pk}
+    return {"mAP": _nanmean(ap), "mP@k": {k: _nanmean(pk[:, i]) for i, k in enumerate(kappas)}, "ap": ap, "pk": pk}
 
 
 # -- recall / mAP over all positives (RRT, epipolar paper: SOP, CO3D-Retrieve) -------------------
@@ -124,8 +125,9 @@ def mean_average_precision(ranking: RankedIds, positives: IdLists, ignore: IdLis
     return _nanmean([average_precision(r, n) for r, n in _per_query(ranking, positives, ignore)])
 
 
-def recall_at_k(ranking: RankedIds, positives: IdLists, ks: Sequence[int] = (1, 10, 50),
-                ignore: IdLists | None = None) -> dict[int, float]:
+def recall_at_k(
+    ranking: RankedIds, positives: IdLists, ks: Sequence[int] = (1, 10, 50), ignore: IdLists | None = None
+) -> dict[int, float]:
     """R@K as in RRT and the epipolar paper: share of queries with at least one positive in the top K."""
     first = [(r[0] if r.size else np.inf) if n else np.nan for r, n in _per_query(ranking, positives, ignore)]
     first = np.asarray(first, dtype=np.float64)
@@ -160,12 +162,16 @@ def map_at_r(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = No
 
 def musgrave_metrics(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None) -> dict[str, float]:
     """P@1, R-Precision and MAP@R in one dict (SOP, CUB, Cars as in the OT reranking paper)."""
-    return {"P@1": precision_at_1(ranking, positives, ignore), "RP": r_precision(ranking, positives, ignore),
-            "MAP@R": map_at_r(ranking, positives, ignore)}
+    return {
+        "P@1": precision_at_1(ranking, positives, ignore),
+        "RP": r_precision(ranking, positives, ignore),
+        "MAP@R": map_at_r(ranking, positives, ignore),
+    }
 
 
-def precision_recall_curve(ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None,
-                           levels: int = 11) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall_curve(
+    ranking: RankedIds, positives: IdLists, ignore: IdLists | None = None, levels: int = 11
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean interpolated precision at ``levels`` recall points in [0, 1] (for plots).
 
     Interpolated precision at recall r is the best precision reached at any recall >= r (0 when r is
@@ -198,8 +204,9 @@ def first_positive_ranks(ranking: RankedIds, positives: IdLists, ignore: IdLists
     return np.asarray(out, dtype=np.float64)
 
 
-def map_at_k_curve(ranking: RankedIds, positives: IdLists, ks: Sequence[int],
-                   ignore: IdLists | None = None) -> np.ndarray:
+def map_at_k_curve(
+    ranking: RankedIds, positives: IdLists, ks: Sequence[int], ignore: IdLists | None = None
+) -> np.ndarray:
     """(len(ks),) mAP@K for each K: AP@K = (1 / min(n, K)) sum_{i <= K} P(i) rel(i), n = #positives.
 
     The normaliser min(n, K) makes a perfect top-K score 1 even when a query has more than K positives

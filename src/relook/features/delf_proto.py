@@ -9,10 +9,11 @@
 Only the wire format is needed (varints, fixed32 floats, length-delimited fields, packed or not), so no
 protobuf or TensorFlow install is required. Absent optional floats read as 0 (proto2 default).
 """
+
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -41,12 +42,12 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
         if wt == 0:
             val, pos = _varint(buf, pos)
         elif wt == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
+            val, pos = buf[pos : pos + 8], pos + 8
         elif wt == 2:
             ln, pos = _varint(buf, pos)
-            val, pos = buf[pos:pos + ln], pos + ln
+            val, pos = buf[pos : pos + ln], pos + ln
         elif wt == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
+            val, pos = buf[pos : pos + 4], pos + 4
         else:
             raise DataError(f"unsupported protobuf wire type {wt} (field {num})")
         if pos > n:
@@ -92,7 +93,7 @@ def parse_datum(buf: bytes) -> np.ndarray:
                     dims.extend(_packed_varints(v2) if w2 == 2 else [v2])
         elif num == 2 and wt == 2:  # FloatList
             kind = np.float32
-            for n2, w2, v2 in _fields(val):
+            for n2, _w2, v2 in _fields(val):
                 if n2 == 1:
                     values.append(np.frombuffer(v2, "<f4"))
         elif num == 3 and wt == 2:  # Uint32List
@@ -140,25 +141,45 @@ def parse_delf_features(buf: bytes) -> dict[str, np.ndarray]:
         rows.append((f[3], f[2], f[4], f[6], f[5]))  # y, x, scale, strength, orientation
     if not rows:
         z = np.zeros((0,), np.float32)
-        return {"locations": np.zeros((0, 2), np.float32), "scales": z, "descriptors": np.zeros((0, 0), np.float32),
-                "attention": z, "orientations": z}
+        return {
+            "locations": np.zeros((0, 2), np.float32),
+            "scales": z,
+            "descriptors": np.zeros((0, 0), np.float32),
+            "attention": z,
+            "orientations": z,
+        }
     dims = {len(d) for d in desc}
     if len(dims) != 1:
         raise DataError(f"DelfFeatures descriptors have differing lengths {sorted(dims)}")
     r = np.array(rows, np.float32)
-    return {"locations": r[:, :2], "scales": r[:, 2], "descriptors": np.stack(desc).astype(np.float32),
-            "attention": r[:, 3], "orientations": r[:, 4]}
+    return {
+        "locations": r[:, :2],
+        "scales": r[:, 2],
+        "descriptors": np.stack(desc).astype(np.float32),
+        "attention": r[:, 3],
+        "orientations": r[:, 4],
+    }
 
 
-def encode_delf_features(locations: np.ndarray, scales: np.ndarray, descriptors: np.ndarray,
-                         attention: np.ndarray, orientations: np.ndarray | None = None) -> bytes:
+def encode_delf_features(
+    locations: np.ndarray,
+    scales: np.ndarray,
+    descriptors: np.ndarray,
+    attention: np.ndarray,
+    orientations: np.ndarray | None = None,
+) -> bytes:
     """Serialise DELF local features; ``locations`` (N, 2) are (y, x) as DELF's own writer takes them."""
     n = len(attention)
     orientations = np.zeros(n, np.float32) if orientations is None else orientations
     out = bytearray()
     for i in range(n):
-        body = (_enc_len(1, encode_datum(np.asarray(descriptors[i], np.float32))) + _enc_float(2, locations[i, 1])
-                + _enc_float(3, locations[i, 0]) + _enc_float(4, scales[i]) + _enc_float(5, orientations[i])
-                + _enc_float(6, attention[i]))
+        body = (
+            _enc_len(1, encode_datum(np.asarray(descriptors[i], np.float32)))
+            + _enc_float(2, locations[i, 1])
+            + _enc_float(3, locations[i, 0])
+            + _enc_float(4, scales[i])
+            + _enc_float(5, orientations[i])
+            + _enc_float(6, attention[i])
+        )
         out += _enc_len(1, body)
     return bytes(out)

@@ -15,10 +15,11 @@ DELF stores locations as (y, x) arrays but x and y as separate fields; relook's 
 4). DELG writes features sorted by attention (strongest first), which is why RRT simply takes the first
 500. No protobuf or TensorFlow install is needed; the encoders exist to write files in the same layout.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -70,13 +71,19 @@ def read_rrt_list(path: str | Path) -> list[tuple[str, int, int, int]]:
                 raise ValueError
             out.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
         except ValueError:
-            raise DataError(f"{path}:{lineno}: expected 'path,label,width,height' (three integers), "
-                            f"got {line.strip()!r:.80}") from None
+            raise DataError(
+                f"{path}:{lineno}: expected 'path,label,width,height' (three integers), got {line.strip()!r:.80}"
+            ) from None
     return out
 
 
-def delg_image_features(feature_dir: str | Path, image_name: str, image_size: tuple[int, int] | None = None,
-                        max_local: int | None = None, image_id: str | None = None) -> ImageFeatures:
+def delg_image_features(
+    feature_dir: str | Path,
+    image_name: str,
+    image_size: tuple[int, int] | None = None,
+    max_local: int | None = None,
+    image_id: str | None = None,
+) -> ImageFeatures:
     """ImageFeatures of one image from ``<feature_dir>/<image_name>.delg_{global,local}``.
 
     ``max_local`` keeps the first (= strongest, DELG's file order) local features, as RRT does;
@@ -87,14 +94,26 @@ def delg_image_features(feature_dir: str | Path, image_name: str, image_size: tu
     loc = read_delg_local(feature_dir / f"{image_name}{LOCAL_EXT}")
     n = len(loc["attention"]) if max_local is None else min(int(max_local), len(loc["attention"]))
     desc = loc["descriptors"][:n] if loc["descriptors"].size else np.zeros((0, 128), np.float32)
-    return ImageFeatures(image_id or image_name, global_desc=g / max(float(np.linalg.norm(g)), 1e-12),
-                         local_desc=desc, keypoints=loc["locations"][:n, ::-1], scales=loc["scales"][:n],
-                         attention=loc["attention"][:n],
-                         image_size=None if image_size is None else np.asarray(image_size, np.int64))
+    return ImageFeatures(
+        image_id or image_name,
+        global_desc=g / max(float(np.linalg.norm(g)), 1e-12),
+        local_desc=desc,
+        keypoints=loc["locations"][:n, ::-1],
+        scales=loc["scales"][:n],
+        attention=loc["attention"][:n],
+        image_size=None if image_size is None else np.asarray(image_size, np.int64),
+    )
 
 
-def import_delg(data_dir: str | Path, desc_name: str, list_file: str | Path, store_path: str | Path,
-                max_local: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+def import_delg(
+    data_dir: str | Path,
+    desc_name: str,
+    list_file: str | Path,
+    store_path: str | Path,
+    max_local: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """The import stage: copy DELG features of every image of an RRT list into a FeatureStore.
 
     Image ids are the base names without extension (RRT's naming); already stored images are skipped.
@@ -105,10 +124,15 @@ def import_delg(data_dir: str | Path, desc_name: str, list_file: str | Path, sto
     feature_dir = data_dir / f"delg_{desc_name}"
     if not feature_dir.is_dir():
         raise DataError(f"{feature_dir}: no such directory; expected <data_dir>/delg_<desc_name>/")
-    items = read_rrt_list(list_file if Path(list_file).is_absolute() or Path(list_file).exists()
-                          else data_dir / list_file)
-    meta = {"extractor": "delg_reader", "delg.desc_name": desc_name, "delg.dir": str(feature_dir),
-            "delg.max_local": str(max_local)}
+    items = read_rrt_list(
+        list_file if Path(list_file).is_absolute() or Path(list_file).exists() else data_dir / list_file
+    )
+    meta = {
+        "extractor": "delg_reader",
+        "delg.desc_name": desc_name,
+        "delg.dir": str(feature_dir),
+        "delg.max_local": str(max_local),
+    }
     with FeatureStore(store_path, "w" if overwrite else "a", meta=meta) as store:
         for rel, _label, width, height in tqdm(items, desc="import:delg", disable=not progress):
             name = Path(rel).stem
@@ -117,16 +141,33 @@ def import_delg(data_dir: str | Path, desc_name: str, list_file: str | Path, sto
     return Path(store_path)
 
 
-def write_delg_files(feature_dir: str | Path, image_name: str, global_desc: np.ndarray, locations_yx: np.ndarray,
-                     scales: np.ndarray, descriptors: np.ndarray, attention: np.ndarray) -> None:
+def write_delg_files(
+    feature_dir: str | Path,
+    image_name: str,
+    global_desc: np.ndarray,
+    locations_yx: np.ndarray,
+    scales: np.ndarray,
+    descriptors: np.ndarray,
+    attention: np.ndarray,
+) -> None:
     """Write one image's DELG files in the release layout (for tests and for converting other features)."""
     feature_dir = Path(feature_dir)
     feature_dir.mkdir(parents=True, exist_ok=True)
     (feature_dir / f"{image_name}{GLOBAL_EXT}").write_bytes(encode_datum(np.asarray(global_desc, np.float32)))
     (feature_dir / f"{image_name}{LOCAL_EXT}").write_bytes(
-        encode_delf_features(np.asarray(locations_yx), scales, descriptors, attention))
+        encode_delf_features(np.asarray(locations_yx), scales, descriptors, attention)
+    )
 
 
-__all__: Sequence[str] = ["parse_datum", "encode_datum", "parse_delf_features", "encode_delf_features",
-                          "read_delg_global", "read_delg_local", "read_rrt_list", "delg_image_features",
-                          "import_delg", "write_delg_files"]
+__all__: Sequence[str] = [
+    "parse_datum",
+    "encode_datum",
+    "parse_delf_features",
+    "encode_delf_features",
+    "read_delg_global",
+    "read_delg_local",
+    "read_rrt_list",
+    "delg_image_features",
+    "import_delg",
+    "write_delg_files",
+]

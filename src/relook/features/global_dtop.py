@@ -5,6 +5,7 @@ longer side is resized to ``image_size``, descriptors at ``scales`` are averaged
 (``models/dtop/multiscale.py``; single scale when the switch for ``role`` is off, Table A11), then the
 whitening of ``whitening`` (``relook train dtop-whitening``) is applied and the result re-normalised.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -22,19 +23,19 @@ class DToPExtractor(Extractor):
     name = "dtop"
     writes = frozenset({"global_desc", "image_size"})
     default_conf: ClassVar[dict[str, Any]] = {
-        "checkpoint": None,             # train_dtop checkpoint.pt; None = untrained heads on the timm backbone
-        "model": {},                    # DToP options when no checkpoint (e.g. backbone, pretrained)
-        "seed": 0,                      # seed of the random init (heads; backbone when not pretrained) without
-                                        # a checkpoint: same seed -> same network in every process
-        "image_size": 1024,             # longer side before multi-scale (cirtorch evaluation convention)
+        "checkpoint": None,  # train_dtop checkpoint.pt; None = untrained heads on the timm backbone
+        "model": {},  # DToP options when no checkpoint (e.g. backbone, pretrained)
+        "seed": 0,  # seed of the random init (heads; backbone when not pretrained) without
+        # a checkpoint: same seed -> same network in every process
+        "image_size": 1024,  # longer side before multi-scale (cirtorch evaluation convention)
         "scales": [1.0, 0.7071067811865476, 0.5],  # multi-scale factors (3 scales, averaged)
-        "role": "database",             # query | database: which Table A11 switch applies (the pipeline
-                                        # sets it per store through `set_role`)
-        "multiscale_query": True,       # multi-scale for queries (Table A11: on)
-        "multiscale_database": True,    # multi-scale for the database (Table A11: on)
-        "whitening": None,              # .npz from `relook train dtop-whitening`; None = no whitening
-        "whitening_dim": None,          # keep this many whitened dimensions; None = all
-        "device": "auto",               # auto | cpu | cuda
+        "role": "database",  # query | database: which Table A11 switch applies (the pipeline
+        # sets it per store through `set_role`)
+        "multiscale_query": True,  # multi-scale for queries (Table A11: on)
+        "multiscale_database": True,  # multi-scale for the database (Table A11: on)
+        "whitening": None,  # .npz from `relook train dtop-whitening`; None = no whitening
+        "whitening_dim": None,  # keep this many whitened dimensions; None = all
+        "device": "auto",  # auto | cpu | cuda
     }
 
     def __init__(self, **conf: Any) -> None:
@@ -47,14 +48,18 @@ class DToPExtractor(Extractor):
         c = self.conf
         if "seed" in c["model"]:
             raise ConfigError("extractor 'dtop': set the random-init seed as the extractor's `seed`, not model.seed")
-        self.device = torch.device("cuda" if c["device"] == "cuda" or (c["device"] == "auto" and
-                                                                        torch.cuda.is_available()) else "cpu")
-        self.model = (load_dtop(c["checkpoint"], str(self.device)) if c["checkpoint"]
-                      else DToP(**c["model"], seed=c["seed"]).to(self.device).eval())
+        self.device = torch.device(
+            "cuda" if c["device"] == "cuda" or (c["device"] == "auto" and torch.cuda.is_available()) else "cpu"
+        )
+        self.model = (
+            load_dtop(c["checkpoint"], str(self.device))
+            if c["checkpoint"]
+            else DToP(**c["model"], seed=c["seed"]).to(self.device).eval()
+        )
         self.scales = scales_for(c["role"], c["multiscale_query"], c["multiscale_database"], c["scales"])
         self.whitening = load_whitening(c["whitening"]) if c["whitening"] else None
 
-    def set_role(self, role: str) -> "DToPExtractor":
+    def set_role(self, role: str) -> DToPExtractor:
         """Switch between query and database extraction: the scales follow Table A11's switch for ``role``."""
         from relook.models.dtop.multiscale import scales_for
 

@@ -25,9 +25,11 @@ With ``global_mean: true`` also ``global_desc``: the L2-normalised mean of the i
 global descriptor of the RRT supplementary's SuperPoint experiment (Sec. C: "averaging all the local
 responses"), so that a keypoint extractor alone can feed a shortlist and RRT's global token.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,8 +60,13 @@ def to_original_pixels(kp: np.ndarray, size: tuple[int, int], original: tuple[in
     return ((kp + 0.5) * scale - 0.5).astype(np.float32)
 
 
-def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], record: WeightsRecord, what: str,
-              may_miss: frozenset[str] = frozenset()) -> None:
+def load_into(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    record: WeightsRecord,
+    what: str,
+    may_miss: frozenset[str] = frozenset(),
+) -> None:
     """Load ``state`` into ``module``; only the keys in ``may_miss`` may be absent, nothing may be extra.
 
     A file that does not fit (missing, extra or wrong-shaped tensors) raises ``DataError`` naming it.
@@ -71,9 +78,11 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], record: W
         raise DataError(f"{record.path}: does not fit {what} ({first})") from None
     missing = set(result.missing_keys) - may_miss
     if missing or result.unexpected_keys:
-        raise DataError(f"{record.path}: does not fit {what} ({len(missing)} tensors missing, e.g. "
-                        f"{sorted(missing)[:2]}; {len(result.unexpected_keys)} unexpected, e.g. "
-                        f"{sorted(result.unexpected_keys)[:2]})")
+        raise DataError(
+            f"{record.path}: does not fit {what} ({len(missing)} tensors missing, e.g. "
+            f"{sorted(missing)[:2]}; {len(result.unexpected_keys)} unexpected, e.g. "
+            f"{sorted(result.unexpected_keys)[:2]})"
+        )
 
 
 class LearnedLocal(Extractor):
@@ -119,8 +128,9 @@ class LearnedLocal(Extractor):
         for image_id, image in images:
             image = np.asarray(image)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ShapeError(f"{self.name}: image {image_id!r} must be RGB uint8 (H, W, 3), got "
-                                 f"{image.shape} {image.dtype}")
+                raise ShapeError(
+                    f"{self.name}: image {image_id!r} must be RGB uint8 (H, W, 3), got {image.shape} {image.dtype}"
+                )
             if min(image.shape[:2]) == 0:
                 yield from self._run(batch)
                 batch = []
@@ -136,9 +146,15 @@ class LearnedLocal(Extractor):
 
     def _empty(self, image_id: str, hw: tuple[int, ...]) -> ImageFeatures:
         z = np.zeros(0, np.float32)
-        return ImageFeatures(image_id, local_desc=np.zeros((0, self.descriptor_dim), np.float32),
-                             keypoints=np.zeros((0, 2), np.float32), scales=z, attention=z, image_size=np.array(hw),
-                             global_desc=self._global(np.zeros((0, self.descriptor_dim), np.float32)))
+        return ImageFeatures(
+            image_id,
+            local_desc=np.zeros((0, self.descriptor_dim), np.float32),
+            keypoints=np.zeros((0, 2), np.float32),
+            scales=z,
+            attention=z,
+            image_size=np.array(hw),
+            global_desc=self._global(np.zeros((0, self.descriptor_dim), np.float32)),
+        )
 
     def _global(self, desc: np.ndarray) -> np.ndarray | None:
         """``global_mean``: L2-normalised mean of the locals (zeros for an image without any); else None."""
@@ -160,9 +176,15 @@ class LearnedLocal(Extractor):
             order = torch.argsort(score.float(), descending=True, stable=True)
             kp = kp[order].float().cpu().numpy().reshape(-1, 2)
             desc = desc[order].float().cpu().numpy().reshape(len(kp), self.descriptor_dim)
-            yield ImageFeatures(image_id, local_desc=desc, keypoints=to_original_pixels(kp, size, im.shape[:2]),
-                                scales=np.ones(len(kp), np.float32), attention=score[order].float().cpu().numpy(),
-                                image_size=np.array(im.shape[:2]), global_desc=self._global(desc))
+            yield ImageFeatures(
+                image_id,
+                local_desc=desc,
+                keypoints=to_original_pixels(kp, size, im.shape[:2]),
+                scales=np.ones(len(kp), np.float32),
+                attention=score[order].float().cpu().numpy(),
+                image_size=np.array(im.shape[:2]),
+                global_desc=self._global(desc),
+            )
 
 
 @register_extractor("aliked")
@@ -187,11 +209,17 @@ class ALIKEDExtractor(LearnedLocal):
 
         arch = self.conf["arch"] or record.name
         if arch not in ALIKED_VARIANTS:
-            raise ConfigError(f"aliked: weights {record.name!r} are not ALIKED's; use one of {ALIKED_VARIANTS} "
-                              f"(or a file with arch set)")
+            raise ConfigError(
+                f"aliked: weights {record.name!r} are not ALIKED's; use one of {ALIKED_VARIANTS} "
+                f"(or a file with arch set)"
+            )
         self.descriptor_dim = 64 if arch == "aliked-t16" else 128
-        net = ALIKED(arch, max_num_keypoints=self.conf["max_keypoints"],
-                     detection_threshold=self.conf["detection_threshold"], nms_radius=self.conf["nms_radius"])
+        net = ALIKED(
+            arch,
+            max_num_keypoints=self.conf["max_keypoints"],
+            detection_threshold=self.conf["detection_threshold"],
+            nms_radius=self.conf["nms_radius"],
+        )
         # hw_grid is derived from nms_radius in DKD's constructor and is not in the released files
         load_into(net, load_state_dict(record), record, f"ALIKED {arch}", frozenset({"dkd.hw_grid"}))
         return net
@@ -227,8 +255,13 @@ class DISKExtractor(LearnedLocal):
 
     def detect(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         c = self.conf
-        feats = self.net(x, n=c["max_keypoints"], window_size=c["nms_window"],
-                         score_threshold=c["detection_threshold"], pad_if_not_divisible=True)
+        feats = self.net(
+            x,
+            n=c["max_keypoints"],
+            window_size=c["nms_window"],
+            score_threshold=c["detection_threshold"],
+            pad_if_not_divisible=True,
+        )
         return [(f.keypoints, f.descriptors, f.detection_scores) for f in feats]
 
 

@@ -6,6 +6,7 @@ feature at pixel (u, v) is assigned to the grid cell (floor(u / 16), floor(v / 1
 feature map it was read from, and features sharing a cell count once (DELG extracts at 7 scales, so
 many of its ~1000 features repeat a location: 585/465/655 distinct on average in the paper).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ def top_n_indices(strength: np.ndarray, n: int | None) -> np.ndarray:
     """Indices of the ``n`` largest ``strength`` (N,) values, strongest first; ties keep input order."""
     strength = np.asarray(strength, dtype=np.float64).ravel()
     order = np.argsort(-strength, kind="stable")
-    return order if n is None else order[:max(int(n), 0)]
+    return order if n is None else order[: max(int(n), 0)]
 
 
 def keep_top_n(feats: ImageFeatures, n: int | None, by: str = "attention") -> ImageFeatures:

@@ -11,6 +11,7 @@ image as given, ``scales`` (N,) the image scale the feature was detected at (DEL
 ``extra``, ``kp_size`` (N,) the SIFT region diameter in original pixels and ``kp_angle`` (N,) in degrees.
 Features are sorted by response, strongest first, and the ``num_features`` strongest over all scales kept.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -59,11 +60,13 @@ class SiftExtractor(Extractor):
             raise ConfigError(f"sift: scales must be a non-empty list of positive numbers, got {scales}")
         if int(self.conf["num_features"]) < 1:
             raise ConfigError(f"sift: num_features must be >= 1, got {self.conf['num_features']}")
-        self._sift = cv2.SIFT_create(nfeatures=int(self.conf["num_features"]),
-                                     nOctaveLayers=int(self.conf["n_octave_layers"]),
-                                     contrastThreshold=float(self.conf["contrast_threshold"]),
-                                     edgeThreshold=float(self.conf["edge_threshold"]),
-                                     sigma=float(self.conf["sigma"]))
+        self._sift = cv2.SIFT_create(
+            nfeatures=int(self.conf["num_features"]),
+            nOctaveLayers=int(self.conf["n_octave_layers"]),
+            contrastThreshold=float(self.conf["contrast_threshold"]),
+            edgeThreshold=float(self.conf["edge_threshold"]),
+            sigma=float(self.conf["sigma"]),
+        )
 
     def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
         image = np.asarray(image)
@@ -77,8 +80,15 @@ class SiftExtractor(Extractor):
         pts, desc, resp, scl, size, angle = [], [], [], [], [], []
         for s in self.conf["scales"]:
             f = base * float(s)
-            img = gray if f == 1.0 else cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))),
-                                                   interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+            img = (
+                gray
+                if f == 1.0
+                else cv2.resize(
+                    gray,
+                    (max(1, round(w * f)), max(1, round(h * f))),
+                    interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR,
+                )
+            )
             kps, d = self._sift.detectAndCompute(img, None)
             if not kps or d is None:
                 continue
@@ -90,14 +100,25 @@ class SiftExtractor(Extractor):
             scl.append(np.full(len(kps), float(s), np.float32))
         if not pts:
             z = np.zeros((0,), np.float32)
-            return ImageFeatures(image_id, local_desc=np.zeros((0, 128), np.float32), keypoints=np.zeros((0, 2)),
-                                 scales=z, attention=z, image_size=np.array([h, w]),
-                                 extra={"kp_size": z, "kp_angle": z})
+            return ImageFeatures(
+                image_id,
+                local_desc=np.zeros((0, 128), np.float32),
+                keypoints=np.zeros((0, 2)),
+                scales=z,
+                attention=z,
+                image_size=np.array([h, w]),
+                extra={"kp_size": z, "kp_angle": z},
+            )
         desc_all = np.concatenate(desc)
         desc_all = root_sift(desc_all) if self.conf["root"] else l2_normalise(desc_all)
         resp_all = np.concatenate(resp)
         keep = top_n_indices(resp_all, int(self.conf["num_features"]))
-        return ImageFeatures(image_id, local_desc=desc_all[keep], keypoints=np.concatenate(pts)[keep],
-                             scales=np.concatenate(scl)[keep], attention=resp_all[keep],
-                             image_size=np.array([h, w]),
-                             extra={"kp_size": np.concatenate(size)[keep], "kp_angle": np.concatenate(angle)[keep]})
+        return ImageFeatures(
+            image_id,
+            local_desc=desc_all[keep],
+            keypoints=np.concatenate(pts)[keep],
+            scales=np.concatenate(scl)[keep],
+            attention=resp_all[keep],
+            image_size=np.array([h, w]),
+            extra={"kp_size": np.concatenate(size)[keep], "kp_angle": np.concatenate(angle)[keep]},
+        )

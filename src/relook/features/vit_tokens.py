@@ -38,10 +38,12 @@ attention rows and columns). ``patch_tokens`` are ``last_hidden_state``, the 14x
 without the CLS (``transformers`` returns the two apart), pooled to ``grid``. ``CvtModel`` has no final
 LayerNorm (it sits in ``CvtForImageClassification``'s head), so the CLS is used as the backbone returns it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,14 +55,24 @@ from relook.io import load_array
 from relook.models import cvt
 from relook.models.backbone import create_backbone
 from relook.models.global_head import gem
-from relook.weights import resolve_weights
-from relook.rerank.rollout import (area_weights, head_average, rollout, rollout_relevancy, stage_attention,
-                                   window_attention_resized)
+from relook.rerank.rollout import (
+    area_weights,
+    head_average,
+    rollout,
+    rollout_relevancy,
+    stage_attention,
+    window_attention_resized,
+)
 from relook.types import ImageFeatures
+from relook.weights import resolve_weights
 
 #: short names -> timm model names (any other timm ViT / Swin / CNN name works too)
-BACKBONES = {"deit_small": "deit_small_patch16_224", "swin_tiny": "swin_tiny_patch4_window7_224",
-             "resnet50": "resnet50", **{f"efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in range(3)}}
+BACKBONES = {
+    "deit_small": "deit_small_patch16_224",
+    "swin_tiny": "swin_tiny_patch4_window7_224",
+    "resnet50": "resnet50",
+    **{f"efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in range(3)},
+}
 
 
 def fit_pca_projection(tokens: np.ndarray, dim: int) -> np.ndarray:
@@ -94,7 +106,7 @@ class VitTokens(Extractor):
         "grid": 7,  # h = w of the stored patch grid (the paper: 7)
         "dim": None,  # project tokens and global descriptor to this size (the paper: 128), None keeps C
         "projection": "orthogonal",  # seeded random orthonormal columns, a path to a (C, dim) .npy matrix, or a
-                                     # head file of `relook train global` (CNN backbones: learned W, b and global)
+        # head file of `relook train global` (CNN backbones: learned W, b and global)
         "seed": 0,  # seed of the random projection and of random-init weights
         "keep_attention": False,  # also store every layer's head-averaged attention as extra["attn_layers"]
         "model_kwargs": {},  # timm.create_model (cvt13: CvtConfig) arguments, e.g. depths=(1, 1, 1, 1) for tiny models
@@ -113,8 +125,9 @@ class VitTokens(Extractor):
         self.head, self.head_config = None, None  # a learned head (CNN backbones only): see _head
         if c["backbone"] in cvt.NAMES:
             self.model_name, self.kind = cvt.HUB_NAME, "cvt"
-            model, self.weights_record, norm = cvt.create_cvt(c["pretrained"], int(c["seed"]), c["checkpoint"],
-                                                              **c["model_kwargs"])
+            model, self.weights_record, norm = cvt.create_cvt(
+                c["pretrained"], int(c["seed"]), c["checkpoint"], **c["model_kwargs"]
+            )
             self._setup(model, norm, int(model.config.embed_dim[-1]))
             self.head, self.head_config = self._head()  # refuses a head file: it projects a CNN grid
             self.proj = self._projection()
@@ -122,8 +135,10 @@ class VitTokens(Extractor):
             return
         self.model_name = BACKBONES.get(c["backbone"], c["backbone"])
         if self.model_name not in timm.list_models():
-            raise ConfigError(f"extractor 'vit_tokens': unknown backbone {c['backbone']!r}; use one of "
-                              f"{sorted(BACKBONES) + ['cvt13']} or a timm model name")
+            raise ConfigError(
+                f"extractor 'vit_tokens': unknown backbone {c['backbone']!r}; use one of "
+                f"{sorted(BACKBONES) + ['cvt13']} or a timm model name"
+            )
         self.kind = _kind(self.model_name)
         kwargs = dict(c["model_kwargs"])
         if self.kind != "cnn":
@@ -136,8 +151,9 @@ class VitTokens(Extractor):
             norm = (cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
             self.weights_record = resolve_weights(str(c["checkpoint"]))
         else:  # real weights (offline for EfficientNet-Lite, else timm's hub) or drawn from `seed` alone
-            model, self.weights_record, norm = create_backbone(self.model_name, c["pretrained"], int(c["seed"]),
-                                                               num_classes=0, **kwargs)
+            model, self.weights_record, norm = create_backbone(
+                self.model_name, c["pretrained"], int(c["seed"]), num_classes=0, **kwargs
+            )
         self._setup(model, norm, int(model.num_features))
         self._hook()
         self.head, self.head_config = self._head()
@@ -154,14 +170,20 @@ class VitTokens(Extractor):
     # -- model plumbing ---------------------------------------------------------------------------
     def _hook(self) -> None:
         """Capture the softmax attention of every block (timm's non-fused path, output of attn_drop)."""
-        blocks = (list(self.model.blocks) if self.kind == "vit" else
-                  [b for layer in self.model.layers for b in layer.blocks] if self.kind == "swin" else [])
+        blocks = (
+            list(self.model.blocks)
+            if self.kind == "vit"
+            else [b for layer in self.model.layers for b in layer.blocks]
+            if self.kind == "swin"
+            else []
+        )
         for blk in blocks:
             blk.attn.fused_attn = False
             blk.attn.attn_drop.register_forward_hook(lambda m, i, o: self._attn.append(o.detach()))
             if self.kind == "swin":
                 blk.register_forward_pre_hook(
-                    lambda m, i: self._shapes.append((tuple(i[0].shape[1:3]), m.window_size, m.shift_size)))
+                    lambda m, i: self._shapes.append((tuple(i[0].shape[1:3]), m.window_size, m.shift_size))
+                )
 
     def _head(self) -> tuple[Any, dict | None]:
         """The learned head of ``projection: PATH`` (not ``.npy``), checked against this backbone, or (None, None)."""
@@ -172,14 +194,20 @@ class VitTokens(Extractor):
 
         head, conf = load_global_head(proj)
         if self.kind != "cnn":
-            raise ConfigError(f"extractor 'vit_tokens': the head {proj} projects a CNN grid; {self.conf['backbone']} "
-                              "gives transformer tokens (use a CNN backbone such as efficientnet_lite0)")
+            raise ConfigError(
+                f"extractor 'vit_tokens': the head {proj} projects a CNN grid; {self.conf['backbone']} "
+                "gives transformer tokens (use a CNN backbone such as efficientnet_lite0)"
+            )
         if self.conf["dim"] is not None and int(self.conf["dim"]) != head.dim:
-            raise ConfigError(f"extractor 'vit_tokens': the head {proj} gives {head.dim}-d tokens; set dim: {head.dim} "
-                              f"(or null), got {self.conf['dim']}")
+            raise ConfigError(
+                f"extractor 'vit_tokens': the head {proj} gives {head.dim}-d tokens; set dim: {head.dim} "
+                f"(or null), got {self.conf['dim']}"
+            )
         if head.channels != int(self.model.num_features):
-            raise ConfigError(f"extractor 'vit_tokens': the head {proj} projects {head.channels} channels, "
-                              f"{self.conf['backbone']} gives {self.model.num_features}")
+            raise ConfigError(
+                f"extractor 'vit_tokens': the head {proj} projects {head.channels} channels, "
+                f"{self.conf['backbone']} gives {self.model.num_features}"
+            )
         check_backbone(conf, proj, self.model_name, self.weights_record, "extractor 'vit_tokens'")
         return head.to(self.conf["device"]), conf
 
@@ -208,8 +236,13 @@ class VitTokens(Extractor):
         """(B, grid*grid) relevancy and the (B, L, N, N) per-layer attention fed to the rollout."""
         out_hw = (int(self.conf["grid"]),) * 2
         if self.kind == "cvt":  # every block on the final grid, stage 3's CLS dropped (Sec. 3.3)
-            layers = torch.stack([stage_attention(a.double(), q_hw, k_hw, feat_hw, prefix)
-                                  for a, q_hw, k_hw, prefix in self.capture.layers], 1)
+            layers = torch.stack(
+                [
+                    stage_attention(a.double(), q_hw, k_hw, feat_hw, prefix)
+                    for a, q_hw, k_hw, prefix in self.capture.layers
+                ],
+                1,
+            )
             return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
         if self.kind == "vit":
             layers = torch.stack([head_average(a) for a in self._attn], 1).double()
@@ -240,8 +273,17 @@ class VitTokens(Extractor):
     @torch.no_grad()
     def _forward(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         size = int(self.conf["image_size"])
-        x = torch.cat([F.interpolate(torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
-                                     size=(size, size), mode="bilinear", antialias=True) for im in images])
+        x = torch.cat(
+            [
+                F.interpolate(
+                    torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
+                    size=(size, size),
+                    mode="bilinear",
+                    antialias=True,
+                )
+                for im in images
+            ]
+        )
         x = ((x.to(self.conf["device"]) / 255.0) - self.mean) / self.std
         fmap, glob = self._backbone(x)
         feat_hw = tuple(fmap.shape[1:3])
@@ -262,8 +304,12 @@ class VitTokens(Extractor):
         glob = F.normalize(glob, dim=-1)
         out = []
         for b, im in enumerate(images):
-            d = {"global_desc": glob[b], "patch_tokens": tokens[b], "relevancy": rel[b],
-                 "image_size": np.array(im.shape[:2])}
+            d = {
+                "global_desc": glob[b],
+                "patch_tokens": tokens[b],
+                "relevancy": rel[b],
+                "image_size": np.array(im.shape[:2]),
+            }
             if self.conf["keep_attention"]:
                 d["attn_layers"] = layers[b]
             out.append({k: (v.float().cpu().numpy() if torch.is_tensor(v) else v) for k, v in d.items()})
@@ -295,8 +341,11 @@ class VitTokens(Extractor):
 
     @property
     def provenance(self) -> dict[str, str]:
-        weights = (self.weights_record.describe() if self.conf["checkpoint"] or self.conf["pretrained"] else
-                   f"random init (seed {self.conf['seed']})")
+        weights = (
+            self.weights_record.describe()
+            if self.conf["checkpoint"] or self.conf["pretrained"]
+            else f"random init (seed {self.conf['seed']})"
+        )
         rel = "feature-norm saliency (no attention)" if self.kind == "cnn" else "attention rollout (Eq. 7)"
         out = {**super().provenance, "weights": weights, "relevancy_source": rel}
         if self.head_config is not None:

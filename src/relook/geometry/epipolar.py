@@ -17,6 +17,7 @@ Conventions (used by every function here):
 All functions are pure, take torch tensors (numpy arrays are converted; float64 is kept) and are
 batched over leading dimensions.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,14 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     """Cross-product matrix ``[v]_x`` of ``v`` (..., 3) -> (..., 3, 3), ``[v]_x w = v x w``."""
     v = _t(v)
     z = torch.zeros_like(v[..., 0])
-    return torch.stack([torch.stack([z, -v[..., 2], v[..., 1]], -1),
-                        torch.stack([v[..., 2], z, -v[..., 0]], -1),
-                        torch.stack([-v[..., 1], v[..., 0], z], -1)], -2)
+    return torch.stack(
+        [
+            torch.stack([z, -v[..., 2], v[..., 1]], -1),
+            torch.stack([v[..., 2], z, -v[..., 0]], -1),
+            torch.stack([-v[..., 1], v[..., 0], z], -1),
+        ],
+        -2,
+    )
 
 
 def relative_pose(R1, t1, R2, t2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +130,11 @@ def point_line_distance(lines: torch.Tensor, points: torch.Tensor) -> torch.Tens
     """Distances (..., N, M) from points (..., M, 2) to lines (..., N, 3); inf for a degenerate line."""
     num = (lines[..., :, None, :2] * points[..., None, :, :]).sum(-1) + lines[..., :, None, 2]
     den = lines[..., :2].norm(dim=-1)[..., :, None]
-    return torch.where(den > 1e-12 * lines.abs().amax(-1, keepdim=True).clamp_min(1e-300)[..., :, :1],
-                       num.abs() / den.clamp_min(1e-300), torch.full_like(num, math.inf))
+    return torch.where(
+        den > 1e-12 * lines.abs().amax(-1, keepdim=True).clamp_min(1e-300)[..., :, :1],
+        num.abs() / den.clamp_min(1e-300),
+        torch.full_like(num, math.inf),
+    )
 
 
 def _line_cell_intersects(lines: torch.Tensor, image_size, s: int) -> torch.Tensor:
@@ -138,12 +147,15 @@ def _line_cell_intersects(lines: torch.Tensor, image_size, s: int) -> torch.Tens
         corner = ctr + ctr.new_tensor([dx, dy])
         vals.append((lines[..., :, None, :2] * corner).sum(-1) + lines[..., :, None, 2])
     v = torch.stack(vals, -1)
-    degenerate = lines[..., :2].norm(dim=-1, keepdim=True) <= 1e-12 * lines.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    degenerate = lines[..., :2].norm(dim=-1, keepdim=True) <= 1e-12 * lines.abs().amax(-1, keepdim=True).clamp_min(
+        1e-300
+    )
     return (v.amin(-1) <= 0) & (v.amax(-1) >= 0) & ~degenerate
 
 
-def epipolar_indicator(F, size1, size2, s: int = 7, mode: str = "intersect",
-                       radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def epipolar_indicator(
+    F, size1, size2, s: int = 7, mode: str = "intersect", radius: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ground-truth epipolar grids ``1(i, j)`` of Eq. (1) for both directions.
 
     F (..., 3, 3) with ``x2^T F x1 = 0``; ``size1`` / ``size2`` = (H, W) of the two images in the pixel

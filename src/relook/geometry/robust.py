@@ -10,10 +10,12 @@ Pixel convention as ``relook.geometry.epipolar`` (OpenCV: pixel centres at integ
 ``main`` is the resumable stage: one HDF5 file, one group per pair (``pair_key``) holding ``F`` (3, 3) and
 attributes ``num_matches``, ``num_inliers``, ``reliable``, ``id1``, ``id2``; pairs already there are skipped.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,18 +23,18 @@ from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
 
 default_conf: dict[str, Any] = {
-    "matcher": "sift",            # "sift" (weight-free, OpenCV) or "loftr" (kornia, as in the paper)
-    "loftr_weights": "outdoor",   # kornia LoFTR pretrained weights ("outdoor" | "indoor" | None = random init)
-    "max_keypoints": 4000,        # SIFT: keep at most this many keypoints per image
-    "ratio": 0.8,                 # SIFT: Lowe's ratio test threshold
-    "loftr_confidence": 0.0,      # LoFTR: drop matches below this confidence
-    "resize_max": None,           # LoFTR: resize the longer side to this (None = as given); coordinates mapped back
-    "ransac_threshold": 1.0,      # MAGSAC++ reprojection threshold in pixels
-    "confidence": 0.999,          # MAGSAC++ confidence
-    "max_iters": 10000,           # MAGSAC++ iterations
-    "min_matches": 20,            # Sec. 5.2: unreliable when #matches <= this
-    "min_inlier_ratio": 0.2,      # Sec. 5.2: unreliable when #inliers <= this * #matches
-    "seed": 0,                    # OpenCV RNG seed set before each MAGSAC++ call
+    "matcher": "sift",  # "sift" (weight-free, OpenCV) or "loftr" (kornia, as in the paper)
+    "loftr_weights": "outdoor",  # kornia LoFTR pretrained weights ("outdoor" | "indoor" | None = random init)
+    "max_keypoints": 4000,  # SIFT: keep at most this many keypoints per image
+    "ratio": 0.8,  # SIFT: Lowe's ratio test threshold
+    "loftr_confidence": 0.0,  # LoFTR: drop matches below this confidence
+    "resize_max": None,  # LoFTR: resize the longer side to this (None = as given); coordinates mapped back
+    "ransac_threshold": 1.0,  # MAGSAC++ reprojection threshold in pixels
+    "confidence": 0.999,  # MAGSAC++ confidence
+    "max_iters": 10000,  # MAGSAC++ iterations
+    "min_matches": 20,  # Sec. 5.2: unreliable when #matches <= this
+    "min_inlier_ratio": 0.2,  # Sec. 5.2: unreliable when #inliers <= this * #matches
+    "seed": 0,  # OpenCV RNG seed set before each MAGSAC++ call
 }
 
 
@@ -46,7 +48,9 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
 
-def match_sift(img1: np.ndarray, img2: np.ndarray, max_keypoints: int = 4000, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def match_sift(
+    img1: np.ndarray, img2: np.ndarray, max_keypoints: int = 4000, ratio: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
     """SIFT + mutual-free Lowe ratio test. RGB/gray images -> matched pixel coordinates x1, x2 (N, 2) float64."""
     import cv2
 
@@ -66,8 +70,13 @@ class LoFTRMatcher:
     """kornia LoFTR dense matcher. ``weights`` = "outdoor"/"indoor" downloads kornia's checkpoint (needs the
     network once; cached by torch hub), ``None`` builds a randomly initialised model (tests only)."""
 
-    def __init__(self, weights: str | None = "outdoor", confidence: float = 0.0, resize_max: int | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        weights: str | None = "outdoor",
+        confidence: float = 0.0,
+        resize_max: int | None = None,
+        device: str = "cpu",
+    ) -> None:
         import kornia.feature as KF
 
         self.model = KF.LoFTR(pretrained=weights).eval().to(device)
@@ -114,8 +123,14 @@ def estimate_fundamental(x1: np.ndarray, x2: np.ndarray, conf: dict | None = Non
         return out
     cv2.setRNGSeed(int(c["seed"]))
     try:
-        F, mask = cv2.findFundamentalMat(x1.astype(np.float64), x2.astype(np.float64), cv2.USAC_MAGSAC,
-                                         float(c["ransac_threshold"]), float(c["confidence"]), int(c["max_iters"]))
+        F, mask = cv2.findFundamentalMat(
+            x1.astype(np.float64),
+            x2.astype(np.float64),
+            cv2.USAC_MAGSAC,
+            float(c["ransac_threshold"]),
+            float(c["confidence"]),
+            int(c["max_iters"]),
+        )
     except cv2.error:  # OpenCV's USAC asserts on some degenerate sets (e.g. all matches on one point/line)
         return out
     if F is None or F.shape != (3, 3) or mask is None:
@@ -149,8 +164,14 @@ def pair_key(id1: str, id2: str) -> str:
     return f"{id1}__{id2}".replace("/", "-")
 
 
-def main(conf: dict | None, pairs: Sequence[tuple[str, str]], load: Callable[[str], np.ndarray], output: str | Path,
-         overwrite: bool = False, progress: bool = True) -> Path:
+def main(
+    conf: dict | None,
+    pairs: Sequence[tuple[str, str]],
+    load: Callable[[str], np.ndarray],
+    output: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Stage: pseudo ground-truth F for every (id1, id2) in ``pairs`` into ``output`` (HDF5); resumable.
 
     ``load(id) -> RGB uint8 image``. Pairs already in ``output`` are skipped (a pair is written completely,
@@ -181,8 +202,15 @@ def main(conf: dict | None, pairs: Sequence[tuple[str, str]], load: Callable[[st
             r = pseudo_ground_truth(load(a), load(b), c, matcher)
             g = f.create_group(pair_key(a, b))
             g.create_dataset("F", data=r["F"])
-            g.attrs.update({"id1": a, "id2": b, "num_matches": r["num_matches"], "num_inliers": r["num_inliers"],
-                            "reliable": r["reliable"]})
+            g.attrs.update(
+                {
+                    "id1": a,
+                    "id2": b,
+                    "num_matches": r["num_matches"],
+                    "num_inliers": r["num_inliers"],
+                    "reliable": r["reliable"],
+                }
+            )
             g.attrs["done"] = True
             f.flush()
     return output
@@ -203,8 +231,11 @@ def read_pseudo_gt(path: str | Path, pairs: Iterable[tuple[str, str]] | None = N
                 raise DataError(f"{path}: pair {k} missing; run `relook geometry pseudo-gt` on it")
             g = f[k]
             out[(str(g.attrs["id1"]), str(g.attrs["id2"]))] = {
-                "F": g["F"][()], "reliable": bool(g.attrs["reliable"]),
-                "num_matches": int(g.attrs["num_matches"]), "num_inliers": int(g.attrs["num_inliers"])}
+                "F": g["F"][()],
+                "reliable": bool(g.attrs["reliable"]),
+                "num_matches": int(g.attrs["num_matches"]),
+                "num_inliers": int(g.attrs["num_inliers"]),
+            }
     return out
 
 

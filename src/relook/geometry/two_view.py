@@ -18,6 +18,7 @@ Errors (pure functions, numpy in, numpy out):
   the symmetric epipolar distance of correspondences consistent with the ground truth when no depth
   (hence no real correspondence) is given.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -76,7 +77,7 @@ class TwoViewMatcher:
     def match(self, f1: ImageFeatures, f2: ImageFeatures) -> tuple[np.ndarray, np.ndarray]:
         """Matched keypoints x1, x2 (P, 2) float64 of two images' features (gv's matcher)."""
         f1, f2 = keep_top_n(f1, self.max_keypoints), keep_top_n(f2, self.max_keypoints)
-        (i1, i2), = self.gv.matches(f1, [f2])
+        ((i1, i2),) = self.gv.matches(f1, [f2])
         return np.asarray(f1.keypoints, np.float64)[i1], np.asarray(f2.keypoints, np.float64)[i2]
 
 
@@ -90,8 +91,9 @@ def threshold_px(base: float, image_size, resize: int | None) -> float:
     return float(base) * max(1.0, long_side / resize) if resize else float(base)
 
 
-def estimate_homography(x1: np.ndarray, x2: np.ndarray, threshold: float, seed: int = 0,
-                        max_iters: int = 10000) -> tuple[np.ndarray | None, int]:
+def estimate_homography(
+    x1: np.ndarray, x2: np.ndarray, threshold: float, seed: int = 0, max_iters: int = 10000
+) -> tuple[np.ndarray | None, int]:
     """H (3, 3) mapping x1 to x2 (P, 2) by ``gv.count_inliers`` (MAGSAC++), and the inlier count; None if none."""
     from relook.rerank.gv import count_inliers
 
@@ -129,8 +131,9 @@ def corner_error(H_est: np.ndarray | None, H_true: np.ndarray, image_size) -> fl
     return float(d.mean()) if np.isfinite(d).all() else float("inf")
 
 
-def virtual_correspondences(F: np.ndarray, size1, size2, grid: int = 10,
-                            per_line: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def virtual_correspondences(
+    F: np.ndarray, size1, size2, grid: int = 10, per_line: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (x1, x2) (N, 2) with ``x2^T F x1 = 0`` exactly, spread over both images.
 
     x1: a ``grid x grid`` lattice of image 1 (``size1 = (H, W)``); x2: ``per_line`` points evenly spaced on

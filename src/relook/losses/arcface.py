@@ -10,6 +10,7 @@ Units: ``margin`` in RADIANS (0.15 as in DToP); pytorch-metric-learning's ``ArcF
 Scale ``s = 30``: DToP does not state it; DOLG, whose fusion DToP follows and whose ArcFace margin 0.15 it
 shares, trains with s = 30.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,24 +22,27 @@ from torch import nn
 from relook.errors import ShapeError
 
 
-def arcface_logits(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, margin: float = 0.15,
-                   scale: float = 30.0) -> torch.Tensor:
+def arcface_logits(
+    embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, margin: float = 0.15, scale: float = 30.0
+) -> torch.Tensor:
     """Margin-adjusted scaled logits. embeddings (B, D), weight (C, D), labels (B,) int -> (B, C)."""
     if embeddings.ndim != 2 or weight.ndim != 2 or embeddings.shape[1] != weight.shape[1]:
-        raise ShapeError(f"arcface: embeddings (B, D) and weight (C, D) must share D; got "
-                         f"{tuple(embeddings.shape)} and {tuple(weight.shape)}")
+        raise ShapeError(
+            f"arcface: embeddings (B, D) and weight (C, D) must share D; got "
+            f"{tuple(embeddings.shape)} and {tuple(weight.shape)}"
+        )
     if labels.shape != embeddings.shape[:1]:
         raise ShapeError(f"arcface: labels must be (B,)={embeddings.shape[:1]}, got {tuple(labels.shape)}")
     cos = F.normalize(embeddings, dim=1) @ F.normalize(weight, dim=1).t()
     target = cos.gather(1, labels[:, None]).clamp(-1.0, 1.0)
     theta = torch.acos(target)
-    with_margin = torch.where(theta <= math.pi - margin, torch.cos(theta + margin),
-                              target - margin * math.sin(margin))
+    with_margin = torch.where(theta <= math.pi - margin, torch.cos(theta + margin), target - margin * math.sin(margin))
     return scale * cos.scatter(1, labels[:, None], with_margin)
 
 
-def arcface_loss(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, margin: float = 0.15,
-                 scale: float = 30.0) -> torch.Tensor:
+def arcface_loss(
+    embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, margin: float = 0.15, scale: float = 30.0
+) -> torch.Tensor:
     """Mean ArcFace cross-entropy (scalar); an empty batch gives 0."""
     if embeddings.shape[0] == 0:
         return embeddings.sum() * 0.0

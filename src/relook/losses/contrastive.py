@@ -9,6 +9,7 @@ papers behind them are not in ``shared/papers``, so their own equation numbers a
 distances do, the reference the tests compare with) and return a scalar; an empty batch, or one without a
 single pair, gives 0 (still attached to ``emb``'s graph).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,16 +20,18 @@ from relook.errors import ShapeError
 
 def _pair_masks(emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if emb.ndim != 2 or labels.ndim != 1 or len(labels) != len(emb):
-        raise ShapeError(f"pair loss: expected emb (B, D) and labels (B,), got {tuple(emb.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ShapeError(
+            f"pair loss: expected emb (B, D) and labels (B,), got {tuple(emb.shape)} and {tuple(labels.shape)}"
+        )
     x = F.normalize(emb, dim=1)
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
     return x, same & ~eye, ~same
 
 
-def contrastive_loss(emb: torch.Tensor, labels: torch.Tensor, pos_margin: float = 0.0,
-                     neg_margin: float = 1.0) -> torch.Tensor:
+def contrastive_loss(
+    emb: torch.Tensor, labels: torch.Tensor, pos_margin: float = 0.0, neg_margin: float = 1.0
+) -> torch.Tensor:
     """Double-margin contrastive loss on all in-batch pairs, each part averaged over its active pairs.
 
     With ``d_ij = ||x_i - x_j||_2`` of the L2-normalised embeddings (so d in [0, 2]), ``P`` the positive
@@ -54,8 +57,9 @@ def contrastive_loss(emb: torch.Tensor, labels: torch.Tensor, pos_margin: float 
     return active_mean(F.relu(d[pos] - pos_margin)) + active_mean(F.relu(neg_margin - d[neg]))
 
 
-def multi_similarity_loss(emb: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 50.0,
-                          base: float = 0.5) -> torch.Tensor:
+def multi_similarity_loss(
+    emb: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5
+) -> torch.Tensor:
     """Multi-similarity loss (Wang et al., CVPR 2019) on all in-batch pairs, without the paper's pair mining.
 
     With ``S_ik`` the cosine similarity, ``P_i`` / ``N_i`` the positives / negatives of anchor ``i`` and

@@ -21,6 +21,7 @@ Readings (no official code is public; choices written here):
   ``BCE(max_j sigma(A(i,j)), 1) = softplus(-max_j A(i,j))`` since sigma is increasing.
 - L_max skips a row whose epipolar line crosses no cell (e_i empty: the line misses the other image).
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,10 +36,16 @@ def _prepare(A: torch.Tensor, I: torch.Tensor, valid, per_head: bool, name: str)
     if A.dim() == 3:
         A = A.unsqueeze(1)
     if A.dim() != 4 or I.dim() != 3 or A.shape[0] != I.shape[0] or tuple(A.shape[-2:]) != tuple(I.shape[-2:]):
-        raise ShapeError(f"{name}: logits must be (B, [H,] n, m) matching indicator (B, n, m); got "
-                         f"{tuple(A.shape)} and {tuple(I.shape)}")
+        raise ShapeError(
+            f"{name}: logits must be (B, [H,] n, m) matching indicator (B, n, m); got "
+            f"{tuple(A.shape)} and {tuple(I.shape)}"
+        )
     B = A.shape[0]
-    v = torch.ones(B, dtype=torch.bool, device=A.device) if valid is None else torch.as_tensor(valid, device=A.device).bool()
+    v = (
+        torch.ones(B, dtype=torch.bool, device=A.device)
+        if valid is None
+        else torch.as_tensor(valid, device=A.device).bool()
+    )
     if v.shape != (B,):
         raise ShapeError(f"{name}: valid must be (B,) = ({B},), got {tuple(v.shape)}")
     return A, I.to(A.dtype).unsqueeze(1), v
@@ -62,8 +69,7 @@ def epipolar_loss(A12, A21, I12, I21, valid=None, per_head: bool = False) -> tor
     return total
 
 
-def max_epipolar_loss(A12, A21, I12, I21, valid=None, per_head: bool = False,
-                      return_parts: bool = False):
+def max_epipolar_loss(A12, A21, I12, I21, valid=None, per_head: bool = False, return_parts: bool = False):
     """L_MaxEPI, Eq. (2) = L_zero + L_max for both directions; scalar (or (L_zero, L_max) if ``return_parts``).
 
     L_zero = sum over off-line entries (indicator 0) of BCE(sigma(A), 0); L_max = sum over rows i with a
@@ -78,7 +84,9 @@ def max_epipolar_loss(A12, A21, I12, I21, valid=None, per_head: bool = False,
         masked = A.masked_fill(~on, float("-inf"))
         row_max = masked.max(-1).values  # (B, H, n) -> gradient only to the argmax of each line
         has_line = on.any(-1)
-        l_max = torch.where(has_line, F.softplus(-row_max.masked_fill(~has_line, 0.0)), torch.zeros_like(row_max)).sum(-1)
+        l_max = torch.where(has_line, F.softplus(-row_max.masked_fill(~has_line, 0.0)), torch.zeros_like(row_max)).sum(
+            -1
+        )
         zero = zero + _reduce(l_zero, v, A)
         mx = mx + _reduce(l_max, v, A)
     return (zero, mx) if return_parts else zero + mx

@@ -12,6 +12,7 @@ weights are, and the input normalisation they were trained with:
   seed gives byte-identical weights in every process (query, gallery and train stores extracted
   separately share one network), and the caller's random state is left untouched.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,8 +50,9 @@ def seeded_create(name: str, seed: int, **kwargs: Any) -> nn.Module:
         return timm.create_model(name, pretrained=False, **kwargs)
 
 
-def create_backbone(arch: str, pretrained: bool | str = True, seed: int = 0,
-                    **kwargs: Any) -> tuple[nn.Module, WeightsRecord, tuple[tuple, tuple]]:
+def create_backbone(
+    arch: str, pretrained: bool | str = True, seed: int = 0, **kwargs: Any
+) -> tuple[nn.Module, WeightsRecord, tuple[tuple, tuple]]:
     """(model, weights record, (mean, std) on [0, 1] pixels); ``kwargs`` go to ``timm.create_model``."""
     import timm
 
@@ -64,8 +66,7 @@ def create_backbone(arch: str, pretrained: bool | str = True, seed: int = 0,
             model = timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # no network, no hub cache: one line with the offline alternatives
             raise timm_hub_error(name, e) from None
-        record = WeightsRecord(name=name, what="timm ImageNet weights (hub)", package="timm",
-                               version=timm.__version__)
+        record = WeightsRecord(name=name, what="timm ImageNet weights (hub)", package="timm", version=timm.__version__)
     else:
         record = resolve_weights(TIMM_TO_WEIGHTS[name] if pretrained is True else str(pretrained))
         model = seeded_create(name, seed, **kwargs)
@@ -76,8 +77,7 @@ def create_backbone(arch: str, pretrained: bool | str = True, seed: int = 0,
             try:
                 model.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                raise DataError(f"{record.path}: does not fit timm {name}: "
-                                f"{str(e).strip().splitlines()[0]}") from None
+                raise DataError(f"{record.path}: does not fit timm {name}: {str(e).strip().splitlines()[0]}") from None
     if norm is None:
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         norm = (tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))

@@ -19,6 +19,7 @@ dropout of every ``CvtSelfAttention`` (its input and output are the softmax prob
 dropout is the identity in eval mode) and reads the query and key grids from the inputs of the two
 projections' flattening steps.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,40 +42,55 @@ CVT13 = {"depth": [1, 2, 10], "embed_dim": [64, 192, 384], "num_heads": [1, 3, 6
 def hub_error(error: Exception) -> ConfigError:
     """One line for a failed ``from_pretrained("microsoft/cvt-13")`` naming the ways forward."""
     first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-    return ConfigError(f"cannot load CvT-13 weights {HUB_NAME!r} from the Hugging Face hub ({first}); fetch them "
-                       "once where huggingface.co is reachable (they stay in the hub cache, HF_HOME), or set "
-                       "checkpoint: <a save_pretrained folder>, or pretrained: false for a seeded random init")
+    return ConfigError(
+        f"cannot load CvT-13 weights {HUB_NAME!r} from the Hugging Face hub ({first}); fetch them "
+        "once where huggingface.co is reachable (they stay in the hub cache, HF_HOME), or set "
+        "checkpoint: <a save_pretrained folder>, or pretrained: false for a seeded random init"
+    )
 
 
-def create_cvt(pretrained: bool, seed: int = 0, checkpoint: str | None = None,
-               **config: Any) -> tuple[nn.Module, WeightsRecord, tuple[tuple, tuple]]:
+def create_cvt(
+    pretrained: bool, seed: int = 0, checkpoint: str | None = None, **config: Any
+) -> tuple[nn.Module, WeightsRecord, tuple[tuple, tuple]]:
     """(CvtModel in eval mode, weights record, (mean, std) on [0, 1] pixels); ``config`` overrides
     ``CvtConfig`` fields (random init only, e.g. smaller depths for quick tests)."""
     try:
         import transformers
         from transformers import CvtConfig, CvtModel
     except ImportError:
-        raise ConfigError("backbone 'cvt13' needs Hugging Face transformers: pip install 'relook[cvt]' "
-                          "(or pip install transformers)") from None
+        raise ConfigError(
+            "backbone 'cvt13' needs Hugging Face transformers: pip install 'relook[cvt]' (or pip install transformers)"
+        ) from None
     if config and (pretrained or checkpoint):
-        raise ConfigError(f"backbone 'cvt13': model_kwargs {sorted(config)} change the architecture; they go "
-                          "with pretrained: false only")
+        raise ConfigError(
+            f"backbone 'cvt13': model_kwargs {sorted(config)} change the architecture; they go "
+            "with pretrained: false only"
+        )
     if checkpoint:
         try:
             model = CvtModel.from_pretrained(str(checkpoint), local_files_only=True)
         except Exception as e:
-            raise ConfigError(f"checkpoint {checkpoint!r}: not a CvT save_pretrained folder "
-                              f"({str(e).strip().splitlines()[0][:160]})") from None
+            raise ConfigError(
+                f"checkpoint {checkpoint!r}: not a CvT save_pretrained folder ({str(e).strip().splitlines()[0][:160]})"
+            ) from None
         files = sorted(Path(checkpoint).glob("*.safetensors"))
-        record = WeightsRecord(name=str(checkpoint), what="CvT weights from a local folder", path=str(checkpoint),
-                               sha256=file_sha256(files[0]) if files else "")
+        record = WeightsRecord(
+            name=str(checkpoint),
+            what="CvT weights from a local folder",
+            path=str(checkpoint),
+            sha256=file_sha256(files[0]) if files else "",
+        )
     elif pretrained:
         try:
             model = CvtModel.from_pretrained(HUB_NAME)
         except Exception as e:  # no network and nothing cached: one line
             raise hub_error(e) from None
-        record = WeightsRecord(name=HUB_NAME, what="CvT-13 ImageNet-1k (Hugging Face hub)", package="transformers",
-                               version=transformers.__version__)
+        record = WeightsRecord(
+            name=HUB_NAME,
+            what="CvT-13 ImageNet-1k (Hugging Face hub)",
+            package="transformers",
+            version=transformers.__version__,
+        )
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
@@ -103,12 +119,14 @@ class AttentionCapture:
     def _grid_hook(self, i: int, side: str):
         def hook(module, args):
             self._grids.setdefault(i, {})[side] = tuple(args[0].shape[-2:])
+
         return hook
 
     def _probs_hook(self, i: int, prefix: int):
         def hook(module, args, out):
             g = self._grids.pop(i)
             self.layers.append((out.detach(), g["q"], g["k"], prefix))
+
         return hook
 
     def clear(self) -> None:

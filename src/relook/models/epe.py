@@ -26,6 +26,7 @@ Readings (written here because the paper gives no formula):
   ``choose_fundamentals`` implements this rule.
 - Without intrinsics (``K2=None``) the angle uses a nominal camera; see ``epipolar_plane_angles``.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -61,8 +62,12 @@ def pair_generator(seed: int, id1: str, id2: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{int(seed)}\x00{id1}\x00{id2}".encode()))
 
 
-def choose_fundamentals(is_match: torch.Tensor, F: torch.Tensor | None, available: torch.Tensor | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+def choose_fundamentals(
+    is_match: torch.Tensor,
+    F: torch.Tensor | None,
+    available: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """F (B, 3, 3) to encode: ``F[b]`` where the pair is a match and ``available[b]``, else a random rank-2 F.
 
     At test time pass ``is_match`` all True with the pseudo ground truth as ``F`` (the match label is not
@@ -85,10 +90,10 @@ class EpipolarPositionalEncoding(nn.Module):
     """F (B, 3, 3) -> additive encodings (B, 2 s^2, dim) of image-1 tokens then image-2 tokens (RRT ``input_pe``)."""
 
     default_conf: ClassVar[dict[str, Any]] = {
-        "dim": 128,        # token width of the RRT (d_model)
-        "grid": 7,         # s: tokens form an s x s grid per image
-        "seed": 0,         # seed of the reference-pixel generator (reset by ``reset_seed``)
-        "bands": 10,       # L octaves 2^1 .. 2^L of theta (NeRF Eq. (4), L = 10 as its positions); at most dim/2
+        "dim": 128,  # token width of the RRT (d_model)
+        "grid": 7,  # s: tokens form an s x s grid per image
+        "seed": 0,  # seed of the reference-pixel generator (reset by ``reset_seed``)
+        "bands": 10,  # L octaves 2^1 .. 2^L of theta (NeRF Eq. (4), L = 10 as its positions); at most dim/2
     }
 
     def __init__(self, **conf: Any) -> None:
@@ -101,8 +106,9 @@ class EpipolarPositionalEncoding(nn.Module):
     def reset_seed(self, seed: int | None = None) -> None:
         self.generator.manual_seed(int(self.conf["seed"] if seed is None else seed))
 
-    def forward(self, F: torch.Tensor, size1, size2, K2: torch.Tensor | None = None,
-                ref_pixel: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, F: torch.Tensor, size1, size2, K2: torch.Tensor | None = None, ref_pixel: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """F (B, 3, 3) in the pixel frames of images of ``size1`` / ``size2`` = (H, W); optional K2 (B, 3, 3)
         intrinsics of image 2; ``ref_pixel`` (B, 2) (default: uniform in image 1 from the seeded generator)."""
         if F.dim() != 3 or tuple(F.shape[1:]) != (3, 3):

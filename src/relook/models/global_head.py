@@ -24,6 +24,7 @@ The head file (``torch.save``, read with ``weights_only=True``)::
 (data, seed, epochs, loss, ...). ``cnn_local`` loads it as ``projection: PATH`` (H1 locals, H2 global);
 ``vit_tokens`` as ``projection: PATH`` (its CNN tokens through H1, its global through H2).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,7 @@ def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
 def seeded_projection(dim: int, channels: int, seed: int) -> torch.Tensor:
     """The seeded random 1x1 conv weight (dim, C, 1, 1) ~ N(0, 1/C) of ``cnn_local``'s ``projection: seeded``."""
     g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(dim, channels, 1, 1, generator=g) / channels ** 0.5
+    return torch.randn(dim, channels, 1, 1, generator=g) / channels**0.5
 
 
 class GlobalHead(nn.Module):
@@ -56,8 +57,9 @@ class GlobalHead(nn.Module):
     def __init__(self, channels: int, dim: int = 128, gem_p: float = 3.0, seed: int = 0) -> None:
         super().__init__()
         if channels < 1 or dim < 1 or gem_p <= 0:
-            raise ConfigError(f"global head: need channels >= 1, dim >= 1 and gem_p > 0, got {channels}, {dim}, "
-                              f"{gem_p}")
+            raise ConfigError(
+                f"global head: need channels >= 1, dim >= 1 and gem_p > 0, got {channels}, {dim}, {gem_p}"
+            )
         with torch.random.fork_rng(devices=[]):  # its default init is overwritten: leave the global RNG be
             self.proj = nn.Conv2d(channels, dim, kernel_size=1)
         with torch.no_grad():  # start from cnn_local's seeded projection (the untrained baseline)
@@ -120,12 +122,16 @@ def check_backbone(conf: dict[str, Any], path: str | Path, arch: str, record: An
     """``ConfigError`` when the head at ``path`` was trained on another backbone than ``arch`` with ``record``
     (a ``WeightsRecord``): the same channel count (Lite0/1/2 all give 1280) is not the same feature space."""
     if conf.get("arch") != arch:
-        raise ConfigError(f"{who}: {path} was trained on {conf.get('arch')!r} features, this backbone is {arch!r}; "
-                          "train a head for it with `relook train global`")
+        raise ConfigError(
+            f"{who}: {path} was trained on {conf.get('arch')!r} features, this backbone is {arch!r}; "
+            "train a head for it with `relook train global`"
+        )
     want, have = conf.get("weights_sha256") or conf.get("weights"), record.sha256 or record.describe()
     if want != have:
-        raise ConfigError(f"{who}: {path} was trained on features of other weights ({conf.get('weights')}), "
-                          f"this backbone has {record.describe()}; train a head for these weights")
+        raise ConfigError(
+            f"{who}: {path} was trained on features of other weights ({conf.get('weights')}), "
+            f"this backbone has {record.describe()}; train a head for these weights"
+        )
 
 
 def head_provenance(path: str | Path, conf: dict[str, Any]) -> dict[str, str]:
@@ -133,6 +139,9 @@ def head_provenance(path: str | Path, conf: dict[str, Any]) -> dict[str, str]:
     from relook.weights import file_sha256
 
     sha = file_sha256(path)
-    return {"head": f"learned global head {path} (sha256 {sha[:12]}, {conf.get('channels')} -> {conf.get('dim')}, "
-                    f"GeM p={conf.get('gem_p')})",
-            "head.sha256": sha, "head.train": json.dumps(conf.get("train", {}), sort_keys=True, default=str)}
+    return {
+        "head": f"learned global head {path} (sha256 {sha[:12]}, {conf.get('channels')} -> {conf.get('dim')}, "
+        f"GeM p={conf.get('gem_p')})",
+        "head.sha256": sha,
+        "head.train": json.dumps(conf.get("train", {}), sort_keys=True, default=str),
+    }

@@ -6,6 +6,7 @@ so a position ``p`` in (0, 1] becomes ``p * scale``. Here positions are given di
 coordinates ``(x / W, y / H)`` (any point set, grid or keypoints), which is the same encoding with the
 grid convention left to the caller (``grid_positions`` reproduces the official one exactly).
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ import torch
 from relook.errors import ConfigError
 
 
-def sine_position_encoding(positions: torch.Tensor, dim: int, temperature: float = 10000.0,
-                           scale: float = 2.0) -> torch.Tensor:
+def sine_position_encoding(
+    positions: torch.Tensor, dim: int, temperature: float = 10000.0, scale: float = 2.0
+) -> torch.Tensor:
     """psi(p): ``positions`` (..., 2) as normalised (x, y) -> (..., dim) encoding.
 
     Layout (as DETR / official RRT): the first ``dim/2`` channels encode y, the last ``dim/2`` encode x;
@@ -29,7 +31,7 @@ def sine_position_encoding(positions: torch.Tensor, dim: int, temperature: float
     p = positions.float() * scale
     out = []
     for axis in (1, 0):  # y first, then x
-        ang = p[..., axis:axis + 1] / freq  # (..., half)
+        ang = p[..., axis : axis + 1] / freq  # (..., half)
         out.append(torch.stack((ang[..., 0::2].sin(), ang[..., 1::2].cos()), dim=-1).flatten(-2))
     return torch.cat(out, dim=-1)
 
@@ -39,6 +41,7 @@ def grid_positions(h: int, w: int) -> torch.Tensor:
 
     Cell (i, j) -> ((j + 1) / w, (i + 1) / h); returns (h*w, 2).
     """
-    ys, xs = torch.meshgrid(torch.arange(1, h + 1, dtype=torch.float32) / h,
-                            torch.arange(1, w + 1, dtype=torch.float32) / w, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(1, h + 1, dtype=torch.float32) / h, torch.arange(1, w + 1, dtype=torch.float32) / w, indexing="ij"
+    )
     return torch.stack((xs, ys), dim=-1).reshape(h * w, 2)

@@ -15,6 +15,7 @@ Apply: x -> P (x - m), keep the first ``dim`` rows, L2-normalise.
 PCA whitening: P = diag(lambda + eps)^{-1/2} V^T from the covariance of all descriptors.
 All functions are pure numpy: X (N, D) rows are descriptors.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,8 +62,9 @@ def learn_pca_whitening(x: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, n
     return mean.astype(np.float32), (vecs.T / np.sqrt(vals + eps)[:, None]).astype(np.float32)
 
 
-def apply_whitening(x: np.ndarray, mean: np.ndarray, proj: np.ndarray, dim: int | None = None,
-                    normalize: bool = True) -> np.ndarray:
+def apply_whitening(
+    x: np.ndarray, mean: np.ndarray, proj: np.ndarray, dim: int | None = None, normalize: bool = True
+) -> np.ndarray:
     """x (N, D) -> (N, dim) whitened (and L2-normalised) descriptors; empty in -> (0, dim) out."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != proj.shape[1]:

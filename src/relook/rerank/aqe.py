@@ -19,9 +19,11 @@ the first n entries of the given shortlist, their weights the dot products with 
 again over the whole gallery, so the returned Ranking (same K as the shortlist) may contain images that
 were not in the shortlist. ``research=False`` (and the per-query ``rerank``) only rescore the top-K.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,8 +37,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def alpha_qe(queries: np.ndarray, neighbours: np.ndarray, alpha: float = 3.0,
-             valid: np.ndarray | None = None) -> np.ndarray:
+def alpha_qe(
+    queries: np.ndarray, neighbours: np.ndarray, alpha: float = 3.0, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Expanded queries (Q, D) from ``queries`` (Q, D) and their ``neighbours`` (Q, n, D).
 
     ``valid`` (Q, n) bool marks real neighbours (padding False). Weights max(q . x_i, 0)^alpha; the query
@@ -70,7 +73,7 @@ def dba(gallery: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
     nbrs = np.empty((g, k - 1), np.int64)
     for i in range(g):  # drop the row itself (usually first; duplicates may move it)
         row = idx[i][idx[i] != i]
-        nbrs[i] = row[:k - 1] if len(row) >= k - 1 else np.pad(row, (0, k - 1 - len(row)), constant_values=-1)
+        nbrs[i] = row[: k - 1] if len(row) >= k - 1 else np.pad(row, (0, k - 1 - len(row)), constant_values=-1)
     valid = nbrs >= 0
     return alpha_qe(gallery, gallery[np.where(valid, nbrs, 0)], alpha, valid)
 
@@ -104,20 +107,26 @@ class AlphaQueryExpansion(Reranker):
         if int(self.conf["n"]) < 0 or int(self.conf["dba_n"]) < 0:
             raise ConfigError(f"aqe: n and dba_n must be >= 0, got {self.conf['n']}, {self.conf['dba_n']}")
 
-    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures],
-               global_scores: np.ndarray) -> np.ndarray:
+    def rerank(
+        self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
+    ) -> np.ndarray:
         """Rescore the candidates with the query expanded by its first n candidates (no gallery re-search)."""
         if len(candidates) == 0:
             return np.zeros(0, np.float64)
         x = np.stack([c.get("global_desc") for c in candidates]).astype(np.float32)
-        order = np.argsort(-np.asarray(global_scores, np.float64), kind="stable")[:int(self.conf["n"])]
+        order = np.argsort(-np.asarray(global_scores, np.float64), kind="stable")[: int(self.conf["n"])]
         q = alpha_qe(query.get("global_desc")[None], x[order][None], float(self.conf["alpha"]))[0]
         return (x @ q).astype(np.float64)
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """Expand every query with its first n shortlist entries, then re-search the gallery (see module doc)."""
-        meta = {**shortlist.meta, "reranker": self.name, "aqe.n": str(self.conf["n"]),
-                "aqe.alpha": str(self.conf["alpha"]), "aqe.dba_n": str(self.conf["dba_n"])}
+        meta = {
+            **shortlist.meta,
+            "reranker": self.name,
+            "aqe.n": str(self.conf["n"]),
+            "aqe.alpha": str(self.conf["alpha"]),
+            "aqe.dba_n": str(self.conf["dba_n"]),
+        }
         nq, k = shortlist.num_queries, shortlist.k
         if nq == 0 or k == 0 or not shortlist.gallery_ids:
             return Ranking(shortlist.query_ids, shortlist.gallery_ids, shortlist.indices, shortlist.scores, meta)
@@ -135,8 +144,15 @@ class AlphaQueryExpansion(Reranker):
             if shortlist.meta.get("exclude") == "self":  # the shortlist left each query out: so does the re-search
                 gpos = {g: i for i, g in enumerate(shortlist.gallery_ids)}
                 exclude = np.array([gpos.get(q, -1) for q in shortlist.query_ids], np.int64)
-            out = exact_search(expanded, gallery, k, shortlist.query_ids, shortlist.gallery_ids,
-                               {**meta, "aqe.research": "gallery"}, exclude=exclude)
+            out = exact_search(
+                expanded,
+                gallery,
+                k,
+                shortlist.query_ids,
+                shortlist.gallery_ids,
+                {**meta, "aqe.research": "gallery"},
+                exclude=exclude,
+            )
             return Ranking(out.query_ids, out.gallery_ids, out.indices, out.scores, out.meta)
         top_k = int(self.conf["top_k"])
         scores = [gallery[row[:top_k][row[:top_k] >= 0]] @ expanded[q] for q, row in enumerate(shortlist.indices)]

@@ -8,10 +8,12 @@ over the whole gallery once: with ``research=False`` (default) the top-K candida
 their ASMK score (ties keep the global order); with ``research=True`` the ranking is ASMK's own top-K over
 the gallery, i.e. ASMK used as global retrieval (``asmk_search`` does the same from stores).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -62,11 +64,12 @@ class Asmk(Reranker):
     def _descs(self, feats: ImageFeatures) -> np.ndarray:
         return keep_top_n(feats, self.conf["max_local"]).get("local_desc")
 
-    def fit(self, descs: np.ndarray) -> "Asmk":
+    def fit(self, descs: np.ndarray) -> Asmk:
         """Train the codebook on local descriptors (N, d) (seeded sample of at most ``train_max``)."""
         sample = sample_rows(np.asarray(descs, np.float32), self.conf["train_max"], int(self.conf["seed"]))
-        self.centroids = train_codebook(sample, int(self.conf["codebook_size"]), int(self.conf["seed"]),
-                                        int(self.conf["kmeans_iters"]))
+        self.centroids = train_codebook(
+            sample, int(self.conf["codebook_size"]), int(self.conf["seed"]), int(self.conf["kmeans_iters"])
+        )
         return self
 
     def build_index(self, gallery: Sequence[np.ndarray]) -> AsmkIndex:
@@ -76,35 +79,45 @@ class Asmk(Reranker):
             if not nonempty:
                 raise DataError("asmk: the gallery has no local descriptors to train a codebook on")
             self.fit(np.concatenate(nonempty))
-        return AsmkIndex.build(self.centroids, gallery, bool(self.conf["binary"]), float(self.conf["alpha"]),
-                               float(self.conf["tau"]))
+        return AsmkIndex.build(
+            self.centroids, gallery, bool(self.conf["binary"]), float(self.conf["alpha"]), float(self.conf["tau"])
+        )
 
     def query_scores(self, index: AsmkIndex, query_descs: np.ndarray) -> np.ndarray:
         """ASMK similarity (G,) of one query's descriptors to every indexed gallery image."""
         words, vecs = index.encode(query_descs, int(self.conf["multiple_assignment"]))
         return index.scores(words, vecs)
 
-    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures],
-               global_scores: np.ndarray) -> np.ndarray:
+    def rerank(
+        self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
+    ) -> np.ndarray:
         """ASMK scores of the candidates (an inverted file over just them; needs a codebook: fit first)."""
         if len(candidates) == 0:
             return np.zeros(0, np.float64)
         if self.centroids is None:
-            raise ConfigError("asmk.rerank needs a codebook: set codebook_path, call fit(descriptors), or use "
-                              "rerank_shortlist, which trains one on the gallery")
+            raise ConfigError(
+                "asmk.rerank needs a codebook: set codebook_path, call fit(descriptors), or use "
+                "rerank_shortlist, which trains one on the gallery"
+            )
         index = self.build_index([self._descs(c) for c in candidates])
         return self.query_scores(index, self._descs(query))
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """Index the whole gallery, then rescore each query's top-K (or re-search: see module doc)."""
         nwords = self.conf["codebook_size"] if self.centroids is None else len(self.centroids)
-        meta = {**shortlist.meta, "reranker": self.name, "asmk.binary": str(self.conf["binary"]),
-                "asmk.codebook_size": str(nwords)}
+        meta = {
+            **shortlist.meta,
+            "reranker": self.name,
+            "asmk.binary": str(self.conf["binary"]),
+            "asmk.codebook_size": str(nwords),
+        }
         if shortlist.num_queries == 0 or shortlist.k == 0 or not shortlist.gallery_ids:
             return Ranking(shortlist.query_ids, shortlist.gallery_ids, shortlist.indices, shortlist.scores, meta)
         fields = sorted(self.requires)
-        gallery = [self._descs(gallery_store.read(g, fields))
-                   for g in tqdm(shortlist.gallery_ids, desc="asmk:index", disable=not progress)]
+        gallery = [
+            self._descs(gallery_store.read(g, fields))
+            for g in tqdm(shortlist.gallery_ids, desc="asmk:index", disable=not progress)
+        ]
         index = self.build_index(gallery)
         top_k, k = int(self.conf["top_k"]), shortlist.k
         new_scores, rows = [], []
@@ -117,8 +130,13 @@ class Asmk(Reranker):
                 cand = shortlist.indices[q, :top_k]
                 new_scores.append(s[cand[cand >= 0]])
         if self.conf["research"]:
-            return Ranking(shortlist.query_ids, shortlist.gallery_ids, np.stack(rows), np.stack(new_scores),
-                           {**meta, "asmk.research": "gallery"})
+            return Ranking(
+                shortlist.query_ids,
+                shortlist.gallery_ids,
+                np.stack(rows),
+                np.stack(new_scores),
+                {**meta, "asmk.research": "gallery"},
+            )
         ranking = apply_scores(shortlist, new_scores, top_k, method=self.name)
         ranking.meta.update(meta)
         return ranking
@@ -128,6 +146,11 @@ def asmk_search(query_store, gallery_store, k: int = 100, progress: bool = True,
     """ASMK as global retrieval: top-``k`` gallery images of every query in ``query_store``."""
     gids, qids = gallery_store.ids(), query_store.ids()
     k = min(k, len(gids))
-    dummy = Shortlist(qids, gids, np.zeros((len(qids), k), np.int64), np.zeros((len(qids), k), np.float32),
-                      {"queries": str(query_store.path), "gallery": str(gallery_store.path)})
+    dummy = Shortlist(
+        qids,
+        gids,
+        np.zeros((len(qids), k), np.int64),
+        np.zeros((len(qids), k), np.float32),
+        {"queries": str(query_store.path), "gallery": str(gallery_store.path)},
+    )
     return Asmk(**{**conf, "research": True}).rerank_shortlist(dummy, query_store, gallery_store, progress)

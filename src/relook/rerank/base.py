@@ -6,10 +6,12 @@ over a whole ``Shortlist`` and returns a ``Ranking`` whose first ``top_k`` colum
 new scores and whose remaining columns keep the global order. Rerankers that can batch many pairs
 (RRT, OT) override ``rerank_shortlist``.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,11 +21,11 @@ from relook.errors import ShapeError
 from relook.registry import Registry
 from relook.types import ImageFeatures, Ranking, Shortlist
 
-RERANKERS: Registry["Reranker"] = Registry("reranker")
+RERANKERS: Registry[Reranker] = Registry("reranker")
 register_reranker = RERANKERS.register
 
 
-def create_reranker(name: str, **conf: Any) -> "Reranker":
+def create_reranker(name: str, **conf: Any) -> Reranker:
     """Build the reranker registered as ``name`` (``gv``, ``aqe``, ``asmk``, ``rrt``, ``ot`` ...).
 
     The built-in ones are registered by then: importing this module runs ``relook/rerank/__init__.py``
@@ -47,8 +49,9 @@ class Reranker(ABC):
         self.conf = merge_conf({"top_k": 100, **self.default_conf}, conf, f"reranker {self.name!r}")
 
     @abstractmethod
-    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures],
-               global_scores: np.ndarray) -> np.ndarray:
+    def rerank(
+        self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
+    ) -> np.ndarray:
         """New scores (K,) for ``candidates`` of ``query`` (higher is better); empty in, empty out."""
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
@@ -60,7 +63,7 @@ class Reranker(ABC):
             cand = cand[cand >= 0]
             query = query_store.read(shortlist.query_ids[q], sorted(self.requires) or None)
             candidates = [gallery_store.read(shortlist.gallery_ids[i], sorted(self.requires) or None) for i in cand]
-            new_scores.append(self.rerank(query, candidates, shortlist.scores[q, :len(cand)]))
+            new_scores.append(self.rerank(query, candidates, shortlist.scores[q, : len(cand)]))
         return apply_scores(shortlist, new_scores, top_k, method=self.name)
 
     def __repr__(self) -> str:

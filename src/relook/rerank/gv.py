@@ -24,9 +24,11 @@ RANSAC, 20 px residual, 1000 trials, matches kept only below descriptor L2 dista
 differs from DELG and is kept: the putative matches are mutual nearest neighbours (DELG takes the
 one-directional nearest neighbour before the distance filter).
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -58,9 +60,16 @@ def usac_magsac_params(model: str, threshold: float, max_iters: int, confidence:
     return p
 
 
-def count_inliers(src: np.ndarray, dst: np.ndarray, model: str = "affine", method: str = "magsac",
-                  threshold: float = 20.0, max_iters: int = 1000, confidence: float = 0.999,
-                  seed: int = 0) -> tuple[int, np.ndarray | None]:
+def count_inliers(
+    src: np.ndarray,
+    dst: np.ndarray,
+    model: str = "affine",
+    method: str = "magsac",
+    threshold: float = 20.0,
+    max_iters: int = 1000,
+    confidence: float = 0.999,
+    seed: int = 0,
+) -> tuple[int, np.ndarray | None]:
     """Fit ``model`` mapping ``src`` (P, 2) to ``dst`` (P, 2) robustly; (inlier count, model or None)."""
     if model not in MIN_SAMPLES:
         raise ConfigError(f"gv: unknown model {model!r}; known: {sorted(MIN_SAMPLES)}")
@@ -70,8 +79,9 @@ def count_inliers(src: np.ndarray, dst: np.ndarray, model: str = "affine", metho
     dst = np.ascontiguousarray(dst, np.float64)
     if method == "magsac":
         params = usac_magsac_params(model, threshold, max_iters, confidence, seed)
-        fit = {"homography": cv2.findHomography, "affine": cv2.estimateAffine2D,
-               "fundamental": cv2.findFundamentalMat}[model]
+        fit = {"homography": cv2.findHomography, "affine": cv2.estimateAffine2D, "fundamental": cv2.findFundamentalMat}[
+            model
+        ]
         try:
             m, mask = fit(src, dst, params)
         except cv2.error:  # degenerate configuration
@@ -81,8 +91,9 @@ def count_inliers(src: np.ndarray, dst: np.ndarray, model: str = "affine", metho
         if model == "homography":
             m, mask = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=max_iters, confidence=confidence)
         elif model == "affine":
-            m, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold,
-                                           maxIters=max_iters, confidence=confidence)
+            m, mask = cv2.estimateAffine2D(
+                src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=max_iters, confidence=confidence
+            )
         else:
             m, mask = cv2.findFundamentalMat(src, dst, cv2.FM_RANSAC, threshold, confidence, max_iters)
     else:
@@ -149,7 +160,8 @@ class GeometricVerification(Reranker):
         if self.conf["matcher"] == "lightglue":
             self.requires = self.requires | {"image_size"}  # LightGlue normalises keypoints by the image size
             self.lightglue, self.lightglue_weights = build_lightglue(
-                self.conf["lightglue_weights"], self.conf["lightglue_filter_threshold"], self.conf["lightglue_device"])
+                self.conf["lightglue_weights"], self.conf["lightglue_filter_threshold"], self.conf["lightglue_device"]
+            )
 
     def matches(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Putative matches (query indices (P,), candidate indices (P,)) with each candidate."""
@@ -157,8 +169,13 @@ class GeometricVerification(Reranker):
         if self.lightglue is not None:
             return lightglue_matches(self.lightglue, query, candidates)
         qd = query.local_desc if query.local_desc is not None else np.zeros((0, 1), np.float32)
-        return mutual_nn_batch(qd, [x.local_desc if x.local_desc is not None else np.zeros((0, qd.shape[1]))
-                                    for x in candidates], c["ratio"], c["max_distance"], c["chunk_size"])
+        return mutual_nn_batch(
+            qd,
+            [x.local_desc if x.local_desc is not None else np.zeros((0, qd.shape[1])) for x in candidates],
+            c["ratio"],
+            c["max_distance"],
+            c["chunk_size"],
+        )
 
     def inliers(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> np.ndarray:
         """Inlier count (K,) of each candidate."""
@@ -170,12 +187,21 @@ class GeometricVerification(Reranker):
         out = np.zeros(len(candidates), np.int64)
         for k, ((iq, ic), cand) in enumerate(zip(matches, candidates)):
             if len(iq):
-                out[k] = count_inliers(cand.keypoints[ic], query.keypoints[iq], c["model"], c["method"],
-                                       c["threshold"], c["max_iters"], c["confidence"], c["seed"])[0]
+                out[k] = count_inliers(
+                    cand.keypoints[ic],
+                    query.keypoints[iq],
+                    c["model"],
+                    c["method"],
+                    c["threshold"],
+                    c["max_iters"],
+                    c["confidence"],
+                    c["seed"],
+                )[0]
         return out
 
-    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures],
-               global_scores: np.ndarray) -> np.ndarray:
+    def rerank(
+        self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
+    ) -> np.ndarray:
         if len(candidates) == 0:
             return np.zeros(0, np.float64)
         return self.inliers(query, candidates).astype(np.float64) + tie_break(global_scores)

@@ -19,10 +19,11 @@ one log_assignment per layer), so a local file of another size loads too. Only t
 ``confidence_thresholds`` may be absent; anything else that does not fit raises ``DataError``.
 Keypoints are normalised by each image's ``image_size`` (read from the features), as LightGlue expects.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 def kornia_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A released LightGlue / LighterGlue state dict with kornia's key names (see the module docstring)."""
     if any(k.startswith("matcher.") for k in state):
-        state = {k[len("matcher."):]: v for k, v in state.items() if k.startswith("matcher.")}
+        state = {k[len("matcher.") :]: v for k, v in state.items() if k.startswith("matcher.")}
     state = {k: v for k, v in state.items() if not re.fullmatch(r"log_assignment\.\d+\.r", k)}
     return {re.sub(r"^(self_attn|cross_attn)\.(\d+)\.", r"transformers.\2.\1.", k): v for k, v in state.items()}
 
@@ -57,18 +58,25 @@ def architecture(state: dict[str, torch.Tensor], path: str) -> dict[str, int]:
     except KeyError as e:
         raise DataError(f"{path}: not LightGlue weights (no {e.args[0]})") from None
     n_layers = len({k.split(".")[1] for k in state if k.startswith("log_assignment.")})
-    return {"input_dim": int(input_dim), "descriptor_dim": int(descriptor_dim),
-            "num_heads": int(descriptor_dim) // int(head_dim), "n_layers": n_layers}
+    return {
+        "input_dim": int(input_dim),
+        "descriptor_dim": int(descriptor_dim),
+        "num_heads": int(descriptor_dim) // int(head_dim),
+        "n_layers": n_layers,
+    }
 
 
-def build_lightglue(weights: str, filter_threshold: float = 0.1,
-                    device: str = "cpu") -> tuple[torch.nn.Module, WeightsRecord]:
+def build_lightglue(
+    weights: str, filter_threshold: float = 0.1, device: str = "cpu"
+) -> tuple[torch.nn.Module, WeightsRecord]:
     """kornia ``LightGlue`` with ``weights`` (a name of ``LIGHTGLUE_WEIGHTS`` or a file) loaded; no download."""
     from kornia.feature import LightGlue
 
     record = resolve_weights(weights)
     if record.package and record.name not in LIGHTGLUE_WEIGHTS:
-        raise ConfigError(f"gv: lightglue_weights {weights!r} are not a matcher's; use one of {sorted(LIGHTGLUE_WEIGHTS)}")
+        raise ConfigError(
+            f"gv: lightglue_weights {weights!r} are not a matcher's; use one of {sorted(LIGHTGLUE_WEIGHTS)}"
+        )
     state = kornia_state_dict(load_state_dict(record))
     arch = architecture(state, record.path)
     run = LIGHTGLUE_WEIGHTS.get(record.name, LIGHTGLUE_WEIGHTS["lightglue-aliked"])
@@ -79,8 +87,10 @@ def build_lightglue(weights: str, filter_threshold: float = 0.1,
         raise DataError(f"{record.path}: does not fit LightGlue {arch} ({str(e).splitlines()[-1].strip()})") from None
     missing = set(result.missing_keys) - {"confidence_thresholds"}
     if missing or result.unexpected_keys:
-        raise DataError(f"{record.path}: does not fit LightGlue {arch} (missing {sorted(missing)[:2]}, "
-                        f"unexpected {sorted(result.unexpected_keys)[:2]})")
+        raise DataError(
+            f"{record.path}: does not fit LightGlue {arch} (missing {sorted(missing)[:2]}, "
+            f"unexpected {sorted(result.unexpected_keys)[:2]})"
+        )
     return net.to(device).eval(), record
 
 
@@ -90,17 +100,21 @@ def _inputs(f: ImageFeatures, device: str) -> dict[str, torch.Tensor]:
     h, w = (int(v) for v in f.image_size)
     kp = f.keypoints
     if len(kp) and ((kp < -1).any() or (kp > [w, h]).any()):  # LightGlue's normalisation needs them inside
-        raise DataError(f"image {f.image_id!r}: keypoints outside its image_size (H, W) = ({h}, {w}); "
-                        f"re-extract its local features")
+        raise DataError(
+            f"image {f.image_id!r}: keypoints outside its image_size (H, W) = ({h}, {w}); re-extract its local features"
+        )
     kp = np.clip(kp, 0, [w, h]).astype(np.float32)  # pixel-centre frame: -0.5 is still the image's edge
-    return {"keypoints": torch.from_numpy(kp).to(device)[None],
-            "descriptors": torch.from_numpy(f.local_desc).to(device)[None],
-            "image_size": torch.tensor([[w, h]], dtype=torch.float32, device=device)}
+    return {
+        "keypoints": torch.from_numpy(kp).to(device)[None],
+        "descriptors": torch.from_numpy(f.local_desc).to(device)[None],
+        "image_size": torch.tensor([[w, h]], dtype=torch.float32, device=device),
+    }
 
 
 @torch.inference_mode()
-def lightglue_matches(net: torch.nn.Module, query: ImageFeatures,
-                      candidates: Sequence[ImageFeatures]) -> list[tuple[np.ndarray, np.ndarray]]:
+def lightglue_matches(
+    net: torch.nn.Module, query: ImageFeatures, candidates: Sequence[ImageFeatures]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """LightGlue matches of ``query`` with each candidate: (query indices (P,), candidate indices (P,)) int64.
 
     Pairs run one at a time (their keypoint counts differ); a side without features gives no matches.
@@ -112,8 +126,10 @@ def lightglue_matches(net: torch.nn.Module, query: ImageFeatures,
         return [_EMPTY for _ in candidates]
     for f in (query, *candidates):
         if f.num_local and f.local_desc.shape[1] != dim:
-            raise ShapeError(f"image {f.image_id!r}: {f.local_desc.shape[1]}-d local descriptors, the LightGlue "
-                             f"weights take {dim}-d; pick lightglue_weights matching the extractor")
+            raise ShapeError(
+                f"image {f.image_id!r}: {f.local_desc.shape[1]}-d local descriptors, the LightGlue "
+                f"weights take {dim}-d; pick lightglue_weights matching the extractor"
+            )
     q = _inputs(query, device)
     for cand in candidates:
         if cand.num_local == 0:

@@ -12,6 +12,7 @@ Each function returns probability vectors over the ``P = h*w`` patches of one si
 Where every weight is zero (all correlations negative) the uniform marginal is used instead of
 DIML's division by ``sum + 1e-5``, which would leave the OT problem with no mass.
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,9 +8,10 @@ i's nearest neighbour in the candidate and i is j's nearest neighbour in the que
 ``ratio`` also when dist(i, j) < ratio * dist(i, second nearest) (Lowe, IJCV 2004); with
 ``max_distance`` also when dist(i, j) < max_distance (DELG's GV uses 1.0 on unit descriptors).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,14 +44,19 @@ def augment_candidates(descs: Sequence[np.ndarray], dim: int) -> np.ndarray:
             if x.ndim != 2 or x.shape[1] != dim:
                 raise ShapeError(f"candidate {b}: local descriptors have shape {x.shape}, query has dim {dim}")
             x = np.asarray(x, np.float32)
-            out[b, :len(x), :dim] = 2 * x
-            out[b, :len(x), dim] = 1
-            out[b, :len(x), dim + 1] = -(x * x).sum(1)
+            out[b, : len(x), :dim] = 2 * x
+            out[b, : len(x), dim] = 1
+            out[b, : len(x), dim + 1] = -(x * x).sum(1)
     return out
 
 
-def mutual_nn_batch(query: np.ndarray, candidates: Sequence[np.ndarray], ratio: float | None = None,
-                    max_distance: float | None = None, chunk_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+def mutual_nn_batch(
+    query: np.ndarray,
+    candidates: Sequence[np.ndarray],
+    ratio: float | None = None,
+    max_distance: float | None = None,
+    chunk_size: int = 8,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Mutual-NN matches of ``query`` (N, d) with each of ``candidates`` [(M_b, d)].
 
     Returns, per candidate, (query indices (P,), candidate indices (P,)) int64, ordered by query index.
@@ -69,8 +75,8 @@ def mutual_nn_batch(query: np.ndarray, candidates: Sequence[np.ndarray], ratio: 
     arange = np.arange(n)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(candidates), chunk_size):
-        ca = ca_all[start:start + chunk_size]
-        negd2 = torch.matmul(qa, ca.transpose(1, 2), out=buf[:len(ca)])  # (B, N, M) = -squared distance
+        ca = ca_all[start : start + chunk_size]
+        negd2 = torch.matmul(qa, ca.transpose(1, 2), out=buf[: len(ca)])  # (B, N, M) = -squared distance
         if ratio is not None and negd2.shape[2] >= 2:
             top2, nn12_t = torch.topk(negd2, 2, dim=2)
             best, second, nn12 = top2[..., 0].numpy(), top2[..., 1].numpy(), nn12_t[..., 0].numpy()

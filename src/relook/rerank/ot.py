@@ -14,9 +14,10 @@ Marginals ``mu`` (``marginals.py``): ``uniform``, ``cross`` (DIML's cross-correl
 (attention rollout written by the ``vit_tokens`` extractor). All Q x K pairs of a shortlist are solved in
 batched Sinkhorn calls (``batch_pairs`` pairs each) on ``device``.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,10 +30,19 @@ from relook.rerank.sinkhorn import partial_sinkhorn
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
-def structural_similarity(tok_s: torch.Tensor, tok_t: torch.Tensor, glob_s: torch.Tensor, glob_t: torch.Tensor,
-                          rel_s: torch.Tensor | None = None, rel_t: torch.Tensor | None = None,
-                          marginal: str = "relevancy", mass: float = 1.0, eps: float = 0.05, iters: int = 100,
-                          tol: float = 0.0) -> dict[str, torch.Tensor]:
+def structural_similarity(
+    tok_s: torch.Tensor,
+    tok_t: torch.Tensor,
+    glob_s: torch.Tensor,
+    glob_t: torch.Tensor,
+    rel_s: torch.Tensor | None = None,
+    rel_t: torch.Tensor | None = None,
+    marginal: str = "relevancy",
+    mass: float = 1.0,
+    eps: float = 0.05,
+    iters: int = 100,
+    tol: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """Eq. (3)-(6) for a batch of B pairs.
 
     tok_s: (B, P, D), tok_t: (B, P', D) patch tokens; glob_s, glob_t: (B, D) global descriptors (used by the
@@ -94,21 +104,39 @@ class OTReranker(Reranker):
         tok = [f.get("patch_tokens") for f in feats]
         shapes = {t.shape for t in tok}
         if len(shapes) > 1:
-            raise ShapeError(f"reranker 'ot': patch_tokens of different shapes {sorted(shapes)}; extract all "
-                             "images with the same vit_tokens settings")
+            raise ShapeError(
+                f"reranker 'ot': patch_tokens of different shapes {sorted(shapes)}; extract all "
+                "images with the same vit_tokens settings"
+            )
         tok = np.stack(tok).reshape(len(feats), -1, tok[0].shape[-1])
-        out = {"tok": torch.as_tensor(tok, **kw),
-               "glob": torch.as_tensor(np.stack([f.get("global_desc") for f in feats]), **kw), "rel": None}
+        out = {
+            "tok": torch.as_tensor(tok, **kw),
+            "glob": torch.as_tensor(np.stack([f.get("global_desc") for f in feats]), **kw),
+            "rel": None,
+        }
         if self.conf["marginal"] == "relevancy":
             out["rel"] = torch.as_tensor(np.stack([f.get("relevancy") for f in feats]), **kw)
         return out
 
     def _solve(self, s: dict, t: dict, si: torch.Tensor, ti: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.conf
-        pick = (lambda d, i, k: None if d[k] is None else d[k][i])
-        return structural_similarity(s["tok"][si], t["tok"][ti], s["glob"][si], t["glob"][ti], pick(s, si, "rel"),
-                                     pick(t, ti, "rel"), c["marginal"], float(c["partial"]), float(c["eps"]),
-                                     int(c["iters"]), float(c["tol"]))
+
+        def pick(d: dict, i: torch.Tensor, k: str) -> torch.Tensor | None:
+            return None if d[k] is None else d[k][i]
+
+        return structural_similarity(
+            s["tok"][si],
+            t["tok"][ti],
+            s["glob"][si],
+            t["glob"][ti],
+            pick(s, si, "rel"),
+            pick(t, ti, "rel"),
+            c["marginal"],
+            float(c["partial"]),
+            float(c["eps"]),
+            int(c["iters"]),
+            float(c["tol"]),
+        )
 
     def explain(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> dict[str, np.ndarray]:
         """Plans, similarities and marginals of ``query`` vs each candidate (for ``relook visualize ot``)."""
@@ -119,12 +147,14 @@ class OTReranker(Reranker):
         out = self._solve(s, t, torch.zeros_like(k), k)
         return {name: v.detach().cpu().numpy() for name, v in out.items()}
 
-    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray) -> np.ndarray:
+    def rerank(
+        self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
+    ) -> np.ndarray:
         """S_global + S_struct for each candidate: (K,)."""
         if len(candidates) == 0:
             return np.zeros(0, dtype=np.float32)
         struct = self.explain(query, candidates)["score"]
-        return np.asarray(global_scores, dtype=np.float64)[:len(candidates)] + struct
+        return np.asarray(global_scores, dtype=np.float64)[: len(candidates)] + struct
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """All Q x top_k pairs at once: every image read once, pairs solved in batches of ``batch_pairs``."""
@@ -145,7 +175,7 @@ class OTReranker(Reranker):
         step = max(1, int(self.conf["batch_pairs"]))
         struct = np.empty(rows.size, dtype=np.float64)
         for a in tqdm(range(0, rows.size, step), desc="rerank:ot", disable=not progress):
-            struct[a:a + step] = self._solve(s, t, q_pos[a:a + step], g_pos[a:a + step])["score"].cpu().numpy()
+            struct[a : a + step] = self._solve(s, t, q_pos[a : a + step], g_pos[a : a + step])["score"].cpu().numpy()
         total = shortlist.scores[rows, cols].astype(np.float64) + struct
         new_scores = [total[rows == q] for q in range(shortlist.num_queries)]
         return apply_scores(shortlist, new_scores, top_k, method=self.name)

@@ -15,10 +15,11 @@ The relevancy marginal (Sec. 3.3, last paragraph): the rollout rows of all spati
 (prefix tokens such as CLS dropped), giving one weight per patch, normalised to sum 1 and pooled to the
 output grid by summing the mass of each cell.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,10 @@ def rollout(attns: torch.Tensor | Sequence[torch.Tensor], first_identity: bool =
     out = _row_normalise(layers[0] + eye) if first_identity else layers[0]
     for a in layers[1:]:
         if a.shape != out.shape:
-            raise ShapeError(f"rollout: layer attention {tuple(a.shape)} differs from {tuple(out.shape)}; "
-                             "resize hierarchical stages with resize_attention first")
+            raise ShapeError(
+                f"rollout: layer attention {tuple(a.shape)} differs from {tuple(out.shape)}; "
+                "resize hierarchical stages with resize_attention first"
+            )
         out = _row_normalise(a + eye) @ out
     return out
 
@@ -68,8 +71,9 @@ def area_weights(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tens
     return F.adaptive_avg_pool2d(eye, dst_hw).view(n, -1).T.contiguous()
 
 
-def resize_attention(attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, int],
-                     out_hw: tuple[int, int]) -> torch.Tensor:
+def resize_attention(
+    attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> torch.Tensor:
     """Resize a spatial attention map (B, Nq, Nk) on grids ``q_hw`` x ``k_hw`` to (B, P, P) on ``out_hw``.
 
     Rows (queries) are averaged over each output cell, columns (keys) summed, so a row-stochastic input
@@ -91,8 +95,9 @@ def drop_prefix(attn: torch.Tensor, num_prefix: int) -> torch.Tensor:
     return _row_normalise(attn[..., num_prefix:, num_prefix:])
 
 
-def stage_attention(attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, int], out_hw: tuple[int, int],
-                    num_prefix: int = 0) -> torch.Tensor:
+def stage_attention(
+    attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, int], out_hw: tuple[int, int], num_prefix: int = 0
+) -> torch.Tensor:
     """One block of a hierarchical transformer (CvT) made ready for the rollout: (B, P, P) on ``out_hw``.
 
     attn: (B, heads, Nq, Nk) or head-averaged (B, Nq, Nk), ``num_prefix`` prefix tokens (CvT-13's stage-3
@@ -104,8 +109,9 @@ def stage_attention(attn: torch.Tensor, q_hw: tuple[int, int], k_hw: tuple[int, 
     return resize_attention(a, tuple(q_hw), tuple(k_hw), tuple(out_hw))
 
 
-def rollout_relevancy(rolled: torch.Tensor, num_prefix: int, grid_hw: tuple[int, int],
-                      out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+def rollout_relevancy(
+    rolled: torch.Tensor, num_prefix: int, grid_hw: tuple[int, int], out_hw: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Relevancy marginal from a rollout: (B, N, N) -> (B, P) summing to 1 on ``out_hw`` (default ``grid_hw``).
 
     ``mu_j = mean_i A~[i, j]`` over the spatial rows i and spatial columns j (the first ``num_prefix``
@@ -122,8 +128,9 @@ def rollout_relevancy(rolled: torch.Tensor, num_prefix: int, grid_hw: tuple[int,
     return mu / mu.sum(-1, keepdim=True).clamp_min(torch.finfo(mu.dtype).tiny)
 
 
-def window_to_global(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int],
-                     shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def window_to_global(
+    attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Scatter Swin window attention into one (B, H*W, H*W) map over the whole token grid.
 
     attn: (B, nW, w*w, w*w) head-averaged attention of the windows of the cyclically shifted (by
@@ -138,8 +145,9 @@ def window_to_global(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int,
     return _row_normalise(out)
 
 
-def _window_index(hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
-                  attn: torch.Tensor) -> torch.Tensor:
+def _window_index(
+    hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], attn: torch.Tensor
+) -> torch.Tensor:
     """(nW, w*w) grid index of each window slot (-1 for padding), timm's shift / pad / partition order."""
     (h, w), (wh, ww) = hw, window
     idx = torch.arange(h * w, device=attn.device).view(h, w)
@@ -149,13 +157,15 @@ def _window_index(hw: tuple[int, int], window: tuple[int, int], shift: tuple[int
     idx = F.pad(idx, (0, wp - w, 0, hp - h), value=-1)
     idx = idx.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)  # (nW, w*w)
     if attn.shape[1:] != (idx.shape[0], wh * ww, wh * ww):
-        raise ShapeError(f"window attention {tuple(attn.shape)} does not fit {idx.shape[0]} windows "
-                         f"of {window} on grid {hw}")
+        raise ShapeError(
+            f"window attention {tuple(attn.shape)} does not fit {idx.shape[0]} windows of {window} on grid {hw}"
+        )
     return idx
 
 
-def window_attention_resized(attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int],
-                             shift: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+def window_attention_resized(
+    attn: torch.Tensor, hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], out_hw: tuple[int, int]
+) -> torch.Tensor:
     """``resize_attention(window_to_global(attn, hw, window, shift), hw, hw, out_hw)`` without forming the
     (H*W, H*W) map: ``sum_w W_q[:, win w] A_w W_k[:, win w]^T``. attn: (B, nW, w*w, w*w) -> (B, P, P)."""
     idx = _window_index(hw, window, shift, attn)

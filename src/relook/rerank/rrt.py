@@ -21,9 +21,11 @@ the store's ``image_size``); unreliable pairs get a random rank-2 F from a gener
 (``EpipolarGuidance.pair_input_pe``). An EPE checkpoint without ``pseudo_gt`` is refused, as is a pair
 missing from the file: it never runs without its encoding.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,20 +43,20 @@ from relook.types import ImageFeatures, Ranking, Shortlist
 class RRTReranker(Reranker):
     name = "rrt"
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,            # shortlist entries rescored per query
-        "checkpoint": None,      # RRT checkpoint (relook format or an official release); or pass model=
-        "batch_size": 100,       # plain path: pairs per RRT.forward (100 = a whole top-100 at once)
-        "global_weight": 0.0,    # score = logit + w * global score; 0 = RRT logit only (official)
-        "max_locals": None,      # locals per image; None = the model's max_locals (sop 49, landmark 500)
-        "device": "cpu",         # torch device
-        "dtype": "float32",      # float32 | bfloat16 | float16 (autocast on the device)
-        "num_threads": None,     # torch CPU threads (None = torch default)
-        "workers": None,         # CPU fast path: threads over pair slices, 1 torch thread each (None = torch
-                                 # threads; 0 = plain RRT.forward in batch_size batches)
-        "chunk_tokens": 1000,    # CPU fast path: tokens per forward in a worker (10 pairs of 7x7 grids)
-        "pseudo_gt": None,       # EPE checkpoints: pseudo ground-truth F of the pairs (relook geometry pseudo-gt-shortlist)
-        "quantize": None,        # CPU fast path, opt-in and approximate: "int8" (all encoder Linears) or
-                                 # "int8_ff" (feed-forward only), fbgemm dynamic int8; deviation: benchmarks/rrt.py
+        "top_k": 100,  # shortlist entries rescored per query
+        "checkpoint": None,  # RRT checkpoint (relook format or an official release); or pass model=
+        "batch_size": 100,  # plain path: pairs per RRT.forward (100 = a whole top-100 at once)
+        "global_weight": 0.0,  # score = logit + w * global score; 0 = RRT logit only (official)
+        "max_locals": None,  # locals per image; None = the model's max_locals (sop 49, landmark 500)
+        "device": "cpu",  # torch device
+        "dtype": "float32",  # float32 | bfloat16 | float16 (autocast on the device)
+        "num_threads": None,  # torch CPU threads (None = torch default)
+        "workers": None,  # CPU fast path: threads over pair slices, 1 torch thread each (None = torch
+        # threads; 0 = plain RRT.forward in batch_size batches)
+        "chunk_tokens": 1000,  # CPU fast path: tokens per forward in a worker (10 pairs of 7x7 grids)
+        "pseudo_gt": None,  # EPE checkpoints: pseudo ground-truth F of the pairs (relook geometry pseudo-gt-shortlist)
+        "quantize": None,  # CPU fast path, opt-in and approximate: "int8" (all encoder Linears) or
+        # "int8_ff" (feed-forward only), fbgemm dynamic int8; deviation: benchmarks/rrt.py
     }
     requires: ClassVar[frozenset[str]] = frozenset({"local_desc", "keypoints"})
 
@@ -62,8 +64,9 @@ class RRTReranker(Reranker):
         super().__init__(**conf)
         if model is None:
             if not self.conf["checkpoint"]:
-                raise ConfigError("reranker 'rrt' needs checkpoint=PATH (train one with `relook train rrt`) "
-                                  "or a model object")
+                raise ConfigError(
+                    "reranker 'rrt' needs checkpoint=PATH (train one with `relook train rrt`) or a model object"
+                )
             from relook.models.rrt.checkpoint import load_rrt
 
             model = load_rrt(self.conf["checkpoint"])
@@ -80,8 +83,11 @@ class RRTReranker(Reranker):
         fast = self.device.type == "cpu" and self.conf["dtype"] == "float32" and self.conf["workers"] != 0
         if self.conf["quantize"] is not None and not fast:
             raise ConfigError("reranker 'rrt': quantize needs device=cpu, dtype=float32 and workers != 0")
-        self.scorer = RRTPairScorer(self.model, self.conf["workers"], self.conf["chunk_tokens"],
-                                    self.conf["quantize"]) if fast else None
+        self.scorer = (
+            RRTPairScorer(self.model, self.conf["workers"], self.conf["chunk_tokens"], self.conf["quantize"])
+            if fast
+            else None
+        )
 
     def _guidance(self, record: dict):
         """``EpipolarGuidance`` that reproduces an EPE checkpoint's encoding, or None for other guidance."""
@@ -90,16 +96,20 @@ class RRTReranker(Reranker):
             return None
         src = self.conf["checkpoint"] or "the model"
         if not self.conf["pseudo_gt"]:
-            raise ConfigError(f"reranker 'rrt': {src} was trained with guidance 'epe' (Epipolar Positional Encoding) "
-                              "and needs pseudo_gt=FILE from `relook geometry pseudo-gt-shortlist`; it never runs "
-                              "without the encoding")
+            raise ConfigError(
+                f"reranker 'rrt': {src} was trained with guidance 'epe' (Epipolar Positional Encoding) "
+                "and needs pseudo_gt=FILE from `relook geometry pseudo-gt-shortlist`; it never runs "
+                "without the encoding"
+            )
         from relook.geometry.robust import read_pseudo_gt
         from relook.train.epipolar import EpipolarGuidance
 
         conf = {k: v for k, v in record.items() if k in EpipolarGuidance.default_conf}
         if int(conf.get("dim", self.model.conf["d_model"])) != self.model.conf["d_model"]:
-            raise ConfigError(f"reranker 'rrt': {src} records EPE width {conf['dim']}, the model has d_model "
-                              f"{self.model.conf['d_model']}")
+            raise ConfigError(
+                f"reranker 'rrt': {src} records EPE width {conf['dim']}, the model has d_model "
+                f"{self.model.conf['d_model']}"
+            )
         return EpipolarGuidance(pseudo_gt=read_pseudo_gt(self.conf["pseudo_gt"]), **conf)
 
     def epe_inputs(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> torch.Tensor:
@@ -110,15 +120,22 @@ class RRTReranker(Reranker):
             if f.image_size is None:
                 raise DataError(f"reranker 'rrt' (EPE): image {f.image_id!r} has no image_size in its store")
             if f.num_local != s * s:
-                raise DataError(f"reranker 'rrt' (EPE): image {f.image_id!r} has {f.num_local} locals, the "
-                                f"checkpoint's encoding covers a {s}x{s} grid")
+                raise DataError(
+                    f"reranker 'rrt' (EPE): image {f.image_id!r} has {f.num_local} locals, the "
+                    f"checkpoint's encoding covers a {s}x{s} grid"
+                )
             g.image_sizes[f.image_id] = tuple(int(v) for v in f.image_size)
-        missing = [c.image_id for c in candidates if (query.image_id, c.image_id) not in g.pseudo_gt
-                   and (c.image_id, query.image_id) not in g.pseudo_gt]
+        missing = [
+            c.image_id
+            for c in candidates
+            if (query.image_id, c.image_id) not in g.pseudo_gt and (c.image_id, query.image_id) not in g.pseudo_gt
+        ]
         if missing:
-            raise DataError(f"reranker 'rrt' (EPE): {len(missing)} pair(s) of query {query.image_id!r} missing from "
-                            f"{self.conf['pseudo_gt']} (e.g. with {missing[0]!r}); run `relook geometry "
-                            "pseudo-gt-shortlist` with this run's config and top_k")
+            raise DataError(
+                f"reranker 'rrt' (EPE): {len(missing)} pair(s) of query {query.image_id!r} missing from "
+                f"{self.conf['pseudo_gt']} (e.g. with {missing[0]!r}); run `relook geometry "
+                "pseudo-gt-shortlist` with this run's config and top_k"
+            )
         return g.pair_input_pe(query.image_id, [c.image_id for c in candidates]).to(self.device)
 
     def _pack(self, feats: Sequence[ImageFeatures]) -> dict:
@@ -137,17 +154,18 @@ class RRTReranker(Reranker):
         for s in range(0, K, bs):
             c = index_side(cands, torch.arange(s, min(K, s + bs), device=self.device))
             q = index_side(query, torch.zeros(c["local"].shape[0], dtype=torch.long, device=self.device))
-            pe = None if input_pe is None else input_pe[s:s + bs]
+            pe = None if input_pe is None else input_pe[s : s + bs]
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                out[s:s + bs] = self.model(**model_kwargs(q, c), input_pe=pe).logits.float().cpu().numpy()
+                out[s : s + bs] = self.model(**model_kwargs(q, c), input_pe=pe).logits.float().cpu().numpy()
         return out
 
     def combine(self, logits: np.ndarray, global_scores: np.ndarray) -> np.ndarray:
         w = float(self.conf["global_weight"])
-        return logits + w * np.asarray(global_scores, np.float32)[:len(logits)] if w else logits
+        return logits + w * np.asarray(global_scores, np.float32)[: len(logits)] if w else logits
 
-    def rerank(self, query: ImageFeatures, candidates: Sequence[ImageFeatures],
-               global_scores: np.ndarray) -> np.ndarray:
+    def rerank(
+        self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
+    ) -> np.ndarray:
         if len(candidates) == 0:
             return np.zeros(0, np.float32)
         pe = self.epe_inputs(query, candidates) if self.guidance is not None else None
@@ -173,5 +191,5 @@ class RRTReranker(Reranker):
                 if i not in cache:
                     cache[i] = self._read(gallery_store, i)
             query = self._read(query_store, shortlist.query_ids[q])
-            new_scores.append(self.rerank(query, [cache[i] for i in ids], shortlist.scores[q, :len(cand)]))
+            new_scores.append(self.rerank(query, [cache[i] for i in ids], shortlist.scores[q, : len(cand)]))
         return apply_scores(shortlist, new_scores, top_k, method=self.name)

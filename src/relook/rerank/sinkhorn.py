@@ -38,6 +38,7 @@ gets a dummy point of mass ``1 - a``; real-to-dummy costs are 0 and the dummy-to
 points. The extended problem is solved by Sinkhorn and its last row and column are cut off. A constant
 real-to-dummy cost would not change the plan (Sinkhorn absorbs it into the dummy's potential).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,15 @@ def _log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(x.clamp_min(0))  # log(0) = -inf: that row / column simply carries no mass
 
 
-def sinkhorn(cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, eps: float = 0.05,
-             iters: int = 100, tol: float = 0.0, absorb_at: float | None = None) -> torch.Tensor:
+def sinkhorn(
+    cost: torch.Tensor,
+    mu: torch.Tensor,
+    nu: torch.Tensor,
+    eps: float = 0.05,
+    iters: int = 100,
+    tol: float = 0.0,
+    absorb_at: float | None = None,
+) -> torch.Tensor:
     """Entropic OT plans of a batch of problems, Eq. (6).
 
     cost: (B, M, N) transport costs (``+inf`` forbids a pair); mu: (B, M) and nu: (B, N) marginals with
@@ -81,8 +89,9 @@ def sinkhorn(cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, eps: float 
     return plan
 
 
-def _sinkhorn_scaling(log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, iters: int, tol: float,
-                      absorb_at: float) -> torch.Tensor | None:
+def _sinkhorn_scaling(
+    log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, iters: int, tol: float, absorb_at: float
+) -> torch.Tensor | None:
     """Sinkhorn-Knopp scaling iterations on ``K = exp(log_k)`` (entries in (0, 1]), absorbing the scalings
     into the kernel only when they leave ``[exp(-absorb_at), exp(absorb_at)]``. Returns the plan, or None
     when a check finds a scaling that over- or underflowed.
@@ -117,8 +126,9 @@ def _sinkhorn_scaling(log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, i
     return (u.transpose(1, 2) * kern).mul_(v)
 
 
-def _sinkhorn_logsumexp(log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, iters: int,
-                        tol: float) -> torch.Tensor:
+def _sinkhorn_logsumexp(
+    log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, iters: int, tol: float
+) -> torch.Tensor:
     """The same iterations entirely in the log domain (``torch.logsumexp``); slower, any dynamic range."""
     log_mu, log_nu = _log(mu), _log(nu)
     no_mu, no_nu = mu <= 0, nu <= 0  # zero mass: scaling 0 (log -inf) even where no pair is allowed
@@ -135,8 +145,9 @@ def _sinkhorn_logsumexp(log_k: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor,
     return torch.nan_to_num(plan, nan=0.0, posinf=0.0)
 
 
-def extend_with_dummy(cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor,
-                      mass: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def extend_with_dummy(
+    cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, mass: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The dummy-point construction of partial OT (Sec. 3.3).
 
     cost: (B, M, N), mu: (B, M), nu: (B, N) each summing to 1 -> cost: (B, M+1, N+1) with 0 to and from the
@@ -154,8 +165,15 @@ def extend_with_dummy(cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor,
     return ext, mu_ext, nu_ext
 
 
-def partial_sinkhorn(cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, mass: float = 0.9,
-                     eps: float = 0.05, iters: int = 100, tol: float = 0.0) -> torch.Tensor:
+def partial_sinkhorn(
+    cost: torch.Tensor,
+    mu: torch.Tensor,
+    nu: torch.Tensor,
+    mass: float = 0.9,
+    eps: float = 0.05,
+    iters: int = 100,
+    tol: float = 0.0,
+) -> torch.Tensor:
     """Partial entropic OT moving a total mass ``mass`` (the paper's ``a``; 1 is full OT).
 
     cost: (B, M, N); mu: (B, M) and nu: (B, N) probability vectors. Returns T: (B, M, N) with row sums

@@ -22,9 +22,11 @@ cameras equals F of the adjusted intrinsics ``A K``. A pseudo ground-truth file 
 ``weight`` is not in the main paper (its supplementary has the CO3D hyperparameters); the default
 scales the summed loss (2 s^4 = 4802 terms for s = 7) down so that it starts a few times the match BCE.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,22 +42,26 @@ GUIDANCES = ("none", "epi", "maxepi", "epe")
 
 class EpipolarGuidance:
     default_conf: ClassVar[dict[str, Any]] = {
-        "guidance": "epi",       # none | epi (Eq. 1) | maxepi (Eq. 2) | epe (Sec. 3.4)
-        "weight": 1e-3,          # lambda in BCE + lambda * L (sum over s^4 entries per direction)
-        "per_head": False,       # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
-        "grid": 7,               # s: feature grid side
+        "guidance": "epi",  # none | epi (Eq. 1) | maxepi (Eq. 2) | epe (Sec. 3.4)
+        "weight": 1e-3,  # lambda in BCE + lambda * L (sum over s^4 entries per direction)
+        "per_head": False,  # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
+        "grid": 7,  # s: feature grid side
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
-        "mode": "intersect",     # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
-        "radius": 1.0,           # indicator threshold factor (distance mode)
-        "eval_resize": None,     # store extracted with cnn_local eval_resize=N (resize N x N, centre crop): same N
-        "dim": 128,              # EPE width = RRT d_model
-        "bands": 10,             # EPE octaves (``relook.models.epe``: NeRF Eq. (4), frequencies 2^1 .. 2^bands)
-        "seed": 0,               # random F for non-matches and EPE reference pixels
+        "mode": "intersect",  # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
+        "radius": 1.0,  # indicator threshold factor (distance mode)
+        "eval_resize": None,  # store extracted with cnn_local eval_resize=N (resize N x N, centre crop): same N
+        "dim": 128,  # EPE width = RRT d_model
+        "bands": 10,  # EPE octaves (``relook.models.epe``: NeRF Eq. (4), frequencies 2^1 .. 2^bands)
+        "seed": 0,  # random F for non-matches and EPE reference pixels
     }
 
-    def __init__(self, cameras: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-                 image_sizes: Mapping[str, Sequence[int]] | None = None,
-                 pseudo_gt: Mapping[tuple[str, str], Mapping[str, Any]] | None = None, **conf: Any) -> None:
+    def __init__(
+        self,
+        cameras: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        image_sizes: Mapping[str, Sequence[int]] | None = None,
+        pseudo_gt: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        **conf: Any,
+    ) -> None:
         self.conf = c = merge_conf(self.default_conf, conf, "EpipolarGuidance")
         if c["guidance"] not in GUIDANCES:
             raise ConfigError(f"guidance must be one of {GUIDANCES}, got {c['guidance']!r}")
@@ -63,8 +69,11 @@ class EpipolarGuidance:
             raise ConfigError(f"guidance {c['guidance']!r} needs cameras or pseudo ground truth")
         self.cameras, self.image_sizes, self.pseudo_gt = cameras or {}, image_sizes or {}, pseudo_gt or {}
         self.generator = torch.Generator().manual_seed(int(c["seed"]))
-        self.epe = (EpipolarPositionalEncoding(dim=c["dim"], grid=c["grid"], seed=c["seed"], bands=c["bands"])
-                    if c["guidance"] == "epe" else None)
+        self.epe = (
+            EpipolarPositionalEncoding(dim=c["dim"], grid=c["grid"], seed=c["seed"], bands=c["bands"])
+            if c["guidance"] == "epe"
+            else None
+        )
 
     def resize_map(self, image_id: str) -> np.ndarray:
         """Pixel map (3, 3) from the original image to the network frame (pixel centres at integers): the
@@ -85,8 +94,9 @@ class EpipolarGuidance:
         cameras first, then pseudo ground truth (either order of the pair); None when neither is known."""
         if q in self.cameras and c in self.cameras:
             cq, cc = self.cameras[q], self.cameras[c]
-            F = fundamental_from_cameras(np.asarray(cq["K"], np.float64), cq["R"], cq["t"],
-                                         np.asarray(cc["K"], np.float64), cc["R"], cc["t"]).numpy()
+            F = fundamental_from_cameras(
+                np.asarray(cq["K"], np.float64), cq["R"], cq["t"], np.asarray(cc["K"], np.float64), cc["R"], cc["t"]
+            ).numpy()
             return F, True
         for key, transpose in (((q, c), False), ((c, q), True)):
             if key in self.pseudo_gt:
@@ -95,8 +105,9 @@ class EpipolarGuidance:
                 return (F.T if transpose else F), bool(r["reliable"])
         return None
 
-    def fundamentals(self, qids: Sequence[str], cids: Sequence[str], q_maps=None,
-                     c_maps=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def fundamentals(
+        self, qids: Sequence[str], cids: Sequence[str], q_maps=None, c_maps=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """F (B, 3, 3) float64 in the network frame and ``known`` (B,) bool (cameras, or reliable pseudo GT).
 
         ``q_maps`` / ``c_maps`` (B, 3, 3): per-image pixel maps original -> network frame (e.g. a random
@@ -211,8 +222,10 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
 
         pairs = read_pseudo_gt(pseudo_gt)
     if not cams and not pairs:
-        raise ConfigError(f"--guidance {guidance}: dataset {getattr(dataset, 'name', '?')} has no cameras "
-                          "(info['cameras']); pass --pseudo-gt FILE from `relook geometry pseudo-gt`")
+        raise ConfigError(
+            f"--guidance {guidance}: dataset {getattr(dataset, 'name', '?')} has no cameras "
+            "(info['cameras']); pass --pseudo-gt FILE from `relook geometry pseudo-gt`"
+        )
     ids = set(cams) | {i for p in pairs for i in p}
     sizes = {}
     if store_path is not None:
@@ -225,8 +238,8 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
             first = next((i for i in sorted(ids) if i in st), None)
             if first is not None and "grid" not in conf:  # grid side from the stored s x s locals
                 n = st.read(first, ["local_desc"]).num_local
-                if round(n ** 0.5) ** 2 == n:
-                    conf = {**conf, "grid": round(n ** 0.5)}
+                if round(n**0.5) ** 2 == n:
+                    conf = {**conf, "grid": round(n**0.5)}
     g = EpipolarGuidance(cameras=cams or None, image_sizes=sizes, pseudo_gt=pairs or None, guidance=guidance, **conf)
     hook = {"extra_loss": g.extra_loss} if guidance in ("epi", "maxepi") else {"input_pe": g.input_pe}
     return {**hook, "guidance": g.record()}

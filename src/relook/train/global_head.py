@@ -21,12 +21,14 @@ a labelled split with the backbone frozen:
 The head starts from ``cnn_local``'s seeded projection (``projection_seed`` = ``seed``): epoch 0 is the
 untrained baseline, so "learned vs seeded" compares the same W before and after training.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,17 +43,17 @@ from relook.models.global_head import GlobalHead, gem, save_global_head
 CHECKPOINT_FORMAT = "relook-global-head-train"
 
 DEFAULT_CONF: dict[str, Any] = {
-    "dim": 128,               # head output: local and global dims (RRT, OT: 128)
-    "gem_p": 3.0,             # GeM exponent of the global descriptor (Eq. H2)
-    "loss": "contrastive",    # contrastive (Eq. C1, seed 002's R50 (trained)) | multi_similarity (Eq. MS1)
-    "loss_params": {},        # override the loss's defaults, e.g. {neg_margin: 0.8} or {alpha: 2, beta: 50}
-    "epochs": 10,             # passes over the labels
-    "lr": 1e-3,               # AdamW learning rate
-    "weight_decay": 1e-4,     # AdamW weight decay
-    "labels_per_batch": 32,   # labels in one class-balanced batch
-    "per_label": 4,           # images per label in a batch (m); all of them when a label has fewer
-    "seed": 0,                # seeds the head's initial (seeded) projection and the batches
-    "device": "cpu",          # torch device
+    "dim": 128,  # head output: local and global dims (RRT, OT: 128)
+    "gem_p": 3.0,  # GeM exponent of the global descriptor (Eq. H2)
+    "loss": "contrastive",  # contrastive (Eq. C1, seed 002's R50 (trained)) | multi_similarity (Eq. MS1)
+    "loss_params": {},  # override the loss's defaults, e.g. {neg_margin: 0.8} or {alpha: 2, beta: 50}
+    "epochs": 10,  # passes over the labels
+    "lr": 1e-3,  # AdamW learning rate
+    "weight_decay": 1e-4,  # AdamW weight decay
+    "labels_per_batch": 32,  # labels in one class-balanced batch
+    "per_label": 4,  # images per label in a batch (m); all of them when a label has fewer
+    "seed": 0,  # seeds the head's initial (seeded) projection and the batches
+    "device": "cpu",  # torch device
 }
 
 #: cnn_local options the head fixes itself (the grid it reads is the unprojected, GeM-pooled map)
@@ -65,16 +67,19 @@ def resolve_conf(conf: dict[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"train global: unknown loss {c['loss']!r}; known: {sorted(PAIR_LOSSES)}")
     unknown = sorted(set(c["loss_params"]) - set(PAIR_LOSSES[c["loss"]][1]))
     if unknown:
-        raise ConfigError(f"train global: loss {c['loss']} has no parameter(s) {unknown}; it takes "
-                          f"{sorted(PAIR_LOSSES[c['loss']][1])}")
+        raise ConfigError(
+            f"train global: loss {c['loss']} has no parameter(s) {unknown}; it takes "
+            f"{sorted(PAIR_LOSSES[c['loss']][1])}"
+        )
     for key, low in (("dim", 1), ("epochs", 1), ("labels_per_batch", 2), ("per_label", 2)):
         if int(c[key]) < low:
             raise ConfigError(f"train global: {key} must be >= {low}, got {c[key]}")
     return c
 
 
-def balanced_batches(labels: np.ndarray, labels_per_batch: int, per_label: int,
-                     rng: np.random.Generator) -> list[np.ndarray]:
+def balanced_batches(
+    labels: np.ndarray, labels_per_batch: int, per_label: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Class-balanced batches of indices into ``labels`` (N,): labels with >= 2 images in a random order,
     ``labels_per_batch`` of them per batch, ``per_label`` random images of each (all when fewer)."""
     labels = np.asarray(labels)
@@ -83,8 +88,10 @@ def balanced_batches(labels: np.ndarray, labels_per_batch: int, per_label: int,
     usable = rng.permutation(np.flatnonzero(counts >= 2))
     out = []
     for s in range(0, len(usable), labels_per_batch):
-        chosen = [rng.choice(members[k], size=min(per_label, len(members[k])), replace=False)
-                  for k in usable[s:s + labels_per_batch]]
+        chosen = [
+            rng.choice(members[k], size=min(per_label, len(members[k])), replace=False)
+            for k in usable[s : s + labels_per_batch]
+        ]
         out.append(np.concatenate(chosen))
     return out
 
@@ -96,22 +103,27 @@ def backbone_extractor(backbone_conf: dict[str, Any] | None, gem_p: float):
     given = dict(backbone_conf or {})
     fixed = sorted(k for k in _FIXED if k in given)
     if fixed:
-        raise ConfigError(f"train global: backbone option(s) {fixed} are set by the head itself; give the "
-                          "backbone's own (arch, pretrained, seed, image_size, eval_resize, batch_size, device)")
-    return create_extractor("cnn_local", **given, projection="none", write_patch_tokens=False, global_pool="gem",
-                            gem_p=float(gem_p))
+        raise ConfigError(
+            f"train global: backbone option(s) {fixed} are set by the head itself; give the "
+            "backbone's own (arch, pretrained, seed, image_size, eval_resize, batch_size, device)"
+        )
+    return create_extractor(
+        "cnn_local", **given, projection="none", write_patch_tokens=False, global_pool="gem", gem_p=float(gem_p)
+    )
 
 
-def pooled_features(extractor, items: Sequence[tuple], exif_orientation: bool = False,
-                    progress: bool = True) -> torch.Tensor:
+def pooled_features(
+    extractor, items: Sequence[tuple], exif_orientation: bool = False, progress: bool = True
+) -> torch.Tensor:
     """(N, C) ``GeM_p`` of each image's backbone map: one batched pass, kept in memory."""
     from relook.images import load_image
 
     p = float(extractor.conf["gem_p"])
     loaded = ((i, load_image(path, bbox, exif_orientation)) for i, path, bbox in items)
     rows = []
-    for f in tqdm(extractor.extract(loaded), total=len(items), desc="train global: backbone features",
-                  disable=not progress):
+    for f in tqdm(
+        extractor.extract(loaded), total=len(items), desc="train global: backbone features", disable=not progress
+    ):
         grid = torch.from_numpy(f.local_desc).T[None, :, :, None]  # (1, C, h*w, 1): GeM over the cells
         rows.append(gem(grid, p)[0])
     if not rows:
@@ -141,9 +153,15 @@ def _write_log(path: Path, history: list[dict]) -> None:
         tmp.write_text("".join(json_text(rec) + "\n" for rec in history))
 
 
-def train_global_head(dataset, out_dir: str | Path, conf: dict[str, Any] | None = None,
-                      backbone_conf: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-                      data_record: dict[str, Any] | None = None) -> Path:
+def train_global_head(
+    dataset,
+    out_dir: str | Path,
+    conf: dict[str, Any] | None = None,
+    backbone_conf: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    data_record: dict[str, Any] | None = None,
+) -> Path:
     """Train the head on ``dataset``'s gallery images and labels; returns ``out_dir/head.pt``.
 
     ``backbone_conf``: ``cnn_local`` options of the frozen backbone (arch, pretrained, image_size, ...);
@@ -153,22 +171,33 @@ def train_global_head(dataset, out_dir: str | Path, conf: dict[str, Any] | None 
 
     c = resolve_conf(conf)
     if dataset.gallery_labels is None:
-        raise DataError(f"dataset {dataset.name} at {dataset.root} has no image labels (protocol "
-                        f"{dataset.protocol}); the global head trains on a labelled split")
+        raise DataError(
+            f"dataset {dataset.name} at {dataset.root} has no image labels (protocol "
+            f"{dataset.protocol}); the global head trains on a labelled split"
+        )
     ids, labels = dataset.gallery_ids, np.asarray(dataset.gallery_labels)
     n_used = int((np.unique(labels, return_counts=True)[1] >= 2).sum())
     if n_used < 2:
-        raise DataError(f"dataset {dataset.name} at {dataset.root}: {n_used} label(s) with two or more images; "
-                        "the loss needs positive pairs of at least two labels")
+        raise DataError(
+            f"dataset {dataset.name} at {dataset.root}: {n_used} label(s) with two or more images; "
+            "the loss needs positive pairs of at least two labels"
+        )
     ex = backbone_extractor(backbone_conf, c["gem_p"])
     record = ex.net.weights_record
     out_dir = Path(out_dir)
     ckpt_path, head_path = out_dir / "checkpoint.pt", out_dir / "head.pt"
-    run = json.loads(json.dumps({  # what a resumed run must share with the checkpoint (JSON-normalised)
-        "train": {k: v for k, v in c.items() if k not in ("epochs", "device")},  # more epochs: go on training
-        "backbone": {k: v for k, v in ex.conf.items() if k not in ex.runtime_keys},
-        "weights_sha256": record.sha256 or record.describe(), "data_digest": data_digest(ids, labels)},
-        sort_keys=True, default=str))
+    run = json.loads(
+        json.dumps(
+            {  # what a resumed run must share with the checkpoint (JSON-normalised)
+                "train": {k: v for k, v in c.items() if k not in ("epochs", "device")},  # more epochs: go on training
+                "backbone": {k: v for k, v in ex.conf.items() if k not in ex.runtime_keys},
+                "weights_sha256": record.sha256 or record.describe(),
+                "data_digest": data_digest(ids, labels),
+            },
+            sort_keys=True,
+            default=str,
+        )
+    )
     device = torch.device(c["device"])
     head = GlobalHead(int(ex.net.backbone.num_features), int(c["dim"]), float(c["gem_p"]), seed=int(c["seed"]))
     head.to(device)
@@ -178,8 +207,10 @@ def train_global_head(dataset, out_dir: str | Path, conf: dict[str, Any] | None 
         ck = _read_checkpoint(ckpt_path)
         old = json.loads(ck.get("run_json") or "{}")
         if old != run:
-            raise DataError(f"{ckpt_path}: was trained with another {_first_difference(old, run)} than asked now; "
-                            "drop --resume to start again, or write to another --out folder")
+            raise DataError(
+                f"{ckpt_path}: was trained with another {_first_difference(old, run)} than asked now; "
+                "drop --resume to start again, or write to another --out folder"
+            )
         from relook.checkpoints import load_state_into
 
         load_state_into(head, ck.get("head"), ckpt_path, "the global head being resumed")
@@ -190,14 +221,18 @@ def train_global_head(dataset, out_dir: str | Path, conf: dict[str, Any] | None 
         tmp.write_text(json.dumps(run, indent=2, default=str))
     _write_log(out_dir / "log.jsonl", history)
     if start < c["epochs"] or not head_path.exists():
-        x = pooled_features(ex, dataset.gallery, dataset.exif_orientation, progress).to(device) \
-            if start < c["epochs"] else None
+        x = (
+            pooled_features(ex, dataset.gallery, dataset.exif_orientation, progress).to(device)
+            if start < c["epochs"]
+            else None
+        )
         y = torch.as_tensor(np.unique(labels, return_inverse=True)[1], device=device)
         fn, defaults = PAIR_LOSSES[c["loss"]]
         params = {**defaults, **c["loss_params"]}
         for epoch in range(start, int(c["epochs"])):
-            batches = balanced_batches(labels, int(c["labels_per_batch"]), int(c["per_label"]),
-                                       np.random.default_rng([int(c["seed"]), epoch]))
+            batches = balanced_batches(
+                labels, int(c["labels_per_batch"]), int(c["per_label"]), np.random.default_rng([int(c["seed"]), epoch])
+            )
             head.train()
             total, n = 0.0, 0
             bar = tqdm(batches, desc=f"train global [{epoch + 1}/{c['epochs']}]", disable=not progress)
@@ -209,26 +244,55 @@ def train_global_head(dataset, out_dir: str | Path, conf: dict[str, Any] | None 
                 opt.step()
                 total, n = total + float(loss.detach()) * len(idx), n + len(idx)
                 bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
-            history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "batches": len(batches),
-                            "lr": float(c["lr"])})
+            history.append(
+                {"epoch": epoch + 1, "loss": total / max(n, 1), "batches": len(batches), "lr": float(c["lr"])}
+            )
             _save_checkpoint(ckpt_path, head, opt, epoch + 1, history, run)
             _write_log(out_dir / "log.jsonl", history)
-        train = {**c, "loss_params": params, "data": {
-                     "dataset": dataset.name, "root": str(dataset.root), **(data_record or {}),
-                     "n_images": len(ids), "n_labels": int(len(np.unique(labels))), "n_labels_used": n_used,
-                     "digest": run["data_digest"]},
-                 "final_loss": history[-1]["loss"] if history else None}
-        save_global_head(head_path, head.cpu(), {
-            "arch": timm_arch(ex.conf["arch"]), "backbone": run["backbone"], "weights": record.describe(),
-            "weights_sha256": record.sha256, "weights_record": record.as_meta("weights"), "train": train})
+        train = {
+            **c,
+            "loss_params": params,
+            "data": {
+                "dataset": dataset.name,
+                "root": str(dataset.root),
+                **(data_record or {}),
+                "n_images": len(ids),
+                "n_labels": int(len(np.unique(labels))),
+                "n_labels_used": n_used,
+                "digest": run["data_digest"],
+            },
+            "final_loss": history[-1]["loss"] if history else None,
+        }
+        save_global_head(
+            head_path,
+            head.cpu(),
+            {
+                "arch": timm_arch(ex.conf["arch"]),
+                "backbone": run["backbone"],
+                "weights": record.describe(),
+                "weights_sha256": record.sha256,
+                "weights_record": record.as_meta("weights"),
+                "train": train,
+            },
+        )
     return head_path
 
 
 def _save_checkpoint(path: Path, head: GlobalHead, opt, epoch: int, history: list, run: dict) -> None:
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "head": state, "optimizer": opt.state_dict(),
-                    "epoch": epoch, "log": history, "run_json": json.dumps(run, sort_keys=True, default=str)}, tmp)
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": 1,
+                "head": state,
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "log": history,
+                "run_json": json.dumps(run, sort_keys=True, default=str),
+            },
+            tmp,
+        )
 
 
 def _read_checkpoint(path: Path) -> dict:

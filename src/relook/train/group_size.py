@@ -18,9 +18,10 @@ that one process would see, whatever the number of ranks, so the learning rate n
 images, so that no rank ever gets an empty share.
 The sampler yields lists of (index, height, width), read by the training dataset.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def split_group(members: np.ndarray, batch_size: int, world_size: int = 1) -> li
     """Consecutive batches of ``batch_size`` and a smaller remainder; a remainder of fewer than
     ``world_size`` images borrows from the batch before it (or, if that would leave it too small, joins it)
     so that every rank gets at least one image of every batch."""
-    parts = [members[i:i + batch_size] for i in range(0, len(members), batch_size)]
+    parts = [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
     if len(parts) > 1 and len(parts[-1]) < world_size:
         need = world_size - len(parts[-1])
         if len(parts[-2]) - need >= world_size:
@@ -52,18 +53,31 @@ def split_group(members: np.ndarray, batch_size: int, world_size: int = 1) -> li
 class GroupSizeBatchSampler:
     """Batches of (index, h, w) with one (h, w) per batch. sizes: (N, 2) image (height, width)."""
 
-    def __init__(self, sizes: np.ndarray, batch_size: int = 64, max_size: int = 384, num_groups: int = 5,
-                 multiple: int = 16, group_size: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        sizes: np.ndarray,
+        batch_size: int = 64,
+        max_size: int = 384,
+        num_groups: int = 5,
+        multiple: int = 16,
+        group_size: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
         if (sizes <= 0).any():
             raise ShapeError("group-size sampler: every image size (height, width) must be positive")
         if batch_size < 1 or num_groups < 1 or not 0 <= rank < world_size:
-            raise ConfigError(f"group-size sampler: bad batch_size={batch_size}, num_groups={num_groups}, "
-                              f"rank={rank}, world_size={world_size}")
+            raise ConfigError(
+                f"group-size sampler: bad batch_size={batch_size}, num_groups={num_groups}, "
+                f"rank={rank}, world_size={world_size}"
+            )
         if batch_size % world_size:
-            raise ConfigError(f"group-size sampler: the global batch_size {batch_size} must be a multiple of "
-                              f"the number of ranks {world_size}")
+            raise ConfigError(
+                f"group-size sampler: the global batch_size {batch_size} must be a multiple of "
+                f"the number of ranks {world_size}"
+            )
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.epoch = 0
         n = len(sizes)
@@ -76,8 +90,10 @@ class GroupSizeBatchSampler:
             self.groups = [(np.arange(n), (max_size, max_size))] if n else []
         small = [len(m) for m, _ in self.groups if len(m) < world_size]
         if small:
-            raise ConfigError(f"group-size sampler: a group of {small[0]} images cannot feed {world_size} ranks; "
-                              f"use fewer num_groups or ranks")
+            raise ConfigError(
+                f"group-size sampler: a group of {small[0]} images cannot feed {world_size} ranks; "
+                f"use fewer num_groups or ranks"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

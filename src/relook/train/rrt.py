@@ -50,13 +50,15 @@ needs the encoding at its input; resuming with another guidance than the checkpo
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised, the model is wrapped
 in DDP and each rank takes every WORLD_SIZE-th triplet; rank 0 writes checkpoints.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,33 +75,57 @@ from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
 from relook.types import ImageFeatures
 
 DEFAULT_CONF: dict[str, Any] = {
-    "epochs": 15,               # training epochs (official landmark)
-    "lr": 1e-4,                 # AdamW learning rate (official)
-    "weight_decay": 5e-4,       # AdamW weight decay (official landmark; SOP 4e-4)
-    "milestones": [],           # MultiStepLR epochs; none = constant lr (see module docstring)
-    "gamma": 0.1,               # MultiStepLR factor
-    "max_norm": 0.0,            # gradient-norm clipping; 0 = off, 0.1 for the R101 models (supp. D)
-    "triplets_per_batch": 12,   # (anchor, positive, negative) per step (official landmark: 36 images)
-    "top_k": 100,               # neighbours by global descriptor that negatives (and topk positives) come from
-    "positives": "topk",        # topk: same-label images in the top-k (landmark) | label: all same-label (SOP)
-    "min_positives": 1,         # topk positives: anchors need this many in their top-k (official GLD: 5)
-    "augment": False,           # fine-tuning: random resized crop + flip of every image (official SOP)
-    "seed": 0,                  # seeds model init elsewhere, triplet sampling and augmentation here
-    "finetune": False,          # train the CNN backbone jointly (needs an image source)
-    "max_locals": None,         # locals per image; None = the model's max_locals
-    "device": "cpu",            # torch device (cuda:LOCAL_RANK under torchrun with CUDA)
+    "epochs": 15,  # training epochs (official landmark)
+    "lr": 1e-4,  # AdamW learning rate (official)
+    "weight_decay": 5e-4,  # AdamW weight decay (official landmark; SOP 4e-4)
+    "milestones": [],  # MultiStepLR epochs; none = constant lr (see module docstring)
+    "gamma": 0.1,  # MultiStepLR factor
+    "max_norm": 0.0,  # gradient-norm clipping; 0 = off, 0.1 for the R101 models (supp. D)
+    "triplets_per_batch": 12,  # (anchor, positive, negative) per step (official landmark: 36 images)
+    "top_k": 100,  # neighbours by global descriptor that negatives (and topk positives) come from
+    "positives": "topk",  # topk: same-label images in the top-k (landmark) | label: all same-label (SOP)
+    "min_positives": 1,  # topk positives: anchors need this many in their top-k (official GLD: 5)
+    "augment": False,  # fine-tuning: random resized crop + flip of every image (official SOP)
+    "seed": 0,  # seeds model init elsewhere, triplet sampling and augmentation here
+    "finetune": False,  # train the CNN backbone jointly (needs an image source)
+    "max_locals": None,  # locals per image; None = the model's max_locals
+    "device": "cpu",  # torch device (cuda:LOCAL_RANK under torchrun with CUDA)
 }
 
 #: named training recipes (module docstring); explicit options override them
 RECIPES: dict[str, dict[str, Any]] = {
-    "official-landmark": {"epochs": 15, "lr": 1e-4, "weight_decay": 5e-4, "milestones": [16, 18],
-                          "triplets_per_batch": 12, "top_k": 100, "positives": "topk", "min_positives": 5},
-    "official-sop": {"epochs": 100, "lr": 1e-4, "weight_decay": 4e-4, "milestones": [60, 80],
-                     "triplets_per_batch": 100, "top_k": 100, "positives": "label", "min_positives": 1,
-                     "augment": True},
-    "epipolar-sop": {"epochs": 40, "lr": 1e-4, "weight_decay": 4e-4, "milestones": [],
-                     "triplets_per_batch": 100, "top_k": 100, "positives": "label", "min_positives": 1,
-                     "augment": True},
+    "official-landmark": {
+        "epochs": 15,
+        "lr": 1e-4,
+        "weight_decay": 5e-4,
+        "milestones": [16, 18],
+        "triplets_per_batch": 12,
+        "top_k": 100,
+        "positives": "topk",
+        "min_positives": 5,
+    },
+    "official-sop": {
+        "epochs": 100,
+        "lr": 1e-4,
+        "weight_decay": 4e-4,
+        "milestones": [60, 80],
+        "triplets_per_batch": 100,
+        "top_k": 100,
+        "positives": "label",
+        "min_positives": 1,
+        "augment": True,
+    },
+    "epipolar-sop": {
+        "epochs": 40,
+        "lr": 1e-4,
+        "weight_decay": 4e-4,
+        "milestones": [],
+        "triplets_per_batch": 100,
+        "top_k": 100,
+        "positives": "label",
+        "min_positives": 1,
+        "augment": True,
+    },
 }
 
 
@@ -129,12 +155,13 @@ def global_neighbours(global_desc: np.ndarray, k: int) -> np.ndarray:
     ids = [str(i) for i in range(n)]
     sl = exact_search(global_desc, global_desc, k, ids, ids, exclude=np.arange(n))
     out = np.full((n, k), -1, np.int64)
-    out[:, :sl.k] = sl.indices
+    out[:, : sl.k] = sl.indices
     return out
 
 
-def sample_triplets(data: PairData, min_positives: int, rng: np.random.Generator,
-                    positives: str = "topk") -> np.ndarray:
+def sample_triplets(
+    data: PairData, min_positives: int, rng: np.random.Generator, positives: str = "topk"
+) -> np.ndarray:
     """One epoch of (anchor, positive, negative) index triplets (T, 3), official TripletSampler rules.
 
     Negatives: a random different-label image of the anchor's top-K. Positives: ``"topk"`` a random
@@ -188,8 +215,14 @@ class ImageSource(nn.Module):
     ``image_size`` of the network frame.
     """
 
-    def __init__(self, net: nn.Module, images: Sequence[Callable[[], np.ndarray]], image_size: int = 224,
-                 augment=None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        images: Sequence[Callable[[], np.ndarray]],
+        image_size: int = 224,
+        augment=None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.net, self.images, self.image_size = net, list(images), image_size
         self.augment = augment
@@ -217,11 +250,16 @@ class ImageSource(nn.Module):
         from relook.models.position_encoding import grid_positions
 
         pos = grid_positions(h, w).to(device).expand(B, n, 2)  # official SOP grid positions, as pack_side
-        return {"local": out["local"], "pos": pos, "keypoints": kps,
-                "mask": torch.zeros(B, n, dtype=torch.bool, device=device), "image_size": sizes,
-                "scale_idx": torch.full((B, n), 2, dtype=torch.long, device=device),
-                "global": out["global"] if model_conf["d_global"] else None,
-                "pixel_map": torch.from_numpy(np.stack(maps)).to(torch.float64)}
+        return {
+            "local": out["local"],
+            "pos": pos,
+            "keypoints": kps,
+            "mask": torch.zeros(B, n, dtype=torch.bool, device=device),
+            "image_size": sizes,
+            "scale_idx": torch.full((B, n), 2, dtype=torch.long, device=device),
+            "global": out["global"] if model_conf["d_global"] else None,
+            "pixel_map": torch.from_numpy(np.stack(maps)).to(torch.float64),
+        }
 
 
 class _Joint(nn.Module):
@@ -242,11 +280,14 @@ class _Joint(nn.Module):
         dev = next(self.rrt.parameters()).device
         side = src.sides(uniq, self.rrt.conf, max_locals, dev)
         inv = torch.from_numpy(inv).to(dev)
-        q, c = index_side(side, inv[:len(anchors)]), index_side(side, inv[len(anchors):])
+        q, c = index_side(side, inv[: len(anchors)]), index_side(side, inv[len(anchors) :])
         pe = input_pe(q, c) if input_pe is not None else None
-        out = self.rrt(**model_kwargs(q, c), input_pe=None if pe is None else pe.to(dev),
-                       return_last_input=need_internals,
-                       return_raw_cross=need_internals)
+        out = self.rrt(
+            **model_kwargs(q, c),
+            input_pe=None if pe is None else pe.to(dev),
+            return_last_input=need_internals,
+            return_raw_cross=need_internals,
+        )
         return out, q, c
 
 
@@ -264,11 +305,19 @@ def _write_log(path: Path, history: list[dict]) -> None:
         tmp.write_text("".join(json_text(rec) + "\n" for rec in history))
 
 
-def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dict | None = None,
-              extra_loss: Callable[[dict, RRTOutput], torch.Tensor] | None = None,
-              pair_info: Callable[[str, str], Any] | None = None, resume: bool = False,
-              progress: bool = True, input_pe: Callable[[dict], torch.Tensor | None] | None = None,
-              guidance: dict | None = None) -> Path:
+def train_rrt(
+    model: RRT,
+    data: PairData,
+    source,
+    out_dir: str | Path,
+    conf: dict | None = None,
+    extra_loss: Callable[[dict, RRTOutput], torch.Tensor] | None = None,
+    pair_info: Callable[[str, str], Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    input_pe: Callable[[dict], torch.Tensor | None] | None = None,
+    guidance: dict | None = None,
+) -> Path:
     """Train ``model`` on ``data``; writes ``out_dir/checkpoint.pt`` every epoch and returns its path.
 
     ``source``: ``StoreSource`` (frozen backbone) or ``ImageSource`` (fine-tuning). With ``resume`` the
@@ -278,15 +327,20 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
     if c["finetune"] != isinstance(source, ImageSource):
         raise ConfigError("train rrt: finetune=True needs an ImageSource, finetune=False a StoreSource")
     if len(data.ids) != len(data.labels) or len(data.ids) != len(data.neighbours):
-        raise DataError(f"train rrt: {len(data.ids)} ids, {len(data.labels)} labels, {len(data.neighbours)} "
-                        "neighbour rows: they must match")
+        raise DataError(
+            f"train rrt: {len(data.ids)} ids, {len(data.labels)} labels, {len(data.neighbours)} "
+            "neighbour rows: they must match"
+        )
     guidance = dict(guidance or {"guidance": "none"})
     if (guidance["guidance"] == "epe") != (input_pe is not None):
-        raise ConfigError(f"train rrt: guidance {guidance['guidance']!r} with{'out' if input_pe is None else ''} an "
-                          "input_pe hook (EPE models are trained, and recorded, with their encoding)")
+        raise ConfigError(
+            f"train rrt: guidance {guidance['guidance']!r} with{'out' if input_pe is None else ''} an "
+            "input_pe hook (EPE models are trained, and recorded, with their encoding)"
+        )
     rank, world = _dist()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if world > 1 and torch.cuda.is_available()
-                          else c["device"])
+    device = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if world > 1 and torch.cuda.is_available() else c["device"]
+    )
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     joint = _Joint(model, source).to(device)
@@ -300,8 +354,10 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
 
         was = guidance_of(ck, ckpt_path)["guidance"]
         if "guidance_json" in ck and was != guidance["guidance"]:  # older checkpoints did not record it
-            raise ConfigError(f"{ckpt_path}: trained with guidance {was!r}, resumed with {guidance['guidance']!r}; "
-                              "resume with the same --guidance or use another --out")
+            raise ConfigError(
+                f"{ckpt_path}: trained with guidance {was!r}, resumed with {guidance['guidance']!r}; "
+                "resume with the same --guidance or use another --out"
+            )
         model.load_state_dict(ck["state_dict"])
         if joint.source is not None and "backbone_state" in ck:
             joint.source.net.load_state_dict(ck["backbone_state"])
@@ -326,8 +382,10 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         rng = np.random.default_rng([c["seed"], epoch])
         trip = sample_triplets(data, c["min_positives"], rng, c["positives"])[rank::world]
         if len(trip) == 0:
-            raise DataError(f"train rrt: no anchor has >= {c['min_positives']} positive(s) and a negative in its "
-                            f"top-{data.neighbours.shape[1]}; lower min_positives or add data")
+            raise DataError(
+                f"train rrt: no anchor has >= {c['min_positives']} positive(s) and a negative in its "
+                f"top-{data.neighbours.shape[1]}; lower min_positives or add data"
+            )
         joint.train()
         bs = int(c["triplets_per_batch"])
         steps = range(0, len(trip), bs)
@@ -335,22 +393,36 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         tot = {"loss": 0.0, "bce": 0.0, "acc": 0.0, "n": 0}
         lr_used = opt.param_groups[0]["lr"]
         for s in bar:
-            t = trip[s:s + bs]
+            t = trip[s : s + bs]
             anchors, cands = np.concatenate([t[:, 0], t[:, 0]]), np.concatenate([t[:, 1], t[:, 2]])
             labels = torch.cat([torch.ones(len(t)), torch.zeros(len(t))]).to(device)
             pe_fn = None
             if input_pe is not None:  # e.g. Epipolar Positional Encoding, after the sides (pixel maps) exist
                 pe_fn = lambda q_, c_, a=anchors, b=cands, y=labels: input_pe(  # noqa: E731
-                    {"query_ids": [data.ids[i] for i in a], "candidate_ids": [data.ids[i] for i in b],
-                     "labels": y, "query": q_, "candidate": c_})
+                    {
+                        "query_ids": [data.ids[i] for i in a],
+                        "candidate_ids": [data.ids[i] for i in b],
+                        "labels": y,
+                        "query": q_,
+                        "candidate": c_,
+                    }
+                )
             out, q, cside = net(anchors, cands, c["max_locals"], need, pe_fn)
             bce = F.binary_cross_entropy_with_logits(out.logits.float(), labels)
             loss = bce
             if extra_loss is not None:
-                batch = {"query": q, "candidate": cside, "labels": labels, "info": data.info, "model": model,
-                         "query_ids": [data.ids[i] for i in anchors], "candidate_ids": [data.ids[i] for i in cands],
-                         "pair_info": [pair_info(data.ids[a], data.ids[b]) for a, b in zip(anchors, cands)]
-                         if pair_info else None}
+                batch = {
+                    "query": q,
+                    "candidate": cside,
+                    "labels": labels,
+                    "info": data.info,
+                    "model": model,
+                    "query_ids": [data.ids[i] for i in anchors],
+                    "candidate_ids": [data.ids[i] for i in cands],
+                    "pair_info": [pair_info(data.ids[a], data.ids[b]) for a, b in zip(anchors, cands)]
+                    if pair_info
+                    else None,
+                }
                 loss = loss + extra_loss(batch, out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -366,11 +438,21 @@ def train_rrt(model: RRT, data: PairData, source, out_dir: str | Path, conf: dic
         sched.step()
         if rank == 0:
             extra = {"backbone_state": joint.source.net.state_dict()} if joint.source is not None else {}
-            history.append({"epoch": epoch + 1, "lr": lr_used,
-                            **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}})
-            save_rrt(ckpt_path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch + 1,
-                     train_conf_json=json.dumps(c, sort_keys=True, default=str), log=history,
-                     torch_rng=torch.get_rng_state(), guidance_json=json.dumps(guidance, sort_keys=True), **extra)
+            history.append(
+                {"epoch": epoch + 1, "lr": lr_used, **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
+            )
+            save_rrt(
+                ckpt_path,
+                model,
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                epoch=epoch + 1,
+                train_conf_json=json.dumps(c, sort_keys=True, default=str),
+                log=history,
+                torch_rng=torch.get_rng_state(),
+                guidance_json=json.dumps(guidance, sort_keys=True),
+                **extra,
+            )
             _write_log(out_dir / "log.jsonl", history)
     if world > 1:
         torch.distributed.barrier()

@@ -1,4 +1,5 @@
 """Draw keypoint correspondences between two images side by side (PNG, matplotlib Agg)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,16 @@ import numpy as np
 from relook.errors import ShapeError
 
 
-def draw_matches(image1: np.ndarray, image2: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, out_path: str | Path,
-                 scores: np.ndarray | None = None, title: str = "", max_lines: int | None = None) -> Path:
+def draw_matches(
+    image1: np.ndarray,
+    image2: np.ndarray,
+    kp1: np.ndarray,
+    kp2: np.ndarray,
+    out_path: str | Path,
+    scores: np.ndarray | None = None,
+    title: str = "",
+    max_lines: int | None = None,
+) -> Path:
     """Write a PNG with ``image1`` left, ``image2`` right and a line per match ``kp1[i] <-> kp2[i]``.
 
     kp1, kp2: (M, 2) (x, y) pixels of each image; scores (M,) colour the lines (viridis, brightest =

@@ -7,6 +7,7 @@ ground-truth epipolar grid and the predicted cross-attention grid, side by side;
 ``epipolar_attention_figure`` makes it for two images of a store and an RRT checkpoint
 (``relook visualize epipolar-attention``, ``relook demo``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,13 +26,22 @@ def grid_of_patches(M: np.ndarray, s: int, gap: int = 1, fill: float = np.nan) -
     out = np.full((s * step - gap, s * step - gap), fill)
     for i in range(s * s):
         r, c = divmod(i, s)
-        out[r * step:r * step + s, c * step:c * step + s] = M[i].reshape(s, s)
+        out[r * step : r * step + s, c * step : c * step + s] = M[i].reshape(s, s)
     return out
 
 
-def plot_epipolar_attention(img1: np.ndarray, img2: np.ndarray, F: np.ndarray, gt: np.ndarray, pred: np.ndarray,
-                            out_path: str | Path, s: int = 7, title: str = "", pred_label: str = "predicted",
-                            points: int = 3) -> Path:
+def plot_epipolar_attention(
+    img1: np.ndarray,
+    img2: np.ndarray,
+    F: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    out_path: str | Path,
+    s: int = 7,
+    title: str = "",
+    pred_label: str = "predicted",
+    points: int = 3,
+) -> Path:
     """Write the Fig. 4-style PNG. img* RGB (H, W, 3) in the frame of F (x2^T F x1 = 0); gt, pred (s^2, s^2)
     image-1 -> image-2 maps (indicator, attention). Returns ``out_path``."""
     import matplotlib
@@ -92,13 +102,22 @@ def cross_attention_maps(model, q_side: dict, c_side: dict, input_pe=None):
     att = out.attentions[-1].float().mean(1)
     n1, n2 = out.n_query, out.n_candidate
     s1, s2 = model.offsets(n1)
-    a12, a21 = att[:, s1:s1 + n1, s2:s2 + n2], att[:, s2:s2 + n2, s1:s1 + n1]
+    a12, a21 = att[:, s1 : s1 + n1, s2 : s2 + n2], att[:, s2 : s2 + n2, s1 : s1 + n1]
     return a12 / a12.sum(-1, keepdim=True).clamp_min(1e-12), a21 / a21.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def epipolar_attention_figure(checkpoint: str | Path, store: str | Path, query_id: str, candidate_id: str,
-                              root: str | Path, out: str | Path, dataset: str = "co3d_retrieve", split: str = "test",
-                              variant: str = "full", net_size: int = 224) -> tuple[Path, str]:
+def epipolar_attention_figure(
+    checkpoint: str | Path,
+    store: str | Path,
+    query_id: str,
+    candidate_id: str,
+    root: str | Path,
+    out: str | Path,
+    dataset: str = "co3d_retrieve",
+    split: str = "test",
+    variant: str = "full",
+    net_size: int = 224,
+) -> tuple[Path, str]:
     """The PNG of ``relook visualize epipolar-attention``: the RRT's (``checkpoint``) predicted last-layer
     cross-attention between two images of ``store`` (an s x s grid of locals each) next to the ground-truth
     epipolar grid from the cameras of ``dataset`` at ``root`` (``split``, ``variant``), at ``net_size``.
@@ -124,9 +143,12 @@ def epipolar_attention_figure(checkpoint: str | Path, store: str | Path, query_i
     with FeatureStore(store, "r") as st:
         q, c = (st.read(i, required_fields(model.conf)) for i in (query_id, candidate_id))
     imgs = [load_image(*paths[i]) for i in (query_id, candidate_id)]
-    g = EpipolarGuidance(cameras=ds.info["cameras"], image_sizes={i: im.shape[:2] for i, im in
-                         zip((query_id, candidate_id), imgs)}, net_size=(net_size, net_size))
-    s = int(round(q.num_local ** 0.5))
+    g = EpipolarGuidance(
+        cameras=ds.info["cameras"],
+        image_sizes={i: im.shape[:2] for i, im in zip((query_id, candidate_id), imgs)},
+        net_size=(net_size, net_size),
+    )
+    s = int(round(q.num_local**0.5))
     if s * s != q.num_local:
         raise DataError(f"{store}: {query_id} has {q.num_local} locals, not an s x s grid")
     g.conf["grid"] = s
@@ -135,9 +157,19 @@ def epipolar_attention_figure(checkpoint: str | Path, store: str | Path, query_i
     a12, a21 = cross_attention_maps(model, pack_side([q], model.conf), pack_side([c], model.conf))
     share = 0.5 * (epipolar_attention_share(a12, I12.float()) + epipolar_attention_share(a21, I21.float()))
     small = [cv2.resize(im, (net_size, net_size), interpolation=cv2.INTER_AREA) for im in imgs]
-    plot_epipolar_attention(small[0], small[1], F[0].numpy(), I12[0].numpy(), a12[0].numpy(), out, s=s,
-                            title=f"{query_id} -> {candidate_id}: {100 * float(share[0]):.1f}% of attention on "
-                                  f"epipolar cells (uniform: {100 * float(I12.mean()):.1f}%)",
-                            pred_label="predicted last-layer cross-attention 1 -> 2")
-    return Path(out), (f"epipolar attention share {100 * float(share[0]):.2f}% "
-                       f"(uniform attention {100 * float(0.5 * (I12.mean() + I21.mean())):.2f}%)")
+    plot_epipolar_attention(
+        small[0],
+        small[1],
+        F[0].numpy(),
+        I12[0].numpy(),
+        a12[0].numpy(),
+        out,
+        s=s,
+        title=f"{query_id} -> {candidate_id}: {100 * float(share[0]):.1f}% of attention on "
+        f"epipolar cells (uniform: {100 * float(I12.mean()):.1f}%)",
+        pred_label="predicted last-layer cross-attention 1 -> 2",
+    )
+    return Path(out), (
+        f"epipolar attention share {100 * float(share[0]):.2f}% "
+        f"(uniform attention {100 * float(0.5 * (I12.mean() + I21.mean())):.2f}%)"
+    )

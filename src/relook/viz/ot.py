@@ -10,6 +10,7 @@ boxes joined by lines; without ``sim`` the pairs are ranked by transport mass ``
 The patch grid covers the whole image (the extractor resizes the full image to a square), so cell
 (r, c) of an h x w grid is the box ``[c W/w, (c+1) W/w] x [r H/h, (r+1) H/h]`` in pixels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,10 @@ from relook.errors import ShapeError
 def backbone_and_weights(meta: dict) -> str:
     """``vit_tokens backbone deit_small, weights: random init (seed 0)`` from a store's provenance ``meta``,
     for figure titles. A store written before extractors recorded their weights says so instead of "?"."""
-    net = next((meta[f"extractor.{k}"] for k in ("backbone", "arch", "model") if meta.get(f"extractor.{k}")),
-               meta.get("extractor", "unknown extractor"))
+    net = next(
+        (meta[f"extractor.{k}"] for k in ("backbone", "arch", "model") if meta.get(f"extractor.{k}")),
+        meta.get("extractor", "unknown extractor"),
+    )
     weights = meta.get("weights") or "not recorded in the store (extracted before relook recorded weights)"
     return f"{meta.get('extractor', 'features')} backbone {net}, weights: {weights}"
 
@@ -36,10 +39,20 @@ def store_backbone_and_weights(path: str | Path) -> str:
         return backbone_and_weights(s.meta)
 
 
-def ot_figure(query_id: str, match_id: str, query_store: str | Path, output: str | Path,
-              gallery_store: str | Path | None = None, query_image: str | Path | None = None,
-              match_image: str | Path | None = None, image_root: str | Path = ".", marginal: str = "relevancy",
-              partial: float = 1.0, eps: float = 0.05, top: int = 5) -> Path:
+def ot_figure(
+    query_id: str,
+    match_id: str,
+    query_store: str | Path,
+    output: str | Path,
+    gallery_store: str | Path | None = None,
+    query_image: str | Path | None = None,
+    match_image: str | Path | None = None,
+    image_root: str | Path = ".",
+    marginal: str = "relevancy",
+    partial: float = 1.0,
+    eps: float = 0.05,
+    top: int = 5,
+) -> Path:
     """The PNG of ``relook visualize ot``: patch-importance heatmaps of ``query_id`` (in ``query_store``) and
     ``match_id`` (in ``gallery_store``, default the query store) and their ``top`` matching patch pairs
     (highest T_ij S_ij) under an ``ot`` reranker with these options; the images are ``query_image`` /
@@ -56,13 +69,24 @@ def ot_figure(query_id: str, match_id: str, query_store: str | Path, output: str
         m = gs.read(match_id, sorted(rr.requires))
     out = rr.explain(q, [m])
     s_global = float(q.global_desc @ m.global_desc)
-    title = (f"{query_id} vs {match_id}: S_global={s_global:.3f} S_struct={out['score'][0]:.3f} "
-             f"(marginal={marginal}, a={partial})\n{store_backbone_and_weights(query_store)}")
+    title = (
+        f"{query_id} vs {match_id}: S_global={s_global:.3f} S_struct={out['score'][0]:.3f} "
+        f"(marginal={marginal}, a={partial})\n{store_backbone_and_weights(query_store)}"
+    )
     image_root = Path(image_root)
-    return draw_ot_pair(load_image(query_image or image_root / query_id, None),
-                        load_image(match_image or image_root / match_id, None),
-                        out["mu_s"][0], out["mu_t"][0], out["plan"][0], q.patch_tokens.shape[:2],
-                        m.patch_tokens.shape[:2], output, top=top, title=title, sim=out["sim"][0])
+    return draw_ot_pair(
+        load_image(query_image or image_root / query_id, None),
+        load_image(match_image or image_root / match_id, None),
+        out["mu_s"][0],
+        out["mu_t"][0],
+        out["plan"][0],
+        q.patch_tokens.shape[:2],
+        m.patch_tokens.shape[:2],
+        output,
+        top=top,
+        title=title,
+        sim=out["sim"][0],
+    )
 
 
 def top_pairs(plan: np.ndarray, top: int, sim: np.ndarray | None = None) -> list[tuple[int, int, float]]:
@@ -81,9 +105,19 @@ def _cell_box(index: int, grid: tuple[int, int], size: tuple[int, int]) -> tuple
     return c * W / w, r * H / h, W / w, H / h  # x, y, width, height
 
 
-def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.ndarray, mu_match: np.ndarray,
-                 plan: np.ndarray, grid_query: tuple[int, int], grid_match: tuple[int, int], out_path: str | Path,
-                 top: int = 5, title: str | None = None, sim: np.ndarray | None = None) -> Path:
+def draw_ot_pair(
+    query_image: np.ndarray,
+    match_image: np.ndarray,
+    mu_query: np.ndarray,
+    mu_match: np.ndarray,
+    plan: np.ndarray,
+    grid_query: tuple[int, int],
+    grid_match: tuple[int, int],
+    out_path: str | Path,
+    top: int = 5,
+    title: str | None = None,
+    sim: np.ndarray | None = None,
+) -> Path:
     """Write a PNG: the two images side by side with their importance heatmaps and the top-``top`` pairs.
 
     query_image, match_image: RGB uint8 (H, W, 3); mu_query: (h*w,), mu_match: (h'*w',) marginals;
@@ -97,11 +131,15 @@ def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.
 
     pq, pm = grid_query[0] * grid_query[1], grid_match[0] * grid_match[1]
     if mu_query.shape != (pq,) or mu_match.shape != (pm,) or plan.shape != (pq, pm):
-        raise ShapeError(f"draw_ot_pair: marginals {mu_query.shape}, {mu_match.shape} and plan {plan.shape} do "
-                         f"not fit grids {grid_query} and {grid_match}")
+        raise ShapeError(
+            f"draw_ot_pair: marginals {mu_query.shape}, {mu_match.shape} and plan {plan.shape} do "
+            f"not fit grids {grid_query} and {grid_match}"
+        )
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    for ax, img, mu, grid, name in ((axes[0], query_image, mu_query, grid_query, "query"),
-                                    (axes[1], match_image, mu_match, grid_match, "candidate")):
+    for ax, img, mu, grid, name in (
+        (axes[0], query_image, mu_query, grid_query, "query"),
+        (axes[1], match_image, mu_match, grid_match, "candidate"),
+    ):
         H, W = img.shape[:2]
         ax.imshow(img)
         ax.imshow(mu.reshape(grid), cmap="jet", alpha=0.45, extent=(0, W, H, 0), interpolation="bilinear")
@@ -114,8 +152,18 @@ def draw_ot_pair(query_image: np.ndarray, match_image: np.ndarray, mu_query: np.
         bm = _cell_box(j, grid_match, match_image.shape[:2])
         axes[0].add_patch(Rectangle(bq[:2], bq[2], bq[3], fill=False, lw=2, ec=color))
         axes[1].add_patch(Rectangle(bm[:2], bm[2], bm[3], fill=False, lw=2, ec=color))
-        fig.add_artist(ConnectionPatch((bq[0] + bq[2] / 2, bq[1] + bq[3] / 2), (bm[0] + bm[2] / 2, bm[1] + bm[3] / 2),
-                                       "data", "data", axesA=axes[0], axesB=axes[1], color=color, lw=1))
+        fig.add_artist(
+            ConnectionPatch(
+                (bq[0] + bq[2] / 2, bq[1] + bq[3] / 2),
+                (bm[0] + bm[2] / 2, bm[1] + bm[3] / 2),
+                "data",
+                "data",
+                axesA=axes[0],
+                axesB=axes[1],
+                color=color,
+                lw=1,
+            )
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_path)
@@ -159,8 +207,14 @@ def plot_mass_sweep(masses, metrics: dict[str, list[float]], out_path: str | Pat
     return save_figure(fig, out_path)
 
 
-def sweep_mass(conf: dict, masses, label: str | None = None, out_path: str | Path | None = None,
-               metrics=("P@1", "RP", "MAP@R"), progress: bool = False) -> tuple[Path, dict[float, dict[str, float]]]:
+def sweep_mass(
+    conf: dict,
+    masses,
+    label: str | None = None,
+    out_path: str | Path | None = None,
+    metrics=("P@1", "RP", "MAP@R"),
+    progress: bool = False,
+) -> tuple[Path, dict[float, dict[str, float]]]:
     """Rerank an experiment's shortlist with its ot reranker ``label`` at each mass a, evaluate, plot.
 
     Each a runs as a copy of the configured reranker labelled ``<label>-a<a>`` (rankings cached like any
@@ -189,6 +243,10 @@ def sweep_mass(conf: dict, masses, label: str | None = None, out_path: str | Pat
             raise ConfigError(f"ot sweep: metrics {missing} not reported for {dataset.name}; it has {sorted(row)}")
         table[float(a)] = {m: float(row[m]) for m in metrics}
     out = Path(out_path) if out_path else Path(conf["out"]) / "ot_mass_sweep.png"
-    plot = plot_mass_sweep(list(table), {m: [table[a][m] for a in table] for m in metrics}, out,
-                           f"{dataset.name}: {base['label']} (marginal {base.get('marginal', 'default')})")
+    plot = plot_mass_sweep(
+        list(table),
+        {m: [table[a][m] for a in table] for m in metrics},
+        out,
+        f"{dataset.name}: {base['label']} (marginal {base.get('marginal', 'default')})",
+    )
     return plot, table

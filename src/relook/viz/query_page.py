@@ -1,13 +1,14 @@
 """The page ``relook query`` writes: per query image, its thumbnail and the top-k gallery thumbnails with
 rank, scores and rank change. Thumbnails are embedded as base64 JPEG, so the one HTML file can be mailed
 or moved without the images beside it."""
+
 from __future__ import annotations
 
 import base64
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -51,19 +52,24 @@ def write_query_page(results, path: str | Path, run_dir: str | Path, size: int =
         except DataError:
             return thumbnail_uri(np.full((size, size, 3), 200, np.uint8), size)
 
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>relook query</title><style>",
-             "body{font-family:sans-serif;margin:1.5em} section{margin-bottom:2em}",
-             "figure{display:inline-block;margin:4px;vertical-align:top;font-size:12px;width:"
-             f"{size + 8}px}} figure img{{max-width:{size}px;max-height:{size}px;border:4px solid #ddd}}",
-             "figure.query img{border-color:#3c3cc8}</style></head><body>",
-             f"<h1>relook query</h1><p>run: {html.escape(str(run_dir))}</p>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>relook query</title><style>",
+        "body{font-family:sans-serif;margin:1.5em} section{margin-bottom:2em}",
+        "figure{display:inline-block;margin:4px;vertical-align:top;font-size:12px;width:"
+        f"{size + 8}px}} figure img{{max-width:{size}px;max-height:{size}px;border:4px solid #ddd}}",
+        "figure.query img{border-color:#3c3cc8}</style></head><body>",
+        f"<h1>relook query</h1><p>run: {html.escape(str(run_dir))}</p>",
+    ]
     for res in results:
         parts.append(f"<section><h2>{html.escape(str(res.image))} &mdash; {html.escape(res.method)}</h2>")
         parts.append(_card(uri(res.image), ["query", res.image.name], "query"))
         for h in res.hits:
             glob = "global: -" if h.global_rank is None else f"global: {h.global_score:.4f} (#{h.global_rank})"
-            parts.append(_card(uri(h.path, h.bbox), [f"#{h.rank} {h.gallery_id}", f"{res.method}: {h.score:.4f}",
-                                                     glob, _change(h)]))
+            parts.append(
+                _card(
+                    uri(h.path, h.bbox), [f"#{h.rank} {h.gallery_id}", f"{res.method}: {h.score:.4f}", glob, _change(h)]
+                )
+            )
         parts.append("</section>")
     parts.append("</body></html>")
     path = Path(path)

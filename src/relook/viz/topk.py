@@ -1,9 +1,10 @@
 """Top-k retrieval grids: the query, then its first k results with green (positive) / red (negative)
 borders, as in the papers' qualitative figures; precision-recall and metric-against-K curves."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -39,9 +40,14 @@ def _bordered(img: np.ndarray, colour: tuple[int, int, int] | None, size: int, w
 QUERY_RGB, POSITIVE_RGB, NEGATIVE_RGB = (60, 60, 200), (40, 170, 60), (210, 40, 40)
 
 
-def topk_grid(rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bool]]], path: str | Path,
-              titles: Sequence[str] = (), size: int = 96,
-              labels: Sequence[Sequence[str]] | None = None, legend: bool = True) -> Path:
+def topk_grid(
+    rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bool]]],
+    path: str | Path,
+    titles: Sequence[str] = (),
+    size: int = 96,
+    labels: Sequence[Sequence[str]] | None = None,
+    legend: bool = True,
+) -> Path:
     """Write a PNG: one row per query: ``(query image, result images, is_positive flags)``.
 
     ``titles[r]``: text above the query of row r; ``labels[r][c]``: text above result c of row r (e.g.
@@ -56,8 +62,7 @@ def topk_grid(rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bo
 
     k = max((len(r[1]) for r in rows), default=0)
     n = max(len(rows), 1)
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.45 * (k + 1), 1.65 * n + (0.35 if legend else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.45 * (k + 1), 1.65 * n + (0.35 if legend else 0)), squeeze=False)
     for r, (query, results, flags) in enumerate(rows):
         axes[r, 0].imshow(_bordered(query, QUERY_RGB, size))
         axes[r, 0].set_title(titles[r] if r < len(titles) else "query", fontsize=6)
@@ -69,11 +74,13 @@ def topk_grid(rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bo
                 ax.set_title(text, fontsize=6)
         for ax in axes[r]:
             ax.axis("off")
-    for ax in axes[len(rows):].ravel():
+    for ax in axes[len(rows) :].ravel():
         ax.axis("off")
     if legend:
-        handles = [Patch(facecolor=np.array(c) / 255, label=t) for c, t in
-                   ((QUERY_RGB, "query"), (POSITIVE_RGB, "positive (same instance)"), (NEGATIVE_RGB, "negative"))]
+        handles = [
+            Patch(facecolor=np.array(c) / 255, label=t)
+            for c, t in ((QUERY_RGB, "query"), (POSITIVE_RGB, "positive (same instance)"), (NEGATIVE_RGB, "negative"))
+        ]
         fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0.35 / (1.65 * n + 0.35), 1, 1))
     return save_png(fig, path, dpi=90, layout=not legend)

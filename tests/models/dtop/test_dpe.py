@@ -46,15 +46,17 @@ def test_bicubic_matches_timm_resample():
 
     pos = torch.randn(1, 1 + 14 * 14, 16)
     ours = resize_pos_embed(pos, 1, (14, 14), (20, 30), "bicubic")
-    ref = resample_abs_pos_embed(pos, new_size=(20, 30), old_size=(14, 14), num_prefix_tokens=1,
-                                 interpolation="bicubic", antialias=False)
+    ref = resample_abs_pos_embed(
+        pos, new_size=(20, 30), old_size=(14, 14), num_prefix_tokens=1, interpolation="bicubic", antialias=False
+    )
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["none", "cpe", "bilinear"])
 def test_shapes(mode):
-    bb = TokenBackbone("timm:vit_tiny_patch16_224", pretrained=False, layers=2, dpe=mode,
-                       timm_kwargs={"depth": 2}).eval()
+    bb = TokenBackbone(
+        "timm:vit_tiny_patch16_224", pretrained=False, layers=2, dpe=mode, timm_kwargs={"depth": 2}
+    ).eval()
     with torch.no_grad():
         prefix, patches = bb(torch.randn(2, 3, 48, 80))
     assert prefix.shape == (2, 2, 1, 192) and patches.shape == (2, 2, 3, 5, 192)
@@ -77,7 +79,9 @@ def test_cpe_values():
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64)  # (B, h, w, D)
     xp = F.pad(x.permute(0, 3, 1, 2), (1, 1, 1, 1))  # (B, D, h+2, w+2)
     w, b = cpe.proj.weight[:, 0], cpe.proj.bias  # (D, 3, 3), (D,)
-    conv = sum(xp[:, :, dy:dy + 4, dx:dx + 5] * w[None, :, dy, dx, None, None] for dy in range(3) for dx in range(3))
+    conv = sum(
+        xp[:, :, dy : dy + 4, dx : dx + 5] * w[None, :, dy, dx, None, None] for dy in range(3) for dx in range(3)
+    )
     ref = x + (conv + b[None, :, None, None]).permute(0, 2, 3, 1)
     with torch.no_grad():
         torch.testing.assert_close(cpe(x), ref)

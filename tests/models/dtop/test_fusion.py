@@ -34,8 +34,15 @@ def test_orthogonal_hand_case():
     assert torch.equal(zero[:, :2], y) and not torch.isnan(zero).any()
 
 
-WIDTH = {"orthogonal": 32, "concat": 32, "none_wo_elm": 16, "none_w_elm": 16, "sum": 16, "hadamard": 16,
-         "fast_normalized": 16}
+WIDTH = {
+    "orthogonal": 32,
+    "concat": 32,
+    "none_wo_elm": 16,
+    "none_w_elm": 16,
+    "sum": 16,
+    "hadamard": 16,
+    "fast_normalized": 16,
+}
 
 
 @pytest.mark.parametrize("kind", FUSIONS)
@@ -44,8 +51,13 @@ def test_shapes(kind):
     y, u = torch.randn(3, 4, 5, 16), torch.randn(3, 4, 5, 16)
     out = f(y, u)
     assert out.shape == (3, 4, 5, WIDTH[kind]) and f.out_dim == WIDTH[kind]
-    expected = {"none_wo_elm": y, "none_w_elm": u, "sum": y + u, "hadamard": y * u,
-                "fast_normalized": (y + u) / (2 + 1e-4)}.get(kind)
+    expected = {
+        "none_wo_elm": y,
+        "none_w_elm": u,
+        "sum": y + u,
+        "hadamard": y * u,
+        "fast_normalized": (y + u) / (2 + 1e-4),
+    }.get(kind)
     if expected is not None:
         assert torch.allclose(out, expected, atol=1e-6)
 
@@ -111,8 +123,9 @@ def test_irb_values():
         torch.testing.assert_close(irb(x), _irb_ref(x, irb))
 
 
-@pytest.mark.parametrize("width,rates,hw", [(None, (1, 2, 3), (5, 7)), (None, (6, 12, 18), (19, 21)),
-                                            (8, (1, 2, 3), (5, 7))])
+@pytest.mark.parametrize(
+    "width,rates,hw", [(None, (1, 2, 3), (5, 7)), (None, (6, 12, 18), (19, 21)), (8, (1, 2, 3), (5, 7))]
+)
 def test_aspp_values(width, rates, hw):
     from relook.models.dtop.elm import ASPP
 
@@ -146,7 +159,7 @@ def test_waveblock():
     assert ((rows == 1).sum(1) == 3).all() and ((rows == 2).sum(1) == 7).all()
     kept = (rows == 1).float().argmax(1)
     for b in range(4):  # the kept rows are one contiguous band
-        assert (rows[b, kept[b]:kept[b] + 3] == 1).all()
+        assert (rows[b, kept[b] : kept[b] + 3] == 1).all()
 
 
 def test_pooling_reference():

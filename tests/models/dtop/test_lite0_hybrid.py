@@ -1,4 +1,5 @@
 """The ``lite0_vit`` hybrid (models/dtop/backbones.py): EfficientNet-Lite0 stem map as the ViT's patch tokens."""
+
 import math
 
 import torch

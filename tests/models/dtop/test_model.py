@@ -23,19 +23,23 @@ def test_shapes(tiny, size):
 
 
 def test_hybrid_any_size():
-    m = DToP(backbone="timm:vit_tiny_r_s16_p8_224", pretrained=False, timm_kwargs={"depth": 2}, layers=2,
-             out_dim=64).eval()
+    m = DToP(
+        backbone="timm:vit_tiny_r_s16_p8_224", pretrained=False, timm_kwargs={"depth": 2}, layers=2, out_dim=64
+    ).eval()
     with torch.no_grad():
         y = m(torch.randn(2, 3, 160, 256))
     assert y.shape == (2, 64) and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
-@pytest.mark.parametrize("conf,dim", [
-    (dict(branches="global", out_dim=768), 768),
-    (dict(branches="local", fusion="none_wo_elm", out_dim=768), 768),
-    (dict(combine="fc", out_dim=512), 512),
-    (dict(fusion="concat", pooling="gem", out_dim=128), 128),
-])
+@pytest.mark.parametrize(
+    "conf,dim",
+    [
+        (dict(branches="global", out_dim=768), 768),
+        (dict(branches="local", fusion="none_wo_elm", out_dim=768), 768),
+        (dict(combine="fc", out_dim=512), 512),
+        (dict(fusion="concat", pooling="gem", out_dim=128), 128),
+    ],
+)
 def test_variants(conf, dim):
     m = DToP(**{**TINY, **conf}).eval()
     with torch.no_grad():
@@ -46,8 +50,14 @@ def test_variants(conf, dim):
 
 
 def test_distillation_token():
-    m = DToP(backbone="timm:deit_tiny_distilled_patch16_224", pretrained=False, timm_kwargs={"depth": 1},
-             layers=1, token="dist", out_dim=32).eval()
+    m = DToP(
+        backbone="timm:deit_tiny_distilled_patch16_224",
+        pretrained=False,
+        timm_kwargs={"depth": 1},
+        layers=1,
+        token="dist",
+        out_dim=32,
+    ).eval()
     assert m.global_branch.token_index == 1
     with torch.no_grad():
         assert m(torch.randn(1, 3, 64, 96)).shape == (1, 32)
@@ -56,8 +66,12 @@ def test_distillation_token():
 # What the DToP paper states about its backbones (supplementary A.1 and the notes' Sec. 2): R50+ViT-B has 98M
 # parameters, ViT-B 86M; both D = 768 with 12 encoder layers and 16-pixel tokens; DeiT-B distilled adds a
 # distillation token. (name, params in millions, prefix tokens, hybrid CNN stem)
-PAPER_BACKBONES = [("r50_vit_b", 98, 1, True), ("vit_b16", 86, 1, False), ("deit_b", 86, 1, False),
-                   ("deit_b_distilled", 86, 2, False)]
+PAPER_BACKBONES = [
+    ("r50_vit_b", 98, 1, True),
+    ("vit_b16", 86, 1, False),
+    ("deit_b", 86, 1, False),
+    ("deit_b_distilled", 86, 2, False),
+]
 
 
 @pytest.mark.parametrize("name,millions,prefix,hybrid", PAPER_BACKBONES)
@@ -121,11 +135,14 @@ def test_global_branch_combines_last_k_blocks(k):
     of their [CLS] token after the backbone's final LayerNorm (backbones.py: every collected layer goes through
     it). Off-by-one layer selection (k+1 or k-1 layers, or the first k) gives a different vector."""
     depth = 4
-    m = DToP(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": depth}, layers=k,
-             out_dim=32).eval()
+    m = DToP(
+        backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": depth}, layers=k, out_dim=32
+    ).eval()
     outs, fc_in = {}, {}
-    hooks = [blk.register_forward_hook(lambda mod, inp, out, i=i: outs.__setitem__(i, out.detach().clone()))
-             for i, blk in enumerate(m.backbone.vit.blocks)]
+    hooks = [
+        blk.register_forward_hook(lambda mod, inp, out, i=i: outs.__setitem__(i, out.detach().clone()))
+        for i, blk in enumerate(m.backbone.vit.blocks)
+    ]
     hooks.append(m.global_branch.fc.register_forward_pre_hook(lambda mod, inp: fc_in.__setitem__("x", inp[0])))
     try:
         with torch.no_grad():
@@ -137,8 +154,8 @@ def test_global_branch_combines_last_k_blocks(k):
     norm = m.backbone.vit.norm
     with torch.no_grad():
         cls = [norm(outs[i])[:, 0] for i in range(depth)]  # (B, D) per block
-    expected = torch.stack(cls[depth - k:], 1).mean(1)
+    expected = torch.stack(cls[depth - k :], 1).mean(1)
     torch.testing.assert_close(fc_in["x"], expected, rtol=1e-5, atol=1e-6)
-    wrongs = [cls[depth - k - 1:], cls[:k]] + ([cls[depth - k + 1:]] if k > 1 else [])  # k+1, first k, k-1
+    wrongs = [cls[depth - k - 1 :], cls[:k]] + ([cls[depth - k + 1 :]] if k > 1 else [])  # k+1, first k, k-1
     for wrong in wrongs:  # the alternatives really differ, so the check above can tell them apart
         assert not torch.allclose(fc_in["x"], torch.stack(wrong, 1).mean(1), atol=1e-4)

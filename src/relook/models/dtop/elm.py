@@ -19,19 +19,21 @@ so the defaults keep every channel-mixing layer of ELM narrow (see ``models/dtop
 * WaveBlock (Wang et al., Attentive WaveBlock): at training time a random horizontal band of
   ``band`` x h rows is kept and the rest of the map is multiplied by ``factor``; identity at eval.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, dilation: int = 1, act: bool = True) -> nn.Sequential:
     pad = dilation * (k // 2)
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if act:
         layers.append(nn.ReLU6(inplace=True))
     return nn.Sequential(*layers)
@@ -43,8 +45,9 @@ class InvertedResidual(nn.Module):
     def __init__(self, dim: int, expansion: float = 0.25) -> None:
         super().__init__()
         hidden = max(1, int(round(dim * expansion)))
-        self.body = nn.Sequential(_conv_bn(dim, hidden), _conv_bn(hidden, hidden, 3, groups=hidden),
-                                  _conv_bn(hidden, dim, act=False))
+        self.body = nn.Sequential(
+            _conv_bn(dim, hidden), _conv_bn(hidden, hidden, 3, groups=hidden), _conv_bn(hidden, dim, act=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -61,8 +64,9 @@ class ASPP(nn.Module):
         super().__init__()
         self.depthwise = width is None
         if self.depthwise:
-            self.branches = nn.ModuleList([_conv_bn(dim, dim, 1, groups=dim)] +
-                                          [_conv_bn(dim, dim, 3, groups=dim, dilation=r) for r in rates])
+            self.branches = nn.ModuleList(
+                [_conv_bn(dim, dim, 1, groups=dim)] + [_conv_bn(dim, dim, 3, groups=dim, dilation=r) for r in rates]
+            )
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.project = None
             return
@@ -70,8 +74,9 @@ class ASPP(nn.Module):
         for r in rates:  # depth-wise separable atrous conv: dw 3x3 (dilation r) -> pw 1x1
             self.branches.append(nn.Sequential(_conv_bn(dim, dim, 3, groups=dim, dilation=r), _conv_bn(dim, width)))
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, width, 1, bias=False), nn.ReLU(inplace=True))
-        self.project = nn.Sequential(nn.Conv2d(width * (len(rates) + 2), dim, 1, bias=False), nn.BatchNorm2d(dim),
-                                     nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Conv2d(width * (len(rates) + 2), dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [b(x) for b in self.branches]
@@ -106,9 +111,18 @@ class WaveBlock(nn.Module):
 class ELM(nn.Module):
     """U = WB(ASPP(IRB(Y))) with each part switchable (a disabled part is the identity)."""
 
-    def __init__(self, dim: int, irb: bool = True, aspp: bool = True, waveblock: bool = True, expansion: float = 0.25,
-                 aspp_width: int | None = None, rates: Sequence[int] = (6, 12, 18), band: float = 0.3,
-                 factor: float = 2.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        irb: bool = True,
+        aspp: bool = True,
+        waveblock: bool = True,
+        expansion: float = 0.25,
+        aspp_width: int | None = None,
+        rates: Sequence[int] = (6, 12, 18),
+        band: float = 0.3,
+        factor: float = 2.0,
+    ) -> None:
         super().__init__()
         self.irb = InvertedResidual(dim, expansion) if irb else nn.Identity()
         self.aspp = ASPP(dim, aspp_width, rates) if aspp else nn.Identity()

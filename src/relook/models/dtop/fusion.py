@@ -14,6 +14,7 @@ fast_normalized    (w1 Y + w2 U) / (w1 + w2 + e)  (Eq. A19)   D    w = relu(v), 
 orthogonal         [y - proj_u(y); u] per token   (Eq. A20)   2D   default; proj in Eq. A21
 =================  =========================================  ======
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,8 +56,10 @@ class Fusion(nn.Module):
         if self.kind == "none_wo_elm":
             return y
         if u is None or u.shape != y.shape:
-            raise ShapeError(f"dtop fusion {self.kind}: U must have Y's shape {tuple(y.shape)}, "
-                             f"got {None if u is None else tuple(u.shape)}")
+            raise ShapeError(
+                f"dtop fusion {self.kind}: U must have Y's shape {tuple(y.shape)}, "
+                f"got {None if u is None else tuple(u.shape)}"
+            )
         if self.kind == "none_w_elm":
             return u
         if self.kind == "sum":

@@ -12,6 +12,7 @@ kD (the global FC then reads kD, the local map is brought back to D by a learned
 3.5M parameters at D = 768, k = 6). Only ``"mean"`` fits the supplementary's 0.3M parameters for all
 added components (A.1); see ``models/dtop/model.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +24,6 @@ from relook.errors import ConfigError
 from relook.models.dtop.elm import ELM
 from relook.models.dtop.fusion import Fusion
 from relook.models.dtop.pooling import Pooling
-
 
 MERGES = ("mean", "concat")
 
@@ -55,8 +55,17 @@ class GlobalBranch(nn.Module):
 class LocalBranch(nn.Module):
     """patch tokens (B, k, h, w, D) -> (B, out_dim)."""
 
-    def __init__(self, dim: int, layers: int, out_dim: int, fusion: str = "orthogonal", pooling: str = "avg",
-                 gem_p: float = 3.0, elm: dict[str, Any] | None = None, merge: str = "mean") -> None:
+    def __init__(
+        self,
+        dim: int,
+        layers: int,
+        out_dim: int,
+        fusion: str = "orthogonal",
+        pooling: str = "avg",
+        gem_p: float = 3.0,
+        elm: dict[str, Any] | None = None,
+        merge: str = "mean",
+    ) -> None:
         super().__init__()
         _check_merge(merge)
         # Eq. (8): k layers -> D channels, by the mean (no parameters) or a learned kD -> D projection

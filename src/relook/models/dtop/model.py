@@ -23,6 +23,7 @@ Total 0.32M (``DToP.added_parameters``), "0.3M" at the paper's rounding; the for
 IRB expansion 2, projected ASPP) had 7.4M besides the 4.7M head. ``layer_merge: concat``,
 ``irb_expansion: 2`` and ``aspp_width: 192`` restore them.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -41,28 +42,28 @@ class DToP(nn.Module):
     """forward(images (B, 3, H, W), normalised with ``mean``/``std``) -> (B, out_dim) unit vectors."""
 
     default_conf: ClassVar[dict[str, Any]] = {
-        "backbone": "r50_vit_b",      # backbones.py registry name or "timm:<model>"
-        "pretrained": True,           # load timm's pretrained weights (needs the model hub)
-        "seed": 0,                    # seed of every random init (backbone when not pretrained, heads)
-        "timm_kwargs": {},            # extra timm.create_model arguments (e.g. depth for tiny test models)
-        "layers": 6,                  # k: last layers whose tokens are used (Table A8, best 6)
-        "dpe": "bilinear",            # position embedding: bilinear | bicubic | none | cpe (Table A9)
-        "branches": "both",           # both | global | local (single-branch = backbone benchmark, Table A5)
-        "token": "cls",               # global-branch token: cls | dist (distilled backbones only)
-        "elm_irb": True,              # ELM inverted residual block (Table A10)
-        "elm_aspp": True,             # ELM atrous spatial pyramid pooling (Table A10)
-        "elm_waveblock": True,        # ELM WaveBlock, training only (Table A10)
-        "layer_merge": "mean",        # Eq. (5), (6), (8): mean of the k layers' tokens | concat (kD, learned)
-        "irb_expansion": 0.25,        # IRB hidden width / D (not in the paper; 0.25 fits its 0.3M budget)
-        "aspp_rates": [6, 12, 18],    # ASPP dilation rates (DeepLabv3; not in the paper)
-        "aspp_width": None,           # ASPP: None = depth-wise branches averaged; int = separable + 1x1 project
-        "wave_band": 0.3,             # WaveBlock kept-band height ratio
-        "wave_factor": 2.0,           # WaveBlock factor on the rest of the map
-        "fusion": "orthogonal",       # Eq. (9) FUSE: orthogonal | none_wo_elm | none_w_elm | sum | hadamard | concat | fast_normalized
-        "pooling": "avg",             # local-branch pooling: avg | gem | max
-        "gem_p": 3.0,                 # initial GeM exponent when pooling = gem
-        "out_dim": 1536,              # N of Eq. (12) (Table A7, best 1536)
-        "combine": "concat",          # concat: N/2 per branch, concatenated | fc: one FC on both branches
+        "backbone": "r50_vit_b",  # backbones.py registry name or "timm:<model>"
+        "pretrained": True,  # load timm's pretrained weights (needs the model hub)
+        "seed": 0,  # seed of every random init (backbone when not pretrained, heads)
+        "timm_kwargs": {},  # extra timm.create_model arguments (e.g. depth for tiny test models)
+        "layers": 6,  # k: last layers whose tokens are used (Table A8, best 6)
+        "dpe": "bilinear",  # position embedding: bilinear | bicubic | none | cpe (Table A9)
+        "branches": "both",  # both | global | local (single-branch = backbone benchmark, Table A5)
+        "token": "cls",  # global-branch token: cls | dist (distilled backbones only)
+        "elm_irb": True,  # ELM inverted residual block (Table A10)
+        "elm_aspp": True,  # ELM atrous spatial pyramid pooling (Table A10)
+        "elm_waveblock": True,  # ELM WaveBlock, training only (Table A10)
+        "layer_merge": "mean",  # Eq. (5), (6), (8): mean of the k layers' tokens | concat (kD, learned)
+        "irb_expansion": 0.25,  # IRB hidden width / D (not in the paper; 0.25 fits its 0.3M budget)
+        "aspp_rates": [6, 12, 18],  # ASPP dilation rates (DeepLabv3; not in the paper)
+        "aspp_width": None,  # ASPP: None = depth-wise branches averaged; int = separable + 1x1 project
+        "wave_band": 0.3,  # WaveBlock kept-band height ratio
+        "wave_factor": 2.0,  # WaveBlock factor on the rest of the map
+        "fusion": "orthogonal",  # Eq. (9) FUSE: orthogonal | none_wo_elm | none_w_elm | sum | hadamard | concat | fast_normalized
+        "pooling": "avg",  # local-branch pooling: avg | gem | max
+        "gem_p": 3.0,  # initial GeM exponent when pooling = gem
+        "out_dim": 1536,  # N of Eq. (12) (Table A7, best 1536)
+        "combine": "concat",  # concat: N/2 per branch, concatenated | fc: one FC on both branches
     }
 
     def __init__(self, **conf: Any) -> None:
@@ -82,23 +83,31 @@ class DToP(nn.Module):
 
     def _build(self, c: dict[str, Any]) -> None:
         """Backbone, branches and FC of conf ``c`` (called inside the seeded random state)."""
-        self.backbone = TokenBackbone(c["backbone"], c["pretrained"], c["layers"], c["dpe"], c["timm_kwargs"],
-                                      int(c["seed"]))
+        self.backbone = TokenBackbone(
+            c["backbone"], c["pretrained"], c["layers"], c["dpe"], c["timm_kwargs"], int(c["seed"])
+        )
         dim, k = self.backbone.embed_dim, c["layers"]
         if c["token"] not in ("cls", "dist") or (c["token"] == "dist" and not self.backbone.has_dist):
             raise ConfigError(f"model dtop: token {c['token']!r} needs cls, or dist with a distilled backbone")
         both = c["branches"] == "both"
         branch_dim = c["out_dim"] // 2 if both and c["combine"] == "concat" else c["out_dim"]
-        elm = dict(irb=c["elm_irb"], aspp=c["elm_aspp"], waveblock=c["elm_waveblock"], expansion=c["irb_expansion"],
-                   aspp_width=c["aspp_width"], rates=tuple(c["aspp_rates"]), band=c["wave_band"],
-                   factor=c["wave_factor"])
+        elm = dict(
+            irb=c["elm_irb"],
+            aspp=c["elm_aspp"],
+            waveblock=c["elm_waveblock"],
+            expansion=c["irb_expansion"],
+            aspp_width=c["aspp_width"],
+            rates=tuple(c["aspp_rates"]),
+            band=c["wave_band"],
+            factor=c["wave_factor"],
+        )
         self.global_branch = self.local_branch = self.joint_fc = None
         if c["branches"] in ("both", "global"):
-            self.global_branch = GlobalBranch(dim, k, branch_dim, 1 if c["token"] == "dist" else 0,
-                                              c["layer_merge"])
+            self.global_branch = GlobalBranch(dim, k, branch_dim, 1 if c["token"] == "dist" else 0, c["layer_merge"])
         if c["branches"] in ("both", "local"):
-            self.local_branch = LocalBranch(dim, k, branch_dim, c["fusion"], c["pooling"], c["gem_p"], elm,
-                                            c["layer_merge"])
+            self.local_branch = LocalBranch(
+                dim, k, branch_dim, c["fusion"], c["pooling"], c["gem_p"], elm, c["layer_merge"]
+            )
         if both and c["combine"] == "fc":
             width = self.global_branch.in_dim + self.local_branch.fusion.out_dim
             self.joint_fc = nn.Linear(width, c["out_dim"])
@@ -109,13 +118,17 @@ class DToP(nn.Module):
         ``added`` sums the layer merge (Eq. 5, 6, 8), ELM (Eq. 11) and FUSE (Eq. 9): the "additional
         components" of supplementary A.1 (0.3M at the defaults on ViT-B); ``head`` is the output FCs to N.
         """
+
         def count(*modules) -> int:
             return sum(p.numel() for m in modules if m is not None for p in m.parameters())
 
         g, loc = self.global_branch, self.local_branch
-        parts = {"merge": count(loc.merge if loc is not None else None), "elm": count(loc.elm if loc else None),
-                 "fusion": count(loc.fusion if loc else None),
-                 "head": count(g.fc if g else None, loc.fc if loc else None, self.joint_fc)}
+        parts = {
+            "merge": count(loc.merge if loc is not None else None),
+            "elm": count(loc.elm if loc else None),
+            "fusion": count(loc.fusion if loc else None),
+            "head": count(g.fc if g else None, loc.fc if loc else None, self.joint_fc),
+        }
         parts["added"] = parts["merge"] + parts["elm"] + parts["fusion"]
         return parts
 

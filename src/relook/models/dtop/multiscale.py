@@ -5,10 +5,11 @@ The scale factors are not in the recoverable text; the convention DToP cites ([1
 1, 1/sqrt(2), 1/2 of an image whose longer side is first resized to ``max_size``. Queries and database
 images each have their own switch (Table A11; both multi-scale by default): ``scales_for``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from relook.errors import ConfigError, ShapeError
 DEFAULT_SCALES = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 
 
-def scales_for(role: str, multiscale_query: bool = True, multiscale_database: bool = True,
-               scales: Sequence[float] = DEFAULT_SCALES) -> tuple[float, ...]:
+def scales_for(
+    role: str, multiscale_query: bool = True, multiscale_database: bool = True, scales: Sequence[float] = DEFAULT_SCALES
+) -> tuple[float, ...]:
     """Scales used for a ``role`` ("query" or "database") under the Table A11 switches."""
     if role not in ("query", "database"):
         raise ConfigError(f"dtop multi-scale: role must be query or database, got {role!r}")
@@ -41,8 +43,9 @@ def image_tensor(rgb: np.ndarray, max_size: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def multiscale_descriptor(model: torch.nn.Module, image01: torch.Tensor, scales: Sequence[float] = DEFAULT_SCALES,
-                          min_side: int = 32) -> torch.Tensor:
+def multiscale_descriptor(
+    model: torch.nn.Module, image01: torch.Tensor, scales: Sequence[float] = DEFAULT_SCALES, min_side: int = 32
+) -> torch.Tensor:
     """Mean over ``scales`` of ``model(normalize(resized image))``, L2-normalised.
 
     model: maps normalised (B, 3, H, W) to (B, N) and has ``normalize``; image01: (B, 3, H, W) in [0, 1].

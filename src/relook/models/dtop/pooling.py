@@ -4,6 +4,7 @@
 average pooling" (Table A5); the full model's pooling is not in the recoverable text. ``gem``
 (generalised mean, learnable p, init 3) and ``max`` are options.
 """
+
 from __future__ import annotations
 
 import torch

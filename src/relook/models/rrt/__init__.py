@@ -6,8 +6,31 @@
 (``from relook.models.rrt import RRT``); import the other submodules by name. ``model`` imports none of them,
 and they import ``model`` directly (never this ``__init__``), so the package has no import cycle.
 """
-from relook.models.rrt.model import (CAND_GLOBAL, CAND_LOCAL, CLS, DELG_SCALES, QUERY_GLOBAL, QUERY_LOCAL, RRT,
-                                     SEP, VARIANTS, RRTOutput, scale_indices)
 
-__all__ = ["CAND_GLOBAL", "CAND_LOCAL", "CLS", "DELG_SCALES", "QUERY_GLOBAL", "QUERY_LOCAL", "RRT", "RRTOutput",
-           "SEP", "VARIANTS", "scale_indices"]
+from relook.models.rrt.model import (
+    CAND_GLOBAL,
+    CAND_LOCAL,
+    CLS,
+    DELG_SCALES,
+    QUERY_GLOBAL,
+    QUERY_LOCAL,
+    RRT,
+    SEP,
+    VARIANTS,
+    RRTOutput,
+    scale_indices,
+)
+
+__all__ = [
+    "CAND_GLOBAL",
+    "CAND_LOCAL",
+    "CLS",
+    "DELG_SCALES",
+    "QUERY_GLOBAL",
+    "QUERY_LOCAL",
+    "RRT",
+    "RRTOutput",
+    "SEP",
+    "VARIANTS",
+    "scale_indices",
+]

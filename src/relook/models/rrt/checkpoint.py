@@ -20,6 +20,7 @@ local, CLS, SEP, query global, candidate global) and ``classifier``. RRT_SOP nes
 ``matcher.`` (next to its ResNet backbone) with a 4-row ``seg_encoder`` (CLS, SEP, query local,
 candidate local) and no ``remap``. The encoder layer keys are those of ``nn.TransformerEncoderLayer``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,15 @@ from typing import Any
 
 import torch
 
-from relook.checkpoints import (FORMATS, config_of, describe, load_checkpoint, load_state_into, to_json,
-                                unwrap_state_dict)
+from relook.checkpoints import (
+    FORMATS,
+    config_of,
+    describe,
+    load_checkpoint,
+    load_state_into,
+    to_json,
+    unwrap_state_dict,
+)
 from relook.errors import DataError
 from relook.models.rrt.model import CAND_GLOBAL, CAND_LOCAL, CLS, QUERY_GLOBAL, QUERY_LOCAL, RRT, SEP
 
@@ -47,8 +55,9 @@ def save_rrt(path: str | Path, model: RRT, **extra: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": 2, "config_json": to_json(model.conf), "state_dict": state, **extra},
-                   tmp)
+        torch.save(
+            {"format": FORMAT, "version": 2, "config_json": to_json(model.conf), "state_dict": state, **extra}, tmp
+        )
     return path
 
 
@@ -94,18 +103,21 @@ def guidance_of(ckpt: dict, path: str | Path = "checkpoint") -> dict[str, Any]:
     except json.JSONDecodeError:
         g = None
     if not isinstance(g, dict) or not isinstance(g.get("guidance"), str):
-        raise DataError(f"{path}: RRT checkpoint has a malformed guidance_json (expected a JSON object with 'guidance')")
+        raise DataError(
+            f"{path}: RRT checkpoint has a malformed guidance_json (expected a JSON object with 'guidance')"
+        )
     return g
 
 
 def official_to_relook(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Map an official RRT state dict to ours; returns (state dict, variant "landmark" | "sop")."""
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith("matcher.") for k in state):  # RRT_SOP: backbone + matcher
-        state = {k[len("matcher."):]: v for k, v in state.items() if k.startswith("matcher.")}
+        state = {k[len("matcher.") :]: v for k, v in state.items() if k.startswith("matcher.")}
     if "seg_encoder.weight" not in state:
-        raise DataError("not an official RRT state dict: no 'seg_encoder.weight' (looked under 'module.' "
-                        "and 'matcher.')")
+        raise DataError(
+            "not an official RRT state dict: no 'seg_encoder.weight' (looked under 'module.' and 'matcher.')"
+        )
     seg = state["seg_encoder.weight"]
     rows = {6: _GLD_SEGMENTS, 4: _SOP_SEGMENTS}.get(seg.shape[0])
     if rows is None:
@@ -115,12 +127,16 @@ def official_to_relook(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
     for ours, theirs in rows.items():
         new_seg[ours] = seg[theirs]
     out["segment_embed.weight"] = new_seg
-    rename = {"remap.": "global_proj.", "scale_encoder.": "scale_embed.", "classifier.": "classifier.",
-              "encoder.layers.": "encoder."}
+    rename = {
+        "remap.": "global_proj.",
+        "scale_encoder.": "scale_embed.",
+        "classifier.": "classifier.",
+        "encoder.layers.": "encoder.",
+    }
     for k, v in state.items():
         for old, new in rename.items():
             if k.startswith(old):
-                out[new + k[len(old):]] = v
+                out[new + k[len(old) :]] = v
     if "encoder.norm.weight" in state:  # pre-LN official models end with a LayerNorm
         out["final_norm.weight"], out["final_norm.bias"] = state["encoder.norm.weight"], state["encoder.norm.bias"]
     return out, "landmark" if seg.shape[0] == 6 else "sop"
@@ -135,22 +151,29 @@ def load_official_rrt(ckpt: dict | str | Path, source: str = "checkpoint", **con
         source, ckpt = str(ckpt), read_checkpoint(ckpt)
     state = unwrap_state_dict(ckpt, ("state", "state_dict", "model")) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{source}: expected a relook RRT checkpoint or an official RRT state dict, found "
-                        f"{describe(ckpt)}")
+        raise DataError(
+            f"{source}: expected a relook RRT checkpoint or an official RRT state dict, found {describe(ckpt)}"
+        )
     try:
         mapped, variant = official_to_relook(state)
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
     layers = sorted({int(k.split(".")[1]) for k in mapped if k.startswith("encoder.") and k.split(".")[1].isdigit()})
     try:
-        arch = {"variant": variant, "d_model": mapped["segment_embed.weight"].shape[1], "num_layers": len(layers),
-                "dim_feedforward": mapped["encoder.0.linear1.weight"].shape[0],
-                "norm_first": "final_norm.weight" in mapped}
+        arch = {
+            "variant": variant,
+            "d_model": mapped["segment_embed.weight"].shape[1],
+            "num_layers": len(layers),
+            "dim_feedforward": mapped["encoder.0.linear1.weight"].shape[0],
+            "norm_first": "final_norm.weight" in mapped,
+        }
         if variant == "landmark":
             arch["d_global"] = mapped["global_proj.weight"].shape[1]
     except (KeyError, IndexError) as e:
-        raise DataError(f"{source}: official RRT state dict without {e} (expected 'encoder.layers.0.linear1' and, "
-                        "for the landmark variant, 'remap')") from None
+        raise DataError(
+            f"{source}: official RRT state dict without {e} (expected 'encoder.layers.0.linear1' and, "
+            "for the landmark variant, 'remap')"
+        ) from None
     model = RRT(**{**arch, **conf})
     load_state_into(model, mapped, source, f"official RRT ({variant}) mapped to relook's RRT")
     model.guidance = {"guidance": "none"}

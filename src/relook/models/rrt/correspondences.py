@@ -7,6 +7,7 @@ candidate local j is the head-averaged softmax attention, symmetrised:
 ``(A[q_i -> c_j] + A[c_j -> q_i]) / 2`` (``symmetric=False`` uses the query -> candidate block only).
 The assignment maximises the summed affinity (scipy's Hungarian solver), one-to-one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from relook.errors import ShapeError
-from relook.models.rrt.model import RRT
 from relook.models.rrt.inputs import model_kwargs, pack_side
+from relook.models.rrt.model import RRT
 from relook.types import ImageFeatures
 
 
@@ -36,18 +37,20 @@ def assignment_matches(affinity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([rows, cols], 1).astype(np.int64), affinity[rows, cols].astype(np.float32)
 
 
-def cross_affinity(attention: torch.Tensor, n1: int, n2: int, offsets: tuple[int, int],
-                   symmetric: bool = True) -> torch.Tensor:
+def cross_affinity(
+    attention: torch.Tensor, n1: int, n2: int, offsets: tuple[int, int], symmetric: bool = True
+) -> torch.Tensor:
     """Affinity (B, n1, n2) from a layer's attention (B, H, L, L) and the locals' sequence offsets."""
     s1, s2 = offsets
     a = attention.float().mean(1)
-    a12 = a[:, s1:s1 + n1, s2:s2 + n2]
-    return (a12 + a[:, s2:s2 + n2, s1:s1 + n1].transpose(1, 2)) / 2 if symmetric else a12
+    a12 = a[:, s1 : s1 + n1, s2 : s2 + n2]
+    return (a12 + a[:, s2 : s2 + n2, s1 : s1 + n1].transpose(1, 2)) / 2 if symmetric else a12
 
 
 @torch.no_grad()
-def rrt_correspondences(model: RRT, query: ImageFeatures, candidate: ImageFeatures,
-                        max_locals: int | None = None, symmetric: bool = True) -> dict[str, np.ndarray]:
+def rrt_correspondences(
+    model: RRT, query: ImageFeatures, candidate: ImageFeatures, max_locals: int | None = None, symmetric: bool = True
+) -> dict[str, np.ndarray]:
     """Matched keypoints of a pair: ``kp_query`` (M, 2), ``kp_candidate`` (M, 2) pixels, ``affinity`` (M,),
     ``pairs`` (M, 2) indices into the selected locals, and the pair's ``logit`` (scalar array)."""
     model = model.eval()
@@ -61,5 +64,10 @@ def rrt_correspondences(model: RRT, query: ImageFeatures, candidate: ImageFeatur
     pairs, score = assignment_matches(aff[np.ix_(v1, v2)])
     pairs = np.stack([v1[pairs[:, 0]], v2[pairs[:, 1]]], 1) if len(pairs) else pairs
     kq, kc = q["keypoints"][0].cpu().numpy(), c["keypoints"][0].cpu().numpy()
-    return {"kp_query": kq[pairs[:, 0]], "kp_candidate": kc[pairs[:, 1]], "affinity": score, "pairs": pairs,
-            "logit": out.logits[0].float().cpu().numpy()}
+    return {
+        "kp_query": kq[pairs[:, 0]],
+        "kp_candidate": kc[pairs[:, 1]],
+        "affinity": score,
+        "pairs": pairs,
+        "logit": out.logits[0].float().cpu().numpy(),
+    }

@@ -39,19 +39,20 @@ Float32 reads the model's parameters live; int8 packs a snapshot of them at cons
 scorer after changing the model). Padding masks (keypoint input) and pre-/post-LayerNorm models are
 supported.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from relook.errors import ConfigError, ShapeError
-from relook.models.rrt.model import RRT
 from relook.models.rrt.inputs import model_kwargs
+from relook.models.rrt.model import RRT
 
 #: None = float32; "int8" = every encoder Linear in int8; "int8_ff" = the feed-forward Linears only
 QUANTIZE = (None, "int8", "int8_ff")
@@ -82,7 +83,6 @@ class _Layer:
 
     def __init__(self, layer: torch.nn.TransformerEncoderLayer, quantize: str | None) -> None:
         attn = layer.self_attn
-        C = attn.embed_dim
         self.heads, self.norm_first = attn.num_heads, layer.norm_first
         w_in, b_in = attn.in_proj_weight, attn.in_proj_bias
         lin = _int8_linear if quantize == "int8" else _float_linear
@@ -94,8 +94,9 @@ class _Layer:
         if layer.activation is not F.relu and not isinstance(layer.activation, torch.nn.ReLU):
             raise ConfigError("RRTPairScorer: only ReLU feed-forward layers are supported")
 
-    def __call__(self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int = 0, cls_only: bool = False,
-                 sdpa: bool = False) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, kpm: torch.Tensor | None, shared: int = 0, cls_only: bool = False, sdpa: bool = False
+    ) -> torch.Tensor:
         """x (b, L, C) -> (b, L, C), or (b, 1, C) for CLS only. ``shared`` = number of leading tokens equal
         in every row of the batch (their Q/K/V are projected once); kpm (b, L) True = padded key."""
         b, L, C = x.shape
@@ -115,7 +116,7 @@ class _Layer:
             mask = None if kpm is None else ~kpm[:, None, None, :]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            q, k, v = q * dh ** -0.5, k.contiguous(), v.contiguous()
+            q, k, v = q * dh**-0.5, k.contiguous(), v.contiguous()
             s = torch.matmul(q, k.transpose(-1, -2))
             if kpm is not None:
                 s.masked_fill_(kpm[:, None, None, :], float("-inf"))
@@ -147,8 +148,9 @@ class RRTPairScorer:
     share_query: bool = False
     short_attention: str = "sdpa"
 
-    def __init__(self, model: RRT, workers: int | None = None, chunk_tokens: int = 1000,
-                 quantize: str | None = None) -> None:
+    def __init__(
+        self, model: RRT, workers: int | None = None, chunk_tokens: int = 1000, quantize: str | None = None
+    ) -> None:
         if quantize not in QUANTIZE:
             raise ConfigError(f"RRTPairScorer: quantize must be one of {QUANTIZE}, got {quantize!r}")
         if quantize and "fbgemm" not in torch.backends.quantized.supported_engines:
@@ -180,8 +182,17 @@ class RRTPairScorer:
             for s in range(lo, hi, step):
                 e = min(hi, s + step)
                 c = {k: (None if v is None else v[s:e]) for k, v in kw.items()}
-                x = self.model.embed(c["q_local"], c["c_local"], c["q_pos"], c["c_pos"], c["q_scale_idx"],
-                                     c["c_scale_idx"], c["q_global"], c["c_global"], c["input_pe"])
+                x = self.model.embed(
+                    c["q_local"],
+                    c["c_local"],
+                    c["q_pos"],
+                    c["c_pos"],
+                    c["q_scale_idx"],
+                    c["c_scale_idx"],
+                    c["q_global"],
+                    c["c_global"],
+                    c["input_pe"],
+                )
                 kpm = self.model.padding_mask(c.get("q_mask"), c.get("c_mask"), e - s, n1, n2, x.device)
                 out[s:e] = self._encode(x, kpm, shared)
 
@@ -211,8 +222,10 @@ class RRTPairScorer:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # process-wide: each worker runs its ops on one core
         try:
-            jobs = [self._pool.submit(self._run, kw, shared, out, int(lo), int(hi))
-                    for lo, hi in zip(bounds[:-1], bounds[1:])]
+            jobs = [
+                self._pool.submit(self._run, kw, shared, out, int(lo), int(hi))
+                for lo, hi in zip(bounds[:-1], bounds[1:])
+            ]
             for j in jobs:
                 j.result()
         finally:

@@ -15,9 +15,10 @@ the official weights were trained with); keypoints divided by the image size wou
 ((j + 0.5)/s, ...), half a cell off. Other inputs (keypoints, or a grid that is not square) use keypoints
 divided by the image size.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,8 +51,9 @@ def select_locals(f: ImageFeatures, input_kind: str, max_locals: int | None) -> 
     return order[:max_locals] if max_locals else order
 
 
-def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int | None = None,
-              device: torch.device | str = "cpu") -> dict[str, torch.Tensor | None]:
+def pack_side(
+    feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int | None = None, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor | None]:
     """Pad and stack the selected locals of ``feats`` into one side of a pair batch."""
     max_locals = max_locals or model_conf.get("max_locals")
     sel = [select_locals(f, model_conf["input"], max_locals) for f in feats]
@@ -73,7 +75,7 @@ def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int 
             if f.image_size is not None:
                 sizes[b] = f.image_size
                 pos[b, :k] = kps[b, :k] / np.asarray(f.image_size[::-1], np.float32).clip(min=1)
-            side = int(round(k ** 0.5))
+            side = int(round(k**0.5))
             if model_conf["input"] == "grid" and side * side == k == f.num_local:
                 pos[b, :k] = grid_positions(side, side).numpy()
             if f.scales is not None:
@@ -81,16 +83,25 @@ def pack_side(feats: Sequence[ImageFeatures], model_conf: dict, max_locals: int 
         if model_conf["d_global"]:
             g = f.get("global_desc")
             if g.shape[0] != glob.shape[1]:
-                raise DataError(f"image {f.image_id!r}: global_desc has {g.shape[0]} dims, the RRT model expects "
-                                f"{glob.shape[1]}")
+                raise DataError(
+                    f"image {f.image_id!r}: global_desc has {g.shape[0]} dims, the RRT model expects {glob.shape[1]}"
+                )
             glob[b] = g
     if n and local.shape[2] != model_conf["d_local"]:
-        raise DataError(f"local_desc has {local.shape[2]} dims but the RRT model expects d_local="
-                        f"{model_conf['d_local']}; extract with a matching local_dim")
+        raise DataError(
+            f"local_desc has {local.shape[2]} dims but the RRT model expects d_local="
+            f"{model_conf['d_local']}; extract with a matching local_dim"
+        )
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return {"local": t(local), "pos": t(pos), "mask": t(mask), "keypoints": t(kps), "image_size": t(sizes),
-            "scale_idx": scale_indices(torch.from_numpy(scales), DELG_SCALES).to(device),
-            "global": t(glob) if model_conf["d_global"] else None}
+    return {
+        "local": t(local),
+        "pos": t(pos),
+        "mask": t(mask),
+        "keypoints": t(kps),
+        "image_size": t(sizes),
+        "scale_idx": scale_indices(torch.from_numpy(scales), DELG_SCALES).to(device),
+        "global": t(glob) if model_conf["d_global"] else None,
+    }
 
 
 def index_side(side: dict, idx: torch.Tensor) -> dict:
@@ -103,9 +114,16 @@ def model_kwargs(q: dict, c: dict) -> dict:
 
     Masks are passed only when something is padded, so full grids keep the fused attention path.
     """
-    kw = {"q_local": q["local"], "c_local": c["local"], "q_pos": q["pos"], "c_pos": c["pos"],
-          "q_scale_idx": q["scale_idx"], "c_scale_idx": c["scale_idx"], "q_global": q["global"],
-          "c_global": c["global"]}
+    kw = {
+        "q_local": q["local"],
+        "c_local": c["local"],
+        "q_pos": q["pos"],
+        "c_pos": c["pos"],
+        "q_scale_idx": q["scale_idx"],
+        "c_scale_idx": c["scale_idx"],
+        "q_global": q["global"],
+        "c_global": c["global"],
+    }
     if bool(q["mask"].any()) or bool(c["mask"].any()):
         kw["q_mask"], kw["c_mask"] = q["mask"], c["mask"]
     return kw

@@ -21,6 +21,7 @@ The model is asymmetric by definition: the first image is the query (segment ``b
 the candidate (``beta'``). Swapping the images AND the two segment embeddings gives the same logit
 (the encoder has no sequence-order encoding); swapping only the images in general does not.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -41,10 +42,22 @@ DELG_SCALES = (0.5, 0.70710677, 1.0, 1.41421354, 2.0, 2.82842708, 4.0)
 CLS, SEP, QUERY_LOCAL, CAND_LOCAL, QUERY_GLOBAL, CAND_GLOBAL = range(6)
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "sop": {"d_global": 0, "position_encoding": "sine", "scale_embedding": False, "normalize_inputs": False,
-            "input": "grid", "max_locals": 49},
-    "landmark": {"d_global": 2048, "position_encoding": "none", "scale_embedding": True, "normalize_inputs": True,
-                 "input": "keypoints", "max_locals": 500},
+    "sop": {
+        "d_global": 0,
+        "position_encoding": "sine",
+        "scale_embedding": False,
+        "normalize_inputs": False,
+        "input": "grid",
+        "max_locals": 49,
+    },
+    "landmark": {
+        "d_global": 2048,
+        "position_encoding": "none",
+        "scale_embedding": True,
+        "normalize_inputs": True,
+        "input": "keypoints",
+        "max_locals": 500,
+    },
 }
 
 
@@ -77,22 +90,22 @@ class RRT(nn.Module):
     """The Reranking Transformer. Build with ``RRT(**conf)`` or ``RRT(variant="landmark")``."""
 
     default_conf: ClassVar[dict[str, Any]] = {
-        "variant": "sop",            # preset filling the keys below (sop | landmark); explicit keys win
-        "d_model": 128,              # token width
-        "nhead": 4,                  # attention heads
-        "num_layers": 6,             # encoder layers
-        "dim_feedforward": 1024,     # feed-forward width (official code)
-        "dropout": 0.0,              # dropout everywhere (official: 0)
-        "norm_first": False,         # False = post-LayerNorm (official normalize_before=False)
-        "d_local": 128,              # input local descriptor dim; != d_model adds a Linear projection
-        "d_global": None,            # global descriptor dim for a global token; 0 = no global token
-        "position_encoding": None,   # "sine" (frequency PE psi) or "none"
-        "pe_temperature": 10000.0,   # sine PE temperature
-        "pe_scale": 2.0,             # sine PE multiplies normalised positions by this (official 2.0)
-        "scale_embedding": None,     # add a learned embedding of each local's DELG scale bin
-        "normalize_inputs": None,    # L2-normalise local and (projected) global vectors first
-        "input": None,               # how locals are chosen upstream: "grid" (all cells) or "keypoints"
-        "max_locals": None,          # locals per image kept upstream (top by attention for keypoints)
+        "variant": "sop",  # preset filling the keys below (sop | landmark); explicit keys win
+        "d_model": 128,  # token width
+        "nhead": 4,  # attention heads
+        "num_layers": 6,  # encoder layers
+        "dim_feedforward": 1024,  # feed-forward width (official code)
+        "dropout": 0.0,  # dropout everywhere (official: 0)
+        "norm_first": False,  # False = post-LayerNorm (official normalize_before=False)
+        "d_local": 128,  # input local descriptor dim; != d_model adds a Linear projection
+        "d_global": None,  # global descriptor dim for a global token; 0 = no global token
+        "position_encoding": None,  # "sine" (frequency PE psi) or "none"
+        "pe_temperature": 10000.0,  # sine PE temperature
+        "pe_scale": 2.0,  # sine PE multiplies normalised positions by this (official 2.0)
+        "scale_embedding": None,  # add a learned embedding of each local's DELG scale bin
+        "normalize_inputs": None,  # L2-normalise local and (projected) global vectors first
+        "input": None,  # how locals are chosen upstream: "grid" (all cells) or "keypoints"
+        "max_locals": None,  # locals per image kept upstream (top by attention for keypoints)
     }
 
     def __init__(self, **conf: Any) -> None:
@@ -116,9 +129,17 @@ class RRT(nn.Module):
         self.scale_embed = nn.Embedding(len(DELG_SCALES), d) if c["scale_embedding"] else None
         self.segment_embed = nn.Embedding(6, d)
         self.encoder = nn.ModuleList(
-            nn.TransformerEncoderLayer(d, c["nhead"], c["dim_feedforward"], c["dropout"], activation="relu",
-                                       batch_first=True, norm_first=c["norm_first"])
-            for _ in range(c["num_layers"]))
+            nn.TransformerEncoderLayer(
+                d,
+                c["nhead"],
+                c["dim_feedforward"],
+                c["dropout"],
+                activation="relu",
+                batch_first=True,
+                norm_first=c["norm_first"],
+            )
+            for _ in range(c["num_layers"])
+        )
         self.final_norm = nn.LayerNorm(d) if c["norm_first"] else None
         self.classifier = nn.Linear(d, 1)
         for p in self.parameters():  # official init: Xavier-uniform on every matrix
@@ -143,8 +164,9 @@ class RRT(nn.Module):
         if self.conf["position_encoding"] == "sine":
             if pos is None:
                 raise ShapeError("RRT: positions (B, N, 2) are required with position_encoding='sine'")
-            x = x + sine_position_encoding(pos, self.conf["d_model"], self.conf["pe_temperature"],
-                                           self.conf["pe_scale"]).to(x.dtype)
+            x = x + sine_position_encoding(
+                pos, self.conf["d_model"], self.conf["pe_temperature"], self.conf["pe_scale"]
+            ).to(x.dtype)
         if self.scale_embed is not None:
             idx = scales if scales is not None else x.new_full((B, n), 2, dtype=torch.long)
             x = x + self.scale_embed(idx)
@@ -152,27 +174,41 @@ class RRT(nn.Module):
         g = None
         if self.has_global:
             if glob is None:
-                raise ShapeError(f"RRT: this model has a global token; pass global descriptors (B, {self.conf['d_global']})")
+                raise ShapeError(
+                    f"RRT: this model has a global token; pass global descriptors (B, {self.conf['d_global']})"
+                )
             g = self.global_proj(glob)
             if self.conf["normalize_inputs"]:
                 g = F.normalize(g, dim=-1)
             g = (g + self.segment_embed.weight[seg_global]).unsqueeze(1)
         return x, g
 
-    def embed(self, q_local, c_local, q_pos=None, c_pos=None, q_scale_idx=None, c_scale_idx=None,
-              q_global=None, c_global=None, input_pe=None) -> torch.Tensor:
+    def embed(
+        self,
+        q_local,
+        c_local,
+        q_pos=None,
+        c_pos=None,
+        q_scale_idx=None,
+        c_scale_idx=None,
+        q_global=None,
+        c_global=None,
+        input_pe=None,
+    ) -> torch.Tensor:
         """The token sequence (B, L, C) of the pairs; see ``forward`` for the arguments."""
         if q_local.dim() != 3 or c_local.dim() != 3 or q_local.shape[0] != c_local.shape[0]:
-            raise ShapeError(f"RRT: locals must be (B, N, d) with equal B, got {tuple(q_local.shape)} "
-                             f"and {tuple(c_local.shape)}")
+            raise ShapeError(
+                f"RRT: locals must be (B, N, d) with equal B, got {tuple(q_local.shape)} and {tuple(c_local.shape)}"
+            )
         B, n1 = q_local.shape[:2]
         n2 = c_local.shape[1]
         xq, gq = self._embed_side(q_local, q_pos, q_scale_idx, q_global, QUERY_LOCAL, QUERY_GLOBAL)
         xc, gc = self._embed_side(c_local, c_pos, c_scale_idx, c_global, CAND_LOCAL, CAND_GLOBAL)
         if input_pe is not None:
             if tuple(input_pe.shape) != (B, n1 + n2, xq.shape[-1]):
-                raise ShapeError(f"RRT: input_pe must be (B, n1+n2, C) = {(B, n1 + n2, xq.shape[-1])}, "
-                                 f"got {tuple(input_pe.shape)}")
+                raise ShapeError(
+                    f"RRT: input_pe must be (B, n1+n2, C) = {(B, n1 + n2, xq.shape[-1])}, got {tuple(input_pe.shape)}"
+                )
             xq, xc = xq + input_pe[:, :n1].to(xq.dtype), xc + input_pe[:, n1:].to(xc.dtype)
         w = self.segment_embed.weight
         cls, sep = w[CLS].expand(B, 1, -1).to(xq.dtype), w[SEP].expand(B, 1, -1).to(xq.dtype)
@@ -193,6 +229,7 @@ class RRT(nn.Module):
     @staticmethod
     def _layer_with_attention(layer: nn.TransformerEncoderLayer, x, kpm):
         """One encoder layer computed from its own modules, also returning the (B, H, L, L) attention."""
+
         def sa(h):
             a, w = layer.self_attn(h, h, h, key_padding_mask=kpm, need_weights=True, average_attn_weights=False)
             return layer.dropout1(a), w
@@ -242,10 +279,23 @@ class RRT(nn.Module):
         y = layer.norm1(xr + a)
         return layer.norm2(y + ff(y))
 
-    def forward(self, q_local, c_local, q_pos=None, c_pos=None, q_mask=None, c_mask=None,
-                q_scale_idx=None, c_scale_idx=None, q_global=None, c_global=None, input_pe=None,
-                return_attention: bool = False, return_last_input: bool = False,
-                return_raw_cross: bool = False) -> RRTOutput:
+    def forward(
+        self,
+        q_local,
+        c_local,
+        q_pos=None,
+        c_pos=None,
+        q_mask=None,
+        c_mask=None,
+        q_scale_idx=None,
+        c_scale_idx=None,
+        q_global=None,
+        c_global=None,
+        input_pe=None,
+        return_attention: bool = False,
+        return_last_input: bool = False,
+        return_raw_cross: bool = False,
+    ) -> RRTOutput:
         """Score B (query, candidate) pairs.
 
         q_local (B, n1, d_local), c_local (B, n2, d_local): local descriptors; q_pos / c_pos (B, n, 2)
@@ -276,8 +326,15 @@ class RRT(nn.Module):
         raw = self.raw_cross_attention(last_input, n1, n2) if return_raw_cross else None
         return RRTOutput(logits, n1, n2, attentions, last_input if return_last_input else None, raw)
 
-    def raw_cross_attention(self, last_input: torch.Tensor, n1: int, n2: int, per_head: bool = False,
-                            scaled: bool = False, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw_cross_attention(
+        self,
+        last_input: torch.Tensor,
+        n1: int,
+        n2: int,
+        per_head: bool = False,
+        scaled: bool = False,
+        bias: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw cross-attention logits of the last layer (Sec. 3.3, Eq. 1-2 of the epipolar paper).
 
         A12 = Q K'^T with Q = W_Q y (query-image tokens), K' = W_K y' (candidate-image tokens), and
@@ -303,15 +360,15 @@ class RRT(nn.Module):
         W, b = layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias
         b = b if bias else None
         q = F.linear(y, W[:C], b[:C] if b is not None else None).view(B, L, H, dh).transpose(1, 2)
-        k = F.linear(y, W[C:2 * C], b[C:2 * C] if b is not None else None).view(B, L, H, dh).transpose(1, 2)
+        k = F.linear(y, W[C : 2 * C], b[C : 2 * C] if b is not None else None).view(B, L, H, dh).transpose(1, 2)
         s1, s2 = self.offsets(n1)
         if s2 + n2 != L:
             raise ShapeError(f"RRT.raw_cross_attention: n1={n1}, n2={n2} do not fit a sequence of length {L}")
-        qa, ka = q[:, :, s1:s1 + n1], k[:, :, s1:s1 + n1]
-        qb, kb = q[:, :, s2:s2 + n2], k[:, :, s2:s2 + n2]
+        qa, ka = q[:, :, s1 : s1 + n1], k[:, :, s1 : s1 + n1]
+        qb, kb = q[:, :, s2 : s2 + n2], k[:, :, s2 : s2 + n2]
         a12, a21 = qa @ kb.transpose(-1, -2), qb @ ka.transpose(-1, -2)
         if scaled:
-            a12, a21 = a12 / dh ** 0.5, a21 / dh ** 0.5
+            a12, a21 = a12 / dh**0.5, a21 / dh**0.5
         if not per_head:
             a12, a21 = a12.sum(1), a21.sum(1)
         return a12, a21
