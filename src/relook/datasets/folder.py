@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.datasets.base import RetrievalDataset, register_dataset
+from relook.datasets.splits import DEFAULT_FRACTIONS, SPLITS, split_groups
 from relook.datasets.tables import read_csv
 from relook.errors import ConfigError, DataError
 from relook.images import is_image_file
@@ -133,12 +134,18 @@ def load_folder(
     split: str | None = None,
     singletons: str = "distractor",
     check: bool = True,
+    split_by_group: bool = False,
+    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    split_seed: int = 0,
 ) -> RetrievalDataset:
     """Your own images as a labels-protocol dataset (module docstring).
 
     ``csv``: image/group table (else sub-folders are groups); ``split``: CSV rows of that split, or
     ROOT/<split> without a CSV; ``singletons``: "distractor" (groups of one image stay in the gallery,
     not queried) or "drop"; ``check``: decode every image once to skip unreadable ones.
+    ``split_by_group``: with ``split`` in train / val / test, keep the groups that
+    ``relook.datasets.splits.split_groups(all groups, split_fractions, split_seed)`` puts in that split
+    (for a CSV or folder that has no split of its own, e.g. UKBench 60/20/20 by object).
     ``info``: ``groups`` (names; label i = groups[i]), ``group_of`` (image id -> group or None),
     ``unreadable``, ``singletons`` (image ids), ``ignored_files`` (count).
     """
@@ -148,11 +155,13 @@ def load_folder(
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (folder dataset root)")
     ignored = 0
+    if split_by_group and split not in SPLITS:
+        raise ConfigError(f"folder: split_by_group needs split in {', '.join(SPLITS)}, got split={split!r}")
     if csv is not None:
         source = _find_csv(root, csv)
-        rows = _read_table(root, source, split)
+        rows = _read_table(root, source, None if split_by_group else split)
     else:
-        if split is not None:
+        if split is not None and not split_by_group:
             root = root / split
             if not root.is_dir():
                 raise DataError(f"{root}: no such split folder (folder dataset without csv reads ROOT/<split>)")
@@ -160,6 +169,9 @@ def load_folder(
         rows, ignored = _scan_folders(root)
         if not rows:
             raise DataError(f"{root}: no images found; expected one sub-folder of images per group, or csv=FILE")
+    if split_by_group:
+        assign = split_groups([g for _, g in rows if g is not None], split_fractions, split_seed)
+        rows = [r for r in rows if r[1] is not None and assign[r[1]] == split]
     unreadable = [img for img, _ in rows if check and not readable(root / img)]
     if unreadable:
         _warn_once(f"folder {source}: skipped {_count(len(unreadable), 'unreadable image')}: {_names(unreadable)}")
