@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "dataset": {},
     "extractors": [],
     "global": None,
-    "shortlist": {"k": 1000, "index": "flat"},
+    "shortlist": {"k": 1000, "index": "flat", "ivfpq": {}},  # ivfpq: relook.ondisk.IVFPQ_DEFAULTS overrides
     "rerankers": [],
     "rerank_junk": "keep",
     "out": "runs/exp",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -166,9 +167,9 @@ def _global_label(conf: dict) -> str:
 def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> str:
     """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and the content of
     its gallery store (``FeatureStore.digest`` of the gallery ids, so a re-extracted store changes it)."""
-    return _fingerprint(
-        conf["shortlist"].get("index", "flat"), conf["dataset"], label, gallery_store.digest(gallery_ids)
-    )
+    kind = conf["shortlist"].get("index", "flat")
+    options = [conf["shortlist"].get("ivfpq") or {}] if kind == "ivfpq" else []  # flat: as before
+    return _fingerprint(kind, *options, conf["dataset"], label, gallery_store.digest(gallery_ids))
 
 
 def index(conf: dict, overwrite: bool = False) -> Path:
@@ -184,7 +185,8 @@ def index(conf: dict, overwrite: bool = False) -> Path:
     dataset = dataset_of(conf)
     label = _global_label(conf)
     _, gpath = store_paths(conf, label, dataset)
-    out = Path(conf["out"]) / "index.faiss"
+    kind = conf["shortlist"].get("index", "flat")
+    out = index_file(conf)
     stamp = out.with_suffix(".json")
     with FeatureStore(gpath) as gs:
         missing = gs.missing(dataset.gallery_ids)
@@ -194,12 +196,45 @@ def index(conf: dict, overwrite: bool = False) -> Path:
         if out.exists() and not overwrite and _stamp_fingerprint(stamp) == fp:
             return out
         start = time.perf_counter()
-        idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
+        if kind == "ivfpq":  # trained on a sample, filled in parts, merged on disk, memory-mapped at search
+            _build_ivfpq_on_disk(conf, gs, dataset.gallery_ids, out.parent)
+        else:
+            write_index(build_index(gs.stack("global_desc", dataset.gallery_ids), kind=kind), out)
         record_timing(conf["out"], "index", time.perf_counter() - start, gallery=len(dataset.gallery_ids))
-    write_index(idx, out)
     with atomic_path(stamp) as tmp:  # written after the index: a crash in between leaves a mismatch -> rebuild
         tmp.write_text(json.dumps({"fingerprint": fp, "gallery": str(gpath)}))
     return out
+
+
+def _build_ivfpq_on_disk(conf: dict, gs, ids: list[str], out_dir: Path) -> Path:
+    """``relook.ondisk``: quantisers trained on a seeded sample, the store read chunk by chunk."""
+    from relook.ondisk import build_on_disk, ivfpq_conf, sample_rows, train_ivfpq
+
+    c = ivfpq_conf(conf["shortlist"].get("ivfpq"), len(ids))
+
+    def chunks():
+        for i in range(0, len(ids), c["chunk"]):
+            yield gs.stack("global_desc", ids[i : i + c["chunk"]])
+
+    sample = sample_rows(chunks(), c["train_size"], len(ids), c["seed"])
+    trained = train_ivfpq(sample, c["nlist"], c["m"], c["nbits"], c["seed"])
+    shutil.rmtree(out_dir / "parts", ignore_errors=True)  # parts of an index built from other features
+    return build_on_disk(chunks(), out_dir, trained, c["nprobe"])
+
+
+def index_file(conf: dict) -> Path:
+    """Where the run's index lives: ``<out>/index.faiss``, or ``<out>/index/index.faiss`` beside its
+    memory-mapped inverted lists for ``shortlist.index: ivfpq``."""
+    on_disk = conf["shortlist"].get("index", "flat") == "ivfpq"
+    return Path(conf["out"]) / ("index/index.faiss" if on_disk else "index.faiss")
+
+
+def read_any_index(path: Path):
+    """The flat / in-memory index, or the on-disk IVF-PQ (``index/index.faiss``) with its lists mapped."""
+    from relook.ondisk import read_on_disk
+    from relook.search import read_index
+
+    return read_on_disk(path) if path.parent.name == "index" else read_index(path)
 
 
 def _stamp_fingerprint(stamp: Path) -> str | None:
@@ -252,7 +287,6 @@ def search(conf: dict, overwrite: bool = False) -> Path:
     When queries are gallery images (``dataset.query_in_gallery``), each query is left out of its own
     list before the top-k is cut, so k real candidates reach the rerankers (``relook.search.search``).
     """
-    from relook.search import read_index
     from relook.search import search as faiss_search
 
     dataset = dataset_of(conf)
@@ -266,7 +300,7 @@ def search(conf: dict, overwrite: bool = False) -> Path:
         fp = _search_fingerprint(conf, dataset, qs, gs, label)
         if out.exists() and not overwrite and _meta_of(out, Shortlist).get("fingerprint") == fp:
             return out
-        faiss_index = read_index(index(conf))
+        faiss_index = read_any_index(index(conf))
         meta = {
             "fingerprint": fp,
             "dataset": f"{dataset.name} ({dataset.root})",

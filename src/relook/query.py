@@ -121,7 +121,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         raise DataError(
             f"{run}: no config.yaml, so not a finished run; make one first with `relook run -c CONFIG -s out={run}`"
         )
-    if not (run / "index.faiss").is_file():
+    if not ((run / "index.faiss").is_file() or (run / "index" / "index.faiss").is_file()):
         raise DataError(
             f"{run}: no index.faiss; run `relook run -c {run / 'config.yaml'}` "
             f"(or `relook index -c {run / 'config.yaml'}`) first"
@@ -218,7 +218,7 @@ def query(
     """
     from relook import pipeline
     from relook.images import load_image
-    from relook.search import read_index, search
+    from relook.search import search
 
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
@@ -234,12 +234,12 @@ def query(
 
     label = pipeline._global_label(conf)
     _, gpath = pipeline.store_paths(conf, label, dataset)
-    index_path = Path(conf["out"]) / "index.faiss"
+    index_path = pipeline.index_file(conf)
     _check_index(conf, label, gpath, index_path, dataset.gallery_ids)
     feats = {label: embed(extractors[label], gpath, list(zip(qids, arrays)))}
     gids = dataset.gallery_ids
     shortlist = search(
-        read_index(index_path),
+        pipeline.read_any_index(index_path),
         np.stack([f.get("global_desc") for f in feats[label]]),
         int(conf["shortlist"].get("k", 1000)),
         qids,
