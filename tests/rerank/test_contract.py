@@ -54,8 +54,16 @@ def _image(image_id, rng, base=None, n=60):
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
+    qs, gs, shortlist = make_stores(tmp_path_factory.mktemp("contract"))
+    yield qs, gs, shortlist
+    qs.close()
+    gs.close()
+
+
+def make_stores(root):
+    """Query and gallery stores of planted pairs (gallery q and q+3 share half their features with query q)
+    plus a query without locals, and their global shortlist (the whole gallery)."""
     rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("contract")
     queries = [_image(f"q{i}", rng) for i in range(3)]
     gallery = [_image(f"g{i:02d}", rng, queries[i % 3] if i < 6 else None) for i in range(12)]
     empty = ImageFeatures(
@@ -75,9 +83,7 @@ def stores(tmp_path_factory):
         s.write_many(gallery)
     qs, gs = FeatureStore(root / "q.h5"), FeatureStore(root / "g.h5")
     shortlist = exact_search(qs.stack("global_desc"), gs.stack("global_desc"), 12, qs.ids(), gs.ids())
-    yield qs, gs, shortlist
-    qs.close()
-    gs.close()
+    return qs, gs, shortlist
 
 
 def test_registered():
@@ -86,10 +92,15 @@ def test_registered():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_permutation_no_nan_seeded(name, stores):
+    check_permutation_no_nan_seeded(_create, name, stores)
+
+
+def check_permutation_no_nan_seeded(create, name, stores):
+    """A permutation of the shortlist, scores finite and descending, the same twice, only the head reordered."""
     qs, gs, shortlist = stores
     for top_k in (100, 5):
-        out = _create(name, top_k=top_k).rerank_shortlist(shortlist, qs, gs, progress=False)
-        again = _create(name, top_k=top_k).rerank_shortlist(shortlist, qs, gs, progress=False)
+        out = create(name, top_k=top_k).rerank_shortlist(shortlist, qs, gs, progress=False)
+        again = create(name, top_k=top_k).rerank_shortlist(shortlist, qs, gs, progress=False)
         assert out.indices.shape == shortlist.indices.shape
         assert np.isfinite(out.scores).all()
         for q in range(shortlist.num_queries):
@@ -115,8 +126,13 @@ def test_improves_planted_matches(name, stores):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_empty(name, stores):
+    check_empty(_create, name, stores)
+
+
+def check_empty(create, name, stores):
+    """No query, k = 0 and a query without locals give shaped results and finite scores."""
     qs, gs, shortlist = stores
-    r = _create(name)
+    r = create(name)
     none = Shortlist([], shortlist.gallery_ids, np.zeros((0, 4), np.int64), np.zeros((0, 4), np.float32))
     assert r.rerank_shortlist(none, qs, gs, progress=False).indices.shape == (0, 4)
     zero_k = shortlist.topk(0)

@@ -1,0 +1,42 @@
+"""The README's code blocks marked ``<!-- runnable ... -->`` run as written, and the reranker the README
+teaches how to add passes the contract every registered reranker passes."""
+
+import re
+from pathlib import Path
+
+from relook.rerank import create_reranker, list_rerankers
+from tests.rerank.test_contract import check_empty, check_permutation_no_nan_seeded, make_stores
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def runnable_blocks(text: str) -> list[str]:
+    """The fenced python blocks that directly follow a ``<!-- runnable`` comment line."""
+    return re.findall(r"<!-- runnable[^\n]*-->\n```python\n(.*?)\n```", text, flags=re.S)
+
+
+def test_blocks_found():
+    assert len(runnable_blocks(README.read_text())) >= 1
+
+
+def test_runnable_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = set(list_rerankers())
+    for block in runnable_blocks(README.read_text()):
+        exec(compile(block, str(README), "exec"), {"__name__": "readme_block"})
+    added = set(list_rerankers()) - before
+    assert added == {"mnn_share"}
+    qs, gs, shortlist = stores = make_stores(tmp_path)
+    try:
+
+        def create(name, **conf):
+            return create_reranker(name, **conf)
+
+        check_permutation_no_nan_seeded(create, "mnn_share", stores)
+        check_empty(create, "mnn_share", stores)
+        out = create_reranker("mnn_share", weight=5.0).rerank_shortlist(shortlist, qs, gs, progress=False)
+        for q in range(3):  # the planted pairs share half their locals: mutual neighbours find them
+            assert set(out.indices[q, :2].tolist()) == {q, q + 3}
+    finally:
+        qs.close()
+        gs.close()
