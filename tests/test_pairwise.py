@@ -71,6 +71,15 @@ def test_ot_method(pairs, one_thread):
     for same, other in (res[:2], res[2:]):
         assert same.score > other.score and same.global_cosine > other.global_cosine
     assert all(r.inliers is None for r in res)  # not a matching method
+    # reference: OT's rerank on the Lite0 features extracted directly: S_global + S_struct (Eq. 3-6)
+    from relook.images import load_image
+    from relook.methods import build_extractor
+    from relook.rerank import create_reranker
+
+    cnn = build_extractor({"name": "cnn_local", "image_size": 224})
+    fa, fb = cnn.extract([("a", load_image(pairs[1][0])), ("b", load_image(pairs[1][1]))])
+    ref = create_reranker("ot", marginal="uniform").rerank(fa, [fb], np.array([res[1].global_cosine]))
+    assert res[1].score == pytest.approx(float(ref[0]), abs=1e-4)
 
 
 def test_methods_come_from_the_registry(monkeypatch):
@@ -124,3 +133,39 @@ def test_cli(tmp_path, pairs, capsys, one_thread):
     assert fig.is_file() and fig.stat().st_size > 10_000
     assert main(["pair", str(a), str(tmp_path / "missing.jpg"), "-c", str(config)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_run_weights_and_scores(tmp_path, one_thread):
+    """With ``run=``: the run's extractors and gv settings, the same inliers as the run's own ranking gave
+    the pair, and ``query``'s refusal when the run's store was made with other weights."""
+    import json
+
+    import h5py
+
+    from relook import pipeline
+    from relook.experiment import load_config, save_config
+    from relook.types import Ranking
+
+    root = shared("multiview", "ukbench", "images")
+    rows = [f"ukb{g:04d}/ukbench{4 * g + v:05d}.jpg,ukb{g:04d}" for g in (14, 20) for v in range(4)]
+    (tmp_path / "two.csv").write_text("image,group\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"dataset: {{name: folder, root: {root}, csv: {tmp_path / 'two.csv'}}}\n"
+        + "\n".join(f"{k}: {json.dumps(v)}" for k, v in CONF.items() if k != "out")
+        + f"\nshortlist: {{k: 7}}\nout: {tmp_path / 'run'}\n"
+    )
+    conf = load_config([config])
+    pipeline.extract(conf, progress=False)
+    pipeline.search(conf)
+    pipeline.rerank(conf, progress=False)
+    save_config(conf, conf["out"])
+    ranking = Ranking.load(tmp_path / "run" / "rankings" / "gv.npz")
+    q, g = ranking.query_ids[0], ranking.gallery_ids[ranking.indices[0, 0]]
+    (res,) = score_pairs([(root / q, root / g)], "gv", run=tmp_path / "run")
+    assert res.inliers == int(np.floor(ranking.scores[0, 0])) >= 15  # gv's score: inliers + a tie-break < 0.5
+    with h5py.File(tmp_path / "run" / "features" / "aliked" / "gallery.h5", "a") as f:
+        meta = json.loads(f.attrs["meta"])
+        f.attrs["meta"] = json.dumps({**meta, "weights.sha256": "0" * 64})
+    with pytest.raises(DataError, match=r"gallery.h5: made by another 'aliked' extractor.*weights.sha256"):
+        score_pairs([(root / q, root / g)], "gv", run=tmp_path / "run")

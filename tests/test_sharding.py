@@ -89,12 +89,12 @@ def test_merge_ranking(tmp_path):
 CONFIG = """\
 dataset: {{name: folder, root: {root}, csv: {csv}}}
 extractors:
-  - {{name: cnn_local, image_size: 96, local_dim: 16, batch_size: 1}}
+  - {{name: cnn_local, arch: resnet10t, pretrained: false, image_size: 64, local_dim: 16, batch_size: 1}}
   - {{name: sift, num_features: 128}}
 global: cnn_local
 shortlist: {{k: 15, index: flat}}
 rerankers:
-  - {{name: gv, features: sift, threshold: 8.0}}
+  - {{name: gv, features: sift, threshold: 8.0, top_k: 5}}
   - {{name: aqe}}
 out: {out}
 """
@@ -126,7 +126,7 @@ def _shards(stage: str, config: Path, n: int = 3) -> None:
 
 @pytest.mark.slow
 def test_three_shards_match_one_process(tmp_path, one_thread):
-    """4 UKBench objects x 4 views (real photos, EfficientNet-Lite0 ImageNet weights, SIFT): extract,
+    """4 UKBench objects x 4 views (real photos; a seeded random-init ResNet-10t global, SIFT): extract,
     rerank (gv, aqe) and evaluate in 3 processes each, merged, equal one process's stores, rankings and
     metrics."""
     from relook import pipeline
@@ -180,5 +180,8 @@ def test_three_shards_match_one_process(tmp_path, one_thread):
     for method, row in expected["metrics"].items():
         for name, value in row.items():
             assert got[method][name] == pytest.approx(value, abs=1e-12), (method, name)
-    assert expected["metrics"]["gv"]["mAP"] > 0.5  # the real photos are found: not an empty comparison
+    # not an empty comparison: per-query values differ (a random-init global order errs on some queries, so a
+    # mean of the shards' means would differ from the mean), and SIFT GV on the real photos repairs it
+    assert 0 < expected["metrics"]["global only"]["MAP@R"] < 1
+    assert expected["metrics"]["gv"]["R@1"] > expected["metrics"]["global only"]["R@1"]
     assert not list((tmp_path / "three").rglob("*.part*-of-*"))  # every part merged and removed

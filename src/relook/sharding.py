@@ -13,6 +13,7 @@ This module holds the partition, the part names and the checks; the stages read 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def check_partition(parts: dict[Path, Sequence[str]], ids: Sequence[str], done: 
             )
             raise DataError(f"{part}: holds {len(stray)} id(s) outside its share (e.g. {stray[0]!r}: {why})")
         if len(set(held)) != len(held):
-            dup = next(i for i in held if held.count(i) > 1)
+            dup = Counter(held).most_common(1)[0][0]
             raise DataError(f"{part}: id {dup!r} appears more than once")
         seen.update(held)
     missing = [i for i in ids if i not in seen]

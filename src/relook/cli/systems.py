@@ -51,7 +51,10 @@ def merge_cmd(
     """Join the parts that `--shard i/N` runs of extract, rerank and evaluate wrote, after checking that
     every id is in exactly one part and none is missing; prints the table when results were merged.
 
-    Example: for i in 0 1 2; do relook extract -c my.yaml --shard $i/3 & done; wait; relook merge -c my.yaml
+    After `relook extract -c my.yaml --shard i/3` for i = 0, 1, 2 (any driver: a bash loop, a SLURM array):
+
+    Example: relook merge -c my.yaml
+             relook merge -c my.yaml --stages rerank,evaluate
     """
     from relook import pipeline
     from relook.shards import merge_run
