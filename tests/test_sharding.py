@@ -185,3 +185,36 @@ def test_three_shards_match_one_process(tmp_path, one_thread):
     assert 0 < expected["metrics"]["global only"]["MAP@R"] < 1
     assert expected["metrics"]["gv"]["R@1"] > expected["metrics"]["global only"]["R@1"]
     assert not list((tmp_path / "three").rglob("*.part*-of-*"))  # every part merged and removed
+
+
+def test_merge_store(tmp_path):
+    """Store parts join into one store; parts of two extractor settings, or a part lacking its ids, are
+    refused with the output untouched."""
+    from relook.merge import merge_store
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    ids = [f"im{i}" for i in range(7)]
+    feats = {i: ImageFeatures(i, global_desc=np.full(4, n, np.float32)) for n, i in enumerate(ids)}
+    out = tmp_path / "gallery.h5"
+
+    def write_parts(meta1: dict, drop: str | None = None) -> None:
+        for s in range(3):
+            meta = meta1 if s == 1 else {"extractor": "x", "extractor.seed": "0"}
+            with FeatureStore(part_path(out, Shard(s, 3)), "w", meta=meta) as st:
+                for i in shard_ids(ids, Shard(s, 3)):
+                    if i != drop:
+                        st.write(feats[i])
+
+    write_parts({"extractor": "x", "extractor.seed": "1"})
+    with pytest.raises(DataError, match="extractor.seed"):
+        merge_store(out, ids)
+    write_parts({"extractor": "x", "extractor.seed": "0", "extractor.batch_size": "8"}, drop="im4")
+    with pytest.raises(DataError, match="lack 1 of 7 ids.*'im4'"):
+        merge_store(out, ids)
+    assert not out.exists()
+    write_parts({"extractor": "x", "extractor.seed": "0"})
+    assert merge_store(out, ids) == out and not list(tmp_path.glob("gallery.h5.part*"))
+    with FeatureStore(out) as st:
+        assert st.ids() == ids and all(st.read(i) == feats[i] for i in ids)
+    assert merge_store(out, ids) is None  # complete, no parts: nothing to do
