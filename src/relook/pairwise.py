@@ -5,7 +5,8 @@ and by the global extractor, built from the same config items as ``relook query`
 finished run's ``config.yaml`` with ``run=``, any experiment YAML with ``config=``, else
 ``methods.DEFAULT_CONFIG``, which mirrors ``configs/folder.yaml``). With ``run=``, the same check as
 ``query``: when the run's store of an extractor exists and was made with other weights than those the
-config loads now, a one-line ``DataError`` names the store and the keys (``query.differing_provenance``).
+config loads now, a one-line ``DataError`` names the store and the keys (``query.differing_provenance``),
+and images load upright or not as the run's dataset loads them (``query`` likewise); otherwise upright.
 
 Each pair (A, B) is one row of a one-candidate shortlist (query A, candidate B, global score the cosine
 of the two global descriptors), reranked through the reranker's own ``rerank_shortlist``, so the score is
@@ -109,6 +110,18 @@ def _check_against_run(conf: dict, item: dict, extractor) -> None:
         )
 
 
+def _exif_orientation(conf: dict) -> bool:
+    """Whether a run's dataset loads images upright (EXIF applied), as ``query`` reads new images; True (a
+    user's photos) when the run's dataset cannot be opened here."""
+    from relook.errors import RelookError
+    from relook.pipeline import dataset_of
+
+    try:
+        return bool(dataset_of(conf).exif_orientation)
+    except RelookError:
+        return True
+
+
 def score_pairs(
     pairs: Sequence[tuple[str | Path, str | Path]],
     method: str = "gv",
@@ -142,7 +155,7 @@ def score_pairs(
         return []
     paths = list(dict.fromkeys(p for pair in pairs for p in pair))
     ids = {p: f"{n}:{p.name}" for n, p in enumerate(paths)}
-    images = [(ids[p], load_image(p)) for p in paths]
+    images = [(ids[p], load_image(p, exif_orientation=_exif_orientation(conf) if run else True)) for p in paths]
     built: dict = {}
     eitem = extractor_item(conf, reranker, item, built)
     gitem = global_item(conf)
