@@ -30,7 +30,7 @@ def test_shard_items():
     ids = [i[0] for s in shards for i in s]
     assert sorted(ids) == sorted(i[0] for i in items) and len(set(ids)) == len(items)  # disjoint, complete
     assert shards == [shard_items(items[::-1], r, 3) for r in range(3)]  # independent of the input order
-    assert shard_path("out/gallery.h5", 1, 4) == Path("out/gallery.h5.rank1-of-4")
+    assert shard_path("out/gallery.h5", 1, 4) == Path("out/gallery.h5.part1-of-4")  # the part of --shard 1/4
 
 
 def test_bad_input(monkeypatch):

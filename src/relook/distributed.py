@@ -2,9 +2,11 @@
 
 torchrun starts N copies of the command with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set. Each rank
 takes every N-th image of the id-sorted list (``shard_items``: disjoint, together all of them), extracts
-its share into its own store shard ``<store>.rank{r}-of-{N}`` (resumable like any store), and waits for
-the others at a gloo barrier; rank 0 then merges the shards into ``<store>`` with ``merge_stores`` and
-deletes them, and the others wait until the merged store is in place. A rerun after a crash resumes every
+its share into its own store part ``<store>.part{r}-of-{N}`` (resumable like any store), and waits for
+the others at a gloo barrier; rank 0 then merges the parts into ``<store>`` with ``relook.merge.merge_store``
+(which checks that every id is there exactly once) and deletes them, and the others wait until the merged
+store is in place. This is one driver of ``--shard r/N`` (``relook.sharding``): the same partition, the
+same part files and the same merge as N separate ``relook extract --shard r/N`` runs and ``relook merge``. A rerun after a crash resumes every
 shard, then merges; images already in ``<store>`` (same provenance) are not extracted again. With one
 process (no ``WORLD_SIZE``, or 1) nothing of this happens: the store is written directly.
 
@@ -22,7 +24,9 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from relook import sharding
 from relook.errors import ConfigError
+from relook.sharding import Shard, part_path
 
 log = logging.getLogger(__name__)
 
@@ -79,48 +83,75 @@ def barrier() -> None:
 
 
 def shard_items(items: Sequence, rank: int, size: int) -> list:
-    """Rank ``rank``'s share of ``items`` (tuples whose first element is the image id): every ``size``-th
-    item of the id-sorted list, from position ``rank``. Disjoint over ranks, together all items."""
-    return sorted(items, key=lambda it: it[0])[rank::size]
+    """Rank ``rank``'s share of ``items`` (tuples whose first element is the image id): ``--shard rank/size``
+    of ``relook.sharding`` (every ``size``-th item of the id-sorted list, from position ``rank``)."""
+    return sharding.shard_items(items, Shard(rank, size))
 
 
 def shard_path(store_path: str | Path, rank: int, size: int) -> Path:
-    """The store shard of one rank: ``gallery.h5`` -> ``gallery.h5.rank0-of-2``."""
-    store_path = Path(store_path)
-    return store_path.with_name(f"{store_path.name}.rank{rank}-of-{size}")
+    """The store part of one rank, the same file ``--shard rank/size`` writes: ``gallery.h5.part0-of-2``."""
+    return part_path(store_path, Shard(rank, size))
 
 
-def extract_sharded(
-    extractor, items: Sequence, store_path: str | Path, progress: bool = True, exif_orientation: bool = True
-) -> Path:
-    """``extract_to_store`` spread over the torchrun ranks (see the module docstring); one process: direct."""
+def extract_part(
+    extractor,
+    items: Sequence,
+    store_path: str | Path,
+    shard: Shard,
+    progress: bool = True,
+    exif_orientation: bool = True,
+) -> Path | None:
+    """Extract shard ``shard``'s share of the ``items`` that ``store_path`` lacks into its part
+    (``<store>.partI-of-N``, resumable like any store); None when the store already holds every item.
+
+    A store of another extractor's provenance is refused alike by every shard (nothing is mixed).
+    """
     from relook.features.base import extract_to_store, mixing_error, stale_keys
-    from relook.store import FeatureStore, merge_stores
+    from relook.store import FeatureStore
 
-    rank, size, _ = world()
-    if size == 1:
-        return extract_to_store(extractor, items, store_path, progress=progress, exif_orientation=exif_orientation)
     store_path = Path(store_path)
     ids = [it[0] for it in items]
-    stale = stale_keys(store_path, extractor)  # every rank reads the same file: the same decisions
-    keep = stale == []  # the final store has images of this very extractor: only its missing ones are done
+    stale = stale_keys(store_path, extractor)  # every shard reads the same file: the same decisions
+    if stale:
+        raise mixing_error(store_path, extractor, stale)
     missing = set(ids)
-    if keep:
+    if stale == []:  # the store holds images of this very extractor: only its missing ones are done
         with FeatureStore(store_path) as store:
             missing = set(store.missing(ids))
         if not missing:
-            return store_path
-    elif stale:  # every rank refuses alike: the store holds features of another network
-        raise mixing_error(store_path, extractor, stale)
-    mine = [it for it in shard_items(items, rank, size) if it[0] in missing]
-    extract_to_store(
-        extractor, mine, shard_path(store_path, rank, size), progress=progress, exif_orientation=exif_orientation
-    )
-    barrier()  # every shard complete
+            return None
+    mine = [it for it in sharding.shard_items(items, shard) if it[0] in missing]
+    part = part_path(store_path, shard)
+    return extract_to_store(extractor, mine, part, progress=progress, exif_orientation=exif_orientation)
+
+
+def extract_sharded(
+    extractor,
+    items: Sequence,
+    store_path: str | Path,
+    progress: bool = True,
+    exif_orientation: bool = True,
+    shard: Shard | None = None,
+) -> Path:
+    """``extract_to_store`` spread over processes. ``shard`` given (``--shard i/N``): this process's part
+    only, merged later by ``relook merge``; under torchrun: the rank's part, then rank 0 merges (module
+    docstring); one process: the store directly. Returns the store (or, with ``shard``, the part) written."""
+    from relook.features.base import extract_to_store
+    from relook.merge import merge_store
+
+    rank, size, _ = world()
+    if shard is not None:
+        if size > 1:
+            raise ConfigError(f"--shard {shard} under torchrun (WORLD_SIZE={size}): use one driver, not both")
+        return extract_part(extractor, items, store_path, shard, progress, exif_orientation) or Path(store_path)
+    if size == 1:
+        return extract_to_store(extractor, items, store_path, progress=progress, exif_orientation=exif_orientation)
+    store_path = Path(store_path)
+    done = extract_part(extractor, items, store_path, Shard(rank, size), progress, exif_orientation) is None
+    if done:  # every rank saw a complete store: nobody waits, nothing to merge
+        return store_path
+    barrier()  # every part complete
     if rank == 0:
-        shards = [shard_path(store_path, r, size) for r in range(size)]
-        merge_stores(([store_path] if keep else []) + shards, store_path, overwrite=True)
-        for shard in shards:
-            shard.unlink()
+        merge_store(store_path, [it[0] for it in items])
     barrier()  # the merged store is in place before any rank goes on
     return store_path

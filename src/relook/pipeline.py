@@ -110,7 +110,7 @@ def store_paths(conf: dict, label: str, dataset) -> tuple[Path, Path]:
     return (base / "gallery.h5" if _same_items(dataset) else base / "queries.h5"), base / "gallery.h5"
 
 
-def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
+def extract(conf: dict, progress: bool = True, shard=None) -> dict[str, tuple[Path, Path]]:
     """Run every configured extractor over queries and gallery (resumable per image).
 
     The extractor is told the role of each store (``Extractor.set_role``): "database" for the gallery,
@@ -118,7 +118,9 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
     Queries that are gallery images are extracted once, as database images.
 
     Under ``torchrun --nproc_per_node=N`` each rank extracts every N-th image into its own store shard and
-    rank 0 merges them (``relook.distributed``); the stores are the same as from one process.
+    rank 0 merges them (``relook.distributed``); the stores are the same as from one process. With
+    ``shard`` (a ``relook.sharding.Shard``, ``--shard i/N``) only that share is extracted, into store parts
+    that ``relook merge`` joins.
     """
     from relook.distributed import extract_sharded, process_group, world
     from relook.features import create_extractor
@@ -139,8 +141,8 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
             start = time.perf_counter()
             for items, path, role in jobs:  # separate queries (e.g. cropped Oxford/Paris queries): query role
                 extractor.set_role(role)
-                extract_sharded(extractor, items, path, progress=progress, exif_orientation=exif)
-            if todo and world()[0] == 0:
+                extract_sharded(extractor, items, path, progress=progress, exif_orientation=exif, shard=shard)
+            if todo and world()[0] == 0 and shard is None:  # N shards would race on timings.json
                 record_timing(conf["out"], f"extract:{item['label']}", time.perf_counter() - start, images=todo)
             out[item["label"]] = (qpath, gpath)
     return out
@@ -398,10 +400,15 @@ def stale_reason(conf: dict, item: dict, meta: dict, shortlist: Shortlist) -> st
 
 
 def rerank(
-    conf: dict, labels: list[str] | None = None, overwrite: bool = False, progress: bool = True
+    conf: dict, labels: list[str] | None = None, overwrite: bool = False, progress: bool = True, shard=None
 ) -> dict[str, Path]:
-    """Run the configured rerankers (or those in ``labels``) on the same shortlist."""
+    """Run the configured rerankers (or those in ``labels``) on the same shortlist.
+
+    ``shard`` (``--shard i/N``): only that share of the queries, each ranking into its part
+    ``rankings/<label>.npz.partI-of-N`` (``relook.sharding``), joined by ``relook merge``.
+    """
     from relook.rerank import create_reranker
+    from relook.sharding import part_path, shard_ids
 
     dataset = dataset_of(conf)
     sl_path = Path(conf["out"]) / "shortlist.npz"
@@ -411,6 +418,8 @@ def rerank(
     check_shortlist(conf, dataset, shortlist, sl_path)
     if conf["rerank_junk"] == "drop" and dataset.protocol in ("revisitop", "classic"):
         shortlist = drop_junk(shortlist, dataset)
+    if shard is not None:
+        shortlist = shortlist.rows(shard_ids(shortlist.query_ids, shard))
     known = [r["label"] for r in conf["rerankers"]]
     for lab in labels or []:
         if lab not in known:
@@ -423,6 +432,7 @@ def rerank(
         reranker = create_reranker(item["name"], **opts)
         qpath, gpath = _features_for(conf, reranker, item, dataset)
         out = Path(conf["out"]) / "rankings" / f"{item['label']}.npz"
+        out = out if shard is None else part_path(out, shard)
         stamps = _ranking_stamps(conf, item, shortlist, qpath, gpath)
         fp = _fingerprint(stamps)
         if out.exists() and not overwrite and _meta_of(out, Ranking).get("fingerprint") == fp:
@@ -433,7 +443,8 @@ def rerank(
             ranking = reranker.rerank_shortlist(shortlist, qs, gs, progress=progress)
             elapsed = time.perf_counter() - start
             feature_meta = gs.meta
-        record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
+        if shard is None:  # N shards would race on timings.json; merge records their sum
+            record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
         ranking.meta.update(
             {
                 "fingerprint": fp,
@@ -490,8 +501,18 @@ def evaluate(conf: dict) -> dict[str, Any]:
     undefined for one protocol setting (e.g. no query has a Hard positive) is NaN in the returned dict,
     ``null`` in ``results.json`` and ``-`` in the table.
     """
-    from relook.eval.evaluate import check_has_positives
     from relook.eval.evaluate import evaluate as score
+
+    dataset, shortlist, rankings = evaluation_inputs(conf)
+    rows = {"global only": score(shortlist, dataset)}
+    rows.update({label: score(ranking, dataset) for label, ranking in rankings.items()})
+    return write_results(conf, dataset, shortlist, rankings, rows)
+
+
+def evaluation_inputs(conf: dict) -> tuple[Any, Shortlist, dict[str, Ranking]]:
+    """(dataset, shortlist, {label: ranking}) that ``evaluate`` scores, after its checks: a dataset with
+    positives, a shortlist and rankings made from the stores and settings as they are now."""
+    from relook.eval.evaluate import check_has_positives
 
     dataset = dataset_of(conf)
     check_has_positives(dataset)
@@ -499,7 +520,6 @@ def evaluate(conf: dict) -> dict[str, Any]:
     sl_path = out_dir / "shortlist.npz"
     if not sl_path.exists():
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
-    rows, timing, meta = {}, {}, {}
     shortlist = Shortlist.load(sl_path)
     check_shortlist(conf, dataset, shortlist, sl_path)
     rankings, stale = {}, []
@@ -518,14 +538,16 @@ def evaluate(conf: dict) -> dict[str, Any]:
             + f"; run `relook rerank --methods {labels}` to redo "
             f"{'them' if len(stale) > 1 else 'it'} (or delete the file)"
         )
-    rows["global only"] = score(shortlist, dataset)
-    meta["global only"] = shortlist.meta
-    for item in conf["rerankers"]:
-        if item["label"] in rankings:
-            ranking = rankings[item["label"]]
-            rows[item["label"]] = score(ranking, dataset)
-            timing[item["label"]] = _seconds(ranking.meta.get("seconds_per_query"))
-            meta[item["label"]] = ranking.meta
+    return dataset, shortlist, rankings
+
+
+def write_results(
+    conf: dict, dataset, shortlist: Shortlist, rankings: dict[str, Ranking], rows: dict[str, dict]
+) -> dict[str, Any]:
+    """``results.json`` from the metric ``rows`` ("global only" and one per ranking label); returns it."""
+    out_dir = Path(conf["out"])
+    timing = {label: _seconds(r.meta.get("seconds_per_query")) for label, r in rankings.items()}
+    meta = {"global only": shortlist.meta, **{label: r.meta for label, r in rankings.items()}}
     results = {
         "dataset": f"{dataset.name} ({dataset.root})",
         "git": git_commit(),

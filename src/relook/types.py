@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +174,16 @@ class Shortlist:
     def topk(self, k: int) -> Shortlist:
         """The first ``k`` columns (a view of the same ranking)."""
         return type(self)(self.query_ids, self.gallery_ids, self.indices[:, :k], self.scores[:, :k], dict(self.meta))
+
+    def rows(self, query_ids: Sequence[str]) -> Shortlist:
+        """The rows of ``query_ids``, in that order (same gallery, same metadata); ``DataError`` for an
+        id that is not a query of this list."""
+        pos = {q: i for i, q in enumerate(self.query_ids)}
+        missing = [q for q in query_ids if q not in pos]
+        if missing:
+            raise DataError(f"query {missing[0]!r} is not in this {type(self).__name__.lower()}")
+        r = np.array([pos[q] for q in query_ids], np.int64)
+        return type(self)(list(query_ids), self.gallery_ids, self.indices[r], self.scores[r], dict(self.meta))
 
     def candidate_ids(self, q: int) -> list[str]:
         """Gallery ids of query ``q``'s candidates, in order (padding -1 dropped)."""

@@ -36,6 +36,11 @@ def subgroup(app: typer.Typer, name: str, help: str) -> typer.Typer:
 # -- config-driven stages ----------------------------------------------------------------------------
 CONFIG_OPT = typer.Option([], "--config", "-c", help="experiment YAML file(s); later ones override earlier")
 SET_OPT = typer.Option([], "--set", "-s", help="override a config value: key.sub=value (YAML value)")
+SHARD_OPT = typer.Option(
+    None,
+    "--shard",
+    help="i/N: do only shard i of N (every N-th of the sorted ids) into a part; `relook merge` joins the parts",
+)
 QUIET_OPT = typer.Option(
     False, "--quiet", "-q", help="no progress bars and no 'wrote ...' lines (tables and errors still print)"
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from relook.cli.common import CONFIG_OPT, QUIET_OPT, SET_OPT, resolve_conf, save_conf, say
+from relook.cli.common import CONFIG_OPT, QUIET_OPT, SET_OPT, SHARD_OPT, resolve_conf, save_conf, say
 
 app = typer.Typer()  # its commands are added to the root app's top level (relook/cli/__init__.py)
 
@@ -17,27 +17,32 @@ def extract_cmd(
     config: list[Path] = CONFIG_OPT,
     overrides: list[str] = SET_OPT,
     model: str | None = typer.Option(None, help="run only this extractor (e.g. dtop), default options"),
+    shard: str | None = SHARD_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Run the configured extractors over the dataset into features/<label>/*.h5 (resumes per image).
 
     Scale-out: under torchrun --nproc_per_node=N each process extracts every N-th image into its own
-    shard (gallery.h5.rank0-of-N, ...) and rank 0 merges them into gallery.h5; a rerun resumes the shards.
+    part (gallery.h5.part0-of-N, ...) and rank 0 merges them into gallery.h5; a rerun resumes the parts.
+    Any other driver: one `relook extract --shard i/N` per i (a bash loop, a SLURM array), then `relook merge`.
 
     Example: relook extract -c configs/demo.yaml -s dataset.root=runs/demo/co3d_retrieve
              relook extract -c configs/roxford5k.yaml --model dtop -s out=runs/rox_dtop
              torchrun --nproc_per_node=4 -m relook.cli extract -c configs/folder.yaml -s dataset.root=photos
+             relook extract -c configs/folder.yaml --shard 2/8   # then: relook merge -c configs/folder.yaml
     """
     from relook import pipeline
     from relook.distributed import world
+    from relook.sharding import parse_shard
 
     if model:
         overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
+    part = parse_shard(shard)
     conf = resolve_conf(config, overrides)
-    stores = pipeline.extract(conf, progress=not quiet)
+    stores = pipeline.extract(conf, progress=not quiet, shard=part)
     if world()[0] == 0:
         for label, (q, g) in stores.items():
-            say(quiet, f"{label}: {g}" + (f", {q}" if q != g else ""))
+            say(quiet, f"{label}: {g}" + (f", {q}" if q != g else "") + (f" (shard {part} part)" if part else ""))
     save_conf(conf)
 
 
@@ -83,30 +88,76 @@ def rerank_cmd(
     overrides: list[str] = SET_OPT,
     methods: str = typer.Option("", help="comma-separated reranker labels (default: all configured)"),
     overwrite: bool = typer.Option(False, help="rerank again even if up to date"),
+    shard: str | None = SHARD_OPT,
+    shortlist: Path | None = typer.Option(
+        None, help="rerank this shortlist of another system instead (CSV query,gallery,score or NPZ)"
+    ),
+    image_root: Path | None = typer.Option(None, help="--shortlist: folder the image ids are paths under"),
+    output: Path | None = typer.Option(None, help="--shortlist: reranked list to write (same format)"),
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Run rerankers on the same shortlist, then print one table of metrics and time per query.
 
+    With --shortlist FILE: rerank another system's shortlist, images found by id under --image-root;
+    extractors and rerankers from -c (default: those of configs/folder.yaml), stores in its out folder.
+
     Example: relook rerank -c configs/demo.yaml --methods gv,aqe,asmk,rrt,ot
+             relook rerank -c configs/demo.yaml --shard 0/4   # then: relook merge -c configs/demo.yaml
+             relook rerank --shortlist top100.csv --image-root photos --methods gv --output reranked.csv
     """
     from relook import pipeline
+    from relook.sharding import parse_shard
 
-    conf = resolve_conf(config, overrides)
     labels = [m.strip() for m in methods.split(",") if m.strip()] or None
-    pipeline.rerank(conf, labels, overwrite, progress=not quiet)
-    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
+    if shortlist is not None:
+        from relook.external import rerank_external
+
+        if shard:
+            from relook.errors import ConfigError
+
+            raise ConfigError("--shard applies to a config's own shortlist, not to --shortlist FILE")
+        outs = rerank_external(
+            shortlist, labels or ["gv"], output, image_root, None, config or None, overrides, progress=not quiet
+        )
+        for label, path in outs.items():
+            typer.echo(f"{label}: wrote {path}")
+        return
+    part = parse_shard(shard)
+    conf = resolve_conf(config, overrides)
+    outs = pipeline.rerank(conf, labels, overwrite, progress=not quiet, shard=part)
+    if part is not None:  # a part alone has no table: `relook merge` joins the parts, then `relook evaluate`
+        for path in outs.values():
+            say(quiet, f"wrote {path}")
+    else:
+        typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
     save_conf(conf)
 
 
 @app.command("evaluate")
-def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT, quiet: bool = QUIET_OPT) -> None:
+def evaluate_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    shard: str | None = SHARD_OPT,
+    quiet: bool = QUIET_OPT,
+) -> None:
     """Print the metrics of the shortlist and every ranking (and write <out>/results.json).
+
+    With --shard i/N: per-query metrics of that share of the queries into results.json.partI-of-N;
+    `relook merge` then writes results.json (the same numbers as one process).
 
     Example: relook evaluate -c configs/demo.yaml
     """
     from relook import pipeline
+    from relook.sharding import parse_shard
 
-    typer.echo(pipeline.results_table(pipeline.evaluate(resolve_conf(config, overrides, writes=False))))
+    part = parse_shard(shard)
+    conf = resolve_conf(config, overrides, writes=False)
+    if part is not None:
+        from relook.shards import evaluate_part
+
+        say(quiet, f"wrote {evaluate_part(conf, part)}")
+        return
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
 
 
 @app.command("run")

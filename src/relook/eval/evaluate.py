@@ -53,13 +53,49 @@ def check_has_positives(dataset) -> None:
 
 def evaluate(ranking: Shortlist, dataset, ks: Sequence[int] = (1, 10, 50)) -> dict[str, float]:
     """Metrics of ``dataset``'s protocol as a flat ``{name: value}`` dict (fractions in [0, 1])."""
+    return _metrics(align(ranking, dataset), dataset, None, ks)
+
+
+def per_query(
+    ranking: Shortlist, dataset, query_ids: Sequence[str], ks: Sequence[int] = (1, 10, 50)
+) -> dict[str, np.ndarray]:
+    """Each metric of ``evaluate`` for each of ``query_ids`` alone: ``{name: (len(query_ids),)}``, NaN
+    where a query has no positive for it. Every metric of every protocol is the mean over the queries
+    with positives of such a per-query value, so ``mean_of_queries`` of these arrays over all queries
+    gives ``evaluate``'s numbers (what lets ``relook evaluate --shard`` split the queries)."""
     idx = align(ranking, dataset)
-    if dataset.protocol == "revisitop":
-        res = evaluate_revisitop(idx, dataset.gnd)
+    qpos = {q: i for i, q in enumerate(dataset.query_ids)}
+    missing = [q for q in query_ids if q not in qpos]
+    if missing:
+        raise DataError(f"query {missing[0]!r} is not a query of dataset {dataset.name}")
+    rows = [_metrics(idx, dataset, [qpos[q]], ks) for q in query_ids]
+    names = list(rows[0]) if rows else list(_metrics(idx[:0], dataset, [], ks))
+    return {n: np.array([r[n] for r in rows], np.float64) for n in names}
+
+
+def mean_of_queries(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """``{name: mean over the non-NaN entries}`` (NaN when there are none): ``per_query`` back to ``evaluate``."""
+    out = {}
+    for name, v in values.items():
+        v = np.asarray(v, np.float64)
+        out[name] = float(v[~np.isnan(v)].mean()) if (~np.isnan(v)).any() else float("nan")
+    return out
+
+
+def _metrics(idx: np.ndarray, dataset, rows: Sequence[int] | None, ks: Sequence[int]) -> dict[str, float]:
+    """The protocol's metrics over query rows ``rows`` (positions in the dataset's query order; None: all)
+    of the aligned ranking ``idx``."""
+    sel = slice(None) if rows is None else list(rows)
+    if dataset.protocol in ("revisitop", "classic"):
+        gnd = dataset.gnd if rows is None else [dataset.gnd[r] for r in rows]
+        if dataset.protocol == "classic":
+            return evaluate_classic(idx[sel], gnd)
+        res = evaluate_revisitop(idx[sel], gnd)
         return {f"{s[0].upper()}:{m}": v for s, d in res.items() for m, v in d.items()}
-    if dataset.protocol == "classic":
-        return evaluate_classic(idx, dataset.gnd)
     positives, ignore = dataset.ground_truth()
+    if rows is not None:
+        positives, ignore = [positives[r] for r in rows], [ignore[r] for r in rows]
+    idx = idx[sel]
     out = {f"R@{k}": v for k, v in M.recall_at_k(idx, positives, ks, ignore).items()}
     out["mAP"] = M.mean_average_precision(idx, positives, ignore)
     out.update(M.musgrave_metrics(idx, positives, ignore))

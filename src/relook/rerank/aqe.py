@@ -87,6 +87,7 @@ class AlphaQueryExpansion(Reranker):
     """alpha-QE (+ optional DBA) over global descriptors."""
 
     name = "aqe"
+    pairwise = False  # needs the gallery (see Reranker.pairwise)
     default_conf: ClassVar[dict[str, Any]] = {
         "top_k": 100,  # shortlist entries rescored when research=False
         "n": 2,  # neighbours used to expand the query (the RRT supplementary does not state its n)

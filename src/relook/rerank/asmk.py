@@ -31,6 +31,7 @@ class Asmk(Reranker):
     """Aggregated selective match kernel over local descriptors."""
 
     name = "asmk"
+    pairwise = False  # needs the gallery (see Reranker.pairwise)
     default_conf: ClassVar[dict[str, Any]] = {
         "top_k": 100,  # shortlist entries reordered (research=False)
         "codebook_size": 65536,  # visual words (65k as in Tolias et al. / HOW); must be <= training descriptors

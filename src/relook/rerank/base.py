@@ -44,6 +44,9 @@ class Reranker(ABC):
     name: ClassVar[str] = "reranker"
     default_conf: ClassVar[dict[str, Any]] = {"top_k": 100}  # number of shortlist entries rescored
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: a query-candidate pair's score depends on those two images alone (``relook pair`` can score it);
+    #: False for rerankers that need the gallery (query expansion, a gallery-trained codebook)
+    pairwise: ClassVar[bool] = True
 
     def __init__(self, **conf: Any) -> None:
         self.conf = merge_conf({"top_k": 100, **self.default_conf}, conf, f"reranker {self.name!r}")

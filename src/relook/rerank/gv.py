@@ -71,10 +71,26 @@ def count_inliers(
     seed: int = 0,
 ) -> tuple[int, np.ndarray | None]:
     """Fit ``model`` mapping ``src`` (P, 2) to ``dst`` (P, 2) robustly; (inlier count, model or None)."""
+    mask, m = robust_fit(src, dst, model, method, threshold, max_iters, confidence, seed)
+    return int(mask.sum()), m
+
+
+def robust_fit(
+    src: np.ndarray,
+    dst: np.ndarray,
+    model: str = "affine",
+    method: str = "magsac",
+    threshold: float = 20.0,
+    max_iters: int = 1000,
+    confidence: float = 0.999,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``count_inliers`` with the inlier mask: (inliers (P,) bool, model or None); no model: all False."""
     if model not in MIN_SAMPLES:
         raise ConfigError(f"gv: unknown model {model!r}; known: {sorted(MIN_SAMPLES)}")
+    none = np.zeros(len(src), bool)
     if len(src) < MIN_SAMPLES[model] + 1:  # too few matches to verify anything
-        return 0, None
+        return none, None
     src = np.ascontiguousarray(src, np.float64)
     dst = np.ascontiguousarray(dst, np.float64)
     if method == "magsac":
@@ -85,7 +101,7 @@ def count_inliers(
         try:
             m, mask = fit(src, dst, params)
         except cv2.error:  # degenerate configuration
-            return 0, None
+            return none, None
     elif method == "ransac":
         cv2.setRNGSeed(int(seed))
         if model == "homography":
@@ -99,8 +115,8 @@ def count_inliers(
     else:
         raise ConfigError(f"gv: unknown method {method!r}; known: magsac, ransac")
     if m is None or mask is None:
-        return 0, None
-    return int(np.count_nonzero(mask)), m
+        return none, None
+    return np.asarray(mask).ravel() != 0, m
 
 
 def tie_break(global_scores: np.ndarray) -> np.ndarray:
@@ -176,6 +192,21 @@ class GeometricVerification(Reranker):
             c["max_distance"],
             c["chunk_size"],
         )
+
+    def verify(self, query: ImageFeatures, candidate: ImageFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The putative matches of one pair and which are inliers, as ``inliers`` computes them:
+        (query keypoints (P, 2), candidate keypoints (P, 2), inlier mask (P,) bool); for drawing."""
+        c = self.conf
+        query, candidate = keep_top_n(query, c["max_local"]), keep_top_n(candidate, c["max_local"])
+        ((iq, ic),) = self.matches(query, [candidate])
+        kq = query.keypoints[iq] if len(iq) else np.zeros((0, 2), np.float32)
+        kc = candidate.keypoints[ic] if len(iq) else np.zeros((0, 2), np.float32)
+        if not len(iq):
+            return kq, kc, np.zeros(0, bool)
+        mask, _ = robust_fit(
+            kc, kq, c["model"], c["method"], c["threshold"], c["max_iters"], c["confidence"], c["seed"]
+        )
+        return kq, kc, mask
 
     def inliers(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> np.ndarray:
         """Inlier count (K,) of each candidate."""
