@@ -162,7 +162,7 @@ def test_config_compose(tmp_path):
     a.write_text("shortlist: {k: 50, index: flat}\nrerankers: [gv]\n")
     b.write_text("shortlist: {k: 200}\n")
     conf = load_config([a, b], ["shortlist.index=ivfpq", "out=x"])
-    assert conf["shortlist"] == {"k": 200, "index": "ivfpq"} and conf["out"] == "x"
+    assert conf["shortlist"] == {"k": 200, "index": "ivfpq", "ivfpq": {}} and conf["out"] == "x"
     assert conf["rerankers"] == [{"name": "gv", "label": "gv"}]
     with pytest.raises(ConfigError, match="used twice"):
         load_config([], ["rerankers=[gv, gv]"])
