@@ -129,5 +129,11 @@ def test_query_page_in_browser(toy, tmp_path):
     assert seen["overflow"] == [] and all(seen["captions"])
     assert "provenance" in seen["sections"]
     text = page.read_text()
-    for words in ("confident match", "Match thresholds", "Provenance of every method", "This query ran with", "relook "):
+    for words in (
+        "confident match",
+        "Match thresholds",
+        "Provenance of every method",
+        "This query ran with",
+        "relook ",
+    ):
         assert words in text, words
