@@ -640,4 +640,10 @@ def results_table(results: dict) -> str:
         f"git commit: {results['git']}",
     ]
     lines += [f"  {m}: {p}" for m, p in results["provenance"].items() if p]
+    for m, ci in (results.get("intervals") or {}).items():  # paired bootstrap over queries (eval.intervals)
+        if ci.get("delta") is not None and ci["delta"] == ci["delta"]:
+            lines.append(
+                f"  {m}: {ci['metric']} change vs global {100 * ci['delta']:+.2f} points, 95% CI "
+                f"[{100 * ci['lo']:+.2f}, {100 * ci['hi']:+.2f}] (paired bootstrap over {ci['queries']} queries)"
+            )
     return "\n".join(lines)
