@@ -4,6 +4,7 @@ the file's (hashlib here)."""
 
 import hashlib
 import json
+from pathlib import Path
 
 from relook.rerank import create_reranker
 from relook.rerank.base import Reranker
@@ -21,7 +22,7 @@ def test_smoke():
     for text in (a, b):
         assert "inlier threshold 8 px" in text and "affine model by magsac" in text and "top-k 40" in text
     path = lg["reranker.lightglue_weights.path"]
-    sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     assert lg["reranker.lightglue_weights.sha256"] == sha and sha[:12] in b
 
 
