@@ -64,12 +64,10 @@ def run_html(results: dict, calibration: dict | None = None) -> str:
         if rr:
             items = []
             for label, r in rr.items():
-                prov = (results.get("provenance") or {}).get(label, "")
                 items.append(
                     f"<li><b>{e(label)}</b> ({e(r['name'])}): reranks the top {r['top_k_used']}"
                     + (f" (configured {r['top_k']})" if r["top_k_used"] < r["top_k"] else "")
                     + (f", seed {e(r['seed'])}" if r.get("seed") else "")
-                    + (f"<br><span class='prov'>{e(prov)}</span>" if prov else "")
                     + "</li>"
                 )
             clamped = [f"{label} ({r['top_k']})" for label, r in rr.items() if r["top_k_used"] < r["top_k"]]
@@ -77,9 +75,7 @@ def run_html(results: dict, calibration: dict | None = None) -> str:
                 warn.append(
                     f"reranked top-K clamped to the shortlist's {run['shortlist_k_used']} for {', '.join(clamped)}"
                 )
-            parts.append(
-                "<p><b>Rerankers</b> (matcher, weights, settings, top-k, checkpoint)</p><ul>" + "".join(items) + "</ul>"
-            )
+            parts.append("<p><b>Rerankers</b></p><ul>" + "".join(items) + "</ul>")
         parts += [f"<p class='warn'>Warning: {e(w)}.</p>" for w in warn]
         ex = run.get("extractors", {})
         if ex:
@@ -97,7 +93,12 @@ def run_html(results: dict, calibration: dict | None = None) -> str:
         parts.append(f"<p><b>Seeds:</b> {e(', '.join(seeds) or 'none recorded')}</p>")
     provenance = [_li(m, p) for m, p in (results.get("provenance") or {}).items() if p]
     if provenance:
-        parts.append("<p><b>Provenance of every method</b></p><ul class='prov'>" + "".join(provenance) + "</ul>")
+        parts.append(
+            "<p><b>Provenance of every method</b> (features and weights; each reranker's matcher and its "
+            "weights, settings and thresholds, top-k, checkpoint with sha256)</p><ul class='prov'>"
+            + "".join(provenance)
+            + "</ul>"
+        )
     parts.append(calibration_html(calibration))
     env = results.get("environment")
     if not env and results.get("git"):

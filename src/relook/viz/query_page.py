@@ -69,6 +69,7 @@ def write_query_page(results, path: str | Path, run_dir: str | Path, size: int =
         "figcaption{overflow-wrap:anywhere} figure.query img{border-color:#3c3cc8}",
         "figure.yes img{border-color:#28aa3c} .verdict{padding:.4em;border:1px solid #bbb;max-width:1100px}",
         ".verdict.no{background:#fde2e1} .verdict.yes{background:#e3f6e5} .prov{overflow-wrap:anywhere}",
+        ".warn{background:#fde2e1;padding:.5em;border:1px solid #d9534f;max-width:1100px}",
         "</style></head><body>",
         f"<h1>relook query</h1><p>run: {html.escape(str(run_dir))}</p>",
     ]
