@@ -121,7 +121,7 @@ def topk_figure(
     n = max(len(rows), 1)
     texts = [*titles, *(t for row in (labels or []) for t in row)]
     lines = max((t.count("\n") + 1 for t in texts), default=1)
-    row_h = 1.45 + 0.11 * lines  # room for the longest wrapped label above each thumbnail
+    row_h = 1.5 + 0.13 * lines  # room for the longest wrapped label above each thumbnail
     fig, axes = plt.subplots(n, k + 1, figsize=(1.45 * (k + 1), row_h * n + (0.35 if legend else 0)), squeeze=False)
     for r, (query, results, flags) in enumerate(rows):
         axes[r, 0].imshow(_bordered(query, QUERY_RGB, size))
