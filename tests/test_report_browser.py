@@ -1,8 +1,9 @@
 """The report as a person sees it: ``report.html`` of a tiny run opened in headless Chromium (Debian's
 ``chromium``; ``make browser``, a dependency of ``make test``, installs it). A copy of the page with a
-small script records, after the load event, every image's ``complete && naturalWidth > 0`` and the
-sections present into the DOM, which ``--dump-dom`` hands back; a screenshot of the first screen must
-show more than a blank page.
+small script records, after the load event, every image's ``complete && naturalWidth > 0``, the
+sections present and every figure whose caption overflows it (sticks out left or right, or scrolls)
+into the DOM, which ``--dump-dom`` hands back; a screenshot of the first screen must show more than a
+blank page. The query page of the same run is checked the same way, with a long query file name.
 """
 
 import json
@@ -40,6 +41,13 @@ window.addEventListener('load', () => {
     images: imgs.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]),
     sections: [...document.querySelectorAll('section')].map(s => s.id),
     captions: [...document.querySelectorAll('figure')].map(f => !!f.querySelector('figcaption')),
+    overflow: [...document.querySelectorAll('figure')].flatMap(f => {
+      const c = f.querySelector('figcaption');
+      if (!c) return [];
+      const fr = f.getBoundingClientRect(), cr = c.getBoundingClientRect();
+      const out = cr.left < fr.left - 1 || cr.right > fr.right + 1 || c.scrollWidth > c.clientWidth + 1;
+      return out ? [c.textContent.slice(0, 80)] : [];
+    }),
   });
   document.body.appendChild(out);
 });
@@ -95,6 +103,7 @@ def test_report_in_browser(toy, tmp_path):
         assert f"figures/{fig}.png" in srcs
     assert [s for s in REQUIRED if s not in seen["sections"]] == []
     assert all(seen["captions"])
+    assert seen["overflow"] == []
     # the probe sees a missing figure as a broken image
     (out / "figures/pr_curves.png").unlink()
     broken = [src for src, ok in probe(report, tmp_path / "profile")["images"] if not ok]
@@ -104,3 +113,27 @@ def test_report_in_browser(toy, tmp_path):
     chromium([f"--screenshot={shot}", "--window-size=1280,900", report.as_uri()], tmp_path / "profile")
     pixels = np.asarray(Image.open(shot).convert("L"), np.float64)
     assert pixels.shape == (900, 1280) and pixels.std() > 10 and (pixels < 100).mean() > 0.005
+
+
+def test_query_page_in_browser(toy, tmp_path):
+    """``relook query`` page: every thumbnail loads, no caption overflows its card (a file name of 70
+    characters without a space wraps inside it), the verdict and the run's provenance are there."""
+    cfg, out = toy
+    assert main(["run", "-c", str(cfg), "--quiet", "--no-report"]) == 0
+    image = tmp_path / ("a_very_long_query_file_name_with_no_space_to_break_at_" + "x" * 16 + ".png")
+    Image.open(sorted((tmp_path / "data").glob("*.png"))[0]).save(image)
+    page = tmp_path / "query.html"
+    assert main(["query", str(image), "--run", str(out), "--method", "toy_reverse", "--html", str(page)]) == 0
+    seen = probe(page, tmp_path / "profile")
+    assert len(seen["images"]) == 11 and all(ok for _, ok in seen["images"])
+    assert seen["overflow"] == [] and all(seen["captions"])
+    assert "provenance" in seen["sections"]
+    text = page.read_text()
+    for words in (
+        "confident match",
+        "Match thresholds",
+        "Provenance of every method",
+        "This query ran with",
+        "relook ",
+    ):
+        assert words in text, words

@@ -19,11 +19,11 @@ import contextlib
 import hashlib
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from relook.environment import environment, git_commit  # git_commit: re-exported for older callers
 from relook.errors import ConfigError, DataError
 from relook.types import Ranking, Shortlist
 
@@ -65,20 +65,6 @@ def read_timings(out: str | Path) -> dict[str, dict]:
     """``<out>/timings.json`` as written by ``record_timing`` ({} when no stage has recorded yet)."""
     path = Path(out) / "timings.json"
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def dataset_of(conf: dict):
@@ -408,6 +394,7 @@ def rerank(
     ``rankings/<label>.npz.partI-of-N`` (``relook.sharding``), joined by ``relook merge``.
     """
     from relook.rerank import create_reranker
+    from relook.rerank.provenance import reranker_meta
     from relook.sharding import part_path, shard_ids
 
     dataset = dataset_of(conf)
@@ -454,6 +441,7 @@ def rerank(
                 "features": str(gpath),
                 **{f"features.{k}": v for k, v in feature_meta.items()},
                 **({"checkpoint": str(opts["checkpoint"])} if "checkpoint" in opts else {}),
+                **reranker_meta(reranker),  # settings, matcher weights, checkpoint sha256 (for the report)
             }
         )
         ranking.save(out)
@@ -502,6 +490,7 @@ def evaluate(conf: dict) -> dict[str, Any]:
     ``null`` in ``results.json`` and ``-`` in the table.
     """
     from relook.eval.evaluate import evaluate as score
+    from relook.eval.intervals import delta_intervals
 
     dataset, shortlist, rankings = evaluation_inputs(conf)
     rows = {"global only": score(shortlist, dataset)}
@@ -557,11 +546,16 @@ def write_results(
         "data_note": " ".join(x for x in (conf.get("note", ""), dataset.info.get("note", "")) if x),
         "run": run_summary(conf, dataset, shortlist, meta),
         "timings": read_timings(out_dir),
+        "environment": environment(),  # date, relook version, commit, hardware of this evaluation
+        "intervals": delta_intervals({"global only": shortlist, **rankings}, dataset),  # mAP change, 95 % CI
     }
     from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json_text(results, indent=2))
+    from relook.confidence import GLOBAL, calibrate_run, write_calibration  # "no confident match" thresholds
+
+    write_calibration(out_dir, calibrate_run(dataset, {GLOBAL: shortlist, **rankings}))
     return results
 
 
@@ -629,7 +623,7 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
     return {
         "dataset": dataset.name,
         "root": str(dataset.root),
-        "split": str(conf["dataset"].get("split", info.get("split", ""))),
+        "split": split_name(conf, dataset),
         "queries": len(dataset.query_ids),
         "gallery": len(dataset.gallery_ids),
         "shortlist_k": requested,
@@ -640,6 +634,17 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
         "synthetic": synthetic,
         "notes": notes,
     }
+
+
+def split_name(conf: dict, dataset) -> str:
+    """The split the numbers are on: the configured one, else the reader's, else what the protocol makes
+    of the whole dataset (never "None")."""
+    split = conf["dataset"].get("split", dataset.info.get("split"))
+    if split not in (None, "", "None"):
+        return str(split)
+    if _same_items(dataset):
+        return "all images (no split: each image queries all the others)"
+    return "the dataset's own query and gallery sets (no split)"
 
 
 def _describe(meta: dict, prefix: str) -> str:
@@ -664,12 +669,16 @@ def _describe(meta: dict, prefix: str) -> str:
 
 def provenance(meta: dict[str, dict]) -> dict[str, str]:
     """Per method: which features, weights and checkpoint produced it (from the files' metadata)."""
+    from relook.rerank.provenance import describe_reranker
+
     out = {}
     for method, m in meta.items():
         parts = [f"shortlist from {_describe(m, 'global')}"]
         if _describe(m, "features"):
             parts.append(f"reranker reads {_describe(m, 'features')}")
-        if m.get("checkpoint"):
+        if m.get("reranker"):  # a ranking: its matcher, weights, thresholds, top-k, checkpoint with sha256
+            parts.append(describe_reranker(m) or f"reranker {m['reranker']} (settings not recorded)")
+        if m.get("checkpoint") and not m.get("reranker.checkpoint"):
             parts.append(f"checkpoint {m['checkpoint']}")
         out[method] = "; ".join(p for p in parts if p)
     return out
@@ -687,4 +696,10 @@ def results_table(results: dict) -> str:
         f"git commit: {results['git']}",
     ]
     lines += [f"  {m}: {p}" for m, p in results["provenance"].items() if p]
+    for m, ci in (results.get("intervals") or {}).items():  # paired bootstrap over queries (eval.intervals)
+        if ci.get("delta") is not None and ci["delta"] == ci["delta"]:
+            lines.append(
+                f"  {m}: {ci['metric']} change vs global {100 * ci['delta']:+.2f} points, 95% CI "
+                f"[{100 * ci['lo']:+.2f}, {100 * ci['hi']:+.2f}] (paired bootstrap over {ci['queries']} queries)"
+            )
     return "\n".join(lines)

@@ -24,13 +24,14 @@ writes the thumbnails page.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from relook.errors import ConfigError, DataError
+from relook.eval.calibration import is_confident
 from relook.types import ImageFeatures, Shortlist
 
 GLOBAL = "global"  # the method name of the plain global order (no reranker)
@@ -47,6 +48,7 @@ class Hit:
     global_rank: int | None  # 1-based rank in the global order; None when not in the global top-k
     path: Path  # the gallery image file
     bbox: tuple[float, float, float, float] | None = None  # crop of the gallery item in its file
+    confident: bool | None = None  # score >= the method's calibrated threshold (None: run not calibrated)
 
     @property
     def rank_change(self) -> int | None:
@@ -61,6 +63,13 @@ class QueryResult:
     image: Path  # the query image file
     method: str  # reranker label, or "global"
     hits: list[Hit] = field(default_factory=list)
+    threshold: float | None = None  # the method's calibrated "match" threshold (relook.confidence); None: never
+    calibration: str = ""  # how the threshold was calibrated, one line ("" when the run has none)
+
+    @property
+    def confident(self) -> bool:
+        """Whether the best hit passes the method's calibrated threshold ("no confident match" if not)."""
+        return bool(self.hits) and bool(self.hits[0].confident)
 
     @property
     def gallery_ids(self) -> list[str]:
@@ -259,10 +268,21 @@ def query(
             feats[flabel] = embed(extractors[flabel], fpath, list(zip(qids, arrays)))
         with FeatureStore(fpath, "r") as gs:
             ranking = reranker.rerank_shortlist(shortlist, FeaturesInMemory(feats[flabel]), gs, progress=False)
-    return [
-        _result(paths[q], item["label"] if item else GLOBAL, shortlist, ranking, q, k, dataset)
-        for q in range(len(paths))
-    ]
+    from relook.confidence import describe, ensure_calibration, threshold_of
+
+    calibration = ensure_calibration(conf["out"], dataset, methods(conf))
+    name = item["label"] if item else GLOBAL
+    threshold = threshold_of(calibration, name)
+    rescored = shortlist.k if item is None else min(int(reranker.conf.get("top_k", shortlist.k)), shortlist.k)
+    results = []
+    for q in range(len(paths)):
+        res = _result(paths[q], name, shortlist, ranking, q, k, dataset)
+        res.threshold, res.calibration = threshold, describe(calibration, name)
+        res.hits = [
+            replace(h, confident=h.rank <= rescored and is_confident(h.score, threshold)) for h in res.hits
+        ]  # past the rescored top-k the scores are shifted global ones, never a match by this method
+        results.append(res)
+    return results
 
 
 def _result(path: Path, method: str, shortlist: Shortlist, ranking: Shortlist, q: int, k: int, dataset) -> QueryResult:
@@ -289,15 +309,34 @@ def _result(path: Path, method: str, shortlist: Shortlist, ranking: Shortlist, q
     return QueryResult(path, method, hits)
 
 
+def verdict(result: QueryResult) -> str:
+    """ "confident match" / "no confident match", the best score against the threshold, and how it was set."""
+    if not result.hits:
+        return "no confident match (empty gallery)"
+    best = result.hits[0].score
+    if result.hits[0].confident is None:
+        return f"confidence unknown: no calibration for {result.method}"
+    if result.threshold is None:
+        return f"no confident match: for {result.method}, {result.calibration}"
+    sign = ">=" if result.confident else "<"
+    head = "confident match" if result.confident else "no confident match"
+    return f"{head}: best {result.method} score {best:.4f} {sign} {result.calibration}"
+
+
 def format_result(result: QueryResult) -> str:
-    """The ranked list as a text table: rank, gallery id, method score, global score, rank change."""
+    """The ranked list as a text table: rank, gallery id, method score, global score, rank change and
+    whether the score passes the method's calibrated threshold; then the verdict line (``verdict``)."""
     width = max([10, *(len(h.gallery_id) for h in result.hits)])
-    head = f"{'rank':>4}  {'gallery id':<{width}}  {result.method + ' score':>12}  {'global score':>12}  change"
+    head = (
+        f"{'rank':>4}  {'gallery id':<{width}}  {result.method + ' score':>12}  {'global score':>12}  change  confident"
+    )
     lines = [f"query {result.image} ({result.method}):", head]
     for h in result.hits:
         change = "new" if h.rank_change is None else (f"{h.rank_change:+d}" if h.rank_change else "0")
         glob = "-" if h.global_rank is None else f"{h.global_score:.4f}"
-        lines.append(f"{h.rank:>4}  {h.gallery_id:<{width}}  {h.score:>12.4f}  {glob:>12}  {change:>6}")
+        sure = "-" if h.confident is None else ("yes" if h.confident else "no")
+        lines.append(f"{h.rank:>4}  {h.gallery_id:<{width}}  {h.score:>12.4f}  {glob:>12}  {change:>6}  {sure:>9}")
     if not result.hits:
         lines.append("  (empty gallery)")
+    lines.append(verdict(result))
     return "\n".join(lines)

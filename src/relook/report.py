@@ -62,8 +62,26 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def _short(gallery_id: str, n: int = 24) -> str:
-    return gallery_id if len(gallery_id) <= n else "…" + gallery_id[-(n - 1) :]
+def _group(dataset, gallery_index: int) -> str | None:
+    """The group (instance) name of a gallery item: the folder reader's name, else its label."""
+    gid = dataset.gallery_ids[gallery_index]
+    group_of = dataset.info.get("group_of") or {}
+    if gid in group_of:
+        return None if group_of[gid] is None else str(group_of[gid])
+    labels = dataset.gallery_labels
+    return None if labels is None else str(labels[gallery_index])
+
+
+def _label(rank: int, dataset, g: int, method: str, score: float) -> str:
+    """Rank, full gallery id (wrapped, never cut), its group when the id does not show it, and the score."""
+    from relook.viz.topk import wrap_label
+
+    gid = dataset.gallery_ids[g]
+    group = _group(dataset, g)
+    text = wrap_label(f"#{rank} {gid}")
+    if group is not None and group not in gid.split("/"):
+        text += "\n" + wrap_label(f"group {group}")
+    return f"{text}\n{method}: {score:.3f}"
 
 
 def _aligned(ranking: Shortlist, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -83,9 +101,7 @@ def _row(dataset, idx: np.ndarray, scores: np.ndarray, q: int, positives, ignore
     pos = set(np.asarray(positives[q]).tolist())
     gallery = dataset.gallery
     images = [load_image(gallery[idx[q, c]][1], gallery[idx[q, c]][2]) for c in keep]
-    labels = [
-        f"#{r + 1} {_short(dataset.gallery_ids[idx[q, c]])}\n{method}: {scores[q, c]:.3f}" for r, c in enumerate(keep)
-    ]
+    labels = [_label(r + 1, dataset, idx[q, c], method, scores[q, c]) for r, c in enumerate(keep)]
     qid, qpath, qbox = dataset.queries[q]
     return (load_image(qpath, qbox), images, [idx[q, c] in pos for c in keep]), labels
 
@@ -103,7 +119,7 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
     """
     from relook.eval.metrics import map_at_k_curve, precision_recall_curve, recall_at_k
     from relook.pipeline import dataset_of
-    from relook.viz.topk import metric_curves, pr_curves, topk_grid
+    from relook.viz.topk import metric_curves, pr_curves, topk_grid, wrap_label
 
     dataset = dataset_of(conf)
     out = Path(conf["out"])
@@ -151,7 +167,7 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
         path = topk_grid(
             [r for r, _ in rows],
             figs / f"topk_{_safe(name)}.png",
-            [f"query {_short(dataset.query_ids[q])}" for q in range(nq)],
+            [wrap_label(f"query {dataset.query_ids[q]}") for q in range(nq)],
             labels=[lab for _, lab in rows],
         )
         add(
@@ -223,7 +239,7 @@ def _case_figures(dataset, aligned, positives, ignore, k: int, cases: int, figs:
     """Per reranker: the ``cases`` queries it helped and hurt most, global row over reranked row."""
     from relook.eval.cases import helped_and_hurt
     from relook.eval.metrics import first_positive_ranks
-    from relook.viz.topk import topk_grid
+    from relook.viz.topk import topk_grid, wrap_label
 
     gidx, gscores = aligned["global only"]
     before = first_positive_ranks(gidx, positives, ignore)
@@ -240,7 +256,7 @@ def _case_figures(dataset, aligned, positives, ignore, k: int, cases: int, figs:
                     row, lab = _row(dataset, i, s, q, positives, ignore, k, method)
                     rows.append(row)
                     labels.append(lab)
-                    titles.append(f"{kind}: {_short(dataset.query_ids[q])}\n{method} {change}")
+                    titles.append(wrap_label(f"{kind}: {dataset.query_ids[q]}\n{method} {change}"))
                 lines.append(f"{kind}: query {dataset.query_ids[q]}, first positive {change}")
         if not rows:
             captions[f"cases_{_safe(name)}.png"] = {
@@ -283,7 +299,9 @@ def _figure_list(out: Path) -> list[tuple[str, str, str]]:
 
 def _table_html(results: dict) -> str:
     metrics = list(dict.fromkeys(k for r in results["metrics"].values() for k in r))
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in ["method", *metrics, "rerank s/query"])
+    intervals = results.get("intervals") or {}
+    ci_head = [f"{next(iter(intervals.values()))['metric']} change vs global [95% CI]"] if intervals else []
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in ["method", *metrics, *ci_head, "rerank s/query"])
 
     def value(v) -> float:  # an undefined metric (NaN, or null read back from results.json) -> NaN
         return float("nan") if v is None else float(v)
@@ -301,6 +319,8 @@ def _table_html(results: dict) -> str:
             v = value(vals.get(m))
             txt = f"{100 * v:.2f}" if np.isfinite(v) else "-"
             cells.append(f"<td><b>{txt}</b></td>" if np.isfinite(v) and v == best[m] else f"<td>{txt}</td>")
+        if intervals:
+            cells.append(f"<td class='ci'>{_interval(intervals.get(name))}</td>")
         t = value(results["seconds_per_query"].get(name))
         rows.append(
             f"<tr><td>{html.escape(name)}</td>{''.join(cells)}<td>{f'{t:.3f}' if np.isfinite(t) else ''}</td></tr>"
@@ -308,64 +328,35 @@ def _table_html(results: dict) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _run_html(results: dict) -> str:
-    """Header: data and split, sizes, K and top-K (clamping warned), extractors' weights, seeds, commit."""
-    e = html.escape
-    run = results.get("run") or {}
-    parts = [
-        f"<p><b>Data:</b> {e(results['dataset'])}"
-        + (f", split <b>{e(run['split'])}</b>" if run.get("split") else "")
-        + "</p>"
-    ]
-    if run:
-        parts.append(
-            f"<p><b>{run['queries']}</b> queries, <b>{run['gallery']}</b> gallery images; shortlist "
-            f"K = <b>{run['shortlist_k_used']}</b> (configured {run['shortlist_k']})</p>"
-        )
-        warn = []
-        if run.get("clamped"):
-            warn.append(
-                f"shortlist K was clamped from {run['shortlist_k']} to {run['shortlist_k_used']}: the "
-                "gallery has no more candidates per query"
-            )
-        rr = run.get("rerankers", {})
-        if rr:
-            items = []
-            for label, r in rr.items():
-                items.append(
-                    f"<li><b>{e(label)}</b> ({e(r['name'])}): reranks the top {r['top_k_used']}"
-                    + (f" (configured {r['top_k']})" if r["top_k_used"] < r["top_k"] else "")
-                    + (f", seed {e(r['seed'])}" if r.get("seed") else "")
-                    + "</li>"
-                )
-            clamped = [f"{label} ({r['top_k']})" for label, r in rr.items() if r["top_k_used"] < r["top_k"]]
-            if clamped:
-                warn.append(
-                    f"reranked top-K clamped to the shortlist's {run['shortlist_k_used']} for {', '.join(clamped)}"
-                )
-            parts.append("<p><b>Rerankers</b></p><ul>" + "".join(items) + "</ul>")
-        parts += [f"<p class='warn'>Warning: {e(w)}.</p>" for w in warn]
-        ex = run.get("extractors", {})
-        if ex:
-            parts.append(
-                "<p><b>Extractors and weights</b></p><ul>"
-                + "".join(
-                    f"<li><b>{e(label)}</b> ({e(x['name'])}): {e(x['weights'])}"
-                    + (f"; seed {e(x['seed'])}" if x.get("seed") not in ("", None) else "")
-                    + "</li>"
-                    for label, x in ex.items()
-                )
-                + "</ul>"
-            )
-        seeds = sorted({f"{label}={x['seed']}" for label, x in {**ex, **rr}.items() if x.get("seed") not in ("", None)})
-        parts.append(f"<p><b>Seeds:</b> {e(', '.join(seeds) or 'none recorded')}</p>")
-    parts.append(f"<p><b>git commit:</b> {e(results['git'])}</p>")
-    provenance = [f"<li><b>{e(m)}</b>: {e(p)}</li>" for m, p in results["provenance"].items() if p]
-    if provenance:
-        parts.append(
-            "<details><summary>Provenance of every method</summary><ul>" + "".join(provenance) + "</ul></details>"
-        )
-    return "".join(parts)
+def _interval(ci: dict | None) -> str:
+    """``+1.23 [-0.40, +2.90]`` (points of %) or ``baseline`` / ``-`` when undefined."""
+    if ci is None:
+        return "baseline"
+    vals = [ci.get(k) for k in ("delta", "lo", "hi")]
+    if any(v is None or not np.isfinite(v) for v in vals):
+        return "-"
+    d, lo, hi = (100 * v for v in vals)
+    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def _intervals_note(results: dict) -> str:
+    intervals = results.get("intervals") or {}
+    if not intervals:
+        return ""
+    ci = next(iter(intervals.values()))
+    return (
+        f"<p>Change vs global: {html.escape(ci['metric'])} of the method minus that of the global order, in "
+        f"points, with the 95% percentile interval of a paired bootstrap over the {ci['queries']} queries "
+        f"({ci['resamples']} resamples, seed {ci['seed']}; relook.eval.bootstrap.paired_bootstrap). An "
+        "interval that includes 0 is no evidence of a change on this data.</p>"
+    )
+
+
+def _run_html(results: dict, calibration: dict | None = None) -> str:
+    """Header: data and split, sizes, K and top-K, every method's provenance, thresholds, environment."""
+    from relook.viz.provenance import run_html
+
+    return run_html(results, calibration)
 
 
 def _notes(results: dict) -> list[str]:
@@ -427,7 +418,9 @@ CSS = (
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
     "td:first-child,th:first-child{text-align:left}.note{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
     ".warn{background:#fde2e1;padding:.5em;border:1px solid #d9534f}figure{margin:1em 0}"
-    "figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:85%;color:#444;max-width:900px}"
+    "figure img{max-width:100%;border:1px solid #ddd}"
+    "figcaption{font-size:85%;color:#444;max-width:900px;overflow-wrap:anywhere}"
+    ".prov{font-size:90%;overflow-wrap:anywhere}td.ci{white-space:nowrap}"
     "ul.comment li{margin:.2em 0}h2{border-bottom:1px solid #ccc;margin-top:1.6em}"
 )
 
@@ -440,9 +433,13 @@ def write_report(conf: dict, results: dict, title: str = "relook report") -> Pat
     out = Path(conf["out"])
     figures = _figure_list(out)
     body = {sid: [] for sid, _ in SECTIONS}
-    body["run"].append(_run_html(results))
+    from relook.confidence import read_calibration
+
+    body["run"].append(_run_html(results, read_calibration(out)))
     body["results"].append(
-        "<p>Metrics in %, higher is better; the best value of each column in bold.</p>" + _table_html(results)
+        "<p>Metrics in %, higher is better; the best value of each column in bold.</p>"
+        + _table_html(results)
+        + _intervals_note(results)
     )
     body["results"].append(
         "<p><b>What this shows</b></p><ul class='comment'>"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.errors import ShapeError
+from relook.viz.topk import DPI  # every report figure at the same print resolution
 
 
 def draw_matches(
@@ -52,6 +53,6 @@ def draw_matches(
     ax.set_title(title, fontsize=9)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, bbox_inches="tight")
+    fig.savefig(out_path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return out_path

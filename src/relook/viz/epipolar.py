@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.errors import ShapeError
+from relook.viz.topk import DPI  # every report figure at the same print resolution
 
 
 def grid_of_patches(M: np.ndarray, s: int, gap: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -82,7 +83,7 @@ def plot_epipolar_attention(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=80)
+    fig.savefig(out_path, dpi=DPI)
     plt.close(fig)
     return out_path
 

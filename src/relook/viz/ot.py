@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.errors import ShapeError
+from relook.viz.topk import DPI  # every report figure at the same print resolution
 
 
 def backbone_and_weights(meta: dict) -> str:
@@ -175,7 +176,7 @@ def save_figure(fig, out_path: str | Path) -> Path:
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100, bbox_inches="tight")
+    fig.savefig(out_path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return out_path
 

@@ -1,5 +1,9 @@
 """Top-k retrieval grids: the query, then its first k results with green (positive) / red (negative)
-borders, as in the papers' qualitative figures; precision-recall and metric-against-K curves."""
+borders, as in the papers' qualitative figures; precision-recall and metric-against-K curves.
+
+Figures are written at ``DPI`` (200, print quality for an appendix); thumbnails keep their aspect ratio
+(letterboxed on white, the coloured border around the picture itself); labels are wrapped by the caller
+(``wrap_label``) and the rows are made tall enough for their longest label, so nothing is cut or overlaps."""
 
 from __future__ import annotations
 
@@ -10,8 +14,44 @@ import numpy as np
 
 from relook.io import atomic_path
 
+#: resolution of every figure relook writes for a report
+DPI = 200
 
-def save_png(fig, path: str | Path, dpi: int = 100, layout: bool = True) -> Path:
+
+def wrap_label(text: str, width: int = 22) -> str:
+    """``text`` in lines of at most ``width`` characters, broken after ``/``, ``_``, ``-`` or a space when
+    possible and inside a word only when a part is longer than a line; every character kept (no "…")."""
+    out = []
+    for para in text.split("\n"):
+        lines, line = [], ""
+        parts = [p for p in _split_keep(para) if p]
+        for part in parts:
+            while len(part) > width:  # a part longer than a line: hard break
+                room = width - len(line)
+                lines.append(line + part[:room])
+                line, part = "", part[room:]
+            if len(line) + len(part) > width:
+                lines.append(line.rstrip())
+                line = part.lstrip()
+            else:
+                line += part
+        lines.append(line.rstrip())
+        out += [x for x in lines if x] or [""]
+    return "\n".join(out)
+
+
+def _split_keep(text: str) -> list[str]:
+    """``a/b_c d`` -> ``["a/", "b_", "c ", "d"]``: pieces that end at a break character."""
+    pieces, cur = [], ""
+    for ch in text:
+        cur += ch
+        if ch in "/_- ":
+            pieces.append(cur)
+            cur = ""
+    return [*pieces, cur]
+
+
+def save_png(fig, path: str | Path, dpi: int = DPI, layout: bool = True) -> Path:
     """Write a matplotlib figure as PNG atomically (no half-written file on a crash) and close it.
 
     ``layout``: apply ``tight_layout`` (off when the caller laid the figure out itself, e.g. a legend row)."""
@@ -27,13 +67,19 @@ def save_png(fig, path: str | Path, dpi: int = 100, layout: bool = True) -> Path
 
 
 def _bordered(img: np.ndarray, colour: tuple[int, int, int] | None, size: int, width: int = 6) -> np.ndarray:
+    """``img`` scaled to fit ``size`` x ``size`` with its aspect ratio kept, framed by ``width`` px of
+    ``colour`` around the picture itself, centred on a white (size + 2 width) square."""
     from PIL import Image
 
-    im = np.asarray(Image.fromarray(img).resize((size, size)))
+    h, w = img.shape[:2]
+    scale = size / max(h, w, 1)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    im = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.LANCZOS))
     out = np.full((size + 2 * width, size + 2 * width, 3), 255, np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
     if colour is not None:
-        out[:] = colour
-    out[width:-width, width:-width] = im
+        out[top : top + nh + 2 * width, left : left + nw + 2 * width] = colour
+    out[top + width : top + width + nh, left + width : left + width + nw] = im
     return out
 
 
@@ -54,6 +100,17 @@ def topk_grid(
     rank, gallery id and score; default ``#rank``). ``legend`` adds a key to the border colours (blue
     query, green positive, red negative) under the grid, so the figure reads without its caption.
     """
+    return save_png(topk_figure(rows, titles, size, labels, legend), path, layout=False)
+
+
+def topk_figure(
+    rows: Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[bool]]],
+    titles: Sequence[str] = (),
+    size: int = 96,
+    labels: Sequence[Sequence[str]] | None = None,
+    legend: bool = True,
+):
+    """The matplotlib figure ``topk_grid`` writes (laid out; the caller saves or inspects it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +119,10 @@ def topk_grid(
 
     k = max((len(r[1]) for r in rows), default=0)
     n = max(len(rows), 1)
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.45 * (k + 1), 1.65 * n + (0.35 if legend else 0)), squeeze=False)
+    texts = [*titles, *(t for row in (labels or []) for t in row)]
+    lines = max((t.count("\n") + 1 for t in texts), default=1)
+    row_h = 1.5 + 0.13 * lines  # room for the longest wrapped label above each thumbnail
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.45 * (k + 1), row_h * n + (0.35 if legend else 0)), squeeze=False)
     for r, (query, results, flags) in enumerate(rows):
         axes[r, 0].imshow(_bordered(query, QUERY_RGB, size))
         axes[r, 0].set_title(titles[r] if r < len(titles) else "query", fontsize=6)
@@ -82,8 +142,10 @@ def topk_grid(
             for c, t in ((QUERY_RGB, "query"), (POSITIVE_RGB, "positive (same instance)"), (NEGATIVE_RGB, "negative"))
         ]
         fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-        fig.tight_layout(rect=(0, 0.35 / (1.65 * n + 0.35), 1, 1))
-    return save_png(fig, path, dpi=90, layout=not legend)
+        fig.tight_layout(rect=(0, 0.35 / (row_h * n + 0.35), 1, 1))
+    else:
+        fig.tight_layout()
+    return fig
 
 
 def metric_curves(curves: dict[str, dict[str, np.ndarray]], ks: np.ndarray, path: str | Path, title: str = "") -> Path:
@@ -108,7 +170,7 @@ def metric_curves(curves: dict[str, dict[str, np.ndarray]], ks: np.ndarray, path
     axes[0, 0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return save_png(fig, path, dpi=100)
+    return save_png(fig, path)
 
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
@@ -128,4 +190,4 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=8)
-    return save_png(fig, path, dpi=100)
+    return save_png(fig, path)
