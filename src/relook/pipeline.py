@@ -490,7 +490,6 @@ def evaluate(conf: dict) -> dict[str, Any]:
     ``null`` in ``results.json`` and ``-`` in the table.
     """
     from relook.eval.evaluate import evaluate as score
-    from relook.eval.intervals import delta_intervals
 
     dataset, shortlist, rankings = evaluation_inputs(conf)
     rows = {"global only": score(shortlist, dataset)}
@@ -534,6 +533,8 @@ def write_results(
     conf: dict, dataset, shortlist: Shortlist, rankings: dict[str, Ranking], rows: dict[str, dict]
 ) -> dict[str, Any]:
     """``results.json`` from the metric ``rows`` ("global only" and one per ranking label); returns it."""
+    from relook.eval.intervals import delta_intervals
+
     out_dir = Path(conf["out"])
     timing = {label: _seconds(r.meta.get("seconds_per_query")) for label, r in rankings.items()}
     meta = {"global only": shortlist.meta, **{label: r.meta for label, r in rankings.items()}}
