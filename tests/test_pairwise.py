@@ -5,6 +5,7 @@ and bad input ends in one line."""
 import numpy as np
 import pytest
 
+from relook.cli import main
 from relook.errors import ConfigError, DataError
 from relook.pairwise import score_pairs
 from tests.shared_data import shared
@@ -135,7 +136,7 @@ def test_cli(tmp_path, pairs, capsys, one_thread):
     assert capsys.readouterr().err.startswith("error: ")
 
 
-def test_run_weights_and_scores(tmp_path, one_thread):
+def test_run_weights_and_scores(tmp_path, one_thread, capsys):
     """With ``run=``: the run's extractors and gv settings, the same inliers as the run's own ranking gave
     the pair, and ``query``'s refusal when the run's store was made with other weights."""
     import json
@@ -164,6 +165,16 @@ def test_run_weights_and_scores(tmp_path, one_thread):
     q, g = ranking.query_ids[0], ranking.gallery_ids[ranking.indices[0, 0]]
     (res,) = score_pairs([(root / q, root / g)], "gv", run=tmp_path / "run")
     assert res.inliers == int(np.floor(ranking.scores[0, 0])) >= 15  # gv's score: inliers + a tie-break < 0.5
+    pipeline.evaluate(conf)  # calibrates the "no confident match" thresholds of the run
+    threshold = json.loads((tmp_path / "run" / "calibration.json").read_text())["methods"]["gv"]["threshold"]
+    verdicts = []
+    for other in (g, ranking.gallery_ids[ranking.indices[0, -1]]):  # gv's best and worst candidate of q
+        assert main(["pair", str(root / q), str(root / other), "--method", "gv", "--run", str(tmp_path / "run")]) == 0
+        out = capsys.readouterr().out
+        score = float(out.split("gv score ")[1].split()[0])
+        verdicts.append("confident match" if score >= threshold else "no confident match")
+        assert f"\n{verdicts[-1]}: gv score" in "\n" + out and f"threshold {threshold:.4g}" in out
+    assert verdicts == ["confident match", "no confident match"]
     with h5py.File(tmp_path / "run" / "features" / "aliked" / "gallery.h5", "a") as f:
         meta = json.loads(f.attrs["meta"])
         f.attrs["meta"] = json.dumps({**meta, "weights.sha256": "0" * 64})

@@ -37,8 +37,25 @@ def pair_cmd(
         [(image_a, image_b)], method, run, list(config) or None, overrides, parse_kv(opt, "--opt") or None
     )
     typer.echo(format_pair(res))
+    typer.echo(verdict_line(run, method, res.score))
     if figure is not None:
         typer.echo(f"wrote {pair_figure(res, figure)}")
+
+
+def verdict_line(run: Path | None, method: str, score: float) -> str:
+    """ "confident match" / "no confident match" against the run's calibrated threshold for ``method``
+    (``relook.confidence``, made by `relook evaluate` from the run's labelled images), or why there is none."""
+    from relook.confidence import describe, read_calibration, threshold_of
+
+    record = read_calibration(run) if run is not None else None
+    threshold = threshold_of(record, method)
+    if threshold is None:
+        why = "pass --run RUN of a labelled run" if run is None else describe(record, method)
+        return f"confidence: not calibrated for {method} ({why})"
+    verdict = "confident match" if score >= threshold else "no confident match"
+    return (
+        f"{verdict}: {method} score {score:.4g} {'>=' if score >= threshold else '<'} threshold {threshold:.4g} ({run})"
+    )
 
 
 @app.command("merge")
