@@ -124,3 +124,16 @@ def test_bad_input(tmp_path, monkeypatch, model):
     with pytest.raises(DataError, match="block 11"):
         dinov2_onnx.onnx_to_timm(graph, "x.onnx")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_missing_onnx_is_one_line(monkeypatch, tmp_path):
+    """Without the ``onnx`` package (and no cached conversion) the error names the extra to install."""
+    import sys
+
+    from relook.errors import ConfigError
+
+    monkeypatch.setenv("RELOOK_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ConfigError, match=r"relook\[onnx\]") as e:
+        dinov2_onnx.converted_weights(resolve_weights(dinov2_onnx.NAME))
+    assert "\n" not in str(e.value)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relook.errors import DataError
+from relook.errors import ConfigError, DataError
 from relook.weights import WeightsRecord, resolve_weights
 
 NAME = "dinov2_s14_imgfocus"
@@ -73,6 +73,16 @@ _NAMED = {  # Hugging Face name inside layer.{i} -> timm name inside blocks.{i}
 }
 
 
+def _onnx():
+    """The ``onnx`` package (optional dependency, the relook[onnx] extra: only this conversion needs it)."""
+    try:
+        import onnx
+        import onnx.numpy_helper
+    except ImportError:
+        raise ConfigError(f"weights {NAME!r} are an ONNX file: pip install onnx (the relook[onnx] extra)") from None
+    return onnx
+
+
 def cache_dir() -> Path:
     """Where converted weights are cached: ``$RELOOK_CACHE``, ``$XDG_CACHE_HOME/relook`` or ``~/.cache/relook``."""
     if os.environ.get("RELOOK_CACHE"):
@@ -97,9 +107,7 @@ def onnx_to_timm(graph, path: str = "ONNX file") -> dict[str, np.ndarray]:
     ``graph``: an ``onnx.GraphProto``. Raises ``DataError`` naming ``path`` when a tensor the map expects
     is missing (another export, another architecture).
     """
-    from onnx import numpy_helper  # optional dependency (relook[onnx]): only this conversion needs it
-
-    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    init = {t.name: _onnx().numpy_helper.to_array(t) for t in graph.initializer}
     used = _consumer_inputs(graph, set(init))
 
     def get(name: str) -> np.ndarray:
@@ -151,8 +159,7 @@ def converted_weights(record: WeightsRecord) -> Path:
     out = cache_dir() / f"{NAME}-{record.sha256[:16]}.safetensors"
     if out.is_file() and _source_sha(out) == record.sha256:
         return out
-    import onnx  # optional dependency (relook[onnx]): only this conversion needs it
-
+    onnx = _onnx()
     try:
         model = onnx.load(record.path)
     except Exception as e:  # a truncated or foreign file: one line naming it
