@@ -98,3 +98,5 @@ def test_bad_input():
         create_extractor(
             "vit_tokens", backbone="resnet50", pretrained=False, block=3, model_kwargs={"layers": (1,) * 4}
         )
+    with pytest.raises(ConfigError, match="not cvt13"):
+        create_extractor("vit_tokens", backbone="cvt13", pretrained=False, block=3)

@@ -168,6 +168,8 @@ class VitTokens(Extractor):
                 f"extractor 'vit_tokens': rollout_norm must be one of {ROLLOUT_NORMS}, got {c['rollout_norm']!r}"
             )
         if c["backbone"] in cvt.NAMES:
+            if c["block"] is not None:
+                raise ConfigError("extractor 'vit_tokens': block applies to timm ViT backbones, not cvt13")
             self.model_name, self.kind = cvt.HUB_NAME, "cvt"
             model, self.weights_record, norm = cvt.create_cvt(
                 c["pretrained"], int(c["seed"]), c["checkpoint"], **c["model_kwargs"]
@@ -196,7 +198,7 @@ class VitTokens(Extractor):
         if self.model_name not in timm.list_models():
             raise ConfigError(
                 f"extractor 'vit_tokens': unknown backbone {c['backbone']!r}; use one of "
-                f"{sorted(BACKBONES) + ['cvt13']} or a timm model name"
+                f"{sorted(BACKBONES) + ['cvt13', dinov2_onnx.NAME]} or a timm model name"
             )
         self.kind = _kind(self.model_name)
         kwargs = dict(c["model_kwargs"])
