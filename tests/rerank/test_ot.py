@@ -150,3 +150,58 @@ def test_paper_configs():
         full = {r["marginal"] for r in ots if r["partial"] == 1.0}
         assert full == {"uniform", "cross", "relevancy"}
         assert sorted(r["partial"] for r in ots if r["partial"] != 1.0) == ([0.9] if ds == "sop" else [])
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_final_score_is_global_plus_struct(tmp_path):
+    """The reordering score is S_global + S_struct, each computed here independently: S_global as the cosine of
+    the two global descriptors, S_struct by POT. Dropping, doubling or replacing either part fails."""
+    qs, gs, short = _stores(tmp_path)
+    rr = create_reranker("ot", marginal="relevancy", top_k=5, dtype="float64")
+    with FeatureStore(tmp_path / "q.h5") as qstore, FeatureStore(tmp_path / "g.h5") as gstore:
+        ranking = rr.rerank_shortlist(short, qstore, gstore, progress=False)
+    globals_seen = []
+    for q, query in enumerate(qs):
+        for pos in range(5):
+            g = gs[ranking.indices[q, pos]]
+            s_global = float(np.dot(query.global_desc.astype(np.float64), g.global_desc))
+            globals_seen.append(s_global)
+            expected = s_global + _pot_score(query, g, "relevancy", 1.0)
+            assert ranking.scores[q, pos] == pytest.approx(expected, abs=1e-5)
+    assert np.abs(globals_seen).max() > 0.3  # S_global is far from 0 here: dropping it shows
+    one = rr.rerank(qs[0], gs, np.full(len(gs), 0.25))  # the per-query path adds what it is given
+    np.testing.assert_allclose(one, [0.25 + _pot_score(qs[0], g, "relevancy", 1.0) for g in gs], atol=1e-5)
+
+
+def test_struct_weight_and_chamfer(tmp_path):
+    """``struct_weight`` scales S_struct only; ``structure: chamfer`` is the mean best-match cosine both ways
+    (a loop here)."""
+    qs, gs, _ = _stores(tmp_path)
+    full = create_reranker("ot", marginal="uniform", dtype="float64").rerank(qs[0], gs, np.ones(len(gs)))
+    half = create_reranker("ot", marginal="uniform", dtype="float64", struct_weight=0.5)
+    np.testing.assert_allclose(half.rerank(qs[0], gs, np.ones(len(gs))), 1 + 0.5 * (full - 1), atol=1e-9)
+    cham = create_reranker("ot", structure="chamfer", dtype="float64").rerank(qs[0], gs, np.zeros(len(gs)))
+    for got, g in zip(cham, gs):
+        a = qs[0].patch_tokens.reshape(9, -1).astype(np.float64)
+        b = g.patch_tokens.reshape(9, -1).astype(np.float64)
+        sim = [[np.dot(x, y) / np.linalg.norm(x) / np.linalg.norm(y) for y in b] for x in a]
+        ref = 0.5 * (np.mean([max(r) for r in sim]) + np.mean([max(c) for c in zip(*sim)]))
+        assert got == pytest.approx(ref, abs=1e-9)
+    with pytest.raises(ConfigError, match="structure"):
+        create_reranker("ot", structure="emd")
+
+
+def test_shuffled_tokens_control(tmp_path):
+    """OT with uniform marginals ignores where tokens sit (a permutation of the tokens permutes the plan), so
+    shuffling leaves its score unchanged; with the relevancy marginal (tied to positions) it changes it.
+    The permutation is seeded and per image."""
+    qs, gs, _ = _stores(tmp_path)
+    zeros = np.zeros(len(gs))
+
+    def score(marginal, shuffle):
+        rr = create_reranker("ot", marginal=marginal, dtype="float64", shuffle_tokens=shuffle)
+        return rr.rerank(qs[0], gs, zeros)
+
+    np.testing.assert_allclose(score("uniform", 3), score("uniform", None), atol=1e-9)
+    assert np.abs(score("relevancy", 3) - score("relevancy", None)).max() > 1e-3
+    np.testing.assert_array_equal(score("relevancy", 3), score("relevancy", 3))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from relook.errors import ShapeError
+from relook.errors import ConfigError, ShapeError
 from relook.rerank.rollout import (
     area_weights,
     drop_prefix,
@@ -20,35 +20,44 @@ def _attn(b, layers, heads, n, seed=0):
     return torch.softmax(torch.randn(b, layers, heads, n, n, generator=g, dtype=torch.float64) * 2, dim=-1)
 
 
-def _slow_rollout(a):  # a: (L, H, N, N) numpy, one image; Eq. 7 written out entry by entry
-    """A~(l_0) = A(l_0); A~(l_i) = A^(l_i) A~(l_{i-1}) with A^ = 0.5 A + 0.5 I (the head-averaged attention is
-    row-stochastic, so this is norm(A + I)), every entry an explicit sum over the middle index."""
+def _slow_rollout(a, norm="l2"):  # a: (L, H, N, N) numpy, one image; Eq. 7 written out entry by entry
+    """A~(l_0) = A(l_0); A~(l_i) = A^(l_i) A~(l_{i-1}) with A^ = A + I divided row by row by its L2 norm
+    (``norm="l2"``, the paper's text) or by its sum, 2 for the row-stochastic head average (``"sum"``), every
+    entry an explicit sum over the middle index."""
     L, H, n, _ = a.shape
     avg = [[[sum(a[layer, h, i, j] for h in range(H)) / H for j in range(n)] for i in range(n)] for layer in range(L)]
     out = avg[0]
     for layer in range(1, L):
-        hat = [[0.5 * avg[layer][i][j] + 0.5 * (i == j) for j in range(n)] for i in range(n)]
+        plus = [[avg[layer][i][j] + (i == j) for j in range(n)] for i in range(n)]
+        scale = [sum(v * v for v in row) ** 0.5 if norm == "l2" else 2.0 for row in plus]
+        hat = [[plus[i][j] / scale[i] for j in range(n)] for i in range(n)]
         out = [[sum(hat[i][k] * out[k][j] for k in range(n)) for j in range(n)] for i in range(n)]
     return np.array(out)
 
 
 def test_two_layers_known_numbers():
-    """By hand: A0 = [[.8, .2], [.4, .6]], A1 = [[.5, .5], [.1, .9]] (each the mean of two heads), so
-    A^1 = 0.5 A1 + 0.5 I = [[.75, .25], [.05, .95]] and A~ = A^1 A0 = [[.7, .3], [.42, .58]]."""
+    """By hand: A0 = [[.8, .2], [.4, .6]], A1 = [[.5, .5], [.1, .9]] (each the mean of two heads).
+    Row sums: A^1 = (A1 + I) / 2 = [[.75, .25], [.05, .95]], A~ = A^1 A0 = [[.7, .3], [.42, .58]].
+    L2 (the paper): A1 + I = [[1.5, .5], [.1, 1.9]], row norms sqrt(2.5) and sqrt(3.62), so
+    A~ = [[1.4, .6] / sqrt(2.5), [.84, 1.16] / sqrt(3.62)]."""
     a0 = np.array([[[0.9, 0.1], [0.3, 0.7]], [[0.7, 0.3], [0.5, 0.5]]])  # heads average to A0
     a1 = np.array([[[0.6, 0.4], [0.0, 1.0]], [[0.4, 0.6], [0.2, 0.8]]])  # heads average to A1
     attn = [torch.tensor(a0[None]), torch.tensor(a1[None])]  # (B=1, H=2, 2, 2) per layer
-    expected = np.array([[0.7, 0.3], [0.42, 0.58]])
-    np.testing.assert_allclose(rollout(attn)[0].numpy(), expected, atol=1e-12)
-    np.testing.assert_allclose(_slow_rollout(np.stack([a0, a1])), expected, atol=1e-12)
+    by_sum = np.array([[0.7, 0.3], [0.42, 0.58]])
+    by_l2 = np.array([[1.4 / 2.5**0.5, 0.6 / 2.5**0.5], [0.84 / 3.62**0.5, 1.16 / 3.62**0.5]])
+    np.testing.assert_allclose(rollout(attn, norm="sum")[0].numpy(), by_sum, atol=1e-12)
+    np.testing.assert_allclose(_slow_rollout(np.stack([a0, a1]), "sum"), by_sum, atol=1e-12)
+    np.testing.assert_allclose(rollout(attn)[0].numpy(), by_l2, atol=1e-12)  # the default is the paper's
+    np.testing.assert_allclose(_slow_rollout(np.stack([a0, a1])), by_l2, atol=1e-12)
 
 
-def test_matches_reference():
+@pytest.mark.parametrize("norm", ["l2", "sum"])
+def test_matches_reference(norm):
     a = _attn(2, 4, 3, 6)
-    got = rollout([a[:, i] for i in range(4)])
+    got = rollout([a[:, i] for i in range(4)], norm=norm)
     for b in range(2):
-        np.testing.assert_allclose(got[b].numpy(), _slow_rollout(a[b].numpy()), atol=1e-12)
-    torch.testing.assert_close(rollout(a.mean(2)), got)
+        np.testing.assert_allclose(got[b].numpy(), _slow_rollout(a[b].numpy(), norm), atol=1e-12)
+    torch.testing.assert_close(rollout(a.mean(2), norm=norm), got)
 
 
 def test_relevancy_is_probability_vector():
@@ -111,6 +120,8 @@ def test_bad_input():
         rollout_relevancy(torch.rand(1, 10, 10), num_prefix=1, grid_hw=(4, 4))
     with pytest.raises(ShapeError):
         rollout([])
+    with pytest.raises(ConfigError, match="norm"):
+        rollout([torch.rand(1, 4, 4)], norm="l1")
 
 
 def test_window_to_global_matches_loop():

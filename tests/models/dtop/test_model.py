@@ -114,18 +114,44 @@ def test_bad_input():
 
 
 def test_parameter_budget():
-    """Supplementary A.1: the components DToP adds to ViT-B (D = 768, k = 6, N = 1536) have 0.3M parameters.
+    """Supplementary A.1: the components DToP adds to ViT-B (D = 768, k = 6, N = 1536) have 0.3M parameters
+    under ``elm_reading: 0.3m``; the cited modules (the default) have what MobileNetV2's IRB (t = 6) and
+    DeepLab's projected ASPP (256 wide) have, written out here layer by layer.
 
     Counted from the whole model: everything outside the backbone, less the two output FCs to N/2 = 768
     (the head every model of Table A5 carries), whose size is written out here by hand."""
-    m = DToP(backbone="timm:vit_base_patch16_224", pretrained=False, timm_kwargs={"depth": 6})
-    assert m.backbone.embed_dim == 768 and m.conf["layers"] == 6 and m.out_dim == 1536
-    total = sum(p.numel() for p in m.parameters())
-    backbone = sum(p.numel() for p in m.backbone.parameters())
-    head = (768 * 768 + 768) + (2 * 768 * 768 + 768)  # global FC D -> N/2, local FC 2D (orthogonal) -> N/2
-    added = total - backbone - head
-    assert round(added / 1e6, 1) == 0.3
-    assert m.added_parameters()["added"] == added and m.added_parameters()["head"] == head
+    d, hid, w = 768, 6 * 768, 256
+    irb = d * hid + 2 * hid + 9 * hid + 2 * hid + hid * d + 2 * d  # 1x1+BN, dw 3x3+BN, 1x1+BN
+    sep = 9 * d + 2 * d + d * w + 2 * w  # one separable atrous branch: dw 3x3 + BN, 1x1 + BN
+    aspp = (d * w + 2 * w) + 3 * sep + d * w + (5 * w * d + 2 * d)  # 1x1, 3 atrous, pooling 1x1, project
+    for reading, expected in (("0.3m", None), ("cited", irb + aspp)):
+        m = DToP(backbone="timm:vit_base_patch16_224", pretrained=False, timm_kwargs={"depth": 6}, elm_reading=reading)
+        assert m.backbone.embed_dim == 768 and m.conf["layers"] == 6 and m.out_dim == 1536
+        total = sum(p.numel() for p in m.parameters())
+        backbone = sum(p.numel() for p in m.backbone.parameters())
+        head = (768 * 768 + 768) + (2 * 768 * 768 + 768)  # global FC D -> N/2, local FC 2D (orthogonal) -> N/2
+        added = total - backbone - head
+        if expected is None:
+            assert round(added / 1e6, 1) == 0.3
+        else:
+            assert added == expected and round(added / 1e6, 1) == 9.1
+        assert m.added_parameters()["added"] == added and m.added_parameters()["head"] == head
+
+
+def test_elm_readings():
+    """``cited`` (default) builds an inverted residual (hidden wider than D) and a projected ASPP; ``0.3m``
+    a bottleneck and a depth-wise averaged ASPP, overriding the two keys; a saved config's explicit keys
+    are kept under ``cited``; an unknown reading is refused."""
+    kw = {"backbone": "timm:vit_small_patch16_224", "pretrained": False, "timm_kwargs": {"depth": 2}, "layers": 2}
+    cited = DToP(**kw).local_branch.elm
+    assert cited.irb.body[0][0].out_channels == 6 * 384 and cited.aspp.project is not None
+    assert cited.aspp.branches[0][0].out_channels == 256
+    small = DToP(**kw, elm_reading="0.3m", irb_expansion=6, aspp_width=256).local_branch.elm
+    assert small.irb.body[0][0].out_channels == 96 and small.aspp.project is None
+    saved = DToP(**kw, irb_expansion=0.25, aspp_width=None).local_branch.elm
+    assert saved.irb.body[0][0].out_channels == 96 and saved.aspp.project is None
+    with pytest.raises(ConfigError, match="elm_reading"):
+        DToP(**kw, elm_reading="0.5m")
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])

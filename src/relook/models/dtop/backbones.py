@@ -33,9 +33,10 @@ from ``seed``, and by default much smaller than the paper's ViT-B (``LITE0_VIT_D
 3 heads, i.e. ViT-Tiny width at half depth, vs D = 768, 12 blocks, 12 heads); ``timm_kwargs`` override it
 (embed_dim, depth, num_heads, ...).
 
-Table A5's other models are not in timm 1.0 in a multi-scale ViT form (CvT, LocalViT, T2T, DeepViT,
-LV-ViT, ViL: absent; PiT: pooling stages with a fixed-grid embedding, Swin/ConViT/TNT: excluded by the
-paper itself); CvT would need Hugging Face ``transformers``, which relook does not depend on.
+Table A5's hierarchical models are wired in ``table_a5.py`` (same outputs, the last k layers of the final
+stage): ``cvt21`` (CvT-21, Hugging Face ``transformers``, the ``relook[cvt]`` extra), ``pit_b`` and
+``pit_b_distilled`` (timm ``pit_b_224``, ``pit_b_distilled_224``). The others are not in timm 1.0 in a
+multi-scale ViT form (LocalViT, T2T, DeepViT, LV-ViT, ViL: absent; Swin/ConViT/TNT: excluded by the paper).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ _TIMM_NAMES = {
 for _name, _timm in _TIMM_NAMES.items():
     BACKBONES.register(_name)(lambda _t=_timm: _t)
 BACKBONES.register("lite0_vit")(lambda: "lite0_vit")  # built by ``lite0_vit`` below, not by a timm name
+for _name in ("cvt21", "pit_b", "pit_b_distilled"):  # Table A5's hierarchical models: ``table_a5.py``
+    BACKBONES.register(_name)(lambda _n=_name: _n)
 
 
 #: ViT part of the ``lite0_vit`` hybrid (timm VisionTransformer arguments; the paper's ViT-B: 768 / 12 / 12)

@@ -4,20 +4,26 @@ Three switchable parts (Table A10), applied in this order (the order is not in t
 follows the only public re-implementation): inverted residual block (IRB, MobileNetV2) -> atrous spatial
 pyramid pooling (ASPP, DeepLab) -> WaveBlock (WB). All map (B, D, h, w) -> (B, D, h, w).
 
-Choices where the paper is silent (written here so they can be changed). The supplementary (A.1) gives
-all added components of DToP 0.3M parameters; at D = 768 one full-width 1x1 convolution alone has 0.59M,
-so the defaults keep every channel-mixing layer of ELM narrow (see ``models/dtop/model.py``):
-* IRB: 1x1 to ``expansion`` x D channels + BN + ReLU6, 3x3 depth-wise + BN + ReLU6, 1x1 back to D + BN,
-  identity shortcut. Default ``expansion`` 0.25 (a bottleneck, 0.30M parameters at D = 768); MobileNetV2's
-  own ratios (>= 1) are allowed but give >= 1.2M parameters at D = 768.
-* ASPP: DeepLabv3's branches (1x1, three 3x3 atrous at ``rates`` 6/12/18, image pooling). Default
-  (``width`` None): every branch depth-wise (per-channel 1x1 scale, depth-wise atrous 3x3) + BN + ReLU6
-  (the IRB's clipped ReLU, shared by every conv-BN unit here), the image-pooling branch parameter-free,
-  the five maps averaged (24k parameters at D = 768). With an int ``width``: each branch is depth-wise
-  separable to ``width`` channels (conv + BN + ReLU6), concatenated and projected back to D by 1x1 + BN +
-  ReLU (DeepLabv3+ style, 1.5M parameters at D = 768, width 192).
-* WaveBlock (Wang et al., Attentive WaveBlock): at training time a random horizontal band of
-  ``band`` x h rows is kept and the rest of the map is multiplied by ``factor``; identity at eval.
+The paper cites the modules, not their sizes: IRB = MobileNetV2's inverted residual block [55], ASPP =
+DeepLab's atrous spatial pyramid pooling [7]. Two readings are implemented (``READINGS``; the DToP
+model's ``elm_reading``):
+
+* ``cited`` (default): the cited modules as their papers define them.
+  IRB: 1x1 to ``expansion`` x D channels + BN + ReLU6, 3x3 depth-wise + BN + ReLU6, 1x1 back to D + BN,
+  identity shortcut, with MobileNetV2's expansion t = 6 (its Table 2; any ``expansion`` >= 1 is the cited
+  block: an inverted residual widens). ASPP: DeepLab's five branches (1x1, three atrous 3x3 at ``rates``
+  6/12/18, image pooling) to ``width`` = 256 channels each (DeepLab's width), each atrous conv depth-wise
+  separable (DeepLabv3+), concatenated and projected back to D by 1x1 + BN + ReLU. At D = 768: IRB 7.1M,
+  ASPP 2.0M parameters; at D = 384 (ViT-S): 1.8M and 1.0M.
+* ``0.3m``: the reading that fits supplementary A.1's "the additional components of DToP have only 0.3M
+  parameters" (at D = 768 one full-width 1x1 convolution alone has 0.59M, so no channel-mixing layer can
+  be full width): IRB ``expansion`` 0.25 (a bottleneck, not an inverted residual: 0.30M at D = 768); ASPP
+  (``width`` None) with every branch depth-wise (per-channel 1x1 scale, depth-wise atrous 3x3) + BN + ReLU6,
+  the image-pooling branch parameter-free, the five maps averaged (24k at D = 768).
+
+Either way the order is IRB -> ASPP -> WaveBlock (not in the recoverable text; it follows the only public
+re-implementation). WaveBlock (Wang et al., Attentive WaveBlock): at training time a random horizontal band
+of ``band`` x h rows is kept and the rest of the map is multiplied by ``factor``; identity at eval.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+#: ELM readings: (IRB expansion, ASPP width) -- the cited modules, or the 0.3M-parameter reading (docstring)
+READINGS: dict[str, tuple[float, int | None]] = {"cited": (6.0, 256), "0.3m": (0.25, None)}
 
 
 def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, dilation: int = 1, act: bool = True) -> nn.Sequential:
@@ -42,7 +51,7 @@ def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, dilation: int = 1
 class InvertedResidual(nn.Module):
     """MobileNetV2 inverted residual block at stride 1: x + project(depthwise(expand(x)))."""
 
-    def __init__(self, dim: int, expansion: float = 0.25) -> None:
+    def __init__(self, dim: int, expansion: float = 6.0) -> None:
         super().__init__()
         hidden = max(1, int(round(dim * expansion)))
         self.body = nn.Sequential(
@@ -60,7 +69,7 @@ class ASPP(nn.Module):
     channels, concatenated and projected back to ``dim`` (see the module docstring).
     """
 
-    def __init__(self, dim: int, width: int | None = None, rates: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(self, dim: int, width: int | None = 256, rates: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
         self.depthwise = width is None
         if self.depthwise:
@@ -117,8 +126,8 @@ class ELM(nn.Module):
         irb: bool = True,
         aspp: bool = True,
         waveblock: bool = True,
-        expansion: float = 0.25,
-        aspp_width: int | None = None,
+        expansion: float = 6.0,
+        aspp_width: int | None = 256,
         rates: Sequence[int] = (6, 12, 18),
         band: float = 0.3,
         factor: float = 2.0,
