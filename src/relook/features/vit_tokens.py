@@ -8,7 +8,7 @@ Per image it writes:
   L2-normalised (Eq. 5's ``g``);
 * ``patch_tokens`` (h, w, D): the final tokens / feature map, adaptive-average-pooled to ``grid`` x ``grid``
   (h = w = 7 in the paper; the paper's official code pools the same way);
-* ``relevancy`` (h*w,): the rollout relevancy (Eq. 7, ``relook.rerank.rollout``) pooled to the grid, a
+* ``relevancy`` (h*w,): the rollout relevancy (Eq. 7, ``relook.features.rollout``) pooled to the grid, a
   probability vector. DeiT: rollout over all blocks at native resolution (CLS row/column dropped for the
   marginal). Swin: each block's window attention scattered onto its stage's grid and resized to the final
   stage's grid before the rollout. CvT-13: all 13 blocks' attention (``relook.models.cvt`` hooks), the
@@ -51,11 +51,7 @@ import torch.nn.functional as F
 
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
-from relook.io import load_array
-from relook.models import cvt
-from relook.models.backbone import create_backbone
-from relook.models.global_head import gem
-from relook.rerank.rollout import (
+from relook.features.rollout import (
     area_weights,
     head_average,
     rollout,
@@ -63,6 +59,10 @@ from relook.rerank.rollout import (
     stage_attention,
     window_attention_resized,
 )
+from relook.io import load_array
+from relook.models import cvt
+from relook.models.backbone import create_backbone
+from relook.models.global_head import gem
 from relook.types import ImageFeatures
 from relook.weights import resolve_weights
 
