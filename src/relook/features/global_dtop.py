@@ -41,9 +41,9 @@ class DToPExtractor(Extractor):
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         from relook.models.dtop import DToP
+        from relook.models.dtop.checkpoint import load_dtop
         from relook.models.dtop.multiscale import scales_for
         from relook.models.whitening import load_whitening
-        from relook.train.dtop import load_dtop
 
         c = self.conf
         if "seed" in c["model"]:
