@@ -229,8 +229,8 @@ class ImageSource(nn.Module):
         self.rng = np.random.default_rng(seed)
 
     def sides(self, idx: np.ndarray, model_conf: dict, max_locals, device) -> dict:
-        from relook.datasets.transforms import eval_transform_map
         from relook.features.cnn_local import grid_keypoints, to_tensor
+        from relook.geometry.pixel_maps import eval_transform_map
 
         S = self.image_size
         ims, maps = [], []
