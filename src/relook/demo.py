@@ -38,7 +38,7 @@ NO_MAXEPI = (
 
 def guidance_of(label: str) -> str:
     """The demo trains ``rrt`` without guidance and ``rrt-<g>`` with epipolar guidance g (epi/maxepi/epe)."""
-    from relook.train.epipolar import GUIDANCES
+    from relook.models.epipolar_guidance import GUIDANCES
 
     suffix = label.split("-", 1)[1] if "-" in label else "none"
     return suffix if suffix in GUIDANCES else "none"

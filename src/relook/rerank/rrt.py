@@ -32,6 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from relook.errors import ConfigError, DataError
+from relook.geometry.robust import read_pseudo_gt
+from relook.models.epipolar_guidance import EpipolarGuidance
 from relook.models.rrt import RRT
 from relook.models.rrt.infer import RRTPairScorer
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side, required_fields
@@ -101,9 +103,6 @@ class RRTReranker(Reranker):
                 "and needs pseudo_gt=FILE from `relook geometry pseudo-gt-shortlist`; it never runs "
                 "without the encoding"
             )
-        from relook.geometry.robust import read_pseudo_gt
-        from relook.train.epipolar import EpipolarGuidance
-
         conf = {k: v for k, v in record.items() if k in EpipolarGuidance.default_conf}
         if int(conf.get("dim", self.model.conf["d_model"])) != self.model.conf["d_model"]:
             raise ConfigError(

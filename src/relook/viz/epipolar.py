@@ -129,10 +129,10 @@ def epipolar_attention_figure(
     from relook.errors import DataError
     from relook.images import load_image
     from relook.losses.epipolar import epipolar_attention_share
+    from relook.models.epipolar_guidance import EpipolarGuidance
     from relook.models.rrt.checkpoint import load_rrt
     from relook.models.rrt.inputs import pack_side, required_fields
     from relook.store import FeatureStore
-    from relook.train.epipolar import EpipolarGuidance
 
     ds = load_dataset(dataset, root, split=split, variant=variant)
     paths = {i: (p, b) for i, p, b in ds.gallery}
