@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from benchmarks.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from PIL import Image
 
 from relook.datasets.geometry_pairs import (
@@ -36,7 +37,6 @@ from relook.geometry.epipolar import (
     symmetric_epipolar_distance,
 )
 from relook.geometry.robust import estimate_fundamental
-from relook.geometry.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from tests.real_geometry import features
 from tests.shared_data import shared
 
