@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from relook.cli import main
+from tests.shared_data import unavailable
 from tests.test_pipeline import toy  # noqa: F401  (fixture: tiny synthetic run; registers the toy parts)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -48,7 +48,7 @@ window.addEventListener('load', () => {
 
 def chromium(args: list[str], profile: Path) -> str:
     if not Path(CHROMIUM).exists():
-        pytest.fail("headless Chromium missing: run `make browser` (apt-get install chromium)")
+        unavailable(f"headless Chromium missing at {CHROMIUM}: `make browser` installs it when run as root (apt-get)")
     proc = subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
     )
