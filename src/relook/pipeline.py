@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from relook.errors import ConfigError, DataError
+from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
 from relook.types import Ranking, Shortlist
 
 
@@ -167,7 +168,10 @@ def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[s
     """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and the content of
     its gallery store (``FeatureStore.digest`` of the gallery ids, so a re-extracted store changes it)."""
     return _fingerprint(
-        conf["shortlist"].get("index", "flat"), conf["dataset"], label, gallery_store.digest(gallery_ids)
+        conf["shortlist"].get("index", CONFIG_DEFAULTS["shortlist"]["index"]),
+        conf["dataset"],
+        label,
+        gallery_store.digest(gallery_ids),
     )
 
 
@@ -194,7 +198,10 @@ def index(conf: dict, overwrite: bool = False) -> Path:
         if out.exists() and not overwrite and _stamp_fingerprint(stamp) == fp:
             return out
         start = time.perf_counter()
-        idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
+        idx = build_index(
+            gs.stack("global_desc", dataset.gallery_ids),
+            kind=conf["shortlist"].get("index", CONFIG_DEFAULTS["shortlist"]["index"]),
+        )
         record_timing(conf["out"], "index", time.perf_counter() - start, gallery=len(dataset.gallery_ids))
     write_index(idx, out)
     with atomic_path(stamp) as tmp:  # written after the index: a crash in between leaves a mismatch -> rebuild
@@ -277,7 +284,7 @@ def search(conf: dict, overwrite: bool = False) -> Path:
         shortlist = faiss_search(
             faiss_index,
             qs.stack("global_desc", qids),
-            int(conf["shortlist"].get("k", 1000)),
+            int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"])),
             qids,
             gids,
             meta,
@@ -429,23 +436,24 @@ def shortlist_pairs(shortlist: Shortlist, top_k: int) -> list[tuple[str, str]]:
 def pseudo_gt_shortlist(
     conf: dict,
     output: str | Path,
-    top_k: int = 100,
+    top_k: int | None = None,
     pgt_conf: dict | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Stage: pseudo ground-truth F (matches + MAGSAC++, ``relook.geometry.robust``) of every (query,
-    candidate) pair in the run's top-``top_k`` shortlist, from the dataset's images (crop boxes applied as
+    candidate) pair in the run's top-``top_k`` shortlist (default: the rerankers' ``top_k``), from the dataset's images (crop boxes applied as
     at extraction) into ``output``; resumable. What an EPE checkpoint's ``rrt`` reranker reads (``pseudo_gt``)."""
     from relook.geometry.robust import main
     from relook.images import load_image
+    from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS
 
     dataset = dataset_of(conf)
     sl_path = Path(conf["out"]) / "shortlist.npz"
     if not sl_path.exists():
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
     items = {i: (path, box) for i, path, box in [*dataset.gallery, *dataset.queries]}
-    pairs = shortlist_pairs(Shortlist.load(sl_path), top_k)
+    pairs = shortlist_pairs(Shortlist.load(sl_path), RERANK_DEFAULTS["top_k"] if top_k is None else top_k)
     return main(pgt_conf, pairs, lambda i: load_image(*items[i]), output, overwrite=overwrite, progress=progress)
 
 
@@ -528,10 +536,11 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
     ``meta``: each method's ranking metadata (``top_k`` as the reranker used it). Extractor records come
     from the gallery stores' provenance, so they describe the features actually scored.
     """
+    from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS  # lazy (start-up): loads every reranker
     from relook.rerank.base import RERANKERS
     from relook.store import FeatureStore
 
-    requested = int(conf["shortlist"].get("k", 1000))
+    requested = int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"]))
     extractors, notes = {}, []
     for item in conf["extractors"]:
         _, gpath = store_paths(conf, item["label"], dataset)
@@ -556,7 +565,7 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
     for item in conf["rerankers"]:
         m = meta.get(item["label"], {})
         default = getattr(RERANKERS.get(item["name"]), "default_conf", {}) if item["name"] in RERANKERS else {}
-        top_k = int(m.get("top_k") or item.get("top_k", default.get("top_k", 100)))
+        top_k = int(m.get("top_k") or item.get("top_k", default.get("top_k", RERANK_DEFAULTS["top_k"])))
         rerankers[item["label"]] = {
             "name": item["name"],
             "top_k": top_k,

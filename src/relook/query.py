@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from relook.errors import ConfigError, DataError
+from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
 from relook.types import ImageFeatures, Shortlist
 
 GLOBAL = "global"  # the method name of the plain global order (no reranker)
@@ -241,7 +242,7 @@ def query(
     shortlist = search(
         read_index(index_path),
         np.stack([f.get("global_desc") for f in feats[label]]),
-        int(conf["shortlist"].get("k", 1000)),
+        int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"])),
         qids,
         gids,
         {"global": label},

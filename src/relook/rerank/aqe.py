@@ -29,7 +29,7 @@ import numpy as np
 
 from relook.checks import check_shape
 from relook.errors import ConfigError
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
@@ -88,7 +88,7 @@ class AlphaQueryExpansion(Reranker):
 
     name = "aqe"
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,  # shortlist entries rescored when research=False
+        "top_k": DEFAULTS["top_k"],  # shortlist entries rescored when research=False
         "n": 2,  # neighbours used to expand the query (the RRT supplementary does not state its n)
         "alpha": 3.0,  # similarity exponent (Radenovic et al.: 3)
         "dba_n": 0,  # neighbours for database-side augmentation of the gallery; 0 = no DBA

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from relook.errors import ConfigError, ShapeError
 from relook.rerank import marginals
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.rerank.sinkhorn import partial_sinkhorn
 from relook.types import ImageFeatures, Ranking, Shortlist
 
@@ -75,7 +75,7 @@ class OTReranker(Reranker):
 
     name = "ot"
     default_conf = {
-        "top_k": 100,  # shortlist entries rescored (the paper's truncation K = 100)
+        "top_k": DEFAULTS["top_k"],  # shortlist entries rescored (the paper's truncation K = 100)
         "marginal": "relevancy",  # uniform | cross (DIML cross-correlation) | relevancy (rollout, Eq. 7)
         "partial": 1.0,  # transported mass a: 1.0 = standard OT (Tables 1-2); 0.9 = SOP-tuned partial OT (Fig. 3)
         "eps": 0.05,  # entropic regularisation: kernel exp(-(1 - cos) / eps), DIML's value
