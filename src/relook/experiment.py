@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from relook.config import check_count, check_type
+from relook.config import check_count, check_type, merge_conf
 from relook.errors import ConfigError
+from relook.io import atomic_path
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {},
@@ -175,7 +176,6 @@ def _check_options(conf: dict) -> None:
     # lazy (start-up time): the registries import every built-in extractor and reranker (torch, timm, cv2)
     import relook.features
     import relook.rerank  # noqa: F401
-    from relook.config import merge_conf
     from relook.features.base import EXTRACTORS
     from relook.rerank.base import RERANKERS, Reranker
 
@@ -197,8 +197,6 @@ def _check_options(conf: dict) -> None:
 
 
 def save_config(conf: dict, out_dir: str | Path) -> Path:
-    from relook.io import atomic_path
-
     path = Path(out_dir) / "config.yaml"
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(conf, sort_keys=False))

@@ -23,8 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relook.datasets import load_dataset
+from relook.distributed import extract_sharded, process_group, world
 from relook.errors import ConfigError, DataError
+from relook.eval.evaluate import check_has_positives, format_table
+from relook.eval.evaluate import evaluate as score
 from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
+from relook.images import load_image
+from relook.io import atomic_path, json_text
 from relook.types import Ranking, Shortlist
 
 
@@ -51,8 +57,6 @@ def record_timing(out: str | Path, stage: str, seconds: float, **counts: int) ->
     Called only by a stage that did work, so a rerun that skips finished work keeps the time of the run
     that made the files (the report's per-stage times describe the outputs, not the last, idle rerun).
     """
-    from relook.io import atomic_path
-
     path = Path(out) / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else {}
     timings[stage] = {"seconds": round(float(seconds), 4), **{k: int(v) for k, v in counts.items()}}
@@ -82,8 +86,6 @@ def git_commit() -> str:
 
 
 def dataset_of(conf: dict):
-    from relook.datasets import load_dataset
-
     opts = dict(conf["dataset"])
     if "name" not in opts or "root" not in opts:
         raise ConfigError("dataset: needs 'name' and 'root' (e.g. dataset.name=co3d_retrieve dataset.root=PATH)")
@@ -120,7 +122,6 @@ def extract(conf: dict, progress: bool = True) -> dict[str, tuple[Path, Path]]:
     Under ``torchrun --nproc_per_node=N`` each rank extracts every N-th image into its own store shard and
     rank 0 merges them (``relook.distributed``); the stores are the same as from one process.
     """
-    from relook.distributed import extract_sharded, process_group, world
     from relook.features import create_extractor
 
     dataset = dataset_of(conf)
@@ -181,7 +182,6 @@ def index(conf: dict, overwrite: bool = False) -> Path:
     The fingerprint covers the gallery store's content (``FeatureStore.digest``), so an index built from
     an older or re-extracted store is rebuilt, never reused.
     """
-    from relook.io import atomic_path
     from relook.search import build_index, write_index
     from relook.store import FeatureStore
 
@@ -445,7 +445,6 @@ def pseudo_gt_shortlist(
     candidate) pair in the run's top-``top_k`` shortlist (default: the rerankers' ``top_k``), from the dataset's images (crop boxes applied as
     at extraction) into ``output``; resumable. What an EPE checkpoint's ``rrt`` reranker reads (``pseudo_gt``)."""
     from relook.geometry.robust import main
-    from relook.images import load_image
     from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS
 
     dataset = dataset_of(conf)
@@ -464,9 +463,6 @@ def evaluate(conf: dict) -> dict[str, Any]:
     undefined for one protocol setting (e.g. no query has a Hard positive) is NaN in the returned dict,
     ``null`` in ``results.json`` and ``-`` in the table.
     """
-    from relook.eval.evaluate import check_has_positives
-    from relook.eval.evaluate import evaluate as score
-
     dataset = dataset_of(conf)
     check_has_positives(dataset)
     out_dir = Path(conf["out"])
@@ -510,7 +506,6 @@ def evaluate(conf: dict) -> dict[str, Any]:
         "run": run_summary(conf, dataset, shortlist, meta),
         "timings": read_timings(out_dir),
     }
-    from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json_text(results, indent=2))
@@ -629,8 +624,6 @@ def provenance(meta: dict[str, dict]) -> dict[str, str]:
 
 
 def results_table(results: dict) -> str:
-    from relook.eval.evaluate import format_table
-
     extra = {
         m: {"s/query": "-" if t is None or t != t else f"{t:.3f}"} for m, t in results["seconds_per_query"].items()
     }

@@ -62,7 +62,7 @@ from relook.features.rollout import (
 from relook.io import load_array
 from relook.models import cvt
 from relook.models.backbone import create_backbone
-from relook.models.global_head import gem
+from relook.models.global_head import check_backbone, gem, load_global_head
 from relook.types import ImageFeatures
 from relook.weights import resolve_weights
 
@@ -190,7 +190,6 @@ class VitTokens(Extractor):
         proj = self.conf["projection"]
         if proj == "orthogonal" or Path(str(proj)).suffix == ".npy" or not Path(str(proj)).is_file():
             return None, None
-        from relook.models.global_head import check_backbone, load_global_head
 
         head, conf = load_global_head(proj)
         if self.kind != "cnn":

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import faiss
 import numpy as np
 
 from relook.checks import check_shape
@@ -59,8 +60,6 @@ def alpha_qe(
 
 def dba(gallery: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
     """Database-side augmentation: each gallery row (G, D) alpha-QE'd with its n nearest other rows."""
-    import faiss
-
     gallery = np.ascontiguousarray(gallery, np.float32)
     check_shape(gallery, ["G", "D"], "gallery")
     g = len(gallery)

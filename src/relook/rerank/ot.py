@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from relook.errors import ConfigError, ShapeError
 from relook.rerank import marginals
@@ -158,8 +159,6 @@ class OTReranker(Reranker):
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """All Q x top_k pairs at once: every image read once, pairs solved in batches of ``batch_pairs``."""
-        from tqdm.auto import tqdm
-
         top_k = int(self.conf["top_k"])
         idx = shortlist.indices[:, :top_k]
         rows, cols = np.nonzero(idx >= 0)

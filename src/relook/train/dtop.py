@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from relook.checkpoints import load_state_into, to_json
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.images import load_image
 from relook.losses.arcface import ArcFace
 from relook.models.dtop import DToP
 from relook.models.dtop.checkpoint import read_dtop_checkpoint
@@ -84,8 +85,6 @@ class TrainImages(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         from torchvision.transforms import v2
-
-        from relook.images import load_image
 
         index, h, w = key
         path, bbox = self.items[index]

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from relook.errors import ShapeError
+from relook.datasets.base import load_dataset
+from relook.errors import DataError, ShapeError
+from relook.images import load_image
 
 
 def grid_of_patches(M: np.ndarray, s: int, gap: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -125,9 +127,6 @@ def epipolar_attention_figure(
     attention. The cameras are used for the ground truth only."""
     import cv2
 
-    from relook.datasets.base import load_dataset
-    from relook.errors import DataError
-    from relook.images import load_image
     from relook.losses.epipolar import epipolar_attention_share
     from relook.models.epipolar_guidance import EpipolarGuidance
     from relook.models.rrt.checkpoint import load_rrt
