@@ -45,11 +45,14 @@ format: $(STAMP)
 	$(VPY) -m ruff check --fix src tests benchmarks experiments
 	$(VPY) -m ruff format src tests benchmarks experiments
 
+# PYTEST_ARGS: extra pytest options, e.g. make test-fast PYTEST_ARGS="--durations=40"
+PYTEST_ARGS ?=
+
 test: $(STAMP) browser lint
-	$(VPY) -m pytest -q -p no:cacheprovider tests
+	$(VPY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 test-fast: $(STAMP)
-	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	$(VPY) -m relook.cli demo --out runs/demo

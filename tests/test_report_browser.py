@@ -66,6 +66,7 @@ def probe(report: Path, profile: Path) -> dict:
     return json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
 
 
+@pytest.mark.slow  # ~40 s on 2 cores (a tiny run, then Chromium twice)
 def test_report_in_browser(toy, tmp_path):
     """A run with a toy reranker and OT on tiny ResNet tokens ends with a report that loads completely."""
     cfg, out = toy
