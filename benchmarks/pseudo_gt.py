@@ -1,6 +1,6 @@
 """Seconds per pair and accuracy of pseudo ground-truth F (SIFT + MAGSAC++) vs exact F, synthetic pairs.
 
-Data: synthetic two-view scenes (relook.geometry.scene, exact cameras), no learned weights.
+Data: synthetic two-view scenes (benchmarks/two_view_scene.py, exact cameras), no learned weights.
 Reference measured in the same run: the same SIFT matches with OpenCV's classic RANSAC (cv2.FM_RANSAC).
 Accuracy: median symmetric epipolar distance (px, 224x224 images) of 500 exact correspondences (projected
 object surface points) under the estimated F; the exact F gives ~0.
@@ -18,10 +18,10 @@ import numpy as np
 
 def main() -> None:
     import cv2
+    from two_view_scene import render_two_views  # beside this script
 
     from relook.geometry.epipolar import symmetric_epipolar_distance
     from relook.geometry.robust import estimate_fundamental, match_sift
-    from relook.geometry.scene import render_two_views
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=6, help="pairs per viewpoint difference")

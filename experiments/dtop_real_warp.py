@@ -74,7 +74,7 @@ def main() -> None:
     from relook.datasets import load_dataset
     from relook.eval.evaluate import evaluate, format_table
     from relook.models.dtop import DToP
-    from relook.train.dtop import load_dtop
+    from relook.models.dtop.checkpoint import load_dtop
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--warp", required=True, type=Path)

@@ -22,8 +22,9 @@ from tqdm import tqdm
 from relook.datasets.base import load_dataset
 from relook.eval.metrics import mean_average_precision, recall_at_k
 from relook.images import load_image
+from relook.models.dtop.checkpoint import load_dtop
 from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor
-from relook.train.dtop import load_dtop, train_dtop
+from relook.train.dtop import train_dtop
 
 
 def evaluate(model, ds, image_size: int, scales) -> dict[str, float]:

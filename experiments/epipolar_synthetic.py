@@ -129,14 +129,14 @@ def pseudo_gt_pair(cache, a, b, matcher):
 
 def train_one(guidance: str, feats, ds, out_dir: Path, args):
     from relook.models.rrt import RRT
-    from relook.train.epipolar import EpipolarGuidance
+    from relook.train.epipolar import TrainingGuidance
     from relook.train.rrt import PairData, StoreSource, global_neighbours, train_rrt
 
     ckpt = out_dir / "checkpoint.pt"
     torch.manual_seed(args.seed)
     model = RRT(variant="sop")
     ids = [f.image_id for f in feats]
-    g = EpipolarGuidance(cameras=ds.info["cameras"], guidance=guidance, weight=args.weight, seed=args.seed)
+    g = TrainingGuidance(cameras=ds.info["cameras"], guidance=guidance, weight=args.weight, seed=args.seed)
     done = ckpt.exists() and json.loads((out_dir / "log.jsonl").read_text().splitlines()[-1])["epoch"] >= args.epochs
     if not done:
         glob = np.stack([f.global_desc for f in feats]).astype(np.float32)
@@ -191,8 +191,8 @@ def evaluate(model, guidance, feats, ds, args, pgt=None):
     """R@1/10/50, mAP over the whole gallery (top-K reranked) and the epipolar attention share."""
     from relook.eval.metrics import mean_average_precision, recall_at_k
     from relook.losses.epipolar import epipolar_attention_share
+    from relook.models.epipolar_guidance import EpipolarGuidance
     from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
-    from relook.train.epipolar import EpipolarGuidance
     from relook.viz.epipolar import cross_attention_maps
 
     ids = [f.image_id for f in feats]

@@ -1,7 +1,7 @@
 """Real image pairs with ground-truth homographies, read in place from ``../shared/data/geometry``.
 
-The shared folder sits beside the repository (here and in CI); a missing folder fails the tests that use
-it, never skips them. Features are cached per (extractor config, image) for the whole session, so the
+The shared folder sits beside the repository (here and in CI); a missing folder skips the tests that use
+it with the reason, and fails them under CI (``tests/shared_data.py``). Features are cached per (extractor config, image) for the whole session, so the
 feature and the matcher tests share one extraction of each image.
 """
 
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from tests.shared_data import SHARED_DATA as DATA
+from tests.shared_data import unavailable
 
 GEOMETRY = DATA / "geometry"
 
@@ -37,7 +38,7 @@ PAIRS = {
 
 def require(path: Path) -> Path:
     if not path.exists():
-        raise FileNotFoundError(
+        unavailable(
             f"real test data missing: {path.resolve()} (the shared data folder must sit "
             f"beside the repository: ../shared/data, see shared/data/README.md)"
         )

@@ -62,7 +62,8 @@ def _crafted(tmp_path: Path, how: str) -> tuple[Path, Path]:
 def _loaders(tmp_path):
     from relook.demo import _trained
     from relook.features import create_extractor
-    from relook.train.dtop import load_dtop, train_dtop
+    from relook.models.dtop.checkpoint import load_dtop
+    from relook.train.dtop import train_dtop
     from relook.weights import load_state_dict, resolve_weights
 
     def train_dtop_resume(path):  # the checkpoint is read before any image is opened
@@ -220,7 +221,7 @@ def _dtop_checkpoint(path: Path) -> Path:
 
 
 def test_bad_input_checkpoint_of_another_model(tmp_path):
-    from relook.train.dtop import load_dtop
+    from relook.models.dtop.checkpoint import load_dtop
 
     dtop = _dtop_checkpoint(tmp_path / "dtop.pt")
     with pytest.raises(DataError) as err:
@@ -257,7 +258,7 @@ def test_bad_input_wrong_shape(tmp_path):
     msg = str(err.value)
     assert "w.pt" in msg and "wrong shape" in msg and "expected (8," in msg and "found (16," in msg, msg
 
-    from relook.train.dtop import load_dtop
+    from relook.models.dtop.checkpoint import load_dtop
 
     dtop = torch.load(_dtop_checkpoint(tmp_path / "dtop.pt"), weights_only=True)
     dtop["model"].pop(next(iter(dtop["model"])))

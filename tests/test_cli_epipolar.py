@@ -1,8 +1,8 @@
 import cv2
+from benchmarks.two_view_scene import render_two_views
 
 from relook.cli import main
 from relook.geometry.robust import read_pseudo_gt
-from relook.geometry.scene import render_two_views
 
 
 def test_pseudo_gt_cli(tmp_path, capsys):

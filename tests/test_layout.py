@@ -1,5 +1,6 @@
-"""The package layout: no import cycle among relook's modules, and the flat modules that became packages
-are gone (``relook/cli_*.py`` -> ``relook/cli/``, ``relook/models/rrt_*.py`` -> ``relook/models/rrt/``).
+"""The package layout: packages import in data-flow order (``LAYERS``, from the layout of
+``DESIGN.md``), no import cycle among relook's modules or its packages, and the flat modules that became
+packages are gone (``relook/cli_*.py`` -> ``relook/cli/``, ``relook/models/rrt_*.py`` -> ``relook/models/rrt/``).
 
 The import graph is read from the source with ``ast``, without importing anything. Edges: every import of
 a relook module anywhere in a module, at module level and inside functions and classes alike (a lazy
@@ -20,6 +21,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
+
+#: relook's packages and top-level modules in data-flow order (DESIGN.md, "Layout"): a module may import
+#: from its own row and the rows above it, never from a row below. ``relook`` is the package's own
+#: ``__init__`` (the public API: ``relook.query``, the record types, the errors). A new top-level module or
+#: package gets a row here (the test says which is missing).
+LAYERS: list[set[str]] = [
+    {"errors"},  # typed errors: imports nothing of relook
+    {"checks", "config", "registry", "io", "images", "checkpoints", "environment", "sharding", "ondisk"},  # helpers
+    {"types", "geometry"},  # records; pure epipolar / robust geometry and pixel maps
+    {"models", "store", "eval", "search", "asmk", "losses", "weights", "confidence", "merge"},  # nets, store, metrics
+    {"datasets"},  # readers for official layouts, builders
+    {"features"},  # extractors that fill the store (rollout too)
+    {"rerank"},  # rerankers read stores (a reranker never imports a training module)
+    {"train"},  # training loops
+    {"pipeline", "experiment", "distributed", "methods", "shards"},  # stages: extract, index, search, rerank, ...
+    {"query", "viz", "pairwise", "external"},  # what users look at
+    {"report", "benchmark"},
+    {"demo"},
+    {"relook"},  # the package's __init__: the public API
+    {"cli"},  # thin: parse, call the library, print
+]
 
 
 def module_files(src: Path, package: str = "relook") -> dict[str, Path]:
@@ -162,6 +184,85 @@ def _cycle_in(comp: list[str], graph: dict[str, dict[str, int]]) -> list[str]:
 
 def describe(cycle: list[str], graph: dict[str, dict[str, int]]) -> str:
     return " -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:])) + f" -> {cycle[-1]}"
+
+
+def package_of(module: str) -> str:
+    """``relook.rerank.gv`` -> ``rerank``; ``relook.store`` -> ``store``; ``relook`` (its __init__) -> ``relook``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def package_graph(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The module graph collapsed to packages (``package_of``): package -> {imported package: a line}."""
+    out: dict[str, dict[str, int]] = {}
+    for a, edges in graph.items():
+        pa = out.setdefault(package_of(a), {})
+        for b, line in edges.items():
+            if package_of(b) != package_of(a):
+                pa.setdefault(package_of(b), line)
+    return out
+
+
+def layer_violations(graph: dict[str, dict[str, int]], layers: list[set[str]]) -> tuple[list[str], list[str]]:
+    """(packages in no layer, upward imports as ``"a (line n) -> b: row i imports row j"``)."""
+    row = {p: i for i, names in enumerate(layers) for p in names}
+    unplaced = sorted({package_of(m) for m in graph} - set(row))
+    upward = [
+        f"{a} (line {line}) -> {b}: {package_of(a)} (row {row[package_of(a)]}) imports "
+        f"{package_of(b)} (row {row[package_of(b)]}), a later row"
+        for a, edges in sorted(graph.items())
+        for b, line in sorted(edges.items())
+        if package_of(a) in row and package_of(b) in row and row[package_of(b)] > row[package_of(a)]
+    ]
+    return unplaced, upward
+
+
+def test_packages_import_in_data_flow_order():
+    """No module imports from a package of a later row of ``LAYERS`` (lazy imports inside functions count)."""
+    graph = import_graph(SRC)
+    unplaced, upward = layer_violations(graph, LAYERS)
+    assert not unplaced, f"packages in no row of LAYERS (add them in data-flow order): {unplaced}"
+    assert not upward, "imports up the layer order (DESIGN.md, Layout):\n" + "\n".join(upward)
+    assert sum(len(r) for r in LAYERS) == len({p for r in LAYERS for p in r})  # each package in one row
+
+
+def test_no_package_cycle():
+    """Packages of one row may import each other, but never in a circle (``models`` <-> ``store``)."""
+    pg = package_graph(import_graph(SRC))
+    cycles = find_cycles(pg)
+    assert not cycles, "package cycles:\n" + "\n".join(describe(c, pg) for c in cycles)
+
+
+def test_layer_check_sees_upward_imports_and_package_cycles(tmp_path):
+    """The order is not a formality: a lazy upward import inside a function, a relative one, and a circle
+    between two packages of one row (with no module-level cycle) are all found; a package left out of the
+    rows is named; downward imports pass."""
+
+    def write(rel: str, text: str) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+
+    write("relook/__init__.py", "from relook.rerank import gv\n")
+    write("relook/errors.py", "")
+    write("relook/features/__init__.py", "")
+    write("relook/features/ext.py", "from relook.errors import x\n\n\ndef f():\n    from relook.rerank.gv import g\n")
+    write("relook/features/rel.py", "from ..rerank import gv\n")
+    write("relook/rerank/__init__.py", "")
+    write("relook/rerank/gv.py", "from relook.errors import x\nfrom relook.models.net import y\n")  # downward: fine
+    write("relook/models/__init__.py", "NET = 1\n")
+    write("relook/models/net.py", "from relook.store import Store\n")
+    write("relook/store.py", "def read():\n    from relook.models import NET\n")
+    write("relook/extra.py", "")
+    layers = [{"errors"}, {"models", "store"}, {"features"}, {"rerank"}, {"relook"}]
+    graph = import_graph(tmp_path)
+    unplaced, upward = layer_violations(graph, layers)
+    assert unplaced == ["extra"]
+    assert [u.split(":")[0] for u in upward] == [
+        "relook.features.ext (line 5) -> relook.rerank.gv",
+        "relook.features.rel (line 1) -> relook.rerank.gv",
+    ], upward
+    assert find_cycles(package_graph(graph)) == [["models", "store", "models"]]
+    assert not find_cycles(graph)  # no module circle: models.net -> store -> models (__init__)
 
 
 def test_no_import_cycle():

@@ -170,6 +170,7 @@ def test_config_compose(tmp_path):
         load_config([tmp_path / "none.yaml"])
 
 
+@pytest.mark.slow  # ~20 s: a whole run with its report (make test-fast leaves it out)
 def test_report(toy, monkeypatch):
     """Header (sizes, clamped K, weights record with its random-init note, seed), commentary, stage times."""
     import json

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from relook.cli import main
+from tests.shared_data import unavailable
 from tests.test_pipeline import toy  # noqa: F401  (fixture: tiny synthetic run; registers the toy parts)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,7 +57,7 @@ window.addEventListener('load', () => {
 
 def chromium(args: list[str], profile: Path) -> str:
     if not Path(CHROMIUM).exists():
-        pytest.fail("headless Chromium missing: run `make browser` (apt-get install chromium)")
+        unavailable(f"headless Chromium missing at {CHROMIUM}: `make browser` installs it when run as root (apt-get)")
     proc = subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
     )
@@ -74,6 +75,7 @@ def probe(report: Path, profile: Path) -> dict:
     return json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
 
 
+@pytest.mark.slow  # ~40 s on 2 cores (a tiny run, then Chromium twice)
 def test_report_in_browser(toy, tmp_path):
     """A run with a toy reranker and OT on tiny ResNet tokens ends with a report that loads completely."""
     cfg, out = toy

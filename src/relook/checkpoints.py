@@ -12,9 +12,13 @@ Every failure is one ``DataError`` line naming the file, what was expected and w
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from relook.errors import DataError
 
 #: the ``format`` tag of relook's own checkpoints -> what they hold
 FORMATS = {"relook-rrt": "RRT checkpoint", "relook-dtop": "DToP checkpoint"}
@@ -22,12 +26,7 @@ FORMATS = {"relook-rrt": "RRT checkpoint", "relook-dtop": "DToP checkpoint"}
 
 def load_checkpoint(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
     """The object saved in ``path``, read with ``weights_only=True``; ``DataError`` naming the file otherwise."""
-    import pickle
-    import warnings
-
     import torch
-
-    from relook.errors import DataError
 
     path = Path(path)
     if not path.is_file():
@@ -72,8 +71,6 @@ def to_json(conf: Mapping[str, Any]) -> str:
 
 def config_of(ckpt: Mapping[str, Any], path: str | Path, what: str, legacy_key: str) -> dict[str, Any]:
     """The model config of one of relook's checkpoints: ``config_json``, or a plain dict under ``legacy_key``."""
-    from relook.errors import DataError
-
     raw = ckpt.get("config_json")
     if isinstance(raw, str):
         try:
@@ -112,8 +109,6 @@ def unwrap_state_dict(obj: Any, keys: tuple[str, ...] = ("state_dict", "model", 
 def load_state_into(module: Any, state: Any, path: str | Path, what: str) -> None:
     """``module.load_state_dict(state)`` after checking names and shapes; one ``DataError`` line otherwise."""
     import torch
-
-    from relook.errors import DataError
 
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{path}: expected a state dict of tensors for {what}, found {describe(state)}")

@@ -41,6 +41,14 @@ _NAMES = {
 }
 
 
+def check_count(value: Any, where: str, minimum: int = 1) -> int:
+    """``value`` as an int, or ``ConfigError`` naming ``where`` when it is null, not an integer (a bool or
+    1.5 is not) or below ``minimum``: for depths and sizes that have no "use the built-in" meaning of null."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_type(value: Any, default: Any, where: str) -> None:
     """``ConfigError`` when ``value`` cannot stand where the documented default is ``default``.
 

@@ -25,8 +25,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from relook import pipeline
+from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
+from relook.datasets.package_photos import describe_sources, write_package_photos
+from relook.datasets.photos import list_photos
+from relook.datasets.warp import generate_warp
 from relook.errors import RelookError
+from relook.eval.comparison import commentary
+from relook.eval.evaluate import align
 from relook.experiment import load_config, save_config
+from relook.images import load_image
+from relook.io import atomic_path
+from relook.report import make_figures, write_report
+from relook.types import Shortlist
+from relook.weights import resolve_weights
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 WARP_TEST_FRACTION = 0.5  # half of the photos are queried, the other half train RRT and the ASMK codebook
@@ -38,7 +52,7 @@ NO_MAXEPI = (
 
 def guidance_of(label: str) -> str:
     """The demo trains ``rrt`` without guidance and ``rrt-<g>`` with epipolar guidance g (epi/maxepi/epe)."""
-    from relook.train.epipolar import GUIDANCES
+    from relook.models.epipolar_guidance import GUIDANCES
 
     suffix = label.split("-", 1)[1] if "-" in label else "none"
     return suffix if suffix in GUIDANCES else "none"
@@ -46,9 +60,6 @@ def guidance_of(label: str) -> str:
 
 def demo_photos(out: Path, photos: str | Path | None) -> tuple[Path, str]:
     """(folder of photos, one line naming them): the package photos written to ``out/photos``, or ``photos``."""
-    from relook.datasets.package_photos import describe_sources, write_package_photos
-    from relook.datasets.photos import list_photos
-
     if photos is None:
         folder = out / "photos"
         sources = write_package_photos(folder)
@@ -104,11 +115,7 @@ def train_config(conf: dict, part: Path) -> dict:
 
 def train_codebooks(conf: dict, train_conf: dict, log: Callable) -> None:
     """Each ASMK reranker's codebook: k-means (seeded) on the train split's locals -> its ``codebook_path``."""
-    import numpy as np
-
-    from relook import pipeline
     from relook.asmk.codebook import sample_rows, train_codebook
-    from relook.io import atomic_path
     from relook.store import FeatureStore
 
     dataset = pipeline.dataset_of(train_conf)
@@ -131,7 +138,6 @@ def train_codebooks(conf: dict, train_conf: dict, log: Callable) -> None:
 
 def train_rrts(conf: dict, train_conf: dict, rrt_epochs: int, progress: bool, log: Callable) -> None:
     """Train every ``rrt`` reranker's checkpoint on the train split's features (skipped when trained)."""
-    from relook import pipeline
     from relook.train.epipolar import guidance_hooks
     from relook.train.rrt_stage import train_rrt_stage
 
@@ -209,11 +215,6 @@ def run_part(
     log: Callable,
 ) -> Path:
     """Features, shortlist, codebook, RRT, every reranker, table and report of one data set; the report path."""
-    from relook import pipeline
-    from relook.eval.comparison import commentary
-    from relook.io import atomic_path
-    from relook.report import make_figures, write_report
-
     start = time.time()
     conf["note"] = note
     save_config(conf, conf["out"])
@@ -260,10 +261,6 @@ def run_demo(
     log: Callable = print,
 ) -> list[Path]:
     """Run the demo into ``out`` (module docstring); returns the report paths (warped photos, then synthetic)."""
-    from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
-    from relook.datasets.warp import generate_warp
-    from relook.weights import resolve_weights
-
     out, start = Path(out), time.time()
     folder, photo_line = demo_photos(out, photos)
     log(f"[1/3] photos: {photo_line}")
@@ -360,11 +357,6 @@ def _weights_line(conf: dict, resolve: Callable) -> str:
 def _extra_figures(conf: dict, log: Callable) -> None:
     """On a true match of the first query: RRT correspondences, RRT cross-attention next to the epipolar grid
     (data with cameras only), OT importance heatmaps and top patch pairs."""
-    from relook import pipeline
-    from relook.eval.evaluate import align
-    from relook.images import load_image
-    from relook.types import Shortlist
-
     dataset = pipeline.dataset_of(conf)
     figs = Path(conf["out"]) / "figures"
     shortlist = Shortlist.load(Path(conf["out"]) / "shortlist.npz")

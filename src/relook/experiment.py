@@ -9,7 +9,8 @@ Keys::
     dataset:    {name: co3d_retrieve, root: PATH, ...reader options}
     extractors: [{name: cnn_local, ...options}, {name: sift}]   # each writes features/<label>/*.h5
     global:     cnn_local        # extractor label whose global_desc builds the shortlist (default: first)
-    shortlist:  {k: 1000, index: flat}   # search depth (>= reranked top_k so metrics see a long list)
+    shortlist:  {k: 1000, index: flat}   # search depth (>= reranked top_k so metrics see a long list);
+                                         # defaults: DEFAULTS["shortlist"] below, the one place they live
     rerankers:  [{name: gv, label: gv, features: sift, ...options}]  # features: extractor label to read
     rerank_junk: keep            # revisitop only: keep | drop junk images from the shortlist before reranking
     out:        runs/exp
@@ -25,14 +26,19 @@ from typing import Any
 
 import yaml
 
-from relook.config import check_type
+from relook.config import check_count, check_type, merge_conf
 from relook.errors import ConfigError
+from relook.io import atomic_path
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {},
     "extractors": [],
     "global": None,
-    "shortlist": {"k": 1000, "index": "flat", "ivfpq": {}},  # ivfpq: relook.ondisk.IVFPQ_DEFAULTS overrides
+    "shortlist": {  # the shortlist stage's options, stated only here
+        "k": 1000,  # gallery images per query from the global search (>= every reranker's top_k)
+        "index": "flat",  # faiss index: flat (exact) | ivfpq (approximate, built on disk: relook.ondisk)
+        "ivfpq": {},  # ivfpq options over relook.ondisk.IVFPQ_DEFAULTS (nlist, m, nbits, nprobe, ...)
+    },
     "rerankers": [],
     "rerank_junk": "keep",
     "out": "runs/exp",
@@ -157,8 +163,10 @@ def _check_types(conf: dict) -> None:
         if key not in DEFAULTS["shortlist"]:
             raise ConfigError(f"shortlist: unknown option {key!r}; known: {sorted(DEFAULTS['shortlist'])}")
         check_type(value, DEFAULTS["shortlist"][key], f"shortlist.{key}")
-    if conf["shortlist"].get("k") is not None and conf["shortlist"]["k"] < 1:
-        raise ConfigError(f"shortlist.k must be >= 1, got {conf['shortlist']['k']}")
+    shortlist = {**DEFAULTS["shortlist"], **conf["shortlist"]}
+    check_count(shortlist["k"], "shortlist.k")  # null, 0 or negative: no search depth
+    if not isinstance(shortlist["index"], str):
+        raise ConfigError(f"shortlist.index must be a faiss index kind (flat, ivfpq), got {shortlist['index']!r}")
     conf["extractors"] = _labelled(conf["extractors"], "extractors")
     conf["rerankers"] = _labelled(conf["rerankers"], "rerankers")
     _check_options(conf)
@@ -166,11 +174,11 @@ def _check_types(conf: dict) -> None:
 
 def _check_options(conf: dict) -> None:
     """Each extractor's and reranker's options against its registered ``default_conf``, without building it."""
+    # lazy (start-up time): the registries import every built-in extractor and reranker (torch, timm, cv2)
     import relook.features
     import relook.rerank  # noqa: F401
-    from relook.config import merge_conf
     from relook.features.base import EXTRACTORS
-    from relook.rerank.base import RERANKERS
+    from relook.rerank.base import RERANKERS, Reranker
 
     for kind, registry, skip in (
         ("extractors", EXTRACTORS, ("name", "label")),
@@ -180,17 +188,16 @@ def _check_options(conf: dict) -> None:
             if not isinstance(item["name"], str):
                 raise ConfigError(f"{kind}[{i}].name must be a string, got {item['name']!r}")
             factory = registry.get(item["name"])
-            default = getattr(factory, "default_conf", None)
-            if not isinstance(default, dict):
+            options, owner = {k: v for k, v in item.items() if k not in skip}, f"{kind}[{i}] ({item['label']})"
+            if kind == "rerankers" and isinstance(factory, type) and issubclass(factory, Reranker):
+                factory.check_conf(options, owner)  # DEFAULTS (top_k) + its default_conf, checked once
                 continue
-            if kind == "rerankers":
-                default = {"top_k": 100, **default}
-            merge_conf(default, {k: v for k, v in item.items() if k not in skip}, f"{kind}[{i}] ({item['label']})")
+            default = getattr(factory, "default_conf", None)
+            if isinstance(default, dict):
+                merge_conf(default, options, owner)
 
 
 def save_config(conf: dict, out_dir: str | Path) -> Path:
-    from relook.io import atomic_path
-
     path = Path(out_dir) / "config.yaml"
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(conf, sort_keys=False))

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from relook.errors import DataError
+
 
 def ensure_dir(path: str | Path, what: str) -> Path:
     """Create folder ``path`` (and its parents) and check it is writable; ``DataError`` naming ``what`` and
     the path otherwise (a file in the way, no permission, a read-only file system)."""
-    from relook.errors import DataError
-
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -63,10 +67,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def json_text(obj, **kwargs) -> str:
     """``json.dumps`` that always gives valid JSON: NaN and +-inf become ``null`` (an undefined metric, an
     unmeasured time) instead of the bare ``NaN`` that strict parsers reject; numpy scalars become numbers."""
-    import json
-    import math
-
-    import numpy as np
 
     def clean(x):
         if isinstance(x, dict):
@@ -85,10 +85,6 @@ def json_text(obj, **kwargs) -> str:
 def load_array(path: str | Path, what: str, keys: tuple[str, ...] = ()):
     """The array in a ``.npy`` file, or the arrays ``keys`` of a ``.npz`` (a dict), read with
     ``allow_pickle=False`` so no object array (and no code) is ever unpickled; ``DataError`` naming the file."""
-    import numpy as np
-
-    from relook.errors import DataError
-
     path = Path(path)
     try:
         with open(path, "rb") as f:

@@ -23,8 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relook.datasets import load_dataset
+from relook.distributed import extract_sharded, process_group, world
 from relook.environment import environment, git_commit  # git_commit: re-exported for older callers
 from relook.errors import ConfigError, DataError
+from relook.eval.evaluate import check_has_positives, format_table
+from relook.eval.evaluate import evaluate as score
+from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
+from relook.images import load_image
+from relook.io import atomic_path, json_text
 from relook.types import Ranking, Shortlist
 
 
@@ -51,8 +58,6 @@ def record_timing(out: str | Path, stage: str, seconds: float, **counts: int) ->
     Called only by a stage that did work, so a rerun that skips finished work keeps the time of the run
     that made the files (the report's per-stage times describe the outputs, not the last, idle rerun).
     """
-    from relook.io import atomic_path
-
     path = Path(out) / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else {}
     timings[stage] = {"seconds": round(float(seconds), 4), **{k: int(v) for k, v in counts.items()}}
@@ -68,8 +73,6 @@ def read_timings(out: str | Path) -> dict[str, dict]:
 
 
 def dataset_of(conf: dict):
-    from relook.datasets import load_dataset
-
     opts = dict(conf["dataset"])
     if "name" not in opts or "root" not in opts:
         raise ConfigError("dataset: needs 'name' and 'root' (e.g. dataset.name=co3d_retrieve dataset.root=PATH)")
@@ -108,7 +111,6 @@ def extract(conf: dict, progress: bool = True, shard=None) -> dict[str, tuple[Pa
     ``shard`` (a ``relook.sharding.Shard``, ``--shard i/N``) only that share is extracted, into store parts
     that ``relook merge`` joins.
     """
-    from relook.distributed import extract_sharded, process_group, world
     from relook.features import create_extractor
 
     dataset = dataset_of(conf)
@@ -155,7 +157,7 @@ def _global_label(conf: dict) -> str:
 def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> str:
     """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and the content of
     its gallery store (``FeatureStore.digest`` of the gallery ids, so a re-extracted store changes it)."""
-    kind = conf["shortlist"].get("index", "flat")
+    kind = conf["shortlist"].get("index", CONFIG_DEFAULTS["shortlist"]["index"])
     options = [conf["shortlist"].get("ivfpq") or {}] if kind == "ivfpq" else []  # flat: as before
     return _fingerprint(kind, *options, conf["dataset"], label, gallery_store.digest(gallery_ids))
 
@@ -166,14 +168,13 @@ def index(conf: dict, overwrite: bool = False) -> Path:
     The fingerprint covers the gallery store's content (``FeatureStore.digest``), so an index built from
     an older or re-extracted store is rebuilt, never reused.
     """
-    from relook.io import atomic_path
     from relook.search import build_index, write_index
     from relook.store import FeatureStore
 
     dataset = dataset_of(conf)
     label = _global_label(conf)
     _, gpath = store_paths(conf, label, dataset)
-    kind = conf["shortlist"].get("index", "flat")
+    kind = conf["shortlist"].get("index", CONFIG_DEFAULTS["shortlist"]["index"])
     out = index_file(conf)
     stamp = out.with_suffix(".json")
     with FeatureStore(gpath) as gs:
@@ -299,7 +300,7 @@ def search(conf: dict, overwrite: bool = False) -> Path:
         shortlist = faiss_search(
             faiss_index,
             qs.stack("global_desc", qids),
-            int(conf["shortlist"].get("k", 1000)),
+            int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"])),
             qids,
             gids,
             meta,
@@ -462,23 +463,23 @@ def shortlist_pairs(shortlist: Shortlist, top_k: int) -> list[tuple[str, str]]:
 def pseudo_gt_shortlist(
     conf: dict,
     output: str | Path,
-    top_k: int = 100,
+    top_k: int | None = None,
     pgt_conf: dict | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Stage: pseudo ground-truth F (matches + MAGSAC++, ``relook.geometry.robust``) of every (query,
-    candidate) pair in the run's top-``top_k`` shortlist, from the dataset's images (crop boxes applied as
+    candidate) pair in the run's top-``top_k`` shortlist (default: the rerankers' ``top_k``), from the dataset's images (crop boxes applied as
     at extraction) into ``output``; resumable. What an EPE checkpoint's ``rrt`` reranker reads (``pseudo_gt``)."""
     from relook.geometry.robust import main
-    from relook.images import load_image
+    from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS
 
     dataset = dataset_of(conf)
     sl_path = Path(conf["out"]) / "shortlist.npz"
     if not sl_path.exists():
         raise DataError(f"{sl_path}: no shortlist; run `relook search` first")
     items = {i: (path, box) for i, path, box in [*dataset.gallery, *dataset.queries]}
-    pairs = shortlist_pairs(Shortlist.load(sl_path), top_k)
+    pairs = shortlist_pairs(Shortlist.load(sl_path), RERANK_DEFAULTS["top_k"] if top_k is None else top_k)
     return main(pgt_conf, pairs, lambda i: load_image(*items[i]), output, overwrite=overwrite, progress=progress)
 
 
@@ -489,8 +490,6 @@ def evaluate(conf: dict) -> dict[str, Any]:
     undefined for one protocol setting (e.g. no query has a Hard positive) is NaN in the returned dict,
     ``null`` in ``results.json`` and ``-`` in the table.
     """
-    from relook.eval.evaluate import evaluate as score
-
     dataset, shortlist, rankings = evaluation_inputs(conf)
     rows = {"global only": score(shortlist, dataset)}
     rows.update({label: score(ranking, dataset) for label, ranking in rankings.items()})
@@ -500,8 +499,6 @@ def evaluate(conf: dict) -> dict[str, Any]:
 def evaluation_inputs(conf: dict) -> tuple[Any, Shortlist, dict[str, Ranking]]:
     """(dataset, shortlist, {label: ranking}) that ``evaluate`` scores, after its checks: a dataset with
     positives, a shortlist and rankings made from the stores and settings as they are now."""
-    from relook.eval.evaluate import check_has_positives
-
     dataset = dataset_of(conf)
     check_has_positives(dataset)
     out_dir = Path(conf["out"])
@@ -550,7 +547,6 @@ def write_results(
         "environment": environment(),  # date, relook version, commit, hardware of this evaluation
         "intervals": delta_intervals({"global only": shortlist, **rankings}, dataset),  # mAP change, 95 % CI
     }
-    from relook.io import atomic_path, json_text
 
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json_text(results, indent=2))
@@ -579,10 +575,11 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
     ``meta``: each method's ranking metadata (``top_k`` as the reranker used it). Extractor records come
     from the gallery stores' provenance, so they describe the features actually scored.
     """
+    from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS  # lazy (start-up): loads every reranker
     from relook.rerank.base import RERANKERS
     from relook.store import FeatureStore
 
-    requested = int(conf["shortlist"].get("k", 1000))
+    requested = int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"]))
     extractors, notes = {}, []
     for item in conf["extractors"]:
         _, gpath = store_paths(conf, item["label"], dataset)
@@ -607,7 +604,7 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
     for item in conf["rerankers"]:
         m = meta.get(item["label"], {})
         default = getattr(RERANKERS.get(item["name"]), "default_conf", {}) if item["name"] in RERANKERS else {}
-        top_k = int(m.get("top_k") or item.get("top_k", default.get("top_k", 100)))
+        top_k = int(m.get("top_k") or item.get("top_k", default.get("top_k", RERANK_DEFAULTS["top_k"])))
         rerankers[item["label"]] = {
             "name": item["name"],
             "top_k": top_k,
@@ -686,8 +683,6 @@ def provenance(meta: dict[str, dict]) -> dict[str, str]:
 
 
 def results_table(results: dict) -> str:
-    from relook.eval.evaluate import format_table
-
     extra = {
         m: {"s/query": "-" if t is None or t != t else f"{t:.3f}"} for m, t in results["seconds_per_query"].items()
     }

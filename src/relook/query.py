@@ -23,6 +23,7 @@ writes the thumbnails page.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from relook import pipeline
 from relook.errors import ConfigError, DataError
 from relook.eval.calibration import is_confident
+from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
+from relook.experiment import load_config
+from relook.images import load_image
+from relook.pipeline import index_fingerprint
 from relook.types import ImageFeatures, Shortlist
 
 GLOBAL = "global"  # the method name of the plain global order (no reranker)
@@ -123,8 +129,6 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     A folder without ``config.yaml`` or ``index.faiss`` raises a one-line ``DataError`` saying which
     command makes it.
     """
-    from relook.experiment import load_config
-
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise DataError(
@@ -200,9 +204,6 @@ def embed(item: dict, store_path: Path, images: Sequence[tuple[str, np.ndarray]]
 
 def _check_index(conf: dict, label: str, gpath: Path, index_path: Path, gallery_ids: list[str]) -> None:
     """The index must have been built from the global store as it is now (``pipeline.index``'s stamp)."""
-    import json
-
-    from relook.pipeline import index_fingerprint
     from relook.store import FeatureStore
 
     stamp = index_path.with_suffix(".json")
@@ -225,8 +226,6 @@ def query(
     order; ``k``: hits returned per image. Raises ``DataError`` for an unreadable image, a run without
     config or index, or stores made with other weights; ``ConfigError`` for an unknown method.
     """
-    from relook import pipeline
-    from relook.images import load_image
     from relook.search import search
 
     if k < 1:
@@ -250,7 +249,7 @@ def query(
     shortlist = search(
         pipeline.read_any_index(index_path),
         np.stack([f.get("global_desc") for f in feats[label]]),
-        int(conf["shortlist"].get("k", 1000)),
+        int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"])),
         qids,
         gids,
         {"global": label},

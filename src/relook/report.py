@@ -17,8 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from relook.eval.cases import helped_and_hurt
+from relook.eval.commentary import commentary
+from relook.eval.evaluate import align
+from relook.eval.metrics import first_positive_ranks, map_at_k_curve, precision_recall_curve, recall_at_k
+from relook.images import load_image
 from relook.io import atomic_path
+from relook.pipeline import dataset_of, store_paths
 from relook.types import Ranking, Shortlist
+from relook.viz.rerankers import ot_pair_figure, rrt_pair_figure
+from relook.viz.topk import metric_curves, pr_curves, topk_grid, wrap_label
 
 #: report sections in page order: (id, heading)
 SECTIONS = (
@@ -86,16 +94,12 @@ def _label(rank: int, dataset, g: int, method: str, score: float) -> str:
 
 def _aligned(ranking: Shortlist, dataset) -> tuple[np.ndarray, np.ndarray]:
     """(indices, scores), rows in the dataset's query order, indices in its gallery order (-1 padding)."""
-    from relook.eval.evaluate import align
-
     qpos = {q: i for i, q in enumerate(ranking.query_ids)}
     return align(ranking, dataset), ranking.scores[[qpos[q] for q in dataset.query_ids]]
 
 
 def _row(dataset, idx: np.ndarray, scores: np.ndarray, q: int, positives, ignore, k: int, method: str):
     """One grid row: (query image, result images, positive flags) and the labels above the results."""
-    from relook.images import load_image
-
     ign = set(np.asarray(ignore[q]).tolist())
     keep = [c for c, g in enumerate(idx[q]) if g >= 0 and g not in ign][:k]
     pos = set(np.asarray(positives[q]).tolist())
@@ -117,10 +121,6 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
     queries per method; per reranker, the ``cases`` queries it helped and hurt most (first positive's
     rank before -> after), each as a global row over a reranked row. Grids show gallery ids and scores.
     """
-    from relook.eval.metrics import map_at_k_curve, precision_recall_curve, recall_at_k
-    from relook.pipeline import dataset_of
-    from relook.viz.topk import metric_curves, pr_curves, topk_grid, wrap_label
-
     dataset = dataset_of(conf)
     out = Path(conf["out"])
     figs = out / "figures"
@@ -187,10 +187,6 @@ def make_figures(conf: dict, num_queries: int = 4, k: int = 6, cases: int = 2) -
 def _internal_figures(conf: dict, dataset, gidx: np.ndarray, positives, ignore, figs: Path, add) -> None:
     """For the first query with a true match in its global list: each ``rrt`` reranker's strongest
     correspondences and each ``ot`` reranker's importance heatmaps (backbone and weights in the title)."""
-    from relook.images import load_image
-    from relook.pipeline import store_paths
-    from relook.viz.rerankers import ot_pair_figure, rrt_pair_figure
-
     items = [it for it in conf["rerankers"] if it["name"] in ("rrt", "ot")]
     pair = next(
         (
@@ -237,10 +233,6 @@ def _internal_figures(conf: dict, dataset, gidx: np.ndarray, positives, ignore, 
 
 def _case_figures(dataset, aligned, positives, ignore, k: int, cases: int, figs: Path, add, captions: dict) -> None:
     """Per reranker: the ``cases`` queries it helped and hurt most, global row over reranked row."""
-    from relook.eval.cases import helped_and_hurt
-    from relook.eval.metrics import first_positive_ranks
-    from relook.viz.topk import topk_grid, wrap_label
-
     gidx, gscores = aligned["global only"]
     before = first_positive_ranks(gidx, positives, ignore)
     for name, (idx, scores) in aligned.items():
@@ -427,8 +419,6 @@ CSS = (
 
 def write_report(conf: dict, results: dict, title: str = "relook report") -> Path:
     """Write ``<out>/report.html`` from ``results`` (``pipeline.evaluate``) and the figures folder."""
-    from relook.eval.commentary import commentary
-
     e = html.escape
     out = Path(conf["out"])
     figures = _figure_list(out)

@@ -15,6 +15,7 @@ import numpy as np
 
 from relook.checks import check_finite, check_shape
 from relook.errors import ConfigError, DataError, ShapeError
+from relook.io import atomic_path
 from relook.types import Shortlist
 
 
@@ -175,8 +176,6 @@ def exact_search(
 
 
 def write_index(index: faiss.Index, path: str | Path) -> Path:
-    from relook.io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))

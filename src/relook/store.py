@@ -19,6 +19,7 @@ downstream (index, search, rerank) see when a store's content changed, not only 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,6 +30,7 @@ import h5py
 import numpy as np
 
 from relook.errors import DataError, RelookError, ShapeError
+from relook.io import atomic_path
 from relook.types import ImageFeatures
 
 _GROUP = "images"
@@ -44,7 +46,6 @@ _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeE
 
 def _guarded(method):
     """Turn an h5py failure inside ``method`` into one ``DataError`` naming the store's file."""
-    import functools
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -280,7 +281,6 @@ def merge_stores(shards: Sequence[str | Path], output: str | Path, overwrite: bo
         raise DataError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
     if not shards:
         raise DataError("merge needs at least one shard store")
-    from relook.io import atomic_path
 
     with atomic_path(output) as tmp:
         meta: dict = {}

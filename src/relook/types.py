@@ -31,6 +31,7 @@ import numpy as np
 
 from relook.checks import check_finite, check_shape
 from relook.errors import DataError, ShapeError
+from relook.io import atomic_path
 
 #: field name -> (dims, numpy dtype) of every typed ImageFeatures array field
 FIELD_SPECS: dict[str, tuple[tuple, type]] = {
@@ -191,8 +192,6 @@ class Shortlist:
 
     def save(self, path: str | Path) -> Path:
         """Write to an ``.npz`` file atomically (temp file + rename)."""
-        from relook.io import atomic_path
-
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(

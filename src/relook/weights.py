@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from relook.checkpoints import load_checkpoint
 from relook.errors import ConfigError, DataError
 
 
@@ -202,8 +203,6 @@ def load_state_dict(
     A checkpoint that nests its weights under one of ``unwrap`` is unwrapped (DISK's file: ``extractor``).
     """
     import torch
-
-    from relook.checkpoints import load_checkpoint
 
     if record.is_random:
         raise ConfigError("random-init weights have no file to load")

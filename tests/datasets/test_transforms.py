@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from relook.datasets.transforms import TrainTransform, adjust_fundamental, adjust_intrinsics, crop, illumination, resize
+from relook.datasets.transforms import TrainTransform, crop, illumination, resize
 from relook.errors import ConfigError
+from relook.geometry.pixel_maps import adjust_fundamental, adjust_intrinsics
 
 
 def _blob_image(uv, hw=(120, 160), sigma=2.5):
@@ -98,7 +99,8 @@ def test_train_transform_matches_reference(official):
 
 
 def test_hflip_and_eval_transform_match_reference():
-    from relook.datasets.transforms import eval_transform, eval_transform_map, hflip
+    from relook.datasets.transforms import eval_transform, hflip
+    from relook.geometry.pixel_maps import eval_transform_map
 
     img = _blob_image((30.0, 20.0))
     out, A = hflip(img)

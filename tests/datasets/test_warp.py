@@ -11,8 +11,9 @@ from tests.shared_data import shared
 from relook.cli import main
 from relook.datasets import load_dataset
 from relook.datasets.warp import generate_warp, read_homography
-from relook.datasets.warp_geometry import ViewGeometry, resize_matrix
+from relook.datasets.warp_geometry import ViewGeometry
 from relook.errors import ConfigError, DataError
+from relook.geometry.pixel_maps import resize_matrix
 
 SIZE, VIEWS = 200, 3
 

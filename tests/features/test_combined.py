@@ -8,6 +8,7 @@ from relook.errors import ConfigError, DataError
 from relook.features import create_extractor, extract_to_store
 from relook.store import FeatureStore
 from tests.real_geometry import GEOMETRY
+from tests.shared_data import shared
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -28,6 +29,7 @@ def _alone(conf):
 
 
 def test_store_holds_each_part_as_extracted_alone(tmp_path):
+    shared("geometry")  # real photos: skips without ../shared/data (fails under CI)
     ex = create_extractor("combined", locals=LOCALS, **{"global": GLOBAL}, batch_size=2)
     path = extract_to_store(ex, IMAGES, tmp_path / "c.h5", progress=False)
     loc, glo = _alone(LOCALS), _alone(GLOBAL)

@@ -55,6 +55,7 @@ def mnn_precision(name: str, conf: dict, pairs=HARD) -> tuple[float, float]:
     return good / total, close / everything
 
 
+@pytest.mark.slow  # ~15-30 s per extractor against the reference package (make test-fast leaves it out)
 @pytest.mark.parametrize("name", LEARNED)
 def test_matches_reference(name, one_thread):
     """Mutual-NN precision at 3 px of the true H: far above chance and well above SIFT's on ``HARD``."""

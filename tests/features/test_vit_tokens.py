@@ -8,7 +8,7 @@ import torch
 
 from relook.errors import ConfigError, ShapeError
 from relook.features import create_extractor
-from relook.rerank.rollout import rollout, rollout_relevancy
+from relook.features.rollout import rollout, rollout_relevancy
 
 TINY = {
     "deit_small": {"image_size": 112, "model_kwargs": {"depth": 3}},

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from benchmarks.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from PIL import Image
 
 from relook.datasets.geometry_pairs import (
@@ -36,7 +37,6 @@ from relook.geometry.epipolar import (
     symmetric_epipolar_distance,
 )
 from relook.geometry.robust import estimate_fundamental
-from relook.geometry.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from tests.real_geometry import features
 from tests.shared_data import shared
 
@@ -162,6 +162,7 @@ def skew(v):
     return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
 
 
+@pytest.mark.slow  # ~16 s: LightGlue on ScanNet pairs (make test-fast leaves it out)
 def test_scannet_true_f(one_thread):
     """True F = K1^-T [t]x R K0^-1 (written here), and LightGlue's pseudo-GT inliers agree with it."""
     pairs = load_geometry_set("scannet", ROOT)

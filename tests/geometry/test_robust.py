@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from benchmarks.two_view_scene import render_two_views
 
 from relook.errors import ConfigError, DataError
 from relook.geometry.epipolar import fundamental_from_cameras, random_fundamental, symmetric_epipolar_distance
@@ -11,7 +12,6 @@ from relook.geometry.robust import (
     pseudo_ground_truth,
     read_pseudo_gt,
 )
-from relook.geometry.scene import render_two_views
 
 
 def project(cam, X):

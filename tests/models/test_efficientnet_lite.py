@@ -48,6 +48,7 @@ def test_imagenet_accuracy(name, imagenet, two_threads):
     assert acc[1] >= 0.85 and acc[5] >= 0.95, acc
 
 
+@pytest.mark.slow  # ~12 s: ImageNet photos through two networks (make test-fast leaves it out)
 def test_logits_match_reference_package(imagenet, two_threads):
     """Lite0 in timm with relook's key map == the reference ``efficientnet-lite-pytorch`` with the same file."""
     from efficientnet_lite_pytorch import EfficientNet

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from relook.errors import ConfigError
-from relook.train.dtop import load_dtop, train_dtop
+from relook.models.dtop.checkpoint import load_dtop
+from relook.train.dtop import train_dtop
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

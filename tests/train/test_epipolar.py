@@ -8,7 +8,7 @@ from relook.errors import ConfigError
 from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras, random_fundamental
 from relook.losses.epipolar import epipolar_loss, max_epipolar_loss
 from relook.models.rrt import RRT
-from relook.train.epipolar import EpipolarGuidance, guidance_hooks
+from relook.train.epipolar import TrainingGuidance, guidance_hooks
 
 
 def cams():
@@ -85,7 +85,7 @@ def test_attention_maps_match_manual_softmax():
 def test_extra_loss_matches_direct_computation():
     model, batch, out = batch_and_output()
     sizes = {"a": (224, 448), "b": (224, 448)}
-    g = EpipolarGuidance(cameras=cams(), image_sizes=sizes, guidance="epi", weight=0.5)
+    g = TrainingGuidance(cameras=cams(), image_sizes=sizes, guidance="epi", weight=0.5)
     got = g.extra_loss(batch, out)
     # by hand: network frame = 224 x 224, so x is scaled by 0.5 (pixel centres: x' = (x + .5) / 2 - .5)
     A = np.diag([0.5, 1.0, 1.0])
@@ -105,7 +105,7 @@ def test_extra_loss_matches_direct_computation():
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
     got.backward()
     assert model.encoder[-1].self_attn.in_proj_weight.grad.abs().sum() > 0
-    gm = EpipolarGuidance(cameras=cams(), image_sizes=sizes, guidance="maxepi", weight=0.5, per_head=True)
+    gm = TrainingGuidance(cameras=cams(), image_sizes=sizes, guidance="maxepi", weight=0.5, per_head=True)
     want = 0.5 * max_epipolar_loss(H12, H21, I12.double(), I21.double(), valid, per_head=True)
     out.last_input = out.last_input.detach()
     torch.testing.assert_close(gm.extra_loss(batch, out).double(), want, rtol=1e-4, atol=1e-6)
@@ -113,7 +113,7 @@ def test_extra_loss_matches_direct_computation():
 
 def test_input_pe_random_for_non_matches():
     _, batch, _ = batch_and_output()
-    g = EpipolarGuidance(cameras=cams(), guidance="epe", dim=128, seed=0)
+    g = TrainingGuidance(cameras=cams(), guidance="epe", dim=128, seed=0)
     pe = g.input_pe(batch)
     assert pe.shape == (4, 98, 128) and torch.isfinite(pe).all()
     assert g.extra_loss(batch, type("O", (), {"logits": torch.zeros(4, requires_grad=True)})()).item() == 0
@@ -124,9 +124,9 @@ def test_input_pe_random_for_non_matches():
 
 def test_bad_input():
     with pytest.raises(ConfigError):
-        EpipolarGuidance(cameras=cams(), guidance="bogus")
+        TrainingGuidance(cameras=cams(), guidance="bogus")
     with pytest.raises(ConfigError):
-        EpipolarGuidance(guidance="epi")
+        TrainingGuidance(guidance="epi")
     with pytest.raises(ConfigError):
         guidance_hooks("epi", type("D", (), {"info": {}, "name": "d"})())
     assert guidance_hooks("none", None) == {"guidance": {"guidance": "none"}}
@@ -150,13 +150,13 @@ def test_pseudo_gt_in_network_frame():
         {("a", "b"): {"F": F_orig.numpy(), "reliable": True}},
         {("b", "a"): {"F": F_orig.numpy().T, "reliable": True}},
     ):
-        g = EpipolarGuidance(pseudo_gt=pgt, image_sizes=sizes, guidance="epi")
+        g = TrainingGuidance(pseudo_gt=pgt, image_sizes=sizes, guidance="epi")
         F, known = g.fundamentals(["a"], ["b"])
         lines = x1 @ F[0].numpy().T
         dist = np.abs((x2 * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1)
         assert bool(known[0]) and dist.max() < 1e-6
         # the indicator of the pseudo-GT F is the camera F's on the network grid
-        Fc, _ = EpipolarGuidance(cameras=C, image_sizes=sizes, guidance="epi").fundamentals(["a"], ["b"])
+        Fc, _ = TrainingGuidance(cameras=C, image_sizes=sizes, guidance="epi").fundamentals(["a"], ["b"])
         for I, J in zip(g.indicators(F), g.indicators(Fc)):
             assert torch.equal(I, J)
 
@@ -184,14 +184,14 @@ def test_guidance_hooks_pseudo_gt_file(tmp_path):
     ds = type("D", (), {"info": {}, "name": "nocams"})()
     hooks = guidance_hooks("epi", ds, tmp_path / "s.h5", pseudo_gt=tmp_path / "pgt.h5", weight=1.0)
     g = hooks["extra_loss"].__self__
-    Fc, _ = EpipolarGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}).fundamentals(["a"], ["b"])
+    Fc, _ = TrainingGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}).fundamentals(["a"], ["b"])
     F, known = g.fundamentals(["a"], ["b"])
     assert bool(known[0]) and torch.allclose(F, Fc, atol=1e-9)
 
 
 def test_guidance_indicator_default_literal_rule():
     """The guidance's indicator: cells of the 7x7 grid whose rectangle the epipolar line crosses (corner signs)."""
-    g = EpipolarGuidance(cameras=cams(), image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epi")
+    g = TrainingGuidance(cameras=cams(), image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epi")
     F, _ = g.fundamentals(["a"], ["b"])
     I12, _ = g.indicators(F)
     Fn = F[0].numpy()
@@ -213,7 +213,7 @@ def test_crop_flip_adjusted_fundamental():
     tf = TrainTransform(size=112, scale=(0.3, 0.6), flip=0.5, brightness=0, contrast=0, gamma=0)
     yy, xx = np.mgrid[0:224, 0:448]
     X = np.array([[0.3, 0.1, 5.0], [-0.4, -0.2, 6.0], [0.1, 0.3, 4.5], [0.0, 0.0, 5.5]])
-    g = EpipolarGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epi")
+    g = TrainingGuidance(cameras=C, image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epi")
     n_vis, flips = 0, 0
     for seed in range(6):
         pts, maps = {}, {}
@@ -260,7 +260,7 @@ def test_checkpoint_records_guidance(tmp_path):
     ]
     labels = np.repeat(np.arange(3), 3)
     data = PairData(ids, labels, np.array([[j for j in range(9) if j != i] for i in range(9)]))
-    g = EpipolarGuidance(cameras=cameras, image_sizes={i: (224, 448) for i in ids}, guidance="epe", grid=3, bands=6)
+    g = TrainingGuidance(cameras=cameras, image_sizes={i: (224, 448) for i in ids}, guidance="epe", grid=3, bands=6)
     torch.manual_seed(0)
     model = RRT(num_layers=1, dim_feedforward=64)
     path = train_rrt(

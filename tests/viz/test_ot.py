@@ -92,6 +92,7 @@ def test_cli(tmp_path):
     )
 
 
+@pytest.mark.slow  # ~12 s: the OT reranker over a sweep of masses (make test-fast leaves it out)
 def test_mass_sweep(tmp_path):
     """`relook visualize ot-sweep` (Fig. 3): one ranking per a, each scored exactly as a reranker configured
     with that a in the experiment itself, and a PNG."""

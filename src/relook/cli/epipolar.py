@@ -56,7 +56,7 @@ def pseudo_gt_shortlist_cmd(
     config: list[Path] = typer.Option(..., "--config", "-c", help="experiment YAML file(s)"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config value"),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file of F per pair"),
-    top_k: int = typer.Option(100, min=1, help="shortlist entries per query (the reranker's top_k)"),
+    top_k: int | None = typer.Option(None, min=1, help="shortlist entries per query (default: the rerankers' top_k)"),
     matcher: str = typer.Option("sift", help="sift (weight-free) or loftr (kornia, as the paper)"),
     threshold: float = typer.Option(1.0, min=0.0, help="MAGSAC++ threshold in pixels"),
     seed: int = typer.Option(0, min=0, help="OpenCV RNG seed for MAGSAC++"),

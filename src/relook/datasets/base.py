@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from relook.errors import ConfigError
+from relook.eval.protocols import classic_ground_truth, label_ground_truth, revisitop_ground_truth
 from relook.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -56,8 +57,6 @@ class RetrievalDataset:
 
     def ground_truth(self, setting: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(positives, ignore) per query; ``setting`` is easy/medium/hard for the revisited protocol."""
-        from relook.eval.protocols import classic_ground_truth, label_ground_truth, revisitop_ground_truth
-
         if self.protocol == "revisitop":
             return revisitop_ground_truth(self.gnd or [], setting or "medium")
         if self.protocol == "classic":

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from relook.errors import DataError
+from relook.io import atomic_path
 
 INTRINSICS_FORMATS = ("ndc_norm_image_bounds", "ndc_isotropic")
 _FLIP = np.diag([-1.0, -1.0, 1.0])  # PyTorch3D camera frame <-> OpenCV camera frame
@@ -125,8 +126,6 @@ def read_jgz(path: str | Path) -> Any:
 
 
 def write_jgz(path: str | Path, obj: Any) -> None:
-    from relook.io import atomic_path
-
     with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf8") as f:
         json.dump(obj, f)
 

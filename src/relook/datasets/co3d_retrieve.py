@@ -34,7 +34,9 @@ import numpy as np
 
 from relook.datasets.base import RetrievalDataset, labelled_split, register_dataset
 from relook.datasets.co3d import Co3dFrame, list_categories, read_category
+from relook.datasets.synthetic import generate_synthetic
 from relook.errors import ConfigError, DataError
+from relook.io import atomic_path
 
 NUM_FRAMES = 5  # frames per video (Sec. 4)
 STEP_DEG = 72.0  # degrees between consecutive frames (Sec. 4)
@@ -139,8 +141,6 @@ def build_co3d_retrieve(
     """Pick frames, split instances, write ``OUT/manifest.json`` (+ ``OUT/masked/``); returns ``out_dir``
     (what ``load_dataset("co3d_retrieve", root=...)`` reads)."""
     from tqdm import tqdm
-
-    from relook.io import atomic_path
 
     co3d_root, out_dir = Path(co3d_root).resolve(), Path(out_dir)
     cats = list(categories) if categories is not None else list_categories(co3d_root)
@@ -267,8 +267,6 @@ def synthetic_co3d_retrieve(
     """The synthetic benchmark as CO3D-Retrieve: ``work/synthetic`` (CO3Dv2 layout) and
     ``work/co3d_retrieve`` (returned); each is made only when missing, so reruns are free.
     ``textures``: a folder of photos the objects wear (``generate_synthetic``); None: procedural textures."""
-    from relook.datasets.synthetic import generate_synthetic
-
     work = Path(work)
     synth, retrieve = work / "synthetic", work / "co3d_retrieve"
     if not (synth / "synthetic.json").exists():

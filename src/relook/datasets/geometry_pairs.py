@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relook.errors import DataError
+from relook.errors import ConfigError, DataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp")
 
@@ -257,8 +257,6 @@ EPIPOLAR_SETS = {
 
 def load_geometry_set(name: str, root: str | Path) -> list[HomographyPair] | list[EpipolarPair]:
     """The pairs of set ``name`` (a key of ``HOMOGRAPHY_SETS`` or ``EPIPOLAR_SETS``) under the geometry root."""
-    from relook.errors import ConfigError
-
     sets = {**HOMOGRAPHY_SETS, **EPIPOLAR_SETS}
     if name not in sets:
         raise ConfigError(f"unknown geometry set {name!r}; known: {sorted(sets)}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relook.datasets.warp import write_image
 from relook.errors import DataError
 from relook.io import atomic_path
 
@@ -107,8 +108,6 @@ def write_package_photos(out: str | Path) -> list[PhotoSource]:
     installed version lacks, is skipped with one warning line; ``DataError`` when none could be written
     (install scikit-image: ``pip install scikit-image``, or the ``relook[demo]`` extra).
     """
-    from relook.datasets.warp import write_image
-
     out = Path(out)
     sources: list[PhotoSource] = []
     skipped: list[str] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.errors import DataError
+from relook.images import load_image
 
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what the generators read as photos (compared lower-case)
 
@@ -43,8 +44,6 @@ def load_photo(path: str | Path, long_side: int | None = None) -> np.ndarray:
     up to rounding of the short side (at least 1 pixel).
     """
     import cv2
-
-    from relook.images import load_image
 
     img = load_image(path)
     if long_side is None:

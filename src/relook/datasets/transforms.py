@@ -1,11 +1,10 @@
 """Training image transforms that report how they moved pixels, so intrinsics and F stay right.
 
 Every geometric step returns the 3x3 pixel map ``A`` (new pixel ~ A @ old pixel, OpenCV convention:
-pixel centres at integers). Intrinsics follow as ``K' = A @ K`` and a fundamental matrix between two
-transformed images as ``F' = A2^-T F A1^-1`` (``adjust_fundamental``). A crop by (x0, y0) shifts the
-principal point by (-x0, -y0); a resize by (sx, sy) maps u -> sx (u + 0.5) - 0.5, i.e. scales K and
-moves the principal point by the half-pixel offset. This is the crop adjustment of the epipolar paper
-(Sec. 5.2: "RandomCrop ... shifts the principal point location ... we adjust the Fundamental Matrix").
+pixel centres at integers; the maps and what follows from them, ``K' = A @ K`` and
+``F' = A2^-T F A1^-1``, are in ``relook.geometry.pixel_maps``). A crop by (x0, y0) shifts the principal
+point by (-x0, -y0); a resize by (sx, sy) maps u -> sx (u + 0.5) - 0.5, i.e. scales K and moves the
+principal point by the half-pixel offset. This is the crop adjustment of the epipolar paper (Sec. 5.2).
 """
 
 from __future__ import annotations
@@ -16,6 +15,13 @@ import numpy as np
 
 from relook.config import merge_conf
 from relook.errors import ConfigError
+from relook.geometry.pixel_maps import (
+    adjust_intrinsics,
+    center_crop_box,
+    hflip_matrix,
+    resize_matrix,
+    translation,
+)
 
 
 def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -24,8 +30,7 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray,
     h, w = image.shape[:2]
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
         raise ConfigError(f"crop box {box} is not inside a {w}x{h} image")
-    A = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]])
-    return np.ascontiguousarray(image[y0:y1, x0:x1]), A
+    return np.ascontiguousarray(image[y0:y1, x0:x1]), translation(-x0, -y0)
 
 
 def resize(image: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -39,24 +44,12 @@ def resize(image: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.
     sx, sy = ow / w, oh / h
     interp = cv2.INTER_AREA if sx * sy < 1 else cv2.INTER_LINEAR
     out = cv2.resize(image, (ow, oh), interpolation=interp)
-    A = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-    return out, A
+    return out, resize_matrix((w, h), (ow, oh))
 
 
 def hflip(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right -> (image, A): pixel column u goes to W - 1 - u (pixel centres at integers)."""
-    w = image.shape[1]
-    A = np.array([[-1.0, 0, w - 1.0], [0, 1.0, 0], [0, 0, 1.0]])
-    return np.ascontiguousarray(image[:, ::-1]), A
-
-
-def center_crop_box(hw: tuple[int, int], size: int) -> tuple[int, int, int, int]:
-    """Central ``size x size`` box (x0, y0, x1, y1) of an image of ``hw`` (torchvision CenterCrop rounding)."""
-    h, w = hw
-    if size > h or size > w:
-        raise ConfigError(f"centre crop {size} does not fit a {w}x{h} image")
-    y0, x0 = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return x0, y0, x0 + size, y0 + size
+    return np.ascontiguousarray(image[:, ::-1]), hflip_matrix(image.shape[1])
 
 
 def eval_transform(image: np.ndarray, resize_to: int = 256, size: int = 224) -> tuple[np.ndarray, np.ndarray]:
@@ -66,28 +59,6 @@ def eval_transform(image: np.ndarray, resize_to: int = 256, size: int = 224) -> 
     out, A1 = resize(image, (resize_to, resize_to))
     out, A2 = crop(out, center_crop_box(out.shape[:2], size))
     return out, A2 @ A1
-
-
-def eval_transform_map(hw: tuple[int, int], resize_to: int | None, size: int) -> np.ndarray:
-    """Pixel map (3, 3) of ``eval_transform`` (``resize_to=None``: a plain resize to ``size x size``) for an
-    image of ``hw`` = (H, W), without touching pixels."""
-    h, w = hw
-    if resize_to is None:
-        sx, sy = size / w, size / h
-        return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-    sx, sy = resize_to / w, resize_to / h
-    x0, y0, _, _ = center_crop_box((resize_to, resize_to), size)
-    return np.array([[sx, 0, 0.5 * sx - 0.5 - x0], [0, sy, 0.5 * sy - 0.5 - y0], [0, 0, 1.0]])
-
-
-def adjust_intrinsics(K: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """``K' = A @ K`` for the pixel map ``A`` of a crop / resize (or their product)."""
-    return np.asarray(A, dtype=np.float64) @ np.asarray(K, dtype=np.float64)
-
-
-def adjust_fundamental(F: np.ndarray, A1: np.ndarray, A2: np.ndarray) -> np.ndarray:
-    """F for transformed images: ``x2'^T F' x1' = 0`` with ``x' = A x``, i.e. ``F' = A2^-T F A1^-1``."""
-    return np.linalg.inv(A2).T @ np.asarray(F) @ np.linalg.inv(A1)
 
 
 def random_resized_crop_box(

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.datasets.base import RetrievalDataset, register_dataset
+from relook.datasets.folder import load_folder
 from relook.datasets.photos import list_photos, load_photo
 from relook.datasets.warp_geometry import ViewGeometry, draw_geometry
 from relook.errors import ConfigError, DataError
@@ -355,8 +356,6 @@ def view_homography(root: str | Path, image_a: str, image_b: str) -> np.ndarray:
 def load_warp(root: Path, split: str | None = "test", check: bool = True) -> RetrievalDataset:
     """The benchmark ``generate_warp`` wrote in ``root``: the ``folder`` dataset on ``root/groups.csv``
     (``split``: "test", "train" or None for both); ``info["homography"](a, b)`` gives ``H_a_b``."""
-    from relook.datasets.folder import load_folder
-
     root = Path(root)
     if not (root / "groups.csv").is_file():
         raise DataError(f"{root}: no groups.csv; make the benchmark with `relook datasets warp PHOTOS {root}`")

@@ -12,20 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from relook.geometry.pixel_maps import apply_h, resize_matrix, scaling, translation
+
 MAX_DRAWS = 100  # geometry draws per view before falling back to a plain crop
 
 
 # ----------------------------------------------------------------------------------------------- matrices
-def translation(tx: float, ty: float) -> np.ndarray:
-    """3x3 homography ``x -> x + (tx, ty)``."""
-    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
-
-
-def scaling(sx: float, sy: float | None = None) -> np.ndarray:
-    """3x3 homography ``(x, y) -> (sx x, sy y)`` about the origin (``sy`` defaults to ``sx``)."""
-    return np.diag([sx, sx if sy is None else sy, 1.0])
-
-
 def rotation(angle: float) -> np.ndarray:
     """3x3 rotation by ``angle`` radians about the origin (counter-clockwise on screen, y pointing down)."""
     c, s = np.cos(angle), np.sin(angle)
@@ -44,13 +36,6 @@ def tilt(angle: float, axis: float, focal: float) -> np.ndarray:
     centre = H @ np.array([0.0, 0.0, 1.0])
     H = translation(-centre[0] / centre[2], -centre[1] / centre[2]) @ H
     return H / H[2, 2]
-
-
-def resize_matrix(src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
-    """The map ``cv2.resize`` applies from ``src_wh`` to ``dst_wh`` pixels: ``x' = r (x + 0.5) - 0.5``,
-    ``r = dst / src`` per axis (pixel centres at integer coordinates)."""
-    rx, ry = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
-    return np.array([[rx, 0.0, 0.5 * rx - 0.5], [0.0, ry, 0.5 * ry - 0.5], [0.0, 0.0, 1.0]])
 
 
 @dataclass
@@ -94,12 +79,6 @@ class ViewGeometry:
     def out_wh(self) -> tuple[int, int]:
         """The view's size (width, height)."""
         return self.crop[2], self.crop[3]
-
-
-def apply_h(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Points ``(N, 2)`` mapped by the homography ``H`` (3, 3) -> ``(N, 2)``."""
-    p = np.c_[xy, np.ones(len(xy))] @ np.asarray(H, dtype=np.float64).T
-    return p[:, :2] / p[:, 2:]
 
 
 def keeps_most(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from relook.errors import DataError
+from relook.images import load_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG")
 
@@ -58,8 +59,6 @@ def classify(
     model: torch.nn.Module, paths: Sequence[Path], transform: Callable[[np.ndarray], torch.Tensor], batch_size: int = 32
 ) -> np.ndarray:
     """Logits (N, C) of ``model`` on the images at ``paths`` (RGB, through ``transform``)."""
-    from relook.images import load_image
-
     out = []
     for s in range(0, len(paths), batch_size):
         x = torch.stack([transform(load_image(p)) for p in paths[s : s + batch_size]])

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from relook.errors import ConfigError, DataError
+from relook.eval.metrics import revisitop_map
 
 REVISITOP_SETTINGS = ("easy", "medium", "hard")
 
@@ -73,8 +74,6 @@ def label_ground_truth(
 
 def evaluate_revisitop(ranking, gnd: Sequence[Mapping], kappas: Sequence[int] = (1, 5, 10)) -> dict:
     """mAP and mP@k for Easy, Medium and Hard: ``{"easy": {...}, "medium": {...}, "hard": {...}}``."""
-    from relook.eval.metrics import revisitop_map
-
     out = {}
     for setting in REVISITOP_SETTINGS:
         pos, ign = revisitop_ground_truth(gnd, setting)
@@ -89,7 +88,5 @@ def evaluate_classic(ranking, gnd: Sequence[Mapping]) -> dict:
     The AP is the original benchmark's (its ``compute_ap``): junk removed from the ranking, then the
     trapezoidal area under precision-recall, the same rule as the revisited protocol's AP.
     """
-    from relook.eval.metrics import revisitop_map
-
     pos, ign = classic_ground_truth(gnd)
     return {"mAP": revisitop_map(ranking, pos, ign)["mAP"]}

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.images import load_image
 from relook.registry import Registry
 from relook.types import ImageFeatures
 
@@ -126,7 +127,6 @@ def extract_to_store(
     resumed nor overwritten: a one-line ``DataError`` names the store and the first key that differs, so
     one store never mixes two networks and nothing extracted before is lost.
     """
-    from relook.images import load_image
     from relook.store import FeatureStore
 
     provenance = extractor.provenance

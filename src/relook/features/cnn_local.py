@@ -30,6 +30,7 @@ the head file's sha256 and training record, so a store made with another head is
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,7 +41,7 @@ from torch import nn
 from relook.errors import ConfigError, DataError
 from relook.features.base import Extractor, register_extractor
 from relook.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone  # noqa: F401  (re-exported)
-from relook.models.global_head import gem
+from relook.models.global_head import gem, load_global_head
 from relook.types import ImageFeatures
 from relook.weights import WeightsRecord
 
@@ -118,10 +119,6 @@ class CNNLocalNet(nn.Module):
 
 def _load_head(path: str, local_dim: int, global_pool: str, gem_p: float) -> tuple[nn.Module, dict[str, Any]]:
     """(head, config) of the head file ``path`` after checking that this extractor's options fit it."""
-    from pathlib import Path
-
-    from relook.models.global_head import load_global_head
-
     if not Path(str(path)).is_file():
         raise ConfigError(
             f"cnn_local: projection must be 'seeded', 'none' or a head file of `relook train global`,"

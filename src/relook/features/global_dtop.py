@@ -15,6 +15,10 @@ import torch
 
 from relook.errors import ConfigError
 from relook.features.base import Extractor, register_extractor
+from relook.models.dtop import DToP
+from relook.models.dtop.checkpoint import load_dtop
+from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor, scales_for
+from relook.models.whitening import apply_whitening, load_whitening
 from relook.types import ImageFeatures
 
 
@@ -40,10 +44,6 @@ class DToPExtractor(Extractor):
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
-        from relook.models.dtop import DToP
-        from relook.models.dtop.multiscale import scales_for
-        from relook.models.whitening import load_whitening
-        from relook.train.dtop import load_dtop
 
         c = self.conf
         if "seed" in c["model"]:
@@ -61,8 +61,6 @@ class DToPExtractor(Extractor):
 
     def set_role(self, role: str) -> DToPExtractor:
         """Switch between query and database extraction: the scales follow Table A11's switch for ``role``."""
-        from relook.models.dtop.multiscale import scales_for
-
         super().set_role(role)
         c = self.conf
         self.scales = scales_for(role, c["multiscale_query"], c["multiscale_database"], c["scales"])
@@ -83,9 +81,6 @@ class DToPExtractor(Extractor):
         return {**super().provenance, "weights": weights}
 
     def extract_one(self, image_id: str, image: np.ndarray) -> ImageFeatures:
-        from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor
-        from relook.models.whitening import apply_whitening
-
         x = image_tensor(image, self.conf["image_size"]).to(self.device)
         desc = multiscale_descriptor(self.model, x, self.scales)[0].float().cpu().numpy()
         if self.whitening is not None:

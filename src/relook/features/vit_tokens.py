@@ -8,7 +8,7 @@ Per image it writes:
   L2-normalised (Eq. 5's ``g``);
 * ``patch_tokens`` (h, w, D): the final tokens / feature map, adaptive-average-pooled to ``grid`` x ``grid``
   (h = w = 7 in the paper; the paper's official code pools the same way);
-* ``relevancy`` (h*w,): the rollout relevancy (Eq. 7, ``relook.rerank.rollout``) pooled to the grid, a
+* ``relevancy`` (h*w,): the rollout relevancy (Eq. 7, ``relook.features.rollout``) pooled to the grid, a
   probability vector. DeiT: rollout over all blocks at native resolution (CLS row/column dropped for the
   marginal). Swin: each block's window attention scattered onto its stage's grid and resized to the final
   stage's grid before the rollout. CvT-13: all 13 blocks' attention (``relook.models.cvt`` hooks), the
@@ -51,7 +51,7 @@ Input (``preprocess``): ``squash`` resizes every image to ``image_size`` x ``ima
 ``256 / 224 * image_size`` (256 at 224), then the centre ``image_size`` x ``image_size`` crop.
 
 ``rollout_norm``: the normalisation of ``A + I`` in Eq. (7): ``l2`` (the paper's text, default) or ``sum``
-(Abnar & Zuidema), see ``relook.rerank.rollout``.
+(Abnar & Zuidema), see ``relook.features.rollout``.
 """
 
 from __future__ import annotations
@@ -67,11 +67,7 @@ from torchvision.transforms.v2 import functional as TF  # DIML's evaluation tran
 
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
-from relook.io import load_array
-from relook.models import cvt, dinov2_onnx
-from relook.models.backbone import create_backbone, seeded_create
-from relook.models.global_head import gem
-from relook.rerank.rollout import (
+from relook.features.rollout import (
     ROLLOUT_NORMS,
     area_weights,
     head_average,
@@ -80,6 +76,10 @@ from relook.rerank.rollout import (
     stage_attention,
     window_attention_resized,
 )
+from relook.io import load_array
+from relook.models import cvt, dinov2_onnx
+from relook.models.backbone import create_backbone, seeded_create
+from relook.models.global_head import check_backbone, gem, load_global_head
 from relook.types import ImageFeatures
 from relook.weights import random_init, resolve_weights
 
@@ -264,7 +264,6 @@ class VitTokens(Extractor):
         proj = self.conf["projection"]
         if proj == "orthogonal" or Path(str(proj)).suffix == ".npy" or not Path(str(proj)).is_file():
             return None, None
-        from relook.models.global_head import check_backbone, load_global_head
 
         head, conf = load_global_head(proj)
         if self.kind != "cnn":

@@ -35,7 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from relook.checkpoints import config_of, describe, load_checkpoint, load_state_into, to_json
 from relook.errors import ConfigError, DataError
+from relook.io import atomic_path
+from relook.weights import file_sha256
 
 FORMAT = "relook-global-head"
 
@@ -88,9 +91,6 @@ class GlobalHead(nn.Module):
 
 def save_global_head(path: str | Path, head: GlobalHead, config: dict[str, Any]) -> Path:
     """Write ``head`` and its ``config`` (plus channels / dim / gem_p) atomically; also ``<path>.json``."""
-    from relook.checkpoints import to_json
-    from relook.io import atomic_path
-
     path = Path(path)
     conf = {**config, "channels": head.channels, "dim": head.dim, "gem_p": head.gem_p}
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
@@ -104,8 +104,6 @@ def save_global_head(path: str | Path, head: GlobalHead, config: dict[str, Any])
 def load_global_head(path: str | Path) -> tuple[GlobalHead, dict[str, Any]]:
     """(head, config) of a ``relook train global`` head file; one ``DataError`` line for anything else
     (a missing file, a pickled object: nothing but tensors and plain containers is read)."""
-    from relook.checkpoints import config_of, describe, load_checkpoint, load_state_into
-
     ckpt = load_checkpoint(path, "global head file (relook train global)")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: expected a global head written by `relook train global`, found {describe(ckpt)}")
@@ -136,8 +134,6 @@ def check_backbone(conf: dict[str, Any], path: str | Path, arch: str, record: An
 
 def head_provenance(path: str | Path, conf: dict[str, Any]) -> dict[str, str]:
     """Store metadata of a head file: its sha256 and its training record (so a store never mixes heads)."""
-    from relook.weights import file_sha256
-
     sha = file_sha256(path)
     return {
         "head": f"learned global head {path} (sha256 {sha[:12]}, {conf.get('channels')} -> {conf.get('dim')}, "

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from relook.errors import DataError, ShapeError
+from relook.io import load_array
 
 
 def _check(x: np.ndarray, name: str) -> np.ndarray:
@@ -85,7 +86,6 @@ def load_whitening(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"whitening file {path} not found: learn it with `relook train dtop-whitening`")
-    from relook.io import load_array
 
     z = load_array(path, "whitening file", ("mean", "proj"))
     if not isinstance(z, dict):

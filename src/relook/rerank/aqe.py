@@ -25,11 +25,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import faiss
 import numpy as np
 
 from relook.checks import check_shape
 from relook.errors import ConfigError
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
@@ -59,8 +60,6 @@ def alpha_qe(
 
 def dba(gallery: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
     """Database-side augmentation: each gallery row (G, D) alpha-QE'd with its n nearest other rows."""
-    import faiss
-
     gallery = np.ascontiguousarray(gallery, np.float32)
     check_shape(gallery, ["G", "D"], "gallery")
     g = len(gallery)
@@ -89,7 +88,7 @@ class AlphaQueryExpansion(Reranker):
     name = "aqe"
     pairwise = False  # needs the gallery (see Reranker.pairwise)
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,  # shortlist entries rescored when research=False
+        "top_k": DEFAULTS["top_k"],  # shortlist entries rescored when research=False
         "n": 2,  # neighbours used to expand the query (the RRT supplementary does not state its n)
         "alpha": 3.0,  # similarity exponent (Radenovic et al.: 3)
         "dba_n": 0,  # neighbours for database-side augmentation of the gallery; 0 = no DBA

@@ -22,7 +22,7 @@ from relook.asmk.codebook import sample_rows, train_codebook
 from relook.asmk.ivf import AsmkIndex
 from relook.errors import ConfigError, DataError
 from relook.features.selection import keep_top_n
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
@@ -33,7 +33,7 @@ class Asmk(Reranker):
     name = "asmk"
     pairwise = False  # needs the gallery (see Reranker.pairwise)
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,  # shortlist entries reordered (research=False)
+        "top_k": DEFAULTS["top_k"],  # shortlist entries reordered (research=False)
         "codebook_size": 65536,  # visual words (65k as in Tolias et al. / HOW); must be <= training descriptors
         "codebook_path": None,  # .npy (k, d) centroids to use instead of training; None = train on the gallery
         "train_max": 500000,  # at most this many gallery descriptors (seeded sample) train the codebook

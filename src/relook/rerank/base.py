@@ -16,10 +16,16 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from relook.config import merge_conf
+from relook.config import check_count, merge_conf
 from relook.errors import ShapeError
 from relook.registry import Registry
 from relook.types import ImageFeatures, Ranking, Shortlist
+
+#: the options every reranker has, stated once: a reranker's ``default_conf`` adds its own and refers to
+#: these by name (``"top_k": DEFAULTS["top_k"]``), never restates the number
+DEFAULTS: dict[str, Any] = {
+    "top_k": 100,  # shortlist entries rescored per query (RRT, DELG and the OT paper's K = 100)
+}
 
 RERANKERS: Registry[Reranker] = Registry("reranker")
 register_reranker = RERANKERS.register
@@ -42,14 +48,23 @@ class Reranker(ABC):
     """Base class: ``default_conf`` (every key commented in subclasses), ``requires`` store fields."""
 
     name: ClassVar[str] = "reranker"
-    default_conf: ClassVar[dict[str, Any]] = {"top_k": 100}  # number of shortlist entries rescored
+    default_conf: ClassVar[dict[str, Any]] = dict(DEFAULTS)
     requires: ClassVar[frozenset[str]] = frozenset()
     #: a query-candidate pair's score depends on those two images alone (``relook pair`` can score it);
     #: False for rerankers that need the gallery (query expansion, a gallery-trained codebook)
     pairwise: ClassVar[bool] = True
 
     def __init__(self, **conf: Any) -> None:
-        self.conf = merge_conf({"top_k": 100, **self.default_conf}, conf, f"reranker {self.name!r}")
+        self.conf = self.check_conf(conf, f"reranker {self.name!r}")
+
+    @classmethod
+    def check_conf(cls, conf: dict[str, Any], owner: str) -> dict[str, Any]:
+        """``conf`` over ``DEFAULTS`` and the class's ``default_conf``, validated (``merge_conf``: unknown
+        option, wrong type; ``top_k``: an integer >= 1, never null). The one check of a reranker's options:
+        ``__init__`` and the config composer (``relook.experiment``) both call it."""
+        merged = merge_conf({**DEFAULTS, **cls.default_conf}, conf, owner)
+        check_count(merged["top_k"], f"{owner}: option 'top_k'")
+        return merged
 
     @abstractmethod
     def rerank(

@@ -35,7 +35,7 @@ import numpy as np
 
 from relook.errors import ConfigError
 from relook.features.selection import keep_top_n
-from relook.rerank.base import Reranker, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, register_reranker
 from relook.rerank.lightglue import build_lightglue, lightglue_matches
 from relook.rerank.matching import mutual_nn_batch
 from relook.types import ImageFeatures
@@ -140,7 +140,7 @@ class GeometricVerification(Reranker):
 
     name = "gv"
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,  # shortlist entries verified (RRT/DELG: 100)
+        "top_k": DEFAULTS["top_k"],  # shortlist entries verified (RRT/DELG: 100)
         "model": "affine",  # geometric model: affine (DELG), homography or fundamental
         "method": "magsac",  # robust estimator: magsac (OpenCV USAC_MAGSAC preset) or ransac
         "threshold": 20.0,  # inlier residual in pixels (DELG: 20 px on ~1024 px images; scale for small ones)

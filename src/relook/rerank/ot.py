@@ -32,10 +32,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from relook.errors import ConfigError, ShapeError
 from relook.rerank import marginals
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.rerank.sinkhorn import partial_sinkhorn
 from relook.types import ImageFeatures, Ranking, Shortlist
 
@@ -103,7 +104,7 @@ class OTReranker(Reranker):
 
     name = "ot"
     default_conf = {
-        "top_k": 100,  # shortlist entries rescored (the paper's truncation K = 100)
+        "top_k": DEFAULTS["top_k"],  # shortlist entries rescored (the paper's truncation K = 100)
         "marginal": "relevancy",  # uniform | cross (DIML cross-correlation) | relevancy (rollout, Eq. 7)
         "partial": 1.0,  # transported mass a: 1.0 = standard OT (Tables 1-2); 0.9 = SOP-tuned partial OT (Fig. 3)
         "eps": 0.05,  # entropic regularisation: kernel exp(-(1 - cos) / eps), DIML's value
@@ -196,8 +197,6 @@ class OTReranker(Reranker):
 
     def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
         """All Q x top_k pairs at once: every image read once, pairs solved in batches of ``batch_pairs``."""
-        from tqdm.auto import tqdm
-
         top_k = int(self.conf["top_k"])
         idx = shortlist.indices[:, :top_k]
         rows, cols = np.nonzero(idx >= 0)

@@ -32,10 +32,12 @@ import torch
 from tqdm.auto import tqdm
 
 from relook.errors import ConfigError, DataError
+from relook.geometry.robust import read_pseudo_gt
+from relook.models.epipolar_guidance import EpipolarGuidance
 from relook.models.rrt import RRT
 from relook.models.rrt.infer import RRTPairScorer
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side, required_fields
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
@@ -43,7 +45,7 @@ from relook.types import ImageFeatures, Ranking, Shortlist
 class RRTReranker(Reranker):
     name = "rrt"
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,  # shortlist entries rescored per query
+        "top_k": DEFAULTS["top_k"],  # shortlist entries rescored per query
         "checkpoint": None,  # RRT checkpoint (relook format or an official release); or pass model=
         "batch_size": 100,  # plain path: pairs per RRT.forward (100 = a whole top-100 at once)
         "global_weight": 0.0,  # score = logit + w * global score; 0 = RRT logit only (official)
@@ -101,9 +103,6 @@ class RRTReranker(Reranker):
                 "and needs pseudo_gt=FILE from `relook geometry pseudo-gt-shortlist`; it never runs "
                 "without the encoding"
             )
-        from relook.geometry.robust import read_pseudo_gt
-        from relook.train.epipolar import EpipolarGuidance
-
         conf = {k: v for k, v in record.items() if k in EpipolarGuidance.default_conf}
         if int(conf.get("dim", self.model.conf["d_model"])) != self.model.conf["d_model"]:
             raise ConfigError(

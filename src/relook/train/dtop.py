@@ -25,11 +25,13 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from relook.checkpoints import config_of, describe, load_checkpoint, load_state_into, to_json
+from relook.checkpoints import load_state_into, to_json
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.images import load_image
 from relook.losses.arcface import ArcFace
 from relook.models.dtop import DToP
+from relook.models.dtop.checkpoint import read_dtop_checkpoint
 from relook.train.group_size import GroupSizeBatchSampler
 
 #: warm-up epochs per training set (supplementary A.1)
@@ -83,8 +85,6 @@ class TrainImages(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         from torchvision.transforms import v2
-
-        from relook.images import load_image
 
         index, h, w = key
         path, bbox = self.items[index]
@@ -184,7 +184,7 @@ def train_dtop(
     )
     start, history = 0, []
     if resume and ckpt_path.exists():
-        state = _read(ckpt_path, device)
+        state = read_dtop_checkpoint(ckpt_path, device)
         load_state_into(trainee, state.get("trainee"), ckpt_path, "the DToP model + ArcFace centres being resumed")
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], state["history"]
@@ -258,27 +258,3 @@ def train_dtop(
     if world > 1:
         torch.distributed.barrier()
     return ckpt_path
-
-
-def load_dtop(checkpoint: str | Path, device: str = "cpu") -> DToP:
-    """The trained model of a ``train_dtop`` checkpoint (no download: weights come from the file)."""
-    path = Path(checkpoint)
-    if not path.exists():
-        raise DataError(f"dtop checkpoint {path} not found: train with `relook train dtop` first")
-    state = _read(path, device)
-    conf = config_of(state, path, "DToP checkpoint", legacy_key="model_conf")
-    try:
-        model = DToP(**{**conf, "pretrained": False})
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: the DToP config in the checkpoint is not valid here ({e})") from None
-    load_state_into(model, state.get("model"), path, f"DToP {conf.get('backbone', '')}".strip())
-    return model.to(device).eval()
-
-
-def _read(path: Path, device: Any) -> dict:
-    """A ``train_dtop`` checkpoint read without running code (``weights_only=True``)."""
-    state = load_checkpoint(path, "DToP checkpoint", map_location=device)
-    fmt = state.get("format", "relook-dtop") if isinstance(state, dict) else None
-    if fmt != "relook-dtop" or "model" not in state:
-        raise DataError(f"{path}: expected a DToP checkpoint written by `relook train dtop`, found {describe(state)}")
-    return state

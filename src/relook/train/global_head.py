@@ -34,10 +34,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from relook.checkpoints import describe, load_checkpoint
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.images import load_image
 from relook.io import atomic_path, json_text
 from relook.losses.contrastive import PAIR_LOSSES
+from relook.models.backbone import timm_arch
 from relook.models.global_head import GlobalHead, gem, save_global_head
 
 CHECKPOINT_FORMAT = "relook-global-head-train"
@@ -116,8 +119,6 @@ def pooled_features(
     extractor, items: Sequence[tuple], exif_orientation: bool = False, progress: bool = True
 ) -> torch.Tensor:
     """(N, C) ``GeM_p`` of each image's backbone map: one batched pass, kept in memory."""
-    from relook.images import load_image
-
     p = float(extractor.conf["gem_p"])
     loaded = ((i, load_image(path, bbox, exif_orientation)) for i, path, bbox in items)
     rows = []
@@ -167,8 +168,6 @@ def train_global_head(
     ``backbone_conf``: ``cnn_local`` options of the frozen backbone (arch, pretrained, image_size, ...);
     ``data_record``: what to write about the data in the head's training record (e.g. the dataset options).
     """
-    from relook.models.backbone import timm_arch
-
     c = resolve_conf(conf)
     if dataset.gallery_labels is None:
         raise DataError(
@@ -296,8 +295,6 @@ def _save_checkpoint(path: Path, head: GlobalHead, opt, epoch: int, history: lis
 
 
 def _read_checkpoint(path: Path) -> dict:
-    from relook.checkpoints import describe, load_checkpoint
-
     ck = load_checkpoint(path, "global head training checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: expected a `relook train global` checkpoint, found {describe(ck)}")

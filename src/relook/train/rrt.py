@@ -68,7 +68,9 @@ from tqdm.auto import tqdm
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.geometry.pixel_maps import eval_transform_map
 from relook.io import atomic_path, json_text
+from relook.models.position_encoding import grid_positions
 from relook.models.rrt import RRT, RRTOutput
 from relook.models.rrt.checkpoint import read_checkpoint, save_rrt
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
@@ -229,7 +231,6 @@ class ImageSource(nn.Module):
         self.rng = np.random.default_rng(seed)
 
     def sides(self, idx: np.ndarray, model_conf: dict, max_locals, device) -> dict:
-        from relook.datasets.transforms import eval_transform_map
         from relook.features.cnn_local import grid_keypoints, to_tensor
 
         S = self.image_size
@@ -247,7 +248,6 @@ class ImageSource(nn.Module):
         B, n = len(idx), h * w
         kps = torch.from_numpy(grid_keypoints(h, w, S, S)).to(device).expand(B, n, 2)
         sizes = torch.tensor([[S, S]] * B, dtype=torch.long, device=device)
-        from relook.models.position_encoding import grid_positions
 
         pos = grid_positions(h, w).to(device).expand(B, n, 2)  # official SOP grid positions, as pack_side
         return {

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from relook.datasets.base import RetrievalDataset
 from relook.errors import DataError
+from relook.images import load_image
 from relook.models.rrt import RRT
 from relook.store import FeatureStore
 from relook.train.rrt import DEFAULT_CONF, ImageSource, PairData, StoreSource, global_neighbours, train_rrt
@@ -52,10 +54,7 @@ def train_rrt_stage(
     ...) used when ``train_conf["finetune"]``. ``guidance``: the settings the checkpoint records
     (``relook.train.epipolar.guidance_hooks``).
     """
-    import torch
-
     from relook.features.base import create_extractor
-    from relook.images import load_image
 
     tc = {**DEFAULT_CONF, **(train_conf or {})}
     if dataset.gallery_labels is None:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from relook.errors import ShapeError
+from relook.datasets.base import load_dataset
+from relook.errors import DataError, ShapeError
+from relook.images import load_image
 from relook.viz.topk import DPI  # every report figure at the same print resolution
 
 
@@ -126,14 +128,11 @@ def epipolar_attention_figure(
     attention. The cameras are used for the ground truth only."""
     import cv2
 
-    from relook.datasets.base import load_dataset
-    from relook.errors import DataError
-    from relook.images import load_image
     from relook.losses.epipolar import epipolar_attention_share
+    from relook.models.epipolar_guidance import EpipolarGuidance
     from relook.models.rrt.checkpoint import load_rrt
     from relook.models.rrt.inputs import pack_side, required_fields
     from relook.store import FeatureStore
-    from relook.train.epipolar import EpipolarGuidance
 
     ds = load_dataset(dataset, root, split=split, variant=variant)
     paths = {i: (p, b) for i, p, b in ds.gallery}

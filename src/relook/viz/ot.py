@@ -13,11 +13,16 @@ The patch grid covers the whole image (the extractor resizes the full image to a
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 
-from relook.errors import ShapeError
+from relook import pipeline
+from relook.errors import ConfigError, ShapeError
+from relook.eval.evaluate import evaluate as score
+from relook.images import load_image
+from relook.types import Ranking
 from relook.viz.topk import DPI  # every report figure at the same print resolution
 
 
@@ -59,7 +64,6 @@ def ot_figure(
     (highest T_ij S_ij) under an ``ot`` reranker with these options; the images are ``query_image`` /
     ``match_image`` (default ``image_root / <id>``). The title names S_global, S_struct, the options, the
     backbone and the weights record of the query store."""
-    from relook.images import load_image
     from relook.rerank import create_reranker
     from relook.store import FeatureStore
 
@@ -221,13 +225,6 @@ def sweep_mass(
     Each a runs as a copy of the configured reranker labelled ``<label>-a<a>`` (rankings cached like any
     other, ``pipeline.rerank``). Returns (PNG path, {a: {metric: value}}).
     """
-    import copy
-
-    from relook import pipeline
-    from relook.errors import ConfigError
-    from relook.eval.evaluate import evaluate as score
-    from relook.types import Ranking
-
     items = [r for r in conf["rerankers"] if r["name"] == "ot" and (label is None or r["label"] == label)]
     if not items:
         raise ConfigError(f"ot sweep: no ot reranker{f' labelled {label!r}' if label else ''} in the config")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from relook.errors import DataError
+from relook.images import load_image
 from relook.io import atomic_path
 
 
@@ -47,8 +49,6 @@ def write_query_page(results, path: str | Path, run_dir: str | Path, size: int =
     Gallery thumbnails are read from the files the run's dataset names (cropped to their boxes); one that
     can no longer be read shows as a grey square, so a moved gallery does not stop the page.
     """
-    from relook.errors import DataError
-    from relook.images import load_image
 
     def uri(file: Path, bbox=None) -> str:
         try:

@@ -41,12 +41,14 @@ multi-scale ViT form (LocalViT, T2T, DeepViT, LV-ViT, ViL: absent; Swin/ConViT/T
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from relook.errors import ConfigError, ShapeError
+from relook.models.backbone import create_backbone, seeded_create
 from relook.models.dtop.dpe import DPE_MODES, ConditionalPositionEncoding, resize_pos_embed
 from relook.registry import Registry
 
@@ -92,12 +94,8 @@ class FrozenStem(nn.Module):
 def lite0_vit(pretrained: bool, seed: int, **vit_kwargs: Any) -> tuple[nn.Module, Any, tuple[tuple, tuple]]:
     """The ``lite0_vit`` hybrid: (timm VisionTransformer with an EfficientNet-Lite0 HybridEmbed, the stem's
     weights record, (mean, std) of the stem). The ViT is drawn from ``seed`` (global RNG untouched)."""
-    from functools import partial
-
     from timm.models.vision_transformer import VisionTransformer
     from timm.models.vision_transformer_hybrid import HybridEmbed
-
-    from relook.models.backbone import create_backbone
 
     cnn, record, norm = create_backbone("tf_efficientnet_lite0", pretrained=bool(pretrained), seed=seed, num_classes=0)
     stem = FrozenStem(cnn)
@@ -133,8 +131,6 @@ class TokenBackbone(nn.Module):
     ) -> None:
         super().__init__()
         import timm
-
-        from relook.models.backbone import seeded_create
 
         if dpe not in DPE_MODES:
             raise ConfigError(f"dtop backbone: dpe must be one of {DPE_MODES}, got {dpe!r}")

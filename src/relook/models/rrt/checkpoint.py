@@ -23,6 +23,7 @@ candidate local) and no ``remap``. The encoder layer keys are those of ``nn.Tran
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from relook.checkpoints import (
     unwrap_state_dict,
 )
 from relook.errors import DataError
+from relook.io import atomic_path
 from relook.models.rrt.model import CAND_GLOBAL, CAND_LOCAL, CLS, QUERY_GLOBAL, QUERY_LOCAL, RRT, SEP
 
 FORMAT = "relook-rrt"
@@ -49,8 +51,6 @@ _SOP_SEGMENTS = {CLS: 0, SEP: 1, QUERY_LOCAL: 2, CAND_LOCAL: 3}
 
 def save_rrt(path: str | Path, model: RRT, **extra: Any) -> Path:
     """Write ``model`` (config + CPU state dict) and ``extra`` to ``path`` atomically."""
-    from relook.io import atomic_path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -93,8 +93,6 @@ def load_rrt(path: str | Path) -> RRT:
 
 def guidance_of(ckpt: dict, path: str | Path = "checkpoint") -> dict[str, Any]:
     """The epipolar guidance a relook checkpoint records (``guidance_json``); ``{"guidance": "none"}`` without."""
-    import json
-
     raw = ckpt.get("guidance_json")
     if raw is None:
         return {"guidance": "none"}

@@ -1,27 +1,29 @@
 """A textured synthetic two-view scene with exact cameras, for checking pseudo ground truth against exact F.
 
 Built on ``relook.datasets.synthetic`` (objects, exact z-buffer renderer, look-at cameras): one object on
-its textured ground, two cameras orbiting it ``delta_deg`` degrees apart. Synthetic data only.
+its textured ground, two cameras orbiting it ``delta_deg`` degrees apart. Synthetic data only. Used by
+``benchmarks/pseudo_gt.py`` and as a test fixture (``tests/geometry/test_robust.py``, ``tests/test_cli_epipolar.py``);
+no library code needs it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from relook.datasets.synthetic import (
+    Face,
+    _smooth_field,
+    look_at,
+    make_object,
+    procedural_texture,
+    render,
+    sample_surface,
+)
+
 
 def render_two_views(seed: int = 0, delta_deg: float = 30.0, size: int = 224, family: str = "stack"):
     """Returns (img1, img2) RGB uint8 (size, size, 3), cameras ((K, R, t), (K, R, t)) world-to-camera with
     pixel centres at integers, and object surface points (500, 3) in world coordinates."""
-    from relook.datasets.synthetic import (
-        Face,
-        _smooth_field,
-        look_at,
-        make_object,
-        procedural_texture,
-        render,
-        sample_surface,
-    )
-
     rng = np.random.default_rng([seed, 11])
     faces = make_object(rng, family, lambda: procedural_texture(rng))
     g = 1.8

@@ -7,7 +7,7 @@ extractor (``sift``, ``aliked``, ``disk``, ``xfeat``, downscaled to a long side 
 ratio test, or LightGlue). The robust fits are ``gv``'s (``count_inliers``: OpenCV USAC with MAGSAC++,
 seeded) for homographies and the pseudo ground-truth's (``robust.estimate_fundamental``, MAGSAC++ plus the
 epipolar paper's reliability rule of Sec. 5.2) for fundamental matrices, so the table measures exactly
-what relook runs.
+what relook runs. Benchmark code (and the real-pairs test's): no library module imports it.
 
 Errors (pure functions, numpy in, numpy out):
 
@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from relook.errors import ConfigError, ShapeError
+from relook.features import create_extractor
 from relook.features.selection import keep_top_n
+from relook.rerank.gv import GeometricVerification
 from relook.types import ImageFeatures
 from relook.weights import WeightsRecord
 
@@ -52,9 +54,6 @@ class TwoViewMatcher:
     """Extractor + ``gv``'s putative matches for one ``METHODS`` entry; ``match`` gives pixel pairs."""
 
     def __init__(self, method: str, max_keypoints: int = 2048, resize: int | None = 640) -> None:
-        from relook.features import create_extractor
-        from relook.rerank.gv import GeometricVerification
-
         if method not in METHODS:
             raise ConfigError(f"two-view: unknown method {method!r}; known: {sorted(METHODS)}")
         ex_name, ex_conf, gv_conf = METHODS[method]

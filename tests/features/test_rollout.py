@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from relook.errors import ConfigError, ShapeError
-from relook.rerank.rollout import (
+from relook.features.rollout import (
     area_weights,
     drop_prefix,
     resize_attention,
@@ -125,7 +125,7 @@ def test_bad_input():
 
 
 def test_window_to_global_matches_loop():
-    from relook.rerank.rollout import window_to_global
+    from relook.features.rollout import window_to_global
 
     h, w, ws, shift = 5, 6, 3, (1, 1)
     g = torch.Generator().manual_seed(0)
@@ -147,7 +147,7 @@ def test_window_to_global_matches_loop():
 
 
 def test_window_attention_resized_matches_two_steps():
-    from relook.rerank.rollout import window_attention_resized, window_to_global
+    from relook.features.rollout import window_attention_resized, window_to_global
 
     g = torch.Generator().manual_seed(1)
     a = torch.softmax(torch.randn(2, 4, 9, 9, generator=g, dtype=torch.float64), -1)  # 5x6 grid, 3x3 windows
