@@ -9,7 +9,12 @@ from relook.store import FeatureStore
 from relook.types import ImageFeatures, Shortlist
 
 #: small configurations so that every reranker runs on a tiny gallery
-CONFS = {"gv": {"threshold": 3.0}, "aqe": {"n": 2}, "asmk": {"codebook_size": 32}}
+CONFS = {
+    "gv": {"threshold": 3.0},
+    "aqe": {"n": 2},
+    "asmk": {"codebook_size": 32},
+    "chamfer": {"weight": 4.0},  # random global descriptors here: the planted tokens must outweigh them
+}
 NAMES = sorted(CONFS)
 
 

@@ -12,7 +12,7 @@ import contextlib
 
 import typer
 
-from relook.cli import classic, datasets, dtop, epipolar, global_head, ot, rrt, stages, store
+from relook.cli import benchmark, classic, datasets, dtop, epipolar, global_head, ot, rrt, stages, store
 from relook.cli.common import subgroup
 from relook.errors import RelookError
 
@@ -32,6 +32,7 @@ epipolar.register(app)  # geometry pseudo-gt, visualize epipolar-attention
 global_head.register(app)  # relook train global
 app.add_typer(datasets.app, name="datasets")
 app.registered_commands += stages.app.registered_commands  # extract ... report, query, demo
+benchmark.register(app)  # relook benchmark
 
 
 def _print_version(value: bool) -> None:

@@ -1,8 +1,9 @@
 """Rerankers, registered by name. Importing this package registers the built-in ones."""
 
-from relook.rerank import (  # noqa: F401  (registers aqe, asmk, gv)
+from relook.rerank import (  # noqa: F401  (registers aqe, asmk, chamfer, gv, ot)
     aqe,
     asmk,
+    chamfer,
     gv,
     ot,
 )
