@@ -52,13 +52,16 @@ def bench(tmp_path_factory):
         },
         "train_set": "objects",
         "experiment": {
-            "extractors": [{"name": "cnn_local", "image_size": 64, "batch_size": 8}],
+            "extractors": [
+                {"name": "cnn_local", "image_size": 64, "batch_size": 8},
+                {"name": "cnn_local", "label": "grid", "image_size": 96, "batch_size": 8},  # asmk's, not the global
+            ],
             "global": "cnn_local",
             "shortlist": {"k": 20},
         },
         "rows": [
             {"label": "aqe", "reranker": {"name": "aqe"}},
-            {"label": "asmk", "reranker": {"name": "asmk", "features": "cnn_local", "codebook_size": 4}, "codebook": str(tmp / "none.npy")},
+            {"label": "asmk", "reranker": {"name": "asmk", "features": "grid", "codebook_size": 4}, "codebook": str(tmp / "none.npy")},
             {"label": "chamfer", "reranker": {"name": "chamfer", "features": "cnn_local"}, "tune": {"weight": [0.0, 1.0, 4.0]}},
             {"label": "rrt", "reranker": {"name": "rrt", "features": "cnn_local"}, "checkpoint": str(tmp / "no_rrt.pt")},
         ],
@@ -121,7 +124,7 @@ def test_smoke_end_to_end(bench, capsys):
         ]
         assert ids[0] and ids[1] and not ids[0] & ids[1]
     # asmk trained its codebook on the objects' train split (its file is not shipped)
-    assert list((out / "asmk").glob("objects_train_cnn_local_4.npy"))
+    assert list((out / "asmk").glob("objects_train_grid_4.npy"))
 
 
 def test_eval_only_trains_nothing(bench, tmp_path):

@@ -113,6 +113,8 @@ def experiment_conf(bench: dict, dataset: dict, out: Path, rerankers: list[dict]
     conf["shortlist"] = {**RUN_DEFAULTS["shortlist"], **conf["shortlist"]}  # nested keys merge, as load_config does
     if extractors is not None:
         conf["extractors"] = extractors
+        if conf["global"] not in [e.get("label", e["name"]) for e in extractors]:
+            conf["global"] = None  # an extraction-only run (e.g. the codebook's train split): no shortlist
     conf.update(dataset=dataset, out=str(out), rerankers=copy.deepcopy(rerankers))
     return validate(conf)
 

@@ -65,6 +65,7 @@ def summarise(bench, per_set, labels, absent, chosen, val_record, splits, meta) 
             for (name, split), (how, info) in splits.items()
         },
         "room_sets": [name for name, s in per_set.items() if s["role"] == "room"],
+        "test_split": {name: f"{name}:{s['split']}" for name, s in per_set.items()},
         "chosen_on_val": {lab: {k: chosen[lab][k] for k in rec["chosen"]} for lab, rec in val_record.items()},
         "val": val_record,
         "settings": {lab: chosen.get(lab) for lab in labels},
@@ -103,8 +104,9 @@ def markdown(results: dict) -> str:
     out.append(
         "Metrics x100 on each set's **test** split; delta mAP = row minus the global order (Lite0 GeM shortlist), "
         f"paired per-query bootstrap 95% percentile interval ({results['bootstrap']['n']} resamples of the queries, "
-        f"seed {results['bootstrap']['seed']}). ms/query: wall time of the rerank stage per query on this machine "
-        "(global: the search stage), features extracted beforehand. mP@10: revisited-protocol precision at 10."
+        f"seed {results['bootstrap']['seed']}). ms/query: wall time of the rerank stage per query on the machine "
+        "that ran it (global: the search stage), features extracted beforehand, so it includes reading the "
+        "feature stores. mP@10: revisited-protocol precision at 10."
     )
     names = [POOLED] + [n for n in tables if n != POOLED] if POOLED in tables else list(tables)
     for name in names:
@@ -112,8 +114,7 @@ def markdown(results: dict) -> str:
         if name == POOLED:
             head = f"## {POOLED}: " + " + ".join(results["room_sets"]) + " (test; queries concatenated)"
         else:
-            key = next(k for k in sets if k.split(":")[0] == name or k.rsplit(":", 1)[0] == name)
-            s = sets[key]
+            s = sets[results["test_split"][name]]
             head = f"## {name} ({s['role']}): {s['how']}; {s['queries']} queries, gallery {s['gallery']}"
         out += ["", head, "", *table_md(tables[name], order, absent)]
     out += ["", "## Settings chosen on validation (test read once with them)", ""]

@@ -66,3 +66,31 @@ def test_bad_input():
         create_reranker("chamfer", weight=-1.0)
     with pytest.raises(ShapeError):
         chamfer_similarity(np.ones((3, 4)), [np.ones((2, 5))])
+
+
+def test_shortlist_path_matches_per_query_path(tmp_path):
+    from relook.rerank.base import Reranker
+    from relook.search import exact_search
+    from relook.store import FeatureStore
+
+    rng = np.random.default_rng(2)
+
+    def feats(prefix, n):
+        out = []
+        for i in range(n):
+            g = rng.normal(size=8).astype(np.float32)
+            desc = rng.normal(size=(int(rng.integers(1, 6)), 4)).astype(np.float32)
+            out.append(ImageFeatures(f"{prefix}{i}", global_desc=g / np.linalg.norm(g), local_desc=desc))
+        return out
+
+    with FeatureStore(tmp_path / "q.h5", "w") as s:
+        s.write_many(feats("q", 4))
+    with FeatureStore(tmp_path / "g.h5", "w") as s:
+        s.write_many(feats("g", 9))
+    with FeatureStore(tmp_path / "q.h5") as qs, FeatureStore(tmp_path / "g.h5") as gs:
+        sl = exact_search(qs.stack("global_desc"), gs.stack("global_desc"), 9, qs.ids(), gs.ids())
+        r = create_reranker("chamfer", weight=2.0, top_k=6)
+        fast = r.rerank_shortlist(sl, qs, gs, progress=False)
+        slow = Reranker.rerank_shortlist(r, sl, qs, gs, progress=False)
+    np.testing.assert_array_equal(fast.indices, slow.indices)
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-6)

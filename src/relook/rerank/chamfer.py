@@ -27,8 +27,8 @@ import numpy as np
 
 from relook.checks import check_shape
 from relook.errors import ConfigError
-from relook.rerank.base import Reranker, register_reranker
-from relook.types import ImageFeatures
+from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.types import ImageFeatures, Ranking, Shortlist
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -85,3 +85,16 @@ class ChamferReranker(Reranker):
             query.get("local_desc"), [c.get("local_desc") for c in candidates], bool(self.conf["symmetric"])
         )
         return np.asarray(global_scores, np.float64) + float(self.conf["weight"]) * chamfer
+
+    def rerank_shortlist(self, shortlist: Shortlist, query_store, gallery_store, progress: bool = True) -> Ranking:
+        """As the base class, but each gallery image's tokens are read from the store once, not once per query."""
+        top_k = int(self.conf["top_k"])
+        heads = [row[:top_k][row[:top_k] >= 0] for row in shortlist.indices]
+        needed = sorted({int(i) for h in heads for i in h})
+        tokens = {i: gallery_store.read(shortlist.gallery_ids[i], ["local_desc"]).local_desc for i in needed}
+        new_scores = []
+        for q, head in enumerate(heads):
+            query = query_store.read(shortlist.query_ids[q], ["local_desc"]).local_desc
+            chamfer = chamfer_similarity(query, [tokens[int(i)] for i in head], bool(self.conf["symmetric"]))
+            new_scores.append(shortlist.scores[q, : len(head)] + float(self.conf["weight"]) * chamfer)
+        return apply_scores(shortlist, new_scores, top_k, method=self.name)
