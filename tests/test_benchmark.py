@@ -93,6 +93,7 @@ def test_smoke_end_to_end(bench, capsys):
     md = (out / "results.md").read_text()
     assert (out / "deltas.png").stat().st_size > 1000
     assert "not trained: no checkpoint at" in md and "rrt" in res["absent"]
+    assert "## geo (room): test half by group, seed 0" in md and "## objects (ceiling): test objects" in md
     assert set(res["tables"]) == {"objects", "geo", "places", "extra:extra", "pooled (room)"}
     # the global row equals relook's own evaluate() on the same test run
     from relook import pipeline
