@@ -12,7 +12,7 @@ import contextlib
 
 import typer
 
-from relook.cli import classic, datasets, dtop, epipolar, global_head, ot, rrt, stages, store, systems
+from relook.cli import benchmark, classic, datasets, dtop, epipolar, global_head, ot, rrt, stages, store, systems
 from relook.cli.common import subgroup
 from relook.errors import RelookError
 
@@ -33,6 +33,7 @@ global_head.register(app)  # relook train global
 app.add_typer(datasets.app, name="datasets")
 app.registered_commands += stages.app.registered_commands  # extract ... report, query, demo
 app.registered_commands += systems.app.registered_commands  # pair, merge
+benchmark.register(app)  # relook benchmark
 
 
 def _print_version(value: bool) -> None:

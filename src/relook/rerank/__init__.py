@@ -4,9 +4,10 @@ packages that declare an entry point in the group ``relook.rerankers`` (README: 
 import logging
 from importlib.metadata import entry_points
 
-from relook.rerank import (  # noqa: F401  (registers aqe, asmk, gv)
+from relook.rerank import (  # noqa: F401  (registers aqe, asmk, chamfer, gv, ot)
     aqe,
     asmk,
+    chamfer,
     gv,
     ot,
 )
