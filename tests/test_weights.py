@@ -10,8 +10,8 @@ import pytest
 import tomllib
 import torch
 
-from relook.errors import ConfigError, DataError
 import relook.weights as weights_mod
+from relook.errors import ConfigError, DataError
 from relook.weights import (
     PINNED_SHA256,
     WEIGHTS,
