@@ -13,7 +13,12 @@ root plus a CSV ``image,group[,split]``.
   files are ignored; images that cannot be decoded are skipped with one warning line naming them; a
   group left with one image has no positive, so it is not a query, but its image stays in the gallery as
   a distractor (``singletons="drop"`` removes it instead); both are counted in one warning line each. An
-  empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``.
+  empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``;
+  so does a dataset of one group and nothing else (every metric would be 100 %), unless
+  ``allow_one_group=True`` (``dataset.allow_one_group=true``), which warns instead.
+* **Symbolic links** are followed, each file once: links looping back to a folder above them are not
+  entered, and a file reached under several names is read once (under its own name when it lies inside
+  ROOT); loops and duplicates are reported in one warning line.
 """
 
 from __future__ import annotations
@@ -70,19 +75,70 @@ def _names(items: list[str], limit: int = 8) -> str:
     return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int]:
-    """((image id, group or None) for every image under ROOT, number of non-image files ignored)."""
-    rows, ignored = [], 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        for name in sorted(filenames):
-            if not is_image_file(name):
-                ignored += not name.startswith(".")
+def _shown(path: str, root: str) -> str:
+    """``path`` relative to ``root`` when inside it ("." for ROOT itself), else as it is."""
+    rel = os.path.relpath(path, root)
+    return path if rel == ".." or rel.startswith(".." + os.sep) else Path(rel).as_posix()
+
+
+def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[str]]:
+    """((image id, group or None) for every image under ROOT, number of non-image files ignored, notes).
+
+    Symbolic links are followed, each file once: a link to a folder that contains it (a loop) is not
+    entered, and a file reached under several names (links, linked folders) is kept once, under the name
+    that involves no link if there is one, else the first in sorted order. ``notes`` describes every loop
+    and duplicate skipped (empty when there was none), for one warning line.
+    """
+    root = Path(root)
+    real_root = os.path.realpath(root)
+    found: dict[str, list[tuple[str, str | None]]] = {}  # real file -> [(image id, group)] in walk order
+    loops: list[str] = []
+    ignored = 0
+
+    def walk(folder: Path, rel: tuple[str, ...], ancestors: frozenset[str]) -> None:
+        nonlocal ignored
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:  # unreadable folder: as os.walk, nothing under it
+            return
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            image = (rel / name).as_posix()
-            rows.append((image, rel.parts[0] if rel.parts else None))
-    return rows, ignored
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(entry)
+            elif not is_image_file(entry.name):
+                ignored += 1
+            else:
+                image = "/".join((*rel, entry.name))
+                found.setdefault(os.path.realpath(entry.path), []).append((image, rel[0] if rel else None))
+        for entry in subfolders:
+            real = os.path.realpath(entry.path)
+            if real in ancestors:
+                link = "/".join((*rel, entry.name))
+                loops.append(f"{link} -> {_shown(real, real_root)}")
+                continue
+            walk(Path(entry.path), (*rel, entry.name), ancestors | {real})
+
+    walk(root, (), frozenset({real_root}))
+    rows, duplicates = [], []
+    for real, names in found.items():
+        direct = [n for n in names if os.path.join(real_root, *n[0].split("/")) == real]
+        keep = (direct or names)[0]
+        rows.append(keep)
+        duplicates += [f"{image} = {keep[0]}" for image, _ in names if image != keep[0]]
+    notes = []
+    if loops:
+        notes.append(f"{_count(len(loops), 'symlink loop')} not entered ({_names(sorted(loops), 4)})")
+    if duplicates:
+        notes.append(
+            f"{_count(len(duplicates), 'duplicate')} of files already read skipped ({_names(sorted(duplicates), 4)})"
+        )
+    return rows, ignored, notes
 
 
 def _read_table(root: Path, csv_path: Path, split: str | None) -> list[tuple[str, str | None]]:
@@ -137,6 +193,7 @@ def load_folder(
     split_by_group: bool = False,
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     split_seed: int = 0,
+    allow_one_group: bool = False,
 ) -> RetrievalDataset:
     """Your own images as a labels-protocol dataset (module docstring).
 
@@ -146,6 +203,8 @@ def load_folder(
     ``split_by_group``: with ``split`` in train / val / test, keep the groups that
     ``relook.datasets.splits.split_groups(all groups, split_fractions, split_seed)`` puts in that split
     (for a CSV or folder that has no split of its own, e.g. UKBench 60/20/20 by object).
+    ``allow_one_group``: accept (with a warning) a dataset whose images all belong to one group, where every
+    gallery image is a positive of every query and every metric is 100 % by construction (refused otherwise).
     ``info``: ``groups`` (names; label i = groups[i]), ``group_of`` (image id -> group or None),
     ``unreadable``, ``singletons`` (image ids), ``ignored_files`` (count).
     """
@@ -166,7 +225,9 @@ def load_folder(
             if not root.is_dir():
                 raise DataError(f"{root}: no such split folder (folder dataset without csv reads ROOT/<split>)")
         source = root
-        rows, ignored = _scan_folders(root)
+        rows, ignored, notes = _scan_folders(root)
+        if notes:
+            _warn_once(f"folder {root}: symlinks followed, each file read once: {'; '.join(notes)}")
         if not rows:
             raise DataError(f"{root}: no images found; expected one sub-folder of images per group, or csv=FILE")
     if split_by_group:
@@ -193,6 +254,15 @@ def load_folder(
             f"{source}: no group has two readable images, so no query has a positive "
             f"({len(rows)} image(s) in {len(sizes)} group(s))"
         )
+    if len(sizes) < 2 and all(group is not None for _, group in rows):
+        only = f"one group ({next(iter(sizes))!r})" if sizes else "no group"
+        why = (
+            f"{source}: {only} and no other image, so every gallery image is a positive of every query "
+            "and every metric would be 100 % by construction"
+        )
+        if not allow_one_group:
+            raise DataError(f"{why}; add images of other groups, or set dataset.allow_one_group=true to go on")
+        _warn_once(f"{why} (going on: allow_one_group is set)")
     rows.sort()
     label_of = {g: i for i, g in enumerate(groups)}
     gallery = [(img, root / img, None) for img, _ in rows]
