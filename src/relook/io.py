@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -25,6 +26,34 @@ def ensure_dir(path: str | Path, what: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise DataError(f"{what}: folder {path} is not writable")
     return path
+
+
+#: free space a writer leaves on the disk beyond what it is about to write: HDF5 allocates metadata and
+#: chunks beyond the raw bytes, and a write that meets a full disk inside HDF5's C layer can abort the process
+RESERVE_BYTES = 64 * 2**20
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system holding ``path`` (its nearest existing folder)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_free_space(path: str | Path, needed: int, what: str) -> None:
+    """``ResourceError`` (exit 1) naming ``path`` when writing ``needed`` more bytes there would leave less
+    than ``RESERVE_BYTES`` free: checked before each write, so the writer stops cleanly (everything written
+    before stays readable) instead of meeting the full disk in the middle of a write."""
+    from relook.errors import ResourceError
+
+    free = free_bytes(path)
+    if free < 2 * needed + RESERVE_BYTES:
+        raise ResourceError(
+            f"{path}: disk nearly full ({free / 2**20:.0f} MiB free, {what} needs {needed / 2**20:.1f} MiB and "
+            f"relook keeps {RESERVE_BYTES // 2**20} MiB spare); free some space and run the same command again "
+            "(it resumes where it stopped)"
+        )
 
 
 def _drop_orphans(path: Path) -> None:

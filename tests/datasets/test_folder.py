@@ -79,7 +79,8 @@ def test_unreadable_skipped_with_count(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="relook.datasets.folder"):
         ds = load_dataset("folder", root)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("skipped 3 unreadable images: a/1.jpg, b/0.jpg, c/1.png" in m for m in lines)
+    assert any("skipped 3 unreadable images: a/1.jpg (" in m and ", b/0.jpg (not an image" in m for m in lines), lines
+    assert any(", c/1.png (not an image format Pillow reads)" in m for m in lines), lines
     assert "a/1.jpg" not in ds.gallery_ids and ds.info["unreadable"] == ["a/1.jpg", "b/0.jpg", "c/1.png"]
     # b lost one of its two images: a group of one, kept in the gallery as a distractor, not a query
     assert any("1 group of one image (no positive), kept as gallery distractors" in m and "b/1.jpg" in m for m in lines)

@@ -106,7 +106,8 @@ def evaluate_cmd(config: list[Path] = CONFIG_OPT, overrides: list[str] = SET_OPT
     """
     from relook import pipeline
 
-    typer.echo(pipeline.results_table(pipeline.evaluate(resolve_conf(config, overrides, writes=False))))
+    conf = resolve_conf(config, overrides, writes=False, lock=True)  # writes results.json
+    typer.echo(pipeline.results_table(pipeline.evaluate(conf)))
 
 
 @app.command("run")
@@ -149,7 +150,7 @@ def run_cmd(
 def report_cmd(
     config: list[Path] = CONFIG_OPT,
     overrides: list[str] = SET_OPT,
-    queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids"),
+    queries: int = typer.Option(4, min=1, help="queries shown in the top-k grids"),
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Write <out>/report.html: what ran, results and commentary, time per stage, metrics against K,
@@ -160,7 +161,7 @@ def report_cmd(
     from relook import pipeline
     from relook.report import make_figures, write_report
 
-    conf = resolve_conf(config, overrides, writes=False)
+    conf = resolve_conf(config, overrides, writes=False, lock=True)
     results = pipeline.evaluate(conf)
     make_figures(conf, num_queries=queries)
     say(quiet, f"wrote {write_report(conf, results)}")
@@ -182,8 +183,10 @@ def query_cmd(
     Example: relook query photo.jpg --run runs/mine --method gv -k 5
     """
     from relook.query import format_result, query
+    from relook.runlock import lock_run
     from relook.viz.query_page import write_query_page
 
+    lock_run(run, exclusive=False)  # many queries may read a run at once, none while it is written
     results = query(images, run, method, k)
     for res in results:
         typer.echo(format_result(res))

@@ -10,7 +10,8 @@ root plus a CSV ``image,group[,split]``.
 * **Protocol** (as SOP, CUB, Cars): every image queries all the others, positives = the other images
   of its group, the query itself is ignored by the metrics and never its own candidate.
 * **Odd inputs**: files that are not images (by name: ``relook.images.IMAGE_EXTENSIONS``) and hidden
-  files are ignored; images that cannot be decoded are skipped with one warning line naming them; a
+  files are ignored; images that cannot be decoded are skipped with one warning line naming them and why (a huge non-JPEG
+  file: its size and ``relook.images.MAX_PIXELS``); a
   group left with one image has no positive, so it is not a query, but its image stays in the gallery as
   a distractor (``singletons="drop"`` removes it instead); both are counted in one warning line each. An
   empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``;
@@ -33,31 +34,29 @@ from relook.datasets.base import RetrievalDataset, register_dataset
 from relook.datasets.splits import DEFAULT_FRACTIONS, SPLITS, split_groups
 from relook.datasets.tables import read_csv
 from relook.errors import ConfigError, DataError
-from relook.images import is_image_file
+from relook.images import image_problem, is_image_file
 
 log = logging.getLogger(__name__)
-_readable_cache: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> decodes
+_readable_cache: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) -> why it does not decode
 _warned: set[str] = set()
+
+
+def problem(path: Path) -> str | None:
+    """Why the image does not decode (``relook.images.image_problem``: the loader's own pixel limit), or
+    None; cached per file (path, size, modification time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "not found (a broken link?)"
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _readable_cache:
+        _readable_cache[key] = image_problem(path)
+    return _readable_cache[key]
 
 
 def readable(path: Path) -> bool:
     """Whether the image decodes (JPEGs at reduced scale, which still reads every byte); cached per file."""
-    from PIL import Image
-
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _readable_cache:
-        try:
-            with Image.open(path) as im:
-                im.draft("RGB", (64, 64))
-                im.load()
-            _readable_cache[key] = True
-        except Exception:
-            _readable_cache[key] = False
-    return _readable_cache[key]
+    return problem(path) is None
 
 
 def _warn_once(message: str) -> None:
@@ -233,9 +232,11 @@ def load_folder(
     if split_by_group:
         assign = split_groups([g for _, g in rows if g is not None], split_fractions, split_seed)
         rows = [r for r in rows if r[1] is not None and assign[r[1]] == split]
-    unreadable = [img for img, _ in rows if check and not readable(root / img)]
+    why = {img: problem(root / img) for img, _ in rows} if check else {}
+    unreadable = [img for img, _ in rows if why.get(img)]
     if unreadable:
-        _warn_once(f"folder {source}: skipped {_count(len(unreadable), 'unreadable image')}: {_names(unreadable)}")
+        named = [f"{img} ({why[img]})" for img in unreadable]
+        _warn_once(f"folder {source}: skipped {_count(len(unreadable), 'unreadable image')}: {_names(named)}")
         bad = set(unreadable)
         rows = [r for r in rows if r[0] not in bad]
     sizes: dict[str, int] = {}
