@@ -174,6 +174,9 @@ def query_cmd(
     method: str | None = typer.Option(None, help="one of the run's reranker labels (default: global order)"),
     k: int = typer.Option(10, "-k", "--k", min=1, help="results shown per image"),
     html: Path | None = typer.Option(None, help="thumbnails page to write (default RUN/query.html)"),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="where the run's dataset is now, if it moved (replaces dataset.root)"
+    ),
 ) -> None:
     """Rank a finished run's gallery for new images with the run's extractors, index and reranker.
 
@@ -181,13 +184,14 @@ def query_cmd(
     an HTML page of thumbnails. The run's stores must have been made with the weights its config loads now.
 
     Example: relook query photo.jpg --run runs/mine --method gv -k 5
+             relook query photo.jpg --run /backup/mine --data-root /new/place/photos   # the photos moved
     """
     from relook.query import format_result, query
     from relook.runlock import lock_run
     from relook.viz.query_page import write_query_page
 
     lock_run(run, exclusive=False)  # many queries may read a run at once, none while it is written
-    results = query(images, run, method, k)
+    results = query(images, run, method, k, data_root=data_root)
     for res in results:
         typer.echo(format_result(res))
     typer.echo(f"wrote {write_query_page(results, html or run / 'query.html', run)}")
