@@ -6,6 +6,7 @@ from PIL import Image
 
 from relook.errors import DataError
 from relook.images import is_image_file, load_image
+from tests.synthetic_images import huge_png
 
 # 16-bit values and round(v / 257) worked out by hand: 1000/257 = 3.89 -> 4 (the high byte would give 3),
 # 383/257 = 1.49 -> 1, 128/257 = 0.498 -> 0, 65535/257 = 255 (clipping at 255 would turn 2570 into 255)
@@ -105,20 +106,6 @@ def test_bad_input(tmp_path):
         load_image(tmp_path / "nope.png")
     assert is_image_file("a/B.JPG") and is_image_file("x.tiff")
     assert not is_image_file("notes.txt") and not is_image_file(".hidden.jpg") and not is_image_file("groups.csv")
-
-
-def huge_png(path, width: int = 20_000, height: int = 10_000):
-    """A PNG whose header announces ``width`` x ``height`` pixels (200 megapixels by default, past Pillow's
-    decompression-bomb error at ~179) with almost no data: what a decoder sees first of a huge photo."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
-    return path
 
 
 def test_huge_image_refused_in_one_line(tmp_path):

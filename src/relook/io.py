@@ -50,10 +50,14 @@ def check_free_space(path: str | Path, needed: int, what: str) -> None:
     free = free_bytes(path)
     if free < 2 * needed + RESERVE_BYTES:
         raise ResourceError(
-            f"{path}: disk nearly full ({free / 2**20:.0f} MiB free, {what} needs {needed / 2**20:.1f} MiB and "
-            f"relook keeps {RESERVE_BYTES // 2**20} MiB spare); free some space and run the same command again "
-            "(it resumes where it stopped)"
+            f"{path}: disk nearly full ({_mib(free)} free, {what} needs {_mib(needed)} and relook keeps "
+            f"{_mib(RESERVE_BYTES)} spare); free some space and run the same command again (it resumes where it "
+            "stopped)"
         )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 def _drop_orphans(path: Path) -> None:
