@@ -627,6 +627,19 @@ def _disk_full(c: Ctx):
     return argv, [str(store), "disk nearly full", "run the same"]
 
 
+def _no_space_saving(c: Ctx):
+    """The disk fills up while the shortlist is written (numpy's write fails with ENOSPC)."""
+    import errno
+
+    import relook.types
+
+    def savez(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    c.mp.setattr(relook.types.np, "savez", savez)
+    return ["search", "-c", c.cfg, "--overwrite", "-q"], [str(c.run / "shortlist.npz"), "no space left"]
+
+
 def _run_in_use(c: Ctx):
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(c.run)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -676,6 +689,7 @@ FAULTS = [
     ("weights tampered", _tampered_weights, 2, None),
     ("dataset moved", _dataset_moved, 2, None),
     ("disk full during extract", _disk_full, 1, None),
+    ("disk full saving shortlist", _no_space_saving, 1, None),
     ("run in use", _run_in_use, 1, None),
     ("warn symlink loop", _warn_symlink_loop, 0, SUB),
     ("warn one group forced", _warn_one_group_forced, 0, SUB),

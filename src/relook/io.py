@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import zipfile
@@ -79,7 +80,8 @@ def _drop_orphans(path: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success rename it onto ``path`` (atomic on POSIX).
 
-    On an exception the temporary file is removed and ``path`` keeps its previous content.
+    On an exception the temporary file is removed and ``path`` keeps its previous content; a full disk
+    (ENOSPC, EDQUOT) becomes a ``ResourceError`` naming ``path`` (exit code 1).
     """
     path = Path(path)
     ensure_dir(path.parent, str(path))
@@ -88,6 +90,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from relook.errors import ResourceError
+
+        kept = "its previous content is unchanged" if path.exists() else "nothing was written"
+        raise ResourceError(
+            f"{path}: no space left on the device while writing it ({kept}); free some space and run the same "
+            "command again"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -214,8 +214,9 @@ def index(conf: dict, overwrite: bool = False) -> Path:
             return out
         start = time.perf_counter()
         idx = build_index(gs.stack("global_desc", dataset.gallery_ids), kind=conf["shortlist"].get("index", "flat"))
-        record_timing(conf["out"], "index", time.perf_counter() - start, gallery=len(dataset.gallery_ids))
+        seconds = time.perf_counter() - start
     write_index(idx, out)
+    record_timing(conf["out"], "index", seconds, gallery=len(dataset.gallery_ids))  # once the index is saved
     with atomic_path(stamp) as tmp:  # written after the index: a crash in between leaves a mismatch -> rebuild
         tmp.write_text(json.dumps({"fingerprint": fp, "gallery": gpath.relative_to(conf["out"]).as_posix()}))
     return out
@@ -306,8 +307,9 @@ def search(conf: dict, overwrite: bool = False) -> Path:
             meta,
             exclude=exclude,
         )
-        record_timing(conf["out"], "search", time.perf_counter() - start, queries=len(qids))
+        seconds = time.perf_counter() - start
     shortlist.save(out)
+    record_timing(conf["out"], "search", seconds, queries=len(qids))  # once the shortlist is saved
     return out
 
 
@@ -458,7 +460,6 @@ def rerank(
             ranking = reranker.rerank_shortlist(shortlist, qs, gs, progress=progress)
             elapsed = time.perf_counter() - start
             feature_meta = gs.meta
-        record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
         ranking.meta.update(
             {
                 "fingerprint": fp,
@@ -471,6 +472,7 @@ def rerank(
             }
         )
         ranking.save(out)
+        record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
         outs[item["label"]] = out
     return outs
 
