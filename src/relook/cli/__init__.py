@@ -16,6 +16,7 @@ import typer
 from relook.cli import classic, datasets, dtop, epipolar, global_head, ot, rrt, stages, store
 from relook.cli.common import subgroup
 from relook.errors import RelookError
+from relook.runlock import release_all
 
 app = typer.Typer(
     add_completion=False,
@@ -117,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
-        from relook.runlock import release_all
-
         release_all()  # the run folders this command locked
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
