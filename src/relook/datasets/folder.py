@@ -100,6 +100,7 @@ def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[s
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:  # unreadable folder: as os.walk, nothing under it
             return
+        real_folder = os.path.realpath(folder)  # once per folder: a plain file's real path is real_folder/name
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
@@ -114,7 +115,8 @@ def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[s
                 ignored += 1
             else:
                 image = "/".join((*rel, entry.name))
-                found.setdefault(os.path.realpath(entry.path), []).append((image, rel[0] if rel else None))
+                real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_folder, entry.name)
+                found.setdefault(real, []).append((image, rel[0] if rel else None))
         for entry in subfolders:
             real = os.path.realpath(entry.path)
             if real in ancestors:
