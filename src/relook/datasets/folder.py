@@ -94,13 +94,12 @@ def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[s
     loops: list[str] = []
     ignored = 0
 
-    def walk(folder: Path, rel: tuple[str, ...], ancestors: frozenset[str]) -> None:
+    def walk(folder: Path, real_folder: str, rel: tuple[str, ...], ancestors: frozenset[str]) -> None:
         nonlocal ignored
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:  # unreadable folder: as os.walk, nothing under it
             return
-        real_folder = os.path.realpath(folder)  # once per folder: a plain file's real path is real_folder/name
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
@@ -115,6 +114,7 @@ def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[s
                 ignored += 1
             else:
                 image = "/".join((*rel, entry.name))
+                # a file that is no link lies where its folder really is: one realpath per folder, not per file
                 real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_folder, entry.name)
                 found.setdefault(real, []).append((image, rel[0] if rel else None))
         for entry in subfolders:
@@ -123,9 +123,9 @@ def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[s
                 link = "/".join((*rel, entry.name))
                 loops.append(f"{link} -> {_shown(real, real_root)}")
                 continue
-            walk(Path(entry.path), (*rel, entry.name), ancestors | {real})
+            walk(Path(entry.path), real, (*rel, entry.name), ancestors | {real})
 
-    walk(root, (), frozenset({real_root}))
+    walk(root, real_root, (), frozenset({real_root}))
     rows, duplicates = [], []
     for real, names in found.items():
         direct = [n for n in names if os.path.join(real_root, *n[0].split("/")) == real]
