@@ -36,3 +36,17 @@ def apply_homography(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Map (N, 2) points by the (3, 3) homography ``h``."""
     p = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ h.T
     return p[:, :2] / p[:, 2:3]
+
+
+def huge_png(path, width: int = 20_000, height: int = 10_000):
+    """A PNG whose header announces ``width`` x ``height`` pixels (200 megapixels by default, past Pillow's
+    decompression-bomb error at ~179) with almost no data: what a decoder sees first of a huge photo."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    return path

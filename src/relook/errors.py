@@ -1,8 +1,12 @@
-"""User-facing errors. The CLI turns any ``RelookError`` into a one-line message and exit code 2."""
+"""User-facing errors. The CLI turns any ``RelookError`` into a one-line message and its ``exit_code``: 2
+for bad input (the same command fails again until the input changes), 1 for a fault of the environment
+(``ResourceError``: a full disk, a run folder in use by another process; the same command can succeed later)."""
 
 
 class RelookError(Exception):
     """Base class of every error relook raises on purpose (bad input, bad config, bad data)."""
+
+    exit_code = 2
 
 
 class ShapeError(RelookError, ValueError):
@@ -15,3 +19,10 @@ class ConfigError(RelookError, ValueError):
 
 class DataError(RelookError, ValueError):
     """A file or dataset on disk is missing, malformed or inconsistent."""
+
+
+class ResourceError(RelookError):
+    """The environment cannot serve the command now: no free disk space, a run folder locked by another
+    relook process. Exit code 1: nothing is wrong with the input, and what was written before is intact."""
+
+    exit_code = 1

@@ -15,6 +15,11 @@ Keys::
     rerank_junk: keep            # revisitop only: keep | drop junk images from the shortlist before reranking
     out:        runs/exp
     note:       "synthetic data, random-init weights"   # printed with the results table and report
+    data_root:  null             # where dataset.root's files are now, if the dataset moved (in no fingerprint)
+
+Relative paths are relative to the working directory, except in a file that says ``relative_paths: config``
+(every saved ``<out>/config.yaml`` does): there they start at the file's folder, so a run can move with its
+data (``relook.runpaths``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import yaml
 from relook.config import check_count, check_type, merge_conf
 from relook.errors import ConfigError
 from relook.io import atomic_path
+from relook.runpaths import MARK_KEY, MARK_VALUE, from_file, stored_form
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {},
@@ -43,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "rerank_junk": "keep",
     "out": "runs/exp",
     "note": "",  # free text printed with every result (e.g. "synthetic data, random init")
+    "data_root": None,  # where dataset.root's files are now (a moved dataset); None: dataset.root itself
 }
 
 
@@ -73,6 +80,10 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             raise ConfigError(f"{f}: invalid YAML ({' '.join(str(e).split())[:200]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{f}: a config must be a mapping of keys, got {type(data).__name__}")
+        try:
+            data = from_file(data, f.parent)
+        except ConfigError as e:
+            raise ConfigError(f"{f}: {e}") from None
         conf = _merge(conf, data, str(f))
         try:  # a wrong type or option is reported against the file that brought it
             _check_types(copy.deepcopy(conf))
@@ -153,9 +164,10 @@ def _check_types(conf: dict) -> None:
     """Types and bounds of every key; labels the extractor and reranker lists in place."""
     for key in ("dataset", "shortlist", "out", "note", "rerank_junk"):
         check_type(conf[key], DEFAULTS[key], f"config key {key!r}")
-    for key in ("global",):
+    for key in ("global", "data_root"):
         if conf[key] is not None and not isinstance(conf[key], str):
-            raise ConfigError(f"config key {key!r} must be an extractor label (a string), got {conf[key]!r}")
+            what = "an extractor label" if key == "global" else "a folder"
+            raise ConfigError(f"config key {key!r} must be {what} (a string), got {conf[key]!r}")
     for key in ("extractors", "rerankers"):
         if conf[key] is not None and not isinstance(conf[key], list):
             raise ConfigError(f"config key {key!r} must be a list of {{name: ..., option: value}}, got {conf[key]!r}")
@@ -198,7 +210,10 @@ def _check_options(conf: dict) -> None:
 
 
 def save_config(conf: dict, out_dir: str | Path) -> Path:
+    """``<out_dir>/config.yaml``: ``conf`` with its paths in the stored form (relative ones relative to
+    ``out_dir``, ``relook.runpaths``), readable from any working directory and after the run moved."""
     path = Path(out_dir) / "config.yaml"
+    stored = {MARK_KEY: MARK_VALUE, **stored_form({**conf, "out": str(out_dir)}), "out": "."}  # the file's folder
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(conf, sort_keys=False))
+        tmp.write_text(yaml.safe_dump(stored, sort_keys=False))
     return path

@@ -13,15 +13,33 @@ Every image comes back as RGB uint8 (H, W, 3), the way it is meant to be seen:
 * **CMYK** -> RGB by ``R = (255 - C)(255 - K) / 255`` (and likewise G, B), Pillow's conversion; an
   embedded ICC profile is not applied.
 * **Palette, grey, grey+alpha, RGBA**: converted to RGB; alpha is dropped (the colour under it is kept).
+* **Huge images** (one policy for queries, gallery and training): at most ``MAX_PIXELS`` pixels are decoded.
+  A larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (the JPEG decoder's own reduced decoding, which never
+  holds the full image), with one warning line, and a ``bbox`` is scaled with it; any other larger file is
+  refused with a ``DataError`` giving its size and the limit. Pillow's own decompression-bomb check is
+  replaced by this one, so its error never surfaces.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from relook.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: most pixels relook decodes from one image (a 12,000 x 8,300 photo); larger JPEGs are decoded reduced
+MAX_PIXELS = 100_000_000
+_pillow_limit = threading.Lock()
+_warned: set[str] = set()
 
 #: file name endings read as images (compared lower-case); other files in an image folder are ignored
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".gif")
@@ -75,12 +93,77 @@ def _to_rgb(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator:
+    """``PIL.Image.open`` with Pillow's decompression-bomb check off (``fit_pixel_limit`` replaces it):
+    opening reads only the header, so no pixel is decoded here."""
+    from PIL import Image
+
+    with _pillow_limit:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        yield im
+
+
+def fit_pixel_limit(im, path: Path, quiet: bool = False) -> float:
+    """Make the opened image ``im`` decode to at most ``MAX_PIXELS`` pixels; returns the scale factor
+    (1 when it fits; 2, 4 or 8 for a JPEG decoded reduced). ``DataError`` naming the file, its size and the
+    limit when it cannot (not a JPEG, or over 64 x the limit)."""
+    w, h = im.size
+    if w * h <= MAX_PIXELS:
+        return 1.0
+    size = f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels)"
+    scale = next((s for s in (2, 4, 8) if w * h / s**2 <= MAX_PIXELS), None)
+    if im.format != "JPEG" or scale is None:
+        kind = "only JPEGs are decoded reduced" if im.format != "JPEG" else "more than 1/8 scale would be needed"
+        raise DataError(
+            f"{path}: {size}, over relook's limit of {MAX_PIXELS / 1e6:.0f} megapixels (relook.images.MAX_PIXELS; "
+            f"{kind}); downscale the file first"
+        )
+    im.draft(im.mode, (math.ceil(w / scale), math.ceil(h / scale)))
+    if not quiet and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning(
+            f"{path}: {size}, over relook's limit of {MAX_PIXELS / 1e6:.0f} megapixels: decoded at "
+            f"1/{scale} scale ({im.size[0]}x{im.size[1]})"
+        )
+    return w / im.size[0]
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be loaded by ``load_image`` (a short reason), or None when it decodes. Reads the
+    whole file (a JPEG at reduced scale), under the same pixel limit as ``load_image``."""
+    path = Path(path)
+    try:
+        with open_image(path) as im:
+            if fit_pixel_limit(im, path, quiet=True) == 1.0 and im.format == "JPEG":
+                im.draft("RGB", (64, 64))
+            im.load()
+    except DataError as e:
+        return str(e).removeprefix(f"{path}: ")
+    except Exception as e:  # Pillow raises many kinds on a damaged file
+        from PIL import UnidentifiedImageError
+
+        if isinstance(e, UnidentifiedImageError):
+            return "not an image format Pillow reads"
+        reason = " ".join(str(e).replace(repr(str(path)), "").replace(str(path), "").split())[:80]
+        return f"cannot decode: {reason or type(e).__name__}"
+    return None
+
+
 def load_image(
     path: str | Path, bbox: tuple[float, float, float, float] | None = None, exif_orientation: bool = True
 ) -> np.ndarray:
     """Read an image as RGB uint8 (H, W, 3), upright (unless ``exif_orientation=False``); optionally crop to ``bbox`` = (x1, y1, x2, y2) in pixels.
 
-    Conversions as in the module docstring. Corrupt or unreadable files raise ``DataError`` naming the file.
+    Conversions and the pixel limit as in the module docstring (a ``bbox`` is in the file's pixels, scaled
+    with an image decoded reduced). Corrupt or unreadable files raise ``DataError`` naming the file.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -88,7 +171,8 @@ def load_image(
     if not path.exists():
         raise DataError(f"{path}: image not found")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
+            scale = fit_pixel_limit(im, path)
             if _is_sixteen_bit_colour(im):
                 arr = _read_sixteen_bit_colour(path, im, exif_orientation)
             else:
@@ -96,10 +180,10 @@ def load_image(
                 arr = _to_rgb(ImageOps.exif_transpose(im) if exif_orientation else im)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
     if bbox is not None:
-        x1, y1, x2, y2 = (int(round(v)) for v in bbox)
+        x1, y1, x2, y2 = (int(round(v / scale)) for v in bbox)
         h, w = arr.shape[:2]
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
         if x2 <= x1 or y2 <= y1:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -31,6 +33,38 @@ def ensure_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+#: free space a writer leaves on the disk beyond what it is about to write: HDF5 allocates metadata and
+#: chunks beyond the raw bytes, and a write that meets a full disk inside HDF5's C layer can abort the process
+RESERVE_BYTES = 64 * 2**20
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system holding ``path`` (its nearest existing folder)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_free_space(path: str | Path, needed: int, what: str) -> None:
+    """``ResourceError`` (exit 1) naming ``path`` when writing ``needed`` more bytes there would leave less
+    than ``RESERVE_BYTES`` free: checked before each write, so the writer stops cleanly (everything written
+    before stays readable) instead of meeting the full disk in the middle of a write."""
+    from relook.errors import ResourceError
+
+    free = free_bytes(path)
+    if free < 2 * needed + RESERVE_BYTES:
+        raise ResourceError(
+            f"{path}: disk nearly full ({_mib(free)} free, {what} needs {_mib(needed)} and relook keeps "
+            f"{_mib(RESERVE_BYTES)} spare); free some space and run the same command again (it resumes where it "
+            "stopped)"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
 def _drop_orphans(path: Path) -> None:
     """Remove temporary siblings of ``path`` left by writers killed mid-write (kill -9: no cleanup ran),
     those whose process no longer exists; a live writer's file is left alone."""
@@ -50,7 +84,8 @@ def _drop_orphans(path: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success rename it onto ``path`` (atomic on POSIX).
 
-    On an exception the temporary file is removed and ``path`` keeps its previous content.
+    On an exception the temporary file is removed and ``path`` keeps its previous content; a full disk
+    (ENOSPC, EDQUOT) becomes a ``ResourceError`` naming ``path`` (exit code 1).
     """
     path = Path(path)
     ensure_dir(path.parent, str(path))
@@ -59,6 +94,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from relook.errors import ResourceError
+
+        kept = "its previous content is unchanged" if path.exists() else "nothing was written"
+        raise ResourceError(
+            f"{path}: no space left on the device while writing it ({kept}); free some space and run the same "
+            "command again"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -32,6 +32,7 @@ from relook.eval.evaluate import evaluate as score
 from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
 from relook.images import load_image
 from relook.io import atomic_path, json_text
+from relook.runpaths import data_root, remap, stored_form
 from relook.types import Ranking, Shortlist
 
 
@@ -76,9 +77,14 @@ def dataset_of(conf: dict):
     opts = dict(conf["dataset"])
     if "name" not in opts or "root" not in opts:
         raise ConfigError("dataset: needs 'name' and 'root' (e.g. dataset.name=co3d_retrieve dataset.root=PATH)")
-    name, root = opts.pop("name"), Path(opts.pop("root"))
+    name, root = opts.pop("name"), data_root(conf)
+    opts.pop("root")
+    if isinstance(opts.get("csv"), str):
+        opts["csv"] = remap(conf, opts["csv"])
     if not root.exists():
-        raise DataError(f"dataset root {root} does not exist")
+        moved = f" (data_root, standing for dataset.root {conf['dataset']['root']})" if conf.get("data_root") else ""
+        hint = "" if moved else "; if the dataset moved, give its new place with --data-root (or -s data_root=DIR)"
+        raise DataError(f"dataset root {root}{moved} does not exist{hint}")
     dataset = load_dataset(name, root, **opts)
     for what, items in (("gallery", dataset.gallery), ("query", dataset.queries)):
         if not items:
@@ -154,12 +160,28 @@ def _global_label(conf: dict) -> str:
     return conf["extractors"][0]["label"]
 
 
-def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> str:
-    """What ``<out>/index.faiss`` was built from: index kind, dataset, global extractor and the content of
-    its gallery store (``FeatureStore.digest`` of the gallery ids, so a re-extracted store changes it)."""
+def _dataset_identity(conf: dict, legacy: bool = False) -> dict:
+    """The dataset as fingerprints see it: its stored form (``relook.runpaths``: relative paths relative to
+    the run), so a run moved with its data stays up to date; ``legacy``: the paths as typed, which is what
+    fingerprints made before runs could move hashed (accepted too, so no older run is redone)."""
+    return conf["dataset"] if legacy else stored_form(conf)["dataset"]
+
+
+def index_fingerprints(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> tuple[str, str]:
+    """(current, legacy) fingerprint of what ``<out>/index.faiss`` was built from: index kind, dataset,
+    global extractor and the content of its gallery store (``FeatureStore.digest`` of the gallery ids, so a
+    re-extracted store changes it). An index stamped with either is up to date."""
+    digest = gallery_store.digest(gallery_ids)
     kind = conf["shortlist"].get("index", CONFIG_DEFAULTS["shortlist"]["index"])
     options = [conf["shortlist"].get("ivfpq") or {}] if kind == "ivfpq" else []  # flat: as before
-    return _fingerprint(kind, *options, conf["dataset"], label, gallery_store.digest(gallery_ids))
+    return tuple(
+        _fingerprint(kind, *options, _dataset_identity(conf, legacy), label, digest) for legacy in (False, True)
+    )
+
+
+def index_fingerprint(conf: dict, label: str, gallery_store, gallery_ids: list[str]) -> str:
+    """The current fingerprint of ``index_fingerprints``: what a newly built index is stamped with."""
+    return index_fingerprints(conf, label, gallery_store, gallery_ids)[0]
 
 
 def index(conf: dict, overwrite: bool = False) -> Path:
@@ -181,8 +203,8 @@ def index(conf: dict, overwrite: bool = False) -> Path:
         missing = gs.missing(dataset.gallery_ids)
         if missing:
             raise DataError(f"{gpath}: {len(missing)} gallery images not extracted (e.g. {missing[0]!r}); run extract")
-        fp = index_fingerprint(conf, label, gs, dataset.gallery_ids)
-        if out.exists() and not overwrite and _stamp_fingerprint(stamp) == fp:
+        fp, legacy = index_fingerprints(conf, label, gs, dataset.gallery_ids)
+        if out.exists() and not overwrite and _stamp_fingerprint(stamp) in (fp, legacy):
             return out
         start = time.perf_counter()
         if kind == "ivfpq":  # trained on a sample, filled in parts, merged on disk, memory-mapped at search
@@ -191,7 +213,7 @@ def index(conf: dict, overwrite: bool = False) -> Path:
             write_index(build_index(gs.stack("global_desc", dataset.gallery_ids), kind=kind), out)
         record_timing(conf["out"], "index", time.perf_counter() - start, gallery=len(dataset.gallery_ids))
     with atomic_path(stamp) as tmp:  # written after the index: a crash in between leaves a mismatch -> rebuild
-        tmp.write_text(json.dumps({"fingerprint": fp, "gallery": str(gpath)}))
+        tmp.write_text(json.dumps({"fingerprint": fp, "gallery": gpath.relative_to(conf["out"]).as_posix()}))
     return out
 
 
@@ -233,15 +255,19 @@ def _stamp_fingerprint(stamp: Path) -> str | None:
         return None
 
 
-def _search_fingerprint(conf: dict, dataset, qs, gs, label: str) -> str:
-    """What the shortlist depends on: its options, the dataset and the content of both global stores."""
-    return _fingerprint(
-        conf["shortlist"],
-        conf["dataset"],
-        label,
-        gs.digest(dataset.gallery_ids),
-        qs.digest(dataset.query_ids),
-        "self excluded, ties by gallery index",
+def _search_fingerprints(conf: dict, dataset, qs, gs, label: str) -> tuple[str, str]:
+    """(current, legacy) fingerprint of what the shortlist depends on: its options, the dataset
+    (``_dataset_identity``) and the content of both global stores."""
+    digests = (gs.digest(dataset.gallery_ids), qs.digest(dataset.query_ids))
+    return tuple(
+        _fingerprint(
+            conf["shortlist"],
+            _dataset_identity(conf, legacy),
+            label,
+            *digests,
+            "self excluded, ties by gallery index",
+        )
+        for legacy in (False, True)
     )
 
 
@@ -262,8 +288,8 @@ def check_shortlist(conf: dict, dataset, shortlist: Shortlist, path: Path) -> No
         return
     with open_pair(qpath, gpath) as (qs, gs):
         _check_extracted(dataset, qs, gs)
-        fp = _search_fingerprint(conf, dataset, qs, gs, label)
-    if shortlist.meta.get("fingerprint") != fp:
+        fps = _search_fingerprints(conf, dataset, qs, gs, label)
+    if shortlist.meta.get("fingerprint") not in fps:
         raise DataError(
             f"{path}: out of date (the config's dataset/shortlist options or the {label!r} features "
             "changed since it was made); run `relook search` to redo it"
@@ -286,8 +312,8 @@ def search(conf: dict, overwrite: bool = False) -> Path:
         qids, gids = dataset.query_ids, dataset.gallery_ids
         _check_extracted(dataset, qs, gs)
         exclude = dataset.query_in_gallery
-        fp = _search_fingerprint(conf, dataset, qs, gs, label)
-        if out.exists() and not overwrite and _meta_of(out, Shortlist).get("fingerprint") == fp:
+        fp, legacy = _search_fingerprints(conf, dataset, qs, gs, label)
+        if out.exists() and not overwrite and _meta_of(out, Shortlist).get("fingerprint") in (fp, legacy):
             return out
         faiss_index = read_any_index(index(conf))
         meta = {
@@ -306,8 +332,9 @@ def search(conf: dict, overwrite: bool = False) -> Path:
             meta,
             exclude=exclude,
         )
-        record_timing(conf["out"], "search", time.perf_counter() - start, queries=len(qids))
+        seconds = time.perf_counter() - start
     shortlist.save(out)
+    record_timing(conf["out"], "search", seconds, queries=len(qids))  # once the shortlist is saved
     return out
 
 
@@ -356,15 +383,49 @@ def _features_digest(qpath: Path, gpath: Path) -> str:
         return gs.digest() if qs is gs else f"{qs.digest()}+{gs.digest()}"
 
 
+def _settings_fingerprints(conf: dict, item: dict) -> tuple[str, str]:
+    """(current, legacy) fingerprint of reranker ``item``'s settings: current over its stored form (a
+    checkpoint path relative to the run), legacy over the options as typed."""
+    stored = next((r for r in stored_form(conf)["rerankers"] if r.get("label") == item["label"]), item)
+    return _fingerprint(stored, conf["rerank_junk"]), _fingerprint(item, conf["rerank_junk"])
+
+
+def _in_run(conf: dict, path: Path, legacy: bool) -> str:
+    """A store path of the run as a ranking records it: relative to the run folder (as typed: ``legacy``)."""
+    if legacy:
+        return str(path)
+    try:
+        return path.relative_to(conf["out"]).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _recorded_store(conf: dict, value: str) -> Path:
+    """A store path recorded in a ranking's metadata, found from here: relative to the run, else as written."""
+    path = Path(value)
+    inside = Path(conf["out"]) / path
+    return inside if value and not path.is_absolute() and inside.is_file() else path
+
+
+def _legacy_stamps(conf: dict, item: dict, stamps: dict[str, str], qpath: Path, gpath: Path) -> dict[str, str]:
+    """``stamps`` as rankings made before runs could move recorded them (paths and settings as typed)."""
+    return {
+        **stamps,
+        "made_from.settings": _settings_fingerprints(conf, item)[1],
+        "made_from.queries": _in_run(conf, qpath, True),
+        "made_from.gallery": _in_run(conf, gpath, True),
+    }
+
+
 def _ranking_stamps(conf: dict, item: dict, shortlist: Shortlist, qpath: Path, gpath: Path) -> dict[str, str]:
     """What a ranking depends on, kept in its metadata so ``evaluate`` can tell a stale one: the shortlist's
-    fingerprint, the reranker's settings, and the paths and content of the feature stores it read (and of
-    the pseudo ground-truth F file an EPE checkpoint reads)."""
+    fingerprint, the reranker's settings, and the paths (relative to the run) and content of the feature
+    stores it read (and of the pseudo ground-truth F file an EPE checkpoint reads)."""
     stamps = {
         "made_from.shortlist": str(shortlist.meta.get("fingerprint")),
-        "made_from.settings": _fingerprint(item, conf["rerank_junk"]),
-        "made_from.queries": str(qpath),
-        "made_from.gallery": str(gpath),
+        "made_from.settings": _settings_fingerprints(conf, item)[0],
+        "made_from.queries": _in_run(conf, qpath, False),
+        "made_from.gallery": _in_run(conf, gpath, False),
         "made_from.features": _features_digest(qpath, gpath),
     }
     if item.get("pseudo_gt") and Path(item["pseudo_gt"]).is_file():  # EPE input: its content, not just its path
@@ -378,9 +439,10 @@ def stale_reason(conf: dict, item: dict, meta: dict, shortlist: Shortlist) -> st
     (stores no longer on disk are not compared)."""
     if meta.get("made_from.shortlist") != str(shortlist.meta.get("fingerprint")):
         return "made from another shortlist than shortlist.npz"
-    if meta.get("made_from.settings") != _fingerprint(item, conf["rerank_junk"]):
+    if meta.get("made_from.settings") not in _settings_fingerprints(conf, item):
         return f"made with other settings than the config's reranker {item['label']!r}"
-    qpath, gpath = Path(meta.get("made_from.queries", "")), Path(meta.get("made_from.gallery", ""))
+    qpath = _recorded_store(conf, meta.get("made_from.queries", ""))
+    gpath = _recorded_store(conf, meta.get("made_from.gallery", ""))
     if qpath.is_file() and gpath.is_file() and meta.get("made_from.features") != _features_digest(qpath, gpath):
         return f"made from features that changed since ({gpath})"
     return None
@@ -423,7 +485,8 @@ def rerank(
         out = out if shard is None else part_path(out, shard)
         stamps = _ranking_stamps(conf, item, shortlist, qpath, gpath)
         fp = _fingerprint(stamps)
-        if out.exists() and not overwrite and _meta_of(out, Ranking).get("fingerprint") == fp:
+        made = _meta_of(out, Ranking).get("fingerprint") if out.exists() and not overwrite else None
+        if made is not None and made in (fp, _fingerprint(_legacy_stamps(conf, item, stamps, qpath, gpath))):
             outs[item["label"]] = out
             continue
         with open_pair(qpath, gpath) as (qs, gs):
@@ -431,8 +494,6 @@ def rerank(
             ranking = reranker.rerank_shortlist(shortlist, qs, gs, progress=progress)
             elapsed = time.perf_counter() - start
             feature_meta = gs.meta
-        if shard is None:  # N shards would race on timings.json; merge records their sum
-            record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
         ranking.meta.update(
             {
                 "fingerprint": fp,
@@ -446,6 +507,8 @@ def rerank(
             }
         )
         ranking.save(out)
+        if shard is None:  # N shards would race on timings.json; merge records their sum
+            record_timing(conf["out"], f"rerank:{item['label']}", elapsed, queries=shortlist.num_queries)
         outs[item["label"]] = out
     return outs
 

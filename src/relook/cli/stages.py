@@ -38,7 +38,7 @@ def extract_cmd(
     if model:
         overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
     part = parse_shard(shard)
-    conf = resolve_conf(config, overrides)
+    conf = resolve_conf(config, overrides, shared=part is not None)
     stores = pipeline.extract(conf, progress=not quiet, shard=part)
     if world()[0] == 0:
         for label, (q, g) in stores.items():
@@ -123,7 +123,7 @@ def rerank_cmd(
             typer.echo(f"{label}: wrote {path}")
         return
     part = parse_shard(shard)
-    conf = resolve_conf(config, overrides)
+    conf = resolve_conf(config, overrides, shared=part is not None)
     outs = pipeline.rerank(conf, labels, overwrite, progress=not quiet, shard=part)
     if part is not None:  # a part alone has no table: `relook merge` joins the parts, then `relook evaluate`
         for path in outs.values():
@@ -151,7 +151,7 @@ def evaluate_cmd(
     from relook.sharding import parse_shard
 
     part = parse_shard(shard)
-    conf = resolve_conf(config, overrides, writes=False)
+    conf = resolve_conf(config, overrides, writes=False, lock=True, shared=part is not None)  # writes results
     if part is not None:
         from relook.shards import evaluate_part
 
@@ -200,7 +200,7 @@ def run_cmd(
 def report_cmd(
     config: list[Path] = CONFIG_OPT,
     overrides: list[str] = SET_OPT,
-    queries: int = typer.Option(4, min=0, help="queries shown in the top-k grids"),
+    queries: int = typer.Option(4, min=1, help="queries shown in the top-k grids"),
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Write <out>/report.html: what ran, results and commentary, time per stage, metrics against K,
@@ -211,7 +211,7 @@ def report_cmd(
     from relook import pipeline
     from relook.report import make_figures, write_report
 
-    conf = resolve_conf(config, overrides, writes=False)
+    conf = resolve_conf(config, overrides, writes=False, lock=True)
     results = pipeline.evaluate(conf)
     make_figures(conf, num_queries=queries)
     say(quiet, f"wrote {write_report(conf, results)}")
@@ -224,6 +224,9 @@ def query_cmd(
     method: str | None = typer.Option(None, help="one of the run's reranker labels (default: global order)"),
     k: int = typer.Option(10, "-k", "--k", min=1, help="results shown per image"),
     html: Path | None = typer.Option(None, help="thumbnails page to write (default RUN/query.html)"),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="where the run's dataset is now, if it moved (replaces dataset.root)"
+    ),
 ) -> None:
     """Rank a finished run's gallery for new images with the run's extractors, index and reranker.
 
@@ -231,11 +234,14 @@ def query_cmd(
     an HTML page of thumbnails. The run's stores must have been made with the weights its config loads now.
 
     Example: relook query photo.jpg --run runs/mine --method gv -k 5
+             relook query photo.jpg --run /backup/mine --data-root /new/place/photos   # the photos moved
     """
     from relook.query import format_result, query
+    from relook.runlock import lock_run
     from relook.viz.query_page import write_query_page
 
-    results = query(images, run, method, k)
+    lock_run(run, exclusive=False)  # many queries may read a run at once, none while it is written
+    results = query(images, run, method, k, data_root=data_root)
     for res in results:
         typer.echo(format_result(res))
     typer.echo(f"wrote {write_query_page(results, html or run / 'query.html', run)}")

@@ -10,10 +10,16 @@ root plus a CSV ``image,group[,split]``.
 * **Protocol** (as SOP, CUB, Cars): every image queries all the others, positives = the other images
   of its group, the query itself is ignored by the metrics and never its own candidate.
 * **Odd inputs**: files that are not images (by name: ``relook.images.IMAGE_EXTENSIONS``) and hidden
-  files are ignored; images that cannot be decoded are skipped with one warning line naming them; a
+  files are ignored; images that cannot be decoded are skipped with one warning line naming them and why (a huge non-JPEG
+  file: its size and ``relook.images.MAX_PIXELS``); a
   group left with one image has no positive, so it is not a query, but its image stays in the gallery as
   a distractor (``singletons="drop"`` removes it instead); both are counted in one warning line each. An
-  empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``.
+  empty folder, a CSV naming a missing file or a dataset without any group of two raises ``DataError``;
+  so does a dataset of one group and nothing else (every metric would be 100 %), unless
+  ``allow_one_group=True`` (``dataset.allow_one_group=true``), which warns instead.
+* **Symbolic links** are followed, each file once: links looping back to a folder above them are not
+  entered, and a file reached under several names is read once (under its own name when it lies inside
+  ROOT); loops and duplicates are reported in one warning line.
 """
 
 from __future__ import annotations
@@ -28,31 +34,29 @@ from relook.datasets.base import RetrievalDataset, register_dataset
 from relook.datasets.splits import DEFAULT_FRACTIONS, SPLITS, split_groups
 from relook.datasets.tables import read_csv
 from relook.errors import ConfigError, DataError
-from relook.images import is_image_file
+from relook.images import image_problem, is_image_file
 
 log = logging.getLogger(__name__)
-_readable_cache: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> decodes
+_readable_cache: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) -> why it does not decode
 _warned: set[str] = set()
+
+
+def problem(path: Path) -> str | None:
+    """Why the image does not decode (``relook.images.image_problem``: the loader's own pixel limit), or
+    None; cached per file (path, size, modification time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "not found (a broken link?)"
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _readable_cache:
+        _readable_cache[key] = image_problem(path)
+    return _readable_cache[key]
 
 
 def readable(path: Path) -> bool:
     """Whether the image decodes (JPEGs at reduced scale, which still reads every byte); cached per file."""
-    from PIL import Image
-
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _readable_cache:
-        try:
-            with Image.open(path) as im:
-                im.draft("RGB", (64, 64))
-                im.load()
-            _readable_cache[key] = True
-        except Exception:
-            _readable_cache[key] = False
-    return _readable_cache[key]
+    return problem(path) is None
 
 
 def _warn_once(message: str) -> None:
@@ -70,19 +74,72 @@ def _names(items: list[str], limit: int = 8) -> str:
     return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int]:
-    """((image id, group or None) for every image under ROOT, number of non-image files ignored)."""
-    rows, ignored = [], 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        for name in sorted(filenames):
-            if not is_image_file(name):
-                ignored += not name.startswith(".")
+def _shown(path: str, root: str) -> str:
+    """``path`` relative to ``root`` when inside it ("." for ROOT itself), else as it is."""
+    rel = os.path.relpath(path, root)
+    return path if rel == ".." or rel.startswith(".." + os.sep) else Path(rel).as_posix()
+
+
+def _scan_folders(root: Path) -> tuple[list[tuple[str, str | None]], int, list[str]]:
+    """((image id, group or None) for every image under ROOT, number of non-image files ignored, notes).
+
+    Symbolic links are followed, each file once: a link to a folder that contains it (a loop) is not
+    entered, and a file reached under several names (links, linked folders) is kept once, under the name
+    that involves no link if there is one, else the first in sorted order. ``notes`` describes every loop
+    and duplicate skipped (empty when there was none), for one warning line.
+    """
+    root = Path(root)
+    real_root = os.path.realpath(root)
+    found: dict[str, list[tuple[str, str | None]]] = {}  # real file -> [(image id, group)] in walk order
+    loops: list[str] = []
+    ignored = 0
+
+    def walk(folder: Path, real_folder: str, rel: tuple[str, ...], ancestors: frozenset[str]) -> None:
+        nonlocal ignored
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:  # unreadable folder: as os.walk, nothing under it
+            return
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            image = (rel / name).as_posix()
-            rows.append((image, rel.parts[0] if rel.parts else None))
-    return rows, ignored
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(entry)
+            elif not is_image_file(entry.name):
+                ignored += 1
+            else:
+                image = "/".join((*rel, entry.name))
+                # a file that is no link lies where its folder really is: one realpath per folder, not per file
+                real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_folder, entry.name)
+                found.setdefault(real, []).append((image, rel[0] if rel else None))
+        for entry in subfolders:
+            real = os.path.realpath(entry.path)
+            if real in ancestors:
+                link = "/".join((*rel, entry.name))
+                loops.append(f"{link} -> {_shown(real, real_root)}")
+                continue
+            walk(Path(entry.path), real, (*rel, entry.name), ancestors | {real})
+
+    walk(root, real_root, (), frozenset({real_root}))
+    rows, duplicates = [], []
+    for real, names in found.items():
+        direct = [n for n in names if os.path.join(real_root, *n[0].split("/")) == real]
+        keep = (direct or names)[0]
+        rows.append(keep)
+        duplicates += [f"{image} = {keep[0]}" for image, _ in names if image != keep[0]]
+    notes = []
+    if loops:
+        notes.append(f"{_count(len(loops), 'symlink loop')} not entered ({_names(sorted(loops), 4)})")
+    if duplicates:
+        notes.append(
+            f"{_count(len(duplicates), 'duplicate')} of files already read skipped ({_names(sorted(duplicates), 4)})"
+        )
+    return rows, ignored, notes
 
 
 def _read_table(root: Path, csv_path: Path, split: str | None) -> list[tuple[str, str | None]]:
@@ -137,6 +194,7 @@ def load_folder(
     split_by_group: bool = False,
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     split_seed: int = 0,
+    allow_one_group: bool = False,
 ) -> RetrievalDataset:
     """Your own images as a labels-protocol dataset (module docstring).
 
@@ -146,6 +204,8 @@ def load_folder(
     ``split_by_group``: with ``split`` in train / val / test, keep the groups that
     ``relook.datasets.splits.split_groups(all groups, split_fractions, split_seed)`` puts in that split
     (for a CSV or folder that has no split of its own, e.g. UKBench 60/20/20 by object).
+    ``allow_one_group``: accept (with a warning) a dataset whose images all belong to one group, where every
+    gallery image is a positive of every query and every metric is 100 % by construction (refused otherwise).
     ``info``: ``groups`` (names; label i = groups[i]), ``group_of`` (image id -> group or None),
     ``unreadable``, ``singletons`` (image ids), ``ignored_files`` (count).
     """
@@ -166,15 +226,19 @@ def load_folder(
             if not root.is_dir():
                 raise DataError(f"{root}: no such split folder (folder dataset without csv reads ROOT/<split>)")
         source = root
-        rows, ignored = _scan_folders(root)
+        rows, ignored, notes = _scan_folders(root)
+        if notes:
+            _warn_once(f"folder {root}: symlinks followed, each file read once: {'; '.join(notes)}")
         if not rows:
             raise DataError(f"{root}: no images found; expected one sub-folder of images per group, or csv=FILE")
     if split_by_group:
         assign = split_groups([g for _, g in rows if g is not None], split_fractions, split_seed)
         rows = [r for r in rows if r[1] is not None and assign[r[1]] == split]
-    unreadable = [img for img, _ in rows if check and not readable(root / img)]
+    why = {img: problem(root / img) for img, _ in rows} if check else {}
+    unreadable = [img for img, _ in rows if why.get(img)]
     if unreadable:
-        _warn_once(f"folder {source}: skipped {_count(len(unreadable), 'unreadable image')}: {_names(unreadable)}")
+        named = [f"{img} ({why[img]})" for img in unreadable]
+        _warn_once(f"folder {source}: skipped {_count(len(unreadable), 'unreadable image')}: {_names(named)}")
         bad = set(unreadable)
         rows = [r for r in rows if r[0] not in bad]
     sizes: dict[str, int] = {}
@@ -193,6 +257,15 @@ def load_folder(
             f"{source}: no group has two readable images, so no query has a positive "
             f"({len(rows)} image(s) in {len(sizes)} group(s))"
         )
+    if len(sizes) < 2 and all(group is not None for _, group in rows):
+        only = f"one group ({next(iter(sizes))!r})" if sizes else "no group"
+        why = (
+            f"{source}: {only} and no other image, so every gallery image is a positive of every query "
+            "and every metric would be 100 % by construction"
+        )
+        if not allow_one_group:
+            raise DataError(f"{why}; add images of other groups, or set dataset.allow_one_group=true to go on")
+        _warn_once(f"{why} (going on: allow_one_group is set)")
     rows.sort()
     label_of = {g: i for i, g in enumerate(groups)}
     gallery = [(img, root / img, None) for img, _ in rows]

@@ -103,7 +103,7 @@ class TrainImages(torch.utils.data.Dataset):
 
 def image_sizes(items: Sequence[tuple[Any, Any]]) -> np.ndarray:
     """(N, 2) (height, width) of each item, from the file header or the crop box."""
-    from PIL import Image
+    from relook.images import open_image  # Pillow's decompression-bomb check off: only the header is read
 
     out = np.zeros((len(items), 2), dtype=np.int64)
     for i, (path, bbox) in enumerate(items):
@@ -111,7 +111,7 @@ def image_sizes(items: Sequence[tuple[Any, Any]]) -> np.ndarray:
             out[i] = (bbox[3] - bbox[1], bbox[2] - bbox[0])
             continue
         try:
-            with Image.open(path) as im:
+            with open_image(Path(path)) as im:
                 out[i] = (im.height, im.width)
         except OSError as e:
             raise DataError(f"cannot read image size of {path}: {e}") from e
