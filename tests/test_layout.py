@@ -28,7 +28,8 @@ SRC = ROOT / "src"
 #: package gets a row here (the test says which is missing).
 LAYERS: list[set[str]] = [
     {"errors"},  # typed errors: imports nothing of relook
-    {"checks", "config", "registry", "io", "images", "checkpoints", "environment", "sharding", "ondisk"},  # helpers
+    {"checks", "config", "registry", "io", "images", "checkpoints", "environment", "sharding", "ondisk", "runlock"},
+    {"runpaths"},  # the stored form of a run's paths (reads config)
     {"types", "geometry"},  # records; pure epipolar / robust geometry and pixel maps
     {"models", "store", "eval", "search", "asmk", "losses", "weights", "confidence", "merge"},  # nets, store, metrics
     {"datasets", "benchmark_sets"},  # readers for official layouts, builders (benchmark_sets: its real sets)

@@ -27,7 +27,7 @@ import numpy as np
 
 from relook.checks import check_shape
 from relook.errors import ConfigError
-from relook.rerank.base import Reranker, apply_scores, register_reranker
+from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
@@ -63,8 +63,8 @@ class ChamferReranker(Reranker):
 
     name = "chamfer"
     default_conf: ClassVar[dict[str, Any]] = {
-        "top_k": 100,  # shortlist entries rescored
-        "weight": 1.0,  # w in score = global + w * chamfer (issue 24's teacher: 1); chosen on val by the benchmark
+        "top_k": DEFAULTS["top_k"],  # shortlist entries rescored
+        "weight": 1.0,  # w in score = global + w * chamfer (the distillation teacher's 1); chosen on val by the benchmark
         "symmetric": True,  # mean of both directions (True) or query -> candidate only (False)
     }
     requires: ClassVar[frozenset[str]] = frozenset({"local_desc"})
