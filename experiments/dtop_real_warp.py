@@ -1,4 +1,4 @@
-"""DToP on real features: global retrieval on the warped-photo benchmark's TEST photos (issue 18 item 6).
+"""DToP on real features: global retrieval on the warped-photo benchmark's TEST photos.
 
 Rows (every one on the same images, longer side ``--size`` px, the paper's 3 scales 1, 1/sqrt 2, 1/2
 averaged and L2-normalised, ``models/dtop/multiscale.py``):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DToP proof on real features (issue 18 item 6): the lite0_vit hybrid (pretrained EfficientNet-Lite0 stem from
+# DToP proof on real features: the lite0_vit hybrid (pretrained EfficientNet-Lite0 stem from
 # the wheel, frozen, + a small seeded ViT) trained with ArcFace and group-size sampling on the warped-photo
 # benchmark's TRAIN photos, evaluated on its TEST photos beside the plain GeM of the same stem and the untrained
 # model (seed 0). Results: experiments/dtop_real_warp.md.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Structural OT on real features (issue 18 item 11): the warped-photo benchmark's TEST photos, shortlist K = 100
+# Structural OT on real features: the warped-photo benchmark's TEST photos, shortlist K = 100
 # from the plain GeM of pretrained EfficientNet-Lite0, then OT with uniform / cross / relevancy marginals and
 # transported mass a in {0.7, 0.8, 0.9, 1.0} on Lite0 7x7 tokens, projected to 128-d by a seeded orthogonal
 # matrix (lite0) or by the learned head of `relook train global` (lite0head). Lite0 is a CNN: its "relevancy"

@@ -1,6 +1,6 @@
 """How fast does a randomly initialised RRT leave the ln 2 plateau? Step-by-step BCE / accuracy on CPU.
 
-Why: on the synthetic benchmark the RRT trained here never beat global-only retrieval (issue 6). This
+Why: on the synthetic benchmark the RRT trained here never beat global-only retrieval. This
 probe separates "the data carry no learnable signal" from "the optimiser has not left the plateau yet"
 by training the same model on several tasks and printing the moving loss, accuracy and logit spread:
 

@@ -1,4 +1,4 @@
-"""How much reranking evidence do the synthetic test split's RootSIFT locals carry? (issue 6 diagnostic)
+"""How much reranking evidence do the synthetic test split's RootSIFT locals carry? (a diagnostic)
 
 The RRT trained here does not leave the BCE plateau on the synthetic benchmark. This script measures
 what a weight-free reranker gets from the same inputs the RRT sees: the top-100 of each query by the

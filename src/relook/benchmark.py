@@ -1,4 +1,4 @@
-"""``relook benchmark``: one command, one real-data table (issue 24, item 1).
+"""``relook benchmark``: one command, one real-data table.
 
 What it runs, over relook's own stages (``relook.pipeline``: extract, search, rerank; one experiment folder
 per (set, split), so features are cached per set and extractor and a rerun redoes only what changed):
