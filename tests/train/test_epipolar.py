@@ -101,12 +101,17 @@ def test_extra_loss_matches_direct_computation():
     I12, I21 = epipolar_indicator(F, (224, 224), (224, 224), 7, mode=g.conf["mode"])
     valid = torch.tensor([True, False, True, False])  # pair 1 is a non-match, pair 3 has no geometry ("x")
     (A12, A21), (H12, H21) = full_width_logits(model, last_layer_input(model, *batch["locals"]), 49, 49)
-    want = 0.5 * epipolar_loss(A12, A21, I12.double(), I21.double(), valid)
+    # default reading: head MEAN of the scaled logits = full width / (H sqrt(d_h)) = / (4 sqrt(32))
+    k = 4 * 32**0.5
+    want = 0.5 * epipolar_loss(A12 / k, A21 / k, I12.double(), I21.double(), valid)
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+    g_sum = EpipolarGuidance(cameras=cams(), image_sizes=sizes, guidance="epi", weight=0.5, logits="sum")
+    want = 0.5 * epipolar_loss(A12, A21, I12.double(), I21.double(), valid)
+    torch.testing.assert_close(g_sum.extra_loss(batch, out).double(), want, rtol=1e-4, atol=1e-6)
     got.backward()
     assert model.encoder[-1].self_attn.in_proj_weight.grad.abs().sum() > 0
     gm = EpipolarGuidance(cameras=cams(), image_sizes=sizes, guidance="maxepi", weight=0.5, per_head=True)
-    want = 0.5 * max_epipolar_loss(H12, H21, I12.double(), I21.double(), valid, per_head=True)
+    want = 0.5 * max_epipolar_loss(H12 / 32**0.5, H21 / 32**0.5, I12.double(), I21.double(), valid, per_head=True)
     out.last_input = out.last_input.detach()
     torch.testing.assert_close(gm.extra_loss(batch, out).double(), want, rtol=1e-4, atol=1e-6)
 

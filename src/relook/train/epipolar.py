@@ -6,6 +6,21 @@
 - ``extra_loss(batch, output)``: ``weight * L`` with L = L_EPI (Eq. 1) or L_MaxEPI (Eq. 2) on the last
   layer's raw cross-attention, applied only to matching pairs (label 1) whose geometry is reliable
   (cameras known, or pseudo ground truth marked reliable). Total loss = BCE(match) + weight * L.
+
+Which map is "the raw cross-attention" (Sec. 3.3: A12 = Q K'^T, A21 = Q' K^T of the last layer's input
+y_{L-1}; Sec. 5.6 / Fig. 4 show one 49 x 49 map per direction, "the cross-attention maps from the last
+layer"). RRT's code (``TransformerEncoder.get_last_attentions`` of the official RRT_SOP) reads the last
+layer's ``nn.MultiheadAttention`` weights, which PyTorch returns AVERAGED over heads, each head's logits
+being ``(q_h / sqrt(d_h)) k_h^T``. The raw counterpart of that map is therefore ``logits="mean"``
+(default): A = mean_h Q_h K_h'^T / sqrt(d_h), the head-averaged pre-softmax logits, the quantity whose
+row-wise softmax each head applies. ``logits="sum"`` is the literal single-W_Q reading (full width
+Q K'^T, unscaled: the sum of the heads' unscaled products, H sqrt(d_h) = 22.6 times the mean for
+d = 128, H = 4); at Xavier init its std is ~4, and the BCE first spends the steps on removing that random
+variance. ``offset`` (``relook.losses.epipolar``, "prior" by default) adds the base-rate logit so the
+pattern-free optimum is A = 0; with ``offset="zero"`` and either reading the supervised logits collapse
+to a constant and the attention share stays at chance (mechanism in ``relook.losses.epipolar``; the
+controlled case in ``tests/train/test_epipolar_controlled.py``). ``per_head=True`` applies the loss to
+each head's map (scaled by 1/sqrt(d_h) with ``logits="mean"``) and averages over heads.
 - ``input_pe(batch)``: the Epipolar Positional Encoding of every pair (Sec. 3.4): F of the cameras /
   pseudo ground truth for matching pairs, a random rank-2 matrix for non-matching pairs.
 
@@ -34,17 +49,20 @@ import torch
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
 from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras, random_fundamental
-from relook.losses.epipolar import epipolar_loss, max_epipolar_loss
+from relook.losses.epipolar import OFFSETS, epipolar_loss, max_epipolar_loss
 from relook.models.epe import EpipolarPositionalEncoding, choose_fundamentals, pair_generator
 
 GUIDANCES = ("none", "epi", "maxepi", "epe")
+LOGITS = ("mean", "sum")
 
 
 class EpipolarGuidance:
     default_conf: ClassVar[dict[str, Any]] = {
         "guidance": "epi",  # none | epi (Eq. 1) | maxepi (Eq. 2) | epe (Sec. 3.4)
         "weight": 1e-3,  # lambda in BCE + lambda * L (sum over s^4 entries per direction)
-        "per_head": False,  # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
+        "per_head": False,  # loss on each head's logits (averaged) instead of one map of the heads
+        "logits": "mean",  # mean: mean_h Q_h K_h^T / sqrt(d_h) (MHA's averaged map, raw) | sum: full-width Q K^T
+        "offset": "prior",  # prior: sigma(A + logit(base rate)) (relook.losses.epipolar) | zero: literal sigma(A)
         "grid": 7,  # s: feature grid side
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
         "mode": "intersect",  # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
@@ -65,6 +83,10 @@ class EpipolarGuidance:
         self.conf = c = merge_conf(self.default_conf, conf, "EpipolarGuidance")
         if c["guidance"] not in GUIDANCES:
             raise ConfigError(f"guidance must be one of {GUIDANCES}, got {c['guidance']!r}")
+        if c["logits"] not in LOGITS:
+            raise ConfigError(f"logits must be one of {LOGITS}, got {c['logits']!r}")
+        if c["offset"] not in OFFSETS:
+            raise ConfigError(f"offset must be one of {OFFSETS}, got {c['offset']!r}")
         if c["guidance"] != "none" and cameras is None and pseudo_gt is None:
             raise ConfigError(f"guidance {c['guidance']!r} needs cameras or pseudo ground truth")
         self.cameras, self.image_sizes, self.pseudo_gt = cameras or {}, image_sizes or {}, pseudo_gt or {}
@@ -149,15 +171,38 @@ class EpipolarGuidance:
         n1, n2 = output.n_query, output.n_candidate
         if n1 != self.conf["grid"] ** 2 or n2 != self.conf["grid"] ** 2:
             raise DataError(f"epipolar guidance: expected {self.conf['grid']}^2 tokens per image, got {n1} and {n2}")
-        if self.conf["per_head"]:
-            A12, A21 = batch["model"].raw_cross_attention(output.last_input, n1, n2, per_head=True)
-        else:
-            A12, A21 = output.raw_cross
+        A12, A21 = self.supervised_logits(batch["model"], output)
         I12, I21 = self.indicators(F)
         dev, dt = A12.device, A12.dtype
         fn = epipolar_loss if g == "epi" else max_epipolar_loss
-        L = fn(A12, A21, I12.to(dev, dt), I21.to(dev, dt), valid.to(dev), per_head=self.conf["per_head"])
+        L = fn(
+            A12,
+            A21,
+            I12.to(dev, dt),
+            I21.to(dev, dt),
+            valid.to(dev),
+            per_head=self.conf["per_head"],
+            offset=self.conf["offset"],
+        )
         return self.conf["weight"] * L
+
+    def supervised_logits(self, model, output) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw maps (A12, A21) the loss reads: (B, n1, n2) / (B, n2, n1), or per head (B, H, ., .).
+
+        ``logits="mean"``: mean_h Q_h K_h'^T / sqrt(d_h) (the module docstring says why); computed from the
+        full-width ``output.raw_cross`` (sum over heads of the unscaled products) divided by H sqrt(d_h),
+        which is the same number. ``logits="sum"``: ``output.raw_cross`` as it is.
+        """
+        n1, n2 = output.n_query, output.n_candidate
+        mean = self.conf["logits"] == "mean"
+        if self.conf["per_head"]:
+            return model.raw_cross_attention(output.last_input, n1, n2, per_head=True, scaled=mean)
+        A12, A21 = output.raw_cross
+        if mean:
+            H = model.conf["nhead"]
+            k = H * (model.conf["d_model"] // H) ** 0.5
+            A12, A21 = A12 / k, A21 / k
+        return A12, A21
 
     def input_pe(self, batch: dict) -> torch.Tensor | None:
         """Hook of ``train_rrt``: EPE (B, 2 s^2, dim) of the pairs, or None unless guidance is ``epe``."""
