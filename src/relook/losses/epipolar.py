@@ -42,7 +42,6 @@ import torch.nn.functional as F
 
 from relook.errors import ConfigError, ShapeError
 
-
 OFFSETS = ("prior", "zero")
 
 
