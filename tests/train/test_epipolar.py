@@ -310,3 +310,37 @@ def test_checkpoint_records_guidance(tmp_path):
         progress=False,
     )
     assert load_rrt(plain).guidance == {"guidance": "none"}
+
+
+def test_guidance_hooks_follow_store_eval_resize(tmp_path):
+    """A store extracted with cnn_local eval_resize=256 (resize 256 x 256, centre 224 crop) gives guidance in
+    that frame: F maps the original pixels through the same resize + crop (by hand: x' = (x + .5) 256 / W
+    - .5 - 16), not the plain resize."""
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    C = cams()
+    meta = {"extractor": "cnn_local", "extractor.image_size": "224", "extractor.eval_resize": "256"}
+    with FeatureStore(tmp_path / "s.h5", "w", meta=meta) as st:
+        for i in "ab":
+            st.write(
+                ImageFeatures(
+                    i, local_desc=np.zeros((49, 128)), keypoints=np.zeros((49, 2)), image_size=np.array([224, 448])
+                )
+            )
+    ds = type("D", (), {"info": {"cameras": C}, "name": "cams"})()
+    hooks = guidance_hooks("epi", ds, tmp_path / "s.h5")
+    assert hooks["guidance"]["eval_resize"] == 256 and hooks["guidance"]["net_size"] == [224, 224]
+    g = hooks["extra_loss"].__self__
+    A = np.array([[256 / 448, 0, 0.5 * 256 / 448 - 0.5 - 16], [0, 256 / 224, 0.5 * 256 / 224 - 0.5 - 16], [0, 0, 1]])
+    want = fundamental_from_cameras(
+        A @ C["a"]["K"], C["a"]["R"], C["a"]["t"], A @ C["b"]["K"], C["b"]["R"], C["b"]["t"]
+    ).numpy()
+    F, _ = g.fundamentals(["a"], ["b"])
+    want = want / np.linalg.norm(want) * np.sign(want.ravel() @ F[0].numpy().ravel())
+    np.testing.assert_allclose(F[0].numpy(), want, atol=1e-9)
+    # without the provenance keys: the plain resize to 224 x 224 (the old behaviour for every store)
+    with FeatureStore(tmp_path / "s.h5", "a") as st:
+        st.meta = {"extractor": "cnn_local"}
+    F2, _ = guidance_hooks("epi", ds, tmp_path / "s.h5")["extra_loss"].__self__.fundamentals(["a"], ["b"])
+    assert not torch.allclose(F2, F, atol=1e-3)

@@ -248,13 +248,36 @@ class EpipolarGuidance:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.conf.items()}
 
 
+def store_frame(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The network frame a store's locals were computed in, as guidance settings (``net_size``,
+    ``eval_resize``), from its provenance (``extractor.image_size``, ``extractor.eval_resize``, written as
+    strings by ``Extractor.provenance``). ``cnn_local`` with ``eval_resize=N`` resizes to N x N and takes
+    the centre ``image_size`` crop (official SOP test preprocessing), so a grid cell covers another part of
+    the original image than under a plain resize; F must follow the same map. Empty when the store does
+    not say (other extractors, ``image_size`` None)."""
+
+    def num(key: str) -> int | None:
+        v = meta.get(f"extractor.{key}")
+        try:
+            return int(v) if v not in (None, "None", "") else None
+        except ValueError:
+            return None
+
+    size, resize = num("image_size"), num("eval_resize")
+    if size is None:
+        return {}
+    return {"net_size": (size, size), **({"eval_resize": resize} if resize else {})}
+
+
 def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **conf: Any) -> dict:
     """Keyword arguments of ``train_rrt``: ``extra_loss`` (epi, maxepi) or ``input_pe`` (epe), and
     ``guidance``, the settings the checkpoint records (``{"guidance": "none"}`` without guidance).
 
     Geometry from the dataset's ``info["cameras"]`` and/or a pseudo ground-truth file ``pseudo_gt``
     (``relook geometry pseudo-gt``: the SOP setting of the epipolar paper's Table 2, where no cameras
-    exist). Original image sizes come from the store's ``image_size`` when present.
+    exist). Original image sizes come from the store's ``image_size`` when present, and the network frame
+    from the store's extractor settings (``store_frame``) unless ``conf`` names ``net_size`` /
+    ``eval_resize`` itself.
     """
     if guidance not in GUIDANCES:
         raise ConfigError(f"--guidance must be one of {GUIDANCES}, got {guidance!r}")
@@ -277,6 +300,7 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
         from relook.store import FeatureStore
 
         with FeatureStore(store_path, "r") as st:
+            conf = {**store_frame(st.meta), **conf}
             for i in ids:
                 if i in st and "image_size" in st.fields(i):
                     sizes[i] = tuple(int(v) for v in st.read(i, ["image_size"]).image_size)
