@@ -344,3 +344,37 @@ def test_guidance_hooks_follow_store_eval_resize(tmp_path):
         st.meta = {"extractor": "cnn_local"}
     F2, _ = guidance_hooks("epi", ds, tmp_path / "s.h5")["extra_loss"].__self__.fundamentals(["a"], ["b"])
     assert not torch.allclose(F2, F, atol=1e-3)
+
+
+def test_input_pe_never_encodes_true_f_of_non_matches():
+    """EPE in training (Sec. 5.2): a matching pair encodes its F (network frame, by hand as in
+    ``test_extra_loss_matches_direct_computation``); a NON-matching pair gets a random rank-2 F even though
+    both images have cameras (so a "true" F between them exists and would leak the label); a pair without
+    geometry gets a random one too. The F handed to the encoder is recorded."""
+    _, batch, _ = batch_and_output()
+    g = EpipolarGuidance(cameras=cams(), image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epe", seed=0)
+    seen = []
+    encode = g.epe.forward
+    g.epe.forward = lambda F, *a, **k: seen.append(F.clone()) or encode(F, *a, **k)
+    pe = g.input_pe(batch)
+    assert pe.shape == (4, 98, 128) and len(seen) == 1
+    (F,) = seen
+    A = np.diag([0.5, 1.0, 1.0])
+    A[0, 2] = 0.5 * 0.5 - 0.5
+    C = cams()
+    F_ab = fundamental_from_cameras(
+        A @ C["a"]["K"], C["a"]["R"], C["a"]["t"], A @ C["b"]["K"], C["b"]["R"], C["b"]["t"]
+    )
+    F_ba = fundamental_from_cameras(
+        A @ C["b"]["K"], C["b"]["R"], C["b"]["t"], A @ C["a"]["K"], C["a"]["R"], C["a"]["t"]
+    )
+
+    def same(X, Y):  # equal up to scale and sign
+        X, Y = X / X.norm(), Y / Y.norm()
+        return bool(torch.allclose(X, Y, atol=1e-9) or torch.allclose(X, -Y, atol=1e-9))
+
+    assert same(F[0], F_ab) and same(F[2], F_ba)  # matches (labels 1, 1)
+    assert not same(F[1], F_ab) and not same(F[1], F_ba)  # non-match (label 0) with cameras: random
+    for b in (1, 3):  # pair 3: label 1 but "x" has no geometry
+        sv = torch.linalg.svdvals(F[b])
+        assert sv[2] < 1e-12 * sv[0] and sv[1] > 1e-6 * sv[0]
