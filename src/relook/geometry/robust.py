@@ -216,6 +216,8 @@ def main(
     from tqdm import tqdm
 
     c = merge_conf(default_conf, conf or {}, "pseudo-gt")
+    if c["matcher"] not in MATCHERS:  # before anything is opened or written
+        raise ConfigError(f"pseudo-gt: --matcher must be one of {MATCHERS}, got {c['matcher']!r}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and output.exists():
