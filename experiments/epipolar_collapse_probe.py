@@ -100,7 +100,7 @@ def run(guidance, logits, offset, args):
         y = out.last_input[:, 1 : 1 + S * S]
         tok_var, pos_var = float(y.var(dim=(0, 1)).sum()), float(y.mean(0).var(0).sum())
     chance = float(0.5 * (I12.mean() + I21.mean()))
-    return share, chance, float(A12.std()), tok_var, pos_var, float(loss) / (2 * S**4)
+    return share, chance, float(A12.std()), tok_var, pos_var, float(loss.detach()) / (2 * S**4)
 
 
 def main() -> None:
