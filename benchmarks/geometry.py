@@ -51,11 +51,10 @@ def features(matcher, path: Path, image: np.ndarray):
 def run_pair(matcher, pair, kind: str, seed: int = 0) -> tuple[float, float, bool]:
     """(error in px, seconds, reliable) of one pair; seconds = extraction of both images (each measured
     once, reused by the pairs and methods that share it) + matching + robust fit; reading is not timed."""
-    from two_view import corner_error, estimate_homography, threshold_px, virtual_correspondences
-
     from relook.geometry.epipolar import symmetric_epipolar_distance
     from relook.geometry.robust import estimate_fundamental
     from relook.images import load_image
+    from relook.rerank.two_view import corner_error, estimate_homography, threshold_px, virtual_correspondences
 
     im1, im2 = load_image(pair.image1), load_image(pair.image2)
     (f1, t1), (f2, t2) = features(matcher, pair.image1, im1), features(matcher, pair.image2, im2)
@@ -78,9 +77,9 @@ def run_pair(matcher, pair, kind: str, seed: int = 0) -> tuple[float, float, boo
 
 def main() -> None:
     import torch
-    from two_view import TwoViewMatcher  # beside this script
 
     from relook.datasets.geometry_pairs import EPIPOLAR_SETS, HOMOGRAPHY_SETS, load_geometry_set
+    from relook.rerank.two_view import TwoViewMatcher
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default=str(ROOT), help="the geometry data folder")

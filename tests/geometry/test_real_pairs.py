@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from benchmarks.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from PIL import Image
 
 from relook.datasets.geometry_pairs import (
@@ -37,6 +36,7 @@ from relook.geometry.epipolar import (
     symmetric_epipolar_distance,
 )
 from relook.geometry.robust import estimate_fundamental
+from relook.rerank.two_view import TwoViewMatcher, corner_error, estimate_homography, virtual_correspondences
 from tests.real_geometry import features
 from tests.shared_data import shared
 
@@ -187,6 +187,36 @@ def test_scannet_true_f(one_thread):
         d_transposed = np.median(symmetric_epipolar_distance(p.F.T, x1[inl], x2[inl]).numpy())
         good += d_true < 12 and d_transposed > 40
     assert good >= 3, good
+
+
+def test_pseudo_gt_aliked_lightglue(one_thread):
+    """``pseudo_ground_truth(matcher="aliked+lightglue")``: the F it returns on real ScanNet pairs agrees with
+    the true F (median symmetric distance of its inliers under the true F small, under the transposed F
+    large), and the pair is reliable by the Sec. 5.2 rule; SIFT + ratio on the same pairs for comparison.
+    The threshold (1 px of the 480 px input) is scaled to the original pixels by the matcher."""
+    from relook.geometry.robust import make_matcher, pseudo_ground_truth
+    from relook.rerank.two_view import LearnedMatcher
+
+    pairs = load_geometry_set("scannet", ROOT)
+    conf = {"matcher": "aliked+lightglue", "learned_max_keypoints": 1024, "learned_resize": 480}
+    matcher = make_matcher({**conf, "loftr_weights": None, "loftr_confidence": 0, "resize_max": None})
+    assert isinstance(matcher, LearnedMatcher)
+    good = 0
+    for i in SCANNET_PAIRS:
+        p = pairs[i]
+        a, b = (np.asarray(Image.open(x).convert("RGB")) for x in (p.image1, p.image2))
+        r = pseudo_ground_truth(a, b, conf, matcher)
+        x1, x2 = matcher(a, b)
+        inl = r["inliers"]
+        if not r["reliable"] or inl.sum() < 8:
+            continue
+        d_est = np.median(symmetric_epipolar_distance(r["F"], x1[inl], x2[inl]).numpy())
+        d_true = np.median(symmetric_epipolar_distance(p.F, x1[inl], x2[inl]).numpy())
+        d_transposed = np.median(symmetric_epipolar_distance(p.F.T, x1[inl], x2[inl]).numpy())
+        good += d_est < 3 and d_true < 12 and d_transposed > 40
+    assert good >= 3, good
+    with pytest.raises(ConfigError, match="aliked\\+lightglue"):
+        make_matcher({"matcher": "aliked"})
 
 
 def cell_rect(c, r, size, s):

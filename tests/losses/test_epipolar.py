@@ -25,34 +25,51 @@ def data(B=3, H=4, s=4, seed=0):
     return A12, A21, I12, I21
 
 
-def slow_epi(A12, A21, I12, I21, valid):
+def slow_offset(I, kind, prior):
+    """logit of the constant that minimises the loss of a pattern-free map, by counting (0 if not prior)."""
+    if not prior:
+        return 0.0
+    n, m = I.shape
+    ones = sum(float(I[i, j]) for i in range(n) for j in range(m))
+    if kind == "epi":
+        rho = ones / (n * m)
+    else:
+        rows = sum(1 for i in range(n) if any(float(I[i, j]) == 1 for j in range(m)))
+        rho = rows / (rows + n * m - ones)
+    rho = min(max(rho, 0.5 / (n * m)), 1 - 0.5 / (n * m))
+    return math.log(rho / (1 - rho))
+
+
+def slow_epi(A12, A21, I12, I21, valid, prior=True):
     per = []
     for b in range(A12.shape[0]):
         if not valid[b]:
             continue
         tot = 0.0
         for A, I in ((A12[b], I12[b]), (A21[b], I21[b])):
+            o = slow_offset(I, "epi", prior)
             for i in range(A.shape[0]):
                 for j in range(A.shape[1]):
-                    tot += bce(sig(float(A[i, j])), float(I[i, j]))
+                    tot += bce(sig(float(A[i, j]) + o), float(I[i, j]))
         per.append(tot)
     return sum(per) / len(per)
 
 
-def slow_maxepi(A12, A21, I12, I21, valid):
+def slow_maxepi(A12, A21, I12, I21, valid, prior=True):
     per = []
     for b in range(A12.shape[0]):
         if not valid[b]:
             continue
         tot = 0.0
         for A, I in ((A12[b], I12[b]), (A21[b], I21[b])):
+            o = slow_offset(I, "maxepi", prior)
             for i in range(A.shape[0]):
-                line = [sig(float(A[i, j])) for j in range(A.shape[1]) if I[i, j] == 1]
+                line = [sig(float(A[i, j]) + o) for j in range(A.shape[1]) if I[i, j] == 1]
                 if line:
                     tot += bce(max(line), 1.0)
                 for j in range(A.shape[1]):
                     if I[i, j] == 0:
-                        tot += bce(sig(float(A[i, j])), 0.0)
+                        tot += bce(sig(float(A[i, j]) + o), 0.0)
         per.append(tot)
     return sum(per) / len(per)
 
@@ -68,6 +85,10 @@ def test_epi_matches_reference():
     got_h = epipolar_loss(A12, A21, I12, I21, valid, per_head=True)
     want_h = sum(slow_epi(A12[:, h], A21[:, h], I12, I21, valid) for h in range(4)) / 4
     assert abs(got_h.item() - want_h) < 1e-9
+    # offset "zero" = the literal Eq. (1)
+    got_z = epipolar_loss(A12, A21, I12, I21, valid, offset="zero")
+    want_z = slow_epi(sum(A12[:, h] for h in range(4)), sum(A21[:, h] for h in range(4)), I12, I21, valid, False)
+    assert abs(got_z.item() - want_z) < 1e-9
 
 
 def test_maxepi_matches_reference():
@@ -80,6 +101,27 @@ def test_maxepi_matches_reference():
     got_h = max_epipolar_loss(A12, A21, I12, I21, valid, per_head=True)
     want_h = sum(slow_maxepi(A12[:, h], A21[:, h], I12, I21, valid) for h in range(4)) / 4
     assert abs(got_h.item() - want_h) < 1e-9
+    got_z = max_epipolar_loss(A12, A21, I12, I21, valid, offset="zero")
+    want_z = slow_maxepi(sum(A12[:, h] for h in range(4)), sum(A21[:, h] for h in range(4)), I12, I21, valid, False)
+    assert abs(got_z.item() - want_z) < 1e-9
+
+
+@pytest.mark.parametrize("fn", [epipolar_loss, max_epipolar_loss])
+def test_prior_offset_puts_no_evidence_at_zero(fn):
+    """With the prior offset, the best constant map (no position information) is A = 0 (scipy's scalar
+    minimiser over the literal loss, offset "zero", finds logit(rho) instead)."""
+    from scipy.optimize import minimize_scalar
+
+    _, _, I12, I21 = data(B=1, s=7)
+
+    def loss(a, offset):
+        A12, A21 = torch.full_like(I12, a), torch.full_like(I21, a)
+        return float(fn(A12, A21, I12, I21, offset=offset))
+
+    best = minimize_scalar(lambda a: loss(a, "prior"), bounds=(-10, 10), method="bounded", options={"xatol": 1e-8})
+    assert abs(best.x) < 1e-3
+    lit = minimize_scalar(lambda a: loss(a, "zero"), bounds=(-10, 10), method="bounded", options={"xatol": 1e-8})
+    assert lit.x < -1.0
 
 
 def test_maxepi_gradient_only_max_on_line():

@@ -101,12 +101,17 @@ def test_extra_loss_matches_direct_computation():
     I12, I21 = epipolar_indicator(F, (224, 224), (224, 224), 7, mode=g.conf["mode"])
     valid = torch.tensor([True, False, True, False])  # pair 1 is a non-match, pair 3 has no geometry ("x")
     (A12, A21), (H12, H21) = full_width_logits(model, last_layer_input(model, *batch["locals"]), 49, 49)
-    want = 0.5 * epipolar_loss(A12, A21, I12.double(), I21.double(), valid)
+    # default reading: head MEAN of the scaled logits = full width / (H sqrt(d_h)) = / (4 sqrt(32))
+    k = 4 * 32**0.5
+    want = 0.5 * epipolar_loss(A12 / k, A21 / k, I12.double(), I21.double(), valid)
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+    g_sum = TrainingGuidance(cameras=cams(), image_sizes=sizes, guidance="epi", weight=0.5, logits="sum")
+    want = 0.5 * epipolar_loss(A12, A21, I12.double(), I21.double(), valid)
+    torch.testing.assert_close(g_sum.extra_loss(batch, out).double(), want, rtol=1e-4, atol=1e-6)
     got.backward()
     assert model.encoder[-1].self_attn.in_proj_weight.grad.abs().sum() > 0
     gm = TrainingGuidance(cameras=cams(), image_sizes=sizes, guidance="maxepi", weight=0.5, per_head=True)
-    want = 0.5 * max_epipolar_loss(H12, H21, I12.double(), I21.double(), valid, per_head=True)
+    want = 0.5 * max_epipolar_loss(H12 / 32**0.5, H21 / 32**0.5, I12.double(), I21.double(), valid, per_head=True)
     out.last_input = out.last_input.detach()
     torch.testing.assert_close(gm.extra_loss(batch, out).double(), want, rtol=1e-4, atol=1e-6)
 
@@ -305,3 +310,71 @@ def test_checkpoint_records_guidance(tmp_path):
         progress=False,
     )
     assert load_rrt(plain).guidance == {"guidance": "none"}
+
+
+def test_guidance_hooks_follow_store_eval_resize(tmp_path):
+    """A store extracted with cnn_local eval_resize=256 (resize 256 x 256, centre 224 crop) gives guidance in
+    that frame: F maps the original pixels through the same resize + crop (by hand: x' = (x + .5) 256 / W
+    - .5 - 16), not the plain resize."""
+    from relook.store import FeatureStore
+    from relook.types import ImageFeatures
+
+    C = cams()
+    meta = {"extractor": "cnn_local", "extractor.image_size": "224", "extractor.eval_resize": "256"}
+    with FeatureStore(tmp_path / "s.h5", "w", meta=meta) as st:
+        for i in "ab":
+            st.write(
+                ImageFeatures(
+                    i, local_desc=np.zeros((49, 128)), keypoints=np.zeros((49, 2)), image_size=np.array([224, 448])
+                )
+            )
+    ds = type("D", (), {"info": {"cameras": C}, "name": "cams"})()
+    hooks = guidance_hooks("epi", ds, tmp_path / "s.h5")
+    assert hooks["guidance"]["eval_resize"] == 256 and hooks["guidance"]["net_size"] == [224, 224]
+    g = hooks["extra_loss"].__self__
+    A = np.array([[256 / 448, 0, 0.5 * 256 / 448 - 0.5 - 16], [0, 256 / 224, 0.5 * 256 / 224 - 0.5 - 16], [0, 0, 1]])
+    want = fundamental_from_cameras(
+        A @ C["a"]["K"], C["a"]["R"], C["a"]["t"], A @ C["b"]["K"], C["b"]["R"], C["b"]["t"]
+    ).numpy()
+    F, _ = g.fundamentals(["a"], ["b"])
+    want = want / np.linalg.norm(want) * np.sign(want.ravel() @ F[0].numpy().ravel())
+    np.testing.assert_allclose(F[0].numpy(), want, atol=1e-9)
+    # without the provenance keys: the plain resize to 224 x 224 (the old behaviour for every store)
+    with FeatureStore(tmp_path / "s.h5", "a") as st:
+        st.meta = {"extractor": "cnn_local"}
+    F2, _ = guidance_hooks("epi", ds, tmp_path / "s.h5")["extra_loss"].__self__.fundamentals(["a"], ["b"])
+    assert not torch.allclose(F2, F, atol=1e-3)
+
+
+def test_input_pe_never_encodes_true_f_of_non_matches():
+    """EPE in training (Sec. 5.2): a matching pair encodes its F (network frame, by hand as in
+    ``test_extra_loss_matches_direct_computation``); a NON-matching pair gets a random rank-2 F even though
+    both images have cameras (so a "true" F between them exists and would leak the label); a pair without
+    geometry gets a random one too. The F handed to the encoder is recorded."""
+    _, batch, _ = batch_and_output()
+    g = TrainingGuidance(cameras=cams(), image_sizes={"a": (224, 448), "b": (224, 448)}, guidance="epe", seed=0)
+    seen = []
+    encode = g.epe.forward
+    g.epe.forward = lambda F, *a, **k: seen.append(F.clone()) or encode(F, *a, **k)
+    pe = g.input_pe(batch)
+    assert pe.shape == (4, 98, 128) and len(seen) == 1
+    (F,) = seen
+    A = np.diag([0.5, 1.0, 1.0])
+    A[0, 2] = 0.5 * 0.5 - 0.5
+    C = cams()
+    F_ab = fundamental_from_cameras(
+        A @ C["a"]["K"], C["a"]["R"], C["a"]["t"], A @ C["b"]["K"], C["b"]["R"], C["b"]["t"]
+    )
+    F_ba = fundamental_from_cameras(
+        A @ C["b"]["K"], C["b"]["R"], C["b"]["t"], A @ C["a"]["K"], C["a"]["R"], C["a"]["t"]
+    )
+
+    def same(X, Y):  # equal up to scale and sign
+        X, Y = X / X.norm(), Y / Y.norm()
+        return bool(torch.allclose(X, Y, atol=1e-9) or torch.allclose(X, -Y, atol=1e-9))
+
+    assert same(F[0], F_ab) and same(F[2], F_ba)  # matches (labels 1, 1)
+    assert not same(F[1], F_ab) and not same(F[1], F_ba)  # non-match (label 0) with cameras: random
+    for b in (1, 3):  # pair 3: label 1 but "x" has no geometry
+        sv = torch.linalg.svdvals(F[b])
+        assert sv[2] < 1e-12 * sv[0] and sv[1] > 1e-6 * sv[0]

@@ -27,3 +27,43 @@ def test_smoke(tmp_path):
         img, img, F, I12.numpy(), np.random.default_rng(0).random((16, 16)), tmp_path / "a.png", s=4, title="synthetic"
     )
     assert out.exists() and out.stat().st_size > 1000
+
+
+def test_cross_attention_maps_read_the_cross_blocks():
+    """The block the epipolar share is read from: rows of image-1 locals, columns of image-2 locals (and back)
+    of the head-averaged last-layer softmax, each row renormalised. Reference: the probabilities computed
+    from the weights (tests/rrt_reference.py) sliced at hand-written positions [CLS, q_1..q_9, SEP, c_1..c_7];
+    n1 != n2 so that a transposed or shifted block cannot pass."""
+    import torch
+
+    from relook.models.rrt import RRT
+    from relook.viz.epipolar import cross_attention_maps
+    from tests.rrt_reference import attention, encoder_layer, layer_tensors
+
+    torch.manual_seed(0)
+    model = RRT(variant="sop", num_layers=2, position_encoding="none").eval()
+    B, n1, n2 = 2, 9, 7
+    q, c = torch.randn(B, n1, 128), torch.randn(B, n2, 128)
+    st = model.state_dict()
+    seg = st["segment_embed.weight"].double()
+    x = torch.cat([seg[0].expand(B, 1, -1), q.double() + seg[2], seg[1].expand(B, 1, -1), c.double() + seg[3]], 1)
+    y = encoder_layer(x, layer_tensors(st, "encoder.0."), nhead=4)
+    _, P = attention(y, layer_tensors(st, "encoder.1."), nhead=4)
+    P = P.mean(1)
+    w12, w21 = P[:, 1:10, 11:18], P[:, 11:18, 1:10]
+    w12, w21 = w12 / w12.sum(-1, keepdim=True), w21 / w21.sum(-1, keepdim=True)
+
+    def side(local):
+        n = local.shape[1]
+        return {
+            "local": local,
+            "pos": None,
+            "mask": torch.zeros(B, n, dtype=torch.bool),
+            "scale_idx": None,
+            "global": None,
+        }
+
+    a12, a21 = cross_attention_maps(model, side(q), side(c))
+    assert a12.shape == (B, n1, n2) and a21.shape == (B, n2, n1)
+    torch.testing.assert_close(a12.double(), w12, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a21.double(), w21, atol=1e-5, rtol=1e-4)

@@ -16,7 +16,9 @@ def pseudo_gt(
     ),
     image_dir: Path = typer.Option(..., "--image-dir", help="folder the ids are relative to"),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file of F per pair (resumed if present)"),
-    matcher: str = typer.Option("sift", help="sift (weight-free) or loftr (kornia; downloads weights)"),
+    matcher: str = typer.Option(
+        "sift", help="sift (weight-free), loftr (kornia; downloads weights), aliked+lightglue, disk+lightglue"
+    ),
     threshold: float = typer.Option(1.0, min=0.0, help="MAGSAC++ threshold in pixels"),
     seed: int = typer.Option(0, min=0, help="OpenCV RNG seed for MAGSAC++"),
     overwrite: bool = typer.Option(False, help="recompute every pair"),
@@ -57,7 +59,9 @@ def pseudo_gt_shortlist_cmd(
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config value"),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file of F per pair"),
     top_k: int | None = typer.Option(None, min=1, help="shortlist entries per query (default: the rerankers' top_k)"),
-    matcher: str = typer.Option("sift", help="sift (weight-free) or loftr (kornia, as the paper)"),
+    matcher: str = typer.Option(
+        "sift", help="sift (weight-free), loftr (kornia, as the paper), aliked+lightglue, disk+lightglue"
+    ),
     threshold: float = typer.Option(1.0, min=0.0, help="MAGSAC++ threshold in pixels"),
     seed: int = typer.Option(0, min=0, help="OpenCV RNG seed for MAGSAC++"),
     overwrite: bool = typer.Option(False, help="recompute every pair"),

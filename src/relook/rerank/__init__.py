@@ -14,7 +14,10 @@ from relook.rerank import (  # noqa: F401  (registers aqe, asmk, chamfer, gv, ot
 from relook.rerank.base import RERANKERS, Reranker, apply_scores, create_reranker, list_rerankers, register_reranker
 
 __all__ = ["RERANKERS", "Reranker", "apply_scores", "create_reranker", "list_rerankers", "register_reranker"]
-from relook.rerank import rrt  # noqa: F401  (registers rrt)
+from relook.rerank import (
+    rrt,  # noqa: F401  (registers rrt)
+    two_view,  # noqa: F401  (registers the learned pseudo ground-truth matchers)
+)
 
 
 def load_plugins() -> list[str]:

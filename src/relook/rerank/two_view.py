@@ -7,7 +7,8 @@ extractor (``sift``, ``aliked``, ``disk``, ``xfeat``, downscaled to a long side 
 ratio test, or LightGlue). The robust fits are ``gv``'s (``count_inliers``: OpenCV USAC with MAGSAC++,
 seeded) for homographies and the pseudo ground-truth's (``robust.estimate_fundamental``, MAGSAC++ plus the
 epipolar paper's reliability rule of Sec. 5.2) for fundamental matrices, so the table measures exactly
-what relook runs. Benchmark code (and the real-pairs test's): no library module imports it.
+what relook runs. ``LearnedMatcher`` serves the pseudo ground truth (``relook.geometry.robust``, which
+registers it by name: matchers built from extractors live above the geometry package).
 
 Errors (pure functions, numpy in, numpy out):
 
@@ -28,6 +29,7 @@ import numpy as np
 from relook.errors import ConfigError, ShapeError
 from relook.features import create_extractor
 from relook.features.selection import keep_top_n
+from relook.geometry.robust import LEARNED_MATCHERS, register_matcher
 from relook.rerank.gv import GeometricVerification
 from relook.types import ImageFeatures
 from relook.weights import WeightsRecord
@@ -166,3 +168,28 @@ def virtual_correspondences(
     if not out1:
         return np.zeros((0, 2)), np.zeros((0, 2))
     return np.concatenate(out1), np.concatenate(out2)
+
+
+class LearnedMatcher:
+    """Learned local features + LightGlue for pseudo ground truth (``relook.geometry.robust``): the extractor
+    at ``resize`` px long side, at most ``max_keypoints`` per image, keypoints mapped back to the original
+    pixels, gv's LightGlue."""
+
+    def __init__(self, method: str, max_keypoints: int = 2048, resize: int | None = 640) -> None:
+        self.matcher = TwoViewMatcher(method, max_keypoints, resize)
+        self.resize = resize
+
+    def __call__(self, img1: np.ndarray, img2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = self.matcher
+        return m.match(m.features("image1", img1), m.features("image2", img2))
+
+    def input_threshold(self, base: float, long_side: int) -> float:
+        """MAGSAC++'s threshold of ``base`` px of the matcher's input, in original pixels (``threshold_px``)."""
+        return threshold_px(base, (long_side,), self.resize)
+
+
+for _name in LEARNED_MATCHERS:
+    register_matcher(
+        _name,
+        lambda conf: LearnedMatcher(conf["matcher"], conf["learned_max_keypoints"], conf["learned_resize"]),
+    )
