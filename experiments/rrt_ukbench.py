@@ -193,6 +193,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--distill-pairs", type=int, default=10)
+    ap.add_argument("--pairs-per-batch", type=int, default=200, help="distill: pairs per step")
     ap.add_argument("--max-views", type=int, default=7, help="views per train image (1 = no augmentation)")
     ap.add_argument("--train-fraction", type=float, default=1.0, help="share of the train objects")
     ap.add_argument("--ckpt", type=Path, nargs="*", default=[])
@@ -242,6 +243,7 @@ def main() -> None:
             "positives": "label",
             "loss": a.stage,
             "distill_pairs": a.distill_pairs,
+            "pairs_per_batch": a.pairs_per_batch,
             "distill_weight": a.weight,
             "init_checkpoint": str(a.init) if a.init else None,
             "seed": a.seed,
