@@ -318,7 +318,7 @@ def main() -> None:
         path = train_rrt(model, data, ViewSource(per_image, a.seed), a.out, conf, resume=True, progress=False)
         print("wrote", path)
     elif a.what == "eval":
-        scorers = {"global+chamfer (w=1)": teacher_fn(a.weight)}
+        scorers = {f"global+chamfer (w={a.weight:g})": teacher_fn(a.weight)}
         for c in a.ckpt:
             scorers[f"rrt {c.parent.name}/{c.name}"] = rrt_fn(load_rrt(c))
         res = evaluate(z, scorers, a.rerank_k, a.paris_k, sets)
