@@ -38,3 +38,35 @@ def test_bad_input(tmp_path):
         load_rrt(tmp_path / "plain.safetensors")
     with pytest.raises(DataError, match="no such"):
         load_rrt(tmp_path / "missing.safetensors")
+
+
+def test_reranker_loads_safetensors(tmp_path):
+    """The ``rrt`` reranker's ``checkpoint`` key takes a shipped file: its scores are the fp16 model's logits."""
+    import numpy as np
+
+    from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
+    from relook.rerank.rrt import RRTReranker
+    from relook.types import ImageFeatures
+
+    torch.manual_seed(0)
+    m = RRT(num_layers=1, dim_feedforward=32, d_local=40, d_global=24).eval()
+    p = export_rrt_safetensors(tmp_path / "rrt.safetensors", m)
+    r = np.random.default_rng(0)
+
+    def feat(i):
+        return ImageFeatures(
+            f"i{i}",
+            global_desc=r.standard_normal(24).astype(np.float32),
+            local_desc=r.standard_normal((4, 40)).astype(np.float32),
+            keypoints=r.random((4, 2)).astype(np.float32) * 32,
+            image_size=np.array([32, 32]),
+        )
+
+    q, cands = feat(0), [feat(i) for i in range(1, 4)]
+    rr = RRTReranker(checkpoint=str(p), workers=0)
+    got = rr.rerank(q, cands, np.zeros(3, np.float32))
+    ref = load_rrt(p)
+    qs, cs = pack_side([q], ref.conf), pack_side(cands, ref.conf)
+    with torch.no_grad():
+        want = ref(**model_kwargs(index_side(qs, torch.zeros(3, dtype=torch.long)), cs)).logits.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
