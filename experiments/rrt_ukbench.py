@@ -37,7 +37,15 @@ from relook.train.rrt import PairData, ViewSource, global_neighbours, train_rrt
 from relook.train.teacher import teacher_of_sides
 from relook.types import ImageFeatures
 
-MODEL_CONF = {"variant": "sop", "d_local": 1280, "d_global": 1280, "normalize_inputs": True}
+#: no position encoding (official RRT_GLD: "the final model does not use position embeddings"): with
+#: L2-normalised tokens (norm 1) the sine encoding (norm 8 over 128 dims) drowns the content (see the .md)
+MODEL_CONF = {
+    "variant": "sop",
+    "d_local": 1280,
+    "d_global": 1280,
+    "normalize_inputs": True,
+    "position_encoding": "none",
+}
 RESOLVED = RRT(**MODEL_CONF).conf  # the preset's keys filled in (what pack_side reads)
 
 
@@ -269,6 +277,7 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=1.0, help="Chamfer weight w of the teacher")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fidelity-queries", type=int, default=40)
+    ap.add_argument("--pe", choices=["none", "sine"], default="none", help="train: RRT position encoding")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     z = np.load(a.work / "features.npz")
@@ -301,7 +310,7 @@ def main() -> None:
         views = [feats_of(g[:, v], t[:, v], ids) for v in range(min(a.max_views, g.shape[1]))]
         per_image = [[views[v][i] for v in range(len(views))] for i in range(len(ids))]
         data = PairData([str(i) for i in ids], y, global_neighbours(g[:, 0].astype(np.float32), 100))
-        model = RRT(**MODEL_CONF)
+        model = RRT(**{**MODEL_CONF, "position_encoding": a.pe})
         conf = {
             "epochs": a.epochs,
             "lr": a.lr,
