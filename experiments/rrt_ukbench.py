@@ -189,7 +189,12 @@ def fidelity_stats(z, model: RRT, name: str, k: int, w: float, n_queries: int = 
         tea.append(b)
         sp.append(spearmanr(a, b).statistic)
     a, b = np.concatenate(rrt), np.concatenate(tea)
-    return {"pearson": float(pearsonr(a, b).statistic), "spearman_per_query": float(np.nanmean(sp))}
+    return {
+        "pearson": float(pearsonr(a, b).statistic),
+        "spearman_per_query": float(np.nanmean(sp)),
+        "logit_std_in_query": float(np.mean([v.std() for v in rrt])),  # a collapsed (constant) logit: ~0
+        "teacher_std_in_query": float(np.mean([v.std() for v in tea])),
+    }
 
 
 CARD = """# RRT trained on UKBench (relook)

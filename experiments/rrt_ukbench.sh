@@ -15,5 +15,5 @@ $PY $E train --work "$W" --stage distill --out "$W/distill" --epochs ${DISTILL_E
 $PY $E fidelity --work "$W" --ckpt "$W/distill/checkpoint.pt" --fidelity-queries 20
 $PY $E train --work "$W" --stage bce --out "$W/finetune" --epochs ${BCE_EPOCHS:-2} --lr 1e-4 \
     --init "$W/distill/checkpoint.pt" --pe none
-$PY $E eval --work "$W" --ckpt "$W/distill/checkpoint.pt" "$W/finetune/checkpoint.pt" --rerank-k 20 --paris-k 30
-$PY $E export --ckpt "$W/finetune/checkpoint.pt" --metrics "$W/eval_distill_finetune.json"
+$PY $E eval --work "$W" --ckpt "$W/finetune/checkpoint.pt" --rerank-k 20 --paris-k 30
+$PY $E export --ckpt "$W/finetune/checkpoint.pt" --metrics "$W/eval_finetune.json"
