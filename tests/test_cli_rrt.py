@@ -211,3 +211,26 @@ def test_train_recipe_and_flags(tiny, tmp_path):
         1e-4,
     )
     assert main(args[:-6] + ["--milestones", "x", "--no-progress"]) == 2
+
+
+def test_train_distill_then_bce(tiny, tmp_path, capsys):
+    """--loss distill (needs a global token), then --init-checkpoint warm start; bad values exit 2."""
+    work, _ = tiny
+    base = [
+        "train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
+        "--data-opt", "split=train", "--epochs", "1", "--top-k", "6", "--model-opt", "num_layers=1", "--no-progress",
+    ]  # fmt: skip
+    d = tmp_path / "distill"
+    args = base + ["-o", str(d), "--loss", "distill", "--distill-pairs", "3", "--pairs-per-batch", "8"]
+    assert main(args + ["--model-opt", "d_global=32"]) == 0
+    log = json.loads((d / "log.jsonl").read_text())
+    assert "mse" in log and "teacher_std" in log
+    f = tmp_path / "bce"
+    assert main(base + ["-o", str(f), "--model-opt", "d_global=32", "--init-checkpoint", str(d / "checkpoint.pt")]) == 0
+    assert json.loads((f / "train_conf.json").read_text())["train"]["init_checkpoint"] == str(d / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(args + ["--model-opt", "d_global=0"]) == 2  # no global token: the teacher cannot be read
+    assert "error:" in capsys.readouterr().err
+    assert main(base + ["-o", str(tmp_path / "x"), "--loss", "nope"]) == 2
+    missing = base + ["-o", str(tmp_path / "y"), "--init-checkpoint", str(tmp_path / "none.pt")]
+    assert main(missing) == 2

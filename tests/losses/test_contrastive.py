@@ -65,3 +65,21 @@ def test_bad_input():
         contrastive_loss(torch.randn(3, 4), torch.tensor([0, 1]))
     with pytest.raises(ShapeError):
         multi_similarity_loss(torch.randn(3), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_matches_reference_softmax(seed, temperature):
+    """Eq. SM1 (the official SOP global's temperature-0.05 softmax) against pytorch-metric-learning SupConLoss."""
+    from pytorch_metric_learning.losses import SupConLoss
+
+    from relook.losses.contrastive import softmax_contrastive_loss
+
+    emb, labels = _batch(seed)
+    ours = softmax_contrastive_loss(emb, labels, temperature)
+    ref = SupConLoss(temperature=temperature)(emb, labels)
+    torch.testing.assert_close(ours, ref.to(ours.dtype), rtol=1e-6, atol=1e-8)
+    (g,) = torch.autograd.grad(ours, emb)
+    (g_ref,) = torch.autograd.grad(ref, emb)
+    torch.testing.assert_close(g, g_ref.to(g.dtype), rtol=1e-5, atol=1e-7)
+    assert PAIR_LOSSES["softmax"][1] == {"temperature": 0.05}

@@ -270,3 +270,136 @@ def test_augmented_sides_carry_pixel_map():
             flips += A[0, 0] < 0
     assert 0 < flips < 12
     assert side["keypoints"].shape == (2, 4, 2) and (side["image_size"] == 64).all()
+
+
+def test_triplet_pairs_labels_match_data():
+    """Pair labels are 1 exactly for (anchor, same-label image): the official BCE labelling."""
+    from relook.train.rrt import triplet_pairs
+
+    _, data = _data()
+    trip = sample_triplets(data, 1, np.random.default_rng(0))
+    a, c, y = triplet_pairs(trip)
+    assert len(a) == 2 * len(trip) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, (data.labels[a] == data.labels[c]).astype(np.float32))
+    np.testing.assert_array_equal(a[: len(trip)], trip[:, 0])
+
+
+def test_trained_logit_ranks_positives_first(tmp_path):
+    """End to end: after training, positives score above the negatives of their anchor (fails if the
+    labels fed to the BCE are inverted: the model then learns the reverse order just as well)."""
+    from relook.train.rrt import triplet_pairs
+
+    feats, data = _data(n_classes=4)
+    model = _model()
+    train_rrt(
+        model, data, StoreSource(feats), tmp_path, {"epochs": 6, "triplets_per_batch": 8, "lr": 1e-3}, progress=False
+    )
+    trip = sample_triplets(data, 1, np.random.default_rng(5))
+    a, c, _ = triplet_pairs(trip)
+    from relook.models.rrt.inputs import model_kwargs, pack_side
+
+    with torch.no_grad():
+        logit = model.eval()(
+            **model_kwargs(pack_side([feats[i] for i in a], model.conf), pack_side([feats[i] for i in c], model.conf))
+        ).logits
+    pos, neg = logit[: len(trip)], logit[len(trip) :]
+    assert (pos > neg).float().mean() >= 0.7  # inverted labels: 0.25
+
+
+def _global_model(seed=0):
+    torch.manual_seed(seed)
+    return RRT(num_layers=1, dim_feedforward=64, d_global=128)
+
+
+def test_distill_standardised_target_and_learning(tmp_path):
+    """loss=distill: the logged teacher mean/std are those of Eq. T2 over the top-K pairs (reference loop),
+    and the MSE falls; without a global token it is refused."""
+    from relook.train.teacher import teacher_score
+
+    feats, data = _data(n_classes=4)
+    conf = {"epochs": 5, "loss": "distill", "pairs_per_batch": 16, "lr": 1e-3, "distill_pairs": 5}
+    train_rrt(_global_model(), data, StoreSource(feats), tmp_path, conf, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    vals = []
+    for a in range(len(feats)):
+        for j in data.neighbours[a]:
+            t = lambda v: torch.tensor(np.asarray(v, np.float32))[None]  # noqa: E731
+            f, g = feats[a], feats[j]
+            vals.append(float(teacher_score(t(f.global_desc), t(g.global_desc), t(f.local_desc), t(g.local_desc))[0]))
+    assert log[0]["teacher_mean"] == pytest.approx(np.mean(vals), abs=1e-5)
+    assert log[0]["teacher_std"] == pytest.approx(np.std(vals), abs=1e-5)
+    assert log[-1]["mse"] < log[0]["mse"]
+    with pytest.raises(ConfigError):
+        train_rrt(_model(), data, StoreSource(feats), tmp_path / "x", conf, progress=False)
+
+
+def test_sample_distill_pairs_rule_and_seeded():
+    from relook.train.rrt import sample_distill_pairs
+
+    _, data = _data()
+    p = sample_distill_pairs(data, 3, np.random.default_rng(0))
+    assert len(p) == 3 * len(data.ids)
+    for a, j in p:
+        assert j in data.neighbours[a]
+    assert all(len(set(p[p[:, 0] == a, 1])) == 3 for a in range(len(data.ids)))
+    np.testing.assert_array_equal(p, sample_distill_pairs(data, 3, np.random.default_rng(0)))
+    full = sample_distill_pairs(data, None, np.random.default_rng(0))
+    assert sorted(map(tuple, full)) == sorted((a, int(j)) for a in range(len(data.ids)) for j in data.neighbours[a])
+
+
+def test_view_source_seeded_per_epoch():
+    from relook.train.rrt import ViewSource
+
+    feats, _ = _data(n_classes=2, per=2)
+    views = [
+        [f, ImageFeatures(f.image_id, local_desc=f.local_desc + 1.0, keypoints=f.keypoints, image_size=f.image_size)]
+        for f in feats
+    ]
+    src = ViewSource(views, seed=3)
+    idx = np.arange(len(feats))
+    conf = _model().conf
+    src.set_epoch(1)
+    a = [src.sides(idx, conf, None, "cpu")["local"] for _ in range(4)]
+    src.set_epoch(1)
+    b = [src.sides(idx, conf, None, "cpu")["local"] for _ in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    drawn = torch.stack(a)[..., 0, 0] - torch.tensor(np.stack([f.local_desc[0, 0] for f in feats]), dtype=torch.float32)
+    assert set(np.round(drawn.numpy().ravel(), 4)) == {0.0, 1.0}  # both views are drawn
+
+
+def test_init_checkpoint_warm_start(tmp_path):
+    """init_checkpoint loads the weights: with lr 0 the trained model equals the warm-start model."""
+    from relook.models.rrt.checkpoint import load_rrt, save_rrt
+
+    feats, data = _data(n_classes=3)
+    src_model = _model(seed=7)
+    save_rrt(tmp_path / "warm.pt", src_model)
+    path = train_rrt(
+        _model(seed=1),
+        data,
+        StoreSource(feats),
+        tmp_path / "run",
+        {"epochs": 1, "lr": 0.0, "init_checkpoint": str(tmp_path / "warm.pt")},
+        progress=False,
+    )
+    got = load_rrt(path).state_dict()
+    for k, v in src_model.state_dict().items():
+        torch.testing.assert_close(got[k], v)
+
+
+def test_resize_map_without_augmentation():
+    """Fine-tuning without augmentation: a blob at pixel uv of a non-square original lands at
+    pixel_map @ uv of the network input (the plain square resize of ``to_tensor``)."""
+    from relook.features.cnn_local import CNNLocalNet, to_tensor
+
+    uv = np.array([100.0, 20.0])
+    yy, xx = np.mgrid[0:60, 0:160]
+    blob = np.exp(-((xx - uv[0]) ** 2 + (yy - uv[1]) ** 2) / (2 * 3.0**2))
+    img = np.repeat((blob * 255).astype(np.uint8)[..., None], 3, 2)
+    src = ImageSource(CNNLocalNet("resnet10t", False, 128), [lambda: img], image_size=64)
+    side = src.sides(np.array([0]), {"d_global": 0}, None, "cpu")
+    out = to_tensor(img, 64)[0].double().numpy()
+    w = np.clip(out - 0.2 * out.max(), 0, None)
+    gy, gx = np.mgrid[0:64, 0:64]
+    centroid = np.array([(w * gx).sum(), (w * gy).sum()]) / w.sum()
+    np.testing.assert_allclose(centroid, (side["pixel_map"][0].numpy() @ [*uv, 1.0])[:2], atol=0.35)

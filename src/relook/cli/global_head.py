@@ -22,7 +22,9 @@ def train_global_cmd(
         help="cnn_local option key=value of the frozen backbone "
         "(repeatable), e.g. arch=tf_efficientnet_lite0, image_size=224",
     ),
-    loss: str | None = typer.Option(None, help="contrastive (default, seed 002) | multi_similarity"),
+    loss: str | None = typer.Option(
+        None, help="contrastive (default, seed 002) | multi_similarity | softmax (official SOP: temperature 0.05)"
+    ),
     loss_opt: list[str] = typer.Option([], help="loss parameter key=value, e.g. neg_margin=0.8"),
     dim: int | None = typer.Option(None, min=1, help="head dims, locals and global (default 128)"),
     epochs: int | None = typer.Option(None, min=1, help="epochs (default 10)"),

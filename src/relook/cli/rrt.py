@@ -40,6 +40,15 @@ def train_rrt_cmd(
     max_norm: float | None = typer.Option(None, min=0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
     triplets_per_batch: int | None = typer.Option(None, min=1, help="(anchor, positive, negative) triplets per step"),
     min_positives: int | None = typer.Option(None, min=1, help="topk positives: anchors need this many in their top-k"),
+    loss: str | None = typer.Option(
+        None,
+        help="bce (official, triplets; default) | distill (relook's own: MSE onto global+Chamfer over top-K pairs)",
+    ),
+    distill_pairs: int | None = typer.Option(None, min=1, help="distill: neighbours per anchor and epoch (all K)"),
+    pairs_per_batch: int | None = typer.Option(None, min=1, help="distill: pairs per step (default 200)"),
+    init_checkpoint: Path | None = typer.Option(
+        None, help="warm start from this RRT checkpoint's weights (e.g. BCE after --loss distill)"
+    ),
     finetune: bool = typer.Option(False, help="fine-tune the CNN backbone jointly (reads images)"),
     backbone_opt: list[str] = typer.Option([], help="cnn_local option KEY=VALUE for --finetune"),
     device: str = typer.Option("cpu", help="torch device"),
@@ -92,6 +101,10 @@ def train_rrt_cmd(
             "max_norm": max_norm,
             "triplets_per_batch": triplets_per_batch,
             "min_positives": min_positives,
+            "loss": loss,
+            "distill_pairs": distill_pairs,
+            "pairs_per_batch": pairs_per_batch,
+            "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
             "finetune": finetune,
             "device": device,
             "seed": seed,

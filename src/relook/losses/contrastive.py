@@ -87,8 +87,35 @@ def multi_similarity_loss(
     return per_anchor.mean()
 
 
+def softmax_contrastive_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Temperature-scaled softmax (multi-positive InfoNCE / supervised contrastive) loss on in-batch pairs.
+
+    The official RRT SOP code trains its "R50 (trained)" 128-d global with a softmax over cosine
+    similarities at temperature 0.05 (``shared/papers/rrt-method-notes.md`` Sec. 3: "contrastive loss
+    (temperature 0.05)"). With ``S_ik`` the cosine similarity, ``tau`` the temperature and ``P_i`` the
+    positives of anchor ``i`` (same label, k != i)::
+
+        L = mean_{i: P_i != {}} 1/|P_i| sum_{p in P_i} -log[ exp(S_ip / tau) / sum_{k != i} exp(S_ik / tau) ]   (SM1)
+
+    the form of pytorch-metric-learning's ``SupConLoss`` (the test's reference). Anchors without a
+    positive are left out; a batch without any positive pair gives 0.
+
+    emb: (B, D); labels: (B,) ints. Returns a scalar tensor.
+    """
+    x, pos, _ = _pair_masks(emb, labels)
+    if len(x) < 2 or not bool(pos.any()):
+        return emb.sum() * 0.0
+    eye = torch.eye(len(x), dtype=torch.bool, device=emb.device)
+    s = (x @ x.T / temperature).masked_fill(eye, float("-inf"))
+    logp = s - torch.logsumexp(s, dim=1, keepdim=True)
+    has = pos.any(1)
+    per_anchor = -(logp.masked_fill(~pos, 0.0).sum(1)[has] / pos.sum(1)[has])
+    return per_anchor.mean()
+
+
 #: loss name -> (function, its keyword defaults): what ``relook train global --loss`` accepts
 PAIR_LOSSES = {
     "contrastive": (contrastive_loss, {"pos_margin": 0.0, "neg_margin": 1.0}),
     "multi_similarity": (multi_similarity_loss, {"alpha": 2.0, "beta": 50.0, "base": 0.5}),
+    "softmax": (softmax_contrastive_loss, {"temperature": 0.05}),
 }

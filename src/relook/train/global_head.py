@@ -12,7 +12,8 @@ a labelled split with the backbone frozen:
    the labels having >= 2 images, ``labels_per_batch`` labels per batch, ``per_label`` images of each
    (all of a label's images when it has fewer). Labels with one image give no positive pair and are left
    out (``n_labels_used`` in the record);
-3. the loss (``contrastive``, Eq. C1, the default as in seed 002; or ``multi_similarity``, Eq. MS1; both in
+3. the loss (``contrastive``, Eq. C1, the default as in seed 002; ``multi_similarity``, Eq. MS1; or ``softmax``,
+   Eq. SM1, the official RRT SOP global's temperature-0.05 softmax; all in
    ``relook.losses.contrastive``) on all in-batch pairs of the normalised 128-d globals; AdamW;
 4. ``OUT/checkpoint.pt`` (head, optimiser, epoch, history; relook's weights-only format) and
    ``OUT/log.jsonl`` after every epoch, so ``resume`` continues an interrupted run where it stopped (with
@@ -48,7 +49,7 @@ CHECKPOINT_FORMAT = "relook-global-head-train"
 DEFAULT_CONF: dict[str, Any] = {
     "dim": 128,  # head output: local and global dims (RRT, OT: 128)
     "gem_p": 3.0,  # GeM exponent of the global descriptor (Eq. H2)
-    "loss": "contrastive",  # contrastive (Eq. C1, seed 002's R50 (trained)) | multi_similarity (Eq. MS1)
+    "loss": "contrastive",  # contrastive (Eq. C1, seed 002's R50 (trained)) | multi_similarity (Eq. MS1) | softmax (Eq. SM1, tau 0.05)
     "loss_params": {},  # override the loss's defaults, e.g. {neg_margin: 0.8} or {alpha: 2, beta: 50}
     "epochs": 10,  # passes over the labels
     "lr": 1e-3,  # AdamW learning rate

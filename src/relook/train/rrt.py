@@ -33,6 +33,22 @@ Backbone: ``frozen`` trains on features already in the store (the "R50 (frozen) 
 the side then carries ``pixel_map`` (B, 3, 3), original -> network pixels, which the epipolar guidance
 applies to F (the crop-adjusted F of Sec. 5.2 of the epipolar paper).
 
+Distillation (``loss: distill``, relook's own option, not in the paper): instead of BCE on triplets, the
+logit is regressed (mean squared error) onto the training-free teacher of ``relook.train.teacher`` (global
+cosine + w * Chamfer similarity of the same tokens, Eq. T2 there) over the pairs (anchor, neighbour) of
+every anchor's global top-K (``distill_pairs`` random neighbours per anchor and epoch; all K when None).
+With ``distill_standardize`` the target is the teacher's z-score over all training top-K pairs (ranking
+is unchanged by it; the logit stays on a BCE-friendly scale for the fine-tuning that follows). "Distil,
+then fine-tune" = a ``distill`` run, then a ``bce`` run with ``init_checkpoint`` = its checkpoint.
+Needs a model with a global token (the teacher reads the global descriptors).
+
+Warm start: ``init_checkpoint`` loads an RRT checkpoint's weights (not its optimizer or epoch) before
+training, e.g. fine-tuning from a frozen-backbone RRT, or BCE after distillation.
+
+Augmentation with a frozen backbone: ``ViewSource`` holds several stored views of every image (e.g.
+random crops through the frozen CNN, ``experiments/rrt_ukbench_features.py``) and draws one per image and
+step (seeded per epoch), the offline stand-in for re-augmenting images every epoch.
+
 Extra losses: ``extra_loss(batch, output) -> scalar tensor`` is added to the BCE (the Epipolar Loss
 plugs in here). ``input_pe(batch) -> (2B, n1+n2, C)`` (``batch``: ``query_ids``, ``candidate_ids``,
 ``labels``, ``query`` / ``candidate`` sides) is added to the local tokens (RRT's ``input_pe``; the
@@ -74,7 +90,10 @@ from relook.models.position_encoding import grid_positions
 from relook.models.rrt import RRT, RRTOutput
 from relook.models.rrt.checkpoint import read_checkpoint, save_rrt
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
+from relook.train.teacher import teacher_of_sides
 from relook.types import ImageFeatures
+
+LOSSES = ("bce", "distill")
 
 DEFAULT_CONF: dict[str, Any] = {
     "epochs": 15,  # training epochs (official landmark)
@@ -91,6 +110,12 @@ DEFAULT_CONF: dict[str, Any] = {
     "seed": 0,  # seeds model init elsewhere, triplet sampling and augmentation here
     "finetune": False,  # train the CNN backbone jointly (needs an image source)
     "max_locals": None,  # locals per image; None = the model's max_locals
+    "loss": "bce",  # bce (official: triplets) | distill (MSE onto the teacher over top-K pairs, relook's own)
+    "distill_pairs": None,  # distill: neighbours per anchor and epoch drawn from its top-K; None = all K
+    "pairs_per_batch": 200,  # distill: pairs per step (= the pairs of 100 triplets)
+    "distill_weight": 1.0,  # distill: Chamfer weight w of the teacher (Eq. T2 of relook.train.teacher)
+    "distill_standardize": True,  # distill: target = z-score of the teacher over the training top-K pairs
+    "init_checkpoint": None,  # warm start: RRT checkpoint whose weights initialise the model
     "device": "cpu",  # torch device (cuda:LOCAL_RANK under torchrun with CUDA)
 }
 
@@ -195,6 +220,29 @@ def sample_triplets(
     return np.asarray(out, np.int64).reshape(-1, 3)
 
 
+def triplet_pairs(trip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Triplets (T, 3) -> the 2T scored pairs: anchors (2T,), candidates (2T,) and BCE labels (2T,) float32:
+    1 for (anchor, positive), 0 for (anchor, negative) (official ``train_one_epoch``)."""
+    trip = np.asarray(trip, np.int64).reshape(-1, 3)
+    anchors = np.concatenate([trip[:, 0], trip[:, 0]])
+    cands = np.concatenate([trip[:, 1], trip[:, 2]])
+    labels = np.concatenate([np.ones(len(trip), np.float32), np.zeros(len(trip), np.float32)])
+    return anchors, cands, labels
+
+
+def sample_distill_pairs(data: PairData, per_anchor: int | None, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of distillation pairs (P, 2) = (anchor, neighbour): anchors in a seeded random order,
+    ``per_anchor`` distinct random neighbours of each anchor's top-K (all of them when None), shuffled."""
+    out = []
+    for a in rng.permutation(len(data.ids)):
+        nn_ = data.neighbours[a][data.neighbours[a] >= 0]
+        if per_anchor is not None and per_anchor < len(nn_):
+            nn_ = rng.choice(nn_, per_anchor, replace=False)
+        out.extend((a, int(j)) for j in nn_)
+    pairs = np.asarray(out, np.int64).reshape(-1, 2)
+    return pairs[rng.permutation(len(pairs))]
+
+
 class StoreSource:
     """Frozen backbone: sides packed from stored ``ImageFeatures`` (indexed like ``PairData.ids``)."""
 
@@ -206,6 +254,25 @@ class StoreSource:
 
     def sides(self, idx: np.ndarray, model_conf: dict, max_locals, device) -> dict:
         return pack_side([self.feats[i] for i in idx], model_conf, max_locals, device)
+
+
+class ViewSource(StoreSource):
+    """Frozen backbone with augmentation: ``views[i]`` lists stored views of image i (view 0 = the image
+    itself); every call draws one view per image from a generator seeded by (seed, epoch) (``set_epoch``,
+    called by ``train_rrt`` at every epoch, so a resumed run draws the same views)."""
+
+    def __init__(self, views: Sequence[Sequence[ImageFeatures]], seed: int = 0) -> None:
+        super().__init__([v[0] for v in views])
+        self.views = [list(v) for v in views]
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.rng = np.random.default_rng([self.seed, epoch])
+
+    def sides(self, idx: np.ndarray, model_conf: dict, max_locals, device) -> dict:
+        pick = [self.views[i][int(self.rng.integers(len(self.views[i])))] for i in idx]
+        return pack_side(pick, model_conf, max_locals, device)
 
 
 class ImageSource(nn.Module):
@@ -291,6 +358,25 @@ class _Joint(nn.Module):
         return out, q, c
 
 
+def teacher_stats(source, data: PairData, model_conf: dict, conf: dict, device, max_anchors: int = 64):
+    """(mean, std) of the teacher (Eq. T2) over the top-K pairs of up to ``max_anchors`` seeded anchors
+    (original views), the standardisation of the distillation target."""
+    rng = np.random.default_rng([conf["seed"], 7])
+    anchors = rng.permutation(len(data.ids))[:max_anchors]
+    vals = []
+    with torch.no_grad():
+        for a in anchors:
+            nn_ = data.neighbours[a][data.neighbours[a] >= 0]
+            if len(nn_) == 0:
+                continue
+            qs = StoreSource.sides(source, np.array([a]), model_conf, conf["max_locals"], device)
+            cs = StoreSource.sides(source, nn_, model_conf, conf["max_locals"], device)
+            qs = index_side(qs, torch.zeros(len(nn_), dtype=torch.long, device=device))
+            vals.append(teacher_of_sides(qs, cs, conf["distill_weight"]).cpu().numpy())
+    v = np.concatenate(vals) if vals else np.zeros(1)
+    return float(v.mean()), float(max(v.std(), 1e-6))
+
+
 def _dist() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -343,6 +429,15 @@ def train_rrt(
     )
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
+    if c["loss"] not in LOSSES:
+        raise ConfigError(f"train rrt: loss must be one of {list(LOSSES)}, got {c['loss']!r}")
+    if c["loss"] == "distill" and (c["finetune"] or not model.conf["d_global"]):
+        raise ConfigError("train rrt: loss=distill needs a frozen backbone and a model with a global token (d_global)")
+    if c["init_checkpoint"] and not (resume and ckpt_path.exists()):
+        warm = read_checkpoint(c["init_checkpoint"])
+        from relook.checkpoints import load_state_into
+
+        load_state_into(model, warm.get("state_dict"), c["init_checkpoint"], "RRT warm start")
     joint = _Joint(model, source).to(device)
     params = [p for p in joint.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=c["lr"], weight_decay=c["weight_decay"])
@@ -378,24 +473,40 @@ def train_rrt(
     if world > 1:
         net = nn.parallel.DistributedDataParallel(joint, device_ids=[device.index] if device.type == "cuda" else None)
     need = extra_loss is not None
+    distill = c["loss"] == "distill"
+    if distill:
+        mu, sd = teacher_stats(source, data, model.conf, c, device) if c["distill_standardize"] else (0.0, 1.0)
     for epoch in range(start, c["epochs"]):
         rng = np.random.default_rng([c["seed"], epoch])
-        trip = sample_triplets(data, c["min_positives"], rng, c["positives"])[rank::world]
-        if len(trip) == 0:
+        if distill:
+            items = sample_distill_pairs(data, c["distill_pairs"], rng)[rank::world]
+            bs = int(c["pairs_per_batch"])
+        else:
+            items = sample_triplets(data, c["min_positives"], rng, c["positives"])[rank::world]
+            bs = int(c["triplets_per_batch"])
+        if len(items) == 0:
             raise DataError(
                 f"train rrt: no anchor has >= {c['min_positives']} positive(s) and a negative in its "
                 f"top-{data.neighbours.shape[1]}; lower min_positives or add data"
+                if not distill
+                else "train rrt: no anchor has a neighbour to distil on"
             )
+        if hasattr(source, "set_epoch"):  # ViewSource: the epoch's view draws
+            source.set_epoch(epoch)
         joint.train()
-        bs = int(c["triplets_per_batch"])
-        steps = range(0, len(trip), bs)
+        steps = range(0, len(items), bs)
         bar = tqdm(steps, desc=f"train rrt [{epoch + 1}/{c['epochs']}]", disable=not progress or rank != 0)
-        tot = {"loss": 0.0, "bce": 0.0, "acc": 0.0, "n": 0}
+        main_name = "mse" if distill else "bce"
+        tot = {"loss": 0.0, main_name: 0.0, "acc": 0.0, "n": 0}
         lr_used = opt.param_groups[0]["lr"]
         for s in bar:
-            t = trip[s : s + bs]
-            anchors, cands = np.concatenate([t[:, 0], t[:, 0]]), np.concatenate([t[:, 1], t[:, 2]])
-            labels = torch.cat([torch.ones(len(t)), torch.zeros(len(t))]).to(device)
+            t = items[s : s + bs]
+            if distill:
+                anchors, cands = t[:, 0], t[:, 1]
+                y = (data.labels[anchors] == data.labels[cands]).astype(np.float32)
+            else:
+                anchors, cands, y = triplet_pairs(t)
+            labels = torch.from_numpy(y).to(device)
             pe_fn = None
             if input_pe is not None:  # e.g. Epipolar Positional Encoding, after the sides (pixel maps) exist
                 pe_fn = lambda q_, c_, a=anchors, b=cands, y=labels: input_pe(  # noqa: E731
@@ -408,8 +519,13 @@ def train_rrt(
                     }
                 )
             out, q, cside = net(anchors, cands, c["max_locals"], need, pe_fn)
-            bce = F.binary_cross_entropy_with_logits(out.logits.float(), labels)
-            loss = bce
+            if distill:
+                with torch.no_grad():
+                    target = (teacher_of_sides(q, cside, c["distill_weight"]) - mu) / sd
+                main = F.mse_loss(out.logits.float(), target)
+            else:
+                main = F.binary_cross_entropy_with_logits(out.logits.float(), labels)
+            loss = main
             if extra_loss is not None:
                 batch = {
                     "query": q,
@@ -431,16 +547,17 @@ def train_rrt(
             opt.step()
             acc = ((out.logits.detach() > 0).float() == labels).float().mean().item()
             tot["loss"] += loss.item() * len(t)
-            tot["bce"] += bce.item() * len(t)
+            tot[main_name] += main.item() * len(t)
             tot["acc"] += acc * len(t)
             tot["n"] += len(t)
             bar.set_postfix(loss=f"{tot['loss'] / tot['n']:.4f}", acc=f"{tot['acc'] / tot['n']:.3f}")
         sched.step()
         if rank == 0:
             extra = {"backbone_state": joint.source.net.state_dict()} if joint.source is not None else {}
-            history.append(
-                {"epoch": epoch + 1, "lr": lr_used, **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
-            )
+            rec = {"epoch": epoch + 1, "lr": lr_used, **{k: v / max(tot["n"], 1) for k, v in tot.items() if k != "n"}}
+            if distill:
+                rec.update(teacher_mean=mu, teacher_std=sd)
+            history.append(rec)
             save_rrt(
                 ckpt_path,
                 model,

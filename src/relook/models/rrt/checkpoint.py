@@ -11,6 +11,10 @@ Own format (``torch.save`` of a dict of tensors, numbers and strings; read with 
 the encoding at its input, which the reranker reproduces from these settings. Version 1 kept the config as
 a plain dict under ``config``; it still loads.
 
+Shipped format (``.safetensors``, ``export_rrt_safetensors``): the state dict (fp16 by default) in a
+safetensors file, whose string metadata holds ``format`` = "relook-rrt", ``config_json`` and ``guidance_json``
+(plus free-form provenance keys); reading it runs no code at all. ``load_rrt`` picks the format by suffix.
+
 Official format (github.com/uvavision/RerankingTransformer): ``{"state": state_dict, "optim": ...}`` (a bare
 state dict, or one under ``state_dict`` / ``model``, loads too),
 the state dict saved from an ``nn.DataParallel`` (keys prefixed ``module.``). RRT_GLD keys are
@@ -73,9 +77,54 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def export_rrt_safetensors(path: str | Path, model: RRT, dtype: torch.dtype = torch.float16, **metadata: str) -> Path:
+    """Write ``model`` as a safetensors file (weights cast to ``dtype``, config in the metadata), atomically."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from relook.io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        **{k: str(v) for k, v in metadata.items()},
+        "format": FORMAT,
+        "config_json": to_json(model.conf),
+        "guidance_json": json.dumps(getattr(model, "guidance", None) or {"guidance": "none"}, sort_keys=True),
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def read_safetensors(path: str | Path) -> dict:
+    """A ``.safetensors`` RRT file as a checkpoint dict (float32 state dict + its metadata); ``DataError``
+    when missing, unreadable or without relook's metadata."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such RRT checkpoint; train one with `relook train rrt`")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT or "config_json" not in meta:
+        raise DataError(f"{path}: safetensors file without relook RRT metadata (format {meta.get('format')!r})")
+    return {**meta, "state_dict": {k: v.float() for k, v in state.items()}}
+
+
 def load_rrt(path: str | Path) -> RRT:
-    """Build an ``RRT`` from a relook checkpoint, or from an official one (a state dict, maybe nested)."""
-    ckpt = read_checkpoint(path)
+    """Build an ``RRT`` from a relook checkpoint (``.pt`` or shipped ``.safetensors``), or from an official
+    one (a state dict, maybe nested)."""
+    ckpt = read_safetensors(path) if str(path).endswith(".safetensors") else read_checkpoint(path)
     fmt = ckpt.get("format")
     if fmt == FORMAT:
         conf = config_of(ckpt, path, "RRT checkpoint", legacy_key="config")
