@@ -23,6 +23,7 @@ import numpy as np
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.io import atomic_path
 
 default_conf: dict[str, Any] = {
     "matcher": "sift",  # sift (weight-free, OpenCV) | loftr (kornia, as in the paper) | LEARNED_MATCHERS
@@ -216,6 +217,9 @@ def main(
     output.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and output.exists():
         output.unlink()
+    if not output.exists():  # created whole (superblock on disk) before any pair: a kill -9 never truncates it
+        with atomic_path(output) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update({k: str(v) for k, v in c.items()})
     with h5py.File(output, "a") as f:
         f.attrs.update({k: str(v) for k, v in c.items()})
         todo = []
