@@ -326,3 +326,19 @@ def test_rerank_epe_checkpoint_end_to_end(toy, tmp_path, capsys):
     assert main(["rerank", *with_f, "--quiet"]) == 0  # the file's content is part of the ranking's fingerprint
     second = Ranking.load(out / "rankings" / "rrt-epe.npz")
     assert not np.allclose(first.scores[:, :5], second.scores[:, :5], atol=1e-4)
+
+
+def test_progress_names_the_configured_label(toy, capsys):
+    """The rerank progress bar shows the config's label (``rerank:flipped``), not only the reranker's name,
+    so two configurations of one reranker (gv and gv-lightglue) tell apart."""
+    from relook import pipeline
+    from relook.experiment import load_config
+
+    cfg, _ = toy
+    conf = load_config([cfg], ["rerankers=[{name: toy_reverse, label: flipped}]"])
+    pipeline.extract(conf, progress=False)
+    pipeline.search(conf)
+    capsys.readouterr()
+    pipeline.rerank(conf, progress=True)
+    err = capsys.readouterr().err
+    assert "rerank:flipped" in err and "rerank:toy_reverse" not in err

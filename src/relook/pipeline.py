@@ -480,6 +480,7 @@ def rerank(
             continue
         opts = {k: v for k, v in item.items() if k not in ("name", "label", "features")}
         reranker = create_reranker(item["name"], **opts)
+        reranker.label = item["label"]  # the progress bar names the configuration (gv-lightglue, not gv)
         qpath, gpath = _features_for(conf, reranker, item, dataset)
         out = Path(conf["out"]) / "rankings" / f"{item['label']}.npz"
         out = out if shard is None else part_path(out, shard)

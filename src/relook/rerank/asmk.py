@@ -122,7 +122,7 @@ class Asmk(Reranker):
         index = self.build_index(gallery)
         top_k, k = int(self.conf["top_k"]), shortlist.k
         new_scores, rows = [], []
-        for q in tqdm(range(shortlist.num_queries), desc="rerank:asmk", disable=not progress):
+        for q in tqdm(range(shortlist.num_queries), desc=self.progress_desc, disable=not progress):
             s = self.query_scores(index, self._descs(query_store.read(shortlist.query_ids[q], fields)))
             if self.conf["research"]:
                 rows.append(np.argsort(-s, kind="stable")[:k])

@@ -66,6 +66,14 @@ class Reranker(ABC):
         check_count(merged["top_k"], f"{owner}: option 'top_k'")
         return merged
 
+    #: the name a run gives this reranker (config ``label``, e.g. ``gv-lightglue`` for a ``gv``); None: ``name``
+    label: str | None = None
+
+    @property
+    def progress_desc(self) -> str:
+        """The progress bar's text: ``rerank:<label>``, so two configurations of one reranker tell apart."""
+        return f"rerank:{self.label or self.name}"
+
     @abstractmethod
     def rerank(
         self, query: ImageFeatures, candidates: Sequence[ImageFeatures], global_scores: np.ndarray
@@ -76,7 +84,7 @@ class Reranker(ABC):
         """Rescore the top ``conf['top_k']`` candidates of every query; returns a ``Ranking``."""
         top_k = int(self.conf["top_k"])
         new_scores = []
-        for q in tqdm(range(shortlist.num_queries), desc=f"rerank:{self.name}", disable=not progress):
+        for q in tqdm(range(shortlist.num_queries), desc=self.progress_desc, disable=not progress):
             cand = shortlist.indices[q, :top_k]
             cand = cand[cand >= 0]
             query = query_store.read(shortlist.query_ids[q], sorted(self.requires) or None)

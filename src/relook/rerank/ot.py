@@ -211,7 +211,7 @@ class OTReranker(Reranker):
         q_pos, g_pos = torch.as_tensor(q_pos, device=dev), torch.as_tensor(g_pos, device=dev)
         step = max(1, int(self.conf["batch_pairs"]))
         struct = np.empty(rows.size, dtype=np.float64)
-        for a in tqdm(range(0, rows.size, step), desc="rerank:ot", disable=not progress):
+        for a in tqdm(range(0, rows.size, step), desc=self.progress_desc, disable=not progress):
             struct[a : a + step] = self._solve(s, t, q_pos[a : a + step], g_pos[a : a + step])["score"].cpu().numpy()
         total = final_score(shortlist.scores[rows, cols].astype(np.float64), struct, self.conf)
         new_scores = [total[rows == q] for q in range(shortlist.num_queries)]

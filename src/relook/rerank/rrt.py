@@ -182,7 +182,7 @@ class RRTReranker(Reranker):
         top_k = int(self.conf["top_k"])
         cache: dict[str, ImageFeatures] = {}
         new_scores = []
-        for q in tqdm(range(shortlist.num_queries), desc="rerank:rrt", disable=not progress):
+        for q in tqdm(range(shortlist.num_queries), desc=self.progress_desc, disable=not progress):
             cand = shortlist.indices[q, :top_k]
             cand = cand[cand >= 0]
             ids = [shortlist.gallery_ids[i] for i in cand]
