@@ -49,3 +49,24 @@ def test_empty_and_bad_input():
         chamfer_similarity(torch.zeros(2, 3, 4), torch.zeros(3, 3, 4))
     with pytest.raises(ShapeError):
         teacher_of_sides({"global": None, "local": torch.zeros(1, 1, 2), "mask": None}, {"global": None})
+
+
+def test_teacher_equals_the_chamfer_reranker():
+    """The training teacher (batched torch, padded) and the ``chamfer`` reranker (numpy, per query) are two
+    implementations of one score: on padded random tokens they must agree, so neither drifts alone."""
+    import numpy as np
+
+    from relook.rerank.chamfer import chamfer_similarity as reranker_chamfer
+    from relook.train.teacher import chamfer_similarity as teacher_chamfer
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((12, 16))
+    cands = [rng.standard_normal((m, 16)) for m in (3, 7, 12)]
+    padded = np.zeros((3, 12, 16))
+    mask = np.ones((3, 12), bool)
+    for i, c in enumerate(cands):
+        padded[i, : len(c)], mask[i, : len(c)] = c, False
+    got = teacher_chamfer(
+        torch.tensor(np.repeat(q[None], 3, 0)), torch.tensor(padded), None, torch.tensor(mask)
+    ).numpy()
+    np.testing.assert_allclose(got, reranker_chamfer(q, cands), rtol=1e-5, atol=1e-6)
