@@ -5,7 +5,7 @@ averaged and L2-normalised, ``models/dtop/multiscale.py``):
 
 - ``gem``: plain GeM (p = 3) of the pretrained EfficientNet-Lite0 stem's 1280-channel map (the map the
   hybrid's patch tokens are made from), L2-normalised: the global descriptor of the same stem, no training;
-- ``untrained``: DToP with the ``lite0_vit`` hybrid (``configs/dtop_real_warp.yaml``'s model), seed 0, not
+- ``untrained``: DToP with the ``lite0_vit`` hybrid (``configs/train/dtop-real-warp.yaml``'s model), seed 0, not
   trained: the pretrained stem + random ViT, branches and FCs (the initial state of the trained run);
 - ``trained``: the same model after ``relook train dtop`` on the TRAIN photos (``--checkpoint``).
 
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--warp", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--rows", default="", help="comma list of rows to compute: gem, untrained, trained")
-    ap.add_argument("--config", type=Path, default=Path("configs/dtop_real_warp.yaml"))
+    ap.add_argument("--config", type=Path, default=Path("configs/train/dtop-real-warp.yaml"))
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--size", type=int, default=320, help="longer side before the 3 scales (the images' own)")
     args = ap.parse_args()
@@ -91,8 +91,8 @@ def main() -> None:
         if row == "gem":
             model = GeMStem()
         elif row == "untrained":
-            conf = yaml.safe_load(args.config.read_text())
-            model = DToP(**{**conf["model"], "seed": conf["seed"]})
+            conf = yaml.safe_load(args.config.read_text())  # a `relook train dtop` config: its train section
+            model = DToP(**{**conf["train"]["model"], "seed": conf["train"]["seed"]})
         elif row == "trained":
             model = load_dtop(args.checkpoint)
         else:

@@ -14,7 +14,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
 $PY experiments/dtop_real_warp.py --warp "$WARP" --out "$OUT" --rows gem,untrained
 # the recorded table used this run's checkpoint after epoch 4 of 8 (stopped for time): see the .md
-$PY -m relook.cli train dtop --dataset warp --root "$WARP" --dataset-opt split=train -o "$OUT/train" \
-    --config configs/dtop_real_warp.yaml
+$PY -m relook.cli train dtop -c configs/train/dtop-real-warp.yaml -s dataset.name=warp -s dataset.root="$WARP" \
+    -s dataset.split=train -o "$OUT/train"
 $PY experiments/dtop_real_warp.py --warp "$WARP" --out "$OUT" --rows trained \
     --checkpoint "$OUT/train/checkpoint.pt" | tee "$OUT/table.txt"

@@ -14,12 +14,12 @@ PHOTOS=${PHOTOS:-../shared/data/photos/BSDS500}
 mkdir -p "$OUT"
 $PY -m relook.cli datasets warp "$PHOTOS" "$OUT/warp" --views 4 --seed 0 --size 320 --test-fraction 0.3 --no-progress
 # the CLI defaults (contrastive, 10 epochs), then 30 epochs, then the multi-similarity loss for 30 epochs
-$PY -m relook.cli train global --dataset warp --root "$OUT/warp" --dataset-opt split=train -o "$OUT/head_c10" \
-    --epochs 10 --no-progress
-$PY -m relook.cli train global --dataset warp --root "$OUT/warp" --dataset-opt split=train -o "$OUT/head_c30" \
-    --epochs 30 --no-progress
-$PY -m relook.cli train global --dataset warp --root "$OUT/warp" --dataset-opt split=train -o "$OUT/head_ms30" \
-    --epochs 30 --loss multi_similarity --no-progress
+$PY -m relook.cli train global -s dataset.name=warp -s dataset.root="$OUT/warp" -s dataset.split=train \
+    -o "$OUT/head_c10" -s train.epochs=10 --no-progress
+$PY -m relook.cli train global -s dataset.name=warp -s dataset.root="$OUT/warp" -s dataset.split=train \
+    -o "$OUT/head_c30" -s train.epochs=30 --no-progress
+$PY -m relook.cli train global -s dataset.name=warp -s dataset.root="$OUT/warp" -s dataset.split=train \
+    -o "$OUT/head_ms30" -s train.epochs=30 -s train.loss=multi_similarity --no-progress
 $PY experiments/global_head_warp.py --warp "$OUT/warp" --train-split --out "$OUT/results.json" \
     --head "learned 128-d (contrastive, 10 ep)=$OUT/head_c10/head.pt" \
     --head "learned 128-d (contrastive, 30 ep)=$OUT/head_c30/head.pt" \

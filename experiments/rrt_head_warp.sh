@@ -26,7 +26,8 @@ note: "warped real photos (BSDS500), $split split; pretrained EfficientNet-Lite0
 YAML
 done
 $PY -m relook.cli extract -c "$OUT/train.yaml" --quiet
-$PY -m relook.cli train rrt "$OUT/train/features/cnn_local/gallery.h5" --dataset folder --root "$WARP" \
-    --data-opt csv=groups.csv --data-opt split=train -o "$OUT/rrt" --epochs "$EPOCHS" --seed 0 --no-progress --resume
+$PY -m relook.cli train rrt "$OUT/train/features/cnn_local/gallery.h5" -s dataset.name=folder -s dataset.root="$WARP" \
+    -s dataset.csv=groups.csv -s dataset.split=train -o "$OUT/rrt" -s train.epochs="$EPOCHS" --seed 0 --no-progress \
+    --resume
 sed -i "s#^rerankers: \[\]#rerankers:\n  - {name: aqe}\n  - {name: rrt, features: cnn_local, checkpoint: $OUT/rrt/checkpoint.pt}#" "$OUT/test.yaml"
 $PY -m relook.cli run -c "$OUT/test.yaml" --quiet

@@ -48,10 +48,10 @@ YAML
 done
 $PY -m relook.cli extract -c "$OUT/train.yaml" --quiet
 for pe in none sine; do
-  $PY -m relook.cli train rrt "$OUT/train/features/aliked/gallery.h5" --dataset folder --root "$WARP" \
-      --data-opt csv=groups.csv --data-opt split=train -o "$OUT/rrt-pe-$pe" --variant landmark \
-      --model-opt d_global=128 --model-opt max_locals="$LOCALS" --model-opt position_encoding=$pe \
-      --epochs "$EPOCHS" --seed 0 --no-progress --resume
+  $PY -m relook.cli train rrt "$OUT/train/features/aliked/gallery.h5" -s dataset.name=folder -s dataset.root="$WARP" \
+      -s dataset.csv=groups.csv -s dataset.split=train -o "$OUT/rrt-pe-$pe" -s model.variant=landmark \
+      -s model.d_global=128 -s model.max_locals="$LOCALS" -s model.position_encoding=$pe \
+      -s train.epochs="$EPOCHS" --seed 0 --no-progress --resume
 done
 # Table 2 layout
 $PY - "$OUT/test.yaml" "$OUT" "$LG_TOPK" "$LOCALS" <<'PY'

@@ -24,8 +24,8 @@ out: $OUT/train
 note: "warped real photos (BSDS500), train split; EfficientNet-Lite0 ImageNet (pretrained)"
 YAML
 $PY -m relook.cli extract -c "$OUT/train.yaml" --quiet
-$PY -m relook.cli train rrt "$OUT/train/features/cnn_local/gallery.h5" --dataset folder --root "$OUT/warp" \
-    --data-opt csv=groups.csv --data-opt split=train -o "$OUT/rrt" --epochs "$EPOCHS" --seed 0 --no-progress
+$PY -m relook.cli train rrt "$OUT/train/features/cnn_local/gallery.h5" -s dataset.name=folder -s dataset.root="$OUT/warp" \
+    -s dataset.csv=groups.csv -s dataset.split=train -o "$OUT/rrt" -s train.epochs="$EPOCHS" --seed 0 --no-progress
 cat > "$OUT/test.yaml" <<YAML
 dataset: {name: folder, root: $OUT/warp, csv: groups.csv, split: test}
 extractors:

@@ -1,11 +1,20 @@
 """`relook train rrt` and `relook visualize rrt-matches` end to end on a tiny synthetic dataset."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from relook.cli import main
+from relook.train.config import load_train_config
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "train"
+
+
+def _data(work):
+    """The `-s` overrides naming the tiny co3d_retrieve training split."""
+    return ["-s", "dataset.name=co3d_retrieve", "-s", f"dataset.root={work / 'ret'}", "-s", "dataset.split=train"]
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +53,26 @@ def test_train_and_visualize(tiny, tmp_path):
         "train",
         "rrt",
         str(work / "train.h5"),
-        "--dataset",
-        "co3d_retrieve",
-        "--root",
-        str(work / "ret"),
-        "--data-opt",
-        "split=train",
+        *_data(work),
         "-o",
         str(out),
-        "--epochs",
-        "1",
-        "--model-opt",
-        "num_layers=1",
+        "-s",
+        "train.epochs=1",
+        "-s",
+        "model.num_layers=1",
         "--no-progress",
     ]
     assert main(args) == 0
     assert (out / "checkpoint.pt").exists()
     conf = json.loads((out / "train_conf.json").read_text())
     assert conf["model"]["num_layers"] == 1 and conf["train"]["epochs"] == 1
+    saved = load_train_config("rrt", [out / "train.yaml"])  # the resolved config, read back with -c
+    assert (saved["store"], saved["out"], saved["model"], saved["train"]["epochs"]) == (
+        str(work / "train.h5"),
+        str(out),
+        {"num_layers": 1},
+        1,
+    )
     (q, qp, _), (c, cp, _) = ds.gallery[0], ds.gallery[1]
     png = tmp_path / "m.png"
     assert (
@@ -88,25 +99,13 @@ def test_train_and_visualize(tiny, tmp_path):
 
 def test_bad_input(tiny, tmp_path, capsys):
     work, _ = tiny
-    args = [
-        "train",
-        "rrt",
-        str(work / "train.h5"),
-        "--dataset",
-        "co3d_retrieve",
-        "--root",
-        str(work / "ret"),
-        "--data-opt",
-        "split",
-        "-o",
-        str(tmp_path),
-    ]
+    args = ["train", "rrt", str(work / "train.h5"), *_data(work), "-s", "dataset.split", "-o", str(tmp_path)]
     assert main(args) == 2
-    assert "--data-opt expects key=value, got 'split'" in capsys.readouterr().err
+    assert "override 'dataset.split' must look like key.sub=value" in capsys.readouterr().err
 
 
 def test_train_from_pseudo_gt(tmp_path):
-    """`relook train rrt --guidance epi --pseudo-gt FILE` on a dataset with no cameras (seed 002, Table 2 SOP)."""
+    """`relook train rrt -s guidance.kind=epi -s guidance.pseudo_gt=FILE` on a dataset with no cameras (seed 002, Table 2 SOP)."""
     import cv2
     import h5py
 
@@ -146,58 +145,53 @@ def test_train_from_pseudo_gt(tmp_path):
         "train",
         "rrt",
         str(tmp_path / "s.h5"),
-        "--dataset",
-        "folder",
-        "--root",
-        str(tmp_path / "data"),
+        "-s",
+        "dataset.name=folder",
+        "-s",
+        f"dataset.root={tmp_path / 'data'}",
         "-o",
         str(out),
-        "--epochs",
-        "1",
-        "--model-opt",
-        "num_layers=1",
+        "-s",
+        "train.epochs=1",
+        "-s",
+        "model.num_layers=1",
         "--no-progress",
-        "--guidance",
-        "epi",
-        "--guidance-weight",
-        "1.0",
-        "--pseudo-gt",
-        str(tmp_path / "pgt.h5"),
+        "-s",
+        "guidance.kind=epi",
+        "-s",
+        "guidance.weight=1.0",
+        "-s",
+        f"guidance.pseudo_gt={tmp_path / 'pgt.h5'}",
     ]
     assert main(args) == 0
     log = json.loads((out / "log.jsonl").read_text())
     assert log["loss"] > log["bce"] + 1e-3  # the epipolar loss of the pseudo-GT pairs was added
 
 
-def test_train_recipe_and_flags(tiny, tmp_path):
+def test_train_recipe_and_flags(tiny, tmp_path, capsys):
     work, _ = tiny
     out = tmp_path / "rrt"
     args = [
         "train",
         "rrt",
         str(work / "train.h5"),
-        "--dataset",
-        "co3d_retrieve",
-        "--root",
-        str(work / "ret"),
-        "--data-opt",
-        "split=train",
+        *_data(work),
         "-o",
         str(out),
-        "--recipe",
-        "epipolar-sop",
-        "--epochs",
-        "1",
-        "--weight-decay",
-        "1e-3",
-        "--milestones",
-        "5,7",
-        "--top-k",
-        "6",
-        "--triplets-per-batch",
-        "4",
-        "--model-opt",
-        "num_layers=1",
+        "-c",
+        str(RECIPES / "rrt-epipolar-sop.yaml"),
+        "-s",
+        "train.epochs=1",
+        "-s",
+        "train.weight_decay=1e-3",
+        "-s",
+        "train.milestones=[5,7]",
+        "-s",
+        "train.top_k=6",
+        "-s",
+        "train.triplets_per_batch=4",
+        "-s",
+        "model.num_layers=1",
         "--no-progress",
     ]
     assert main(args) == 0
@@ -210,27 +204,38 @@ def test_train_recipe_and_flags(tiny, tmp_path):
         "label",
         1e-4,
     )
-    assert main(args[:-6] + ["--milestones", "x", "--no-progress"]) == 2
+    assert main(args + ["-s", "train.milestones=x"]) == 2
+    assert "train.milestones" in capsys.readouterr().err
 
 
 def test_train_distill_then_bce(tiny, tmp_path, capsys):
-    """--loss distill (needs a global token), then --init-checkpoint warm start; bad values exit 2."""
+    """train.loss=distill (needs a global token), then a train.init_checkpoint warm start; bad values exit 2."""
     work, _ = tiny
     base = [
-        "train", "rrt", str(work / "train.h5"), "--dataset", "co3d_retrieve", "--root", str(work / "ret"),
-        "--data-opt", "split=train", "--epochs", "1", "--top-k", "6", "--model-opt", "num_layers=1", "--no-progress",
+        "train", "rrt", str(work / "train.h5"), *_data(work), "-s", "train.epochs=1", "-s", "train.top_k=6",
+        "-s", "model.num_layers=1", "--no-progress",
     ]  # fmt: skip
     d = tmp_path / "distill"
-    args = base + ["-o", str(d), "--loss", "distill", "--distill-pairs", "3", "--pairs-per-batch", "8"]
-    assert main(args + ["--model-opt", "d_global=32"]) == 0
+    args = base + [
+        "-o",
+        str(d),
+        "-s",
+        "train.loss=distill",
+        "-s",
+        "train.distill_pairs=3",
+        "-s",
+        "train.pairs_per_batch=8",
+    ]
+    assert main(args + ["-s", "model.d_global=32"]) == 0
     log = json.loads((d / "log.jsonl").read_text())
     assert "mse" in log and "teacher_std" in log
     f = tmp_path / "bce"
-    assert main(base + ["-o", str(f), "--model-opt", "d_global=32", "--init-checkpoint", str(d / "checkpoint.pt")]) == 0
+    warm = ["-s", "model.d_global=32", "-s", f"train.init_checkpoint={d / 'checkpoint.pt'}"]
+    assert main(base + ["-o", str(f), *warm]) == 0
     assert json.loads((f / "train_conf.json").read_text())["train"]["init_checkpoint"] == str(d / "checkpoint.pt")
     capsys.readouterr()
-    assert main(args + ["--model-opt", "d_global=0"]) == 2  # no global token: the teacher cannot be read
+    assert main(args + ["-s", "model.d_global=0"]) == 2  # no global token: the teacher cannot be read
     assert "error:" in capsys.readouterr().err
-    assert main(base + ["-o", str(tmp_path / "x"), "--loss", "nope"]) == 2
-    missing = base + ["-o", str(tmp_path / "y"), "--init-checkpoint", str(tmp_path / "none.pt")]
+    assert main(base + ["-o", str(tmp_path / "x"), "-s", "train.loss=nope"]) == 2
+    missing = base + ["-o", str(tmp_path / "y"), "-s", f"train.init_checkpoint={tmp_path / 'none.pt'}"]
     assert main(missing) == 2

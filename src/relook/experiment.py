@@ -31,7 +31,14 @@ from typing import Any
 
 import yaml
 
-from relook.config import check_count, check_type, merge_conf
+from relook.config import (
+    apply_override,
+    check_count,
+    check_type,
+    merge_conf,
+    merge_config,
+    read_config_file,
+)
 from relook.errors import ConfigError
 from relook.io import atomic_path
 from relook.runpaths import MARK_KEY, MARK_VALUE, from_file, stored_form
@@ -53,83 +60,24 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict, new: dict, where: str, path: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in new.items():
-        if not path and key not in DEFAULTS:
-            raise ConfigError(f"{where}: unknown config key {key!r}; known: {sorted(DEFAULTS)}")
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, where, f"{path}{key}.")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Compose ``files`` over the defaults, then apply ``overrides`` like ``shortlist.k=200``."""
     conf = copy.deepcopy(DEFAULTS)
     for f in files:
         f = Path(f)
-        if not f.exists():
-            raise ConfigError(f"{f}: config file not found")
-        try:
-            data = yaml.safe_load(f.read_text(encoding="utf8")) or {}
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{f}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{f}: invalid YAML ({' '.join(str(e).split())[:200]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{f}: a config must be a mapping of keys, got {type(data).__name__}")
+        data = read_config_file(f)
         try:
             data = from_file(data, f.parent)
         except ConfigError as e:
             raise ConfigError(f"{f}: {e}") from None
-        conf = _merge(conf, data, str(f))
+        conf = merge_config(conf, data, str(f), DEFAULTS)
         try:  # a wrong type or option is reported against the file that brought it
             _check_types(copy.deepcopy(conf))
         except ConfigError as e:
             raise ConfigError(f"{f}: {e}") from None
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.split(".")
-        if keys[0] not in DEFAULTS:
-            raise ConfigError(f"override {item!r}: unknown config key {keys[0]!r}; known: {sorted(DEFAULTS)}")
-        node = conf
-        for k in keys[:-1]:
-            node = _child(node, k, item, create=True)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({str(e).splitlines()[0]})") from None
-        if isinstance(node, list):
-            node[_index(node, keys[-1], item)] = value
-        else:
-            node[keys[-1]] = value
+        apply_override(conf, item, DEFAULTS)
     return validate(conf)
-
-
-def _index(node: list, key: str, item: str) -> int:
-    """``key`` as an index into the list ``node`` (``rerankers.0.top_k``); ``ConfigError`` naming ``item``."""
-    if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
-        raise ConfigError(f"override {item!r}: {key!r} is not an index of a list of {len(node)} item(s)")
-    return int(key)
-
-
-def _child(node: Any, key: str, item: str, create: bool) -> Any:
-    """The mapping or list under ``key`` of ``node`` while walking an override's dotted path."""
-    if isinstance(node, list):
-        child = node[_index(node, key, item)]
-        if isinstance(child, str):  # `- sift` shorthand: make it a mapping so options can be set
-            child = node[int(key)] = {"name": child}
-    elif isinstance(node, dict):
-        child = node.setdefault(key, {}) if create else node.get(key)
-    else:
-        child = None
-    if not isinstance(child, (dict, list)):
-        raise ConfigError(f"override {item!r}: {key!r} is not a mapping or list (it is {child!r})")
-    return child
 
 
 def _labelled(items: list, what: str) -> list[dict]:

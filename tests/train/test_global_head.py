@@ -53,18 +53,18 @@ def trained(warp_set, tmp_path_factory):
             [
                 "train",
                 "global",
-                "--dataset",
-                "warp",
-                "--root",
-                str(warp_set),
-                "--dataset-opt",
-                "split=train",
+                "-s",
+                "dataset.name=warp",
+                "-s",
+                f"dataset.root={warp_set}",
+                "-s",
+                "dataset.split=train",
                 "-o",
                 str(out),
-                "--epochs",
-                "30",
-                "--labels-per-batch",
-                "16",
+                "-s",
+                "train.epochs=30",
+                "-s",
+                "train.labels_per_batch=16",
                 "--quiet",
             ]
         )
@@ -279,32 +279,32 @@ def test_cli(tmp_path, capsys, one_thread):
     args = [
         "train",
         "global",
-        "--dataset",
-        "folder",
-        "--root",
-        str(tmp_path / "photos"),
+        "-s",
+        "dataset.name=folder",
+        "-s",
+        f"dataset.root={tmp_path / 'photos'}",
         "-o",
         str(tmp_path / "h"),
-        "--backbone-opt",
-        "arch=resnet10t",
-        "--backbone-opt",
-        "pretrained=false",
-        "--backbone-opt",
-        "image_size=64",
-        "--dim",
-        "8",
-        "--epochs",
-        "1",
+        "-s",
+        "backbone.arch=resnet10t",
+        "-s",
+        "backbone.pretrained=false",
+        "-s",
+        "backbone.image_size=64",
+        "-s",
+        "train.dim=8",
+        "-s",
+        "train.epochs=1",
     ]
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().out == "" and (tmp_path / "h" / "head.json").exists()
-    assert main([*args, "--epochs", "2", "--resume", "--no-progress"]) == 0
+    assert main([*args, "-s", "train.epochs=2", "--resume", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'h' / 'head.pt'}"
     assert load_global_head(tmp_path / "h" / "head.pt")[1]["train"]["epochs"] == 2
     for extra, words in (
-        (["--loss", "foo"], "unknown loss 'foo'"),
-        (["--backbone-opt", "projection=seeded"], "set by the head itself"),
-        (["--loss-opt", "beta=3"], "has no parameter(s) ['beta']"),
+        (["-s", "train.loss=foo"], "unknown loss 'foo'"),
+        (["-s", "backbone.projection=seeded"], "set by the head itself"),
+        (["-s", "train.loss_params.beta=3"], "has no parameter(s) ['beta']"),
     ):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """RRT training: triplet sampling rule, neighbours, learning, resume, extra-loss hook, fine-tuning."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,9 +192,16 @@ def test_long_run_keeps_constant_lr(tmp_path):
 
 
 def test_recipes_match_official_numbers():
-    from relook.train.rrt import resolve_train_conf
+    """The recipe files under configs/train/ hold the official scripts' numbers (module docstring)."""
+    from relook.train.config import load_train_config
 
-    sop = resolve_train_conf("official-sop")  # official RRT_SOP experiment_rerank.py + dataset config
+    recipes = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+    def recipe(name, *overrides):
+        where = {"out": "o", "store": "s", "dataset.name": "sop", "dataset.root": "r"}
+        return load_train_config("rrt", [recipes / f"rrt-{name}.yaml"], overrides, where)["train"]
+
+    sop = recipe("official-sop")  # official RRT_SOP experiment_rerank.py + dataset config
     assert (
         sop["epochs"],
         sop["lr"],
@@ -204,7 +212,7 @@ def test_recipes_match_official_numbers():
         sop["positives"],
         sop["augment"],
     ) == (100, 1e-4, 4e-4, [60, 80], 100, 100, "label", True)
-    lm = resolve_train_conf("official-landmark")
+    lm = recipe("official-landmark")
     assert (
         lm["epochs"],
         lm["weight_decay"],
@@ -213,11 +221,11 @@ def test_recipes_match_official_numbers():
         lm["min_positives"],
         lm["positives"],
     ) == (15, 5e-4, [16, 18], 12, 5, "topk")
-    ep = resolve_train_conf("epipolar-sop", {"epochs": None})  # seed 002 Sec. 5: 40 epochs, constant 1e-4
+    ep = recipe("epipolar-sop")  # seed 002 Sec. 5: 40 epochs, constant 1e-4
     assert (ep["epochs"], ep["lr"], ep["milestones"], ep["weight_decay"]) == (40, 1e-4, [], 4e-4)
-    assert resolve_train_conf("official-sop", {"weight_decay": 1e-3})["weight_decay"] == 1e-3
+    assert recipe("official-sop", "train.weight_decay=1e-3")["weight_decay"] == 1e-3
     with pytest.raises(ConfigError):
-        resolve_train_conf("bogus")
+        load_train_config("rrt", [recipes / "rrt-bogus.yaml"])
 
 
 def test_sample_triplets_label_positives_matches_reference():

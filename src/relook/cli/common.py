@@ -77,3 +77,29 @@ def save_conf(conf: dict) -> None:
     from relook.experiment import save_config
 
     save_config(conf, conf["out"])
+
+
+# -- training commands (relook train rrt|global|dtop) -------------------------------------------------------
+TRAIN_OUT_OPT = typer.Option(None, "--out", "-o", help="output folder (config key out)")
+DEVICE_OPT = typer.Option(None, help="torch device (config key train.device)")
+SEED_OPT = typer.Option(None, min=0, help="seed of initialisation and sampling (config key train.seed)")
+
+
+def train_config(part: str, config: list[Path], overrides: list[str], **flags) -> dict:
+    """The resolved config of ``relook train <part>`` (``relook.train.config``; ``flags``: dotted key -> the
+    value of a per-run flag, None when not given), its output folder created (one-line error when it cannot
+    be, before any work)."""
+    from relook.io import ensure_dir
+    from relook.train.config import load_train_config
+
+    conf = load_train_config(part, config, overrides, flags)
+    ensure_dir(conf["out"], "out")
+    return conf
+
+
+def training_dataset(conf: dict):
+    """The dataset of a training config's ``dataset`` section: ``{name, root, ...reader options}``."""
+    from relook.datasets.base import load_dataset
+
+    options = {k: v for k, v in conf["dataset"].items() if k not in ("name", "root")}
+    return load_dataset(conf["dataset"]["name"], Path(conf["dataset"]["root"]), **options)

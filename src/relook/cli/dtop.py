@@ -3,24 +3,30 @@ models/whitening.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from relook.cli.common import parse_kv
+from relook.cli.common import (
+    CONFIG_OPT,
+    SEED_OPT,
+    SET_OPT,
+    TRAIN_OUT_OPT,
+    parse_kv,
+    train_config,
+    training_dataset,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Train models (DToP global descriptor and its whitening).")
 
 
-def _labelled(dataset: str, root: Path, opts: list[str]):
-    from relook.datasets.base import load_dataset
+def _labelled(ds):
+    """``ds``, or a ``DataError`` when it has no image labels (DToP trains on a labelled split)."""
     from relook.errors import DataError
 
-    ds = load_dataset(dataset, root, **parse_kv(opts, "--dataset-opt"))
     if ds.gallery_labels is None:
         raise DataError(
-            f"dataset {dataset!r} at {root} has no image labels (protocol {ds.protocol}); "
+            f"dataset {ds.name!r} has no image labels (protocol {ds.protocol}); "
             "DToP trains on a labelled training split"
         )
     return ds
@@ -28,38 +34,29 @@ def _labelled(dataset: str, root: Path, opts: list[str]):
 
 @app.command("dtop")
 def train_dtop_cmd(
-    dataset: str = typer.Option(..., help="registered dataset with labels, e.g. co3d_retrieve"),
-    root: Path = typer.Option(..., help="dataset root"),
-    out: Path = typer.Option(..., "--out", "-o", help="run folder (config.yaml, checkpoint.pt, history.json)"),
-    dataset_opt: list[str] = typer.Option([], help="dataset option key=value, e.g. split=train (repeatable)"),
-    config: Path | None = typer.Option(None, help="YAML with train options (train/dtop.py DEFAULT_CONF)"),
-    model: str = typer.Option("{}", help='JSON of DToP options, e.g. \'{"backbone": "vit_b16"}\''),
-    epochs: int | None = typer.Option(None, min=1, help="number of epochs"),
-    batch_size: int | None = typer.Option(None, min=1, help="mini-batch size (paper: 64)"),
-    sampling: str | None = typer.Option(None, help="group | fixed"),
-    max_size: int | None = typer.Option(None, min=16, help="longer side of training batches"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    out: Path | None = TRAIN_OUT_OPT,
+    device: str | None = typer.Option(None, help="auto | cpu | cuda (config key train.device)"),
+    seed: int | None = SEED_OPT,
     resume: bool = typer.Option(True, help="continue from OUT/checkpoint.pt when present"),
 ) -> None:
     """Train DToP with ArcFace on a labelled split; checkpoint every epoch (torchrun for several GPUs).
 
-    Example: relook train dtop --dataset co3d_retrieve --root data/co3dr --dataset-opt split=train
-    -o runs/dtop --model '{"backbone": "timm:vit_small_patch16_224"}' --epochs 5
-    """
-    import yaml
+    Config keys (relook.train.config): dataset, out, train (train/dtop.py DEFAULT_CONF: epochs, batch_size,
+    sampling, max_size, model: DToP options, ...).
 
+    Example: relook train dtop -s dataset.name=co3d_retrieve -s dataset.root=data/co3dr -s dataset.split=train
+    -o runs/dtop -s train.model.backbone=timm:vit_small_patch16_224 -s train.epochs=5
+    """
+    from relook.train.config import save_train_config
     from relook.train.dtop import train_dtop
 
-    conf = yaml.safe_load(config.read_text()) if config else {}
-    conf["model"] = {**conf.get("model", {}), **json.loads(model)}
-    for key, val in dict(
-        epochs=epochs, batch_size=batch_size, sampling=sampling, max_size=max_size, device=device
-    ).items():
-        if val is not None:
-            conf[key] = val
-    ds = _labelled(dataset, root, dataset_opt)
+    conf = train_config("dtop", config, overrides, out=out, **{"train.device": device, "train.seed": seed})
+    ds = _labelled(training_dataset(conf))
     items = [(p, b) for _, p, b in ds.gallery]
-    ckpt = train_dtop(conf, items, ds.gallery_labels, out, resume=resume)
+    ckpt = train_dtop(conf["train"], items, ds.gallery_labels, conf["out"], resume=resume)
+    save_train_config(conf, conf["out"])
     typer.echo(f"wrote {ckpt}")
 
 
@@ -81,6 +78,7 @@ def train_whitening_cmd(
     Example: relook train dtop-whitening runs/train.h5 --dataset co3d_retrieve --root data/co3dr
     --dataset-opt split=train -o runs/whiten.npz
     """
+    from relook.datasets.base import load_dataset
     from relook.errors import ConfigError
     from relook.models.whitening import (
         learn_pca_whitening,
@@ -90,7 +88,7 @@ def train_whitening_cmd(
     )
     from relook.store import FeatureStore
 
-    ds = _labelled(dataset, root, dataset_opt)
+    ds = _labelled(load_dataset(dataset, root, **parse_kv(dataset_opt, "--dataset-opt")))
     with FeatureStore(store, "r") as fs:
         x = fs.stack("global_desc", ds.gallery_ids)
     if kind == "supervised":

@@ -68,7 +68,7 @@ def pseudo_gt_shortlist_cmd(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Pseudo ground-truth F of every (query, candidate) pair of a run's shortlist: the input an RRT trained
-    with --guidance epe needs at reranking (reranker option pseudo_gt=FILE; Sec. 5.2 of the epipolar paper).
+    with guidance.kind=epe needs at reranking (reranker option pseudo_gt=FILE; Sec. 5.2 of the epipolar paper).
 
     Example: relook geometry pseudo-gt-shortlist -c configs/co3d_retrieve.yaml -o runs/co3d/pgt_test.h5 --top-k 100
     """

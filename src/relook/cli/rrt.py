@@ -6,125 +6,61 @@ from pathlib import Path
 
 import typer
 
-from relook.cli.common import parse_kv, subgroup
+from relook.cli.common import (
+    CONFIG_OPT,
+    DEVICE_OPT,
+    SEED_OPT,
+    SET_OPT,
+    TRAIN_OUT_OPT,
+    subgroup,
+    train_config,
+    training_dataset,
+)
 
 
 def train_rrt_cmd(
-    store: Path = typer.Argument(..., help="feature store of the training images (local_desc, global_desc, ...)"),
-    dataset: str = typer.Option(..., help="registered dataset giving the labels, e.g. co3d_retrieve"),
-    root: Path = typer.Option(..., help="dataset root"),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder (checkpoint.pt, log.jsonl, train_conf.json)"),
-    data_opt: list[str] = typer.Option([], help="dataset option KEY=VALUE (repeatable), e.g. split=train"),
-    variant: str = typer.Option("sop", help="RRT preset: sop (7x7 grid, sine PE) or landmark (keypoints, global)"),
-    model_opt: list[str] = typer.Option([], help="RRT option KEY=VALUE, e.g. position_encoding=none"),
-    recipe: str | None = typer.Option(
-        None,
-        help="training recipe: official-landmark | official-sop | "
-        "epipolar-sop (seed 002: 40 epochs, constant 1e-4); flags override it",
-    ),
-    epochs: int | None = typer.Option(None, min=1, help="epochs (default 15, or the recipe's)"),
-    lr: float | None = typer.Option(None, min=0.0, help="AdamW learning rate (default 1e-4)"),
-    weight_decay: float | None = typer.Option(None, min=0.0, help="AdamW weight decay (default 5e-4; SOP 4e-4)"),
-    milestones: str | None = typer.Option(
-        None, help="comma-separated epochs where the lr drops x0.1, e.g. 60,80; 'none' = constant (default)"
-    ),
-    top_k: int | None = typer.Option(None, min=1, help="global neighbours negatives come from (default 100)"),
-    positives: str | None = typer.Option(
-        None, help="topk (same-label images in the top-k) | label (all same-label images, official SOP)"
-    ),
-    augment: bool | None = typer.Option(
-        None,
-        "--augment/--no-augment",
-        help="fine-tuning: random resized crop + flip (official SOP), F adjusted to match",
-    ),
-    max_norm: float | None = typer.Option(None, min=0.0, help="gradient clipping max-norm (0 = off; 0.1 in supp. D)"),
-    triplets_per_batch: int | None = typer.Option(None, min=1, help="(anchor, positive, negative) triplets per step"),
-    min_positives: int | None = typer.Option(None, min=1, help="topk positives: anchors need this many in their top-k"),
-    loss: str | None = typer.Option(
-        None,
-        help="bce (official, triplets; default) | distill (relook's own: MSE onto global+Chamfer over top-K pairs)",
-    ),
-    distill_pairs: int | None = typer.Option(None, min=1, help="distill: neighbours per anchor and epoch (all K)"),
-    pairs_per_batch: int | None = typer.Option(None, min=1, help="distill: pairs per step (default 200)"),
-    init_checkpoint: Path | None = typer.Option(
-        None, help="warm start from this RRT checkpoint's weights (e.g. BCE after --loss distill)"
-    ),
-    finetune: bool = typer.Option(False, help="fine-tune the CNN backbone jointly (reads images)"),
-    backbone_opt: list[str] = typer.Option([], help="cnn_local option KEY=VALUE for --finetune"),
-    device: str = typer.Option("cpu", help="torch device"),
-    seed: int = typer.Option(0, min=0, help="seed of model init and triplet sampling"),
+    store: Path | None = typer.Argument(None, help="feature store of the training images (config key store)"),
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    out: Path | None = TRAIN_OUT_OPT,
+    device: str | None = DEVICE_OPT,
+    seed: int | None = SEED_OPT,
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
     progress: bool = typer.Option(True, help="show progress bars"),
-    guidance: str = typer.Option(
-        "none", help="epipolar guidance: none | epi | maxepi | epe (needs the dataset's cameras or --pseudo-gt)"
-    ),
-    pseudo_gt: Path | None = typer.Option(
-        None,
-        help="pseudo ground-truth F file (relook geometry pseudo-gt) "
-        "for the guidance, e.g. where the data has no cameras",
-    ),
-    guidance_weight: float = typer.Option(1e-3, help="lambda of the epipolar loss"),
 ) -> None:
     """Train a Reranking Transformer with BCE on query/positive/hard-negative triplets from the top-100.
 
-    Several GPUs: the same command under torchrun --nproc_per_node=N -m relook.cli.
+    Everything but the per-run flags is a config key (relook.train.config): dataset, store, out, model (RRT
+    options), train (epochs, lr, ...), backbone, guidance. Recipes are config files under configs/train/.
+    The resolved config is written to OUT/train.yaml. Several GPUs: the same command under torchrun
+    --nproc_per_node=N -m relook.cli.
 
-    Example: relook train rrt runs/syn/train.h5 --dataset co3d_retrieve --root runs/syn/co3d_retrieve --data-opt split=train -o runs/syn/rrt --epochs 15
+    Example: relook train rrt runs/syn/train.h5 -c configs/train/rrt-official-landmark.yaml -o runs/syn/rrt
+             -s dataset.name=co3d_retrieve -s dataset.root=runs/syn/co3d_retrieve -s dataset.split=train
+             -s train.epochs=15
     """
-    from relook.datasets.base import load_dataset
-    from relook.io import ensure_dir
+    from relook.train.config import save_train_config
+    from relook.train.epipolar import guidance_hooks
     from relook.train.rrt_stage import train_rrt_stage
 
-    ensure_dir(out, "--out")  # before any work
-    ds = load_dataset(dataset, root, **parse_kv(data_opt, "--data-opt"))
-    from relook.errors import ConfigError
-    from relook.train.rrt import resolve_train_conf
-
-    ms = None
-    if milestones is not None:
-        try:
-            ms = [] if milestones.strip().lower() in ("", "none") else [int(v) for v in milestones.split(",")]
-        except ValueError:
-            raise ConfigError(
-                f"--milestones expects comma-separated epochs like 60,80 or 'none', got {milestones!r}"
-            ) from None
-    tc = resolve_train_conf(
-        recipe,
-        {
-            "epochs": epochs,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "milestones": ms,
-            "top_k": top_k,
-            "positives": positives,
-            "augment": augment,
-            "max_norm": max_norm,
-            "triplets_per_batch": triplets_per_batch,
-            "min_positives": min_positives,
-            "loss": loss,
-            "distill_pairs": distill_pairs,
-            "pairs_per_batch": pairs_per_batch,
-            "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
-            "finetune": finetune,
-            "device": device,
-            "seed": seed,
-        },
-    )
-    from relook.train.epipolar import guidance_hooks
-
-    hooks = guidance_hooks(guidance, ds, store, pseudo_gt=pseudo_gt, weight=guidance_weight, seed=seed)
+    conf = train_config("rrt", config, overrides, store=store, out=out, **{"train.device": device, "train.seed": seed})
+    tc, g = conf["train"], dict(conf["guidance"])
+    ds = training_dataset(conf)
+    kind, pseudo_gt = g.pop("kind"), g.pop("pseudo_gt")
+    hooks = guidance_hooks(kind, ds, conf["store"], pseudo_gt=pseudo_gt, **{"seed": tc["seed"], **g})
     path = train_rrt_stage(
         ds,
-        store,
-        out,
-        {"variant": variant, **parse_kv(model_opt, "--model-opt")},
+        conf["store"],
+        conf["out"],
+        conf["model"],
         tc,
-        parse_kv(backbone_opt, "--backbone-opt"),
+        conf["backbone"],
         resume=resume,
         progress=progress,
-        seed=seed,
+        seed=tc["seed"],
         **hooks,
     )
+    save_train_config(conf, conf["out"])
     typer.echo(f"wrote {path}")
 
 

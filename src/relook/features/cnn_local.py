@@ -19,7 +19,7 @@ in every process. The weights record is written into the store's provenance.
 
 The projection is ``seeded`` (a fixed random Gaussian 1x1 conv, a reproducible stand-in until trained),
 ``none`` (keep the backbone's channels), or learned: ``weights`` loads a ``CNNLocalNet`` state dict (e.g. the
-backbone and projection after RRT fine-tuning, saved by ``relook train rrt --finetune``); ``projection:
+backbone and projection after RRT fine-tuning, saved by ``relook train rrt -s train.finetune=true``); ``projection:
 PATH`` loads a head file of ``relook train global`` (``relook.models.global_head``): its 1x1 conv ``W``
 gives the locals (Eq. H1) and the global descriptor becomes the learned ``L2norm(W GeM_p(map) + b)``
 (Eq. H2, ``local_dim`` dims instead of C). The head must come from this backbone and weights (else a

@@ -10,7 +10,7 @@ Score combination: the official code (RRT_GLD ``mean_average_precision_revisited
 that is ``global_weight = 0`` here (default). ``global_weight = w`` ranks by ``logit + w * global score``
 instead (an extension, not in the paper).
 
-EPE checkpoints (trained with ``--guidance epe``, recorded in the checkpoint, ``model.guidance``) need
+EPE checkpoints (trained with ``-s guidance.kind=epe``, recorded in the checkpoint, ``model.guidance``) need
 the Epipolar Positional Encoding of every pair at their input (Sec. 3.4 / 5.2 of the epipolar paper: at
 test time F always comes from matches + MAGSAC++ on the images, never from cameras). Rerankers read stores,
 not images, so F comes from ``pseudo_gt``: the HDF5 file ``relook geometry pseudo-gt-shortlist`` (or

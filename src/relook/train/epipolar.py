@@ -1,4 +1,4 @@
-"""Epipolar guidance for RRT training (the epipolar paper): ``--guidance {none, epi, maxepi, epe}``.
+"""Epipolar guidance for RRT training (the epipolar paper): ``guidance.kind: none | epi | maxepi | epe``.
 
 ``TrainingGuidance`` extends ``relook.models.epipolar_guidance.EpipolarGuidance`` (F in the network frame,
 indicators, the encoding) with the two hooks of ``relook.train.rrt.train_rrt``:
@@ -139,7 +139,7 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
     ``eval_resize`` itself.
     """
     if guidance not in GUIDANCES:
-        raise ConfigError(f"--guidance must be one of {GUIDANCES}, got {guidance!r}")
+        raise ConfigError(f"guidance.kind must be one of {GUIDANCES}, got {guidance!r}")
     if guidance == "none":
         return {"guidance": {"guidance": "none"}}
     cams = (getattr(dataset, "info", None) or {}).get("cameras") or {}
@@ -148,8 +148,8 @@ def guidance_hooks(guidance: str, dataset, store_path=None, pseudo_gt=None, **co
         pairs = read_pseudo_gt(pseudo_gt)
     if not cams and not pairs:
         raise ConfigError(
-            f"--guidance {guidance}: dataset {getattr(dataset, 'name', '?')} has no cameras "
-            "(info['cameras']); pass --pseudo-gt FILE from `relook geometry pseudo-gt`"
+            f"guidance.kind {guidance}: dataset {getattr(dataset, 'name', '?')} has no cameras "
+            "(info['cameras']); give guidance.pseudo_gt=FILE from `relook geometry pseudo-gt`"
         )
     ids = set(cams) | {i for p in pairs for i in p}
     sizes = {}

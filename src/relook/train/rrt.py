@@ -12,7 +12,8 @@ Positives (``positives``): ``"topk"`` = the same-label images among the anchor's
 fewer than ``min_positives`` of them are dropped (official landmark code, GLD value 5); ``"label"`` = every
 other image of the anchor's label, wherever it ranks (official SOP code).
 
-Recipes (``RECIPES``, ``--recipe``), explicit options override them:
+Recipes (config files ``configs/train/rrt-<name>.yaml`` read by ``relook.train.config``; options given
+after them override them):
 
 - ``official-landmark``: the official GLD script: 15 epochs, lr 1e-4, weight decay 5e-4, milestones
   [16, 18] (so a constant rate over its 15 epochs), 12 triplets (36 images) per step, top-100 positives
@@ -118,50 +119,6 @@ DEFAULT_CONF: dict[str, Any] = {
     "init_checkpoint": None,  # warm start: RRT checkpoint whose weights initialise the model
     "device": "cpu",  # torch device (cuda:LOCAL_RANK under torchrun with CUDA)
 }
-
-#: named training recipes (module docstring); explicit options override them
-RECIPES: dict[str, dict[str, Any]] = {
-    "official-landmark": {
-        "epochs": 15,
-        "lr": 1e-4,
-        "weight_decay": 5e-4,
-        "milestones": [16, 18],
-        "triplets_per_batch": 12,
-        "top_k": 100,
-        "positives": "topk",
-        "min_positives": 5,
-    },
-    "official-sop": {
-        "epochs": 100,
-        "lr": 1e-4,
-        "weight_decay": 4e-4,
-        "milestones": [60, 80],
-        "triplets_per_batch": 100,
-        "top_k": 100,
-        "positives": "label",
-        "min_positives": 1,
-        "augment": True,
-    },
-    "epipolar-sop": {
-        "epochs": 40,
-        "lr": 1e-4,
-        "weight_decay": 4e-4,
-        "milestones": [],
-        "triplets_per_batch": 100,
-        "top_k": 100,
-        "positives": "label",
-        "min_positives": 1,
-        "augment": True,
-    },
-}
-
-
-def resolve_train_conf(recipe: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
-    """DEFAULT_CONF, then the named recipe, then ``overrides`` (None values are ignored)."""
-    if recipe is not None and recipe not in RECIPES:
-        raise ConfigError(f"train rrt: unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return merge_conf(DEFAULT_CONF, {**(RECIPES[recipe] if recipe else {}), **given}, "train rrt")
 
 
 @dataclass
@@ -451,7 +408,7 @@ def train_rrt(
         if "guidance_json" in ck and was != guidance["guidance"]:  # older checkpoints did not record it
             raise ConfigError(
                 f"{ckpt_path}: trained with guidance {was!r}, resumed with {guidance['guidance']!r}; "
-                "resume with the same --guidance or use another --out"
+                "resume with the same guidance.kind or use another out folder"
             )
         model.load_state_dict(ck["state_dict"])
         if joint.source is not None and "backbone_state" in ck:
