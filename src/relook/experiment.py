@@ -60,8 +60,14 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Compose ``files`` over the defaults, then apply ``overrides`` like ``shortlist.k=200``."""
+def load_config(
+    files: Sequence[str | Path] = (), overrides: Sequence[str] = (), check_options: bool = True
+) -> dict[str, Any]:
+    """Compose ``files`` over the defaults, then apply ``overrides`` like ``shortlist.k=200``.
+
+    ``check_options=False``: every check but the extractors' and rerankers' options against their
+    ``default_conf`` (which imports every registered part: torch, timm, OpenCV, seconds), for the line a
+    long command prints before that (``plan_line``)."""
     conf = copy.deepcopy(DEFAULTS)
     for f in files:
         f = Path(f)
@@ -72,12 +78,12 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             raise ConfigError(f"{f}: {e}") from None
         conf = merge_config(conf, data, str(f), DEFAULTS)
         try:  # a wrong type or option is reported against the file that brought it
-            _check_types(copy.deepcopy(conf))
+            _check_types(copy.deepcopy(conf), check_options)
         except ConfigError as e:
             raise ConfigError(f"{f}: {e}") from None
     for item in overrides:
         apply_override(conf, item, DEFAULTS)
-    return validate(conf)
+    return validate(conf, check_options)
 
 
 def _labelled(items: list, what: str) -> list[dict]:
@@ -96,10 +102,11 @@ def _labelled(items: list, what: str) -> list[dict]:
     return out
 
 
-def validate(conf: dict) -> dict:
-    """Check the composed config before any work starts: key types, shortlist bounds, and each extractor's
-    and reranker's options against its ``default_conf`` (unknown option, wrong type, negative size)."""
-    _check_types(conf)
+def validate(conf: dict, check_options: bool = True) -> dict:
+    """Check the composed config before any work starts: key types, shortlist bounds, and (``check_options``)
+    each extractor's and reranker's options against its ``default_conf`` (unknown option, wrong type, negative
+    size)."""
+    _check_types(conf, check_options)
     labels = [e["label"] for e in conf["extractors"]]
     if conf["rerank_junk"] not in ("keep", "drop"):
         raise ConfigError(f"rerank_junk must be 'keep' or 'drop', got {conf['rerank_junk']!r}")
@@ -108,7 +115,7 @@ def validate(conf: dict) -> dict:
     return conf
 
 
-def _check_types(conf: dict) -> None:
+def _check_types(conf: dict, check_options: bool = True) -> None:
     """Types and bounds of every key; labels the extractor and reranker lists in place."""
     for key in ("dataset", "shortlist", "out", "note", "rerank_junk"):
         check_type(conf[key], DEFAULTS[key], f"config key {key!r}")
@@ -129,7 +136,8 @@ def _check_types(conf: dict) -> None:
         raise ConfigError(f"shortlist.index must be a faiss index kind (flat, ivfpq), got {shortlist['index']!r}")
     conf["extractors"] = _labelled(conf["extractors"], "extractors")
     conf["rerankers"] = _labelled(conf["rerankers"], "rerankers")
-    _check_options(conf)
+    if check_options:
+        _check_options(conf)
 
 
 def _check_options(conf: dict) -> None:
@@ -155,6 +163,32 @@ def _check_options(conf: dict) -> None:
             default = getattr(factory, "default_conf", None)
             if isinstance(default, dict):
                 merge_conf(default, options, owner)
+
+
+#: extractor and reranker options that say which weights a part loads (what ``plan_line`` names)
+_WEIGHT_KEYS = ("arch", "backbone", "weights", "pretrained", "checkpoint", "projection", "matcher", "features")
+
+
+def plan_line(conf: dict, stage: str, labels: Sequence[str] | None = None) -> str:
+    """One line saying what ``stage`` (run, extract, rerank) will do, on which data, with which weights:
+    what a long command prints first, before the extractors and rerankers are imported (torch, timm,
+    kornia: seconds on a loaded machine). ``labels``: the rerankers ``--methods`` picked. An extractor that
+    names no weights says "default weights" (its registered default, known only once it is imported)."""
+    ds = conf["dataset"]
+    data = f"{ds.get('name', '?')} at {ds.get('root', '?')}" + (f" (split {ds['split']})" if "split" in ds else "")
+
+    def part(item: dict, none: str) -> str:
+        opts = [f"{k}={item[k]}" for k in _WEIGHT_KEYS if item.get(k) is not None]
+        name = item["label"] if item["label"] == item["name"] else f"{item['label']}={item['name']}"
+        return f"{name}({', '.join(opts) or none})"
+
+    pieces = [f"{stage}: {data} -> {conf['out']}"]
+    if stage in ("run", "extract"):
+        pieces.append("extract " + (", ".join(part(e, "default weights") for e in conf["extractors"]) or "nothing"))
+    if stage in ("run", "rerank"):
+        chosen = [r for r in conf["rerankers"] if not labels or r["label"] in labels]
+        pieces.append("rerank " + (", ".join(part(r, "defaults") for r in chosen) or "nothing"))
+    return "; ".join(pieces) + " (loading the models...)"
 
 
 def save_config(conf: dict, out_dir: str | Path) -> Path:

@@ -34,9 +34,23 @@ def benchmark_cmd(
 
     bench = load_benchmark_config(config, [*overrides, *([f"out={out}"] if out else [])])
     ensure_dir(bench["out"], "out")
+    say(quiet, plan_line(bench, extra_test, eval_only))  # before run_benchmark imports the models (seconds)
     results = run_benchmark(bench, extra_test, eval_only, progress=not quiet, log=lambda m: say(quiet, m))
     typer.echo(markdown(results))
     say(quiet, f"wrote {Path(bench['out']) / 'results.md'}")
+
+
+def plan_line(bench: dict, extra_test: list[Path], eval_only: bool) -> str:
+    """The first line of a benchmark: which sets (under which data root), which rows and weights, where."""
+    sets = [*bench["sets"], *(p.name for p in extra_test)]
+    rows = [r["label"] + (f"({r['checkpoint']})" if r.get("checkpoint") else "") for r in bench["rows"]]
+    train = (
+        f"learned rows trained on {bench['train_set']}" if bench["train_set"] and not eval_only else "shipped weights"
+    )
+    return (
+        f"benchmark: sets {', '.join(sets)} under {bench.get('data_root')} -> {bench['out']}; rows global, "
+        f"{', '.join(rows)}; {train} (loading the models...)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -53,18 +53,29 @@ def say(quiet: bool, text: str) -> None:
 
 
 def resolve_conf(
-    config: list[Path], overrides: list[str], writes: bool = True, lock: bool | None = None, shared: bool = False
+    config: list[Path],
+    overrides: list[str],
+    writes: bool = True,
+    lock: bool | None = None,
+    shared: bool = False,
+    announce: str | None = None,
+    labels: list[str] | None = None,
 ) -> dict:
     """The resolved config; for a command that ``writes``, its output folder is created (one-line error when
     it cannot be, before any work). ``config.yaml`` is saved by ``save_conf`` once the command succeeded, so a
     failed command leaves the previous one in place. The output folder is locked for this process
     (``relook.runlock``; ``lock`` defaults to ``writes``): a second relook writing there is refused.
     ``shared``: a shared lock instead (``--shard i/N``: the shards write part files of their own side by side,
-    while a whole-run command there is still refused)."""
-    from relook.experiment import load_config
+    while a whole-run command there is still refused).
+    ``announce``: the stage's name; its ``plan_line`` (what runs, on which data, with which weights, the
+    rerankers in ``labels``) is printed first, from the config checked but for the parts' options, whose
+    check imports every extractor and reranker (torch, timm, kornia: the seconds the line comes before)."""
+    from relook.experiment import load_config, plan_line
     from relook.io import ensure_dir
     from relook.runlock import lock_run
 
+    if announce:
+        typer.echo(plan_line(load_config(config, overrides, check_options=False), announce, labels))
     conf = load_config(config, overrides)
     if writes:
         ensure_dir(conf["out"], "out")

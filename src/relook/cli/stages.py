@@ -38,7 +38,7 @@ def extract_cmd(
     if model:
         overrides = [*overrides, f"extractors=[{{name: {model}}}]", "global=null"]
     part = parse_shard(shard)
-    conf = resolve_conf(config, overrides, shared=part is not None)
+    conf = resolve_conf(config, overrides, shared=part is not None, announce=None if quiet else "extract")
     stores = pipeline.extract(conf, progress=not quiet, shard=part)
     if world()[0] == 0:
         for label, (q, g) in stores.items():
@@ -123,8 +123,9 @@ def rerank_cmd(
             typer.echo(f"{label}: wrote {path}")
         return
     part = parse_shard(shard)
-    conf = resolve_conf(config, overrides, shared=part is not None)
-    outs = pipeline.rerank(conf, labels, overwrite, progress=not quiet, shard=part)
+    announce = None if quiet else "rerank"
+    conf = resolve_conf(config, overrides, shared=part is not None, announce=announce, labels=labels)
+    outs = pipeline.rerank(conf, labels, overwrite, progress=not quiet, shard=part, log=lambda m: say(quiet, m))
     if part is not None:  # a part alone has no table: `relook merge` joins the parts, then `relook evaluate`
         for path in outs.values():
             say(quiet, f"wrote {path}")
@@ -178,14 +179,14 @@ def run_cmd(
     from relook.distributed import world
     from relook.eval.evaluate import check_has_positives
 
-    conf = resolve_conf(config, overrides, writes=False)
+    conf = resolve_conf(config, overrides, writes=False, announce=None if quiet else "run")
     check_has_positives(pipeline.dataset_of(conf))  # before any work: nothing could be scored
     conf = resolve_conf(config, overrides)
     pipeline.extract(conf, progress=not quiet)
     if world()[0] != 0:
         return
     pipeline.search(conf)
-    pipeline.rerank(conf, progress=not quiet)
+    pipeline.rerank(conf, progress=not quiet, log=lambda m: say(quiet, m))
     results = pipeline.evaluate(conf)
     typer.echo(pipeline.results_table(results))
     if report:
