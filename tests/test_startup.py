@@ -90,3 +90,36 @@ def test_first_line_probe_sees_heavy_imports(tmp_path):
         pass
     _, heavy = first_line(["store", "info", str(tmp_path / "s.h5")], tmp_path)
     assert "h5py" in heavy
+
+
+def lazy_imports_without_reason(src: Path) -> list[str]:
+    """``file:line`` of every import inside a function (relook outside cli/) whose line, or the line above,
+    has no ``# lazy...`` comment saying why it is not at the module's top."""
+    import ast
+
+    found = []
+    for path in sorted((src / "relook").rglob("*.py")):
+        if "cli" in path.relative_to(src / "relook").parts:
+            continue
+        lines = path.read_text().splitlines()
+        for func in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    near = lines[max(node.lineno - 2, 0) : node.end_lineno]
+                    if not any("# lazy" in line for line in near):
+                        found.append(f"{path.relative_to(src)}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_lazy_imports_say_why(tmp_path):
+    """Imports sit at the module's top unless start-up time or an optional dependency needs them lazy, and
+    then a comment says which (``# lazy (start-up): loads torch; ...``, ``# lazy: optional dependency (onnx)``)."""
+    assert lazy_imports_without_reason(SRC) == []
+    (tmp_path / "relook" / "cli").mkdir(parents=True)  # the check sees a bare one (cli/ is exempt)
+    (tmp_path / "relook" / "a.py").write_text(
+        "def f():\n    import json\n\n\ndef g():\n    # lazy: ok\n    import os\n"
+    )
+    (tmp_path / "relook" / "cli" / "b.py").write_text("def f():\n    import json\n")
+    assert lazy_imports_without_reason(tmp_path) == ["relook/a.py:2"]

@@ -34,8 +34,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from relook import pipeline
+from relook.benchmark_report import summarise, write_outputs
 from relook.benchmark_sets import dataset_conf, describe_split
 from relook.errors import ConfigError, DataError
+from relook.eval.per_query import per_query_metrics
+from relook.experiment import DEFAULTS as RUN_DEFAULTS
+from relook.experiment import save_config, validate
+from relook.types import Ranking, Shortlist
 
 DEFAULTS: dict[str, Any] = {
     "data_root": "../shared/data",  # sets' roots are relative to this
@@ -106,8 +112,6 @@ def check_benchmark_config(conf: dict[str, Any]) -> dict[str, Any]:
 
 def experiment_conf(bench: dict, dataset: dict, out: Path, rerankers: list[dict], extractors=None) -> dict:
     """A validated ``relook run`` config for one (set, split) folder."""
-    from relook.experiment import DEFAULTS as RUN_DEFAULTS
-    from relook.experiment import validate
 
     conf = {**copy.deepcopy(RUN_DEFAULTS), **copy.deepcopy(bench["experiment"])}
     conf["shortlist"] = {**RUN_DEFAULTS["shortlist"], **conf["shortlist"]}  # nested keys merge, as load_config does
@@ -121,21 +125,16 @@ def experiment_conf(bench: dict, dataset: dict, out: Path, rerankers: list[dict]
 
 def run_stages(conf: dict, progress: bool) -> None:
     """extract -> search -> rerank of ``relook.pipeline`` (each skips finished work)."""
-    from relook import pipeline
 
     pipeline.extract(conf, progress=progress)
     pipeline.search(conf)
     pipeline.rerank(conf, progress=progress)
-    from relook.experiment import save_config
 
     save_config(conf, conf["out"])
 
 
 def scores_of(conf: dict, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per-query metrics and ms/query of the global order (``"global"``) and of the rankings ``labels``."""
-    from relook import pipeline
-    from relook.eval.per_query import per_query_metrics
-    from relook.types import Ranking, Shortlist
 
     dataset = pipeline.dataset_of(conf)
     out = Path(conf["out"])
@@ -170,8 +169,10 @@ def variants(row: dict) -> list[tuple[str, dict]]:
 
 def train_codebook(bench: dict, row: dict, out: Path, progress: bool) -> Path:
     """ASMK codebook (faiss k-means) on the train split's locals of the row's extractor -> ``out/asmk/*.npy``."""
-    from relook import pipeline
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank import create_reranker
+
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     name = bench["train_set"]
@@ -276,7 +277,6 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the suite (module docstring); returns the results dict written to ``out/results.json``."""
-    from relook.benchmark_report import summarise, write_outputs
 
     out = Path(bench["out"])
     tests = [(name, spec, "test") for name, spec in bench["sets"].items()]
@@ -314,7 +314,7 @@ def run_benchmark(
 
 def _run_meta(conf: dict) -> dict[str, Any]:
     """Weights records of the run's stores and its stage timings (for the table's provenance lines)."""
-    from relook import pipeline
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     dataset = pipeline.dataset_of(conf)

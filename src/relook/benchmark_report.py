@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from relook.eval.bootstrap import paired_bootstrap
+from relook.io import atomic_path, json_text
+from relook.viz.deltas import plot_deltas
 
 POOLED = "pooled (room)"
 METRICS = (("mAP", "AP"), ("R@1", "R@1"), ("mP@10", "P@10"))
@@ -146,8 +148,6 @@ def markdown(results: dict) -> str:
 
 def write_outputs(results: dict, out: Path) -> list[Path]:
     """results.json, results.md and deltas.png under ``out`` (each written atomically)."""
-    from relook.io import atomic_path, json_text
-    from relook.viz.deltas import plot_deltas
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []

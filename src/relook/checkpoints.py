@@ -26,6 +26,7 @@ FORMATS = {"relook-rrt": "RRT checkpoint", "relook-dtop": "DToP checkpoint"}
 
 def load_checkpoint(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
     """The object saved in ``path``, read with ``weights_only=True``; ``DataError`` naming the file otherwise."""
+    # lazy (start-up): loads torch; relook's entry points import this module
     import torch
 
     path = Path(path)
@@ -108,6 +109,7 @@ def unwrap_state_dict(obj: Any, keys: tuple[str, ...] = ("state_dict", "model", 
 
 def load_state_into(module: Any, state: Any, path: str | Path, what: str) -> None:
     """``module.load_state_dict(state)`` after checking names and shapes; one ``DataError`` line otherwise."""
+    # lazy (start-up): loads torch; relook's entry points import this module
     import torch
 
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

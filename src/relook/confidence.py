@@ -39,6 +39,7 @@ import numpy as np
 
 from relook.errors import DataError
 from relook.eval.calibration import calibrate, is_confident
+from relook.eval.evaluate import align
 from relook.io import atomic_path, json_text
 from relook.types import Ranking, Shortlist
 
@@ -56,7 +57,6 @@ def method_scores(ranking: Shortlist, dataset, top_k: int | None = None) -> dict
     """Labelled scores of ``ranking``'s first ``top_k`` candidates per query (all when None), by
     ``dataset``'s ground truth: ``positive`` / ``negative`` (every same-group / other-group candidate's
     score) and ``best_positive`` / ``best_negative`` ((Q,) per-query maxima, NaN where a query has none)."""
-    from relook.eval.evaluate import align
 
     idx = align(ranking, dataset)
     qpos = {q: i for i, q in enumerate(ranking.query_ids)}

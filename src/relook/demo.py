@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from relook import pipeline
+from relook.asmk.codebook import sample_rows, train_codebook
 from relook.datasets.co3d_retrieve import synthetic_co3d_retrieve
 from relook.datasets.package_photos import describe_sources, write_package_photos
 from relook.datasets.photos import list_photos
@@ -38,8 +39,17 @@ from relook.eval.evaluate import align
 from relook.experiment import load_config, save_config
 from relook.images import load_image
 from relook.io import atomic_path
+from relook.models.epipolar_guidance import GUIDANCES
+from relook.models.rrt.checkpoint import load_rrt, read_checkpoint
+from relook.models.rrt.correspondences import rrt_correspondences
+from relook.models.rrt.inputs import required_fields
 from relook.report import make_figures, write_report
+from relook.store import FeatureStore
+from relook.train.epipolar import guidance_hooks
+from relook.train.rrt_stage import train_rrt_stage
 from relook.types import Shortlist
+from relook.viz.epipolar import epipolar_attention_figure
+from relook.viz.ot import ot_figure
 from relook.weights import resolve_weights
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -52,7 +62,6 @@ NO_MAXEPI = (
 
 def guidance_of(label: str) -> str:
     """The demo trains ``rrt`` without guidance and ``rrt-<g>`` with epipolar guidance g (epi/maxepi/epe)."""
-    from relook.models.epipolar_guidance import GUIDANCES
 
     suffix = label.split("-", 1)[1] if "-" in label else "none"
     return suffix if suffix in GUIDANCES else "none"
@@ -115,8 +124,6 @@ def train_config(conf: dict, part: Path) -> dict:
 
 def train_codebooks(conf: dict, train_conf: dict, log: Callable) -> None:
     """Each ASMK reranker's codebook: k-means (seeded) on the train split's locals -> its ``codebook_path``."""
-    from relook.asmk.codebook import sample_rows, train_codebook
-    from relook.store import FeatureStore
 
     dataset = pipeline.dataset_of(train_conf)
     for item in conf["rerankers"]:
@@ -138,8 +145,6 @@ def train_codebooks(conf: dict, train_conf: dict, log: Callable) -> None:
 
 def train_rrts(conf: dict, train_conf: dict, rrt_epochs: int, progress: bool, log: Callable) -> None:
     """Train every ``rrt`` reranker's checkpoint on the train split's features (skipped when trained)."""
-    from relook.train.epipolar import guidance_hooks
-    from relook.train.rrt_stage import train_rrt_stage
 
     for item in conf["rerankers"]:
         ckpt = Path(item["checkpoint"]) if item["name"] == "rrt" else None
@@ -169,7 +174,6 @@ def train_rrts(conf: dict, train_conf: dict, rrt_epochs: int, progress: bool, lo
 def _trained(ckpt: Path, epochs: int) -> bool:
     if not ckpt.exists():
         return False
-    from relook.models.rrt.checkpoint import read_checkpoint
 
     return int(read_checkpoint(ckpt).get("epoch", 0)) >= epochs
 
@@ -372,9 +376,7 @@ def _extra_figures(conf: dict, log: Callable) -> None:
     for item in conf["rerankers"]:
         if item["name"] != "rrt":
             continue
-        from relook.models.rrt.checkpoint import load_rrt
-        from relook.models.rrt.correspondences import rrt_correspondences
-        from relook.models.rrt.inputs import required_fields
+        # lazy: tests monkeypatch this name on its module (a top import would not see it)
         from relook.viz.correspondences import draw_matches
 
         model = load_rrt(item["checkpoint"])
@@ -394,8 +396,6 @@ def _extra_figures(conf: dict, log: Callable) -> None:
             title=f"{item['label']} correspondences (last-layer attention + assignment)",
         )
         if dataset.info.get("cameras"):
-            from relook.viz.epipolar import epipolar_attention_figure
-
             ext = next(e for e in conf["extractors"] if e["label"] == features)
             done = _figure(
                 epipolar_attention_figure,
@@ -414,7 +414,6 @@ def _extra_figures(conf: dict, log: Callable) -> None:
     for item in conf["rerankers"]:
         if item["name"] != "ot":
             continue
-        from relook.viz.ot import ot_figure
 
         _, gpath = pipeline.store_paths(conf, item.get("features", conf["extractors"][0]["label"]), dataset)
         out = figs / f"ot_{item['label']}.png"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from relook import sharding
 from relook.errors import ConfigError
+from relook.merge import merge_store
 from relook.sharding import Shard, part_path
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ def process_group() -> Iterator[None]:
     Nothing is done with one process, or when the caller already made a group. On a CUDA machine each
     rank's default device becomes ``cuda:LOCAL_RANK``, so ``device: cuda`` spreads ranks over the GPUs.
     """
+    # lazy (start-up): loads torch; relook's entry points import this module
     import torch
+
+    # lazy (start-up): loads torch; relook's entry points import this module
     import torch.distributed as dist
 
     rank, size, local = world()
@@ -76,6 +80,7 @@ def process_group() -> Iterator[None]:
 
 def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
+    # lazy (start-up): loads torch; relook's entry points import this module
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -106,7 +111,10 @@ def extract_part(
 
     A store of another extractor's provenance is refused alike by every shard (nothing is mixed).
     """
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features.base import extract_to_store, mixing_error, stale_keys
+
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     store_path = Path(store_path)
@@ -136,8 +144,8 @@ def extract_sharded(
     """``extract_to_store`` spread over processes. ``shard`` given (``--shard i/N``): this process's part
     only, merged later by ``relook merge``; under torchrun: the rank's part, then rank 0 merges (module
     docstring); one process: the store directly. Returns the store (or, with ``shard``, the part) written."""
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features.base import extract_to_store
-    from relook.merge import merge_store
 
     rank, size, _ = world()
     if shard is not None:

@@ -73,6 +73,7 @@ def environment() -> dict[str, str]:
     """Flat strings: ``date`` (UTC, ISO 8601), ``relook``, ``git``, ``python``, ``torch``, ``platform``,
     ``cpu``, ``cores`` (usable / present), ``memory``, ``gpu``."""
     try:
+        # lazy: optional dependency (absent on some installs)
         import torch
 
         torch_version = torch.__version__

@@ -144,8 +144,14 @@ def _check_options(conf: dict) -> None:
     """Each extractor's and reranker's options against its registered ``default_conf``, without building it."""
     # lazy (start-up time): the registries import every built-in extractor and reranker (torch, timm, cv2)
     import relook.features
+
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     import relook.rerank  # noqa: F401
+
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features.base import EXTRACTORS
+
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.rerank.base import RERANKERS, Reranker
 
     for kind, registry, skip in (

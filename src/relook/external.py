@@ -27,6 +27,7 @@ photos): the same reranker, on the same features, through the same ``rerank_shor
 from __future__ import annotations
 
 import csv
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from relook.errors import DataError
+from relook.io import atomic_path
+from relook.methods import build_extractor, build_reranker, extractor_item, reranker_item
+from relook.pairwise import resolve_config
 from relook.types import Ranking, Shortlist
 
 #: suffixes tried for an id that is not a file as given
@@ -99,7 +103,6 @@ def _read_csv(path: Path) -> Shortlist:
 
 
 def _read_npz(path: Path) -> ExternalShortlist:
-    import zipfile
 
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -137,7 +140,6 @@ def _read_npz(path: Path) -> ExternalShortlist:
 
 def write_external(ranking: Ranking, like: ExternalShortlist, path: str | Path) -> Path:
     """``ranking`` written in the form ``like`` was read in (CSV rows or the same NPZ keys), atomically."""
-    from relook.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -200,9 +202,10 @@ def rerank_external(
     """Rerank the shortlist in ``shortlist_file`` with each of ``methods`` (module docstring) -> one file per
     method: ``output`` for a single method (default ``<out>/reranked/<stem>.<method><suffix>``), else
     ``<output stem>.<method><suffix>``. Returns {method: path}."""
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features.base import extract_to_store
-    from relook.methods import build_extractor, build_reranker, extractor_item, reranker_item
-    from relook.pairwise import resolve_config
+
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     src = read_external(shortlist_file)

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from relook.errors import DataError
 
@@ -66,8 +67,8 @@ def _is_sixteen_bit_colour(im) -> bool:
 
 def _read_sixteen_bit_colour(path: Path, im, exif_orientation: bool = True) -> np.ndarray:
     """Full-precision RGB of a 16-bit-per-channel file (OpenCV reads what Pillow cannot), upright."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
-    from PIL import Image
 
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # BGR(A), EXIF orientation not applied
     if raw is None or raw.ndim != 3 or raw.shape[2] < 3:
@@ -97,7 +98,6 @@ def _to_rgb(im) -> np.ndarray:
 def open_image(path: Path) -> Iterator:
     """``PIL.Image.open`` with Pillow's decompression-bomb check off (``fit_pixel_limit`` replaces it):
     opening reads only the header, so no pixel is decoded here."""
-    from PIL import Image
 
     with _pillow_limit:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -148,6 +148,7 @@ def image_problem(path: str | Path) -> str | None:
     except DataError as e:
         return str(e).removeprefix(f"{path}: ")
     except Exception as e:  # Pillow raises many kinds on a damaged file
+        # lazy: optional dependency (absent on some installs)
         from PIL import UnidentifiedImageError
 
         if isinstance(e, UnidentifiedImageError):
@@ -165,7 +166,6 @@ def load_image(
     Conversions and the pixel limit as in the module docstring (a ``bbox`` is in the file's pixels, scaled
     with an image decoded reduced). Corrupt or unreadable files raise ``DataError`` naming the file.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():

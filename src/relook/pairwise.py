@@ -20,13 +20,29 @@ also holds the putative matches and which are inliers, which ``pair_figure`` dra
 
 from __future__ import annotations
 
+import copy
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from relook.errors import ConfigError, DataError
+from relook.errors import ConfigError, DataError, RelookError
+from relook.experiment import DEFAULTS, load_config, validate
+from relook.images import load_image
+from relook.methods import (
+    build_extractor,
+    build_reranker,
+    default_config,
+    extractor_item,
+    global_item,
+    methods,
+    reranker_item,
+)
+from relook.pipeline import dataset_of
+from relook.query import FeaturesInMemory, differing_provenance
 from relook.types import ImageFeatures, Shortlist
 
 
@@ -52,8 +68,6 @@ def resolve_config(
     """The experiment config a pair or an external shortlist is scored with: ``run/config.yaml``, the
     YAML file(s) ``config`` (or an already composed dict), or ``methods.default_config()``; then the
     ``key=value`` ``overrides``. Giving both ``run`` and ``config`` is a ``ConfigError``."""
-    from relook.experiment import load_config, validate
-    from relook.methods import default_config
 
     if run is not None and config is not None:
         raise ConfigError("give a run (--run) or a config (-c), not both")
@@ -65,10 +79,6 @@ def resolve_config(
         conf["out"] = str(run)
         return conf
     if isinstance(config, dict):
-        import copy
-
-        from relook.experiment import DEFAULTS
-
         return _override(validate({**copy.deepcopy(DEFAULTS), **copy.deepcopy(config)}), overrides)
     if config is not None:
         files = [config] if isinstance(config, (str, Path)) else list(config)
@@ -80,11 +90,6 @@ def _override(conf: dict, overrides) -> dict:
     """``overrides`` applied to an already composed ``conf`` (through a temporary YAML file)."""
     if not overrides:
         return conf
-    import tempfile
-
-    import yaml
-
-    from relook.experiment import load_config
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "config.yaml"
@@ -94,7 +99,7 @@ def _override(conf: dict, overrides) -> dict:
 
 def _check_against_run(conf: dict, item: dict, extractor) -> None:
     """``query``'s weights check: the run's store of ``item`` must have been made by ``extractor``."""
-    from relook.query import differing_provenance
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     store = Path(conf["out"]) / "features" / item["label"] / "gallery.h5"
@@ -113,8 +118,6 @@ def _check_against_run(conf: dict, item: dict, extractor) -> None:
 def _exif_orientation(conf: dict) -> bool:
     """Whether a run's dataset loads images upright (EXIF applied), as ``query`` reads new images; True (a
     user's photos) when the run's dataset cannot be opened here."""
-    from relook.errors import RelookError
-    from relook.pipeline import dataset_of
 
     try:
         return bool(dataset_of(conf).exif_orientation)
@@ -138,9 +141,6 @@ def score_pairs(
     unreadable image or a run whose stores were made with other weights, ``ConfigError`` for an unknown
     method or one that needs a gallery.
     """
-    from relook.images import load_image
-    from relook.methods import build_extractor, build_reranker, extractor_item, global_item, methods, reranker_item
-    from relook.query import FeaturesInMemory
 
     conf = resolve_config(run, config, overrides)
     item = reranker_item(conf, method, options)
@@ -213,7 +213,7 @@ def format_pair(res: PairScore) -> str:
 def pair_figure(res: PairScore, out_path: str | Path, max_lines: int | None = 200) -> Path:
     """The two images side by side with the inlier matches drawn (for methods without matches, no lines),
     titled with the method, its score and the global cosine."""
-    from relook.images import load_image
+    # lazy: tests monkeypatch this name on its module (a top import would not see it)
     from relook.viz.correspondences import draw_matches
 
     a, b = load_image(res.image_a), load_image(res.image_b)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from relook import pipeline
+from relook.confidence import describe, ensure_calibration, threshold_of
 from relook.errors import ConfigError, DataError
 from relook.eval.calibration import is_confident
 from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
@@ -188,7 +189,10 @@ def _short(value: str, n: int = 48) -> str:
 def embed(item: dict, store_path: Path, images: Sequence[tuple[str, np.ndarray]]) -> list[ImageFeatures]:
     """Features of ``images`` (id, RGB array) by the run's extractor ``item``, after checking that it is
     the network that made ``store_path`` (a one-line ``DataError`` naming the store and the keys if not)."""
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features import create_extractor
+
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     with FeatureStore(store_path, "r") as store:
@@ -208,6 +212,7 @@ def embed(item: dict, store_path: Path, images: Sequence[tuple[str, np.ndarray]]
 
 def _check_index(conf: dict, label: str, gpath: Path, index_path: Path, gallery_ids: list[str]) -> None:
     """The index must have been built from the global store as it is now (``pipeline.index``'s stamp)."""
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     stamp = index_path.with_suffix(".json")
@@ -235,6 +240,7 @@ def query(
     (``load_run``). Raises ``DataError`` for an unreadable image, a run without
     config or index, or stores made with other weights; ``ConfigError`` for an unknown method.
     """
+    # lazy (start-up): loads faiss; relook's entry points import this module
     from relook.search import search
 
     if k < 1:
@@ -265,7 +271,10 @@ def query(
     )
     ranking: Shortlist = shortlist
     if item is not None:
+        # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
         from relook.rerank import create_reranker
+
+        # lazy (start-up): loads h5py; relook's entry points import this module
         from relook.store import FeatureStore
 
         opts = {key: v for key, v in item.items() if key not in ("name", "label", "features")}
@@ -276,7 +285,6 @@ def query(
             feats[flabel] = embed(extractors[flabel], fpath, list(zip(qids, arrays)))
         with FeatureStore(fpath, "r") as gs:
             ranking = reranker.rerank_shortlist(shortlist, FeaturesInMemory(feats[flabel]), gs, progress=False)
-    from relook.confidence import describe, ensure_calibration, threshold_of
 
     calibration = ensure_calibration(conf["out"], dataset, methods(conf))
     name = item["label"] if item else GLOBAL

@@ -17,14 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from relook.confidence import read_calibration
 from relook.eval.cases import helped_and_hurt
 from relook.eval.commentary import commentary
+from relook.eval.comparison import commentary as compared
 from relook.eval.evaluate import align
 from relook.eval.metrics import first_positive_ranks, map_at_k_curve, precision_recall_curve, recall_at_k
 from relook.images import load_image
 from relook.io import atomic_path
 from relook.pipeline import dataset_of, store_paths
 from relook.types import Ranking, Shortlist
+from relook.viz.provenance import run_html
 from relook.viz.rerankers import ot_pair_figure, rrt_pair_figure
 from relook.viz.topk import metric_curves, pr_curves, topk_grid, wrap_label
 
@@ -82,7 +85,6 @@ def _group(dataset, gallery_index: int) -> str | None:
 
 def _label(rank: int, dataset, g: int, method: str, score: float) -> str:
     """Rank, full gallery id (wrapped, never cut), its group when the id does not show it, and the score."""
-    from relook.viz.topk import wrap_label
 
     gid = dataset.gallery_ids[g]
     group = _group(dataset, g)
@@ -346,7 +348,6 @@ def _intervals_note(results: dict) -> str:
 
 def _run_html(results: dict, calibration: dict | None = None) -> str:
     """Header: data and split, sizes, K and top-K, every method's provenance, thresholds, environment."""
-    from relook.viz.provenance import run_html
 
     return run_html(results, calibration)
 
@@ -423,7 +424,6 @@ def write_report(conf: dict, results: dict, title: str = "relook report") -> Pat
     out = Path(conf["out"])
     figures = _figure_list(out)
     body = {sid: [] for sid, _ in SECTIONS}
-    from relook.confidence import read_calibration
 
     body["run"].append(_run_html(results, read_calibration(out)))
     body["results"].append(
@@ -437,8 +437,6 @@ def write_report(conf: dict, results: dict, title: str = "relook report") -> Pat
         + "</ul>"
     )
     if results.get("reasons") or results.get("absent"):  # the demo knows why a method lost or is missing
-        from relook.eval.comparison import commentary as compared
-
         body["results"].append(
             "<p><b>Compared with the global order (mAP), with reasons:</b></p><ul class='comment'>"
             + "".join(f"<li>{e(line)}</li>" for line in compared(results))

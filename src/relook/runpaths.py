@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from relook.errors import ConfigError
+
 #: extractor and reranker options whose value may be a file (a name otherwise)
 PATH_OPTIONS = ("weights", "checkpoint", "projection", "pseudo_gt")
 #: the file-level key of a saved run config: relative paths in the file are relative to its folder
@@ -76,7 +78,6 @@ def from_file(data: dict, folder: Path) -> dict:
     mark = data.pop(MARK_KEY, None)
     if mark is None or mark == "cwd":
         return data
-    from relook.errors import ConfigError
 
     if mark != MARK_VALUE:
         raise ConfigError(f"{MARK_KEY} must be {MARK_VALUE!r} or 'cwd', got {mark!r}")

@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from relook import pipeline
-from relook.errors import DataError
+from relook.errors import ConfigError, DataError
+from relook.eval.evaluate import mean_of_queries, per_query
+from relook.io import atomic_path, json_text
 from relook.merge import merge_ranking, merge_store
 from relook.sharding import Shard, check_partition, find_parts, part_path, shard_ids
+from relook.types import Shortlist
 
 GLOBAL_ROW = "global only"  # the row of the global shortlist in results.json
 STAGES = ("extract", "rerank", "evaluate")
@@ -38,8 +41,6 @@ def _fingerprints(shortlist, rankings) -> dict[str, str]:
 
 def evaluate_part(conf: dict, shard: Shard) -> Path:
     """Per-query metrics of shard ``shard``'s queries -> ``<out>/results.json.partI-of-N`` (module docstring)."""
-    from relook.eval.evaluate import per_query
-    from relook.io import atomic_path, json_text
 
     dataset, shortlist, rankings = pipeline.evaluation_inputs(conf)
     qids = shard_ids(dataset.query_ids, shard)
@@ -58,7 +59,6 @@ def evaluate_part(conf: dict, shard: Shard) -> Path:
 
 def merge_evaluation(conf: dict) -> dict[str, Any] | None:
     """``results.json`` from the evaluation parts (module docstring); None when there are none."""
-    from relook.eval.evaluate import mean_of_queries
 
     path = Path(conf["out"]) / "results.json"
     parts = find_parts(path, "evaluate")
@@ -103,8 +103,6 @@ def merge_run(conf: dict, stages: tuple[str, ...] = STAGES) -> list[str]:
     """Merge every part of the run ``conf`` in ``stages`` (module docstring); one line per merged output."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        from relook.errors import ConfigError
-
         raise ConfigError(f"merge: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
     done = []
     if "extract" in stages:
@@ -116,8 +114,6 @@ def merge_run(conf: dict, stages: tuple[str, ...] = STAGES) -> list[str]:
                 if find_parts(path, "extract") and merge_store(path, ids):
                     done.append(f"merged {path} ({len(ids)} images)")
     if "rerank" in stages:
-        from relook.types import Shortlist
-
         sl_path = Path(conf["out"]) / "shortlist.npz"
         for item in conf["rerankers"]:
             out = Path(conf["out"]) / "rankings" / f"{item['label']}.npz"

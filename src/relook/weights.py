@@ -250,6 +250,7 @@ def load_state_dict(
 
     A checkpoint that nests its weights under one of ``unwrap`` is unwrapped (DISK's file: ``extractor``).
     """
+    # lazy (start-up): loads torch; relook's entry points import this module
     import torch
 
     if record.is_random:

@@ -20,6 +20,7 @@ NUM_CLASSES = 196
 
 def read_cars_annos(path: Path) -> tuple[list[str], np.ndarray]:
     """(relative image paths, classes) from ``cars_annos.mat``; errors name the file."""
+    # lazy (start-up): loads scipy; relook's entry points import this module
     import scipy.io
 
     require(path, "Cars196 annotations")

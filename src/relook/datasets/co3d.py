@@ -302,6 +302,7 @@ def read_co3d(root: str | Path, categories: Iterable[str] | None = None) -> dict
 
 def load_depth(path: str | Path, scale_adjustment: float = 1.0) -> np.ndarray:
     """CO3D depth PNG (16-bit PNG holding float16 bits) -> float32 depth ``(H, W)`` times ``scale_adjustment``."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     path = Path(path)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from relook.datasets.base import RetrievalDataset, labelled_split, register_dataset
 from relook.datasets.co3d import Co3dFrame, list_categories, read_category
@@ -111,6 +112,7 @@ def split_instances(instances_by_category: dict[str, list[str]], seed: int = 0) 
 
 
 def _write_masked(frame: Co3dFrame, dst: Path) -> None:
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     img = cv2.imread(str(frame.image_path), cv2.IMREAD_COLOR)
@@ -140,7 +142,6 @@ def build_co3d_retrieve(
 ) -> Path:
     """Pick frames, split instances, write ``OUT/manifest.json`` (+ ``OUT/masked/``); returns ``out_dir``
     (what ``load_dataset("co3d_retrieve", root=...)`` reads)."""
-    from tqdm import tqdm
 
     co3d_root, out_dir = Path(co3d_root).resolve(), Path(out_dir)
     cats = list(categories) if categories is not None else list_categories(co3d_root)

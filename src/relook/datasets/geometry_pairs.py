@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
 from relook.errors import ConfigError, DataError
+from relook.geometry.epipolar import fundamental_from_cameras
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp")
 
@@ -157,7 +159,6 @@ def read_magsac_homography(root: str | Path) -> list[HomographyPair]:
 
 def read_vpts(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Hand-marked correspondences of a ``NAME_vpts.mat``: x1 (N, 2), x2 (N, 2) and imsize (H, W)."""
-    from scipy.io import loadmat
 
     path = Path(path)
     try:
@@ -217,7 +218,6 @@ def parse_scannet_line(line: str, where: str = "") -> tuple[str, str, np.ndarray
 
 def read_scannet(root: str | Path, gt_file: str = "scannet_sample_pairs_with_gt.txt") -> list[EpipolarPair]:
     """ScanNet pairs of SuperGlue's format: images, K0, K1, relative pose and the exact F from them."""
-    from relook.geometry.epipolar import fundamental_from_cameras
 
     root = _require_dir(root)
     path = root / gt_file

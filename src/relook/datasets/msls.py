@@ -52,6 +52,7 @@ def load_msls(
     exclude_panos: bool = True,
 ) -> RetrievalDataset:
     """MSLS queries vs database of ``cities`` (default the validation cities; ``None`` = every city found)."""
+    # lazy (start-up): loads scipy; relook's entry points import this module
     from scipy.spatial import cKDTree
 
     root = Path(root)

@@ -20,6 +20,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import matplotlib.cbook
 import numpy as np
 
 from relook.datasets.warp import write_image
@@ -82,6 +83,7 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 
 
 def _skimage_array(name: str) -> np.ndarray:
+    # lazy: optional dependency (skimage)
     import skimage.data
 
     if name == "motorcycle":
@@ -90,13 +92,13 @@ def _skimage_array(name: str) -> np.ndarray:
 
 
 def _sklearn_file(name: str) -> Path:
+    # lazy: optional dependency (sklearn)
     import sklearn.datasets
 
     return Path(sklearn.datasets.__file__).parent / "images" / f"{name}.jpg"
 
 
 def _matplotlib_file(name: str) -> Path:
-    import matplotlib.cbook
 
     return Path(matplotlib.cbook.get_sample_data(f"{name}.jpg", asfileobj=False))
 

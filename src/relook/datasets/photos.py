@@ -43,6 +43,7 @@ def load_photo(path: str | Path, long_side: int | None = None) -> np.ndarray:
     Shrinking uses area averaging (no aliasing), enlarging bicubic interpolation; the aspect ratio is kept
     up to rounding of the short side (at least 1 pixel).
     """
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     img = load_image(path)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from relook.datasets.co3d import camera_to_viewpoint, write_jgz, write_ply_points
 from relook.datasets.photos import list_photos, load_photo
@@ -58,6 +59,7 @@ class Face:
 
 # ----------------------------------------------------------------------------------------------- textures
 def _smooth_field(rng: np.random.Generator, size: int, cells: int, channels: int = 3) -> np.ndarray:
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     low = rng.random((cells, cells, channels)).astype(np.float32)
@@ -69,6 +71,7 @@ def procedural_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np
 
     Rich in corners and blobs so local features find something to match.
     """
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     tex = _smooth_field(rng, size, int(rng.integers(2, 6)))
@@ -106,6 +109,7 @@ def photo_face_texture(
     """A crop of ``photo`` (RGB uint8) for a face whose edges have length ratio ``aspect`` = |e1| / |e2|:
     15-50 % of the photo's area, the face's shape (clipped to the photo), shrunk by area averaging to a
     long side of at most ``size`` (the renderer samples it bilinearly) -> float32 in [0, 1]."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     h, w = photo.shape[:2]
@@ -228,6 +232,7 @@ def render(
     Pixel centres sit at integer coordinates (OpenCV). Depth is camera z (0 where no face is seen).
     Every face must lie in front of the camera.
     """
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     h, w = image_hw
@@ -304,8 +309,8 @@ def generate_synthetic(
     ``textures``: a folder of real photos (.jpg/.png, recursive) the objects wear (module docstring); the
     photo of each sequence is recorded in ``synthetic.json`` (``texture_photos``).
     """
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
-    from tqdm import tqdm
 
     if num_instances < 0 or num_views < 1:
         raise ConfigError(f"num_instances must be >= 0 and num_views >= 1 (got {num_instances}, {num_views})")

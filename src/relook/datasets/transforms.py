@@ -35,6 +35,7 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray,
 
 def resize(image: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Resize to ``size_hw`` (bilinear; area when shrinking) -> (image, A). Pixel areas map onto pixel areas."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     h, w = image.shape[:2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tqdm import tqdm
+
 from relook.datasets.base import RetrievalDataset
 from relook.images import load_image
 
@@ -9,7 +11,6 @@ from relook.images import load_image
 def verify_images(dataset: RetrievalDataset, progress: bool = False) -> int:
     """Load each distinct query / gallery image (with its crop); the first bad one raises ``DataError``
     naming the file. Returns the number of images checked."""
-    from tqdm import tqdm
 
     seen = set()
     for _, path, bbox in tqdm(dataset.queries + dataset.gallery, desc=f"verify {dataset.name}", disable=not progress):

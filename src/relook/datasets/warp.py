@@ -46,6 +46,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from relook.datasets.base import RetrievalDataset, register_dataset
 from relook.datasets.folder import load_folder
@@ -64,6 +65,7 @@ _SPLIT_STREAM = 1_000_003  # tag of the split's random stream, apart from the pe
 def render_view(view0: np.ndarray, geo: ViewGeometry, fill: tuple[int, int, int]) -> np.ndarray:
     """Steps 1-3 as image operations: one ``cv2.warpPerspective`` of view 0 by ``Resize @ G`` into the
     resized frame (outside the photo: ``fill``), then the crop sliced out. RGB uint8 of size ``geo.out_wh``."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     frame = cv2.warpPerspective(
@@ -80,6 +82,7 @@ def render_view(view0: np.ndarray, geo: ViewGeometry, fill: tuple[int, int, int]
 
 def draw_occluders(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     """1-3 filled rectangles / rotated ellipses of random colour, each 2-8 % of the image area."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     img = img.copy()
@@ -126,6 +129,7 @@ def draw_photometric(rng: np.random.Generator) -> dict:
 
 def apply_photometric(img: np.ndarray, p: dict) -> np.ndarray:
     """``p`` (from ``draw_photometric``) applied to RGB uint8, except the JPEG quality (used when writing)."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     x = img.astype(np.float32)
@@ -138,6 +142,7 @@ def apply_photometric(img: np.ndarray, p: dict) -> np.ndarray:
 
 def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     """RGB uint8 -> ``path`` (JPEG at ``quality`` or PNG by suffix), via a temporary file."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.suffix == ".jpg" else []
@@ -215,6 +220,7 @@ def _make_group(photo: Path, index: int, group: str, split: str, out: Path, conf
             img = apply_photometric(img, photometric)
             quality = photometric["jpeg_quality"]
             if ext == "png":  # the JPEG loss is part of the change, whatever the file format
+                # lazy (start-up): loads cv2; relook's entry points import this module
                 import cv2
 
                 ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -266,7 +272,6 @@ def generate_warp(
     ``image_format``: "jpg" or "png" (lossless files, for checking the geometry). Deterministic from
     ``seed`` (byte-identical files); resumable (finished groups are skipped). Returns ``out``.
     """
-    from tqdm import tqdm
 
     if views < 2:
         raise ConfigError(f"warp: views must be >= 2 (view 0 and at least one warped view), got {views}")

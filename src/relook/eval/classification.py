@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.data import ImageNetInfo
 
 from relook.errors import DataError
 from relook.images import load_image
@@ -22,7 +23,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG")
 
 def imagenet_wnids() -> list[str]:
     """The 1000 ImageNet-1k WordNet ids in class-index order."""
-    from timm.data import ImageNetInfo
 
     return list(ImageNetInfo().label_names())
 

@@ -81,6 +81,7 @@ def stale_keys(store_path: str | Path, extractor: Extractor) -> list[str] | None
     option), except the extractor's ``runtime_keys`` (batch size, device): the store's features then come
     from another network or setting and must not be mixed with new ones.
     """
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     if not Path(store_path).exists():
@@ -95,6 +96,7 @@ def stale_keys(store_path: str | Path, extractor: Extractor) -> list[str] | None
 
 def mixing_error(store_path: str | Path, extractor: Extractor, stale: list[str]) -> DataError:
     """The one-line refusal to add features of ``extractor`` to a store made with other ``stale`` settings."""
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     k = stale[0]
@@ -127,6 +129,7 @@ def extract_to_store(
     resumed nor overwritten: a one-line ``DataError`` names the store and the first key that differs, so
     one store never mixes two networks and nothing extracted before is lost.
     """
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     provenance = extractor.provenance

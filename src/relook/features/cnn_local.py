@@ -38,12 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from relook.checkpoints import load_checkpoint, load_state_into, unwrap_state_dict
+from relook.datasets.transforms import eval_transform
 from relook.errors import ConfigError, DataError
 from relook.features.base import Extractor, register_extractor
-from relook.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone  # noqa: F401  (re-exported)
-from relook.models.global_head import gem, load_global_head
+from relook.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, timm_arch  # noqa: F401  (re-exported)
+from relook.models.global_head import check_backbone, gem, head_provenance, load_global_head
 from relook.types import ImageFeatures
-from relook.weights import WeightsRecord
+from relook.weights import WeightsRecord, file_sha256
 
 
 class CNNLocalNet(nn.Module):
@@ -188,8 +190,6 @@ class CNNLocal(Extractor):
             seed=c["seed"],
         )
         if c["weights"]:
-            from relook.checkpoints import load_checkpoint, load_state_into, unwrap_state_dict
-
             state = load_checkpoint(c["weights"], "cnn_local weights file")
             state = unwrap_state_dict(state, ("backbone_state", "state_dict", "model"))
             load_state_into(
@@ -199,9 +199,6 @@ class CNNLocal(Extractor):
                 f"cnn_local {c['arch']} (local_dim {c['local_dim']}, projection {c['projection']})",
             )
         elif self.net.head_config is not None:  # a head only fits the backbone and weights it was trained on
-            from relook.models.backbone import timm_arch
-            from relook.models.global_head import check_backbone
-
             check_backbone(
                 self.net.head_config, c["projection"], timm_arch(c["arch"]), self.net.weights_record, "cnn_local"
             )
@@ -216,14 +213,10 @@ class CNNLocal(Extractor):
         """Base provenance + the backbone's weights record (or the fine-tuned file that replaced it)."""
         out = {**super().provenance, **self.net.weights_record.as_meta("weights")}
         if self.conf["weights"]:
-            from relook.weights import file_sha256
-
             out["weights"] = (
                 f"fine-tuned CNNLocalNet {self.conf['weights']} (sha256 {file_sha256(self.conf['weights'])[:12]})"
             )
         if self.net.head_config is not None:
-            from relook.models.global_head import head_provenance
-
             out.update(head_provenance(self.conf["projection"], self.net.head_config))
         return out
 
@@ -249,8 +242,6 @@ class CNNLocal(Extractor):
             return
         maps = None
         if self.conf["eval_resize"] and size is not None:  # official SOP: resize N x N, centre crop
-            from relook.datasets.transforms import eval_transform
-
             done = [eval_transform(im, int(self.conf["eval_resize"]), size) for _, im in batch]
             x = torch.stack([to_tensor(t, None) for t, _ in done]).to(self.conf["device"])
             maps = [A for _, A in done]

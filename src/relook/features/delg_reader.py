@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from relook.errors import DataError
 from relook.features.delf_proto import encode_datum, encode_delf_features, parse_datum, parse_delf_features
+from relook.store import FeatureStore
 from relook.types import ImageFeatures
 
 GLOBAL_EXT = ".delg_global"
@@ -118,7 +119,6 @@ def import_delg(
 
     Image ids are the base names without extension (RRT's naming); already stored images are skipped.
     """
-    from relook.store import FeatureStore
 
     data_dir = Path(data_dir)
     feature_dir = data_dir / f"delg_{desc_name}"

@@ -20,6 +20,7 @@ from relook.models.dtop.checkpoint import load_dtop
 from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor, scales_for
 from relook.models.whitening import apply_whitening, load_whitening
 from relook.types import ImageFeatures
+from relook.weights import file_sha256
 
 
 @register_extractor("dtop")
@@ -72,8 +73,6 @@ class DToPExtractor(Extractor):
         """Base provenance + what the weights are: the checkpoint file, or timm's / random, seeded heads."""
         c = self.conf
         if c["checkpoint"]:
-            from relook.weights import file_sha256
-
             weights = f"DToP checkpoint {c['checkpoint']} (sha256 {file_sha256(c['checkpoint'])[:12]})"
         else:
             backbone = "timm ImageNet backbone" if self.model.conf["pretrained"] else "random init backbone"

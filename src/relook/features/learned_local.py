@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.feature import ALIKED, DISK, XFeat
 
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.features.base import Extractor, register_extractor
@@ -205,7 +206,6 @@ class ALIKEDExtractor(LearnedLocal):
     }
 
     def build(self, record: WeightsRecord) -> torch.nn.Module:
-        from kornia.feature import ALIKED
 
         arch = self.conf["arch"] or record.name
         if arch not in ALIKED_VARIANTS:
@@ -245,7 +245,6 @@ class DISKExtractor(LearnedLocal):
     }
 
     def build(self, record: WeightsRecord) -> torch.nn.Module:
-        from kornia.feature import DISK
 
         if record.name != "disk" and record.package:
             raise ConfigError(f"disk: weights {record.name!r} are not DISK's; use 'disk' or a file")
@@ -283,7 +282,6 @@ class XFeatExtractor(LearnedLocal):
     }
 
     def build(self, record: WeightsRecord) -> torch.nn.Module:
-        from kornia.feature import XFeat
 
         if record.name != "xfeat" and record.package:
             raise ConfigError(f"xfeat: weights {record.name!r} are not XFeat's; use 'xfeat' or a file")

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF  # DIML's evaluation transforms (diml_resize)
@@ -79,7 +80,7 @@ from relook.features.rollout import (
 from relook.io import load_array
 from relook.models import cvt, dinov2_onnx
 from relook.models.backbone import create_backbone, seeded_create
-from relook.models.global_head import check_backbone, gem, load_global_head
+from relook.models.global_head import check_backbone, gem, head_provenance, load_global_head
 from relook.types import ImageFeatures
 from relook.weights import random_init, resolve_weights
 
@@ -117,7 +118,6 @@ def fit_pca_projection(tokens: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _kind(model_name: str) -> str:
-    import timm
 
     module = timm.models.model_entrypoint(model_name).__module__
     if "swin" in module:
@@ -152,7 +152,6 @@ class VitTokens(Extractor):
 
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
-        import timm
 
         c = self.conf
         self._attn: list[torch.Tensor] = []
@@ -432,7 +431,5 @@ class VitTokens(Extractor):
         out = {**super().provenance, "weights": weights, "relevancy_source": rel}
         out["tokens_from"] = f"block {self.block}" if self.block is not None else "last block"
         if self.head_config is not None:
-            from relook.models.global_head import head_provenance
-
             out.update(head_provenance(self.conf["projection"], self.head_config))
         return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
@@ -44,6 +45,7 @@ default_conf: dict[str, Any] = {
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     if img.ndim == 2:
@@ -57,6 +59,7 @@ def match_sift(
     img1: np.ndarray, img2: np.ndarray, max_keypoints: int = 4000, ratio: float = 0.8
 ) -> tuple[np.ndarray, np.ndarray]:
     """SIFT + mutual-free Lowe ratio test. RGB/gray images -> matched pixel coordinates x1, x2 (N, 2) float64."""
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     sift = cv2.SIFT_create(nfeatures=int(max_keypoints))
@@ -82,13 +85,17 @@ class LoFTRMatcher:
         resize_max: int | None = None,
         device: str = "cpu",
     ) -> None:
+        # lazy (start-up): loads torch; relook's entry points import this module
         import kornia.feature as KF
 
         self.model = KF.LoFTR(pretrained=weights).eval().to(device)
         self.confidence, self.resize_max, self.device = confidence, resize_max, device
 
     def _prep(self, img: np.ndarray):
+        # lazy (start-up): loads cv2; relook's entry points import this module
         import cv2
+
+        # lazy (start-up): loads torch; relook's entry points import this module
         import torch
 
         g = _gray(img)
@@ -101,6 +108,7 @@ class LoFTRMatcher:
         return torch.from_numpy(g).float().div(255)[None, None].to(self.device), scale
 
     def __call__(self, img1: np.ndarray, img2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # lazy (start-up): loads torch; relook's entry points import this module
         import torch
 
         t1, s1 = self._prep(img1)
@@ -132,6 +140,7 @@ def estimate_fundamental(x1: np.ndarray, x2: np.ndarray, conf: dict | None = Non
     Returns {"F": (3, 3) float64 (zeros when none was found), "inliers": (N,) bool, "num_matches",
     "num_inliers", "reliable": bool}.
     """
+    # lazy (start-up): loads cv2; relook's entry points import this module
     import cv2
 
     c = merge_conf(default_conf, conf or {}, "estimate_fundamental")
@@ -207,8 +216,8 @@ def main(
     ``load(id) -> RGB uint8 image``. Pairs already in ``output`` are skipped (a pair is written completely,
     then marked done; an unmarked group from an interrupted run is recomputed). Returns ``output``.
     """
+    # lazy (start-up): loads h5py; relook's entry points import this module
     import h5py
-    from tqdm import tqdm
 
     c = merge_conf(default_conf, conf or {}, "pseudo-gt")
     if c["matcher"] not in MATCHERS:  # before anything is opened or written
@@ -253,6 +262,7 @@ def main(
 
 def read_pseudo_gt(path: str | Path, pairs: Iterable[tuple[str, str]] | None = None) -> dict[tuple[str, str], dict]:
     """{(id1, id2): {"F", "reliable", "num_matches", "num_inliers"}} for ``pairs`` (all when None)."""
+    # lazy (start-up): loads h5py; relook's entry points import this module
     import h5py
 
     path = Path(path)

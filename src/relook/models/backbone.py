@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 from torch import nn
 
@@ -33,7 +34,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def timm_arch(arch: str) -> str:
     """A timm model name from ``arch`` (``efficientnet_lite0`` -> ``tf_efficientnet_lite0``)."""
-    import timm
 
     name = ARCH_ALIASES.get(arch, arch)
     if not timm.is_model(name):
@@ -43,7 +43,6 @@ def timm_arch(arch: str) -> str:
 
 def seeded_create(name: str, seed: int, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, pretrained=False)`` with its init drawn from ``seed`` (global RNG untouched)."""
-    import timm
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -54,7 +53,6 @@ def create_backbone(
     arch: str, pretrained: bool | str = True, seed: int = 0, **kwargs: Any
 ) -> tuple[nn.Module, WeightsRecord, tuple[tuple, tuple]]:
     """(model, weights record, (mean, std) on [0, 1] pixels); ``kwargs`` go to ``timm.create_model``."""
-    import timm
 
     name = timm_arch(arch)
     lite = name in TIMM_TO_WEIGHTS

@@ -55,7 +55,10 @@ def create_cvt(
     """(CvtModel in eval mode, weights record, (mean, std) on [0, 1] pixels); ``config`` overrides
     ``CvtConfig`` fields (random init only, e.g. smaller depths for quick tests)."""
     try:
+        # lazy: optional dependency (transformers)
         import transformers
+
+        # lazy: optional dependency (transformers)
         from transformers import CvtConfig, CvtModel
     except ImportError:
         raise ConfigError(
@@ -106,6 +109,7 @@ class AttentionCapture:
     ``(probs (B, heads, Nq, Nk), query grid (h, w), key grid (h, w), prefix tokens)``."""
 
     def __init__(self, model: nn.Module) -> None:
+        # lazy: optional dependency (transformers)
         from transformers.models.cvt.modeling_cvt import CvtSelfAttention
 
         self.layers: list[tuple[torch.Tensor, tuple[int, int], tuple[int, int], int]] = []

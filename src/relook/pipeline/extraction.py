@@ -22,6 +22,7 @@ def extract(conf: dict, progress: bool = True, shard=None) -> dict[str, tuple[Pa
     ``shard`` (a ``relook.sharding.Shard``, ``--shard i/N``) only that share is extracted, into store parts
     that ``relook merge`` joins.
     """
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.features import create_extractor
 
     dataset = dataset_of(conf)
@@ -49,6 +50,7 @@ def extract(conf: dict, progress: bool = True, shard=None) -> dict[str, tuple[Pa
 
 def _missing_count(store_path: Path, items) -> int:
     """How many of ``items`` the store at ``store_path`` lacks (all of them when it does not exist yet)."""
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     if not Path(store_path).exists():

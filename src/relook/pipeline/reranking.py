@@ -10,14 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from relook.errors import ConfigError, DataError
+from relook.geometry.robust import main
 from relook.images import load_image
 from relook.pipeline.runs import _fingerprint, _meta_of, dataset_of, open_pair, record_timing, store_paths
 from relook.pipeline.shortlist import check_shortlist
 from relook.runpaths import stored_form
+from relook.sharding import part_path, shard_ids
 from relook.types import Ranking, Shortlist
 
 
 def _features_for(conf: dict, reranker, item: dict, dataset) -> tuple[Path, Path]:
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     labels = [item["features"]] if "features" in item else [e["label"] for e in conf["extractors"]]
@@ -133,9 +136,11 @@ def rerank(
     ``rankings/<label>.npz.partI-of-N`` (``relook.sharding``), joined by ``relook merge``. ``log``: where
     the estimate of each pairwise reranker's time goes before it starts (``rerank_shortlist_timed``).
     """
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank import create_reranker
+
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank.provenance import reranker_meta
-    from relook.sharding import part_path, shard_ids
 
     dataset = dataset_of(conf)
     sl_path = Path(conf["out"]) / "shortlist.npz"
@@ -245,7 +250,7 @@ def pseudo_gt_shortlist(
     """Stage: pseudo ground-truth F (matches + MAGSAC++, ``relook.geometry.robust``) of every (query,
     candidate) pair in the run's top-``top_k`` shortlist (default: the rerankers' ``top_k``), from the dataset's images (crop boxes applied as
     at extraction) into ``output``; resumable. What an EPE checkpoint's ``rrt`` reranker reads (``pseudo_gt``)."""
-    from relook.geometry.robust import main
+    # lazy (start-up): loads cv2, torch; relook's entry points import this module
     from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS
 
     dataset = dataset_of(conf)

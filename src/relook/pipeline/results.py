@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from relook.confidence import GLOBAL, calibrate_run, write_calibration
 from relook.environment import environment, git_commit
 from relook.errors import DataError
 from relook.eval.evaluate import check_has_positives, format_table
 from relook.eval.evaluate import evaluate as score
+from relook.eval.intervals import delta_intervals
 from relook.experiment import DEFAULTS as CONFIG_DEFAULTS
 from relook.io import atomic_path, json_text
 from relook.pipeline.reranking import stale_reason
@@ -65,7 +67,6 @@ def write_results(
     conf: dict, dataset, shortlist: Shortlist, rankings: dict[str, Ranking], rows: dict[str, dict]
 ) -> dict[str, Any]:
     """``results.json`` from the metric ``rows`` ("global only" and one per ranking label); returns it."""
-    from relook.eval.intervals import delta_intervals
 
     out_dir = Path(conf["out"])
     timing = {label: _seconds(r.meta.get("seconds_per_query")) for label, r in rankings.items()}
@@ -85,7 +86,6 @@ def write_results(
 
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json_text(results, indent=2))
-    from relook.confidence import GLOBAL, calibrate_run, write_calibration  # "no confident match" thresholds
 
     write_calibration(out_dir, calibrate_run(dataset, {GLOBAL: shortlist, **rankings}))
     return results
@@ -112,6 +112,8 @@ def run_summary(conf: dict, dataset, shortlist: Shortlist, meta: dict[str, dict]
     """
     from relook.rerank.base import DEFAULTS as RERANK_DEFAULTS  # lazy (start-up): loads every reranker
     from relook.rerank.base import RERANKERS
+
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     requested = int(conf["shortlist"].get("k", CONFIG_DEFAULTS["shortlist"]["k"]))
@@ -202,6 +204,7 @@ def _describe(meta: dict, prefix: str) -> str:
 
 def provenance(meta: dict[str, dict]) -> dict[str, str]:
     """Per method: which features, weights and checkpoint produced it (from the files' metadata)."""
+    # lazy (start-up): loads cv2, faiss, torch; relook's entry points import this module
     from relook.rerank.provenance import describe_reranker
 
     out = {}

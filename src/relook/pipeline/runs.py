@@ -18,6 +18,7 @@ from relook.runpaths import data_root, remap, stored_form
 @contextlib.contextmanager
 def open_pair(qpath: Path, gpath: Path):
     """(query store, gallery store) opened read-only; one handle when both are the same file."""
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     with FeatureStore(gpath) as gs:

@@ -49,7 +49,10 @@ def index(conf: dict, overwrite: bool = False) -> Path:
     The fingerprint covers the gallery store's content (``FeatureStore.digest``), so an index built from
     an older or re-extracted store is rebuilt, never reused.
     """
+    # lazy (start-up): loads faiss; relook's entry points import this module
     from relook.search import build_index, write_index
+
+    # lazy (start-up): loads h5py; relook's entry points import this module
     from relook.store import FeatureStore
 
     dataset = dataset_of(conf)
@@ -78,6 +81,7 @@ def index(conf: dict, overwrite: bool = False) -> Path:
 
 def _build_ivfpq_on_disk(conf: dict, gs, ids: list[str], out_dir: Path) -> Path:
     """``relook.ondisk``: quantisers trained on a seeded sample, the store read chunk by chunk."""
+    # lazy (start-up): loads faiss; relook's entry points import this module
     from relook.ondisk import build_on_disk, ivfpq_conf, sample_rows, train_ivfpq
 
     c = ivfpq_conf(conf["shortlist"].get("ivfpq"), len(ids))
@@ -101,7 +105,10 @@ def index_file(conf: dict) -> Path:
 
 def read_any_index(path: Path):
     """The flat / in-memory index, or the on-disk IVF-PQ (``index/index.faiss``) with its lists mapped."""
+    # lazy (start-up): loads faiss; relook's entry points import this module
     from relook.ondisk import read_on_disk
+
+    # lazy (start-up): loads faiss; relook's entry points import this module
     from relook.search import read_index
 
     return read_on_disk(path) if path.parent.name == "index" else read_index(path)
@@ -154,6 +161,7 @@ def search(conf: dict, overwrite: bool = False) -> Path:
     When queries are gallery images (``dataset.query_in_gallery``), each query is left out of its own
     list before the top-k is cut, so k real candidates reach the rerankers (``relook.search.search``).
     """
+    # lazy (start-up): loads faiss; relook's entry points import this module
     from relook.search import search as faiss_search
 
     dataset = dataset_of(conf)

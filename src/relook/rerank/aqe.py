@@ -31,6 +31,7 @@ import numpy as np
 from relook.checks import check_shape
 from relook.errors import ConfigError
 from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
+from relook.search import exact_search
 from relook.types import ImageFeatures, Ranking, Shortlist
 
 
@@ -138,8 +139,6 @@ class AlphaQueryExpansion(Reranker):
         nb = shortlist.indices[:, :n]
         expanded = alpha_qe(queries, gallery[np.maximum(nb, 0)], float(self.conf["alpha"]), nb >= 0)
         if self.conf["research"]:
-            from relook.search import exact_search
-
             exclude = None
             if shortlist.meta.get("exclude") == "self":  # the shortlist left each query out: so does the re-search
                 gpos = {g: i for i, g in enumerate(shortlist.gallery_ids)}

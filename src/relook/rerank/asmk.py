@@ -22,6 +22,7 @@ from relook.asmk.codebook import sample_rows, train_codebook
 from relook.asmk.ivf import AsmkIndex
 from relook.errors import ConfigError, DataError
 from relook.features.selection import keep_top_n
+from relook.io import load_array
 from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
 from relook.types import ImageFeatures, Ranking, Shortlist
 
@@ -55,7 +56,6 @@ class Asmk(Reranker):
             path = Path(self.conf["codebook_path"])
             if not path.exists():
                 raise DataError(f"asmk: codebook {path} not found; train one with `relook classic codebook`")
-            from relook.io import load_array
 
             centroids = load_array(path, "asmk codebook")
             if not isinstance(centroids, np.ndarray) or centroids.ndim != 2:

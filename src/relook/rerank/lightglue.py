@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from kornia.feature import LightGlue
 
 from relook.errors import ConfigError, DataError, ShapeError
 from relook.types import ImageFeatures
@@ -70,7 +71,6 @@ def build_lightglue(
     weights: str, filter_threshold: float = 0.1, device: str = "cpu"
 ) -> tuple[torch.nn.Module, WeightsRecord]:
     """kornia ``LightGlue`` with ``weights`` (a name of ``LIGHTGLUE_WEIGHTS`` or a file) loaded; no download."""
-    from kornia.feature import LightGlue
 
     record = resolve_weights(weights)
     if record.package and record.name not in LIGHTGLUE_WEIGHTS:

@@ -35,6 +35,7 @@ from relook.errors import ConfigError, DataError
 from relook.geometry.robust import read_pseudo_gt
 from relook.models.epipolar_guidance import EpipolarGuidance
 from relook.models.rrt import RRT
+from relook.models.rrt.checkpoint import load_rrt
 from relook.models.rrt.infer import RRTPairScorer
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side, required_fields
 from relook.rerank.base import DEFAULTS, Reranker, apply_scores, register_reranker
@@ -69,7 +70,6 @@ class RRTReranker(Reranker):
                 raise ConfigError(
                     "reranker 'rrt' needs checkpoint=PATH (train one with `relook train rrt`) or a model object"
                 )
-            from relook.models.rrt.checkpoint import load_rrt
 
             model = load_rrt(self.conf["checkpoint"])
         if self.conf["dtype"] not in ("float32", "bfloat16", "float16"):

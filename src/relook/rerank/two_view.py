@@ -30,7 +30,7 @@ from relook.errors import ConfigError, ShapeError
 from relook.features import create_extractor
 from relook.features.selection import keep_top_n
 from relook.geometry.robust import LEARNED_MATCHERS, register_matcher
-from relook.rerank.gv import GeometricVerification
+from relook.rerank.gv import GeometricVerification, count_inliers
 from relook.types import ImageFeatures
 from relook.weights import WeightsRecord
 
@@ -96,7 +96,6 @@ def estimate_homography(
     x1: np.ndarray, x2: np.ndarray, threshold: float, seed: int = 0, max_iters: int = 10000
 ) -> tuple[np.ndarray | None, int]:
     """H (3, 3) mapping x1 to x2 (P, 2) by ``gv.count_inliers`` (MAGSAC++), and the inlier count; None if none."""
-    from relook.rerank.gv import count_inliers
 
     n, H = count_inliers(x1, x2, "homography", "magsac", threshold, max_iters, 0.999, seed)
     if H is None or H.shape != (3, 3) or not np.isfinite(H).all():

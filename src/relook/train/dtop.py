@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from relook.checkpoints import load_state_into, to_json
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
-from relook.images import load_image
+from relook.images import load_image, open_image
 from relook.losses.arcface import ArcFace
 from relook.models.dtop import DToP
 from relook.models.dtop.checkpoint import read_dtop_checkpoint
@@ -74,7 +75,6 @@ class TrainImages(torch.utils.data.Dataset):
         illumination: float = 0.3,
         augment: bool = True,
     ) -> None:
-        from torchvision.transforms import v2
 
         self.items, self.labels, self.augment = list(items), np.asarray(labels, dtype=np.int64), augment
         self.crop_scale = tuple(crop_scale)
@@ -84,7 +84,6 @@ class TrainImages(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
-        from torchvision.transforms import v2
 
         index, h, w = key
         path, bbox = self.items[index]
@@ -103,7 +102,6 @@ class TrainImages(torch.utils.data.Dataset):
 
 def image_sizes(items: Sequence[tuple[Any, Any]]) -> np.ndarray:
     """(N, 2) (height, width) of each item, from the file header or the crop box."""
-    from relook.images import open_image  # Pillow's decompression-bomb check off: only the header is read
 
     out = np.zeros((len(items), 2), dtype=np.int64)
     for i, (path, bbox) in enumerate(items):

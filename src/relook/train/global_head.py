@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from relook.checkpoints import describe, load_checkpoint
+from relook.checkpoints import describe, load_checkpoint, load_state_into
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.features.base import create_extractor
 from relook.images import load_image
 from relook.io import atomic_path, json_text
 from relook.losses.contrastive import PAIR_LOSSES
@@ -102,7 +103,6 @@ def balanced_batches(
 
 def backbone_extractor(backbone_conf: dict[str, Any] | None, gem_p: float):
     """The ``cnn_local`` extractor whose unprojected grid the head reads (``backbone_conf``: its options)."""
-    from relook.features.base import create_extractor
 
     given = dict(backbone_conf or {})
     fixed = sorted(k for k in _FIXED if k in given)
@@ -211,7 +211,6 @@ def train_global_head(
                 f"{ckpt_path}: was trained with another {_first_difference(old, run)} than asked now; "
                 "drop --resume to start again, or write to another --out folder"
             )
-        from relook.checkpoints import load_state_into
 
         load_state_into(head, ck.get("head"), ckpt_path, "the global head being resumed")
         opt.load_state_dict(ck["optimizer"])

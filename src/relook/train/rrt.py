@@ -83,14 +83,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from relook.checkpoints import load_state_into
 from relook.config import merge_conf
 from relook.errors import ConfigError, DataError
+from relook.features.cnn_local import grid_keypoints, to_tensor
 from relook.geometry.pixel_maps import eval_transform_map
 from relook.io import atomic_path, json_text
 from relook.models.position_encoding import grid_positions
 from relook.models.rrt import RRT, RRTOutput
-from relook.models.rrt.checkpoint import read_checkpoint, save_rrt
+from relook.models.rrt.checkpoint import guidance_of, read_checkpoint, save_rrt
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
+from relook.search import exact_search
 from relook.train.teacher import teacher_of_sides
 from relook.types import ImageFeatures
 
@@ -133,7 +136,6 @@ class PairData:
 
 def global_neighbours(global_desc: np.ndarray, k: int) -> np.ndarray:
     """Top-``k`` neighbours (N, k) of every row by inner product, itself excluded (-1 pads short rows)."""
-    from relook.search import exact_search
 
     n = len(global_desc)
     ids = [str(i) for i in range(n)]
@@ -255,7 +257,6 @@ class ImageSource(nn.Module):
         self.rng = np.random.default_rng(seed)
 
     def sides(self, idx: np.ndarray, model_conf: dict, max_locals, device) -> dict:
-        from relook.features.cnn_local import grid_keypoints, to_tensor
 
         S = self.image_size
         ims, maps = [], []
@@ -392,7 +393,6 @@ def train_rrt(
         raise ConfigError("train rrt: loss=distill needs a frozen backbone and a model with a global token (d_global)")
     if c["init_checkpoint"] and not (resume and ckpt_path.exists()):
         warm = read_checkpoint(c["init_checkpoint"])
-        from relook.checkpoints import load_state_into
 
         load_state_into(model, warm.get("state_dict"), c["init_checkpoint"], "RRT warm start")
     joint = _Joint(model, source).to(device)
@@ -402,7 +402,6 @@ def train_rrt(
     start = 0
     if resume and ckpt_path.exists():
         ck = read_checkpoint(ckpt_path)
-        from relook.models.rrt.checkpoint import guidance_of
 
         was = guidance_of(ck, ckpt_path)["guidance"]
         if "guidance_json" in ck and was != guidance["guidance"]:  # older checkpoints did not record it

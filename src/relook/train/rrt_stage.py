@@ -15,9 +15,12 @@ import numpy as np
 import torch
 
 from relook.datasets.base import RetrievalDataset
+from relook.datasets.transforms import TrainTransform
 from relook.errors import DataError
+from relook.features.base import create_extractor
 from relook.images import load_image
 from relook.models.rrt import RRT
+from relook.models.rrt.inputs import required_fields
 from relook.store import FeatureStore
 from relook.train.rrt import DEFAULT_CONF, ImageSource, PairData, StoreSource, global_neighbours, train_rrt
 
@@ -54,7 +57,6 @@ def train_rrt_stage(
     ...) used when ``train_conf["finetune"]``. ``guidance``: the settings the checkpoint records
     (``relook.train.epipolar.guidance_hooks``).
     """
-    from relook.features.base import create_extractor
 
     tc = {**DEFAULT_CONF, **(train_conf or {})}
     if dataset.gallery_labels is None:
@@ -71,7 +73,6 @@ def train_rrt_stage(
         mconf = model_conf_for_store(store, ids[0], **(model_conf or {}))
         torch.manual_seed(seed)
         model = RRT(**mconf)
-        from relook.models.rrt.inputs import required_fields
 
         feats = (
             None
@@ -90,8 +91,6 @@ def train_rrt_stage(
         items = dataset.gallery
         augment = None
         if tc.get("augment"):  # frozen store features cannot be augmented: fine-tuning only
-            from relook.datasets.transforms import TrainTransform
-
             augment = TrainTransform.official_sop(ex.conf["image_size"])
         source = ImageSource(
             ex.net,

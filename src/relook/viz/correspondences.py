@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from relook.errors import ShapeError
@@ -25,10 +27,8 @@ def draw_matches(
     kp1, kp2: (M, 2) (x, y) pixels of each image; scores (M,) colour the lines (viridis, brightest =
     highest) and, with ``max_lines``, keep only the strongest matches.
     """
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     kp1, kp2 = np.asarray(kp1, np.float64).reshape(-1, 2), np.asarray(kp2, np.float64).reshape(-1, 2)
     if len(kp1) != len(kp2):

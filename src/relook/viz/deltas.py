@@ -10,9 +10,11 @@ import numpy as np
 def plot_deltas(results: dict, out_path: str | Path) -> Path:
     """One panel per test set (the pooled one first): a dot per row at its delta mAP (x100), a bar for its
     paired-bootstrap 95% interval, a line at 0 (the global order). Rows without numbers are left out."""
+    # lazy (start-up): loads matplotlib; relook's entry points import this module
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy (start-up): loads matplotlib; relook's entry points import this module
     import matplotlib.pyplot as plt
 
     tables = results["tables"]

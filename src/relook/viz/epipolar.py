@@ -12,11 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from relook.datasets.base import load_dataset
 from relook.errors import DataError, ShapeError
+from relook.geometry.epipolar import grid_centers
 from relook.images import load_image
+from relook.losses.epipolar import epipolar_attention_share
+from relook.models.epipolar_guidance import EpipolarGuidance
+from relook.models.rrt.checkpoint import load_rrt
+from relook.models.rrt.inputs import model_kwargs, pack_side, required_fields
+from relook.store import FeatureStore
 from relook.viz.topk import DPI  # every report figure at the same print resolution
 
 
@@ -47,12 +57,8 @@ def plot_epipolar_attention(
 ) -> Path:
     """Write the Fig. 4-style PNG. img* RGB (H, W, 3) in the frame of F (x2^T F x1 = 0); gt, pred (s^2, s^2)
     image-1 -> image-2 maps (indicator, attention). Returns ``out_path``."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from relook.geometry.epipolar import grid_centers
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,9 +102,6 @@ def cross_attention_maps(model, q_side: dict, c_side: dict, input_pe=None):
 
     ``q_side`` / ``c_side``: RRT input sides (``relook.models.rrt.inputs.pack_side``); ``model``: an RRT.
     """
-    import torch
-
-    from relook.models.rrt.inputs import model_kwargs
 
     with torch.inference_mode():
         out = model(**model_kwargs(q_side, c_side), input_pe=input_pe, return_attention=True)
@@ -126,13 +129,6 @@ def epipolar_attention_figure(
     epipolar grid from the cameras of ``dataset`` at ``root`` (``split``, ``variant``), at ``net_size``.
     Returns ``out`` and a one-line summary: the share of attention on epipolar cells, and that of uniform
     attention. The cameras are used for the ground truth only."""
-    import cv2
-
-    from relook.losses.epipolar import epipolar_attention_share
-    from relook.models.epipolar_guidance import EpipolarGuidance
-    from relook.models.rrt.checkpoint import load_rrt
-    from relook.models.rrt.inputs import pack_side, required_fields
-    from relook.store import FeatureStore
 
     ds = load_dataset(dataset, root, split=split, variant=variant)
     paths = {i: (p, b) for i, p, b in ds.gallery}

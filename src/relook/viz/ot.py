@@ -16,12 +16,17 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import ConnectionPatch, Rectangle
 
 from relook import pipeline
 from relook.errors import ConfigError, ShapeError
 from relook.eval.evaluate import evaluate as score
 from relook.images import load_image
+from relook.rerank import create_reranker
+from relook.store import FeatureStore
 from relook.types import Ranking
 from relook.viz.topk import DPI  # every report figure at the same print resolution
 
@@ -39,7 +44,6 @@ def backbone_and_weights(meta: dict) -> str:
 
 def store_backbone_and_weights(path: str | Path) -> str:
     """``backbone_and_weights`` of the store at ``path``."""
-    from relook.store import FeatureStore
 
     with FeatureStore(path, "r") as s:
         return backbone_and_weights(s.meta)
@@ -64,8 +68,6 @@ def ot_figure(
     (highest T_ij S_ij) under an ``ot`` reranker with these options; the images are ``query_image`` /
     ``match_image`` (default ``image_root / <id>``). The title names S_global, S_struct, the options, the
     backbone and the weights record of the query store."""
-    from relook.rerank import create_reranker
-    from relook.store import FeatureStore
 
     rr = create_reranker("ot", marginal=marginal, partial=partial, eps=eps)
     with FeatureStore(query_store, "r") as qs:
@@ -128,11 +130,8 @@ def draw_ot_pair(
     query_image, match_image: RGB uint8 (H, W, 3); mu_query: (h*w,), mu_match: (h'*w',) marginals;
     plan: (h*w, h'*w') transport plan; sim: (h*w, h'*w') patch similarities (pairs ranked by T * S).
     """
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import ConnectionPatch, Rectangle
 
     pq, pm = grid_query[0] * grid_query[1], grid_match[0] * grid_match[1]
     if mu_query.shape != (pq,) or mu_match.shape != (pm,) or plan.shape != (pq, pm):
@@ -176,7 +175,6 @@ def draw_ot_pair(
 
 def save_figure(fig, out_path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``out_path`` (folders created) and close it."""
-    import matplotlib.pyplot as plt
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,10 +188,8 @@ def plot_mass_sweep(masses, metrics: dict[str, list[float]], out_path: str | Pat
 
     masses: (A,) values of a; metrics: name -> (A,) values in the order of ``masses``.
     """
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     masses = np.asarray(masses, dtype=float)
     for name, values in metrics.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 
+from relook.confidence import describe
 from relook.environment import describe as describe_environment
 
 
@@ -33,7 +34,6 @@ def environment_html(env: dict | None, heading: str = "Made with") -> str:
 
 def calibration_html(record: dict | None) -> str:
     """The per-method "no confident match" thresholds (``relook.confidence``) as a list."""
-    from relook.confidence import describe
 
     if not record:
         return ""

@@ -15,15 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from relook.confidence import read_calibration
+from relook.environment import environment
 from relook.errors import DataError
 from relook.images import load_image
 from relook.io import atomic_path
+from relook.query import verdict
+from relook.viz.provenance import environment_html, run_html
 
 
 def thumbnail_uri(image: np.ndarray, size: int = 192, quality: int = 85) -> str:
     """A ``data:image/jpeg;base64,...`` URI of the RGB uint8 ``image`` (H, W, 3) shrunk to ``size`` px long side."""
-    from PIL import Image
 
     im = Image.fromarray(image)
     im.thumbnail((size, size))
@@ -55,11 +59,6 @@ def write_query_page(results, path: str | Path, run_dir: str | Path, size: int =
             return thumbnail_uri(load_image(file, bbox), size)
         except DataError:
             return thumbnail_uri(np.full((size, size, 3), 200, np.uint8), size)
-
-    from relook.confidence import read_calibration
-    from relook.environment import environment
-    from relook.query import verdict
-    from relook.viz.provenance import environment_html, run_html
 
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>relook query</title><style>",

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from relook.models.rrt.checkpoint import load_rrt
+from relook.models.rrt.correspondences import rrt_correspondences
+from relook.models.rrt.inputs import required_fields
+from relook.pipeline import open_pair
+from relook.rerank import create_reranker
+
 
 def rrt_pair_figure(
     checkpoint: str | Path,
@@ -21,10 +27,7 @@ def rrt_pair_figure(
 ) -> Path:
     """RRT correspondences of ``qid`` -> ``cid`` (features from ``stores`` = (query store, gallery store)), only the ``strongest``
     by last-layer cross-attention affinity, so the lines that decide the score are not hidden by the rest."""
-    from relook.models.rrt.checkpoint import load_rrt
-    from relook.models.rrt.correspondences import rrt_correspondences
-    from relook.models.rrt.inputs import required_fields
-    from relook.pipeline import open_pair
+    # lazy: tests monkeypatch this name on its module (a top import would not see it)
     from relook.viz.correspondences import draw_matches
 
     model = load_rrt(checkpoint)
@@ -57,8 +60,7 @@ def ot_pair_figure(
 ) -> Path:
     """OT importance heatmaps and the ``top`` transport pairs of ``qid`` vs ``cid`` for an ``ot`` reranker
     configured with ``options``; the title names S_global, S_struct, the backbone and its weights."""
-    from relook.pipeline import open_pair
-    from relook.rerank import create_reranker
+    # lazy: tests monkeypatch this name on its module (a top import would not see it)
     from relook.viz.ot import backbone_and_weights, draw_ot_pair
 
     rr = create_reranker("ot", **options)

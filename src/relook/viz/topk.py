@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
+from PIL import Image
 
 from relook.io import atomic_path
 
@@ -55,7 +59,6 @@ def save_png(fig, path: str | Path, dpi: int = DPI, layout: bool = True) -> Path
     """Write a matplotlib figure as PNG atomically (no half-written file on a crash) and close it.
 
     ``layout``: apply ``tight_layout`` (off when the caller laid the figure out itself, e.g. a legend row)."""
-    import matplotlib.pyplot as plt
 
     if layout:
         fig.tight_layout()
@@ -69,7 +72,6 @@ def save_png(fig, path: str | Path, dpi: int = DPI, layout: bool = True) -> Path
 def _bordered(img: np.ndarray, colour: tuple[int, int, int] | None, size: int, width: int = 6) -> np.ndarray:
     """``img`` scaled to fit ``size`` x ``size`` with its aspect ratio kept, framed by ``width`` px of
     ``colour`` around the picture itself, centred on a white (size + 2 width) square."""
-    from PIL import Image
 
     h, w = img.shape[:2]
     scale = size / max(h, w, 1)
@@ -111,11 +113,8 @@ def topk_figure(
     legend: bool = True,
 ):
     """The matplotlib figure ``topk_grid`` writes (laid out; the caller saves or inspects it)."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     k = max((len(r[1]) for r in rows), default=0)
     n = max(len(rows), 1)
@@ -150,10 +149,8 @@ def topk_figure(
 
 def metric_curves(curves: dict[str, dict[str, np.ndarray]], ks: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Write a PNG with one panel per metric (``{method: {"R@K": (len(ks),), "mAP@K": ...}}``) against K."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(m for c in curves.values() for m in c))
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.2 * max(len(names), 1), 3.4), squeeze=False)
@@ -175,10 +172,8 @@ def metric_curves(curves: dict[str, dict[str, np.ndarray]], ks: np.ndarray, path
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
     """Write a PNG with one precision-recall curve per method (``{method: (recall, precision)}``)."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
     for name, (rec, prec) in curves.items():

@@ -44,7 +44,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
 from relook.errors import ConfigError, ShapeError
@@ -94,8 +97,6 @@ class FrozenStem(nn.Module):
 def lite0_vit(pretrained: bool, seed: int, **vit_kwargs: Any) -> tuple[nn.Module, Any, tuple[tuple, tuple]]:
     """The ``lite0_vit`` hybrid: (timm VisionTransformer with an EfficientNet-Lite0 HybridEmbed, the stem's
     weights record, (mean, std) of the stem). The ViT is drawn from ``seed`` (global RNG untouched)."""
-    from timm.models.vision_transformer import VisionTransformer
-    from timm.models.vision_transformer_hybrid import HybridEmbed
 
     cnn, record, norm = create_backbone("tf_efficientnet_lite0", pretrained=bool(pretrained), seed=seed, num_classes=0)
     stem = FrozenStem(cnn)
@@ -130,7 +131,6 @@ class TokenBackbone(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        import timm
 
         if dpe not in DPE_MODES:
             raise ConfigError(f"dtop backbone: dpe must be one of {DPE_MODES}, got {dpe!r}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,7 +75,6 @@ class PitTokens(HierarchicalTokens):
     one by one, each output through the final LayerNorm."""
 
     def __init__(self, name: str, pretrained: bool, layers: int, dpe: str, seed: int = 0, **kwargs: Any) -> None:
-        import timm
 
         arch = PIT[name]
         build = lambda: timm.create_model(arch, pretrained=bool(pretrained), num_classes=0, **kwargs)  # noqa: E731
@@ -122,6 +122,7 @@ class CvtTokens(HierarchicalTokens):
 
     def __init__(self, name: str, pretrained: bool, layers: int, dpe: str, seed: int = 0, **config: Any) -> None:
         try:
+            # lazy: optional dependency (transformers)
             from transformers import CvtConfig, CvtModel
         except ImportError:
             raise ConfigError("dtop backbone 'cvt21' needs Hugging Face transformers: the relook[cvt] extra") from None

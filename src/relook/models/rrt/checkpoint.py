@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from relook.checkpoints import (
     FORMATS,
@@ -79,11 +81,6 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def export_rrt_safetensors(path: str | Path, model: RRT, dtype: torch.dtype = torch.float16, **metadata: str) -> Path:
     """Write ``model`` as a safetensors file (weights cast to ``dtype``, config in the metadata), atomically."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from relook.io import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,15 +99,11 @@ def export_rrt_safetensors(path: str | Path, model: RRT, dtype: torch.dtype = to
 def read_safetensors(path: str | Path) -> dict:
     """A ``.safetensors`` RRT file as a checkpoint dict (float32 state dict + its metadata); ``DataError``
     when missing, unreadable or without relook's metadata."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such RRT checkpoint; train one with `relook train rrt`")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         state = load_file(str(path))
