@@ -38,7 +38,7 @@ LAYERS: list[set[str]] = [
     {"train"},  # training loops
     {"pipeline", "experiment", "distributed", "methods", "shards"},  # stages: extract, index, search, rerank, ...
     {"query", "viz", "pairwise", "external"},  # what users look at
-    {"report", "benchmark", "benchmark_report"},
+    {"report", "benchmark", "benchmark_report", "benchmark_costs"},
     {"demo"},
     {"relook"},  # the package's __init__: the public API
     {"cli"},  # thin: parse, call the library, print
