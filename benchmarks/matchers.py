@@ -185,6 +185,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("runs/matchers"))
+    ap.add_argument("--parts", default="kornia,options,choices", help="comma-separated: kornia, options, choices")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -197,10 +198,11 @@ def main() -> None:
     feats["aliked_top"] = {k: top.extract_one(k, im) for k, im in images.items()}
     feats["_extractors"] = extractors
     load0 = os.getloadavg()
+    parts = set(args.parts.split(","))
     res = {
-        "relook_vs_kornia": relook_vs_kornia(feats, args.reps),
-        "lightglue_options": options(feats, args.reps),
-        "choices": choices(feats, images, max(1, args.reps // 2)),
+        "relook_vs_kornia": relook_vs_kornia(feats, args.reps) if "kornia" in parts else None,
+        "lightglue_options": options(feats, args.reps) if "options" in parts else None,
+        "choices": choices(feats, images, max(1, args.reps // 2)) if "choices" in parts else None,
         "threads": args.threads,
         "load_average": [load0, os.getloadavg()],
         "data": f"{DATA} (read in place): {', '.join(IMAGES.values())}",
@@ -209,32 +211,37 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "matchers.json").write_text(json.dumps(res, indent=1))
+    text = markdown(res, args.threads)
+    (args.out / "matchers.md").write_text(text)
+    print(text)
+
+
+def markdown(res: dict, threads: int) -> str:
+    """The printed tables (parts not run are left out)."""
     lines = [
-        f"# benchmarks/matchers.py ({args.threads} thread(s); load average {res['load_average'][0][0]:.1f} -> "
+        f"# benchmarks/matchers.py ({threads} thread(s); load average {res['load_average'][0][0]:.1f} -> "
         f"{res['load_average'][1][0]:.1f})",
         "",
         f"Data: {res['data']}. Weights: {res['weights']} (pretrained). Sizes: {res['sizes']}.",
-        "",
-        "## relook's LightGlue vs kornia's module called directly (ALIKED, 4 pairs)",
-        "",
-        "| implementation | s/pair |",
-        "|---|---:|",
     ]
     rk = res["relook_vs_kornia"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in rk["s/pair"].items()]
-    lines += ["", f"ratio relook / kornia: **{rk['ratio relook/kornia']:.3f}** over {rk['pairs timed']} pairs"]
-    lines += ["", "## LightGlue options (query v_churchill 1, 4 candidates, 256 keypoints each)", ""]
-    lines += ["| setting | s/pair | matches |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v['s/pair']:.4f} | {v['matches']} |" for k, v in res["lightglue_options"].items()]
-    lines += ["", "## Per choice: extraction and verification", ""]
-    lines += ["| choice | s/image | s/pair (match + MAGSAC++) | inliers per pair |", "|---|---:|---:|---|"]
-    lines += [
-        f"| {c} | {v['s/image']:.3f} | {v['s/pair']:.4f} | {', '.join(f'{k} {n}' for k, n in v['inliers'].items())} |"
-        for c, v in res["choices"].items()
-    ]
-    text = "\n".join(lines) + "\n"
-    (args.out / "matchers.md").write_text(text)
-    print(text)
+    if rk:
+        lines += ["", "## relook's LightGlue vs kornia's module called directly (ALIKED, 4 pairs)", ""]
+        lines += ["| implementation | s/pair |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in rk["s/pair"].items()]
+        lines += ["", f"ratio relook / kornia: **{rk['ratio relook/kornia']:.3f}** over {rk['pairs timed']} pairs"]
+    if res["lightglue_options"]:
+        lines += ["", "## LightGlue options (query v_churchill 1, 4 candidates, 256 keypoints each)", ""]
+        lines += ["| setting | s/pair | matches |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v['s/pair']:.4f} | {v['matches']} |" for k, v in res["lightglue_options"].items()]
+    if res["choices"]:
+        lines += ["", "## Per choice: extraction and verification", ""]
+        lines += ["| choice | s/image | s/pair (match + MAGSAC++) | inliers per pair |", "|---|---:|---:|---|"]
+        lines += [
+            f"| {c} | {v['s/image']:.3f} | {v['s/pair']:.4f} | {', '.join(f'{k} {n}' for k, n in v['inliers'].items())} |"
+            for c, v in res["choices"].items()
+        ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
