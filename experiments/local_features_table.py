@@ -45,8 +45,13 @@ def main() -> None:
         meta[name] = {}
         for run in args.runs:
             folder = run / name / "test"
-            conf = load_config([folder / "config.yaml"])
-            have = [r["label"] for r in conf["rerankers"] if (folder / "rankings" / f"{r['label']}.npz").is_file()]
+            conf = load_config([folder / "config.yaml"])  # the last run's config: its rerankers may be fewer
+            conf["rerankers"] = [  # every benchmark row whose ranking this folder holds, with its settings
+                {"label": r["label"], **r["reranker"]}
+                for r in bench["rows"]
+                if (folder / "rankings" / f"{r['label']}.npz").is_file()
+            ]
+            have = [r["label"] for r in conf["rerankers"]]
             res = scores_of(conf, [lab for lab in have if lab in LABELS and lab not in merged])
             info = res.pop("_info")
             if "global" in merged:

@@ -20,6 +20,9 @@ Choices, documented because the RRT text does not state them:
   local optimisation) built as ``cv2.UsacParams`` so that its random generator takes ``seed``;
   ``method="ransac"`` uses classic OpenCV RANSAC after ``cv2.setRNGSeed(seed)``.
 
+The class defaults above reproduce DELG's GV; the local features and matcher that relook's own configs give
+``gv`` (configs/folder.yaml, ``relook pair``) are chosen per device on the benchmark: ``relook.local_defaults``.
+
 Presets (``preset``; explicit options win): ``"magsac"`` = the defaults above (affine, MAGSAC++, 20 px,
 1000 iterations); ``"delg"`` = DELG-style GV as the RRT paper's GV rows ran it: affine model, classic
 RANSAC, 20 px residual, 1000 trials, matches kept only below descriptor L2 distance 1.0. One reading
