@@ -113,6 +113,22 @@ def test_smoke_end_to_end(bench, capsys):
     d, lo, hi = paired_bootstrap(b, a, n=300, seed=0)  # method first, baseline second
     pooled = res["tables"]["pooled (room)"]["chamfer"]
     assert (pooled["delta_mAP"], pooled["delta_lo"], pooled["delta_hi"]) == pytest.approx((d, lo, hi))
+    # s/image and s/pair: the stage timings of the run folders over the images and the scored pairs
+    from relook.types import Shortlist
+
+    ext_s = img = rr_s = pairs = 0
+    for s in ("geo", "places"):
+        t = json.loads((out / s / "test" / "timings.json").read_text())
+        valid = (Shortlist.load(out / s / "test" / "shortlist.npz").indices >= 0).sum(1)
+        set_pairs = int(np.minimum(valid, 100).sum())  # chamfer's top_k: the default 100
+        row = res["tables"][s]["chamfer"]
+        assert row["s/image"] == pytest.approx(t["extract:cnn_local"]["seconds"] / t["extract:cnn_local"]["images"])
+        assert row["s/pair"] == pytest.approx(t["rerank:chamfer"]["seconds"] / set_pairs)
+        assert res["tables"][s]["aqe"]["s/pair"] is None  # over the gallery, not pairwise (NaN -> null)
+        ext_s, img = ext_s + t["extract:cnn_local"]["seconds"], img + t["extract:cnn_local"]["images"]
+        rr_s, pairs = rr_s + t["rerank:chamfer"]["seconds"], pairs + set_pairs
+    assert (pooled["s/image"], pooled["s/pair"]) == pytest.approx((ext_s / img, rr_s / pairs))
+    assert "| s/image | s/pair |" in md
     # the chosen weight is the best mean val mAP over the three val splits
     val = res["val"]["chamfer"]["val_mAP_mean_over_sets"]
     best = max(val, key=val.get)

@@ -36,9 +36,16 @@ LAYERS: list[set[str]] = [
     {"features"},  # extractors that fill the store (rollout too)
     {"rerank"},  # rerankers read stores (a reranker never imports a training module)
     {"train"},  # training loops
-    {"pipeline", "experiment", "distributed", "methods", "shards"},  # stages: extract, index, search, rerank, ...
+    {
+        "pipeline",
+        "experiment",
+        "distributed",
+        "methods",
+        "shards",
+        "local_defaults",
+    },  # stages: extract, index, search, rerank, ...
     {"query", "viz", "pairwise", "external"},  # what users look at
-    {"report", "benchmark", "benchmark_report"},
+    {"report", "benchmark", "benchmark_report", "benchmark_costs"},
     {"demo"},
     {"relook"},  # the package's __init__: the public API
     {"cli"},  # thin: parse, call the library, print

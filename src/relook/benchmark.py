@@ -14,7 +14,8 @@ per (set, split), so features are cached per set and extractor and a rerun redoe
    with the kept settings.
 4. **Test**: the global order (Lite0 GeM shortlist) and every row on each test set: mAP, R@1, mP@10 (per
    query: ``relook.eval.per_query``), ms/query (the rerank stage's wall time over the queries; the global
-   row: the search stage's), and the delta of mAP to the global order with a paired per-query bootstrap
+   row: the search stage's), s/image and s/pair (``relook.benchmark_costs``: the row's extraction and
+   matching time per image and per scored pair), and the delta of mAP to the global order with a paired per-query bootstrap
    95% interval (``relook.eval.bootstrap``), per set and pooled over the sets with ``role: room``.
 5. **Learned rows** read checkpoints: a row with ``checkpoint: PATH`` whose file is absent is not run and
    says "not trained: no checkpoint at PATH". A row with ``global:`` is a global-descriptor row (its own
@@ -35,6 +36,7 @@ import numpy as np
 import yaml
 
 from relook import pipeline
+from relook.benchmark_costs import row_costs
 from relook.benchmark_report import summarise, write_outputs
 from relook.benchmark_sets import dataset_conf, describe_split
 from relook.errors import ConfigError, DataError
@@ -139,12 +141,27 @@ def scores_of(conf: dict, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     dataset = pipeline.dataset_of(conf)
     out = Path(conf["out"])
     shortlist = Shortlist.load(out / "shortlist.npz")
-    search = pipeline.read_timings(out).get("search", {})
-    res = {"global": {**per_query_metrics(shortlist, dataset), "ms": _ms(search.get("seconds"), search.get("queries"))}}
+    timings = pipeline.read_timings(out)
+    search = timings.get("search", {})
+    candidates = (shortlist.indices >= 0).sum(1)  # (Q,) shortlist entries per query
+    res = {
+        "global": {
+            **per_query_metrics(shortlist, dataset),
+            "ms": _ms(search.get("seconds"), search.get("queries")),
+            "costs": row_costs(timings, conf.get("global"), None, candidates),
+        }
+    }
+    items = {r["label"]: r for r in conf.get("rerankers", [])}
     for label in labels:
         ranking = Ranking.load(out / "rankings" / f"{label}.npz")
         spq = ranking.meta.get("seconds_per_query")
-        res[label] = {**per_query_metrics(ranking, dataset), "ms": 1000 * float(spq) if spq else float("nan")}
+        item = items.get(label)
+        features = (item or {}).get("features", conf.get("global"))
+        res[label] = {
+            **per_query_metrics(ranking, dataset),
+            "ms": 1000 * float(spq) if spq else float("nan"),
+            "costs": row_costs(timings, features, item, candidates),
+        }
     res["_info"] = {"queries": len(dataset.query_ids), "gallery": len(dataset.gallery_ids)}
     return res
 

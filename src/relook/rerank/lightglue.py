@@ -18,6 +18,20 @@ The sizes come from tensor shapes (input_proj: (descriptor_dim, input_dim); pose
 one log_assignment per layer), so a local file of another size loads too. Only the derived buffer
 ``confidence_thresholds`` may be absent; anything else that does not fit raises ``DataError``.
 Keypoints are normalised by each image's ``image_size`` (read from the features), as LightGlue expects.
+
+Run-time options (the library's own, passed through unchanged; ``None`` keeps the weights' authors' value
+of ``LIGHTGLUE_WEIGHTS``): ``depth_confidence``, LightGlue's adaptive depth (Sec. 3.3 of the paper: stop
+after the layer where this fraction of the points is confidently (un)matched; -1 runs every layer), and
+``width_confidence``, its point pruning (drop points confidently unmatchable; -1 keeps all).
+
+Batching (``batch_size`` > 1): the candidates of one query that have the same number of keypoints go
+through the network together, the query repeated (kornia takes (B, M, 2) tensors, so only equal counts
+stack; there is no padding mask outside ``LightGlue.compile``). What the library then does, per its own
+docstring and code: with point pruning on (``width_confidence`` > 0; on CPU kornia prunes at any size) it
+runs the pairs of a batch one at a time (``_forward_pairs``), so results equal the unbatched ones and
+only the Python overhead is shared; with pruning off the batch is one forward pass, and early stopping
+ends it only when every pair meets its criterion, so a pair may run more layers than alone and its
+matches can differ slightly (``depth_confidence=-1`` as well makes them identical again).
 """
 
 from __future__ import annotations
@@ -68,9 +82,20 @@ def architecture(state: dict[str, torch.Tensor], path: str) -> dict[str, int]:
 
 
 def build_lightglue(
-    weights: str, filter_threshold: float = 0.1, device: str = "cpu"
+    weights: str,
+    filter_threshold: float = 0.1,
+    device: str = "cpu",
+    depth_confidence: float | None = None,
+    width_confidence: float | None = None,
 ) -> tuple[torch.nn.Module, WeightsRecord]:
-    """kornia ``LightGlue`` with ``weights`` (a name of ``LIGHTGLUE_WEIGHTS`` or a file) loaded; no download."""
+    """kornia ``LightGlue`` with ``weights`` (a name of ``LIGHTGLUE_WEIGHTS`` or a file) loaded; no download.
+
+    ``depth_confidence`` / ``width_confidence``: LightGlue's adaptive depth and point pruning (module
+    docstring); None keeps the authors' value for these weights, -1 turns the mechanism off.
+    """
+    for key, v in (("depth_confidence", depth_confidence), ("width_confidence", width_confidence)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not (v == -1 or 0 < v < 1)):
+            raise ConfigError(f"gv: lightglue_{key} must be -1 (off) or in (0, 1), got {v!r}")
 
     record = resolve_weights(weights)
     if record.package and record.name not in LIGHTGLUE_WEIGHTS:
@@ -79,7 +104,14 @@ def build_lightglue(
         )
     state = kornia_state_dict(load_state_dict(record))
     arch = architecture(state, record.path)
-    run = LIGHTGLUE_WEIGHTS.get(record.name, LIGHTGLUE_WEIGHTS["lightglue-aliked"])
+    run = dict(LIGHTGLUE_WEIGHTS.get(record.name, LIGHTGLUE_WEIGHTS["lightglue-aliked"]))
+    run.update(
+        {
+            k: float(v)
+            for k, v in (("depth_confidence", depth_confidence), ("width_confidence", width_confidence))
+            if v is not None
+        }
+    )
     net = LightGlue(None, **arch, **run, filter_threshold=float(filter_threshold), flash=False)
     try:
         result = net.load_state_dict(state, strict=False)
@@ -113,17 +145,18 @@ def _inputs(f: ImageFeatures, device: str) -> dict[str, torch.Tensor]:
 
 @torch.inference_mode()
 def lightglue_matches(
-    net: torch.nn.Module, query: ImageFeatures, candidates: Sequence[ImageFeatures]
+    net: torch.nn.Module, query: ImageFeatures, candidates: Sequence[ImageFeatures], batch_size: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """LightGlue matches of ``query`` with each candidate: (query indices (P,), candidate indices (P,)) int64.
 
-    Pairs run one at a time (their keypoint counts differ); a side without features gives no matches.
+    Candidates with equal keypoint counts go through the network ``batch_size`` at a time (module docstring);
+    a side without features gives no matches.
     """
     device = str(next(net.parameters()).device)
     dim = net.conf.input_dim
-    out: list[tuple[np.ndarray, np.ndarray]] = []
+    out: list[tuple[np.ndarray, np.ndarray]] = [_EMPTY] * len(candidates)
     if query.num_local == 0:
-        return [_EMPTY for _ in candidates]
+        return out
     for f in (query, *candidates):
         if f.num_local and f.local_desc.shape[1] != dim:
             raise ShapeError(
@@ -131,11 +164,29 @@ def lightglue_matches(
                 f"weights take {dim}-d; pick lightglue_weights matching the extractor"
             )
     q = _inputs(query, device)
-    for cand in candidates:
-        if cand.num_local == 0:
-            out.append(_EMPTY)
-            continue
-        m = net({"image0": q, "image1": _inputs(cand, device)})["matches"][0].cpu().numpy().astype(np.int64)
-        order = np.argsort(m[:, 0], kind="stable")
-        out.append((m[order, 0], m[order, 1]))
+    for group in equal_count_batches(candidates, batch_size):
+        c = [_inputs(candidates[k], device) for k in group]
+        image1 = {key: torch.cat([x[key] for x in c]) for key in c[0]}
+        image0 = {key: v.expand(len(group), *v.shape[1:]) for key, v in q.items()}
+        result = net({"image0": image0, "image1": image1})["matches"]
+        for k, m in zip(group, result):
+            m = m.cpu().numpy().astype(np.int64)
+            order = np.argsort(m[:, 0], kind="stable")
+            out[k] = (m[order, 0], m[order, 1])
     return out
+
+
+def equal_count_batches(candidates: Sequence[ImageFeatures], batch_size: int) -> list[list[int]]:
+    """Indices of the candidates with features, grouped by keypoint count, at most ``batch_size`` a group,
+    in order of first appearance (``batch_size`` 1: one candidate a group, in order)."""
+    groups: dict[int, list[list[int]]] = {}
+    order: list[list[int]] = []
+    for k, f in enumerate(candidates):
+        if f.num_local == 0:
+            continue
+        runs = groups.setdefault(f.num_local, [])
+        if not runs or len(runs[-1]) >= batch_size:
+            runs.append([])
+            order.append(runs[-1])
+        runs[-1].append(k)
+    return order
