@@ -40,3 +40,24 @@ def test_runnable_blocks_run(tmp_path, monkeypatch):
     finally:
         qs.close()
         gs.close()
+
+
+def pooled_table(text: str, after: str) -> str:
+    """The first Markdown table (consecutive ``|`` lines) after the line containing ``after``."""
+    lines = text[text.index(after) :].splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return "\n".join(rows)
+
+
+def test_results_section_is_the_benchmarks():
+    """The README's results table is the committed `relook benchmark` run's pooled table, row for row: rerun
+    the benchmark and the README must follow (copy the pooled table of results/benchmark/results.md)."""
+    committed = pooled_table((README.parent / "results/benchmark/results.md").read_text(), "## pooled")
+    shown = pooled_table(README.read_text(), "<!-- copy of the pooled table of results/benchmark/results.md")
+    assert shown.count("\n") >= 3
+    assert shown == committed
