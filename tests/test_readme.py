@@ -6,6 +6,7 @@ from pathlib import Path
 
 from relook.rerank import create_reranker, list_rerankers
 from tests.rerank.test_contract import check_empty, check_permutation_no_nan_seeded, make_stores
+from tests.test_recipes import bash_commands, check_relook_command, relook_argv
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -61,3 +62,13 @@ def test_results_section_is_the_benchmarks():
     shown = pooled_table(README.read_text(), "<!-- copy of the pooled table of results/benchmark/results.md")
     assert shown.count("\n") >= 3
     assert shown == committed
+
+
+def test_command_lines_parse():
+    """Every ``relook`` line of the README's ``bash`` blocks parses against the command line as it is now
+    (sub-command, options, arguments; nothing runs) and the configs under ``configs/`` it names load with its
+    ``-s`` overrides (the same check as the recipes under docs/)."""
+    commands = [c for c in bash_commands(README.read_text()) if relook_argv(c)]
+    assert len(commands) >= 30
+    for command in commands:
+        check_relook_command(command, str(README))

@@ -86,8 +86,9 @@ def test_bash_commands_split():
     ]
 
 
-@pytest.mark.parametrize("where,command", recipe_commands(), ids=lambda v: v if isinstance(v, str) else "")
-def test_recipe_command_parses(where, command):
+def check_relook_command(command: list[str], where: str) -> None:
+    """A ``relook`` command parses, and the configs under ``configs/`` it names load with its ``-s`` overrides
+    (an override holding a shell variable is left out); a ``python``/``bash`` line names an existing script."""
     argv = relook_argv(command)
     if argv is None:
         if command[0] in ("python", "bash") and len(command) > 1 and command[1].startswith("scripts/"):
@@ -98,6 +99,11 @@ def test_recipe_command_parses(where, command):
         files = [ROOT / f for f in params["config"]]
         overrides = [s for s in params.get("overrides") or [] if "$" not in s]
         load_config([f for f in files if f.is_relative_to(ROOT / "configs")], overrides)
+
+
+@pytest.mark.parametrize("where,command", recipe_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_recipe_command_parses(where, command):
+    check_relook_command(command, where)
 
 
 def test_parse_only_refuses():
