@@ -39,12 +39,12 @@ browser:
 
 # ruff (configured in pyproject.toml): any lint finding or unformatted file fails CI
 lint: $(STAMP)
-	$(VPY) -m ruff check src tests benchmarks experiments
-	$(VPY) -m ruff format --check src tests benchmarks experiments
+	$(VPY) -m ruff check src tests benchmarks scripts
+	$(VPY) -m ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
-	$(VPY) -m ruff check --fix src tests benchmarks experiments
-	$(VPY) -m ruff format src tests benchmarks experiments
+	$(VPY) -m ruff check --fix src tests benchmarks scripts
+	$(VPY) -m ruff format src tests benchmarks scripts
 
 # PYTEST_ARGS: extra pytest options, e.g. make test-fast PYTEST_ARGS="--durations=40"
 PYTEST_ARGS ?=

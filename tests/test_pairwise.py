@@ -136,6 +136,7 @@ def test_cli(tmp_path, pairs, capsys, one_thread):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+@pytest.mark.slow  # ~5 CPU-s: a pipeline run, then pairs
 def test_run_weights_and_scores(tmp_path, one_thread, capsys):
     """With ``run=``: the run's extractors and gv settings, the same inliers as the run's own ranking gave
     the pair, and ``query``'s refusal when the run's store was made with other weights."""

@@ -20,9 +20,28 @@ PHOTOS = ("kodim01", "kodim03", "kodim05", "kodim07", "kodim13", "kodim15", "kod
 HELD_GROUP, HELD_VIEW = "kodim05", "2"
 
 
+# The warped benchmark and its run are built once per session: tests/test_confidence.py imports these fixtures,
+# and a module-scoped fixture imported into a second module would be built again there (the same run, twice).
+_BUILT: dict = {}
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """The warped benchmark and the held-back view's path (not in the run's CSV)."""
+    if "bench" not in _BUILT:
+        _BUILT["bench"] = _make_bench(tmp_path_factory)
+    return _BUILT["bench"]
+
+
+@pytest.fixture(scope="module")
+def run(bench, tmp_path_factory):
+    """`relook run` over every view but the held-back one; gv rescoring the whole (31-image) gallery."""
+    if "run" not in _BUILT:
+        _BUILT["run"] = _make_run(bench, tmp_path_factory)
+    return _BUILT["run"]
+
+
+def _make_bench(tmp_path_factory):
     photos = tmp_path_factory.mktemp("photos")
     for name in PHOTOS:
         (photos / f"{name}.jpg").symlink_to(shared("photos", "Kodak24", f"{name}.jpg"))
@@ -35,9 +54,7 @@ def bench(tmp_path_factory):
     return out, out / held
 
 
-@pytest.fixture(scope="module")
-def run(bench, tmp_path_factory):
-    """`relook run` over every view but the held-back one; gv rescoring the whole (31-image) gallery."""
+def _make_run(bench, tmp_path_factory):
     root, _ = bench
     out = tmp_path_factory.mktemp("run")
     config = out / "experiment.yaml"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from relook.rerank import create_reranker, list_rerankers
 from tests.rerank.test_contract import check_empty, check_permutation_no_nan_seeded, make_stores
+from tests.test_recipes import bash_commands, check_relook_command, relook_argv
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -40,3 +41,34 @@ def test_runnable_blocks_run(tmp_path, monkeypatch):
     finally:
         qs.close()
         gs.close()
+
+
+def pooled_table(text: str, after: str) -> str:
+    """The first Markdown table (consecutive ``|`` lines) after the line containing ``after``."""
+    lines = text[text.index(after) :].splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return "\n".join(rows)
+
+
+def test_results_section_is_the_benchmarks():
+    """The README's results table is the committed `relook benchmark` run's pooled table, row for row: rerun
+    the benchmark and the README must follow (copy the pooled table of results/benchmark/results.md)."""
+    committed = pooled_table((README.parent / "results/benchmark/results.md").read_text(), "## pooled")
+    shown = pooled_table(README.read_text(), "<!-- copy of the pooled table of results/benchmark/results.md")
+    assert shown.count("\n") >= 3
+    assert shown == committed
+
+
+def test_command_lines_parse():
+    """Every ``relook`` line of the README's ``bash`` blocks parses against the command line as it is now
+    (sub-command, options, arguments; nothing runs) and the configs under ``configs/`` it names load with its
+    ``-s`` overrides (the same check as the recipes under docs/)."""
+    commands = [c for c in bash_commands(README.read_text()) if relook_argv(c)]
+    assert len(commands) >= 30
+    for command in commands:
+        check_relook_command(command, str(README))

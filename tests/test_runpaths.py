@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from relook.cli import main
@@ -63,6 +64,7 @@ def test_stored_form_round_trip(tmp_path, monkeypatch):
     assert back["dataset"]["csv"] == "groups.csv" and "relative_paths" not in back
 
 
+@pytest.mark.slow  # ~4 CPU-s: a pipeline run, moved
 def test_moved_run_with_its_photos(tmp_path, monkeypatch, capsys):
     """A run made with relative paths, moved together with its photos, answers `relook query` from another
     working directory exactly as before, and no stage finds anything to redo there."""

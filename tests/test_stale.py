@@ -33,6 +33,7 @@ def _perturb_gallery(out):
     return first
 
 
+@pytest.mark.slow  # ~8 CPU-s: a pipeline run each
 def test_evaluate_refuses_rankings_of_an_older_shortlist(toy, capsys):
     cfg, out = toy
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0
@@ -54,6 +55,7 @@ def test_evaluate_refuses_rankings_of_an_older_shortlist(toy, capsys):
         assert sorted(ranking.indices[q].tolist()) == sorted(shortlist.indices[q].tolist())
 
 
+@pytest.mark.slow  # ~8 CPU-s
 def test_evaluate_refuses_a_shortlist_older_than_its_config(toy, capsys):
     cfg, out = toy
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0
@@ -62,6 +64,7 @@ def test_evaluate_refuses_a_shortlist_older_than_its_config(toy, capsys):
     _one_line_error(capsys, "shortlist.npz", "out of date", "relook search")
 
 
+@pytest.mark.slow  # ~7 CPU-s
 def test_evaluate_refuses_after_features_change(toy, capsys):
     """Re-extracted global features: the shortlist is stale; after a re-search the ranking is stale."""
     cfg, out = toy
@@ -76,6 +79,7 @@ def test_evaluate_refuses_after_features_change(toy, capsys):
     _one_line_error(capsys, "rankings/toy_reverse.npz")
 
 
+@pytest.mark.slow  # ~8 CPU-s
 def test_evaluate_refuses_ranking_of_other_settings(toy, capsys):
     cfg, out = toy
     assert main(["run", "-c", str(cfg), "--quiet"]) == 0

@@ -194,6 +194,7 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
     assert "no images found" in err and err.count("\n") == 0
 
 
+@pytest.mark.slow  # ~8 CPU-s: relook run on real photos
 def test_real_photos_end_to_end(tmp_path, capsys):
     """12 Kodak photos, read in place, in 4 groups of 3: as symlinked sub-folders and as a CSV over the
     original folder; `relook run` goes end to end and every query gets all 11 other photos, never itself."""

@@ -189,6 +189,7 @@ def test_scannet_true_f(one_thread):
     assert good >= 3, good
 
 
+@pytest.mark.slow  # ~10 CPU-s: LightGlue on real pairs
 def test_pseudo_gt_aliked_lightglue(one_thread):
     """``pseudo_ground_truth(matcher="aliked+lightglue")``: the F it returns on real ScanNet pairs agrees with
     the true F (median symmetric distance of its inliers under the true F small, under the transposed F

@@ -88,6 +88,7 @@ def test_indicator_is_the_fixed_pose():
     assert 0.1 < float(want[0].mean()) < 0.2
 
 
+@pytest.mark.slow  # ~7 CPU-s each: 250 training steps
 @pytest.mark.parametrize("guidance", ["epi", "maxepi"])
 def test_learns_lines_from_positions(guidance):
     """Default guidance (head-mean scaled logits + prior offset): the share rises far above chance."""
@@ -95,6 +96,7 @@ def test_learns_lines_from_positions(guidance):
     assert got > 2.0 * chance, (got, chance)
 
 
+@pytest.mark.slow  # ~7 CPU-s: 250 training steps
 def test_literal_reading_stays_near_chance():
     """The old reading (full-width unscaled logits, literal sigma(A)) on the same budget: the share stays near
     chance (6-layer d-128 RRT at lr 1e-4: logits squashed to std 0.6 and share 15.3% vs chance 15.0%, see

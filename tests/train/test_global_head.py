@@ -84,6 +84,7 @@ def _scores(glob: np.ndarray, ds) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow  # ~7 CPU-s: trains a head on warped real photos
 def test_learned_beats_seeded(warp_set, trained):
     """On held-out photos the learned 128-d global ranks better than the same head before training (the
     seeded random projection of cnn_local), and the extractor gives exactly the head's descriptors."""

@@ -94,7 +94,7 @@ BACKBONES = {
 
 #: the block (1-based) whose CLS and patch tokens a backbone gives by default when ``block`` is null; others: the
 #: last. dinov2_s14_imgfocus: chosen by CLS nearest-neighbour mAP on the UKBench VAL split (148 images, 37
-#: objects; experiments/vit_block_choice.py): squash 224 px, blocks 8-12: 94.5 96.1 98.3 98.2 88.8 (argmax 10);
+#: objects; scripts/vit_block_choice.py): squash 224 px, blocks 8-12: 94.5 96.1 98.3 98.2 88.8 (argmax 10);
 #: diml: 95.8 97.0 98.1 99.1 85.9 (argmax 11, 10 within 1 point). Its last block was fine-tuned for saliency.
 DEFAULT_BLOCK = {dinov2_onnx.NAME: 10}
 

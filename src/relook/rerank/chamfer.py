@@ -13,7 +13,7 @@ Why symmetrised: one direction alone rewards a candidate that merely contains th
 image be explained by the other, as the Chamfer distance between point sets does. ``symmetric: false``
 keeps the query -> candidate direction alone (ColBERT's MaxSim, averaged instead of summed).
 
-This is the training-free baseline RRT must beat (and its distillation teacher): on the warped-photo split of ``experiments/rrt_real_warp_findings.md``,
+This is the training-free baseline RRT must beat (and its distillation teacher): on the warped-photo split of ``docs/findings/rrt-warped-photos.md``,
 the same Lite0 grid tokens with w = 1 gave mAP 88.5 against the global's 86.0, with nothing trained.
 An image without tokens has Chamfer similarity 0 (empty in, zero evidence): its score is the global one.
 """

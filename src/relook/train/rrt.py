@@ -47,7 +47,7 @@ Warm start: ``init_checkpoint`` loads an RRT checkpoint's weights (not its optim
 training, e.g. fine-tuning from a frozen-backbone RRT, or BCE after distillation.
 
 Augmentation with a frozen backbone: ``ViewSource`` holds several stored views of every image (e.g.
-random crops through the frozen CNN, ``experiments/rrt_ukbench_features.py``) and draws one per image and
+random crops through the frozen CNN, ``scripts/rrt_ukbench_features.py``) and draws one per image and
 step (seeded per epoch), the offline stand-in for re-augmenting images every epoch.
 
 Extra losses: ``extra_loss(batch, output) -> scalar tensor`` is added to the BCE (the Epipolar Loss
