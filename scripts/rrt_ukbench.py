@@ -172,6 +172,29 @@ def evaluate(z, scorers: dict, k_ukb: int, k_paris: int, sets=("val", "paris")) 
     return out
 
 
+def combine_eval(z, model: RRT, name: str, k: int, weights) -> dict:
+    """RRT logits of each query's global top-k, computed once; the per-query metrics of the order by
+    ``logit + w * cos(g, g')`` for every w of ``weights`` (w = None: the logit alone, the official
+    replacing score), and of the global order. ``relook``'s combined score (``rrt`` reranker
+    ``global_weight``), not the paper's."""
+    feats, labels, _ = load_split(z, name, half=name == "paris")
+    g_order, S = rankings(feats, labels, k)
+    fn = rrt_fn(model)
+    logits = []
+    for q in range(len(feats)):
+        with torch.inference_mode():
+            logits.append(score_pairs(fn, feats, q, g_order[q, :k], RESOLVED))
+    out = {"global": per_query(g_order, labels, S)}
+    for w in weights:
+        order = g_order.copy()
+        for q in range(len(feats)):
+            top = g_order[q, :k]
+            sc = logits[q] + (0.0 if w is None else w * S[q, top])
+            order[q, :k] = top[np.argsort(-sc, kind="stable")]
+        out["rrt" if w is None else f"rrt+global w={w:g}"] = per_query(order, labels, S)
+    return out
+
+
 def fidelity_stats(z, model: RRT, name: str, k: int, w: float, n_queries: int = 40) -> dict:
     """Pearson / per-query Spearman of RRT's logit with the teacher over each query's top-k pairs."""
     from scipy.stats import pearsonr, spearmanr
@@ -262,7 +285,8 @@ def export(a) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["baselines", "train", "eval", "fidelity", "export"])
+    ap.add_argument("what", choices=["baselines", "train", "eval", "fidelity", "export", "combine"])
+    ap.add_argument("--weights", default="1,3,10,30,100", help="combine: grid of w for logit + w * global")
     ap.add_argument("--dest", type=Path, default=Path("checkpoints/rrt_ukbench"), help="export: folder")
     ap.add_argument("--metrics", type=Path, help="export: eval json to quote in the model card")
     ap.add_argument("--work", type=Path, default=Path("runs/rrt_ukbench"))
@@ -283,6 +307,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fidelity-queries", type=int, default=40)
     ap.add_argument("--pe", choices=["none", "sine"], default="none", help="train: RRT position encoding")
+    ap.add_argument("--no-normalize", action="store_true", help="train: raw projected tokens (official SOP)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     z = np.load(a.work / "features.npz")
@@ -315,7 +340,7 @@ def main() -> None:
         views = [feats_of(g[:, v], t[:, v], ids) for v in range(min(a.max_views, g.shape[1]))]
         per_image = [[views[v][i] for v in range(len(views))] for i in range(len(ids))]
         data = PairData([str(i) for i in ids], y, global_neighbours(g[:, 0].astype(np.float32), 100))
-        model = RRT(**{**MODEL_CONF, "position_encoding": a.pe})
+        model = RRT(**{**MODEL_CONF, "position_encoding": a.pe, "normalize_inputs": not a.no_normalize})
         conf = {
             "epochs": a.epochs,
             "lr": a.lr,
@@ -339,6 +364,18 @@ def main() -> None:
         (a.work / f"eval_{'_'.join(c.parent.name for c in a.ckpt)}.json").write_text(json.dumps(res, indent=1))
     elif a.what == "export":
         export(a)
+    elif a.what == "combine":
+        res = {}
+        for c in a.ckpt:
+            model = load_rrt(c)
+            for name in sets:
+                k = a.paris_k if name == "paris" else a.rerank_k
+                print(f"# {name}: rerank top-{k}, {c}; Lite0 ImageNet (pretrained) features", flush=True)
+                m = combine_eval(z, model, name, k, [None, *map(float, a.weights.split(","))])
+                res.setdefault(str(c), {})[name] = {
+                    lab: report(lab, v, None if lab == "global" else m["global"]) for lab, v in m.items()
+                }
+        (a.work / f"combine_{'_'.join(c.stem for c in a.ckpt)}.json").write_text(json.dumps(res, indent=1))
     else:
         for c in a.ckpt:
             m = load_rrt(c)

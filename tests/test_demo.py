@@ -1,5 +1,5 @@
 """`relook demo` end to end in a subprocess, tiny: 4 real package photos x 3 warped views, 6 textured 3D objects
-at 96 px, the real weights of configs/demo_tiny.yaml, RRT trained for 1 epoch."""
+at 96 px, the real weights of configs/demo_tiny.yaml, the shipped RRT, rrt-maxepi trained for 1 epoch."""
 
 import json
 import re
@@ -90,7 +90,8 @@ def test_tiny_demo_end_to_end(tmp_path):
     ):
         assert f"figures/{fig}" in (out / part / "test/report.html").read_text()
         assert (out / part / "test/figures" / fig).stat().st_size > 1000
-    assert (out / "warp/codebook_asmk.npy").is_file() and (out / "warp/rrt/checkpoint.pt").is_file()
+    assert (out / "warp/codebook_asmk.npy").is_file() and (out / "synth/rrt-maxepi/checkpoint.pt").is_file()
+    assert not (out / "warp/rrt").exists()  # rrt: the shipped checkpoint, never trained by the demo
     # second run: every stage skips its finished work (no store, ranking, codebook or checkpoint rewritten)
     files = [*out.rglob("*.h5"), *out.rglob("rankings/*.npz"), *out.rglob("*.pt"), *out.rglob("codebook_*.npy")]
     stamps = {p: p.stat().st_mtime_ns for p in files}
@@ -98,3 +99,32 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "  training " not in proc.stdout and "ASMK codebook:" not in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.parametrize("config", ["demo.yaml", "demo_tiny.yaml"])
+def test_demo_rrt_uses_shipped_checkpoint(tmp_path, monkeypatch, config):
+    """`rrt` in the demo configs resolves to the shipped safetensors file (the bytes its model card names),
+    loads on the raw Lite0 grid the config extracts for it, and the demo runs no training step for it."""
+    import hashlib
+
+    from relook import demo
+    from relook.methods import build_reranker
+
+    conf, _ = demo.part_config(
+        tmp_path, {"name": "warp", "root": str(tmp_path), "split": "test"}, False, None, ROOT / "configs" / config
+    )
+    row = next(r for r in conf["rerankers"] if r["label"] == "rrt")
+    shipped = ROOT / "checkpoints" / "rrt_ukbench" / "rrt.safetensors"
+    assert Path(row["checkpoint"]) == shipped.resolve()
+    card = (shipped.parent / "MODEL_CARD.md").read_text()
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() in card
+    ext = next(e for e in conf["extractors"] if e["label"] == row["features"])
+    assert ext["name"] == "cnn_local" and ext["projection"] == "none" and ext["image_size"] == 224
+    reranker = build_reranker(row)
+    assert reranker.model.conf["d_local"] == 1280 and reranker.model.conf["d_global"] == 1280
+    calls = []
+    monkeypatch.setattr("relook.train.rrt_stage.train_rrt_stage", lambda *a, **k: calls.append(a))
+    train = demo.train_config(conf, tmp_path)
+    assert "lite0_raw" not in {e["label"] for e in train["extractors"]}  # nothing extracted to train it
+    demo.train_rrts(conf, train, 1, False, lambda *a: None)
+    assert calls == []

