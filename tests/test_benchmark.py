@@ -174,7 +174,9 @@ def test_rows_over_a_global_row(bench, tmp_path):
         "rows=[{label: g, global: {name: cnn_local, batch_size: 8}, tune: {image_size: [80, 96]}},"
         " {label: ot-g, over: g, reranker: {name: ot, marginal: uniform, top_k: 20}, tune: {struct_weight: [0.5, 2.0]}}]"
     )
-    sets = "sets={geo: {root: geo, merge: true, half: group, role: room}, places: {root: places, half: image, role: room}}"
+    sets = (
+        "sets={geo: {root: geo, merge: true, half: group, role: room}, places: {root: places, half: image, role: room}}"
+    )
     conf = load_benchmark_config([path], [f"out={tmp_path / 'o'}", rows, sets, "train_set=null"])
     res = run_benchmark(conf, progress=False, log=lambda m: None)
     out = tmp_path / "o"
