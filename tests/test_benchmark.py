@@ -170,3 +170,64 @@ def test_bad_input(bench, tmp_path, capsys):
         "c[weight=2]",
         {"name": "chamfer", "weight": 2},
     )
+
+
+def test_rows_over_a_global_row(bench, tmp_path):
+    """A reranker row ``over`` a global row reranks that row's shortlist with that row's features (checked
+    against the OT reranker run here on those files), its "delta to own global" is the paired bootstrap against
+    that row (per set and pooled), its delta to the Lite0 global stays, and the global row's ``tune`` picks the
+    extractor setting with the best mean val mAP, with the rows over it tuned on that setting's val runs."""
+    from relook import pipeline
+    from relook.benchmark import scores_of
+    from relook.benchmark_report import markdown
+    from relook.experiment import load_config
+    from relook.rerank import create_reranker
+    from relook.store import FeatureStore
+    from relook.types import Ranking, Shortlist
+
+    _, path, _ = bench
+    rows = (
+        "rows=[{label: g, global: {name: cnn_local, batch_size: 8}, tune: {image_size: [80, 96]}},"
+        " {label: ot-g, over: g, reranker: {name: ot, marginal: uniform, top_k: 20}, tune: {struct_weight: [0.5, 2.0]}}]"
+    )
+    sets = (
+        "sets={geo: {root: geo, merge: true, half: group, role: room}, places: {root: places, half: image, role: room}}"
+    )
+    conf = load_benchmark_config([path], [f"out={tmp_path / 'o'}", rows, sets, "train_set=null"])
+    res = run_benchmark(conf, progress=False, log=lambda m: None)
+    out = tmp_path / "o"
+    val = res["val"]
+    best = max(val["g"]["val_mAP_mean_over_sets"], key=val["g"]["val_mAP_mean_over_sets"].get)
+    assert best == f"g[image_size={val['g']['chosen']['image_size']}]"
+    assert val["ot-g"]["baseline"] == "g"
+    assert val["ot-g"]["val_mAP_global"] == {
+        s: float(np.nanmean(scores_of(load_config([out / s / "val" / best / "config.yaml"]), [])["global"]["AP"]))
+        for s in ("geo", "places")
+    }
+    per = {}
+    for s in ("geo", "places"):
+        run = load_config([out / s / "test" / "g" / "config.yaml"])
+        assert run["extractors"][0]["image_size"] == val["g"]["chosen"]["image_size"]
+        dataset = pipeline.dataset_of(run)
+        qpath, gpath = pipeline.store_paths(run, "g", dataset)
+        rr = create_reranker(**res["settings"]["ot-g"])
+        with FeatureStore(qpath, "r") as qs, FeatureStore(gpath, "r") as gs:
+            ref = rr.rerank_shortlist(Shortlist.load(out / s / "test" / "g" / "shortlist.npz"), qs, gs, progress=False)
+        got = Ranking.load(out / s / "test" / "g" / "rankings" / "ot-g.npz")
+        np.testing.assert_array_equal(got.indices, ref.indices)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-6)
+        per[s] = scores_of(run, ["ot-g"])
+        row = res["tables"][s]["ot-g"]
+        d = paired_bootstrap(per[s]["ot-g"]["AP"], per[s]["global"]["AP"], n=300, seed=0)
+        assert row["vs"] == "g" and (row["own_delta_mAP"], row["own_delta_lo"], row["own_delta_hi"]) == pytest.approx(d)
+        lite0 = scores_of(load_config([out / s / "test" / "config.yaml"]), [])["global"]["AP"]
+        d = paired_bootstrap(per[s]["ot-g"]["AP"], lite0, n=300, seed=0)
+        assert (row["delta_mAP"], row["delta_lo"], row["delta_hi"]) == pytest.approx(d)
+    pooled = res["tables"]["pooled (room)"]["ot-g"]
+    a, b = (np.concatenate([per[s][k]["AP"] for s in ("geo", "places")]) for k in ("ot-g", "global"))
+    d = paired_bootstrap(a, b, n=300, seed=0)
+    assert (pooled["own_delta_mAP"], pooled["own_delta_lo"], pooled["own_delta_hi"]) == pytest.approx(d)
+    md = markdown(res)
+    assert "delta to own global [95% CI]" in md and " vs g |" in md
+    with pytest.raises(ConfigError, match="over"):
+        load_benchmark_config([path], ["rows=[{label: x, over: aqe, reranker: {name: aqe}}]"])

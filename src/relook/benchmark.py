@@ -19,7 +19,12 @@ per (set, split), so features are cached per set and extractor and a rerun redoe
    95% interval (``relook.eval.bootstrap``), per set and pooled over the sets with ``role: room``.
 5. **Learned rows** read checkpoints: a row with ``checkpoint: PATH`` whose file is absent is not run and
    says "not trained: no checkpoint at PATH". A row with ``global:`` is a global-descriptor row (its own
-   extractor, e.g. the learned head ``projection: PATH``, and its own shortlist).
+   extractor, e.g. the learned head ``projection: PATH``, and its own shortlist); its ``tune`` grid sets the
+   extractor's options (e.g. a ViT's ``block``) by val mAP of that shortlist.
+6. **Rows on a global row** (``over: LABEL``; not ``on``, which YAML reads as true): a reranker row run on the global row ``LABEL``'s shortlist and
+   reading its features (unless ``features`` says otherwise), so one model gives S_global and the tokens.
+   Its delta is reported twice: to its own global (``LABEL``) and to the global order; its ``tune`` grid is
+   run on the val splits of ``LABEL`` (with ``LABEL``'s own chosen settings).
 
 Outputs in ``out``: ``results.json``, ``results.md`` (``relook.benchmark_report``) and ``deltas.png``.
 """
@@ -53,9 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "sets": {},  # name -> {root, split_by_group | half: group|image, merge, role: room|ceiling, seed}
     "train_set": None,  # set whose train split trains the ASMK codebook
     "experiment": {},  # extractors, global, shortlist of every run (relook run's keys)
-    "rows": [],  # [{label, reranker: {...}} | {label, global: {...}}, optional checkpoint, codebook, tune]
+    "rows": [],  # [{label, reranker: {...}, on} | {label, global: {...}}, optional checkpoint, codebook, tune]
 }
-ROW_KEYS = {"label", "reranker", "global", "checkpoint", "codebook", "tune"}
+ROW_KEYS = {"label", "reranker", "global", "checkpoint", "codebook", "tune", "over"}
 
 
 def load_benchmark_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -109,6 +114,13 @@ def check_benchmark_config(conf: dict[str, Any]) -> dict[str, Any]:
         labels.append(row["label"])
     if len(set(labels)) != len(labels) or "global" in labels:
         raise ConfigError(f"benchmark: row labels must be distinct and not 'global', got {labels}")
+    global_rows = [r["label"] for r in conf["rows"] if "global" in r]
+    for row in conf["rows"]:
+        if "over" in row and ("reranker" not in row or row["over"] not in global_rows):
+            raise ConfigError(
+                f"benchmark: row {row['label']!r}: 'over: {row['over']}' needs a reranker row and a global row's "
+                f"label; global rows: {global_rows}"
+            )
     return conf
 
 
@@ -171,16 +183,18 @@ def _ms(seconds, count) -> float:
 
 
 def variants(row: dict) -> list[tuple[str, dict]]:
-    """(label, reranker conf) of every setting of a tuned row (the cartesian product of its ``tune`` grid)."""
+    """(label, reranker or global-extractor conf) of every setting of a tuned row (the cartesian product of its
+    ``tune`` grid)."""
+    base = row["reranker"] if "reranker" in row else row["global"]
     grid = row.get("tune") or {}
     if not grid:
-        return [(row["label"], row["reranker"])]
+        return [(row["label"], base)]
     keys = sorted(grid)
     out = []
     for values in itertools.product(*(grid[k] for k in keys)):
         setting = dict(zip(keys, values))
         tag = ",".join(f"{k}={v}" for k, v in setting.items())
-        out.append((f"{row['label']}[{tag}]", {**row["reranker"], **setting}))
+        out.append((f"{row['label']}[{tag}]", {**base, **setting}))
     return out
 
 
@@ -242,6 +256,9 @@ def resolve_rows(bench: dict, eval_only: bool, progress: bool) -> tuple[list[dic
             else:
                 row["reranker"]["codebook_path"] = str(train_codebook(bench, row, out, progress))
         ready.append(row)
+    for row in [r for r in ready if r.get("over") in absent]:
+        absent[row["label"]] = f"not run: its global row {row['over']!r} is absent"
+        ready.remove(row)
     return ready, absent
 
 
@@ -254,35 +271,76 @@ def _extractors_for(bench: dict, rerankers: list[dict]) -> list[dict]:
     return [e for e, lab in zip(exts, label_of) if lab in wanted]
 
 
+def global_run_conf(bench: dict, dataset: dict, folder: Path, label: str, gconf: dict, rerankers: list[dict]) -> dict:
+    """The run of a global row in ``folder / label``: its extractor ``gconf`` (labelled ``label``) gives the
+    shortlist, and ``rerankers`` (the rows ``over`` it) read that extractor's features."""
+    items = [{**r, "features": label} for r in rerankers]
+    conf = experiment_conf(bench, dataset, folder / label, items, [{**gconf, "label": label}])
+    conf["global"] = label
+    return conf
+
+
+def _val_maps(conf: dict, labels: list[str], base: str, name: str, maps: dict, progress: bool) -> dict:
+    """Run ``conf`` and put the val mAP of its shortlist (under ``base``) and of ``labels`` into ``maps``."""
+    run_stages(conf, progress)
+    res = scores_of(conf, labels)
+    for label, r in res.items():
+        if label != "_info":
+            maps.setdefault(base if label == "global" else label, {})[name] = float(np.nanmean(r["AP"]))
+    return res["_info"]
+
+
+def _pick(row: dict, maps: dict, base: str) -> tuple[dict, dict]:
+    """The setting of ``row`` with the best mean val mAP over the sets (ties: the grid's first) and its record."""
+    means = {lab: float(np.mean(list(maps[lab].values()))) for lab, _ in variants(row)}
+    best = max(variants(row), key=lambda v: means[v[0]])
+    record = {
+        "grid": row["tune"],
+        "val_mAP_mean_over_sets": means,
+        "baseline": base,
+        "val_mAP_global": dict(maps.get(base, {})),
+        "chosen": {k: best[1][k] for k in row["tune"]},
+    }
+    return best[1], record
+
+
 def choose_on_val(bench, rows, splits, progress, log) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Run every tuned row's settings on the val splits; (label -> chosen reranker conf, val record)."""
-    tuned = [r for r in rows if r.get("tune") and "reranker" in r]
-    chosen = {r["label"]: r.get("reranker") for r in rows if "reranker" in r}
+    """Run every tuned row's settings on the val splits; (label -> chosen reranker / global conf, val record).
+    Global rows first (their extractor settings), then the reranker rows, each on the shortlist it reranks."""
+    tuned = [r for r in rows if r.get("tune")]
+    chosen = {r["label"]: r["reranker"] if "reranker" in r else r["global"] for r in rows}
     if not tuned:
         return chosen, {}
-    items = [{"label": lab, **rconf} for r in tuned for lab, rconf in variants(r)]
-    maps: dict[str, dict[str, float]] = {}
-    for name, spec in bench["sets"].items():
-        log(f"val: {name}")
-        ds = dataset_conf(name, spec, "val", Path(bench["data_root"]), Path(bench["out"]), bench["seed"])
-        conf = experiment_conf(bench, ds, Path(bench["out"]) / name / "val", items, _extractors_for(bench, items))
-        run_stages(conf, progress)
-        res = scores_of(conf, [i["label"] for i in items])
-        for label, r in res.items():
-            if label != "_info":
-                maps.setdefault(label, {})[name] = float(np.nanmean(r["AP"]))
-        splits[(name, "val")] = describe_split(spec, "val", bench["seed"]), res["_info"]
-    record = {}
-    for r in tuned:
-        means = {lab: float(np.mean(list(maps[lab].values()))) for lab, _ in variants(r)}
-        best = max(variants(r), key=lambda v: means[v[0]])  # ties: the first setting of the grid
-        chosen[r["label"]] = best[1]
-        record[r["label"]] = {
-            "grid": r["tune"],
-            "val_mAP_mean_over_sets": means,
-            "val_mAP_global": {n: maps["global"][n] for n in maps["global"]},
-            "chosen": {k: best[1][k] for k in r["tune"]},
-        }
+    out, maps, record = Path(bench["out"]), {}, {}
+    vals = {
+        n: dataset_conf(n, s, "val", Path(bench["data_root"]), out, bench["seed"]) for n, s in bench["sets"].items()
+    }
+    run_of = {r["label"]: r["label"] for r in rows if "global" in r}  # global row -> label (folder) of its val run
+    for row in (r for r in tuned if "global" in r):
+        for name, ds in vals.items():
+            log(f"val: {name} ({row['label']})")
+            for lab, gconf in variants(row):
+                info = _val_maps(
+                    global_run_conf(bench, ds, out / name / "val", lab, gconf, []), [], lab, name, maps, progress
+                )
+                splits[(name, "val")] = describe_split(bench["sets"][name], "val", bench["seed"]), info
+        chosen[row["label"]], record[row["label"]] = _pick(row, maps, "global")
+        run_of[row["label"]] = next(lab for lab, conf in variants(row) if conf == chosen[row["label"]])
+    groups: dict[str | None, list[dict]] = {}
+    for row in (r for r in tuned if "reranker" in r):
+        groups.setdefault(row.get("over"), []).append(row)
+    for on, group in sorted(groups.items(), key=lambda kv: kv[0] is not None):  # the global order's rows first
+        items = [{"label": lab, **rconf} for r in group for lab, rconf in variants(r)]
+        for name, ds in vals.items():
+            log(f"val: {name}" + (f" (on {on})" if on else ""))
+            if on is None:
+                conf = experiment_conf(bench, ds, out / name / "val", items, _extractors_for(bench, items))
+            else:
+                conf = global_run_conf(bench, ds, out / name / "val", run_of[on], chosen[on], items)
+            info = _val_maps(conf, [i["label"] for i in items], on or "global", name, maps, progress)
+            splits[(name, "val")] = describe_split(bench["sets"][name], "val", bench["seed"]), info
+        for row in group:
+            chosen[row["label"]], record[row["label"]] = _pick(row, maps, on or "global")
     return chosen, record
 
 
@@ -310,17 +368,18 @@ def run_benchmark(
     for name, spec, split in tests:
         log(f"test: {name}")
         ds = dataset_conf(name, spec, split, Path(bench["data_root"]), out, bench["seed"])
-        rerankers = [{"label": r["label"], **chosen[r["label"]]} for r in rows if "reranker" in r]
+        rerankers = [{"label": r["label"], **chosen[r["label"]]} for r in rows if "reranker" in r and "over" not in r]
         conf = experiment_conf(bench, ds, out / name / split, rerankers, _extractors_for(bench, rerankers))
         run_stages(conf, progress)
         res = scores_of(conf, [r["label"] for r in rerankers])
         meta[name] = _run_meta(conf)
-        for row in (r for r in rows if "global" in r):  # a global row: its own extractor and shortlist
-            ext = {"label": row["label"], **row["global"]}
-            gconf = experiment_conf(bench, ds, out / name / split / row["label"], [], [ext])
-            gconf["global"] = row["label"]
+        for row in (r for r in rows if "global" in r):  # a global row: its own extractor, shortlist, rows on it
+            on = [{"label": r["label"], **chosen[r["label"]]} for r in rows if r.get("over") == row["label"]]
+            gconf = global_run_conf(bench, ds, out / name / split, row["label"], chosen[row["label"]], on)
             run_stages(gconf, progress)
-            res[row["label"]] = scores_of(gconf, [])["global"]
+            gres = scores_of(gconf, [r["label"] for r in on])
+            res[row["label"]] = gres["global"]
+            res.update({r["label"]: gres[r["label"]] for r in on})
             meta[name][row["label"]] = _run_meta(gconf)
         splits[(name, split)] = describe_split(spec, split, bench["seed"]), res.pop("_info")
         per_set[name] = {"role": spec.get("role", "ceiling"), "split": split, "scores": res}

@@ -4,7 +4,9 @@ Each row of each test set: mAP, R@1, mP@10 (means of the per-query values, x100 
 s/image and s/pair (``relook.benchmark_costs``),
 and the delta of mAP to the global order with its paired per-query bootstrap 95% interval
 (``relook.eval.bootstrap.paired_bootstrap``). "pooled (room)" concatenates the queries of every test set
-with ``role: room`` (the ones where the global order leaves room) and bootstraps over them.
+with ``role: room`` (the ones where the global order leaves room) and bootstraps over them. A row run ``over`` a
+global row (e.g. OT on a ViT's tokens, on that ViT's CLS order) also gets the delta to that row, its own
+global, in the column "delta to own global" (the fair test of what the reranker adds to its own model).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ POOLED = "pooled (room)"
 METRICS = (("mAP", "AP"), ("R@1", "R@1"), ("mP@10", "P@10"))
 
 
-def _row(scores: dict, base: dict, n: int, seed: int) -> dict[str, float]:
+def _row(scores: dict, base: dict, n: int, seed: int, own: tuple[str, dict] | None = None) -> dict[str, float]:
     out = {
         name: float(np.nanmean(scores[key])) if np.isfinite(scores[key]).any() else float("nan")
         for name, key in METRICS
@@ -32,6 +34,9 @@ def _row(scores: dict, base: dict, n: int, seed: int) -> dict[str, float]:
     out["s/image"], out["s/pair"] = per_unit(scores.get("costs"))
     delta, lo, hi = paired_bootstrap(scores["AP"], base["AP"], n=n, seed=seed)  # method first, baseline second
     out.update({"delta_mAP": delta, "delta_lo": lo, "delta_hi": hi})
+    if own is not None:  # the row's own global (the shortlist it reranks): the same paired bootstrap
+        delta, lo, hi = paired_bootstrap(scores["AP"], own[1]["AP"], n=n, seed=seed)
+        out.update({"vs": own[0], "own_delta_mAP": delta, "own_delta_lo": lo, "own_delta_hi": hi})
     return out
 
 
@@ -51,17 +56,23 @@ def summarise(bench, per_set, labels, absent, chosen, val_record, splits, meta) 
     """The results dict: per set (and pooled) each row's summary numbers, plus data, settings, provenance."""
     n, seed = int(bench["bootstrap"]["n"]), int(bench["bootstrap"]["seed"])
     order = ["global", *[r["label"] for r in bench["rows"]]]
+    on = {r["label"]: r["over"] for r in bench["rows"] if r.get("over")}  # row -> its own global row
     tables: dict[str, dict] = {}
     for name, s in per_set.items():
-        base = s["scores"]["global"]
-        tables[name] = {lab: _row(s["scores"][lab], base, n, seed) for lab in order if lab in s["scores"]}
+        sc = s["scores"]
+        tables[name] = {
+            lab: _row(sc[lab], sc["global"], n, seed, (on[lab], sc[on[lab]]) if on.get(lab) in sc else None)
+            for lab in order
+            if lab in sc
+        }
     pooled_base = _pool(per_set, "global")
     if pooled_base is not None:
         tables[POOLED] = {}
         for lab in order:
             p = _pool(per_set, lab)
+            own = _pool(per_set, on[lab]) if lab in on else None
             if p is not None:
-                tables[POOLED][lab] = _row(p, pooled_base, n, seed)
+                tables[POOLED][lab] = _row(p, pooled_base, n, seed, None if own is None else (on[lab], own))
     return {
         "tables": tables,
         "order": order,
@@ -85,25 +96,30 @@ def _fmt(v: float, scale: float = 100.0, digits: int = 1) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v * scale:.{digits}f}"
 
 
+def _delta(r: dict, key: str = "delta") -> str:
+    return f"{_fmt(r[f'{key}_mAP'], 100, 2)} [{_fmt(r[f'{key}_lo'], 100, 2)}, {_fmt(r[f'{key}_hi'], 100, 2)}]"
+
+
 def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) -> list[str]:
-    """One markdown table: a line per row (absent rows say why)."""
+    """One markdown table: a line per row (absent rows say why); a "delta to own global" column when a row
+    runs on a global row of its own."""
+    own = any("vs" in r for r in rows.values())
+    head = "| row | mAP | R@1 | mP@10 | delta mAP [95% CI] |" + (" delta to own global [95% CI] |" if own else "")
     lines = [
-        "| row | mAP | R@1 | mP@10 | delta mAP [95% CI] | ms/query | s/image | s/pair |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        head + " ms/query | s/image | s/pair |",
+        "|---|---:|---:|---:|---|" + ("---|" if own else "") + "---:|---:|---:|",
     ]
     for lab in order:
         if lab in rows:
             r = rows[lab]
-            delta = (
-                ""
-                if lab == "global"
-                else f"{_fmt(r['delta_mAP'], 100, 2)} [{_fmt(r['delta_lo'], 100, 2)}, {_fmt(r['delta_hi'], 100, 2)}]"
-            )
-            cells = [_fmt(r["mAP"]), _fmt(r["R@1"]), _fmt(r["mP@10"]), delta, _fmt(r["ms/query"], 1.0, 1)]
+            cells = [_fmt(r["mAP"]), _fmt(r["R@1"]), _fmt(r["mP@10"]), "" if lab == "global" else _delta(r)]
+            if own:
+                cells.append(f"{_delta(r, 'own_delta')} vs {r['vs']}" if "vs" in r else "")
+            cells += [_fmt(r["ms/query"], 1.0, 1)]
             cells += [_fmt(r.get("s/image", float("nan")), 1.0, 3), _fmt(r.get("s/pair", float("nan")), 1.0, 4)]
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         elif lab in absent:
-            lines.append(f"| {lab} | {absent[lab]} | | | | | | |")
+            lines.append(f"| {lab} | {absent[lab]} | | | |" + (" |" if own else "") + " | | |")
     return lines
 
 
@@ -118,7 +134,9 @@ def markdown(results: dict) -> str:
         "that ran it (global: the search stage), features extracted beforehand, so it includes reading the "
         "feature stores. s/image: the row's extractor's extraction stage per image (global: the global "
         "extractor's); s/pair: the rerank stage per scored query-candidate pair (min(top_k, K) per query), for "
-        "rerankers that score pairs (relook.benchmark_costs). mP@10: revisited-protocol precision at 10."
+        "rerankers that score pairs (relook.benchmark_costs). mP@10: revisited-protocol precision at 10. "
+        "Delta to own global (rows run on a global row, e.g. OT on a ViT's tokens over that ViT's CLS order): "
+        "row minus that global row, same bootstrap."
     )
     names = [POOLED] + [n for n in tables if n != POOLED] if POOLED in tables else list(tables)
     for name in names:
@@ -133,8 +151,11 @@ def markdown(results: dict) -> str:
     for lab, rec in results["val"].items():
         grid = ", ".join(f"{k}: {v}" for k, v in rec["chosen"].items())
         tried = "; ".join(f"{k} {100 * v:.2f}" for k, v in rec["val_mAP_mean_over_sets"].items())
-        base = np.mean(list(rec["val_mAP_global"].values()))
-        out.append(f"- {lab}: {grid} (val mAP, mean over the val splits: {tried}; global {100 * base:.2f})")
+        base = list(rec["val_mAP_global"].values())
+        base = f"{100 * np.mean(base):.2f}" if base else "-"
+        out.append(
+            f"- {lab}: {grid} (val mAP, mean over the val splits: {tried}; {rec.get('baseline', 'global')} {base})"
+        )
     vals = [f"{k}: {v['how']} ({v['queries']} queries)" for k, v in results["sets"].items() if k.endswith(":val")]
     if vals:
         out.append(f"- val splits: {'; '.join(vals)}")

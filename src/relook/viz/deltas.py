@@ -9,7 +9,8 @@ import numpy as np
 
 def plot_deltas(results: dict, out_path: str | Path) -> Path:
     """One panel per test set (the pooled one first): a dot per row at its delta mAP (x100), a bar for its
-    paired-bootstrap 95% interval, a line at 0 (the global order). Rows without numbers are left out."""
+    paired-bootstrap 95% interval, a line at 0 (the global order); an open blue circle at the delta to its own
+    global for a row run over a global row. Rows without numbers are left out."""
     # lazy (start-up): loads matplotlib; relook's entry points import this module
     import matplotlib
 
@@ -32,6 +33,8 @@ def plot_deltas(results: dict, out_path: str | Path) -> Path:
             d, lo, hi = 100 * r["delta_mAP"], 100 * r["delta_lo"], 100 * r["delta_hi"]
             colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
             ax.errorbar(d, i, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3)
+            if "vs" in r and np.isfinite(r["own_delta_mAP"]):  # a row over its own global: open marker, its delta
+                ax.plot(100 * r["own_delta_mAP"], i, "o", mfc="none", color="tab:blue")
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, rows)
         ax.invert_yaxis()
