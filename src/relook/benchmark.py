@@ -45,9 +45,12 @@ DEFAULTS: dict[str, Any] = {
     "sets": {},  # name -> {root, split_by_group | half: group|image, merge, role: room|ceiling, seed}
     "train_set": None,  # set whose train split trains the ASMK codebook
     "experiment": {},  # extractors, global, shortlist of every run (relook run's keys)
-    "rows": [],  # [{label, reranker: {...}} | {label, global: {...}}, optional checkpoint, codebook, tune]
+    "rows": [],  # [{label, reranker: {...}} | {label, global: {...}}, optional checkpoint, codebook, tune,
+    # baseline: another row's label, for a second paired delta (row minus that row)]
 }
-ROW_KEYS = {"label", "reranker", "global", "checkpoint", "codebook", "tune"}
+ROW_KEYS = {"label", "reranker", "global", "checkpoint", "codebook", "tune", "baseline"}
+#: global extractors whose ``checkpoint:`` goes to another key than ``projection`` (the learned head's)
+CHECKPOINT_KEY = {"dtop_vit": "checkpoint"}
 
 
 def load_benchmark_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -101,6 +104,9 @@ def check_benchmark_config(conf: dict[str, Any]) -> dict[str, Any]:
         labels.append(row["label"])
     if len(set(labels)) != len(labels) or "global" in labels:
         raise ConfigError(f"benchmark: row labels must be distinct and not 'global', got {labels}")
+    for row in conf["rows"]:  # a row's second delta, e.g. DToP vs the ArcFace-FC baseline on the same trunk
+        if row.get("baseline") is not None and row["baseline"] not in labels:
+            raise ConfigError(f"benchmark: row {row['label']!r}: baseline {row['baseline']!r} is not a row label")
     return conf
 
 
@@ -213,7 +219,7 @@ def resolve_rows(bench: dict, eval_only: bool, progress: bool) -> tuple[list[dic
         if ckpt is not None and "reranker" in row:
             row["reranker"]["checkpoint"] = str(ckpt)
         if ckpt is not None and "global" in row:
-            row["global"]["projection"] = str(ckpt)
+            row["global"][CHECKPOINT_KEY.get(row["global"].get("name"), "projection")] = str(ckpt)
         if row.get("codebook") is not None:
             shipped = Path(row["codebook"])
             if shipped.is_file():

@@ -3,7 +3,8 @@
 Each row of each test set: mAP, R@1, mP@10 (means of the per-query values, x100 in the table), ms/query,
 and the delta of mAP to the global order with its paired per-query bootstrap 95% interval
 (``relook.eval.bootstrap.paired_bootstrap``). "pooled (room)" concatenates the queries of every test set
-with ``role: room`` (the ones where the global order leaves room) and bootstraps over them.
+with ``role: room`` (the ones where the global order leaves room) and bootstraps over them. A row with
+``baseline: LABEL`` also gets its mAP delta to that row (same queries, same bootstrap): the "vs baseline" column.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def summarise(bench, per_set, labels, absent, chosen, val_record, splits, meta) 
             p = _pool(per_set, lab)
             if p is not None:
                 tables[POOLED][lab] = _row(p, pooled_base, n, seed)
+    _vs_baselines(bench, per_set, tables, n, seed)
     return {
         "tables": tables,
         "order": order,
@@ -75,13 +77,34 @@ def summarise(bench, per_set, labels, absent, chosen, val_record, splits, meta) 
     }
 
 
+def _vs_baselines(bench: dict, per_set: dict, tables: dict, n: int, seed: int) -> None:
+    """Rows with ``baseline: LABEL`` get ``vs_baseline`` = (LABEL, delta, lo, hi) of mAP, row minus LABEL, paired
+    over the same queries, per set and pooled (added in place to ``tables``)."""
+    for row in bench["rows"]:
+        lab, base = row["label"], row.get("baseline")
+        if base is None:
+            continue
+        for name, s in per_set.items():
+            if lab in s["scores"] and base in s["scores"] and lab in tables[name]:
+                d = paired_bootstrap(s["scores"][lab]["AP"], s["scores"][base]["AP"], n=n, seed=seed)
+                tables[name][lab]["vs_baseline"] = [base, *d]
+        a, b = _pool(per_set, lab), _pool(per_set, base)
+        if POOLED in tables and a is not None and b is not None and lab in tables[POOLED]:
+            tables[POOLED][lab]["vs_baseline"] = [base, *paired_bootstrap(a["AP"], b["AP"], n=n, seed=seed)]
+
+
 def _fmt(v: float, scale: float = 100.0, digits: int = 1) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v * scale:.{digits}f}"
 
 
 def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) -> list[str]:
     """One markdown table: a line per row (absent rows say why)."""
-    lines = ["| row | mAP | R@1 | mP@10 | delta mAP [95% CI] | ms/query |", "|---|---:|---:|---:|---|---:|"]
+    vs = any("vs_baseline" in r for r in rows.values())  # the column only when a row names a baseline
+    lines = [
+        "| row | mAP | R@1 | mP@10 | delta mAP [95% CI] | ms/query |"
+        + (" vs baseline: delta mAP [95% CI] |" if vs else ""),
+        "|---|---:|---:|---:|---|---:|" + ("---|" if vs else ""),
+    ]
     for lab in order:
         if lab in rows:
             r = rows[lab]
@@ -91,9 +114,12 @@ def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) ->
                 else f"{_fmt(r['delta_mAP'], 100, 2)} [{_fmt(r['delta_lo'], 100, 2)}, {_fmt(r['delta_hi'], 100, 2)}]"
             )
             cells = [_fmt(r["mAP"]), _fmt(r["R@1"]), _fmt(r["mP@10"]), delta, _fmt(r["ms/query"], 1.0, 1)]
+            if vs:
+                b = r.get("vs_baseline")
+                cells.append(f"{b[0]}: {_fmt(b[1], 100, 2)} [{_fmt(b[2], 100, 2)}, {_fmt(b[3], 100, 2)}]" if b else "")
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         elif lab in absent:
-            lines.append(f"| {lab} | {absent[lab]} | | | | |")
+            lines.append(f"| {lab} | {absent[lab]} | | | | |" + (" |" if vs else ""))
     return lines
 
 

@@ -58,6 +58,11 @@ def train_dtop_cmd(
         if val is not None:
             conf[key] = val
     ds = _labelled(dataset, root, dataset_opt)
+    if conf["model"].get("backbone") == "dinov2_s14_imgfocus":  # frozen real ViT, cached tokens: cli/dtop_vit.py
+        from relook.cli.dtop_vit import train_frozen_vit
+
+        typer.echo(f"wrote {train_frozen_vit(conf, ds, out)}")
+        return
     items = [(p, b) for _, p, b in ds.gallery]
     ckpt = train_dtop(conf, items, ds.gallery_labels, out, resume=resume)
     typer.echo(f"wrote {ckpt}")
