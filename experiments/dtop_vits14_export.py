@@ -73,7 +73,9 @@ def main() -> None:
         f"- **Training**: {len(record['history'])} epochs, final loss {last['loss']:.3f}; per-epoch val mAP in "
         f"`runs/dtop_vits14/{args.row}/record.json`.",
         "- **Val mAP** (3 scales, longer side {}): ".format(conf["max_size"])
-        + "; ".join(f"{n}: plain {v['plain']:.2f}, whitened {v.get('whitened', float('nan')):.2f}" for n, v in val.items()),
+        + "; ".join(
+            f"{n}: plain {v['plain']:.2f}, whitened {v.get('whitened', float('nan')):.2f}" for n, v in val.items()
+        ),
         f"- **Check** (`check.json`): first {CHECK_IMAGES} UKBench val images, mAP {check['mAP']:.2f} among them.",
         "- **Use**: `relook benchmark` row `{name: dtop_vit}` with `checkpoint: "
         f"checkpoints/dtop_vits14/{args.row}/head.safetensors`.",
