@@ -58,9 +58,12 @@ DEFAULTS: dict[str, Any] = {
     "sets": {},  # name -> {root, split_by_group | half: group|image, merge, role: room|ceiling, seed}
     "train_set": None,  # set whose train split trains the ASMK codebook
     "experiment": {},  # extractors, global, shortlist of every run (relook run's keys)
-    "rows": [],  # [{label, reranker: {...}, on} | {label, global: {...}}, optional checkpoint, codebook, tune]
+    "rows": [],  # [{label, reranker: {...}, over} | {label, global: {...}}, optional checkpoint, codebook, tune,
+    # baseline: another row's label, for a second paired delta (row minus that row)]
 }
-ROW_KEYS = {"label", "reranker", "global", "checkpoint", "codebook", "tune", "over"}
+ROW_KEYS = {"label", "reranker", "global", "checkpoint", "codebook", "tune", "over", "baseline"}
+#: global extractors whose ``checkpoint:`` goes to another key than ``projection`` (the learned head's)
+CHECKPOINT_KEY = {"dtop_vit": "checkpoint"}
 
 
 def load_benchmark_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -121,6 +124,9 @@ def check_benchmark_config(conf: dict[str, Any]) -> dict[str, Any]:
                 f"benchmark: row {row['label']!r}: 'over: {row['over']}' needs a reranker row and a global row's "
                 f"label; global rows: {global_rows}"
             )
+        # a row's second delta, e.g. DToP vs the ArcFace-FC baseline on the same trunk
+        if row.get("baseline") is not None and row["baseline"] not in labels:
+            raise ConfigError(f"benchmark: row {row['label']!r}: baseline {row['baseline']!r} is not a row label")
     return conf
 
 
@@ -245,7 +251,7 @@ def resolve_rows(bench: dict, eval_only: bool, progress: bool) -> tuple[list[dic
         if ckpt is not None and "reranker" in row:
             row["reranker"]["checkpoint"] = str(ckpt)
         if ckpt is not None and "global" in row:
-            row["global"]["projection"] = str(ckpt)
+            row["global"][CHECKPOINT_KEY.get(row["global"].get("name"), "projection")] = str(ckpt)
         if row.get("codebook") is not None:
             shipped = Path(row["codebook"])
             if shipped.is_file():

@@ -7,6 +7,8 @@ and the delta of mAP to the global order with its paired per-query bootstrap 95%
 with ``role: room`` (the ones where the global order leaves room) and bootstraps over them. A row run ``over`` a
 global row (e.g. OT on a ViT's tokens, on that ViT's CLS order) also gets the delta to that row, its own
 global, in the column "delta to own global" (the fair test of what the reranker adds to its own model).
+A row with ``baseline: LABEL`` also gets its mAP delta to that row (same queries, same bootstrap): the
+"vs baseline" column.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def summarise(bench, per_set, labels, absent, chosen, val_record, splits, meta) 
             own = _pool(per_set, on[lab]) if lab in on else None
             if p is not None:
                 tables[POOLED][lab] = _row(p, pooled_base, n, seed, None if own is None else (on[lab], own))
+    _vs_baselines(bench, per_set, tables, n, seed)
     return {
         "tables": tables,
         "order": order,
@@ -92,6 +95,22 @@ def summarise(bench, per_set, labels, absent, chosen, val_record, splits, meta) 
     }
 
 
+def _vs_baselines(bench: dict, per_set: dict, tables: dict, n: int, seed: int) -> None:
+    """Rows with ``baseline: LABEL`` get ``vs_baseline`` = (LABEL, delta, lo, hi) of mAP, row minus LABEL, paired
+    over the same queries, per set and pooled (added in place to ``tables``)."""
+    for row in bench["rows"]:
+        lab, base = row["label"], row.get("baseline")
+        if base is None:
+            continue
+        for name, s in per_set.items():
+            if lab in s["scores"] and base in s["scores"] and lab in tables[name]:
+                d = paired_bootstrap(s["scores"][lab]["AP"], s["scores"][base]["AP"], n=n, seed=seed)
+                tables[name][lab]["vs_baseline"] = [base, *d]
+        a, b = _pool(per_set, lab), _pool(per_set, base)
+        if POOLED in tables and a is not None and b is not None and lab in tables[POOLED]:
+            tables[POOLED][lab]["vs_baseline"] = [base, *paired_bootstrap(a["AP"], b["AP"], n=n, seed=seed)]
+
+
 def _fmt(v: float, scale: float = 100.0, digits: int = 1) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v * scale:.{digits}f}"
 
@@ -102,12 +121,14 @@ def _delta(r: dict, key: str = "delta") -> str:
 
 def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) -> list[str]:
     """One markdown table: a line per row (absent rows say why); a "delta to own global" column when a row
-    runs on a global row of its own."""
+    runs on a global row of its own, a "vs baseline" column when a row names a baseline."""
     own = any("vs" in r for r in rows.values())
+    vs = any("vs_baseline" in r for r in rows.values())
     head = "| row | mAP | R@1 | mP@10 | delta mAP [95% CI] |" + (" delta to own global [95% CI] |" if own else "")
+    head += " vs baseline: delta mAP [95% CI] |" if vs else ""
     lines = [
         head + " ms/query | s/image | s/pair |",
-        "|---|---:|---:|---:|---|" + ("---|" if own else "") + "---:|---:|---:|",
+        "|---|---:|---:|---:|---|" + ("---|" if own else "") + ("---|" if vs else "") + "---:|---:|---:|",
     ]
     for lab in order:
         if lab in rows:
@@ -115,11 +136,14 @@ def table_md(rows: dict[str, dict], order: list[str], absent: dict[str, str]) ->
             cells = [_fmt(r["mAP"]), _fmt(r["R@1"]), _fmt(r["mP@10"]), "" if lab == "global" else _delta(r)]
             if own:
                 cells.append(f"{_delta(r, 'own_delta')} vs {r['vs']}" if "vs" in r else "")
+            if vs:
+                b = r.get("vs_baseline")
+                cells.append(f"{b[0]}: {_fmt(b[1], 100, 2)} [{_fmt(b[2], 100, 2)}, {_fmt(b[3], 100, 2)}]" if b else "")
             cells += [_fmt(r["ms/query"], 1.0, 1)]
             cells += [_fmt(r.get("s/image", float("nan")), 1.0, 3), _fmt(r.get("s/pair", float("nan")), 1.0, 4)]
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         elif lab in absent:
-            lines.append(f"| {lab} | {absent[lab]} | | | |" + (" |" if own else "") + " | | |")
+            lines.append(f"| {lab} | {absent[lab]} | | | |" + (" |" if own else "") + (" |" if vs else "") + " | | |")
     return lines
 
 

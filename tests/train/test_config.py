@@ -3,6 +3,8 @@ like the stages' configs, every default comes from the one table of its part, an
 null is one line ``error: ...`` naming the key and exit 2, before anything is written."""
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -128,3 +130,18 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, words):
     for w in words:
         assert w in err, (w, err)
     assert not (tmp_path / "out").exists()  # checked before the output folder is made
+
+
+def test_dtop_vit_row_configs_compose():
+    """Every configs/dtop_vits14 row composes with the shared dataset file into a valid ``train dtop-vit``
+    config, and the rows differ only in ``train.model`` (one training budget for the whole table)."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "dtop_vits14"
+    rows = sorted(p for p in root.glob("*.yaml") if p.name != "dataset.yaml")
+    assert len(rows) >= 6
+    confs = {p.stem: load_train_config("dtop-vit", [root / "dataset.yaml", p], flags={"out": "o"}) for p in rows}
+    assert confs["full"]["train"]["model"]["layers"] == 6 and confs["k1"]["train"]["model"]["layers"] == 1
+    assert all(c["dataset"]["split_by_group"] and c["dataset"]["split"] == "train" for c in confs.values())
+    budgets = {
+        json.dumps({k: v for k, v in c["train"].items() if k != "model"}, sort_keys=True) for c in confs.values()
+    }
+    assert len(budgets) == 1

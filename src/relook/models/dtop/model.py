@@ -46,6 +46,7 @@ from relook.models.dtop.elm import READINGS
 from relook.models.dtop.heads import GlobalBranch, LocalBranch
 from relook.models.dtop.table_a5 import NAMES as TABLE_A5
 from relook.models.dtop.table_a5 import create_table_a5
+from relook.models.dtop.vit_trunk import TRUNK_NAME, FrozenViTTrunk
 
 
 class DToP(nn.Module):
@@ -55,6 +56,7 @@ class DToP(nn.Module):
         "backbone": "r50_vit_b",  # backbones.py registry name (cvt21, pit_b*: table_a5.py) or "timm:<model>"
         "pretrained": True,  # load timm's pretrained weights (needs the model hub)
         "seed": 0,  # seed of every random init (backbone when not pretrained, heads)
+        "last_block": 10,  # dinov2_s14_imgfocus trunk only: blocks 1..last_block, frozen (vit_trunk.py)
         "timm_kwargs": {},  # extra timm.create_model arguments (e.g. depth for tiny test models)
         "layers": 6,  # k: last layers whose tokens are used (Table A8, best 6)
         "dpe": "bilinear",  # position embedding: bilinear | bicubic | none | cpe (Table A9)
@@ -98,7 +100,10 @@ class DToP(nn.Module):
     def _build(self, c: dict[str, Any]) -> None:
         """Backbone, branches and FC of conf ``c`` (called inside the seeded random state)."""
         args = (c["backbone"], c["pretrained"], c["layers"], c["dpe"], c["timm_kwargs"], int(c["seed"]))
-        self.backbone = create_table_a5(*args) if c["backbone"] in TABLE_A5 else TokenBackbone(*args)
+        if c["backbone"] == TRUNK_NAME:  # the real pretrained ViT, frozen (vit_trunk.py)
+            self.backbone = FrozenViTTrunk(c["last_block"], c["layers"], c["dpe"], c["pretrained"], int(c["seed"]))
+        else:
+            self.backbone = create_table_a5(*args) if c["backbone"] in TABLE_A5 else TokenBackbone(*args)
         dim, k = self.backbone.embed_dim, c["layers"]
         if c["token"] not in ("cls", "dist") or (c["token"] == "dist" and not self.backbone.has_dist):
             raise ConfigError(f"model dtop: token {c['token']!r} needs cls, or dist with a distilled backbone")
@@ -158,7 +163,11 @@ class DToP(nn.Module):
         return (images01 - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        prefix, patches = self.backbone(images)
+        return self.head(*self.backbone(images))
+
+    def head(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """Eq. (5)-(12) on backbone tokens: prefix (B, k, P, D), patches (B, k, h, w, D) -> (B, N) unit vectors
+        (the trainable part; a frozen backbone's tokens may come from a cache)."""
         if self.joint_fc is not None:
             feats = torch.cat([self.global_branch.features(prefix), self.local_branch.features(patches)], dim=1)
             return F.normalize(self.joint_fc(feats), dim=-1)

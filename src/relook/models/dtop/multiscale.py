@@ -42,6 +42,19 @@ def image_tensor(rgb: np.ndarray, max_size: int | None) -> torch.Tensor:
     return x
 
 
+def scaled_inputs(image01: torch.Tensor, scales: Sequence[float] = DEFAULT_SCALES, min_side: int = 32) -> list:
+    """``image01`` (B, 3, H, W) resized by each of ``scales`` (bilinear, antialiased when shrinking; sides at
+    least ``min_side``): the inputs ``multiscale_descriptor`` feeds the model (and DToP-on-ViT's token cache)."""
+    out = []
+    for s in scales:
+        x = image01
+        if s != 1.0:
+            size = tuple(max(min_side, round(d * s)) for d in image01.shape[2:])
+            x = F.interpolate(image01, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
+        out.append(x)
+    return out
+
+
 @torch.no_grad()
 def multiscale_descriptor(
     model: torch.nn.Module, image01: torch.Tensor, scales: Sequence[float] = DEFAULT_SCALES, min_side: int = 32
@@ -52,11 +65,7 @@ def multiscale_descriptor(
     Returns (B, N). Sides are kept at least ``min_side`` px so every scale has a patch grid.
     """
     total = None
-    for s in scales:
-        x = image01
-        if s != 1.0:
-            size = tuple(max(min_side, round(d * s)) for d in image01.shape[2:])
-            x = F.interpolate(image01, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
+    for x in scaled_inputs(image01, scales, min_side):
         d = model(model.normalize(x))
         total = d if total is None else total + d
     return F.normalize(total / len(scales), dim=-1)
