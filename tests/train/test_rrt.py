@@ -367,19 +367,25 @@ def test_view_source_seeded_per_epoch():
     assert set(np.round(drawn.numpy().ravel(), 4)) == {0.0, 1.0}  # both views are drawn
 
 
-def test_init_checkpoint_warm_start(tmp_path):
-    """init_checkpoint loads the weights: with lr 0 the trained model equals the warm-start model."""
-    from relook.models.rrt.checkpoint import load_rrt, save_rrt
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_init_checkpoint_warm_start(tmp_path, fmt):
+    """init_checkpoint loads the weights: with lr 0 the trained model equals the warm-start model, from a
+    training checkpoint (.pt) or a shipped export (.safetensors, written here in float32)."""
+    from relook.models.rrt.checkpoint import export_rrt_safetensors, load_rrt, save_rrt
 
     feats, data = _data(n_classes=3)
     src_model = _model(seed=7)
-    save_rrt(tmp_path / "warm.pt", src_model)
+    warm = tmp_path / f"warm.{fmt}"
+    if fmt == "pt":
+        save_rrt(warm, src_model)
+    else:
+        export_rrt_safetensors(warm, src_model, dtype=torch.float32)
     path = train_rrt(
         _model(seed=1),
         data,
         StoreSource(feats),
         tmp_path / "run",
-        {"epochs": 1, "lr": 0.0, "init_checkpoint": str(tmp_path / "warm.pt")},
+        {"epochs": 1, "lr": 0.0, "init_checkpoint": str(warm)},
         progress=False,
     )
     got = load_rrt(path).state_dict()
