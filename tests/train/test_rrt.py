@@ -408,4 +408,6 @@ def test_resize_map_without_augmentation():
     w = np.clip(out - 0.2 * out.max(), 0, None)
     gy, gx = np.mgrid[0:64, 0:64]
     centroid = np.array([(w * gx).sum(), (w * gy).sum()]) / w.sum()
-    np.testing.assert_allclose(centroid, (side["pixel_map"][0].numpy() @ [*uv, 1.0])[:2], atol=0.35)
+    # the centroid lands within ~0.02 px of the true map; 0.1 px separates the pixel-centre convention
+    # (x' = r (x + 0.5) - 0.5) from a bare scaling x' = r x, which is 0.3 px off here in x (r = 0.4)
+    np.testing.assert_allclose(centroid, (side["pixel_map"][0].numpy() @ [*uv, 1.0])[:2], atol=0.1)
