@@ -181,8 +181,8 @@ Trained on research-only data: research use.
   Pseudo ground-truth F (``relook.geometry.robust``): ALIKED-n16 + LightGlue at 320 px long side, <= 512
   keypoints, MAGSAC++ 1 px, Sec. 5.2 reliability rule; {train_pgt}.
 - **Training** (seed {seed}): {recipe}; epochs chosen on the held-out share (UKBench val pairs).
-- **Command**: ``runs/epi/chain.sh`` of ``experiments/epipolar_ukbench.md`` (``relook train rrt`` with
-  ``--guidance {guidance} --pseudo-gt pgt_train.h5 --init-checkpoint checkpoints/rrt_ukbench/rrt.safetensors``),
+- **Command**: ``OMP_NUM_THREADS=1 PYTHONPATH=src bash experiments/epipolar_ukbench.sh`` (``relook train rrt`` with
+  ``--guidance {guidance} --pseudo-gt runs/epi/pgt_train.h5 --init-checkpoint checkpoints/rrt_ukbench/rrt.safetensors``),
   then ``python experiments/epipolar_ukbench.py export --ckpt {ckpt} --dest {dest}``.
 - **Use**: ``{{name: rrt, features: lite0_raw, checkpoint: {dest}/rrt.safetensors}}`` with the extractor
   ``{{name: cnn_local, label: lite0_raw, image_size: 224, projection: none}}``.
