@@ -4,7 +4,7 @@ and mAP of the first 8 UKBench val images, computed on the TRAINING path: cached
 ``tests/features/test_global_dtop_vit.py`` recomputes them from the images through the extractor) and
 ``MODEL_CARD.md`` (data, command, seed, sha256, val metrics; test metrics from a benchmark results.json).
 
-    PYTHONPATH=src python experiments/dtop_vits14_export.py ROW [--results runs/bench_dtop/results.json]
+    PYTHONPATH=src python scripts/dtop_vits14_export.py ROW [--results runs/bench_dtop/results.json]
 """
 
 from __future__ import annotations

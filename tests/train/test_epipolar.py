@@ -378,3 +378,75 @@ def test_input_pe_never_encodes_true_f_of_non_matches():
     for b in (1, 3):  # pair 3: label 1 but "x" has no geometry
         sv = torch.linalg.svdvals(F[b])
         assert sv[2] < 1e-12 * sv[0] and sv[1] > 1e-6 * sv[0]
+
+
+def test_training_loop_never_hands_epe_the_true_f_of_non_matches(tmp_path):
+    """EPE through ``train_rrt`` (not only the hook): every image has a camera, so a true F exists between
+    the images of a NON-matching pair too and would leak the label. The loop must give the hook each pair's
+    match label (same object), and the encoder must then see a random rank-2 F for every non-matching pair
+    and the true F (network frame) for every matching one. Reference: labels from ``data.labels`` and F
+    from the cameras, computed here."""
+    from relook.geometry.pixel_maps import resize_matrix
+    from relook.train.rrt import PairData, StoreSource, train_rrt
+    from relook.types import ImageFeatures
+
+    r = np.random.default_rng(0)
+    ids = [f"{k}_{v}" for k in range(3) for v in range(3)]
+    C = cams()
+    cameras = {
+        i: C["a" if i.endswith("_0") else "b"] if i[0] != "2" else C["b" if i.endswith("_0") else "a"] for i in ids
+    }
+    feats = [
+        ImageFeatures(
+            i, local_desc=r.standard_normal((9, 128)), keypoints=r.random((9, 2)) * 64, image_size=np.array([224, 448])
+        )
+        for i in ids
+    ]
+    labels = np.repeat(np.arange(3), 3)
+    data = PairData(ids, labels, np.array([[j for j in range(9) if j != i] for i in range(9)]))
+    g = TrainingGuidance(cameras=cameras, image_sizes={i: (224, 448) for i in ids}, guidance="epe", grid=3, bands=6)
+    seen = []
+    hook = g.input_pe
+    encode = g.epe.forward
+
+    def record(batch):
+        seen.append({"q": list(batch["query_ids"]), "c": list(batch["candidate_ids"]), "y": batch["labels"].clone()})
+        return hook(batch)
+
+    g.epe.forward = lambda F, *a, **k: seen[-1].update(F=F.clone()) or encode(F, *a, **k)
+    torch.manual_seed(0)
+    train_rrt(
+        RRT(num_layers=1, dim_feedforward=64),
+        data,
+        StoreSource(feats),
+        tmp_path,
+        {"epochs": 2, "triplets_per_batch": 4},
+        input_pe=record,
+        guidance=g.record(),
+        progress=False,
+    )
+    A = resize_matrix((448, 224), (224, 224))
+
+    def true_f(a, b):
+        ca, cb = cameras[a], cameras[b]
+        return fundamental_from_cameras(A @ ca["K"], ca["R"], ca["t"], A @ cb["K"], cb["R"], cb["t"])
+
+    def same(X, Y):  # equal up to scale and sign
+        X, Y = X / X.norm(), Y / Y.norm()
+        return bool(torch.allclose(X, Y, atol=1e-8) or torch.allclose(X, -Y, atol=1e-8))
+
+    n_neg = n_pos = 0
+    for s in seen:
+        for k, (a, b) in enumerate(zip(s["q"], s["c"])):
+            match = a[0] == b[0]
+            assert float(s["y"][k]) == float(match)
+            Ft = true_f(a, b)
+            if torch.linalg.matrix_rank(Ft) < 2:  # same camera: no epipolar geometry to compare with
+                continue
+            if match:
+                n_pos += 1
+                assert same(s["F"][k], Ft)
+            else:
+                n_neg += 1
+                assert not same(s["F"][k], Ft) and not same(s["F"][k], Ft.T)
+    assert n_neg > 0 and n_pos > 0

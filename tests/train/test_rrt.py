@@ -375,19 +375,25 @@ def test_view_source_seeded_per_epoch():
     assert set(np.round(drawn.numpy().ravel(), 4)) == {0.0, 1.0}  # both views are drawn
 
 
-def test_init_checkpoint_warm_start(tmp_path):
-    """init_checkpoint loads the weights: with lr 0 the trained model equals the warm-start model."""
-    from relook.models.rrt.checkpoint import load_rrt, save_rrt
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_init_checkpoint_warm_start(tmp_path, fmt):
+    """init_checkpoint loads the weights: with lr 0 the trained model equals the warm-start model, from a
+    training checkpoint (.pt) or a shipped export (.safetensors, written here in float32)."""
+    from relook.models.rrt.checkpoint import export_rrt_safetensors, load_rrt, save_rrt
 
     feats, data = _data(n_classes=3)
     src_model = _model(seed=7)
-    save_rrt(tmp_path / "warm.pt", src_model)
+    warm = tmp_path / f"warm.{fmt}"
+    if fmt == "pt":
+        save_rrt(warm, src_model)
+    else:
+        export_rrt_safetensors(warm, src_model, dtype=torch.float32)
     path = train_rrt(
         _model(seed=1),
         data,
         StoreSource(feats),
         tmp_path / "run",
-        {"epochs": 1, "lr": 0.0, "init_checkpoint": str(tmp_path / "warm.pt")},
+        {"epochs": 1, "lr": 0.0, "init_checkpoint": str(warm)},
         progress=False,
     )
     got = load_rrt(path).state_dict()
@@ -410,12 +416,14 @@ def test_resize_map_without_augmentation():
     w = np.clip(out - 0.2 * out.max(), 0, None)
     gy, gx = np.mgrid[0:64, 0:64]
     centroid = np.array([(w * gx).sum(), (w * gy).sum()]) / w.sum()
-    np.testing.assert_allclose(centroid, (side["pixel_map"][0].numpy() @ [*uv, 1.0])[:2], atol=0.35)
+    # the centroid lands within ~0.02 px of the true map; 0.1 px separates the pixel-centre convention
+    # (x' = r (x + 0.5) - 0.5) from a bare scaling x' = r x, which is 0.3 px off here in x (r = 0.4)
+    np.testing.assert_allclose(centroid, (side["pixel_map"][0].numpy() @ [*uv, 1.0])[:2], atol=0.1)
 
 
 def test_triplet_accuracy_rises_on_separable_data(tmp_path):
     """The logged triplet accuracy (logit > 0 agrees with the true pair label) rises well above chance on
-    separable data; a training fed inverted labels drives it below chance (mutant of issue 24, item 7)."""
+    separable data; a training fed inverted labels drives it below chance (a mutant that must fail)."""
     feats, data = _data(n_classes=4)
     conf = {"epochs": 15, "triplets_per_batch": 4, "lr": 1e-3}
     train_rrt(_model(), data, StoreSource(feats), tmp_path, conf, progress=False)

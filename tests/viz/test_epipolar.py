@@ -67,3 +67,41 @@ def test_cross_attention_maps_read_the_cross_blocks():
     assert a12.shape == (B, n1, n2) and a21.shape == (B, n2, n1)
     torch.testing.assert_close(a12.double(), w12, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(a21.double(), w21, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("d_global", [0, 96])
+def test_share_block_is_the_supervised_block(d_global):
+    """The epipolar share is read from the block L_EPI / L_MaxEPI supervise. With ONE head the head-mean
+    logits the loss reads (``TrainingGuidance.supervised_logits``: last layer, Q K'^T / sqrt(d)) are exactly
+    that layer's softmax logits, and a softmax row renormalised over the other image's keys is the softmax of
+    those keys' logits alone; so ``cross_attention_maps`` must equal softmax(A12) / softmax(A21) row-wise.
+    With a global token per image (``d_global``, as the shipped RRT checkpoints) the locals start one slot
+    later on each side: a block read at the no-global offsets, or from another layer, fails."""
+    import torch
+
+    from relook.models.rrt import RRT
+    from relook.train.epipolar import TrainingGuidance
+    from relook.viz.epipolar import cross_attention_maps
+
+    torch.manual_seed(0)
+    model = RRT(variant="sop", num_layers=2, nhead=1, position_encoding="none", d_global=d_global).eval()
+    B, n1, n2 = 2, 9, 7
+    q, c = torch.randn(B, n1, 128), torch.randn(B, n2, 128)
+    gq, gc = (torch.randn(B, d_global), torch.randn(B, d_global)) if d_global else (None, None)
+
+    def side(local, glob):
+        n = local.shape[1]
+        return {
+            "local": local,
+            "pos": None,
+            "mask": torch.zeros(B, n, dtype=torch.bool),
+            "scale_idx": None,
+            "global": glob,
+        }
+
+    a12, a21 = cross_attention_maps(model, side(q, gq), side(c, gc))
+    with torch.no_grad():
+        out = model(q, c, q_global=gq, c_global=gc, return_last_input=True, return_raw_cross=True)
+        A12, A21 = TrainingGuidance(cameras={}, guidance="epi", grid=3).supervised_logits(model, out)
+    torch.testing.assert_close(a12, A12.softmax(-1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a21, A21.softmax(-1), atol=1e-5, rtol=1e-4)

@@ -44,7 +44,8 @@ then fine-tune" = a ``distill`` run, then a ``bce`` run with ``init_checkpoint``
 Needs a model with a global token (the teacher reads the global descriptors).
 
 Warm start: ``init_checkpoint`` loads an RRT checkpoint's weights (not its optimizer or epoch) before
-training, e.g. fine-tuning from a frozen-backbone RRT, or BCE after distillation.
+training, e.g. fine-tuning from a frozen-backbone RRT (a ``.pt`` checkpoint or a shipped ``.safetensors``),
+or BCE after distillation.
 
 Augmentation with a frozen backbone: ``ViewSource`` holds several stored views of every image (e.g.
 random crops through the frozen CNN, ``scripts/rrt_ukbench_features.py``) and draws one per image and
@@ -91,7 +92,7 @@ from relook.geometry.pixel_maps import eval_transform_map
 from relook.io import atomic_path, json_text
 from relook.models.position_encoding import grid_positions
 from relook.models.rrt import RRT, RRTOutput
-from relook.models.rrt.checkpoint import guidance_of, read_checkpoint, save_rrt
+from relook.models.rrt.checkpoint import guidance_of, read_checkpoint, read_safetensors, save_rrt
 from relook.models.rrt.inputs import index_side, model_kwargs, pack_side
 from relook.search import exact_search
 from relook.train.teacher import teacher_of_sides
@@ -392,7 +393,8 @@ def train_rrt(
     if c["loss"] == "distill" and (c["finetune"] or not model.conf["d_global"]):
         raise ConfigError("train rrt: loss=distill needs a frozen backbone and a model with a global token (d_global)")
     if c["init_checkpoint"] and not (resume and ckpt_path.exists()):
-        warm = read_checkpoint(c["init_checkpoint"])
+        ini = str(c["init_checkpoint"])  # a training checkpoint (.pt) or a shipped export (.safetensors)
+        warm = read_safetensors(ini) if ini.endswith(".safetensors") else read_checkpoint(ini)
 
         load_state_into(model, warm.get("state_dict"), c["init_checkpoint"], "RRT warm start")
     joint = _Joint(model, source).to(device)

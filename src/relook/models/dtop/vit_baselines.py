@@ -1,7 +1,7 @@
 """Training-free baselines of the DToP-on-ViT table, on the same frozen trunk (``vit_trunk.py``).
 
 * ``cls``: the [CLS] token of block ``last_block`` (final LayerNorm applied), L2-normalised: the backbone's own
-  global descriptor (the "CLS" row; block 10 chosen on UKBench val, ``experiments/vit_block_choice.py``).
+  global descriptor (the "CLS" row; block 10 chosen on UKBench val, ``scripts/vit_block_choice.py``).
 * ``gem``: GeM (p = ``gem_p``, 3 as in Radenovic et al.) of the patch tokens of block ``last_block``,
   L2-normalised. The LayerNormed tokens are signed; GeM clamps them at a small positive value first (its
   definition is for non-negative activations), so negative channels pool to ~0.

