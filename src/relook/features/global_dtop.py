@@ -23,8 +23,21 @@ from relook.types import ImageFeatures
 from relook.weights import file_sha256
 
 
+class MultiScaleGlobal(Extractor):
+    """A global extractor with DToP's multi-scale inference: its ``scales`` follow Table A11's query /
+    database switch (config keys ``scales``, ``multiscale_query``, ``multiscale_database``, ``role``)."""
+
+    def set_role(self, role: str) -> MultiScaleGlobal:
+        """Switch between query and database extraction: the scales follow Table A11's switch for ``role``."""
+        super().set_role(role)
+        c = self.conf
+        self.scales = scales_for(role, c["multiscale_query"], c["multiscale_database"], c["scales"])
+        c["role"] = role
+        return self
+
+
 @register_extractor("dtop")
-class DToPExtractor(Extractor):
+class DToPExtractor(MultiScaleGlobal):
     name = "dtop"
     writes = frozenset({"global_desc", "image_size"})
     default_conf: ClassVar[dict[str, Any]] = {
@@ -59,14 +72,6 @@ class DToPExtractor(Extractor):
         )
         self.scales = scales_for(c["role"], c["multiscale_query"], c["multiscale_database"], c["scales"])
         self.whitening = load_whitening(c["whitening"]) if c["whitening"] else None
-
-    def set_role(self, role: str) -> DToPExtractor:
-        """Switch between query and database extraction: the scales follow Table A11's switch for ``role``."""
-        super().set_role(role)
-        c = self.conf
-        self.scales = scales_for(role, c["multiscale_query"], c["multiscale_database"], c["scales"])
-        c["role"] = role
-        return self
 
     @property
     def provenance(self) -> dict[str, str]:

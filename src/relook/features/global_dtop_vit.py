@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from relook.errors import ConfigError
-from relook.features.base import Extractor, register_extractor
+from relook.features.base import register_extractor
+from relook.features.global_dtop import MultiScaleGlobal
 from relook.models.dtop.head_checkpoint import load_dtop_head
 from relook.models.dtop.multiscale import image_tensor, multiscale_descriptor, scales_for
 from relook.models.dtop.vit_baselines import TrainingFreeViT
@@ -32,7 +33,7 @@ from relook.weights import file_sha256
 
 
 @register_extractor("dtop_vit")
-class DToPViTExtractor(Extractor):
+class DToPViTExtractor(MultiScaleGlobal):
     name = "dtop_vit"
     writes = frozenset({"global_desc", "image_size"})
     default_conf: ClassVar[dict[str, Any]] = {
@@ -67,14 +68,6 @@ class DToPViTExtractor(Extractor):
         if not c["scales"]:
             raise ConfigError("extractor 'dtop_vit': scales must hold at least one factor")
         self.scales = scales_for(c["role"], c["multiscale_query"], c["multiscale_database"], c["scales"])
-
-    def set_role(self, role: str) -> DToPViTExtractor:
-        """Queries / database: the scales follow Table A11's switch for ``role``."""
-        super().set_role(role)
-        c = self.conf
-        self.scales = scales_for(role, c["multiscale_query"], c["multiscale_database"], c["scales"])
-        c["role"] = role
-        return self
 
     @property
     def provenance(self) -> dict[str, str]:
