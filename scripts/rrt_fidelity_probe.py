@@ -92,6 +92,14 @@ def main() -> None:
     ap.add_argument("--target", choices=["teacher", "global", "chamfer"], default="teacher")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--pairs", type=int, default=32, help="pairs per step")
+    ap.add_argument(
+        "--loss",
+        choices=["mse", "within"],
+        default="mse",
+        help="mse: onto the z-scored target over all pairs (round 1-2); within: onto the target with each "
+        "anchor's mean removed, scaled by the mean within-anchor std (only the part a reranking uses)",
+    )
+    ap.add_argument("--per-anchor", type=int, default=8, help="within: neighbours per anchor in a step")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--wd", type=float, default=4e-4)
     ap.add_argument("--warmup", type=int, default=0, help="linear lr warm-up steps (0 = none, official)")
@@ -122,6 +130,7 @@ def main() -> None:
             ]
         )
     mu, sd = float(v.mean()), float(v.std())
+    sd_within = float(v.view(-1, 100).std(dim=1).mean())  # mean within-anchor std of the target (top-100)
     model = RRT(**{**MODEL_CONF, "normalize_inputs": not a.no_normalize}, norm_first=a.norm_first)
     if a.init:
         model.load_state_dict(load_rrt(a.init).state_dict())
@@ -129,7 +138,8 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / a.warmup) if a.warmup else 1.0)
     tr_groups, va_groups = eval_groups(G, 20, 30, 1), eval_groups(Gv, 20, 30, 1)
     evals = sorted(int(s) for s in a.eval_at.split(","))
-    rec = {"args": {k: str(v) for k, v in vars(a).items()}, "target_mean": mu, "target_std": sd, "curve": []}
+    rec = {"args": {k: str(v) for k, v in vars(a).items()}, "target_mean": mu, "target_std": sd, "target_std_within": sd_within,
+           "curve": []}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     N, V = G.shape[:2]
     losses, t0, t_train = [], time.time(), 0.0
@@ -149,14 +159,30 @@ def main() -> None:
             save_rrt(a.out.with_suffix(".pt"), model, epoch=1, train_conf_json=json.dumps(rec["args"]), log=[])
             break
         ts = time.time()
-        anc = rng.integers(0, N, a.pairs)
-        cand = nbr[anc, rng.integers(0, nbr.shape[1], a.pairs)]
-        va, vc = torch.from_numpy(rng.integers(0, V, a.pairs)), torch.from_numpy(rng.integers(0, V, a.pairs))
+        if a.loss == "within":  # a.pairs // per_anchor anchors, each with per_anchor distinct neighbours
+            n_anc = max(1, a.pairs // a.per_anchor)
+            anc = np.repeat(rng.integers(0, N, n_anc), a.per_anchor)
+            cand = np.concatenate(
+                [nbr[x, rng.choice(nbr.shape[1], a.per_anchor, replace=False)] for x in anc[:: a.per_anchor]]
+            )
+        else:
+            anc = rng.integers(0, N, a.pairs)
+            cand = nbr[anc, rng.integers(0, nbr.shape[1], a.pairs)]
+        va, vc = torch.from_numpy(rng.integers(0, V, len(anc))), torch.from_numpy(rng.integers(0, V, len(anc)))
+        if a.loss == "within":  # one view of the anchor across its neighbours
+            va = torch.from_numpy(np.repeat(rng.integers(0, V, len(anc) // a.per_anchor), a.per_anchor))
         gq, tq = G[anc, va].float(), T[anc, va].float()
         gc, tc = G[cand, vc].float(), T[cand, vc].float()
+        logit = model(q_local=tq, c_local=tc, q_global=gq, c_global=gc).logits.float()
         with torch.no_grad():
             y = (tfn(gq, gc, tq, tc) - mu) / sd
-        loss = F.mse_loss(model(q_local=tq, c_local=tc, q_global=gq, c_global=gc).logits.float(), y)
+        if a.loss == "within":  # each anchor's mean removed from both sides: the loss sees only the ranking part
+            yw = tfn(gq, gc, tq, tc).view(-1, a.per_anchor)
+            yw = (yw - yw.mean(1, keepdim=True)) / sd_within
+            lw = logit.view(-1, a.per_anchor)
+            loss = F.mse_loss(lw - lw.mean(1, keepdim=True), yw)
+        else:
+            loss = F.mse_loss(logit, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from relook.errors import ConfigError, DataError
 from relook.models.rrt import RRT
@@ -339,6 +340,60 @@ def test_distill_standardised_target_and_learning(tmp_path):
     assert log[-1]["mse"] < log[0]["mse"]
     with pytest.raises(ConfigError):
         train_rrt(_model(), data, StoreSource(feats), tmp_path / "x", conf, progress=False)
+
+
+def test_within_anchor_mse_against_loop_and_invariance():
+    """Eq. W1 against a loop over anchors; adding any constant per anchor to the logits leaves it unchanged
+    (the plain MSE changes), and an anchor with a single pair in the batch is left out."""
+    from relook.train.rrt import within_anchor_mse
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(13, generator=g), torch.randn(13, generator=g)
+    a = torch.tensor([3, 3, 3, 7, 7, 1, 1, 1, 1, 9, 3, 7, 5])  # anchors 9 and 5: one pair each
+    ref = []
+    for x in (3, 7, 1):
+        m = a == x
+        ref.extend(((s[m] - s[m].mean()) - (t[m] - t[m].mean())).tolist())
+    ref = float(np.mean(np.square(ref)))
+    assert float(within_anchor_mse(s, t, a)) == pytest.approx(ref, rel=1e-6)
+    shift = torch.tensor([10.0 * float(x) for x in a])
+    assert float(within_anchor_mse(s + shift, t, a)) == pytest.approx(ref, rel=1e-5)
+    assert float(F.mse_loss(s + shift, t)) > 10 * ref
+    assert float(within_anchor_mse(s[:2], t[:2], torch.tensor([0, 1]))) == 0.0
+
+
+def test_distill_within_scale_grouping_and_learning(tmp_path, monkeypatch):
+    """distill_within: the logged target scale is the teacher's mean within-anchor std over the top-K pairs
+    (reference loop), each epoch's pairs come grouped by anchor (so the loss sees whole shortlists), and the
+    centred loss falls."""
+    import relook.train.rrt as rrt_mod
+    from relook.train.rrt import sample_distill_pairs
+
+    seen, real = [], rrt_mod.within_anchor_mse
+    monkeypatch.setattr(rrt_mod, "within_anchor_mse", lambda s, t, a: seen.append(a.tolist()) or real(s, t, a))
+    from relook.train.teacher import teacher_score
+
+    feats, data = _data(n_classes=4)
+    p = sample_distill_pairs(data, 3, np.random.default_rng(0), grouped=True)
+    assert all(len(set(p[i : i + 3, 0])) == 1 for i in range(0, len(p), 3))
+    conf = {"epochs": 6, "loss": "distill", "distill_within": True, "pairs_per_batch": 15, "lr": 1e-3,
+            "distill_pairs": 5}  # fmt: skip
+    train_rrt(_global_model(), data, StoreSource(feats), tmp_path, conf, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    stds = []
+    for a in range(len(feats)):
+        t = lambda v: torch.tensor(np.asarray(v, np.float32))  # noqa: E731
+        nb = [feats[j] for j in data.neighbours[a]]
+        f = feats[a]
+        v = teacher_score(
+            t([f.global_desc] * len(nb)), t([g.global_desc for g in nb]),
+            t([f.local_desc] * len(nb)), t([g.local_desc for g in nb]),
+        )  # fmt: skip
+        stds.append(float(v.std(unbiased=False)))
+    assert log[0]["teacher_std"] == pytest.approx(np.mean(stds), rel=1e-4)
+    assert log[-1]["mse"] < log[0]["mse"]
+    shared_anchor = [sum(b.count(x) > 1 for x in b) / len(b) for b in seen]
+    assert np.mean(shared_anchor) > 0.9  # shuffled pairs: ~0.5
 
 
 def test_sample_distill_pairs_rule_and_seeded():

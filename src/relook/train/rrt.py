@@ -43,6 +43,15 @@ is unchanged by it; the logit stays on a BCE-friendly scale for the fine-tuning 
 then fine-tune" = a ``distill`` run, then a ``bce`` run with ``init_checkpoint`` = its checkpoint.
 Needs a model with a global token (the teacher reads the global descriptors).
 
+``distill_within`` (relook's own): the MSE sees only the part of the teacher that a reranking uses. Each
+anchor's mean is removed from both the logits and the teacher over its pairs in the step (``within_anchor_mse``,
+Eq. W1), and the target is scaled by the teacher's mean within-anchor std (so it has unit spread inside a
+shortlist); an epoch's pairs come grouped by anchor (``distill_pairs`` per anchor). Why: with the plain MSE the
+between-anchor part of the teacher (which anchors have high scores overall) dominates the target, and an RRT
+learns it first while its within-shortlist correlation stays near 0.1 (docs/findings/rrt-ukbench.md); the
+centred loss removes that part, and the same RRT reaches a within-shortlist correlation of ~0.5-0.7 in the
+first few hundred steps (``scripts/rrt_fidelity_probe.py --loss within``).
+
 Warm start: ``init_checkpoint`` loads an RRT checkpoint's weights (not its optimizer or epoch) before
 training, e.g. fine-tuning from a frozen-backbone RRT (a ``.pt`` checkpoint or a shipped ``.safetensors``),
 or BCE after distillation.
@@ -120,6 +129,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "pairs_per_batch": 200,  # distill: pairs per step (= the pairs of 100 triplets)
     "distill_weight": 1.0,  # distill: Chamfer weight w of the teacher (Eq. T2 of relook.train.teacher)
     "distill_standardize": True,  # distill: target = z-score of the teacher over the training top-K pairs
+    "distill_within": False,  # distill: remove each anchor's mean from logit and teacher (Eq. W1, relook's own)
     "init_checkpoint": None,  # warm start: RRT checkpoint whose weights initialise the model
     "device": "cpu",  # torch device (cuda:LOCAL_RANK under torchrun with CUDA)
 }
@@ -190,9 +200,12 @@ def triplet_pairs(trip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return anchors, cands, labels
 
 
-def sample_distill_pairs(data: PairData, per_anchor: int | None, rng: np.random.Generator) -> np.ndarray:
+def sample_distill_pairs(
+    data: PairData, per_anchor: int | None, rng: np.random.Generator, grouped: bool = False
+) -> np.ndarray:
     """One epoch of distillation pairs (P, 2) = (anchor, neighbour): anchors in a seeded random order,
-    ``per_anchor`` distinct random neighbours of each anchor's top-K (all of them when None), shuffled."""
+    ``per_anchor`` distinct random neighbours of each anchor's top-K (all of them when None), shuffled
+    (``grouped``: left in anchor order, each anchor's pairs consecutive, for ``within_anchor_mse``)."""
     out = []
     for a in rng.permutation(len(data.ids)):
         nn_ = data.neighbours[a][data.neighbours[a] >= 0]
@@ -200,7 +213,21 @@ def sample_distill_pairs(data: PairData, per_anchor: int | None, rng: np.random.
             nn_ = rng.choice(nn_, per_anchor, replace=False)
         out.extend((a, int(j)) for j in nn_)
     pairs = np.asarray(out, np.int64).reshape(-1, 2)
-    return pairs[rng.permutation(len(pairs))]
+    return pairs if grouped else pairs[rng.permutation(len(pairs))]
+
+
+def within_anchor_mse(logits: torch.Tensor, target: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Eq. W1 (relook's own): mean over pairs of ((s - mean_a s) - (t - mean_a t))^2, means taken over the
+    pairs of the same anchor in the batch; pairs whose anchor has no other pair in the batch carry no ranking
+    information and are left out (0 when none is left)."""
+    _, inv = torch.unique(anchors, return_inverse=True)
+    cnt = torch.bincount(inv).to(logits.dtype)
+    d = logits - target
+    mean = torch.zeros_like(cnt).index_add(0, inv, d) / cnt
+    keep = cnt[inv] > 1
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return ((d - mean[inv])[keep] ** 2).mean()
 
 
 class StoreSource:
@@ -333,6 +360,9 @@ def teacher_stats(source, data: PairData, model_conf: dict, conf: dict, device, 
             qs = index_side(qs, torch.zeros(len(nn_), dtype=torch.long, device=device))
             vals.append(teacher_of_sides(qs, cs, conf["distill_weight"]).cpu().numpy())
     v = np.concatenate(vals) if vals else np.zeros(1)
+    if conf.get("distill_within"):  # the mean within-anchor std: the spread of the part Eq. W1 keeps
+        sd_w = float(np.mean([x.std() for x in vals if len(x) > 1])) if any(len(x) > 1 for x in vals) else 0.0
+        return float(v.mean()), float(max(sd_w, 1e-6))
     return float(v.mean()), float(max(v.std(), 1e-6))
 
 
@@ -437,7 +467,12 @@ def train_rrt(
     for epoch in range(start, c["epochs"]):
         rng = np.random.default_rng([c["seed"], epoch])
         if distill:
-            items = sample_distill_pairs(data, c["distill_pairs"], rng)[rank::world]
+            items = sample_distill_pairs(data, c["distill_pairs"], rng, grouped=c["distill_within"])
+            if c["distill_within"] and world > 1:  # whole anchor groups per rank, so centring sees them
+                groups = np.split(items, np.flatnonzero(np.diff(items[:, 0])) + 1)
+                items = np.concatenate(groups[rank::world]) if groups[rank::world] else items[:0]
+            else:
+                items = items[rank::world]
             bs = int(c["pairs_per_batch"])
         else:
             items = sample_triplets(data, c["min_positives"], rng, c["positives"])[rank::world]
@@ -480,7 +515,10 @@ def train_rrt(
             if distill:
                 with torch.no_grad():
                     target = (teacher_of_sides(q, cside, c["distill_weight"]) - mu) / sd
-                main = F.mse_loss(out.logits.float(), target)
+                if c["distill_within"]:
+                    main = within_anchor_mse(out.logits.float(), target, torch.from_numpy(anchors).to(device))
+                else:
+                    main = F.mse_loss(out.logits.float(), target)
             else:
                 main = F.binary_cross_entropy_with_logits(out.logits.float(), labels)
             loss = main
