@@ -196,7 +196,8 @@ def combine_eval(z, model: RRT, name: str, k: int, weights) -> dict:
 
 
 def fidelity_stats(z, model: RRT, name: str, k: int, w: float, n_queries: int = 40) -> dict:
-    """Pearson / per-query Spearman of RRT's logit with the teacher over each query's top-k pairs."""
+    """Pearson (pooled and within-query) / per-query Spearman of RRT's logit with the teacher over each query's
+    top-k pairs."""
     from scipy.stats import pearsonr, spearmanr
 
     feats, labels, _ = load_split(z, name, half=name == "paris")
@@ -212,8 +213,11 @@ def fidelity_stats(z, model: RRT, name: str, k: int, w: float, n_queries: int = 
         tea.append(b)
         sp.append(spearmanr(a, b).statistic)
     a, b = np.concatenate(rrt), np.concatenate(tea)
+    ac = np.concatenate([v - v.mean() for v in rrt])  # per-query means removed: the part a reranking uses
+    bc = np.concatenate([v - v.mean() for v in tea])
     return {
         "pearson": float(pearsonr(a, b).statistic),
+        "within_pearson": float(pearsonr(ac, bc).statistic) if ac.std() > 0 else 0.0,
         "spearman_per_query": float(np.nanmean(sp)),
         "logit_std_in_query": float(np.mean([v.std() for v in rrt])),  # a collapsed (constant) logit: ~0
         "teacher_std_in_query": float(np.mean([v.std() for v in tea])),
@@ -297,6 +301,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--distill-pairs", type=int, default=10)
     ap.add_argument("--pairs-per-batch", type=int, default=200, help="distill: pairs per step")
+    ap.add_argument(
+        "--within", action="store_true", help="distill: each anchor's mean removed (distill_within, Eq. W1)"
+    )
     ap.add_argument("--max-views", type=int, default=7, help="views per train image (1 = no augmentation)")
     ap.add_argument("--train-fraction", type=float, default=1.0, help="share of the train objects")
     ap.add_argument("--ckpt", type=Path, nargs="*", default=[])
@@ -351,6 +358,7 @@ def main() -> None:
             "distill_pairs": a.distill_pairs,
             "pairs_per_batch": a.pairs_per_batch,
             "distill_weight": a.weight,
+            "distill_within": a.within,
             "init_checkpoint": str(a.init) if a.init else None,
             "seed": a.seed,
         }

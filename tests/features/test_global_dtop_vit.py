@@ -17,7 +17,7 @@ from tests.shared_data import shared
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dtop_vits14"
 
 
-@pytest.mark.parametrize("row", ["full", "fc_arcface"])
+@pytest.mark.parametrize("row", ["full", "fc_arcface", "dpe_off", "elm_cited"])
 def test_matches_reference(row):
     """Image -> extractor (resize, 3 scales, trunk, heads) = cached tokens -> heads (the training path), on the
     first 8 UKBench val images: cosine matrix within fp16 rounding, and the same mAP."""
