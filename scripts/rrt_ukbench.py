@@ -383,7 +383,9 @@ def main() -> None:
                 res.setdefault(str(c), {})[name] = {
                     lab: report(lab, v, None if lab == "global" else m["global"]) for lab, v in m.items()
                 }
-        (a.work / f"combine_{'_'.join(c.stem for c in a.ckpt)}.json").write_text(json.dumps(res, indent=1))
+        (a.work / f"combine_{'_'.join(c.parent.name + '-' + c.stem for c in a.ckpt)}.json").write_text(
+            json.dumps(res, indent=1)
+        )
     else:
         for c in a.ckpt:
             m = load_rrt(c)
