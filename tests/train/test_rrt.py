@@ -376,8 +376,14 @@ def test_distill_within_scale_grouping_and_learning(tmp_path, monkeypatch):
     feats, data = _data(n_classes=4)
     p = sample_distill_pairs(data, 3, np.random.default_rng(0), grouped=True)
     assert all(len(set(p[i : i + 3, 0])) == 1 for i in range(0, len(p), 3))
-    conf = {"epochs": 6, "loss": "distill", "distill_within": True, "pairs_per_batch": 15, "lr": 1e-3,
-            "distill_pairs": 5}  # fmt: skip
+    conf = {
+        "epochs": 6,
+        "loss": "distill",
+        "distill_within": True,
+        "pairs_per_batch": 16,
+        "lr": 1e-3,
+        "distill_pairs": 5,
+    }  # fmt: skip  (16: not a multiple of 5, batches still hold whole groups)
     train_rrt(_global_model(), data, StoreSource(feats), tmp_path, conf, progress=False)
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     stds = []
@@ -393,7 +399,32 @@ def test_distill_within_scale_grouping_and_learning(tmp_path, monkeypatch):
     assert log[0]["teacher_std"] == pytest.approx(np.mean(stds), rel=1e-4)
     assert log[-1]["mse"] < log[0]["mse"]
     shared_anchor = [sum(b.count(x) > 1 for x in b) / len(b) for b in seen]
-    assert np.mean(shared_anchor) > 0.9  # shuffled pairs: ~0.5
+    assert min(shared_anchor) == 1.0  # shuffled pairs: ~0.5 on average; fixed-size batches cut groups: < 1
+    assert all(len(b) <= 16 and len(b) % 5 == 0 for b in seen)  # whole groups of 5, at most 16 pairs
+
+
+def test_within_batches_whole_groups_and_equal_steps_per_rank():
+    """within_batches: every batch is a run of whole anchor groups of at most bs pairs (a larger group alone),
+    the spans cover the rank's pairs in order, ranks get disjoint whole groups and the same number of steps."""
+    from relook.train.rrt import within_batches
+
+    sizes = [3, 3, 2, 7, 1, 3, 4, 2]
+    items = np.array([(a, j) for a, n in enumerate(sizes) for j in range(n)], np.int64)
+    mine, spans = within_batches(items, 6)
+    np.testing.assert_array_equal(mine, items)
+    assert spans == [(0, 6), (6, 8), (8, 15), (15, 19), (19, 25)]
+    seen, steps = set(), []
+    for r in range(3):
+        mine, spans = within_batches(items, 6, r, 3)
+        anchors = set(mine[:, 0].tolist())
+        assert not anchors & seen and all((mine[:, 0] == a).sum() == sizes[a] for a in anchors)
+        seen |= anchors
+        for s, e in spans:
+            b = mine[s:e, 0]
+            assert e - s <= 6 or len(set(b.tolist())) == 1
+            assert all((b == a).sum() == sizes[a] for a in set(b.tolist()))
+        steps.append(len(spans))
+    assert seen == set(range(len(sizes))) and len(set(steps)) == 1
 
 
 def test_sample_distill_pairs_rule_and_seeded():

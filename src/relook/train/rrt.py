@@ -216,6 +216,32 @@ def sample_distill_pairs(
     return pairs if grouped else pairs[rng.permutation(len(pairs))]
 
 
+def within_batches(items: np.ndarray, bs: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, list]:
+    """This rank's pairs and its batches as (start, end) spans for ``distill_within``: ``items`` (P, 2) come
+    grouped by anchor (``sample_distill_pairs(..., grouped=True)``); whole groups go round-robin to the ranks,
+    and each batch holds whole groups, up to ``bs`` pairs (one group when a group alone is larger). Every rank
+    keeps the same number of batches (the smallest over the ranks, computed alike on each), so DDP steps
+    stay in step."""
+    cuts = np.flatnonzero(np.diff(items[:, 0])) + 1 if len(items) else np.zeros(0, np.int64)
+    groups = np.split(items, cuts) if len(items) else []
+
+    def spans_of(gs: list) -> list:
+        out, start, n = [], 0, 0
+        for g in gs:
+            if n and n + len(g) > bs:
+                out.append((start, start + n))
+                start, n = start + n, 0
+            n += len(g)
+        if n:
+            out.append((start, start + n))
+        return out
+
+    per_rank = [groups[r::world] for r in range(world)]
+    n_steps = min(len(spans_of(gs)) for gs in per_rank)
+    mine = per_rank[rank]
+    return (np.concatenate(mine) if mine else items[:0]), spans_of(mine)[:n_steps]
+
+
 def within_anchor_mse(logits: torch.Tensor, target: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """Eq. W1 (relook's own): mean over pairs of ((s - mean_a s) - (t - mean_a t))^2, means taken over the
     pairs of the same anchor in the batch; pairs whose anchor has no other pair in the batch carry no ranking
@@ -468,12 +494,11 @@ def train_rrt(
         rng = np.random.default_rng([c["seed"], epoch])
         if distill:
             items = sample_distill_pairs(data, c["distill_pairs"], rng, grouped=c["distill_within"])
-            if c["distill_within"] and world > 1:  # whole anchor groups per rank, so centring sees them
-                groups = np.split(items, np.flatnonzero(np.diff(items[:, 0])) + 1)
-                items = np.concatenate(groups[rank::world]) if groups[rank::world] else items[:0]
+            bs = int(c["pairs_per_batch"])
+            if c["distill_within"]:  # batches of whole anchor groups, so Eq. W1 centres over whole shortlists
+                items, spans = within_batches(items, bs, rank, world)
             else:
                 items = items[rank::world]
-            bs = int(c["pairs_per_batch"])
         else:
             items = sample_triplets(data, c["min_positives"], rng, c["positives"])[rank::world]
             bs = int(c["triplets_per_batch"])
@@ -487,13 +512,14 @@ def train_rrt(
         if hasattr(source, "set_epoch"):  # ViewSource: the epoch's view draws
             source.set_epoch(epoch)
         joint.train()
-        steps = range(0, len(items), bs)
-        bar = tqdm(steps, desc=f"train rrt [{epoch + 1}/{c['epochs']}]", disable=not progress or rank != 0)
+        if not (distill and c["distill_within"]):
+            spans = [(i, min(i + bs, len(items))) for i in range(0, len(items), bs)]
+        bar = tqdm(spans, desc=f"train rrt [{epoch + 1}/{c['epochs']}]", disable=not progress or rank != 0)
         main_name = "mse" if distill else "bce"
         tot = {"loss": 0.0, main_name: 0.0, "acc": 0.0, "n": 0}
         lr_used = opt.param_groups[0]["lr"]
-        for s in bar:
-            t = items[s : s + bs]
+        for s, e in bar:
+            t = items[s:e]
             if distill:
                 anchors, cands = t[:, 0], t[:, 1]
                 y = (data.labels[anchors] == data.labels[cands]).astype(np.float32)
