@@ -33,7 +33,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from relook.models.rrt import RRT
 from relook.models.rrt.checkpoint import load_rrt, save_rrt
-from relook.train.rrt import global_neighbours
+from relook.train.rrt import global_neighbours, within_anchor_mse
 from relook.train.teacher import chamfer_similarity, teacher_score
 
 MODEL_CONF = {
@@ -177,14 +177,12 @@ def main() -> None:
         gc, tc = G[cand, vc].float(), T[cand, vc].float()
         logit = model(q_local=tq, c_local=tc, q_global=gq, c_global=gc).logits.float()
         with torch.no_grad():
-            y = (tfn(gq, gc, tq, tc) - mu) / sd
-        if a.loss == "within":  # each anchor's mean removed from both sides: the loss sees only the ranking part
-            yw = tfn(gq, gc, tq, tc).view(-1, a.per_anchor)
-            yw = (yw - yw.mean(1, keepdim=True)) / sd_within
-            lw = logit.view(-1, a.per_anchor)
-            loss = F.mse_loss(lw - lw.mean(1, keepdim=True), yw)
+            t = tfn(gq, gc, tq, tc)
+        if a.loss == "within":  # Eq. W1 of relook.train.rrt: each anchor group's mean removed from both sides
+            groups = torch.arange(len(anc) // a.per_anchor).repeat_interleave(a.per_anchor)
+            loss = within_anchor_mse(logit, t / sd_within, groups)
         else:
-            loss = F.mse_loss(logit, y)
+            loss = F.mse_loss(logit, (t - mu) / sd)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
